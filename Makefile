@@ -1,0 +1,45 @@
+# serveops: `make demo` runs the whole flow locally; `make test` runs lint, types and tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit e2e bench schema clean
+
+install: $(STAMP)
+
+# Rebuilt only when the dependencies change: re-running make is cheap.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/serveops demo --num-cpus 2
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+test: lint typecheck $(STAMP)
+	$(BIN)/pytest tests
+
+schema: $(STAMP)
+	$(BIN)/serveops schema
+
+bench: $(STAMP)
+	$(BIN)/python bench/plan_1000.py
+	$(BIN)/python bench/commit_to_serving.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,301 @@
+"""The `serveops` command. Exit codes: 0 ok, 1 failure or changes refused, 2 bad input or usage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from controller import __version__
+from controller.apply import apply_plan
+from controller.display import plan_text, print_to, status_table
+from controller.errors import BadInput, Refused, ServeopsError
+from controller.gitsource import open_repo, read_worktree, resolve_commit
+from controller.manifest import is_deployment_file, load_manifests
+from controller.plan import Plan
+from controller.reconcile import Target, plan_revision
+from controller.registry import MlflowRegistry, Registry
+from controller.serveapi import DEFAULT_ADDRESS, ServeClient, default_address
+from controller.status import deployment_statuses
+
+app = typer.Typer(
+    help="Ship MLflow models to Ray Serve from Git: validate, plan, apply, status.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="Git repository holding deployments/.")]
+RevOpt = Annotated[str, typer.Option("--rev", help="Git revision to read (branch, tag, sha).")]
+EnvOpt = Annotated[str, typer.Option("--env", help="Environment: the folder deployments/<env>/.")]
+AddressOpt = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        envvar="SERVEOPS_ADDRESS",
+        help="Ray dashboard URL of the target cluster.",
+    ),
+]
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking/registry URI, also given to model replicas.",
+    ),
+]
+HttpPortOpt = Annotated[
+    int,
+    typer.Option(
+        "--http-port",
+        envvar="SERVEOPS_HTTP_PORT",
+        help="Serve HTTP port, if Serve is not running yet.",
+    ),
+]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Turn serveops errors into a message and an exit code, never a traceback."""
+    try:
+        return fn()
+    except ServeopsError as e:
+        err.print(f"[bold red]error:[/] {e.message}", highlight=False, markup=True)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _registry(uri: str | None) -> Registry:
+    if not uri:
+        raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
+    return MlflowRegistry(absolute_tracking_uri(uri))
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """`sqlite:///mlflow.db` -> `sqlite:////abs/mlflow.db`: replicas run in other directories."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    if "://" not in uri and not uri.startswith("databricks"):
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def _check_output(output: str) -> None:
+    if output not in ("text", "json"):
+        raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+
+
+@app.command()
+def validate(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders (default: deployments/).")
+    ] = None,
+) -> None:
+    """Check deployment files: YAML, schema, and rules across files (unique names and routes)."""
+
+    def run() -> None:
+        files = read_worktree(paths or [Path("deployments")])
+        files = {p: t for p, t in files.items() if is_deployment_file(p)}
+        if not files:
+            raise BadInput("no deployment files found (expected deployments/<env>/<name>.yaml)")
+        manifests = load_manifests(files)
+        out.print(f"ok: {len(manifests)} deployment file(s) valid")
+
+    _run(run)
+
+
+@app.command()
+def plan(
+    env: EnvOpt,
+    repo: RepoOpt = Path("."),
+    rev: RevOpt = "HEAD",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    registry_uri: RegistryOpt = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Save the plan as JSON.")] = None,
+    output: OutputOpt = "text",
+    prune: Annotated[bool, typer.Option(help="Delete deployments that are gone from Git.")] = False,
+) -> None:
+    """Show what apply would change, field by field, without changing anything."""
+
+    def run() -> None:
+        _check_output(output)
+        with ServeClient(address) as client:
+            result = plan_revision(
+                Target(str(repo), rev, env), client, _registry(registry_uri), prune=prune
+            )
+        if out_file:
+            out_file.write_text(result.model_dump_json(indent=2) + "\n")
+        if output == "json":
+            print(result.model_dump_json(indent=2))
+        else:
+            print_to(out, plan_text(result))
+            if out_file:
+                out.print(
+                    f"saved plan to {out_file}; apply it with: serveops apply --plan {out_file}"
+                )
+
+    _run(run)
+
+
+@app.command()
+def apply(
+    env: Annotated[str | None, typer.Option("--env", help="Environment (not with --plan).")] = None,
+    repo: RepoOpt = Path("."),
+    rev: RevOpt = "HEAD",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            envvar="SERVEOPS_ADDRESS",
+            help="Ray dashboard URL (default: the plan's, or http://127.0.0.1:8265).",
+        ),
+    ] = None,
+    registry_uri: RegistryOpt = None,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="Apply a plan saved by `plan --out`.")
+    ] = None,
+    http_port: HttpPortOpt = 8000,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for new versions to run.")
+    ] = 300.0,
+    prune: Annotated[bool, typer.Option(help="Delete deployments that are gone from Git.")] = False,
+) -> None:
+    """Apply Git's desired state to Ray Serve (or a saved plan, refused if it went stale)."""
+
+    def run() -> None:
+        if plan_file is not None:
+            the_plan = _load_plan(plan_file)
+            if env is not None and env != the_plan.environment:
+                raise BadInput(
+                    f"--env {env} does not match the plan's environment {the_plan.environment}"
+                )
+            _check_revision_unmoved(the_plan)
+            target_address = address or the_plan.address
+        else:
+            if env is None:
+                raise BadInput("pass --env ENV (or --plan FILE)")
+            target_address = address or default_address()
+        with ServeClient(target_address, http_port=http_port) as client:
+            if plan_file is None:
+                assert env is not None
+                the_plan = plan_revision(
+                    Target(str(repo), rev, env), client, _registry(registry_uri), prune=prune
+                )
+            print_to(out, plan_text(the_plan))
+            if not the_plan.has_changes:
+                return
+            result = apply_plan(
+                the_plan, client, timeout_s=timeout, log=lambda m: out.print(f"  {m}")
+            )
+        out.print(
+            f"[green]applied[/] {the_plan.source.commit[:12]} to {the_plan.environment!r} in {result.seconds:.1f}s"
+        )
+
+    _run(run)
+
+
+def _load_plan(path: Path) -> Plan:
+    try:
+        return Plan.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such plan file") from None
+    except ValueError as e:
+        raise BadInput(f"{path}: not a serveops plan: {e}") from None
+
+
+def _check_revision_unmoved(the_plan: Plan) -> None:
+    """A plan made from a branch is stale once the branch has moved on."""
+    repo = open_repo(the_plan.source.repo)
+    now = resolve_commit(repo, the_plan.source.rev).hexsha
+    if now != the_plan.source.commit:
+        raise Refused(
+            f"revision {the_plan.source.rev!r} has moved since the plan was made "
+            f"({the_plan.source.commit[:12]} -> {now[:12]}); make a new plan"
+        )
+
+
+@app.command()
+def status(
+    env: EnvOpt,
+    address: AddressOpt = DEFAULT_ADDRESS,
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="Compare with Git to report sync status.")
+    ] = None,
+    rev: RevOpt = "HEAD",
+    registry_uri: RegistryOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Per deployment: sync status against Git (with --repo) and health from Serve."""
+
+    def run() -> None:
+        _check_output(output)
+        with ServeClient(address) as client:
+            the_plan = None
+            if repo is not None:
+                the_plan = plan_revision(
+                    Target(str(repo), rev, env), client, _registry(registry_uri)
+                )
+            rows = deployment_statuses(client.get(), env, the_plan)
+        if output == "json":
+            print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        else:
+            out.print(status_table(rows, env))
+        if any(r.health in ("Degraded", "Missing") for r in rows):
+            raise typer.Exit(1)
+
+    _run(run)
+
+
+@app.command()
+def schema(
+    check: Annotated[bool, typer.Option(help="Fail if the committed files are stale.")] = False,
+) -> None:
+    """Write the JSON Schema and the spec reference generated from the pydantic models."""
+    from controller.schemadoc import write_generated
+
+    stale = write_generated(Path("."), check=check)
+    if check and stale:
+        err.print(f"stale generated files: {', '.join(stale)}; run `serveops schema`")
+        raise typer.Exit(1)
+    for path in stale:
+        out.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its Ray, MLflow and Git state.")
+    ] = Path(".demo"),
+    num_cpus: Annotated[int, typer.Option(help="CPUs the local Ray may use.")] = 2,
+) -> None:
+    """The tour: local Ray + MLflow + Git, apply v1, send requests, move to v2, status."""
+    from controller.demo import run_demo
+
+    _run(lambda: run_demo(workdir, num_cpus))
+
+
+@app.command()
+def version() -> None:
+    """Print the serveops version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

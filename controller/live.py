@@ -1,0 +1,107 @@
+"""Live state: what Ray Serve runs now, as read from the dashboard's REST API.
+
+Pure parsing of `GET /api/serve/applications/`; the HTTP client lives in serveapi.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.serving.protocol import MARKER_KEY
+
+# Serve's words for a replica it cannot place; reported as Degraded, not as an endless wait.
+UNSCHEDULABLE_HINTS = ("taken more than", "to be scheduled", "insufficient resources")
+
+
+@dataclass(frozen=True)
+class LiveDeployment:
+    name: str
+    status: str  # HEALTHY, UPDATING, UNHEALTHY, ...
+    message: str
+    replica_states: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LiveApp:
+    name: str
+    status: str  # RUNNING, DEPLOYING, DEPLOY_FAILED, UNHEALTHY, DELETING, NOT_STARTED
+    message: str
+    config: dict[str, Any]  # deployed_app_config, exactly as it was PUT
+    deployments: dict[str, LiveDeployment] = field(default_factory=dict)
+
+    @property
+    def marker(self) -> dict[str, str] | None:
+        value = (self.config.get("args") or {}).get(MARKER_KEY)
+        return value if isinstance(value, dict) else None
+
+    def managed_in(self, environment: str) -> bool:
+        return self.marker is not None and self.marker.get("environment") == environment
+
+    @property
+    def unschedulable_message(self) -> str | None:
+        for dep in self.deployments.values():
+            if any(hint in dep.message for hint in UNSCHEDULABLE_HINTS):
+                return dep.message
+        return None
+
+    @property
+    def problem(self) -> str | None:
+        """Why this application cannot serve, or None while it is fine or still starting."""
+        if self.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            details = [d.message for d in self.deployments.values() if d.message]
+            return self.message or "; ".join(details) or self.status
+        return self.unschedulable_message
+
+
+@dataclass(frozen=True)
+class LiveState:
+    apps: dict[str, LiveApp]
+    http_options: dict[str, Any] | None = None
+
+    @classmethod
+    def from_api(cls, payload: dict[str, Any]) -> LiveState:
+        apps: dict[str, LiveApp] = {}
+        for name, raw in (payload.get("applications") or {}).items():
+            deployments = {
+                dname: LiveDeployment(
+                    name=dname,
+                    status=d.get("status", ""),
+                    message=d.get("message", "") or "",
+                    replica_states=_count_states(d.get("replicas") or []),
+                )
+                for dname, d in (raw.get("deployments") or {}).items()
+            }
+            apps[name] = LiveApp(
+                name=name,
+                status=raw.get("status", ""),
+                message=raw.get("message", "") or "",
+                config=raw.get("deployed_app_config") or {"name": name},
+                deployments=deployments,
+            )
+        http = payload.get("http_options")
+        http_options = {"host": http["host"], "port": http["port"]} if http else None
+        return cls(apps=apps, http_options=http_options)
+
+    def managed(self, environment: str) -> dict[str, LiveApp]:
+        return {n: a for n, a in self.apps.items() if a.managed_in(environment)}
+
+    def others(self, environment: str) -> list[LiveApp]:
+        """Applications serveops must carry over untouched: unmanaged, or of other environments."""
+        return [a for a in self.apps.values() if not a.managed_in(environment)]
+
+    def fingerprint(self) -> str:
+        """Hash of every application's config: a saved plan is stale when this moves."""
+        configs = {name: app.config for name, app in sorted(self.apps.items())}
+        blob = json.dumps(configs, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _count_states(replicas: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in replicas:
+        state = str(r.get("state", "UNKNOWN"))
+        counts[state] = counts.get(state, 0) + 1
+    return counts

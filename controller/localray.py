@@ -1,0 +1,129 @@
+"""A local Ray head for the demo, the end-to-end tests, `simulate` and `replay`.
+
+Always started with an explicit CPU count (Ray otherwise takes every core and a third replica on
+a 2-core machine waits forever), on free ports so several can coexist, and stopped with its
+whole process tree: `ray stop` would kill every Ray on the machine, not just ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import psutil
+
+from controller.errors import ServeopsError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalRay:
+    """`ray start --head --block` in its own process group, torn down with all its children."""
+
+    def __init__(
+        self,
+        num_cpus: float = 2,
+        *,
+        dashboard_port: int | None = None,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.num_cpus = num_cpus
+        self.dashboard_port = dashboard_port or free_port()
+        self.env = env or {}
+        self.log_path = log_path
+        # Unix socket paths under it must stay short, so not under a deep work tree.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="serveops-ray-", dir="/tmp"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self, timeout_s: float = 120.0) -> LocalRay:
+        ray_bin = Path(sys.executable).with_name("ray")
+        ports = {
+            "--port": free_port(),
+            "--dashboard-port": self.dashboard_port,
+            "--ray-client-server-port": free_port(),
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--metrics-export-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+        }
+        cmd = [
+            str(ray_bin), "start", "--head", "--block", f"--num-cpus={self.num_cpus}",
+            "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+        ]  # fmt: skip
+        cmd += [f"{flag}={port}" for flag, port in ports.items()]
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **self.env}
+        log = open(self.log_path or self.temp_dir / "ray-start.log", "ab")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise ServeopsError(f"ray start exited early; see {self.temp_dir}/ray-start.log")
+            try:
+                if (
+                    httpx.get(f"{self.address}/api/serve/applications/", timeout=2).status_code
+                    == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise ServeopsError(f"local Ray did not become ready in {timeout_s:.0f}s")
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Terminate the whole tree (raylet's workers included), then kill what is left."""
+        if self._proc is None:
+            return
+        try:
+            root = psutil.Process(self._proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        self._proc.wait(timeout=5)
+        self._proc = None
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRay:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

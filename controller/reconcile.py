@@ -1,0 +1,42 @@
+"""Git revision + registry + live Serve -> Plan: the read side shared by plan, apply and status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.gitsource import read_snapshot
+from controller.manifest import load_manifests
+from controller.plan import Plan, Source, make_plan
+from controller.registry import Registry
+from controller.render import RenderSettings, render_environment
+from controller.serveapi import ServeClient
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a command acts on: an environment of a repository at a revision, on a cluster."""
+
+    repo: str
+    rev: str
+    environment: str
+
+
+def plan_revision(
+    target: Target,
+    client: ServeClient,
+    registry: Registry,
+    *,
+    prune: bool = False,
+) -> Plan:
+    """Read Git at the revision, validate, resolve models, read live state, and diff.
+
+    Every input problem surfaces before the cluster is touched; nothing here writes.
+    """
+    snapshot = read_snapshot(target.repo, target.rev)
+    manifests = load_manifests(snapshot.files, target.environment)
+    desired = render_environment(
+        target.environment, manifests, registry, RenderSettings(tracking_uri=registry.tracking_uri)
+    )
+    live = client.get()
+    source = Source(repo=target.repo, rev=target.rev, commit=snapshot.commit)
+    return make_plan(desired, live, source=source, address=client.address, prune=prune)

@@ -1,0 +1,154 @@
+"""Specs to Serve applications: one per model version, plus one router per deployment.
+
+Pure: the same specs and resolved versions always render the same configs, so a plan is a plain
+diff of dicts. The output is what Ray's REST API takes (`ServeApplicationSchema`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.errors import Location, Problem, ValidationFailed
+from controller.manifest import Manifest
+from controller.registry import ModelNotFound, Registry, ResolvedModel
+from controller.serving.protocol import (
+    MARKER_KEY,
+    MODEL_DEPLOYMENT,
+    MODEL_IMPORT_PATH,
+    ROUTER_DEPLOYMENT,
+    ROUTER_IMPORT_PATH,
+    RouterConfig,
+    Target,
+)
+from controller.spec import ModelDeployment
+
+AppConfig = dict[str, Any]
+
+# The router only forwards; a small fixed reservation keeps it schedulable on small machines.
+ROUTER_NUM_CPUS = 0.05
+ROUTER_MAX_ONGOING = 256
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    tracking_uri: str | None = None  # given to model replicas as MLFLOW_TRACKING_URI
+
+
+@dataclass(frozen=True)
+class DesiredDeployment:
+    name: str
+    path: str
+    model: ResolvedModel
+    apps: list[AppConfig]
+
+
+@dataclass
+class DesiredState:
+    environment: str
+    deployments: dict[str, DesiredDeployment] = field(default_factory=dict)
+
+    @property
+    def apps(self) -> list[AppConfig]:
+        return [app for d in self.deployments.values() for app in d.apps]
+
+
+def version_app_name(deployment: str, version: str) -> str:
+    return f"{deployment}--v{version}"
+
+
+def marker(environment: str, deployment: str, role: str) -> dict[str, str]:
+    return {"environment": environment, "deployment": deployment, "role": role}
+
+
+def render_version_app(
+    dep: ModelDeployment, model: ResolvedModel, settings: RenderSettings
+) -> AppConfig:
+    spec, meta = dep.spec, dep.metadata
+    actor: dict[str, Any] = {"num_cpus": spec.resources.num_cpus}
+    if spec.resources.num_gpus:
+        actor["num_gpus"] = spec.resources.num_gpus
+    if spec.resources.memory_mb:
+        actor["memory"] = spec.resources.memory_mb * 1024 * 1024
+    deployment: dict[str, Any] = {
+        "name": MODEL_DEPLOYMENT,
+        "max_ongoing_requests": spec.max_ongoing_requests,
+        "ray_actor_options": actor,
+    }
+    if spec.autoscaling is not None:
+        deployment["autoscaling_config"] = spec.autoscaling.model_dump()
+    else:
+        deployment["num_replicas"] = spec.replicas or 1
+    app: AppConfig = {
+        "name": version_app_name(meta.name, model.version),
+        "route_prefix": None,  # reached only through the router's handle
+        "import_path": MODEL_IMPORT_PATH,
+        "args": {
+            "model_uri": model.pinned_uri,
+            "version": model.version,
+            MARKER_KEY: marker(meta.environment, meta.name, "version"),
+        },
+        "deployments": [deployment],
+    }
+    if settings.tracking_uri:
+        app["runtime_env"] = {"env_vars": {"MLFLOW_TRACKING_URI": settings.tracking_uri}}
+    return app
+
+
+def render_router_app(
+    dep: ModelDeployment, targets: list[Target], revision: str | None = None
+) -> AppConfig:
+    spec, meta = dep.spec, dep.metadata
+    config = RouterConfig(
+        deployment=meta.name, targets=targets, timeout_s=spec.request_timeout_s, revision=revision
+    )
+    return {
+        "name": meta.name,
+        "route_prefix": spec.route,
+        "import_path": ROUTER_IMPORT_PATH,
+        "args": {MARKER_KEY: marker(meta.environment, meta.name, "router")},
+        "deployments": [
+            {
+                "name": ROUTER_DEPLOYMENT,
+                "num_replicas": spec.router_replicas,
+                "max_ongoing_requests": ROUTER_MAX_ONGOING,
+                "ray_actor_options": {"num_cpus": ROUTER_NUM_CPUS},
+                "user_config": config.model_dump(),
+            }
+        ],
+    }
+
+
+def render_deployment(
+    dep: ModelDeployment,
+    model: ResolvedModel,
+    settings: RenderSettings,
+    revision: str | None = None,
+) -> list[AppConfig]:
+    """The steady state of one deployment: its model version takes all the traffic."""
+    version_app = render_version_app(dep, model, settings)
+    target = Target(app=version_app["name"], version=model.version, weight=100)
+    return [version_app, render_router_app(dep, [target], revision)]
+
+
+def render_environment(
+    environment: str,
+    manifests: list[Manifest],
+    registry: Registry,
+    settings: RenderSettings,
+) -> DesiredState:
+    """Resolve every model reference, then render. All missing models are reported at once."""
+    desired = DesiredState(environment)
+    problems: list[Problem] = []
+    for m in manifests:
+        try:
+            model = registry.resolve(m.deployment.spec.model)
+        except ModelNotFound as err:
+            where = Location(m.path, m.line_of("spec", "model"), "spec.model")
+            problems.append(Problem(where, err.message))
+            continue
+        apps = render_deployment(m.deployment, model, settings)
+        desired.deployments[m.name] = DesiredDeployment(m.name, m.path, model, apps)
+    if problems:
+        raise ValidationFailed(problems)
+    return desired

@@ -1,0 +1,65 @@
+"""The model server: one MLflow pyfunc model version behind MLflow's scoring protocol.
+
+Requests look like MLflow's own `/invocations` bodies (`dataframe_split`, `dataframe_records`,
+`inputs`, `instances`, optional `params`), so existing MLflow clients work unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import serve
+
+logger = logging.getLogger("ray.serve")
+
+
+def to_jsonable(predictions: Any) -> Any:
+    """numpy arrays, pandas frames and series to plain JSON values."""
+    if hasattr(predictions, "to_dict") and hasattr(predictions, "columns"):
+        return predictions.to_dict(orient="records")
+    if hasattr(predictions, "tolist"):
+        return predictions.tolist()
+    if isinstance(predictions, dict):
+        return {k: to_jsonable(v) for k, v in predictions.items()}
+    if isinstance(predictions, list | tuple):
+        return [to_jsonable(v) for v in predictions]
+    return predictions
+
+
+@serve.deployment
+class ModelServer:
+    def __init__(self, model_uri: str, version: str) -> None:
+        import mlflow.pyfunc
+
+        self._uri = model_uri
+        self._version = version
+        self._model = mlflow.pyfunc.load_model(model_uri)
+        self._schema = self._model.metadata.get_input_schema()
+        logger.info("loaded %s", model_uri)
+
+    def predict(self, payload: Any) -> dict[str, Any]:
+        """Score one request. Returns {"status", "body"} so errors cross the handle as values."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+        if not isinstance(payload, dict):
+            return _bad_request("request body must be a JSON object in MLflow's scoring format")
+        payload = dict(payload)
+        params = payload.pop("params", None)
+        try:
+            data = infer_and_parse_data(payload, self._schema)
+            predictions = self._model.predict(data, params=params)
+        except MlflowException as err:
+            return _bad_request(err.message)
+        except (ValueError, TypeError, KeyError) as err:
+            return _bad_request(f"{err.__class__.__name__}: {err}")
+        return {"status": 200, "body": {"predictions": to_jsonable(predictions)}}
+
+
+def _bad_request(message: str) -> dict[str, Any]:
+    return {"status": 400, "body": {"error_code": "BAD_REQUEST", "message": message}}
+
+
+def build(args: dict[str, Any]) -> Any:
+    return ModelServer.bind(args["model_uri"], args["version"])  # type: ignore[attr-defined]

@@ -1,0 +1,262 @@
+"""The deployment file: pydantic models whose field descriptions are the reference docs.
+
+One YAML file under deployments/<environment>/ declares one ModelDeployment. The JSON Schema in
+schema/modeldeployment.schema.json is generated from these models (`serveops schema`), and
+docs/spec-reference.md from their descriptions (`serveops docs`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+API_VERSION = "serveops.dev/v1alpha1"
+KIND = "ModelDeployment"
+
+# Names become Serve application names (`<name>--v<version>`), so `--` is reserved.
+NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+ROUTE_PATTERN = r"^/[a-z0-9]([a-z0-9._-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$"
+# MLflow registry URIs: models:/<name>/<version> or models:/<name>@<alias>.
+# (No named groups: the pattern also goes into the JSON Schema, read by ECMA-regex editors.)
+MODEL_URI_PATTERN = (
+    r"^models:/([A-Za-z0-9][A-Za-z0-9_.\- ]*?)(?:/([0-9]+)|@([A-Za-z_][A-Za-z0-9_\-]*))$"
+)
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'1m30s' -> 90.0 seconds."""
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", text))
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Metadata(_Strict):
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=50,
+        description="Deployment name, unique within its environment: lowercase letters, digits "
+        "and single dashes, at most 50 characters. Serve applications are named after it.",
+    )
+    environment: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=50,
+        description="Environment this deployment belongs to; must match the folder the file is "
+        "in (deployments/<environment>/).",
+    )
+    owner: str = Field(
+        min_length=1,
+        description="Team or person accountable for this deployment (used by policies and "
+        "notifications).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form key/value labels, matched by policies.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if not re.match(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"label key {key!r} must match {LABEL_KEY_PATTERN}")
+        return labels
+
+
+class Autoscaling(_Strict):
+    min_replicas: int = Field(ge=0, description="Fewest replicas Ray Serve scales down to.")
+    max_replicas: int = Field(ge=1, description="Most replicas Ray Serve scales up to.")
+    target_ongoing_requests: float = Field(
+        default=2.0,
+        gt=0,
+        description="Average in-flight requests per replica that Ray Serve's autoscaler aims for.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class Resources(_Strict):
+    num_cpus: float = Field(
+        default=0.25,
+        gt=0,
+        le=512,
+        description="Logical CPUs reserved per model replica. Fractions are allowed and useful: "
+        "Ray only schedules a replica where its whole reservation fits.",
+    )
+    num_gpus: float = Field(default=0, ge=0, le=64, description="GPUs reserved per replica.")
+    memory_mb: int | None = Field(
+        default=None,
+        gt=0,
+        description="Memory reserved per replica, in MiB (Ray's `memory` resource). "
+        "Unset means no reservation.",
+    )
+
+
+class RolloutStep(_Strict):
+    weight: int = Field(
+        ge=1, le=100, description="Share of traffic, in percent, sent to the new version."
+    )
+    pause: str = Field(
+        default="0s",
+        description="How long to hold this step before the next one, e.g. `30s`, `5m`, or "
+        "`indefinite` to wait for `serveops promote`.",
+    )
+
+    @field_validator("pause")
+    @classmethod
+    def _pause(cls, value: str) -> str:
+        if value != "indefinite" and not re.match(DURATION_PATTERN, value):
+            raise ValueError("pause must be a duration such as 30s, 5m, 1h30m, or 'indefinite'")
+        return value
+
+
+class Analysis(_Strict):
+    interval: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        description="Window of router metrics each analysis reads.",
+    )
+    min_requests: int = Field(
+        default=50,
+        ge=1,
+        description="Fewest candidate requests in a window for an analysis to be conclusive; "
+        "below it the rollout pauses rather than passing or failing.",
+    )
+    max_error_rate_increase: float = Field(
+        default=0.5,
+        ge=0,
+        description="Largest allowed increase of the candidate's error rate over the stable "
+        "version's, in percentage points.",
+    )
+    max_p95_latency_ms: float | None = Field(
+        default=None, gt=0, description="Absolute ceiling on the candidate's p95 latency."
+    )
+    max_p95_regression_pct: float | None = Field(
+        default=20,
+        ge=0,
+        description="Largest allowed p95 latency regression relative to the stable version, in "
+        "percent.",
+    )
+    failure_limit: int = Field(
+        default=1, ge=1, description="Failed analyses after which the rollout aborts."
+    )
+
+
+class Rollout(_Strict):
+    strategy: Literal["immediate", "canary", "blue_green", "shadow"] = Field(
+        default="immediate",
+        description="How a new model version replaces the live one. `immediate` switches once "
+        "the new version is running; the others are progressive (see docs/rollouts.md).",
+    )
+    steps: list[RolloutStep] = Field(
+        default_factory=list,
+        description="Canary steps, in order. Traffic ends at 100% after the last step even when "
+        "the weights do not reach it.",
+    )
+    analysis: Analysis | None = Field(
+        default=None, description="Checks run between steps; a failure aborts and rolls back."
+    )
+    shadow_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="For `shadow`: share of live requests mirrored to the candidate, whose "
+        "answers are compared but never returned.",
+    )
+    scale_down_delay: str = Field(
+        default="5m",
+        pattern=DURATION_PATTERN,
+        description="For `blue_green`: how long the previous version stays up after the switch, "
+        "so a rollback is instant.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rollout:
+        if self.strategy == "canary" and not self.steps:
+            raise ValueError("strategy 'canary' needs at least one step in 'steps'")
+        if self.strategy != "canary" and self.steps:
+            raise ValueError(f"'steps' only applies to strategy 'canary', not {self.strategy!r}")
+        if self.strategy == "shadow" and self.shadow_percent is None:
+            raise ValueError("strategy 'shadow' needs 'shadow_percent'")
+        weights = [s.weight for s in self.steps]
+        if weights != sorted(weights):
+            raise ValueError("canary step weights must not decrease")
+        return self
+
+
+class DeploymentSpec(_Strict):
+    route: str = Field(
+        pattern=ROUTE_PATTERN,
+        description="HTTP path prefix the model answers on, e.g. `/fraud`; unique within the "
+        "environment. Lowercase, no trailing slash.",
+    )
+    model: str = Field(
+        pattern=MODEL_URI_PATTERN,
+        description="MLflow registry URI: `models:/<name>/<version>` pins a version, "
+        "`models:/<name>@<alias>` follows an alias, resolved to a version at plan time.",
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Fixed number of model replicas. Exclusive with `autoscaling`; 1 when "
+        "neither is set.",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Let Ray Serve scale replicas between bounds."
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="What each model replica reserves."
+    )
+    max_ongoing_requests: int = Field(
+        default=8, ge=1, le=10000, description="Requests one replica handles at once."
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="The router answers 504 when the model has not answered within this time.",
+    )
+    router_replicas: int = Field(
+        default=1, ge=1, le=100, description="Replicas of the router that owns the route."
+    )
+    rollout: Rollout = Field(
+        default_factory=Rollout, description="How a change of `model` reaches traffic."
+    )
+
+    @model_validator(mode="after")
+    def _scaling(self) -> DeploymentSpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set either 'replicas' or 'autoscaling', not both")
+        return self
+
+
+class ModelDeployment(_Strict):
+    """One model deployment: a route served by a model version from the MLflow registry."""
+
+    apiVersion: Literal["serveops.dev/v1alpha1"] = Field(
+        description=f"Schema version of this file; `{API_VERSION}`."
+    )
+    kind: Literal["ModelDeployment"] = Field(description=f"Always `{KIND}`.")
+    metadata: Metadata = Field(description="Who and where: name, environment, owner, labels.")
+    spec: DeploymentSpec = Field(description="What serves: route, model, scale, rollout.")
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """Split `models:/name/7` or `models:/name@alias` into (name, version, alias)."""
+    match = re.match(MODEL_URI_PATTERN, uri)
+    if match is None:
+        raise ValueError(f"not an MLflow registry URI: {uri!r}")
+    return match[1], match[2], match[3]

@@ -1,0 +1,106 @@
+"""Per-deployment sync status and health, from live state and (optionally) a plan of Git."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from controller.live import LiveApp, LiveState
+from controller.plan import Plan
+from controller.serving.protocol import ROUTER_DEPLOYMENT, RouterConfig
+
+Sync = Literal["Synced", "OutOfSync", "Unknown"]
+Health = Literal["Healthy", "Progressing", "Degraded", "Missing"]
+
+
+@dataclass
+class VersionStatus:
+    app: str
+    version: str
+    weight: float
+    status: str
+
+
+@dataclass
+class DeploymentStatus:
+    name: str
+    route: str | None
+    sync: Sync
+    revision: str | None  # the commit that last changed what is live
+    health: Health
+    message: str = ""
+    versions: list[VersionStatus] = field(default_factory=list)
+
+
+def _router_config(app: LiveApp) -> RouterConfig | None:
+    for dep in app.config.get("deployments", []):
+        if dep.get("name") == ROUTER_DEPLOYMENT and dep.get("user_config"):
+            return RouterConfig.model_validate(dep["user_config"])
+    return None
+
+
+def _health(apps: list[LiveApp]) -> tuple[Health, str]:
+    for app in apps:
+        if app.problem:
+            return "Degraded", f"{app.name}: {app.problem}"
+    for app in apps:
+        if app.status != "RUNNING":
+            return "Progressing", f"{app.name} is {app.status}" + (
+                f": {app.message}" if app.message else ""
+            )
+    return "Healthy", ""
+
+
+def deployment_statuses(
+    live: LiveState, environment: str, plan: Plan | None = None
+) -> list[DeploymentStatus]:
+    """One row per deployment that is live or desired. Without a plan, sync is Unknown."""
+    managed = live.managed(environment)
+    routers = {
+        (a.marker or {}).get("deployment", n): a
+        for n, a in managed.items()
+        if (a.marker or {}).get("role") == "router"
+    }
+    changed = plan.deployments_changed() if plan else set()
+    desired_names = {m.deployment for m in plan.models} if plan else set()
+    rows = []
+    for name in sorted(set(routers) | desired_names):
+        router = routers.get(name)
+        sync: Sync = (
+            "Unknown"
+            if plan is None
+            else ("OutOfSync" if name in changed or name not in desired_names else "Synced")
+        )
+        if router is None:
+            rows.append(DeploymentStatus(name, None, sync, None, "Missing", "not deployed"))
+            continue
+        config = _router_config(router)
+        targets = config.targets if config else []
+        version_apps = [live.apps[t.app] for t in targets if t.app in live.apps]
+        health, message = _health([router, *version_apps])
+        missing = [t.app for t in targets if t.app not in live.apps]
+        if missing and health != "Degraded":
+            health, message = (
+                "Degraded",
+                f"router targets missing applications: {', '.join(missing)}",
+            )
+        rows.append(
+            DeploymentStatus(
+                name=name,
+                route=router.config.get("route_prefix"),
+                sync=sync,
+                revision=config.revision if config else None,
+                health=health,
+                message=message,
+                versions=[
+                    VersionStatus(
+                        t.app,
+                        t.version,
+                        t.weight,
+                        live.apps[t.app].status if t.app in live.apps else "MISSING",
+                    )
+                    for t in targets
+                ],
+            )
+        )
+    return rows

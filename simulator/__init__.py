@@ -1,0 +1,1 @@
+"""serveops simulator: record, replay (Locust) and compare traffic. See issue #5; not built yet."""
