@@ -1,125 +1,44 @@
-"""Deployment files to validated specs, with every problem located at file, line and field.
-
-YAML is composed into nodes first (safe loader only: tags that would build Python objects are
-errors), so each value keeps its line; pydantic's error locations are then mapped back to lines.
-"""
+"""Deployment files to validated specs, with every problem located at file, line and field."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
-
-import yaml
-from pydantic import ValidationError
 
 from controller.errors import Location, Problem, ValidationFailed
 from controller.spec import ModelDeployment
-
-Path_ = tuple[str | int, ...]
+from controller.yamldoc import YamlDoc, load_yaml, validate_doc
 
 
 @dataclass(frozen=True)
 class Manifest:
     """A validated deployment file and where it came from."""
 
-    path: str
+    doc: YamlDoc
     deployment: ModelDeployment
-    lines: Mapping[Path_, int]
+
+    @property
+    def path(self) -> str:
+        return self.doc.path
 
     @property
     def name(self) -> str:
         return self.deployment.metadata.name
 
     def line_of(self, *field: str | int) -> int | None:
-        return _nearest_line(self.lines, field)
-
-
-def _field_path(loc: Iterable[str | int]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _index(
-    node: yaml.Node, path: Path_, lines: dict[Path_, int], problems: list[Problem], file: str
-) -> Any:
-    """Record the 1-based line of every value and key under `node`; report duplicate keys."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                problems.append(
-                    Problem(
-                        Location(file, line, _field_path((*path, key))),
-                        f"duplicate key (first set on line {seen[key]})",
-                    )
-                )
-            seen[key] = line
-            lines[(*path, key)] = line
-            _index(value_node, (*path, key), lines, problems, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index(item, (*path, i), lines, problems, file)
-
-
-def _nearest_line(lines: Mapping[Path_, int], loc: Path_) -> int | None:
-    # A missing field has no line of its own: point at its closest parent that exists.
-    for end in range(len(loc), -1, -1):
-        if tuple(loc[:end]) in lines:
-            return lines[tuple(loc[:end])]
-    return None
+        return self.doc.line_of(*field)
 
 
 def parse_manifest(path: str, text: str) -> tuple[Manifest | None, list[Problem]]:
     """Parse one file. Returns the manifest (None when invalid) and the problems found."""
-    loader = yaml.SafeLoader(text)
-    lines: dict[Path_, int] = {}
-    problems: list[Problem] = []
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, [Problem(Location(path, 1), "file is empty")]
-        _index(node, (), lines, problems, path)
-        data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
-        return None, [Problem(Location(path, line), f"invalid YAML: {err.problem or err}")]
-    except yaml.YAMLError as err:
-        return None, [Problem(Location(path), f"invalid YAML: {err}")]
-    finally:
-        loader.dispose()
-    if problems:
+    doc, problems = load_yaml(path, text)
+    if doc is None:
         return None, problems
-    if not isinstance(data, dict):
-        return None, [
-            Problem(Location(path, 1), "expected a mapping with apiVersion, kind, metadata, spec")
-        ]
-    try:
-        deployment = ModelDeployment.model_validate(data)
-    except ValidationError as err:
-        return None, [_problem_from_pydantic(path, lines, e) for e in err.errors()]
-    return Manifest(path, deployment, lines), []
-
-
-def _problem_from_pydantic(path: str, lines: Mapping[Path_, int], error: Any) -> Problem:
-    loc: Path_ = tuple(error["loc"])
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif error["type"] == "missing":
-        message = "required field is missing"
-    elif "input" in error and not isinstance(error["input"], dict | list):
-        message = f"{message} (got {error['input']!r})"
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    return Problem(Location(path, _nearest_line(lines, loc), _field_path(loc) or None), message)
+    deployment, problems = validate_doc(doc, ModelDeployment)
+    if deployment is None:
+        return None, problems
+    return Manifest(doc, deployment), []
 
 
 def environment_of(path: str) -> str | None:
