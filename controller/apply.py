@@ -21,7 +21,7 @@ from controller.errors import Refused, ServeopsError
 from controller.live import LiveState
 from controller.plan import Plan
 from controller.render import AppConfig
-from controller.serveapi import ServeClient, merged_config
+from controller.serveapi import ServeAPI, merged_config
 from controller.serving.protocol import MARKER_KEY
 
 POLL_INTERVAL_S = 0.25
@@ -65,7 +65,7 @@ def _same(apps: list[AppConfig], live: LiveState, env: str) -> bool:
 
 def apply_plan(
     plan: Plan,
-    client: ServeClient,
+    client: ServeAPI,
     *,
     timeout_s: float = 300.0,
     log: Callable[[str], None] = lambda _msg: None,
@@ -106,7 +106,7 @@ def apply_plan(
 
 
 def wait_running(
-    client: ServeClient,
+    client: ServeAPI,
     names: list[str],
     deadline: float,
     phase: str,

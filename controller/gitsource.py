@@ -35,7 +35,9 @@ def open_repo(repo_dir: str | Path) -> git.Repo:
 
 def resolve_commit(repo: git.Repo, rev: str) -> git.Commit:
     try:
-        return repo.commit(rev)
+        commit = repo.commit(rev)
+        commit.tree  # noqa: B018  (a full sha resolves lazily: make a missing object fail here)
+        return commit
     except (git.BadName, ValueError, git.GitCommandError):
         raise BadInput(f"{repo.working_dir}: revision {rev!r} does not exist") from None
 

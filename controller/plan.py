@@ -28,6 +28,8 @@ _RECONFIGURE_FIELDS = {
     "user_config",
     "max_ongoing_requests",
     "max_queued_requests",
+    "max_surge_percent",
+    "rolling_update_percentage",
     "graceful_shutdown_wait_loop_s",
     "graceful_shutdown_timeout_s",
     "health_check_period_s",

@@ -9,7 +9,7 @@ from controller.manifest import load_manifests
 from controller.plan import Plan, Source, make_plan
 from controller.registry import Registry
 from controller.render import RenderSettings, render_environment
-from controller.serveapi import ServeClient
+from controller.serveapi import ServeAPI
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Target:
 
 def plan_revision(
     target: Target,
-    client: ServeClient,
+    client: ServeAPI,
     registry: Registry,
     *,
     prune: bool = False,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
-from controller.errors import ServeopsError, Unreachable
+from controller.errors import BadInput, ServeopsError, Unreachable
 from controller.spec import parse_model_uri
 
 
@@ -25,6 +26,24 @@ class ResolvedModel:
     @property
     def pinned_uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    """What the registry knows about one model version: what policies read as `model`."""
+
+    name: str
+    version: str
+    status: str = "READY"
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    source: str = ""
+    run_id: str = ""
+    creation_time: dt.datetime | None = None  # timezone-aware UTC
+    run_metrics: dict[str, float] = field(default_factory=dict)
+    run_params: dict[str, str] = field(default_factory=dict)
+    run_tags: dict[str, str] = field(default_factory=dict)
 
 
 class ModelNotFound(ServeopsError):
@@ -44,14 +63,29 @@ class MlflowRegistry:
     """The MLflow model registry at `tracking_uri` (a server URL or a local `sqlite:///` store)."""
 
     def __init__(self, tracking_uri: str, registry_uri: str | None = None) -> None:
-        # A registry that is down must fail fast, not retry for minutes.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        from mlflow.tracking import MlflowClient
-
         self._tracking_uri = tracking_uri
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        self._registry_uri = registry_uri
+        self._client_instance: Any = None
         self._cache: dict[str, ResolvedModel] = {}
+
+    @property
+    def _client(self) -> Any:
+        # Made on first use: a command that fails earlier (bad revision, bad file) must not
+        # touch the registry, nor create a local SQLite store as a side effect.
+        if self._client_instance is None:
+            # A registry that is down must fail fast, not retry for minutes.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+            from mlflow.tracking import MlflowClient
+
+            if self._tracking_uri.startswith("sqlite:///"):
+                db = Path(self._tracking_uri.removeprefix("sqlite:///"))
+                if not db.exists():
+                    raise BadInput(f"no MLflow store at {db} (from {self._tracking_uri})")
+            self._client_instance = MlflowClient(
+                tracking_uri=self._tracking_uri, registry_uri=self._registry_uri
+            )
+        return self._client_instance
 
     @property
     def tracking_uri(self) -> str | None:
@@ -85,6 +119,45 @@ class MlflowRegistry:
             raise ModelNotFound(f"{uri}: model version {mv.version} is {mv.status}, not READY")
         return ResolvedModel(uri=uri, name=name, version=str(mv.version), alias=alias)
 
+    def describe(self, uri: str) -> ModelVersionRecord:
+        """The registry record of the version `uri` resolves to, with its run's metrics/params."""
+        from mlflow.exceptions import MlflowException
+
+        resolved = self.resolve(uri)
+        try:
+            mv = self._client.get_model_version(resolved.name, resolved.version)
+            metrics: dict[str, float] = {}
+            params: dict[str, str] = {}
+            run_tags: dict[str, str] = {}
+            if mv.run_id:
+                run = self._client.get_run(mv.run_id)
+                metrics = {str(k): float(v) for k, v in run.data.metrics.items()}
+                params = {str(k): str(v) for k, v in run.data.params.items()}
+                run_tags = {str(k): str(v) for k, v in run.data.tags.items()}
+        except MlflowException as err:
+            raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err.message}") from None
+        except OSError as err:
+            raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
+        created = (
+            dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
+            if mv.creation_timestamp
+            else None
+        )
+        return ModelVersionRecord(
+            name=resolved.name,
+            version=resolved.version,
+            status=str(mv.status or "READY"),
+            aliases=[str(a) for a in (mv.aliases or [])],
+            tags={str(k): str(v) for k, v in (mv.tags or {}).items()},
+            description=str(mv.description or ""),
+            source=str(mv.source or ""),
+            run_id=str(mv.run_id or ""),
+            creation_time=created,
+            run_metrics=metrics,
+            run_params=params,
+            run_tags=run_tags,
+        )
+
 
 class FixedRegistry:
     """A registry held in memory, for unit tests and benchmarks (never for users).
@@ -93,10 +166,14 @@ class FixedRegistry:
     """
 
     def __init__(
-        self, models: Mapping[str, Mapping[str, str]], tracking_uri: str | None = None
+        self,
+        models: Mapping[str, Mapping[str, str]],
+        tracking_uri: str | None = None,
+        records: Mapping[tuple[str, str], ModelVersionRecord] | None = None,
     ) -> None:
         self._models = {name: dict(refs) for name, refs in models.items()}
         self._tracking_uri = tracking_uri
+        self._records = dict(records or {})  # (name, version) -> record, for `describe`
 
     @property
     def tracking_uri(self) -> str | None:
@@ -111,3 +188,16 @@ class FixedRegistry:
             what = f"alias {alias!r}" if alias else f"version {version}"
             raise ModelNotFound(f"model {name!r} has no {what} in the registry")
         return ResolvedModel(uri, name, self._models[name][key], alias)
+
+    def describe(self, uri: str) -> ModelVersionRecord:
+        """The record given for the resolved version, or a bare READY one with its aliases."""
+        resolved = self.resolve(uri)
+        key = (resolved.name, resolved.version)
+        if key in self._records:
+            return self._records[key]
+        aliases = [
+            ref[1:]
+            for ref, version in self._models[resolved.name].items()
+            if ref.startswith("@") and version == resolved.version
+        ]
+        return ModelVersionRecord(resolved.name, resolved.version, aliases=aliases)

@@ -28,6 +28,9 @@ AppConfig = dict[str, Any]
 # The router only forwards; a small fixed reservation keeps it schedulable on small machines.
 ROUTER_NUM_CPUS = 0.05
 ROUTER_MAX_ONGOING = 256
+# A restart in place (new resources, say) starts replacements before stopping old replicas;
+# Serve's default of 0 would stop a single replica first and drop its traffic meanwhile.
+MAX_SURGE_PERCENT = 100
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def render_version_app(
     deployment: dict[str, Any] = {
         "name": MODEL_DEPLOYMENT,
         "max_ongoing_requests": spec.max_ongoing_requests,
+        "max_surge_percent": MAX_SURGE_PERCENT,
         "ray_actor_options": actor,
     }
     if spec.autoscaling is not None:
@@ -112,6 +116,7 @@ def render_router_app(
                 "name": ROUTER_DEPLOYMENT,
                 "num_replicas": spec.router_replicas,
                 "max_ongoing_requests": ROUTER_MAX_ONGOING,
+                "max_surge_percent": MAX_SURGE_PERCENT,
                 "ray_actor_options": {"num_cpus": ROUTER_NUM_CPUS},
                 "user_config": config.model_dump(),
             }

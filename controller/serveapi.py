@@ -7,7 +7,7 @@ not own exactly as they are live: it never deletes what it did not create.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -22,6 +22,16 @@ def default_address() -> str:
     return os.environ.get("SERVEOPS_ADDRESS", DEFAULT_ADDRESS)
 
 
+class ServeAPI(Protocol):
+    """What plan, apply and status need of a cluster; ServeClient in production, fakes in tests."""
+
+    address: str
+
+    def get(self) -> LiveState: ...
+
+    def put(self, apps: list[dict[str, Any]], live: LiveState) -> None: ...
+
+
 class ServeClient:
     """Talks to one Ray cluster's dashboard. Fails within `connect_timeout_s` when it is down."""
 
@@ -33,6 +43,7 @@ class ServeClient:
         http_port: int = 8000,
         connect_timeout_s: float = 3.0,
         timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.address = address.rstrip("/")
         # Used only when Serve is not running yet; a running Serve keeps its own HTTP options.
@@ -41,6 +52,7 @@ class ServeClient:
         self._client = httpx.Client(
             base_url=self.address,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            transport=transport,
         )
 
     def close(self) -> None:

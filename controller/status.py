@@ -55,52 +55,55 @@ def deployment_statuses(
     live: LiveState, environment: str, plan: Plan | None = None
 ) -> list[DeploymentStatus]:
     """One row per deployment that is live or desired. Without a plan, sync is Unknown."""
-    managed = live.managed(environment)
-    routers = {
-        (a.marker or {}).get("deployment", n): a
-        for n, a in managed.items()
-        if (a.marker or {}).get("role") == "router"
-    }
+    by_deployment: dict[str, list[LiveApp]] = {}
+    for app in live.managed(environment).values():
+        by_deployment.setdefault((app.marker or {}).get("deployment", app.name), []).append(app)
     changed = plan.deployments_changed() if plan else set()
-    desired_names = {m.deployment for m in plan.models} if plan else set()
+    desired = {m.deployment for m in plan.models} if plan else set()
     rows = []
-    for name in sorted(set(routers) | desired_names):
-        router = routers.get(name)
-        sync: Sync = (
-            "Unknown"
-            if plan is None
-            else ("OutOfSync" if name in changed or name not in desired_names else "Synced")
-        )
-        if router is None:
-            rows.append(DeploymentStatus(name, None, sync, None, "Missing", "not deployed"))
-            continue
-        config = _router_config(router)
-        targets = config.targets if config else []
-        version_apps = [live.apps[t.app] for t in targets if t.app in live.apps]
-        health, message = _health([router, *version_apps])
-        missing = [t.app for t in targets if t.app not in live.apps]
-        if missing and health != "Degraded":
-            health, message = (
-                "Degraded",
-                f"router targets missing applications: {', '.join(missing)}",
-            )
-        rows.append(
-            DeploymentStatus(
-                name=name,
-                route=router.config.get("route_prefix"),
-                sync=sync,
-                revision=config.revision if config else None,
-                health=health,
-                message=message,
-                versions=[
-                    VersionStatus(
-                        t.app,
-                        t.version,
-                        t.weight,
-                        live.apps[t.app].status if t.app in live.apps else "MISSING",
-                    )
-                    for t in targets
-                ],
-            )
-        )
+    for name in sorted(set(by_deployment) | desired):
+        sync: Sync = "Unknown"
+        if plan is not None:
+            sync = "OutOfSync" if name in changed or name not in desired else "Synced"
+        rows.append(_row(name, sync, by_deployment.get(name, []), live))
     return rows
+
+
+def _row(name: str, sync: Sync, apps: list[LiveApp], live: LiveState) -> DeploymentStatus:
+    router = next((a for a in apps if (a.marker or {}).get("role") == "router"), None)
+    if router is None:
+        # Versions without a router: an apply that stopped before the switch (say, unschedulable).
+        health, message = _health(apps) if apps else ("Missing", "not deployed")
+        if health == "Healthy":
+            health, message = (
+                "Progressing",
+                "model versions are running; the router is not deployed",
+            )
+        versions = [
+            VersionStatus(a.name, a.config.get("args", {}).get("version", "?"), 0, a.status)
+            for a in apps
+        ]
+        return DeploymentStatus(name, None, sync, None, health, message, versions)
+    config = _router_config(router)
+    targets = config.targets if config else []
+    health, message = _health([router, *(live.apps[t.app] for t in targets if t.app in live.apps)])
+    missing = [t.app for t in targets if t.app not in live.apps]
+    if missing and health != "Degraded":
+        health, message = "Degraded", f"router targets missing applications: {', '.join(missing)}"
+    return DeploymentStatus(
+        name=name,
+        route=router.config.get("route_prefix"),
+        sync=sync,
+        revision=config.revision if config else None,
+        health=health,
+        message=message,
+        versions=[
+            VersionStatus(
+                t.app,
+                t.version,
+                t.weight,
+                live.apps[t.app].status if t.app in live.apps else "MISSING",
+            )
+            for t in targets
+        ],
+    )

@@ -51,7 +51,7 @@ def _index(
     problems: list[Problem],
     file: str,
 ) -> None:
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:

@@ -1,0 +1,148 @@
+"""The serveops command's errors and exit codes (0 ok, 1 failure/refused, 2 bad input); no cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from controller.cli import app
+from controller.plan import Source, make_plan
+from controller.render import DesiredState
+from tests.support import FakeServe, commit, deployment_yaml, make_repo
+
+runner = CliRunner()
+DEAD_ADDRESS = "http://127.0.0.1:9"  # discard port: nothing listens
+
+
+def test_validate_ok(tmp_path: Path) -> None:
+    path = tmp_path / "deployments/staging/fraud.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(deployment_yaml())
+    result = runner.invoke(app, ["validate", str(tmp_path / "deployments")])
+    assert result.exit_code == 0, result.output
+    assert "1 deployment file(s) valid" in result.output
+
+
+def test_validate_bad_file_exits_2_with_location(tmp_path: Path) -> None:
+    path = tmp_path / "deployments/staging/fraud.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(deployment_yaml().replace("replicas: 1", "replicas: -1"))
+    result = runner.invoke(app, ["validate", str(tmp_path / "deployments")])
+    assert result.exit_code == 2
+    assert f"{path.as_posix()}:10: spec.replicas: Input should be greater than or equal to 1" in (
+        result.output
+    )
+
+
+def test_validate_missing_path_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such file or directory" in result.output
+
+
+def test_plan_bad_revision_exits_2_before_touching_the_cluster(tmp_path: Path) -> None:
+    make_repo(tmp_path, {"deployments/staging/fraud.yaml": deployment_yaml()})
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--repo",
+            str(tmp_path),
+            "--rev",
+            "nope",
+            "--env",
+            "staging",
+            "--address",
+            DEAD_ADDRESS,
+            "--registry-uri",
+            "sqlite:///x.db",
+        ],
+    )
+    assert result.exit_code == 2 and "revision 'nope' does not exist" in result.output
+
+
+def test_plan_invalid_file_at_revision_exits_2(tmp_path: Path) -> None:
+    make_repo(tmp_path, {"deployments/staging/fraud.yaml": deployment_yaml(route="nope")})
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--repo",
+            str(tmp_path),
+            "--env",
+            "staging",
+            "--address",
+            DEAD_ADDRESS,
+            "--registry-uri",
+            "sqlite:///x.db",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "deployments/staging/fraud.yaml:8: spec.route:" in result.output
+
+
+def test_status_unreachable_address_fails_with_a_clear_error() -> None:
+    result = runner.invoke(app, ["status", "--env", "staging", "--address", DEAD_ADDRESS])
+    assert result.exit_code == 1
+    assert f"cannot reach the Ray dashboard at {DEAD_ADDRESS}" in result.output
+
+
+def test_apply_saved_plan_refused_when_branch_moved(tmp_path: Path) -> None:
+    first = make_repo(tmp_path, {"deployments/staging/fraud.yaml": deployment_yaml()})
+    serve = FakeServe()
+    saved = make_plan(
+        DesiredState("staging"),
+        serve.get(),
+        source=Source(repo=str(tmp_path), rev="main", commit=first),
+        address=DEAD_ADDRESS,
+    )
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(saved.model_dump_json())
+    commit(tmp_path, {"deployments/staging/churn.yaml": deployment_yaml(name="churn")}, "more")
+    result = runner.invoke(app, ["apply", "--plan", str(plan_file)])
+    assert result.exit_code == 1
+    assert "revision 'main' has moved since the plan was made" in result.output
+
+
+def test_apply_plan_file_errors_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["apply", "--plan", str(tmp_path / "missing.json")])
+    assert result.exit_code == 2 and "no such plan file" in result.output
+    (tmp_path / "junk.json").write_text("{}")
+    result = runner.invoke(app, ["apply", "--plan", str(tmp_path / "junk.json")])
+    assert result.exit_code == 2 and "not a serveops plan" in result.output
+
+
+def test_apply_needs_env_or_plan() -> None:
+    result = runner.invoke(app, ["apply"])
+    assert result.exit_code == 2 and "--env" in result.output
+
+
+def test_bad_output_format_exits_2() -> None:
+    result = runner.invoke(app, ["status", "--env", "x", "--output", "yaml"])
+    assert result.exit_code == 2
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    assert runner.invoke(app, ["plan", "--bogus"]).exit_code == 2
+
+
+def test_serve_client_reports_rays_rejection() -> None:
+    from controller.errors import ServeopsError
+    from controller.live import LiveState
+    from controller.serveapi import ServeClient
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            return httpx.Response(400, text="Invalid config: route_prefix must start with /")
+        return httpx.Response(200, json={"applications": {}})
+
+    client = ServeClient("http://ray:8265", transport=httpx.MockTransport(handler))
+    live = client.get()
+    try:
+        client.put([], live)
+    except ServeopsError as e:
+        assert "HTTP 400" in e.message and "route_prefix must start with /" in e.message
+    else:
+        raise AssertionError("PUT error was swallowed")
+    assert isinstance(live, LiveState)

@@ -1,0 +1,41 @@
+"""The committed JSON Schema and spec reference are generated from controller.spec; never stale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from controller.schemadoc import REFERENCE_PATH, SCHEMA_PATH, reference_text, schema_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_schema_is_fresh() -> None:
+    assert (ROOT / SCHEMA_PATH).read_text() == schema_text(), "run `serveops schema`"
+
+
+def test_committed_reference_is_fresh() -> None:
+    assert (ROOT / REFERENCE_PATH).read_text() == reference_text(), "run `serveops schema`"
+
+
+def test_example_deployments_validate_against_the_json_schema() -> None:
+    schema = json.loads((ROOT / SCHEMA_PATH).read_text())
+    examples = sorted((ROOT / "deployments").rglob("*.yaml"))
+    assert examples
+    for path in examples:
+        assert f"$schema=../../{SCHEMA_PATH}" in path.read_text(), path
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+
+
+def test_json_schema_rejects_what_pydantic_rejects() -> None:
+    schema = json.loads((ROOT / SCHEMA_PATH).read_text())
+    doc = yaml.safe_load((ROOT / "deployments/staging/breast-cancer.yaml").read_text())
+    doc["spec"]["replicaz"] = 2
+    validator = jsonschema.Draft202012Validator(schema)
+    assert any("replicaz" in e.message for e in validator.iter_errors(doc))
+    doc["spec"].pop("replicaz")
+    doc["spec"]["route"] = "no-slash"
+    assert any("route" in list(e.path) for e in validator.iter_errors(doc))
