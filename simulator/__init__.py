@@ -1,1 +1,2 @@
-"""serveops simulator: record, replay (Locust) and compare traffic. See issue #5; not built yet."""
+"""serveops simulator: recorded traffic (traffic), open-loop replay on Locust (replay),
+statistics (compare) and reports (report). See docs/simulator.md."""

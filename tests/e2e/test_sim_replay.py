@@ -1,0 +1,129 @@
+"""Open-loop replay on a real Locust runner against fake endpoints started here (not Ray).
+
+Each test runs Locust in a child process (Locust monkey-patches the process it is imported in)
+and stops every endpoint it started. Assertions are on behaviour, never on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from simulator.fake_endpoint import FakeEndpoint
+from simulator.traffic import TrafficRecord, import_csv_trace, write_jsonl
+
+pytestmark = pytest.mark.e2e
+
+TRACE = (
+    Path(__file__).resolve().parents[3] / "shared" / "traces" / "azure-llm-inference-conv-2023.csv"
+)
+
+
+def _run_replay(code: str, timeout: float = 90) -> dict[str, object]:
+    """Run replay code in a fresh interpreter; it prints one JSON object last."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _records(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "traffic.jsonl"
+    if TRACE.exists():
+        header, records = import_csv_trace(TRACE, limit=n)
+    else:  # pragma: no cover - the shared traces are part of the workspace
+        header, records = (
+            None,
+            [
+                TrafficRecord(id=f"r{i}", ts=i * 0.2, route="/m", body={"dataframe_split": {}})
+                for i in range(n)
+            ],
+        )
+    write_jsonl(path, records, header)
+    return path
+
+
+def test_paired_replay_keeps_schedule_order_and_catches_flips(tmp_path: Path) -> None:
+    traffic = _records(tmp_path, 150)
+    with (
+        FakeEndpoint(version="1") as base,
+        FakeEndpoint(version="2", flip=0.3) as cand,
+    ):
+        out = _run_replay(
+            f"""
+            import json
+            from pathlib import Path
+            from simulator.replay import replay, ReplayOptions
+            from simulator.report import build_report
+            from simulator.traffic import read_jsonl
+            header, recs = read_jsonl(Path({str(traffic)!r}))
+            r = replay(recs, {{"baseline": {base.url!r}, "candidate": {cand.url!r}}},
+                       ReplayOptions(speed=20, max_lag_p99_ms=1000))
+            report, _ = build_report(r, recs, header=header)
+            first = recs[0].ts
+            expected = [(x.ts - first) / 20 for x in recs]
+            b = r.by_target("baseline")
+            print(json.dumps({{
+                "scheduled": r.scheduled,
+                "statuses": sorted({{o.status for o in r.outcomes}}),
+                "versions": sorted({{o.version for o in r.outcomes}}),
+                "intended_ok": all(abs(o.intended - e) < 1e-9 for o, e in zip(b, expected)),
+                "latency_from_intended": all(o.latency_ms >= o.service_ms - 1e-6 for o in r.outcomes),
+                "times_ordered": all(o.intended <= o.sent <= o.done for o in r.outcomes),
+                "paired": r.paired,
+                "n_outcomes": len(r.outcomes),
+                "agreement": {{c.name: c.status for c in report.checks}}.get("agreement"),
+                "attribution": report.meta.get("attribution"),
+            }}))
+            """
+        )
+    assert out["scheduled"] == 150
+    assert out["n_outcomes"] == 300
+    assert out["statuses"] == [200]
+    assert out["versions"] == ["1", "2"]
+    assert out["intended_ok"] and out["latency_from_intended"] and out["times_ordered"]
+    assert out["paired"] is True
+    assert out["agreement"] == "fail"
+    assert out["attribution"] and "Splitwise" in out["attribution"][0]  # type: ignore[index]
+
+
+def test_cap_drops_are_counted_and_timeouts_censored(tmp_path: Path) -> None:
+    # 40 requests at the same instant against a server that takes 1.5 s, cap 10, timeout 0.5 s.
+    records = [
+        TrafficRecord(id=f"r{i}", ts=100.0, route="/m", body={"dataframe_split": {"data": []}})
+        for i in range(40)
+    ]
+    traffic = tmp_path / "burst.jsonl"
+    write_jsonl(traffic, records)
+    with FakeEndpoint(version="1", delay_ms=1500) as slow:
+        out = _run_replay(
+            f"""
+            import json
+            from pathlib import Path
+            from simulator.replay import replay, ReplayOptions
+            from simulator.traffic import read_jsonl
+            _, recs = read_jsonl(Path({str(traffic)!r}))
+            r = replay(recs, {{"only": {slow.url!r}}},
+                       ReplayOptions(max_in_flight=10, timeout_s=0.5, max_lag_p99_ms=1000))
+            print(json.dumps({{
+                "dropped": r.dropped, "timed_out": r.timed_out, "problems": r.problems,
+                "censored_latencies": sorted(round(o.latency_ms) for o in r.outcomes if o.timed_out),
+                "n": len(r.outcomes),
+            }}))
+            """
+        )
+    assert out["n"] == 40
+    assert out["dropped"] == {"only": 30}
+    assert out["timed_out"] == {"only": 10}
+    assert any("30 request(s) dropped" in p for p in out["problems"])  # type: ignore[attr-defined]
+    assert all(v >= 500 for v in out["censored_latencies"])  # type: ignore[attr-defined]
