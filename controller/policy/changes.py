@@ -1,0 +1,116 @@
+"""What changed between two revisions, per deployment: the subjects rules are evaluated on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.manifest import Manifest, environment_of, load_manifests, parse_manifest
+from controller.policy.model import ChangeKind
+from controller.yamldoc import field_path
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One deployment as a rule sees it: head and base versions and what changed."""
+
+    environment: str
+    name: str
+    kind: ChangeKind
+    head: Manifest | None
+    base: Manifest | None
+    fields: tuple[str, ...]  # changed field paths, e.g. ("spec.model", "spec.replicas")
+
+    @property
+    def key(self) -> str:
+        return f"{self.environment}/{self.name}"
+
+    @property
+    def manifest(self) -> Manifest:
+        manifest = self.head or self.base
+        assert manifest is not None
+        return manifest
+
+    @property
+    def path(self) -> str:
+        return self.manifest.path
+
+    @property
+    def model_changed(self) -> bool:
+        return self.kind == "created" or "spec.model" in self.fields
+
+    def as_object(self) -> dict[str, Any] | None:
+        return _dump(self.head)
+
+    def as_old_object(self) -> dict[str, Any] | None:
+        return _dump(self.base)
+
+
+def _dump(manifest: Manifest | None) -> dict[str, Any] | None:
+    return None if manifest is None else manifest.deployment.model_dump(mode="json")
+
+
+def changed_fields(old: Any, new: Any, path: tuple[str | int, ...] = ()) -> list[str]:
+    """Leaf field paths whose values differ: `spec.rollout.steps[0].weight`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out.extend(changed_fields(old.get(key), new.get(key), (*path, key)))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            f
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for f in changed_fields(a, b, (*path, i))
+        ]
+    return [] if old == new else [field_path(path)]
+
+
+def subjects_between(
+    base_files: Mapping[str, str] | None,
+    head_files: Mapping[str, str],
+    *,
+    include_unchanged: bool = False,
+    environment: str | None = None,
+) -> list[Subject]:
+    """Deployments created, updated or deleted from base to head (and unchanged ones too with
+    `include_unchanged`). Head files must be valid (ValidationFailed otherwise); a base file
+    that no longer parses is ignored: it was never deployable. With no base at all, every
+    deployment at head is `unchanged` (and `include_unchanged` is implied)."""
+    head = {
+        (m.deployment.metadata.environment, m.name): m
+        for m in load_manifests(head_files, environment)
+    }
+    base: dict[tuple[str, str], Manifest] = {}
+    head_by_path = {m.path: m for m in head.values()}
+    if base_files is None:
+        base, include_unchanged = dict(head), True
+    for path, text in (base_files or {}).items():
+        env = environment_of(path)
+        if env is None or (environment is not None and env != environment):
+            continue
+        if head_files.get(path) == text and path in head_by_path:
+            m: Manifest | None = head_by_path[path]  # same bytes: same deployment, no re-parse
+        else:
+            m, _ = parse_manifest(path, text)
+        if m is not None and m.deployment.metadata.environment == env:
+            base[(env, m.name)] = m
+    subjects: list[Subject] = []
+    for key in sorted(set(head) | set(base)):
+        new, old = head.get(key), base.get(key)
+        kind: ChangeKind
+        fields: tuple[str, ...]
+        if old is None:
+            kind, fields = "created", ()
+        elif new is None:
+            kind, fields = "deleted", ()
+        elif old is new:
+            kind, fields = "unchanged", ()
+        else:
+            fields = tuple(changed_fields(_dump(old), _dump(new)))
+            kind = "updated" if fields else "unchanged"
+        if kind == "unchanged" and not include_unchanged:
+            continue
+        subjects.append(Subject(key[0], key[1], kind, new, old, fields))
+    return subjects

@@ -1,0 +1,357 @@
+"""Evaluate compiled rules on subjects: pure, given the registry records and the request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import functools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cel
+
+from controller.errors import Location
+from controller.policy.changes import Subject
+from controller.policy.loader import CompiledRule, LocatedWaiver, PolicySet
+from controller.registry import ModelNotFound, ModelVersionRecord
+from controller.spec import parse_model_uri
+
+Status = Literal["pass", "fail", "skip"]
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asks, when, from where: the `request` variable."""
+
+    time: dt.datetime
+    author: str = ""
+    branch: str = ""
+    base: str = ""
+    head: str = ""
+
+    def as_cel(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "author": self.author,
+            "branch": self.branch,
+            "base": self.base,
+            "head": self.head,
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A failed validation of a rule on a deployment."""
+
+    rule: str
+    severity: str
+    deployment: str  # environment/name
+    location: Location
+    message: str
+    waiver: LocatedWaiver | None = None  # the active waiver that excuses it
+    expired_waiver: LocatedWaiver | None = None  # a matching waiver that has expired
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity == "error" and self.waiver is None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rule: str
+    deployment: str
+    status: Status
+    findings: tuple[Finding, ...] = ()
+
+
+@dataclass
+class WaiverTally:
+    applied: list[LocatedWaiver] = field(default_factory=list)  # excused at least one failure
+    unused: list[LocatedWaiver] = field(default_factory=list)  # active, nothing to excuse
+    expired: list[LocatedWaiver] = field(default_factory=list)  # past their date: not waiving
+
+
+@dataclass
+class Verdict:
+    """The result of a policy evaluation; `allowed` is false when an error is not waived."""
+
+    outcomes: list[Outcome]
+    waivers: WaiverTally
+    deployments: int
+    rules: int
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for o in self.outcomes for f in o.findings]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.blocking]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning" and f.waiver is None]
+
+    @property
+    def waived(self) -> list[Finding]:
+        return [f for f in self.findings if f.waiver is not None]
+
+    @property
+    def allowed(self) -> bool:
+        return not self.errors
+
+    def count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+ModelLookup = Callable[[str], ModelVersionRecord]
+
+
+def model_as_cel(uri: str, record: ModelVersionRecord) -> dict[str, Any]:
+    _, _, alias = parse_model_uri(uri)
+    return {
+        "name": record.name,
+        "version": record.version,
+        "uri": uri,
+        "alias": alias,
+        "status": record.status,
+        "aliases": list(record.aliases),
+        "tags": dict(record.tags),
+        "description": record.description,
+        "source": record.source,
+        "run_id": record.run_id,
+        "creation_time": record.creation_time,
+        "run": {
+            "metrics": dict(record.run_metrics),
+            "params": dict(record.run_params),
+            "tags": dict(record.run_tags),
+        },
+    }
+
+
+def model_missing(uri: str, reason: str) -> dict[str, Any]:
+    name, version, alias = parse_model_uri(uri)
+    return {
+        "name": name,
+        "version": version or "",
+        "uri": uri,
+        "alias": alias,
+        "status": "NOT_FOUND",
+        "aliases": [],
+        "tags": {},
+        "description": reason,
+        "source": "",
+        "run_id": "",
+        "creation_time": None,
+        "run": {"metrics": {}, "params": {}, "tags": {}},
+    }
+
+
+class ModelCache:
+    """Registry records by model URI, each looked up once per run."""
+
+    def __init__(self, lookup: ModelLookup | None) -> None:
+        self._lookup = lookup
+        self._cache: dict[str, dict[str, Any] | None] = {}
+
+    def get(self, uri: str | None) -> dict[str, Any] | None:
+        if uri is None or self._lookup is None:
+            return None
+        if uri not in self._cache:
+            try:
+                self._cache[uri] = model_as_cel(uri, self._lookup(uri))
+            except ModelNotFound as err:
+                self._cache[uri] = model_missing(uri, err.message)
+        return self._cache[uri]
+
+
+def simulation_for(report: Mapping[str, Any] | None, subject: Subject) -> dict[str, Any] | None:
+    """The part of a simulation report about this deployment.
+
+    A report with `deployments: {"<env>/<name>": {...}}` (or keyed by name) gives each its
+    own entry; any other report is about the change as a whole and is given as is."""
+    if report is None:
+        return None
+    per = report.get("deployments")
+    if isinstance(per, Mapping):
+        entry = per.get(subject.key, per.get(subject.name))
+        return dict(entry) if isinstance(entry, Mapping) else None
+    return dict(report)
+
+
+def _matches(rule: CompiledRule, subject: Subject) -> bool:
+    m = rule.rule.match
+    if subject.kind not in m.changes:
+        return False
+    if m.environments and subject.environment not in m.environments:
+        return False
+    if m.names and not any(fnmatch.fnmatchcase(subject.name, p) for p in m.names):
+        return False
+    if m.labels:
+        labels = subject.manifest.deployment.metadata.labels
+        for key, value in m.labels.items():
+            if key not in labels or (value != "*" and labels[key] != value):
+                return False
+    return True
+
+
+def _waiver_for(waivers: list[LocatedWaiver], rule: str, subject: Subject) -> LocatedWaiver | None:
+    for w in waivers:
+        if w.waiver.rule == rule and any(
+            fnmatch.fnmatchcase(subject.key, p) for p in w.waiver.deployments
+        ):
+            return w
+    return None
+
+
+def _location(subject: Subject, field_name: str | None) -> Location:
+    manifest = subject.manifest
+    if field_name is None:
+        return Location(manifest.path, manifest.line_of("metadata", "name"), None)
+    parts: list[str | int] = []
+    for token in field_name.replace("[", ".[").split("."):
+        if token.startswith("["):
+            parts.append(int(token[1:-1]))
+        elif token:
+            parts.append(token)
+    return Location(manifest.path, manifest.line_of(*parts), field_name)
+
+
+def _truthy(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def evaluate_rule(
+    rule: CompiledRule, subject: Subject, ctx: cel.Context
+) -> tuple[Status, list[tuple[str | None, str]]]:
+    """(status, [(field, message)] of failed validations) for one rule on one subject."""
+    if not _matches(rule, subject):
+        return "skip", []
+    ctx.add_variable("params", rule.rule.params)
+    for name, cond in rule.conditions:
+        try:
+            result = cond.run(ctx)
+        except Exception as err:  # the CEL runtime raises several types; all are failures
+            return "fail", [(None, f"match condition {name!r} could not be evaluated: {err}")]
+        if _truthy(result) is None:
+            return "fail", [(None, f"match condition {name!r} returned {result!r}, not a bool")]
+        if not result:
+            return "skip", []
+    failures: list[tuple[str | None, str]] = []
+    for v in rule.validations:
+        try:
+            result = v.expression.run(ctx)
+        except Exception as err:
+            failures.append((v.field, f"{v.message} (expression could not be evaluated: {err})"))
+            continue
+        if _truthy(result) is None:
+            failures.append((v.field, f"{v.message} (expression returned {result!r}, not a bool)"))
+            continue
+        if result:
+            continue
+        message = v.message
+        if v.message_expression is not None:
+            try:
+                text = v.message_expression.run(ctx)
+                if isinstance(text, str) and text:
+                    message = text
+            except Exception:
+                pass  # fall back to `message`, as Kubernetes does
+        failures.append((v.field, message))
+    return ("fail" if failures else "pass"), failures
+
+
+@functools.lru_cache(maxsize=512)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _search(text: str, pattern: str) -> bool:
+    """`text.search(pattern)`: CEL's `matches` with each pattern compiled once per run. The
+    runtime's `matches` recompiles its regex on every call (about 0.4 ms), which dominated
+    `check` on 1,000 deployments. Python's `re` reads the RE2 syntax rules use (classes,
+    alternation, `(?i)`, anchors)."""
+    if not isinstance(text, str) or not isinstance(pattern, str):
+        raise TypeError("search(string, string) takes strings")
+    return _regex(pattern).search(text) is not None
+
+
+FUNCTIONS = {"search": _search}  # serveops' CEL extensions (docs/policy.md)
+
+
+def subject_context(
+    subject: Subject,
+    model: dict[str, Any] | None,
+    simulation: dict[str, Any] | None,
+    request: RequestContext,
+) -> cel.Context:
+    change = {
+        "kind": subject.kind,
+        "fields": list(subject.fields),
+        "modelChanged": subject.model_changed,
+        "environment": subject.environment,
+        "name": subject.name,
+        "path": subject.path,
+    }
+    return cel.Context(
+        {
+            "object": subject.as_object(),
+            "oldObject": subject.as_old_object(),
+            "change": change,
+            "model": model,
+            "simulation": simulation,
+            "request": request.as_cel(),
+            "params": {},
+        },
+        functions=FUNCTIONS,
+    )
+
+
+def evaluate(
+    policies: PolicySet,
+    subjects: list[Subject],
+    request: RequestContext,
+    *,
+    models: ModelLookup | None = None,
+    simulation: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """Every rule on every subject, waivers applied: the same verdict for CI and the gate."""
+    today = request.time.astimezone(dt.UTC).date()
+    active = [w for w in policies.waivers if w.waiver.expires >= today]
+    expired = [w for w in policies.waivers if w.waiver.expires < today]
+    used: set[int] = set()
+    cache = ModelCache(models)
+    outcomes: list[Outcome] = []
+    for subject in subjects:
+        uri = subject.manifest.deployment.spec.model
+        ctx = subject_context(subject, cache.get(uri), simulation_for(simulation, subject), request)
+        for rule in policies.rules:
+            status, failures = evaluate_rule(rule, subject, ctx)
+            if status != "fail":
+                outcomes.append(Outcome(rule.id, subject.key, status))
+                continue
+            waiver = _waiver_for(active, rule.id, subject)
+            stale = None if waiver else _waiver_for(expired, rule.id, subject)
+            if waiver is not None:
+                used.add(id(waiver))
+            findings = tuple(
+                Finding(
+                    rule.id,
+                    rule.rule.severity,
+                    subject.key,
+                    _location(subject, field_name),
+                    message,
+                    waiver,
+                    stale,
+                )
+                for field_name, message in failures
+            )
+            outcomes.append(Outcome(rule.id, subject.key, "fail", findings))
+    tally = WaiverTally(
+        applied=[w for w in active if id(w) in used],
+        unused=[w for w in active if id(w) not in used],
+        expired=expired,
+    )
+    return Verdict(outcomes, tally, len(subjects), len(policies.rules))

@@ -1,0 +1,172 @@
+"""`serveops policy test`: the policies' own test cases (policies/tests/), like `conftest verify`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from controller.errors import Location, Problem
+from controller.manifest import Manifest
+from controller.policy.changes import Subject, changed_fields
+from controller.policy.engine import RequestContext, evaluate_rule, subject_context
+from controller.policy.loader import PolicyInvalid, PolicySet
+from controller.policy.model import ChangeKind, TestCase
+from controller.spec import ModelDeployment
+from controller.yamldoc import YamlDoc, validate_doc
+
+DEFAULT_TIME = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    location: Location
+    name: str
+    failures: list[str]  # empty: the case passed
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def _sub_doc(doc: YamlDoc, prefix: tuple[str | int, ...], data: Any) -> YamlDoc:
+    n = len(prefix)
+    lines = {k[n:]: line for k, line in doc.lines.items() if k[:n] == prefix}
+    return YamlDoc(doc.path, data, lines)
+
+
+def _manifest(
+    doc: YamlDoc, prefix: tuple[str | int, ...], data: Any
+) -> tuple[Manifest | None, list[Problem]]:
+    sub = _sub_doc(doc, prefix, data)
+    deployment, problems = validate_doc(sub, ModelDeployment)
+    fixed = [
+        Problem(
+            Location(
+                p.location.file,
+                p.location.line,
+                ".".join(map(str, prefix)) + "." + (p.location.field or ""),
+            ),
+            p.message,
+        )
+        for p in problems
+    ]
+    return (Manifest(sub, deployment) if deployment else None), fixed
+
+
+def _model(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    record: dict[str, Any] = {
+        "name": "",
+        "version": "",
+        "uri": "",
+        "alias": None,
+        "status": "READY",
+        "aliases": [],
+        "tags": {},
+        "description": "",
+        "source": "",
+        "run_id": "",
+        "creation_time": None,
+    }
+    record.update(data)
+    record["run"] = {"metrics": {}, "params": {}, "tags": {}, **(data.get("run") or {})}
+    if isinstance(record["creation_time"], str):
+        record["creation_time"] = dt.datetime.fromisoformat(record["creation_time"])
+    return record
+
+
+def _request(data: dict[str, Any]) -> RequestContext:
+    raw = data.get("time")
+    when = DEFAULT_TIME
+    if isinstance(raw, dt.datetime):
+        when = raw if raw.tzinfo else raw.replace(tzinfo=dt.UTC)
+    elif raw is not None:
+        when = dt.datetime.fromisoformat(str(raw))
+    return RequestContext(when, str(data.get("author", "")), str(data.get("branch", "")), "", "")
+
+
+def _subject(head: Manifest | None, base: Manifest | None) -> Subject:
+    manifest = head or base
+    assert manifest is not None
+    meta = manifest.deployment.metadata
+    kind: ChangeKind
+    fields: list[str]
+    if base is None:
+        kind, fields = "created", []
+    elif head is None:
+        kind, fields = "deleted", []
+    else:
+        fields = changed_fields(
+            base.deployment.model_dump(mode="json"), head.deployment.model_dump(mode="json")
+        )
+        kind = "updated" if fields else "unchanged"
+    return Subject(meta.environment, meta.name, kind, head, base, tuple(fields))
+
+
+def run_case(
+    policies: PolicySet, doc: YamlDoc, index: int, case: TestCase
+) -> tuple[CaseResult | None, list[Problem]]:
+    """Evaluate one case; problems are bad input (an invalid object, an unknown rule id)."""
+    prefix: tuple[str | int, ...] = ("cases", index)
+    where = doc.location(*prefix, "name")
+    problems: list[Problem] = []
+    head = base = None
+    if case.object is not None:
+        head, found = _manifest(doc, (*prefix, "object"), case.object)
+        problems += found
+    if case.oldObject is not None:
+        base, found = _manifest(doc, (*prefix, "oldObject"), case.oldObject)
+        problems += found
+    if case.object is None and case.oldObject is None:
+        problems.append(Problem(where, "a case needs `object`, `oldObject` or both"))
+    for key in ("fail", "pass", "skip"):
+        ids = getattr(case.expect, "pass_" if key == "pass" else key)
+        for i, rule_id in enumerate(ids):
+            if policies.rule(rule_id) is None:
+                problems.append(
+                    Problem(
+                        doc.location(*prefix, "expect", key, i),
+                        f"no rule {rule_id!r} in the policies",
+                    )
+                )
+    try:
+        request = _request(case.request)
+    except ValueError as err:
+        problems.append(Problem(doc.location(*prefix, "request", "time"), f"bad time: {err}"))
+    if problems or (head is None and base is None):
+        return None, problems
+    subject = _subject(head, base)
+    ctx = subject_context(subject, _model(case.model), case.simulation, request)
+    failures: list[str] = []
+    expected = {
+        **{r: "fail" for r in case.expect.fail},
+        **{r: "pass" for r in case.expect.pass_},
+        **{r: "skip" for r in case.expect.skip},
+    }
+    for rule_id, want in expected.items():
+        rule = policies.rule(rule_id)
+        assert rule is not None
+        got, messages = evaluate_rule(rule, subject, ctx)
+        if got != want:
+            detail = "; ".join(m for _, m in messages)
+            failures.append(
+                f"[{rule_id}] expected {want}, got {got}" + (f": {detail}" if detail else "")
+            )
+    return CaseResult(where, case.name, failures), []
+
+
+def run_tests(policies: PolicySet) -> list[CaseResult]:
+    """Run every case; raise PolicyInvalid (bad input) listing every problem first."""
+    results: list[CaseResult] = []
+    problems: list[Problem] = []
+    for doc, test_file in policies.tests:
+        for i, case in enumerate(test_file.cases):
+            result, found = run_case(policies, doc, i, case)
+            problems += found
+            if result is not None:
+                results.append(result)
+    if problems:
+        raise PolicyInvalid(problems)
+    return results
