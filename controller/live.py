@@ -7,13 +7,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.serving.protocol import MARKER_KEY
 
-# Serve's words for a replica it cannot place; reported as Degraded, not as an endless wait.
-UNSCHEDULABLE_HINTS = ("taken more than", "to be scheduled", "insufficient resources")
+# Serve warns about replicas slow "to be scheduled" (not "to initialize": a slow model load is
+# fine) and names what a replica needs and what the cluster has free. Only a replica that does
+# not fit is Degraded; one merely slow to start (a loaded machine) is still Progressing.
+_SLOW_SCHEDULING = re.compile(
+    r"to be scheduled.*Resources required for each replica: (\{.*?\}), "
+    r"total resources available: (\{.*?\})",
+    re.DOTALL,
+)
+
+
+def does_not_fit(message: str) -> bool:
+    """True when Serve's message says a replica needs more of a resource than is free."""
+    match = _SLOW_SCHEDULING.search(message)
+    if match is None:
+        return False
+    try:
+        required, available = json.loads(match[1]), json.loads(match[2])
+    except ValueError:
+        return False
+    return any(float(available.get(k, 0)) < float(v) for k, v in required.items())
 
 
 @dataclass(frozen=True)
@@ -43,7 +62,7 @@ class LiveApp:
     @property
     def unschedulable_message(self) -> str | None:
         for dep in self.deployments.values():
-            if any(hint in dep.message for hint in UNSCHEDULABLE_HINTS):
+            if does_not_fit(dep.message):
                 return dep.message
         return None
 

@@ -30,6 +30,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class RayExitedEarly(ServeopsError):
+    pass
+
+
 class LocalRay:
     """`ray start --head --block` in its own process group, torn down with all its children."""
 
@@ -39,12 +43,10 @@ class LocalRay:
         *,
         dashboard_port: int | None = None,
         env: dict[str, str] | None = None,
-        log_path: Path | None = None,
     ) -> None:
         self.num_cpus = num_cpus
         self.dashboard_port = dashboard_port or free_port()
         self.env = env or {}
-        self.log_path = log_path
         # Unix socket paths under it must stay short, so not under a deep work tree.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="serveops-ray-", dir="/tmp"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +55,22 @@ class LocalRay:
     def address(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def start(self, timeout_s: float = 120.0) -> LocalRay:
+    def start(self, timeout_s: float = 120.0, attempts: int = 3) -> LocalRay:
+        """Start and wait until the dashboard answers; retry with fresh ports if Ray exits early
+        (a port picked as free can be taken by another process before Ray binds it)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout_s)
+                return self
+            except RayExitedEarly:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                self.temp_dir = Path(tempfile.mkdtemp(prefix="serveops-ray-", dir="/tmp"))
+                self.dashboard_port = free_port()
+        return self
+
+    def _start_once(self, timeout_s: float) -> None:
         ray_bin = Path(sys.executable).with_name("ray")
         ports = {
             "--port": free_port(),
@@ -71,19 +88,19 @@ class LocalRay:
         ]  # fmt: skip
         cmd += [f"{flag}={port}" for flag, port in ports.items()]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **self.env}
-        log = open(self.log_path or self.temp_dir / "ray-start.log", "ab")  # noqa: SIM115
+        log = open(self.temp_dir / "ray-start.log", "ab")  # noqa: SIM115
         self._proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
         self._wait_ready(timeout_s)
-        return self
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
-                raise ServeopsError(f"ray start exited early; see {self.temp_dir}/ray-start.log")
+                log = (self.temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
+                raise RayExitedEarly(f"ray start exited early:\n{log}")
             try:
                 if (
                     httpx.get(f"{self.address}/api/serve/applications/", timeout=2).status_code

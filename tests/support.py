@@ -109,7 +109,8 @@ class FakeServe:
             if name in self.unschedulable:
                 message = (
                     "Deployment 'ModelServer' has 1 replicas that have taken more than 2s to be "
-                    'scheduled. Resources required for each replica: {"CPU": 1.9}'
+                    'scheduled. Resources required for each replica: {"CPU": 1.9}, total '
+                    'resources available: {"CPU": 1.5}. Use `ray status` for more details.'
                 )
             payload["applications"][name] = {
                 "status": status,

@@ -10,6 +10,10 @@ import logging
 from typing import Any
 
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from controller.serving.protocol import VERSION_HEADER
 
 logger = logging.getLogger("ray.serve")
 
@@ -55,6 +59,18 @@ class ModelServer:
         except (ValueError, TypeError, KeyError) as err:
             return _bad_request(f"{err.__class__.__name__}: {err}")
         return {"status": 200, "body": {"predictions": to_jsonable(predictions)}}
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        """Direct HTTP, for a version application given a route of its own (e.g. benchmarks)."""
+        try:
+            payload = await request.json()
+        except ValueError:
+            result = _bad_request("request body is not valid JSON")
+        else:
+            result = self.predict(payload)
+        return JSONResponse(
+            result["body"], status_code=result["status"], headers={VERSION_HEADER: self._version}
+        )
 
 
 def _bad_request(message: str) -> dict[str, Any]:

@@ -167,3 +167,17 @@ def test_fingerprint_moves_with_any_live_config_change() -> None:
     changed["deployments"][0]["num_replicas"] = 2
     assert a.fingerprint() == live_of(unmanaged_app()).fingerprint()
     assert a.fingerprint() != live_of(changed).fingerprint()
+
+
+def test_slow_scheduling_is_degraded_only_when_the_replica_does_not_fit() -> None:
+    from controller.live import does_not_fit
+
+    msg = (
+        "Deployment 'ModelServer' in application 'x' has 1 replicas that have taken more than "
+        "30s to be scheduled. This may be due to waiting for the cluster to auto-scale or for a "
+        'runtime environment to be installed. Resources required for each replica: {"CPU": %s}, '
+        'total resources available: {"CPU": 1.7}. Use `ray status` for more details.'
+    )
+    assert does_not_fit(msg % "1.9")
+    assert not does_not_fit(msg % "0.2")  # a loaded machine, not a full one
+    assert not does_not_fit("has 1 replicas that have taken more than 30s to initialize.")

@@ -1,0 +1,96 @@
+"""End-to-end fixtures: a real local Ray Serve, a real MLflow store, real Git repositories.
+
+One Ray per test session (starting one costs ~10 s on 2 cores), with an explicit CPU count and
+Serve's slow-scheduling warning shortened so an unschedulable replica is reported in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.demo import train_and_register
+from controller.localray import LocalRay, free_port
+from controller.serveapi import ServeClient
+
+
+@dataclass
+class Cluster:
+    address: str
+    http_port: int
+
+    def client(self) -> ServeClient:
+        return ServeClient(self.address, http_port=self.http_port)
+
+    def url(self, route: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{route}"
+
+
+@dataclass
+class Registry:
+    tracking_uri: str
+    versions: list[str]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    ray = LocalRay(
+        num_cpus=2,
+        env={
+            "RAY_SERVE_SLOW_STARTUP_WARNING_S": "2",
+            "RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S": "2",
+        },
+    )
+    ray.start()
+    try:
+        yield Cluster(ray.address, free_port())
+    finally:
+        ray.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Registry(uri, train_and_register(uri, root / "artifacts"))
+
+
+@pytest.fixture
+def serveops(cluster: Cluster, registry: Registry) -> Any:
+    """Run the real `serveops` console script against the test cluster and registry."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "SERVEOPS_ADDRESS": cluster.address,
+            "SERVEOPS_HTTP_PORT": str(cluster.http_port),
+            "MLFLOW_TRACKING_URI": registry.tracking_uri,
+            "COLUMNS": "200",
+        }
+        cmd = [str(Path(sys.executable).with_name("serveops")), *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+    return run
+
+
+def post_until_ok(url: str, body: Any, timeout_s: float = 60.0) -> httpx.Response:
+    """The proxy learns new routes asynchronously: wait for the route, then return its answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = httpx.post(url, json=body, timeout=30)
+            if response.status_code != 404 or time.monotonic() > deadline:
+                return response
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)

@@ -1,0 +1,221 @@
+"""Git to Ray Serve on real parts: a local Ray Serve, an MLflow SQLite store, a Git repository.
+
+The tests of this module are steps of one story and run in file order on one repository:
+v1 is applied, a second revision moves to v2, then bad input and faults are tried on top.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.demo import MODEL_NAME
+from controller.live import LiveState
+from controller.serving.protocol import VERSION_HEADER
+from tests.e2e.conftest import Cluster, Registry, post_until_ok
+from tests.support import commit, git, make_repo
+
+pytestmark = pytest.mark.e2e
+SPEC = "deployments/staging/breast-cancer.yaml"
+
+
+def spec(version: str, name: str = "breast-cancer", num_cpus: float = 0.2) -> str:
+    return f"""\
+apiVersion: serveops.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: {name}
+  environment: staging
+  owner: e2e
+spec:
+  route: /{name}
+  model: models:/{MODEL_NAME}/{version}
+  replicas: 1
+  resources:
+    num_cpus: {num_cpus}
+"""
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Path:
+    path = tmp_path_factory.mktemp("gitops") / "repo"
+    make_repo(path, {SPEC: spec(registry.versions[0])}, "deploy v1")
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(registry: Registry) -> dict[str, Any]:
+    """Rows on which v1 and v2 disagree, with each version's local predictions."""
+    import mlflow.pyfunc
+    from sklearn.datasets import load_breast_cancer
+
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    data = load_breast_cancer(as_frame=True).data
+    preds = {
+        v: mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{v}").predict(data).tolist()
+        for v in registry.versions
+    }
+    v1, v2 = registry.versions
+    differ = [i for i in range(len(data)) if preds[v1][i] != preds[v2][i]][:5]
+    rows = [*differ, 0, 1, 2]
+    return {
+        "body": {"dataframe_split": data.iloc[rows].to_dict(orient="split")},
+        v1: [preds[v1][i] for i in rows],
+        v2: [preds[v2][i] for i in rows],
+        "differ": bool(differ),
+    }
+
+
+@pytest.fixture(scope="module")
+def handmade(cluster: Cluster, registry: Registry) -> dict[str, Any]:
+    """An application serveops does not own, deployed by hand before serveops ever runs."""
+    app = {
+        "name": "handmade",
+        "route_prefix": "/handmade",
+        "import_path": "controller.serving.model:build",
+        "args": {"model_uri": f"models:/{MODEL_NAME}/{registry.versions[0]}", "version": "hand"},
+        "runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": registry.tracking_uri}},
+        "deployments": [{"name": "ModelServer", "ray_actor_options": {"num_cpus": 0.1}}],
+    }
+    with cluster.client() as client:
+        client.put([app], client.get())
+    return app
+
+
+def wait_gone(cluster: Cluster, *names: str, timeout_s: float = 60) -> LiveState:
+    """Serve deletes applications asynchronously (status DELETING): wait until they are gone."""
+    deadline = time.monotonic() + timeout_s
+    with cluster.client() as client:
+        while True:
+            live = client.get()
+            if not set(names) & set(live.apps) or time.monotonic() > deadline:
+                assert not set(names) & set(live.apps), f"still live: {set(names) & set(live.apps)}"
+                return live
+            time.sleep(0.5)
+
+
+def test_apply_from_a_git_revision_serves_v1(
+    serveops: Any, repo: Path, cluster: Cluster, registry: Registry, expected: dict, handmade: dict
+) -> None:
+    sha = git(repo, "rev-parse", "HEAD")
+    result = serveops("apply", "--repo", str(repo), "--rev", sha, "--env", "staging")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "+ create  breast-cancer--v1" in result.stdout
+
+    v1 = registry.versions[0]
+    response = post_until_ok(cluster.url("/breast-cancer"), expected["body"])
+    assert response.status_code == 200, response.text
+    assert response.headers[VERSION_HEADER] == v1
+    assert response.json()["predictions"] == expected[v1]
+
+
+def test_plan_of_a_second_revision_shows_field_changes(
+    serveops: Any, repo: Path, registry: Registry
+) -> None:
+    v1, v2 = registry.versions
+    commit(repo, {SPEC: spec(v2)}, "promote v2")
+    result = serveops(
+        "plan", "--repo", str(repo), "--rev", "main", "--env", "staging", "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["source"]["commit"] == git(repo, "rev-parse", "HEAD")
+    assert [(a["op"], a["app"], a["effect"]) for a in plan["actions"]] == [
+        ("create", f"breast-cancer--v{v2}", "start"),
+        ("update", "breast-cancer", "reconfigure"),
+        ("delete", f"breast-cancer--v{v1}", "stop"),
+    ]
+
+
+def test_saved_plan_is_refused_once_live_state_moved(
+    serveops: Any, repo: Path, cluster: Cluster, handmade: dict, tmp_path: Path
+) -> None:
+    plan_file = tmp_path / "plan.json"
+    made = serveops("plan", "--repo", str(repo), "--env", "staging", "--out", str(plan_file))
+    assert made.returncode == 0, made.stderr
+    with cluster.client() as client:  # someone scales the hand-made app meanwhile
+        live = client.get()
+        moved = json.loads(json.dumps(live.apps["handmade"].config))
+        moved["deployments"][0]["num_replicas"] = 1
+        others = [a.config for a in live.apps.values() if a.name != "handmade"]
+        client.put([*others, moved], live)
+        before = client.get().fingerprint()
+    result = serveops("apply", "--plan", str(plan_file))
+    assert result.returncode == 1
+    assert "changed since this plan was made" in result.stderr
+    with cluster.client() as client:
+        assert client.get().fingerprint() == before  # nothing was written
+
+
+def test_apply_second_revision_switches_to_v2_and_keeps_unmanaged_apps(
+    serveops: Any, repo: Path, cluster: Cluster, registry: Registry, expected: dict
+) -> None:
+    with cluster.client() as client:
+        handmade_before = client.get().apps["handmade"].config
+    result = serveops("apply", "--repo", str(repo), "--env", "staging")
+    assert result.returncode == 0, result.stderr + result.stdout
+
+    v1, v2 = registry.versions
+    response = post_until_ok(cluster.url("/breast-cancer"), expected["body"])
+    assert response.status_code == 200 and response.headers[VERSION_HEADER] == v2
+    assert response.json()["predictions"] == expected[v2]
+    if expected["differ"]:
+        assert expected[v1] != expected[v2]
+
+    live = wait_gone(cluster, f"breast-cancer--v{v1}")
+    assert live.apps["handmade"].config == handmade_before
+    hand = post_until_ok(cluster.url("/handmade"), expected["body"])
+    assert hand.status_code == 200 and hand.headers[VERSION_HEADER] == "hand"
+
+
+def test_status_reports_synced_and_healthy_with_the_revision(serveops: Any, repo: Path) -> None:
+    result = serveops("status", "--env", "staging", "--repo", str(repo), "-o", "json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    [row] = json.loads(result.stdout)
+    assert (row["name"], row["sync"], row["health"]) == ("breast-cancer", "Synced", "Healthy")
+    assert row["revision"] == git(repo, "rev-parse", "HEAD")
+    assert row["route"] == "/breast-cancer"
+
+
+def test_missing_model_version_fails_at_plan_and_changes_nothing(
+    serveops: Any, repo: Path, cluster: Cluster
+) -> None:
+    commit(repo, {SPEC: spec("99")}, "typo in version")
+    with cluster.client() as client:
+        before = client.get().fingerprint()
+    result = serveops("apply", "--repo", str(repo), "--env", "staging")
+    assert result.returncode == 2
+    assert f"{SPEC}:9: spec.model: model 'breast-cancer' has no version 99" in result.stderr
+    with cluster.client() as client:
+        assert client.get().fingerprint() == before
+    git(repo, "revert", "--no-edit", "HEAD")
+
+
+def test_unschedulable_replica_is_reported_degraded_and_traffic_stays(
+    serveops: Any, repo: Path, cluster: Cluster, registry: Registry, expected: dict
+) -> None:
+    greedy = "deployments/staging/greedy.yaml"
+    commit(repo, {greedy: spec(registry.versions[0], name="greedy", num_cpus=1.9)}, "too big")
+    result = serveops("apply", "--repo", str(repo), "--env", "staging", "--timeout", "120")
+    assert result.returncode == 1
+    assert "phase 'start'" in result.stderr and "to be scheduled" in result.stderr
+
+    status = serveops("status", "--env", "staging", "-o", "json")
+    assert status.returncode == 1  # a degraded deployment makes status fail
+    rows = {r["name"]: r for r in json.loads(status.stdout)}
+    assert rows["greedy"]["health"] == "Degraded"
+    assert "to be scheduled" in rows["greedy"]["message"]
+    assert rows["breast-cancer"]["health"] == "Healthy"
+    ok = post_until_ok(cluster.url("/breast-cancer"), expected["body"])
+    assert ok.status_code == 200 and ok.headers[VERSION_HEADER] == registry.versions[1]
+
+    # Converge: the commit is reverted, and --prune removes what Git no longer declares.
+    git(repo, "revert", "--no-edit", "HEAD")
+    result = serveops("apply", "--repo", str(repo), "--env", "staging", "--prune")
+    assert result.returncode == 0, result.stderr + result.stdout
+    names = set(wait_gone(cluster, "greedy", "greedy--v1").apps)
+    assert "handmade" in names and "breast-cancer" in names
