@@ -19,7 +19,7 @@ from controller.errors import BadInput, Refused, ServeopsError
 from controller.gitsource import open_repo, read_worktree, resolve_commit
 from controller.manifest import is_deployment_file, load_manifests
 from controller.plan import Plan
-from controller.reconcile import Target, plan_revision
+from controller.reconcile import Target, enforce_policies, plan_revision
 from controller.registry import MlflowRegistry, Registry
 from controller.serveapi import DEFAULT_ADDRESS, ServeClient, default_address
 from controller.status import deployment_statuses
@@ -185,15 +185,15 @@ def apply(
             if env is None:
                 raise BadInput("pass --env ENV (or --plan FILE)")
             target_address = address or default_address()
+        registry = _registry(registry_uri) if registry_uri or plan_file is None else None
         with ServeClient(target_address, http_port=http_port) as client:
             if plan_file is None:
-                assert env is not None
-                the_plan = plan_revision(
-                    Target(str(repo), rev, env), client, _registry(registry_uri), prune=prune
-                )
+                assert env is not None and registry is not None
+                the_plan = plan_revision(Target(str(repo), rev, env), client, registry, prune=prune)
             print_to(out, plan_text(the_plan))
             if not the_plan.has_changes:
                 return
+            enforce_policies(the_plan, registry)
             result = apply_plan(
                 the_plan, client, timeout_s=timeout, log=lambda m: out.print(f"  {m}")
             )
@@ -288,6 +288,16 @@ def demo(
 def version() -> None:
     """Print the serveops version."""
     out.print(__version__)
+
+
+# --- policy engine (issue 4): `serveops check` and `serveops policy test` -------------------
+from controller.policy.cli import check as _policy_check  # noqa: E402
+from controller.policy.cli import policy_app as _policy_app  # noqa: E402
+
+app.command("check")(_policy_check)
+app.add_typer(_policy_app, name="policy")
+# --- end policy engine ---------------------------------------------------------------------
+
 
 
 def main() -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.errors import Refused
 from controller.gitsource import read_snapshot
 from controller.manifest import load_manifests
 from controller.plan import Plan, Source, make_plan
+from controller.policy import gate, refusal
+from controller.policy.gate import Describer
 from controller.registry import Registry
 from controller.render import RenderSettings, render_environment
 from controller.serveapi import ServeAPI
@@ -40,3 +43,11 @@ def plan_revision(
     live = client.get()
     source = Source(repo=target.repo, rev=target.rev, commit=snapshot.commit)
     return make_plan(desired, live, source=source, address=client.address, prune=prune)
+
+
+def enforce_policies(plan: Plan, registry: Describer | None) -> None:
+    """The second gate: the policies at the plan's commit, evaluated again right before apply,
+    so a change that skipped CI still cannot reach the cluster. Raises Refused with CI's words."""
+    verdict = gate(plan.source.repo, plan.source.commit, plan.environment, registry=registry)
+    if not verdict.allowed:
+        raise Refused(refusal(verdict))
