@@ -298,6 +298,11 @@ app.command("check")(_policy_check)
 app.add_typer(_policy_app, name="policy")
 # --- end policy engine ---------------------------------------------------------------------
 
+# --- simulator (issue 5): `serveops traffic`, `serveops replay`, `serveops simulate` --------
+from simulator.cli import register as _register_simulator  # noqa: E402
+
+_register_simulator(app)
+# --- end simulator -------------------------------------------------------------------------
 
 
 def main() -> None:

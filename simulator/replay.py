@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,11 @@ class ReplayOptions(BaseModel):
     shard_index: int = 0
     shard_count: int = 1
     web_ui_port: int | None = None
+    nice: int | None = Field(
+        default=None,
+        description="Set the replaying process's nice value (negative needs privilege): on a "
+        "busy machine a higher priority keeps the schedule better.",
+    )
 
 
 class Outcome(BaseModel):
@@ -290,6 +296,12 @@ def replay(
     opts = options or ReplayOptions()
     if not targets:
         raise ValueError("no targets to replay against")
+    notes = []
+    if opts.nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, opts.nice)
+        except OSError as e:
+            notes.append(f"could not set nice {opts.nice}: {e}")
     schedule = _Schedule(records, targets, opts, progress)
     user = _user_class(schedule, next(iter(targets.values())))
     env = Environment(user_classes=[user], host=user.host)
@@ -306,7 +318,9 @@ def replay(
         runner.quit()
         if web_ui is not None:
             web_ui.stop()  # type: ignore[no-untyped-call]
-    return _result(schedule)
+    result = _result(schedule)
+    result.problems += notes
+    return result
 
 
 def _result(schedule: _Schedule) -> ReplayResult:

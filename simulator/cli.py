@@ -1,0 +1,401 @@
+"""`serveops traffic import|slice`, `serveops replay` and `serveops simulate`.
+
+Registered on the main `serveops` app by `register(app)`. Replays run in a child process
+(`simulator.replay_process`), so this process never imports Locust and its gevent patches.
+Exit codes as the rest of serveops: 0 ok, 1 failure (a failed verdict), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from controller.errors import BadInput, ServeopsError
+from simulator.replay import ReplayOptions, ReplayResult
+from simulator.traffic import (
+    TrafficError,
+    TrafficRecord,
+    import_csv_trace,
+    parse_window,
+    read_jsonl,
+    slice_file,
+    slice_records,
+    write_jsonl,
+)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+traffic_app = typer.Typer(
+    help="Recorded traffic (JSON Lines): import other sources, cut time windows.",
+    no_args_is_help=True,
+)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except TrafficError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    except ServeopsError as e:
+        err.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        raise typer.Exit(e.exit_code) from None
+
+
+@traffic_app.command("import")
+def traffic_import(
+    source: Annotated[Path, typer.Argument(help="A CSV trace (TIMESTAMP, ContextTokens, ...).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="JSON Lines file to write.")],
+    route: Annotated[str, typer.Option(help="Route every request goes to.")] = "/breast-cancer",
+    tokens_per_row: Annotated[int, typer.Option(help="Request tokens per payload row.")] = 256,
+    max_rows: Annotated[int, typer.Option(help="Most rows in one payload.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed for drawing payload rows.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Import only the first N rows.")] = None,
+) -> None:
+    """Turn a CSV arrival trace into recorded traffic (JSON Lines).
+
+    Arrival times as recorded; payloads are rows of the breast cancer data set in MLflow's
+    `dataframe_split`, as many as each request's size asks for."""
+
+    def run() -> None:
+        header, records = import_csv_trace(
+            source, route=route, tokens_per_row=tokens_per_row, max_rows=max_rows, seed=seed,
+            limit=limit,
+        )  # fmt: skip
+        n = write_jsonl(out_file, records, header)
+        span = records[-1].ts - records[0].ts if records else 0.0
+        out.print(f"wrote {n} requests spanning {span:.0f}s to {out_file}")
+        for line in header.attribution:
+            out.print(f"[dim]{line}[/]", highlight=False)
+
+    _run(run)
+
+
+@traffic_app.command("slice")
+def traffic_slice(
+    source: Annotated[Path, typer.Argument(help="Recorded traffic (JSON Lines).")],
+    window: Annotated[
+        str, typer.Option(help="A..B: seconds after the first request, or ISO timestamps.")
+    ],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+) -> None:
+    """Cut a time window (an incident) out of recorded traffic, keeping its header."""
+    _run(lambda: out.print(f"wrote {slice_file(source, out_file, window)} requests to {out_file}"))
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _load(
+    traffic: Path, window: str | None, routes: set[str] | None = None
+) -> tuple[Any, list[TrafficRecord]]:
+    header, records = read_jsonl(traffic)
+    if not records:
+        raise TrafficError(f"{traffic}: no requests")
+    if window:
+        start, end = parse_window(window, min(r.ts for r in records))
+        records = slice_records(records, start, end)
+    if routes is not None:
+        records = [r for r in records if r.route in routes]
+    if not records:
+        raise TrafficError(f"{traffic}: no requests left in the window / for the routes replayed")
+    return header, records
+
+
+def _replay(
+    records: list[TrafficRecord], targets: dict[str, str], options: ReplayOptions, label: str
+) -> ReplayResult:
+    from simulator.replay_process import ReplayFailed, run_replay_process
+
+    with tempfile.TemporaryDirectory(prefix="serveops-traffic-") as tmp:
+        path = Path(tmp) / "traffic.jsonl"
+        write_jsonl(path, records)
+        try:
+            with _progress(label) as update:
+                return run_replay_process(path, targets, options, on_progress=update)
+        except ReplayFailed as e:
+            raise ServeopsError(str(e)) from None
+
+
+def _summary_table(result: ReplayResult) -> Table:
+    import numpy as np
+
+    table = Table(title=f"replay at {result.speed:g}x: {result.scheduled} requests")
+    for col in ("target", "sent", "dropped", "timed out", "non-2xx", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for name in result.targets:
+        outs = result.by_target(name)
+        lat = np.array([o.latency_ms for o in outs if o.latency_ms is not None] or [0.0])
+        q = np.quantile(lat, [0.5, 0.95, 0.99])
+        table.add_row(
+            name,
+            str(sum(1 for o in outs if not o.dropped)),
+            str(result.dropped.get(name, 0)),
+            str(result.timed_out.get(name, 0)),
+            str(sum(1 for o in outs if not o.dropped and o.failed)),
+            f"{q[0]:.2f}",
+            f"{q[1]:.2f}",
+            f"{q[2]:.2f}",
+        )
+    return table
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None, num_cpus: int) -> Iterator[tuple[str, bool]]:
+    """The given Ray dashboard, or a local Ray we start and stop."""
+    if address:
+        yield address, False
+        return
+    from controller.localray import LocalRay
+
+    err.print(f"starting a local Ray (--num-cpus {num_cpus})")
+    with LocalRay(num_cpus) as ray:
+        yield ray.address, True
+
+
+def _registry(uri: str | None) -> Any:
+    from controller.cli import absolute_tracking_uri
+    from controller.registry import MlflowRegistry
+
+    if not uri:
+        raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
+    return MlflowRegistry(absolute_tracking_uri(uri))
+
+
+def _http_port(client: Any) -> int:
+    http = client.get().http_options or {}
+    return int(http.get("port") or client.http_port)
+
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option("--registry-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI."),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray dashboard of an existing cluster (default: start a local Ray and stop it).",
+    ),
+]
+SpeedOpt = Annotated[float, typer.Option(help="Replay speed: 1 = as recorded, 10 = 10x faster.")]
+WindowOpt = Annotated[
+    str | None, typer.Option(help="Only this window, A..B (seconds from start or timestamps).")
+]
+NumCpusOpt = Annotated[int, typer.Option(help="CPUs for a local Ray we start.")]
+
+
+def replay_command(
+    traffic: Annotated[Path, typer.Argument(help="Recorded traffic (JSON Lines).")],
+    rev: Annotated[
+        str | None, typer.Option(help="Deploy this Git revision on Ray Serve and replay on it.")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Replay against this base URL instead (no deploy).")
+    ] = None,
+    repo: Annotated[Path, typer.Option(help="Git repository holding deployments/.")] = Path("."),
+    env: Annotated[str, typer.Option("--env", help="Environment to deploy.")] = "staging",
+    speed: SpeedOpt = 1.0,
+    window: WindowOpt = None,
+    address: AddressOpt = None,
+    registry_uri: RegistryOpt = None,
+    num_cpus: NumCpusOpt = 2,
+    max_in_flight: Annotated[int, typer.Option(help="Cap on requests in flight.")] = 512,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 10.0,
+    web_ui: Annotated[
+        int | None, typer.Option(help="Serve Locust's web UI on this port during the replay.")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write outcomes.jsonl and summary.json here.")
+    ] = None,
+) -> None:
+    """Replay recorded traffic open loop against a Git revision or a URL.
+
+    Requests go out at their recorded pace times --speed, against the state of a Git revision on
+    a local Ray Serve (--rev) or against a running endpoint (--url)."""
+
+    def run() -> None:
+        if (rev is None) == (url is None):
+            raise BadInput("pass exactly one of --rev REV (deploy and replay) or --url URL")
+        _, records = _load(traffic, window)
+        options = ReplayOptions(
+            speed=speed, max_in_flight=max_in_flight, timeout_s=timeout, web_ui_port=web_ui
+        )
+        if url is not None:
+            result = _replay(records, {"target": url}, options, "replay")
+        else:
+            assert rev is not None
+            result = _replay_revision(records, rev, options)
+        out.print(_summary_table(result))
+        out.print(
+            f"generator lag p50 {result.lag_p50_ms:.2f} ms, p99 {result.lag_p99_ms:.2f} ms, "
+            f"max {result.lag_max_ms:.1f} ms: {'valid' if result.valid else 'INVALID'}"
+        )
+        for p in result.problems:
+            err.print(f"[yellow]warning:[/] {p}")
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with (out_dir / "outcomes.jsonl").open("w") as f:
+                for o in result.outcomes:
+                    f.write(o.model_dump_json(exclude={"body"}) + "\n")
+            summary = result.model_dump(exclude={"outcomes"})
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            out.print(f"wrote {out_dir}/outcomes.jsonl and summary.json")
+
+    def _replay_revision(
+        records: list[TrafficRecord], the_rev: str, options: ReplayOptions
+    ) -> ReplayResult:
+        from controller.apply import apply_plan
+        from controller.localray import free_port
+        from controller.reconcile import Target, plan_revision
+        from controller.serveapi import ServeClient
+
+        registry = _registry(registry_uri)
+        with (
+            _cluster(address, num_cpus) as (addr, _ours),
+            ServeClient(addr, http_port=free_port()) as client,
+        ):
+            plan = plan_revision(Target(str(repo), the_rev, env), client, registry)
+            err.print(f"deploying {the_rev} ({plan.source.commit[:12]}) of {env!r} on {addr}")
+            apply_plan(plan, client, log=lambda m: err.print(f"  {m}"))
+            base = f"http://127.0.0.1:{_http_port(client)}"
+            return _replay(records, {the_rev: base}, options, f"replay {the_rev}")
+
+    _run(run)
+
+
+def simulate_command(
+    traffic: Annotated[Path, typer.Option("--traffic", help="Recorded traffic (JSON Lines).")],
+    base: Annotated[str, typer.Option("--base", help="Baseline revision (e.g. main).")],
+    head: Annotated[str, typer.Option("--head", help="Candidate revision (e.g. the PR head).")],
+    repo: Annotated[Path, typer.Option(help="Git repository holding deployments/.")] = Path("."),
+    env: Annotated[
+        str, typer.Option("--env", help="Environment whose changes to test.")
+    ] = "staging",
+    speed: SpeedOpt = 1.0,
+    window: WindowOpt = None,
+    address: AddressOpt = None,
+    registry_uri: RegistryOpt = None,
+    num_cpus: NumCpusOpt = 2,
+    noise_floor: Annotated[
+        bool, typer.Option(help="Also replay to a second baseline (A/A noise floor).")
+    ] = False,
+    thresholds_file: Annotated[
+        Path | None, typer.Option("--thresholds", help="JSON or YAML thresholds (see docs).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = Path(
+        "simulation"
+    ),
+    fail_on_inconclusive: Annotated[
+        bool, typer.Option(help="Exit 1 on an inconclusive verdict too.")
+    ] = False,
+) -> None:
+    """Replay traffic to --base and --head side by side and decide; exit 1 on fail.
+
+    Brings up the deployments that differ between the revisions on Ray Serve, replays traffic to
+    both (paired), compares, and writes report.json, report.md and report.html."""
+
+    def run() -> None:
+        from controller.localray import free_port
+        from controller.serveapi import ServeClient
+        from simulator import deploy
+        from simulator.report import build_report, reference_features, write_reports
+
+        thresholds = _thresholds(thresholds_file)
+        changed = deploy.changed_deployments(repo, base, head, env)
+        deploy.require_changes(changed, base, head, env)
+        routes = {c.route for c in changed}
+        header, records = _load(traffic, window, routes)
+        registry = _registry(registry_uri)
+        err.print(f"changed in {env!r}: {', '.join(c.name for c in changed)}")
+        with tempfile.TemporaryDirectory(prefix="serveops-sim-") as tmp:
+            sim_repo, prefixes = deploy.write_sim_repo(Path(tmp), changed, noise_floor)
+            with (
+                _cluster(address, num_cpus) as (addr, ours),
+                ServeClient(addr, http_port=free_port()) as client,
+            ):
+                err.print(f"bringing up {base} and {head} side by side on {addr}")
+                try:
+                    deploy.bring_up(sim_repo, client, registry, log=lambda m: err.print(f"  {m}"))
+                    http = f"http://127.0.0.1:{_http_port(client)}"
+                    targets = {role: http + prefix for role, prefix in prefixes.items()}
+                    options = ReplayOptions(
+                        speed=speed, max_lag_p99_ms=thresholds.max_generator_lag_p99_ms
+                    )
+                    result = _replay(records, targets, options, "simulate")
+                finally:
+                    if not ours:  # on a cluster we do not own, leave nothing behind
+                        deploy.tear_down(sim_repo, client, registry)
+        report, sides = build_report(
+            result,
+            records,
+            thresholds,
+            noise="baseline_b" if noise_floor else None,
+            reference_inputs=reference_features(),
+            header=header,
+            meta={"base": base, "head": head, "environment": env, "traffic": str(traffic),
+                  "deployments": [c.name for c in changed]},
+        )  # fmt: skip
+        written = write_reports(report, out_dir, sides=sides, outcomes=result.outcomes)
+        colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}[report.verdict]
+        out.print(f"[bold {colour}]{report.verdict.upper()}[/]: {report.reason}")
+        for c in report.checks:
+            out.print(f"  {c.status:<12} {c.name}: {c.reason}", highlight=False)
+        out.print("wrote " + ", ".join(str(p) for p in written))
+        if report.verdict == "fail" or (fail_on_inconclusive and report.verdict != "pass"):
+            raise typer.Exit(1)
+
+    _run(run)
+
+
+def _thresholds(path: Path | None) -> Any:
+    import yaml
+
+    from simulator.compare import Thresholds
+
+    if path is None:
+        return Thresholds()
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return Thresholds.model_validate(data)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such thresholds file") from None
+    except (yaml.YAMLError, ValueError) as e:
+        raise BadInput(f"{path}: invalid thresholds: {e}") from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add the simulator's commands to the `serveops` app."""
+    app.add_typer(traffic_app, name="traffic")
+    app.command("replay")(replay_command)
+    app.command("simulate")(simulate_command)

@@ -1,0 +1,96 @@
+"""Run a replay in a child process, so the caller never imports Locust (and gevent's patches).
+
+The child reads a traffic file, replays it with `simulator.replay.replay`, reports progress as
+`progress <done> <total>` lines on stdout and writes the `ReplayResult` as JSON.
+
+    python -m simulator.replay_process --traffic T.jsonl --targets '{"a": "http://..."}' \
+        --options '{"speed": 10}' --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from simulator.replay import ReplayOptions, ReplayResult
+
+
+class ReplayFailed(RuntimeError):
+    """The replay process failed; the message carries the end of its log."""
+
+
+def run_replay_process(
+    traffic: Path,
+    targets: dict[str, str],
+    options: ReplayOptions,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    timeout_s: float | None = None,
+) -> ReplayResult:
+    with tempfile.TemporaryDirectory(prefix="serveops-replay-") as tmp:
+        out = Path(tmp) / "result.json"
+        log = Path(tmp) / "replay.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "simulator.replay_process",
+            "--traffic",
+            str(traffic),
+            "--targets",
+            json.dumps(targets),
+            "--options",
+            options.model_dump_json(),
+            "--out",
+            str(out),
+        ]
+        with log.open("w") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[0] == "progress" and on_progress is not None:
+                        on_progress(int(parts[1]), int(parts[2]))
+                code = proc.wait(timeout=timeout_s)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if code != 0 or not out.exists():
+            tail = log.read_text()[-3000:]
+            raise ReplayFailed(f"the replay process failed (exit {code}):\n{tail}")
+        return ReplayResult.model_validate_json(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--traffic", type=Path, required=True)
+    ap.add_argument("--targets", required=True)
+    ap.add_argument("--options", default="{}")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    from simulator.replay import replay  # imports Locust: only here, in the child
+    from simulator.traffic import read_jsonl
+
+    _, records = read_jsonl(args.traffic)
+
+    def progress(done: int, total: int) -> None:
+        print(f"progress {done} {total}", flush=True)
+
+    result = replay(
+        records,
+        json.loads(args.targets),
+        ReplayOptions.model_validate_json(args.options),
+        progress=progress,
+    )
+    args.out.write_text(result.model_dump_json())
+
+
+if __name__ == "__main__":
+    main()
