@@ -1,0 +1,104 @@
+"""Notifications of what the controller did: a generic JSON webhook and a Slack-format webhook.
+
+Delivery is best effort: a short timeout, failures logged, never fatal to a pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import httpx
+
+log = logging.getLogger("serveops.controller")
+
+EventKind = Literal["deployed", "sync_failed", "drift_detected"]
+TIMEOUT_S = 5.0
+
+_SLACK_ICON: dict[EventKind, str] = {
+    "deployed": ":white_check_mark:",
+    "sync_failed": ":x:",
+    "drift_detected": ":warning:",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    environment: str
+    commit: str | None
+    message: str
+    at: dt.datetime
+    repo: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source": "serveops",
+            "event": self.kind,
+            "environment": self.environment,
+            "commit": self.commit,
+            "repo": self.repo,
+            "message": self.message,
+            "at": self.at.isoformat(),
+        }
+
+    def as_slack(self) -> dict[str, Any]:
+        what = self.kind.replace("_", " ")
+        commit = f" at `{self.commit[:12]}`" if self.commit else ""
+        head = f"{_SLACK_ICON[self.kind]} serveops: *{what}* in `{self.environment}`{commit}"
+        return {"text": f"{head}\n{self.message}" if self.message else head}
+
+
+class Notifier(Protocol):
+    def notify(self, event: Event) -> None: ...
+
+
+class WebhookNotifier:
+    """POSTs each event to every URL: `json` URLs get the event object, `slack` URLs get a
+    Slack incoming-webhook message (`{"text": ...}`)."""
+
+    def __init__(
+        self,
+        json_urls: Sequence[str] = (),
+        slack_urls: Sequence[str] = (),
+        *,
+        timeout_s: float = TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.targets = [(u, "json") for u in json_urls] + [(u, "slack") for u in slack_urls]
+        self._client = httpx.Client(timeout=timeout_s, transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def notify(self, event: Event) -> None:
+        for url, fmt in self.targets:
+            body = event.as_slack() if fmt == "slack" else event.as_json()
+            try:
+                response = self._client.post(url, json=body)
+            except httpx.HTTPError as err:
+                log.warning("notification %s to %s failed: %s", event.kind, _host(url), err)
+                continue
+            if response.status_code >= 400:
+                log.warning(
+                    "notification %s to %s failed: HTTP %s",
+                    event.kind,
+                    _host(url),
+                    response.status_code,
+                )
+
+
+class NoNotifier:
+    def notify(self, event: Event) -> None:
+        pass
+
+
+def _host(url: str) -> str:
+    """Webhook URLs carry secrets in their path: log only the host."""
+    try:
+        return httpx.URL(url).host or "?"
+    except httpx.InvalidURL:
+        return "?"
