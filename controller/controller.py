@@ -27,11 +27,12 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from controller.apply import apply_plan
-from controller.errors import BadInput, Refused, ServeopsError, Unreachable
+from controller.errors import BadInput, Refused, ServeopsError, Unreachable, ValidationFailed
 from controller.gitsource import open_repo, resolve_commit
 from controller.notify import Event, EventKind, NoNotifier, Notifier
 from controller.plan import Plan, comparable
 from controller.policy.gate import gate
+from controller.policy.loader import PolicyInvalid
 from controller.policy.report import refusal
 from controller.reconcile import Target, plan_revision
 from controller.registry import Registry
@@ -177,9 +178,7 @@ class Controller:
             )
             self._check_not_emptying(plan)
         except ServeopsError as err:
-            return self._failed(
-                start, started, err, revision_failed=not isinstance(err, Unreachable)
-            )
+            return self._failed(start, started, err, revision_failed=_revision_fault(err))
         start = replace(start, plan=plan)
 
         if not plan.has_changes:
@@ -247,7 +246,7 @@ class Controller:
                     base=self._known_commit(state.last_applied_commit),
                 )
             except ServeopsError as err:
-                return self._failed(start, started, err, revision_failed=True)
+                return self._failed(start, started, err, revision_failed=_revision_fault(err))
             if not verdict.allowed:
                 message = refusal(verdict)
                 pass_id, _ = self.store.record_pass(start, "refused", message, started)
@@ -270,7 +269,8 @@ class Controller:
             return self._result("failed", err.message, commit=head, plan=plan, pass_id=pass_id)
         except ServeopsError as err:
             self.store.finish_pass(pass_id, "failed", err.message)
-            if not isinstance(err, Unreachable):
+            # Serve down, or our own configuration: not the revision's fault, so retried.
+            if not isinstance(err, Unreachable) and type(err) is not BadInput:
                 self.store.mark_failed(env, head, err.message)
             self._notify("sync_failed", head, err.message)
             return self._result(
@@ -374,6 +374,14 @@ class Controller:
             plan=plan,
             bad_input=bad_input,
         )
+
+
+def _revision_fault(err: ServeopsError) -> bool:
+    """Does this failure (before apply) come from the revision itself, so that retrying the
+    same revision cannot help? Invalid files, a model the registry does not have, invalid
+    policies, a conflict with someone else's application. Serve or the registry being down, or
+    a misconfiguration of the controller (plain BadInput), are retried at the next pass."""
+    return isinstance(err, ValidationFailed | PolicyInvalid | Refused)
 
 
 def _desired_apps(plan: Plan) -> dict[str, AppConfig]:

@@ -422,8 +422,9 @@ def history_table(records: list[PassRecord]) -> Table | str:
     if not records:
         return "no passes recorded"
     table = Table(show_lines=False)
-    for column in ("#", "started (UTC)", "env", "commit", "result", "actor", "trigger", "message"):
-        table.add_column(column, overflow="fold")
+    for column in ("#", "started (UTC)", "env", "commit", "result", "actor", "trigger"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="fold", min_width=20)
     styles = {"applied": "green", "healed": "green", "drift": "yellow", "interrupted": "yellow"}
     for r in records:
         result = r.result + (f" x{r.repeats}" if r.repeats > 1 else "")

@@ -23,7 +23,7 @@ from controller.controller import (
 from controller.live import LiveDeployment, LiveState
 from controller.notify import Event
 from controller.reconcile import Target, plan_revision
-from controller.registry import FixedRegistry, Registry
+from controller.registry import FixedRegistry, Registry, ResolvedModel
 from controller.reposource import RepoSource
 from controller.state import PassStart, StateStore
 from tests.support import FakeServe, commit, deployment_yaml, git, make_repo
@@ -176,7 +176,7 @@ def test_failed_revision_is_not_retried_until_a_new_commit(world: World) -> None
     failed = ctl.reconcile_once()
     assert failed.outcome == "failed" and failed.exit_code == 1
     assert "fraud--v2 is DEPLOY_FAILED" in failed.message
-    assert router_targets(world.serve) == ["fraud--v1"]  # traffic never moved
+    assert "fraud--v1" in world.serve.apps  # the old version still serves
     puts = len(world.serve.puts)
 
     for _ in range(3):
@@ -239,6 +239,25 @@ def test_unreachable_serve_is_retried_and_recorded_once(world: World) -> None:
     assert row.result == "failed" and row.repeats == 3
     assert ctl.store.environment("staging").last_failed_commit is None  # not the commit's fault
     assert world.notes.kinds == ["sync_failed"]  # notified once
+
+
+def test_controller_misconfiguration_is_retried_not_blamed_on_the_revision(world: World) -> None:
+    from controller.errors import BadInput
+
+    class MissingStore(FixedRegistry):
+        def resolve(self, uri: str) -> ResolvedModel:
+            raise BadInput("no MLflow store at /nope.db")
+
+    ctl = world.controller()
+    ctl._registry = lambda: MissingStore({})
+    for _ in range(2):
+        result = ctl.reconcile_once()
+        assert result.outcome == "failed" and result.exit_code == 2
+    assert ctl.store.environment("staging").last_failed_commit is None
+    [row] = ctl.store.history("staging")
+    assert row.repeats == 2
+    ctl._registry = world.registry  # fixed: the same revision now goes through
+    assert ctl.reconcile_once().outcome == "applied"
 
 
 def test_policy_gate_refuses_with_the_check_message(world: World) -> None:
