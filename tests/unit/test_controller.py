@@ -531,3 +531,22 @@ def test_jitter_stays_within_its_bounds() -> None:
     assert all(8 <= d <= 12 for d in delays)
     assert len(set(delays)) > 1
     assert jittered(10, 0, rng) == 10
+
+
+def test_store_is_wal_sqlite_and_history_filters_by_environment(tmp_path: Path) -> None:
+    import sqlite3
+
+    clock = Clock()
+    with StateStore(tmp_path / "s.db", clock=clock) as store:
+        for i, env in enumerate(("staging", "production", "staging")):
+            start = PassStart(env, "repo", "main", str(i) * 40, "tester", "poll")
+            store.record_pass(start, "failed", f"boom in {env}", clock.now)
+            clock.advance(1)
+        assert [r.environment for r in store.history(limit=10)] == [
+            "staging",
+            "production",
+            "staging",
+        ]
+        assert [r.message for r in store.history("staging", limit=1)] == ["boom in staging"]
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
