@@ -1,18 +1,22 @@
 """Execute a Plan against Ray Serve, in an order that never drops a request.
 
-Three phases, each a full PUT that carries every other application over untouched:
+Two phases, each a full PUT that carries every other application over untouched:
 
-1. start: new and changed model-version applications are added next to the live ones; routers
-   keep sending traffic where they did. Wait until the new versions are RUNNING.
-2. switch: routers get their new targets (a `reconfigure()`, no restart).
-3. clean: versions no longer referenced are removed.
+1. switch: new and changed model-version applications are added next to the live ones, and
+   routers get their new targets with the versions they serve now as `fallback`. A router
+   sends traffic to a target the moment its application is RUNNING and to the fallback until
+   then, so traffic moves as soon as it can, without a second write. Wait until the new
+   versions are RUNNING.
+2. clean: once every router has seen them RUNNING, fallbacks and versions nothing routes to
+   any more are removed.
 
-A failure in phase 1 leaves traffic where it was and says so; every phase is derived from
-(desired, live), so running apply again converges from wherever the last run stopped.
+A failure in phase 1 leaves traffic on the fallback versions and says so; every phase is
+derived from (desired, live), so running apply again converges from wherever the last stopped.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +26,12 @@ from controller.live import LiveState
 from controller.plan import Plan
 from controller.render import AppConfig
 from controller.serveapi import ServeAPI, merged_config
-from controller.serving.protocol import MARKER_KEY
+from controller.serving.protocol import MARKER_KEY, RouterConfig
+from controller.serving.router import STATUS_POLL_S
 
-POLL_INTERVAL_S = 0.25
+POLL_INTERVAL_S = 0.1
+# Before removing old versions: every router replica re-reads Serve's status this often.
+SWITCH_GRACE_S = 2 * STATUS_POLL_S + 0.5
 
 
 class ApplyFailed(ServeopsError):
@@ -41,20 +48,37 @@ def _role(app: AppConfig) -> str:
     return str((app.get("args") or {}).get(MARKER_KEY, {}).get("role", ""))
 
 
-def _phase_configs(
-    plan: Plan, live: LiveState
-) -> tuple[list[AppConfig], list[AppConfig], list[AppConfig]]:
+def _router_config(app: AppConfig) -> RouterConfig:
+    return RouterConfig.model_validate(app["deployments"][0]["user_config"])
+
+
+def with_fallback(desired: AppConfig, live: AppConfig | None) -> AppConfig:
+    """The desired router, falling back to what the live one serves now (if that differs)."""
+    if live is None:
+        return desired
+    new = _router_config(desired)
+    now = _router_config(live)
+    # Targets now live stay as fallback, and so does a fallback still in place (a rerun after
+    # a failed switch must not lose the versions that actually serve).
+    fallback = [
+        t for t in [*now.targets, *now.fallback] if t.app not in {n.app for n in new.targets}
+    ]
+    unique = list({t.app: t for t in fallback}.values())
+    if not unique:
+        return desired
+    app = copy.deepcopy(desired)
+    app["deployments"][0]["user_config"]["fallback"] = [t.model_dump() for t in unique]
+    return app
+
+
+def _phase_configs(plan: Plan, live: LiveState) -> tuple[list[AppConfig], list[AppConfig]]:
     """The managed application lists after each phase, computed from what is live now."""
     managed_live = {n: a.config for n, a in live.managed(plan.environment).items()}
     desired = {a["name"]: a for a in plan.desired}
-    versions = {n: a for n, a in desired.items() if _role(a) != "router"}
-    routers = {n: a for n, a in desired.items() if _role(a) == "router"}
-    # 1. start: live apps, with desired versions added or updated; routers as they are live.
-    start = {**managed_live, **versions}
-    # 2. switch: routers updated or created as well.
-    switch = {**start, **routers}
-    # 3. clean: only what is desired.
-    return list(start.values()), list(switch.values()), list(desired.values())
+    switch = dict(managed_live)
+    for name, app in desired.items():
+        switch[name] = with_fallback(app, managed_live.get(name)) if _role(app) == "router" else app
+    return list(switch.values()), list(desired.values())
 
 
 def _same(apps: list[AppConfig], live: LiveState, env: str) -> bool:
@@ -85,22 +109,25 @@ def apply_plan(
         return result
     env = plan.environment
     deadline = started + timeout_s
-    start, switch, clean = _phase_configs(plan, live)
+    switch, clean = _phase_configs(plan, live)
     versions = [a["name"] for a in plan.desired if _role(a) != "router"]
     routers = [a["name"] for a in plan.desired if _role(a) == "router"]
 
-    for phase, apps, wait_for in (
-        ("start", start, versions),
-        ("switch", switch, routers),
-        ("clean", clean, []),
-    ):
+    if not _same(switch, live, env):
+        log(
+            f"switch: writing {len(switch)} managed application(s); routers fall back to the "
+            "versions serving now until the new ones run"
+        )
+        client.put(merged_config(live, env, switch), live)
+        result.phases.append("switch")
+    wait_running(client, [*versions, *routers], deadline, "switch", log)
+
+    if not _same(clean, client.get(), env):
+        time.sleep(SWITCH_GRACE_S)  # every router replica has seen the new versions RUNNING
+        log(f"clean: writing {len(clean)} managed application(s)")
         live = client.get()
-        if not _same(apps, live, env):
-            log(f"{phase}: writing {len(apps)} managed application(s)")
-            client.put(merged_config(live, env, apps), live)
-            result.phases.append(phase)
-        if wait_for:
-            wait_running(client, wait_for, deadline, phase, log)
+        client.put(merged_config(live, env, clean), live)
+        result.phases.append("clean")
     result.seconds = time.monotonic() - started
     return result
 
@@ -140,12 +167,10 @@ def wait_running(
 
 
 def _stopped_message(phase: str, app: str, status: str, reason: str) -> str:
-    if phase == "start":
-        where = (
-            "Routers were not changed: traffic still goes to the versions that served it before."
-        )
-    else:
-        where = "New versions are running; some routers may not have switched yet."
+    where = (
+        "Routers keep sending traffic to the versions that served it before (their fallback) "
+        "until the new versions run."
+    )
     return (
         f"apply stopped in phase '{phase}': {app} is {status}: {reason}\n"
         f"{where} Fix the cause and run apply again; it converges from the current state."

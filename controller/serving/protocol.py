@@ -29,6 +29,11 @@ class RouterConfig(BaseModel):
 
     deployment: str
     targets: list[Target]
+    fallback: list[Target] = Field(
+        default_factory=list,
+        description="Versions that serve while none of `targets` is RUNNING: the previous "
+        "versions during a switch, so traffic moves the moment the new version can take it.",
+    )
     timeout_s: float = Field(gt=0)
     revision: str | None = Field(
         default=None, description="Git commit that last changed this deployment (not diffed)."

@@ -21,11 +21,15 @@ from starlette.responses import JSONResponse
 from controller.serving.protocol import DEPLOYMENT_HEADER, VERSION_HEADER, RouterConfig, Target
 
 logger = logging.getLogger("ray.serve")
-STATUS_POLL_S = 0.5
+STATUS_POLL_S = 0.5  # how soon a version that became RUNNING gets traffic
 
 
-def pick(targets: list[Target], running: set[str], rand: float) -> Target | None:
-    """Weighted choice among RUNNING targets; `rand` is uniform in [0, 1)."""
+def pick(config: RouterConfig, running: set[str], rand: float) -> Target | None:
+    """Weighted choice among RUNNING targets, else among RUNNING fallbacks; `rand` in [0, 1)."""
+    return _weighted(config.targets, running, rand) or _weighted(config.fallback, running, rand)
+
+
+def _weighted(targets: list[Target], running: set[str], rand: float) -> Target | None:
     live = [t for t in targets if t.app in running and t.weight > 0]
     total = sum(t.weight for t in live)
     if total <= 0:
@@ -51,7 +55,10 @@ class Router:
         config = RouterConfig.model_validate(user_config)
         self._config = config
         logger.info(
-            "router %s targets %s", self._deployment, [t.model_dump() for t in config.targets]
+            "router %s targets %s fallback %s",
+            self._deployment,
+            [t.model_dump() for t in config.targets],
+            [t.model_dump() for t in config.fallback],
         )
 
     def _handle(self, app: str) -> DeploymentHandle[Any]:
@@ -81,7 +88,7 @@ class Router:
         config = self._config
         if config is None:
             return _error(503, "router has no configuration yet", None)
-        target = pick(config.targets, self._running, random.random())
+        target = pick(config, self._running, random.random())
         if target is None:
             return _error(503, f"no running version of {self._deployment}", None)
         try:

@@ -10,6 +10,7 @@ from controller.manifest import load_manifests
 from controller.plan import Plan, Source, make_plan
 from controller.registry import FixedRegistry
 from controller.render import RenderSettings, render_environment
+from controller.serving.protocol import RouterConfig
 from tests.support import FakeServe, deployment_yaml, is_managed, unmanaged_app
 
 REGISTRY = FixedRegistry({"fraud": {"1": "1", "2": "2"}})
@@ -23,36 +24,44 @@ def plan_for(serve: FakeServe, model: str = "models:/fraud/1", commit: str = "a"
     )
 
 
+def router(apps: list[dict]) -> RouterConfig | None:
+    app = next((a for a in apps if a["name"] == "fraud"), None)
+    return RouterConfig.model_validate(app["deployments"][0]["user_config"]) if app else None
+
+
 def router_targets(apps: list[dict]) -> list[str]:
-    router = next((a for a in apps if a["name"] == "fraud"), None)
-    if router is None:
-        return []
-    return [t["app"] for t in router["deployments"][0]["user_config"]["targets"]]
+    config = router(apps)
+    return [t.app for t in config.targets] if config else []
 
 
-def test_first_apply_starts_versions_before_the_router() -> None:
+def router_fallback(apps: list[dict]) -> list[str]:
+    config = router(apps)
+    return [t.app for t in config.fallback] if config else []
+
+
+def test_first_apply_starts_version_and_router_in_one_write() -> None:
     serve = FakeServe()
     result = apply_plan(plan_for(serve), serve)
-    assert result.phases == ["start", "switch"]
-    assert [a["name"] for a in serve.puts[0]] == ["fraud--v1"]
-    assert {a["name"] for a in serve.puts[1]} == {"fraud--v1", "fraud"}
+    assert result.phases == ["switch"]
+    [put] = serve.puts
+    assert {a["name"] for a in put} == {"fraud--v1", "fraud"}
+    assert router_targets(put) == ["fraud--v1"] and router_fallback(put) == []
     assert serve.status == {"fraud--v1": "RUNNING", "fraud": "RUNNING"}
 
 
-def test_version_change_runs_start_switch_clean_in_order() -> None:
+def test_version_change_falls_back_to_the_old_version_until_the_new_one_runs() -> None:
     serve = FakeServe()
     apply_plan(plan_for(serve), serve)
     serve.puts.clear()
     result = apply_plan(plan_for(serve, "models:/fraud/2", commit="b" * 40), serve)
-    assert result.phases == ["start", "switch", "clean"]
-    start, switch, clean = serve.puts
-    # start: v2 added next to v1; the router still points at v1
-    assert {a["name"] for a in start} == {"fraud", "fraud--v1", "fraud--v2"}
-    assert router_targets(start) == ["fraud--v1"]
-    # switch: the router points at v2; v1 still up for in-flight requests
-    assert router_targets(switch) == ["fraud--v2"] and "fraud--v1" in {a["name"] for a in switch}
-    # clean: v1 gone
+    assert result.phases == ["switch", "clean"]
+    switch, clean = serve.puts
+    # switch: v2 added next to v1; the router targets v2 and falls back to v1 meanwhile
+    assert {a["name"] for a in switch} == {"fraud", "fraud--v1", "fraud--v2"}
+    assert router_targets(switch) == ["fraud--v2"] and router_fallback(switch) == ["fraud--v1"]
+    # clean: v1 and the fallback gone
     assert {a["name"] for a in clean} == {"fraud", "fraud--v2"}
+    assert router_targets(clean) == ["fraud--v2"] and router_fallback(clean) == []
 
 
 def test_every_put_carries_unmanaged_apps_unchanged() -> None:
@@ -60,7 +69,7 @@ def test_every_put_carries_unmanaged_apps_unchanged() -> None:
     serve.seed(unmanaged_app())
     apply_plan(plan_for(serve), serve)
     apply_plan(plan_for(serve, "models:/fraud/2"), serve)
-    assert len(serve.puts) == 5
+    assert len(serve.puts) == 3
     for put in serve.puts:
         [theirs] = [a for a in put if not is_managed(a)]
         assert theirs == unmanaged_app()
@@ -79,16 +88,29 @@ def test_failed_version_stops_before_the_switch_and_next_apply_converges() -> No
     serve = FakeServe()
     apply_plan(plan_for(serve), serve)
     serve.failing.add("fraud--v2")
-    with pytest.raises(ApplyFailed, match=r"phase 'start': fraud--v2 is DEPLOY_FAILED") as info:
+    with pytest.raises(ApplyFailed, match=r"phase 'switch': fraud--v2 is DEPLOY_FAILED") as info:
         apply_plan(plan_for(serve, "models:/fraud/2"), serve)
-    assert "traffic still goes to the versions that served it before" in info.value.message
-    assert router_targets(list(serve.apps.values())) == ["fraud--v1"]
+    assert "keep sending traffic to the versions that served it before" in info.value.message
+    live_apps = list(serve.apps.values())
+    assert router_fallback(live_apps) == ["fraud--v1"] and "fraud--v1" in serve.apps
 
     serve.failing.clear()
     serve.status["fraud--v2"] = "RUNNING"  # the cause was fixed (say, the model store is back)
     apply_plan(plan_for(serve, "models:/fraud/2"), serve)
     assert set(serve.apps) == {"fraud", "fraud--v2"}
     assert router_targets(list(serve.apps.values())) == ["fraud--v2"]
+    assert router_fallback(list(serve.apps.values())) == []
+
+
+def test_rerun_after_a_failed_switch_keeps_the_versions_that_serve() -> None:
+    serve = FakeServe()
+    apply_plan(plan_for(serve), serve)
+    serve.failing.add("fraud--v2")
+    with pytest.raises(ApplyFailed):
+        apply_plan(plan_for(serve, "models:/fraud/2"), serve)
+    with pytest.raises(ApplyFailed):  # same failure again: v1 must still be the fallback
+        apply_plan(plan_for(serve, "models:/fraud/2"), serve)
+    assert router_fallback(list(serve.apps.values())) == ["fraud--v1"] and "fraud--v1" in serve.apps
 
 
 def test_unschedulable_version_is_reported_with_serves_message() -> None:
@@ -96,7 +118,6 @@ def test_unschedulable_version_is_reported_with_serves_message() -> None:
     serve.unschedulable.add("fraud--v1")
     with pytest.raises(ApplyFailed, match="taken more than 2s to be scheduled"):
         apply_plan(plan_for(serve), serve, timeout_s=30)
-    assert "fraud" not in serve.apps  # the route was never switched on
 
 
 def test_nothing_to_do_writes_nothing() -> None:
