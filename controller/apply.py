@@ -71,6 +71,10 @@ def with_fallback(desired: AppConfig, live: AppConfig | None) -> AppConfig:
     return app
 
 
+def _has_fallback(apps: list[AppConfig]) -> bool:
+    return any(_role(a) == "router" and _router_config(a).fallback for a in apps)
+
+
 def _phase_configs(plan: Plan, live: LiveState) -> tuple[list[AppConfig], list[AppConfig]]:
     """The managed application lists after each phase, computed from what is live now."""
     managed_live = {n: a.config for n, a in live.managed(plan.environment).items()}
@@ -123,7 +127,8 @@ def apply_plan(
     wait_running(client, [*versions, *routers], deadline, "switch", log)
 
     if not _same(clean, client.get(), env):
-        time.sleep(SWITCH_GRACE_S)  # every router replica has seen the new versions RUNNING
+        if _has_fallback(switch):
+            time.sleep(SWITCH_GRACE_S)  # every router replica has seen the new versions RUNNING
         log(f"clean: writing {len(clean)} managed application(s)")
         live = client.get()
         client.put(merged_config(live, env, clean), live)

@@ -298,11 +298,12 @@ app.command("check")(_policy_check)
 app.add_typer(_policy_app, name="policy")
 # --- end policy engine ---------------------------------------------------------------------
 
-# --- simulator (issue 5): `serveops traffic`, `serveops replay`, `serveops simulate` --------
-from simulator.cli import register as _register_simulator  # noqa: E402
 
-_register_simulator(app)
-# --- end simulator -------------------------------------------------------------------------
+# --- GitOps controller (issue 3): `serveops controller`, `serveops sync`, `serveops history` --
+from controller.controller_cli import register as _register_controller  # noqa: E402
+
+_register_controller(app)
+# --- end GitOps controller -----------------------------------------------------------------
 
 
 def main() -> None:

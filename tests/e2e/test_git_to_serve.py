@@ -202,7 +202,7 @@ def test_unschedulable_replica_is_reported_degraded_and_traffic_stays(
     commit(repo, {greedy: spec(registry.versions[0], name="greedy", num_cpus=1.9)}, "too big")
     result = serveops("apply", "--repo", str(repo), "--env", "staging", "--timeout", "120")
     assert result.returncode == 1
-    assert "phase 'start'" in result.stderr and "to be scheduled" in result.stderr
+    assert "phase 'switch'" in result.stderr and "to be scheduled" in result.stderr
 
     status = serveops("status", "--env", "staging", "-o", "json")
     assert status.returncode == 1  # a degraded deployment makes status fail
