@@ -14,15 +14,19 @@ from rich.console import Console
 
 from controller import __version__
 from controller.apply import apply_plan
+from controller.controller_cli import register as register_controller_commands
 from controller.display import plan_text, print_to, status_table
 from controller.errors import BadInput, Refused, ServeopsError
 from controller.gitsource import open_repo, read_worktree, resolve_commit
 from controller.manifest import is_deployment_file, load_manifests
 from controller.plan import Plan
+from controller.policy.cli import check as policy_check
+from controller.policy.cli import policy_app
 from controller.reconcile import Target, enforce_policies, plan_revision
-from controller.registry import MlflowRegistry, Registry
+from controller.registry import registry_from_uri
 from controller.serveapi import DEFAULT_ADDRESS, ServeClient, default_address
 from controller.status import deployment_statuses
+from simulator.cli import register as register_simulator_commands
 
 app = typer.Typer(
     help="Ship MLflow models to Ray Serve from Git: validate, plan, apply, status.",
@@ -74,22 +78,6 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(e.exit_code) from None
 
 
-def _registry(uri: str | None) -> Registry:
-    if not uri:
-        raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
-    return MlflowRegistry(absolute_tracking_uri(uri))
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """`sqlite:///mlflow.db` -> `sqlite:////abs/mlflow.db`: replicas run in other directories."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    if "://" not in uri and not uri.startswith("databricks"):
-        return Path(uri).resolve().as_uri()
-    return uri
-
-
 def _check_output(output: str) -> None:
     if output not in ("text", "json"):
         raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
@@ -131,7 +119,7 @@ def plan(
         _check_output(output)
         with ServeClient(address) as client:
             result = plan_revision(
-                Target(str(repo), rev, env), client, _registry(registry_uri), prune=prune
+                Target(str(repo), rev, env), client, registry_from_uri(registry_uri), prune=prune
             )
         if out_file:
             out_file.write_text(result.model_dump_json(indent=2) + "\n")
@@ -185,7 +173,7 @@ def apply(
             if env is None:
                 raise BadInput("pass --env ENV (or --plan FILE)")
             target_address = address or default_address()
-        registry = _registry(registry_uri) if registry_uri or plan_file is None else None
+        registry = registry_from_uri(registry_uri) if registry_uri or plan_file is None else None
         with ServeClient(target_address, http_port=http_port) as client:
             if plan_file is None:
                 assert env is not None and registry is not None
@@ -243,7 +231,7 @@ def status(
             the_plan = None
             if repo is not None:
                 the_plan = plan_revision(
-                    Target(str(repo), rev, env), client, _registry(registry_uri)
+                    Target(str(repo), rev, env), client, registry_from_uri(registry_uri)
                 )
             rows = deployment_statuses(client.get(), env, the_plan)
         if output == "json":
@@ -290,20 +278,11 @@ def version() -> None:
     out.print(__version__)
 
 
-# --- policy engine (issue 4): `serveops check` and `serveops policy test` -------------------
-from controller.policy.cli import check as _policy_check  # noqa: E402
-from controller.policy.cli import policy_app as _policy_app  # noqa: E402
-
-app.command("check")(_policy_check)
-app.add_typer(_policy_app, name="policy")
-# --- end policy engine ---------------------------------------------------------------------
-
-
-# --- GitOps controller (issue 3): `serveops controller`, `serveops sync`, `serveops history` --
-from controller.controller_cli import register as _register_controller  # noqa: E402
-
-_register_controller(app)
-# --- end GitOps controller -----------------------------------------------------------------
+# Command groups defined next to what they drive.
+app.command("check")(policy_check)
+app.add_typer(policy_app, name="policy")
+register_controller_commands(app)
+register_simulator_commands(app)
 
 
 def main() -> None:

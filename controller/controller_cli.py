@@ -149,7 +149,7 @@ def _run(fn: Callable[[], T]) -> T:
 def _registry_factory(uri: str | None) -> Callable[[], Registry]:
     if not uri:
         raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
-    from controller.cli import absolute_tracking_uri  # at call time: cli imports this module
+    from controller.registry import absolute_tracking_uri
 
     tracking_uri = absolute_tracking_uri(uri)
     return lambda: MlflowRegistry(tracking_uri)

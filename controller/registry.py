@@ -47,6 +47,23 @@ class ModelVersionRecord:
     run_tags: dict[str, str] = field(default_factory=dict)
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """`sqlite:///mlflow.db` -> `sqlite:////abs/mlflow.db`: replicas run in other directories."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    if "://" not in uri and not uri.startswith("databricks"):
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def registry_from_uri(uri: str | None) -> MlflowRegistry:
+    """The registry a command was pointed at (--registry-uri / MLFLOW_TRACKING_URI)."""
+    if not uri:
+        raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
+    return MlflowRegistry(absolute_tracking_uri(uri))
+
+
 class ModelNotFound(ServeopsError):
     """The registry has no such model, version or alias."""
 

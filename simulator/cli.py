@@ -183,12 +183,9 @@ def _cluster(address: str | None, num_cpus: int) -> Iterator[tuple[str, bool]]:
 
 
 def _registry(uri: str | None) -> Any:
-    from controller.cli import absolute_tracking_uri
-    from controller.registry import MlflowRegistry
+    from controller.registry import registry_from_uri
 
-    if not uri:
-        raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
-    return MlflowRegistry(absolute_tracking_uri(uri))
+    return registry_from_uri(uri)
 
 
 def _http_port(client: Any) -> int:

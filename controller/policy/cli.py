@@ -88,7 +88,7 @@ def check(
             raise BadInput("pass --base REV (or --all to check every deployment)")
         registry = None
         if registry_uri:
-            from controller.cli import absolute_tracking_uri
+            from controller.registry import absolute_tracking_uri
 
             registry = MlflowRegistry(absolute_tracking_uri(registry_uri))
         result = check_revisions(
