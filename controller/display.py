@@ -85,7 +85,13 @@ def status_table(rows: list[DeploymentStatus], environment: str) -> Table:
     ):
         table.add_column(column, overflow="fold")
     for r in rows:
-        versions = ", ".join(f"v{v.version} {v.weight:g}% {v.status}" for v in r.versions) or "-"
+        versions = (
+            ", ".join(
+                f"v{v.version} {'fallback' if v.fallback else f'{v.weight:g}%'} {v.status}"
+                for v in r.versions
+            )
+            or "-"
+        )
         table.add_row(
             r.name,
             r.route or "-",

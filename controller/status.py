@@ -19,6 +19,7 @@ class VersionStatus:
     version: str
     weight: float
     status: str
+    fallback: bool = False  # serves only while no target runs (a switch in progress)
 
 
 @dataclass
@@ -86,6 +87,7 @@ def _row(name: str, sync: Sync, apps: list[LiveApp], live: LiveState) -> Deploym
         return DeploymentStatus(name, None, sync, None, health, message, versions)
     config = _router_config(router)
     targets = config.targets if config else []
+    fallback = config.fallback if config else []
     health, message = _health([router, *(live.apps[t.app] for t in targets if t.app in live.apps)])
     missing = [t.app for t in targets if t.app not in live.apps]
     if missing and health != "Degraded":
@@ -103,7 +105,8 @@ def _row(name: str, sync: Sync, apps: list[LiveApp], live: LiveState) -> Deploym
                 t.version,
                 t.weight,
                 live.apps[t.app].status if t.app in live.apps else "MISSING",
+                fallback=t in fallback,
             )
-            for t in targets
+            for t in [*targets, *fallback]
         ],
     )
