@@ -1,7 +1,8 @@
 """`make demo`: the whole Git-to-Serve flow on this machine, printed step by step.
 
 It starts a local Ray (explicit CPU count) and a local MLflow store (SQLite), trains and registers
-two scikit-learn models, makes a Git repository from the example in deployments/, applies v1,
+two scikit-learn models, makes a Git repository from the example in deployments/ and the
+policies in policies/, checks the policies, applies v1 (apply gates on them again),
 sends real requests, commits a move to v2, plans, applies, shows status, and stops what it started.
 """
 
@@ -21,7 +22,9 @@ from controller.localray import LocalRay, free_port
 from controller.serving.protocol import VERSION_HEADER
 
 MODEL_NAME = "breast-cancer"
-EXAMPLE = Path(__file__).resolve().parent.parent / "deployments" / "staging" / "breast-cancer.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "deployments" / "staging" / "breast-cancer.yaml"
+POLICIES = ROOT / "policies"
 
 
 def train_and_register(tracking_uri: str, artifact_dir: Path, name: str = MODEL_NAME) -> list[str]:
@@ -135,11 +138,12 @@ def _tour(workdir: Path, address: str, http_port: int) -> None:
     versions = train_and_register(tracking_uri, workdir / "artifacts")
     print(f"  registered {MODEL_NAME} versions {', '.join(versions)}")
 
-    _say("Making a Git repository from the example in deployments/staging/")
+    _say("Making a Git repository from deployments/staging/ and policies/")
     repo = workdir / "repo"
     (repo / "deployments" / "staging").mkdir(parents=True)
     spec_path = repo / "deployments" / "staging" / "breast-cancer.yaml"
     shutil.copy(EXAMPLE, spec_path)
+    shutil.copytree(POLICIES, repo / "policies", ignore=shutil.ignore_patterns("tests"))
     _git(repo.parent, "init", "-q", "-b", "main", str(repo))
     _git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.com", "add", ".")
     _git(
@@ -154,8 +158,9 @@ def _tour(workdir: Path, address: str, http_port: int) -> None:
     )
     print(spec_path.read_text())
 
-    _say("Validate, plan and apply revision main (v1)")
+    _say("Validate, check the policies, plan and apply revision main (v1)")
     _serveops("validate", str(repo / "deployments"), env=env)
+    _serveops("check", "--repo", str(repo), "--head", "main", "--all", "--env", "staging", env=env)
     _serveops("plan", "--repo", str(repo), "--rev", "main", "--env", "staging", env=env)
     _serveops("apply", "--repo", str(repo), "--rev", "main", "--env", "staging", env=env)
 
