@@ -132,7 +132,11 @@ def _load(
 
 
 def _replay(
-    records: list[TrafficRecord], targets: dict[str, str], options: ReplayOptions, label: str
+    records: list[TrafficRecord],
+    targets: dict[str, str],
+    options: ReplayOptions,
+    label: str,
+    workers: int = 1,
 ) -> ReplayResult:
     from simulator.replay_process import ReplayFailed, run_replay_process
 
@@ -141,7 +145,9 @@ def _replay(
         write_jsonl(path, records)
         try:
             with _progress(label) as update:
-                return run_replay_process(path, targets, options, on_progress=update)
+                return run_replay_process(
+                    path, targets, options, on_progress=update, workers=workers
+                )
         except ReplayFailed as e:
             raise ServeopsError(str(e)) from None
 
@@ -209,6 +215,10 @@ WindowOpt = Annotated[
     str | None, typer.Option(help="Only this window, A..B (seconds from start or timestamps).")
 ]
 NumCpusOpt = Annotated[int, typer.Option(help="CPUs for a local Ray we start.")]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(help="Locust worker processes (master/worker, sharded by request id)."),
+]
 
 
 def replay_command(
@@ -234,6 +244,7 @@ def replay_command(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Write outcomes.jsonl and summary.json here.")
     ] = None,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Replay recorded traffic open loop against a Git revision or a URL.
 
@@ -248,7 +259,7 @@ def replay_command(
             speed=speed, max_in_flight=max_in_flight, timeout_s=timeout, web_ui_port=web_ui
         )
         if url is not None:
-            result = _replay(records, {"target": url}, options, "replay")
+            result = _replay(records, {"target": url}, options, "replay", workers)
         else:
             assert rev is not None
             result = _replay_revision(records, rev, options)
@@ -285,7 +296,7 @@ def replay_command(
             err.print(f"deploying {the_rev} ({plan.source.commit[:12]}) of {env!r} on {addr}")
             apply_plan(plan, client, log=lambda m: err.print(f"  {m}"))
             base = f"http://127.0.0.1:{_http_port(client)}"
-            return _replay(records, {the_rev: base}, options, f"replay {the_rev}")
+            return _replay(records, {the_rev: base}, options, f"replay {the_rev}", workers)
 
     _run(run)
 
@@ -315,6 +326,7 @@ def simulate_command(
     fail_on_inconclusive: Annotated[
         bool, typer.Option(help="Exit 1 on an inconclusive verdict too.")
     ] = False,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Replay traffic to --base and --head side by side and decide; exit 1 on fail.
 
@@ -348,7 +360,7 @@ def simulate_command(
                     options = ReplayOptions(
                         speed=speed, max_lag_p99_ms=thresholds.max_generator_lag_p99_ms
                     )
-                    result = _replay(records, targets, options, "simulate")
+                    result = _replay(records, targets, options, "simulate", workers)
                 finally:
                     if not ours:  # on a cluster we do not own, leave nothing behind
                         deploy.tear_down(sim_repo, client, registry)

@@ -31,6 +31,7 @@ def run_replay_process(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     timeout_s: float | None = None,
+    workers: int = 1,
 ) -> ReplayResult:
     with tempfile.TemporaryDirectory(prefix="serveops-replay-") as tmp:
         out = Path(tmp) / "result.json"
@@ -48,6 +49,8 @@ def run_replay_process(
             "--out",
             str(out),
         ]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
         with log.open("w") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
             try:
@@ -73,22 +76,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--targets", required=True)
     ap.add_argument("--options", default="{}")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--workers", type=int, default=1, help="Locust workers (master/worker).")
+    ap.add_argument("--worker", action="store_true", help="Run as a Locust worker.")
+    ap.add_argument("--master-host", default="127.0.0.1")
+    ap.add_argument("--master-port", type=int, default=5557)
     args = ap.parse_args(argv)
 
-    from simulator.replay import replay  # imports Locust: only here, in the child
+    # These import Locust: only here, in the child.
+    from simulator.replay import replay, replay_master, replay_worker
     from simulator.traffic import read_jsonl
+
+    targets = json.loads(args.targets)
+    options = ReplayOptions.model_validate_json(args.options)
+    if args.worker:
+        _, records = read_jsonl(args.traffic)
+        result = replay_worker(records, targets, options, args.master_host, args.master_port)
+        args.out.write_text(result.model_dump_json())
+        return
+    if args.workers > 1:
+        with tempfile.TemporaryDirectory(prefix="serveops-shards-") as tmp:
+            result = replay_master(str(args.traffic), targets, options, args.workers, tmp)
+        args.out.write_text(result.model_dump_json())
+        return
 
     _, records = read_jsonl(args.traffic)
 
     def progress(done: int, total: int) -> None:
         print(f"progress {done} {total}", flush=True)
 
-    result = replay(
-        records,
-        json.loads(args.targets),
-        ReplayOptions.model_validate_json(args.options),
-        progress=progress,
-    )
+    result = replay(records, targets, options, progress=progress)
     args.out.write_text(result.model_dump_json())
 
 

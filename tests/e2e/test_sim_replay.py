@@ -127,3 +127,30 @@ def test_cap_drops_are_counted_and_timeouts_censored(tmp_path: Path) -> None:
     assert out["timed_out"] == {"only": 10}
     assert any("30 request(s) dropped" in p for p in out["problems"])  # type: ignore[attr-defined]
     assert all(v >= 500 for v in out["censored_latencies"])  # type: ignore[attr-defined]
+
+
+def test_distributed_replay_shards_every_request_exactly_once(tmp_path: Path) -> None:
+    from simulator.replay import ReplayOptions, shard_of
+    from simulator.replay_process import run_replay_process
+    from simulator.traffic import read_jsonl
+
+    traffic = _records(tmp_path, 120)
+    _, records = read_jsonl(traffic)
+    with FakeEndpoint(version="1") as a, FakeEndpoint(version="2") as b:
+        result = run_replay_process(
+            traffic,
+            {"baseline": a.url, "candidate": b.url},
+            ReplayOptions(speed=20, max_lag_p99_ms=1000),
+            workers=2,
+            timeout_s=90,
+        )
+    first = records[0].ts
+    expected = {r.id: (r.ts - first) / 20 for r in records}
+    assert result.scheduled == 120
+    seen = sorted((o.id, o.target) for o in result.outcomes)
+    assert seen == sorted((i, t) for i in expected for t in ("baseline", "candidate"))
+    assert {o.status for o in result.outcomes} == {200}
+    # Both workers took part, and each request's intended time is on the shared schedule.
+    assert {shard_of(i, 2) for i in expected} == {0, 1}
+    assert all(abs(o.intended - expected[o.id]) < 1e-9 for o in result.outcomes)
+    assert all(o.sent is not None and o.sent >= o.intended for o in result.outcomes)
