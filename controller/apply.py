@@ -98,8 +98,12 @@ def apply_plan(
     timeout_s: float = 300.0,
     log: Callable[[str], None] = lambda _msg: None,
     check_fresh: bool = True,
+    no_wait: frozenset[str] = frozenset(),
 ) -> ApplyResult:
-    """Apply `plan`; refuse it when the live state has moved since it was made."""
+    """Apply `plan`; refuse it when the live state has moved since it was made.
+
+    `no_wait`: version applications not to wait for (a rollout's candidate, which gets no
+    traffic until it runs; the rollout engine watches it against its progress deadline)."""
     started = time.monotonic()
     result = ApplyResult()
     live = client.get()
@@ -114,7 +118,9 @@ def apply_plan(
     env = plan.environment
     deadline = started + timeout_s
     switch, clean = _phase_configs(plan, live)
-    versions = [a["name"] for a in plan.desired if _role(a) != "router"]
+    versions = [
+        a["name"] for a in plan.desired if _role(a) != "router" and a["name"] not in no_wait
+    ]
     routers = [a["name"] for a in plan.desired if _role(a) == "router"]
 
     if not _same(switch, live, env):

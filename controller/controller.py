@@ -29,15 +29,18 @@ from typing import Literal
 from controller.apply import apply_plan
 from controller.errors import BadInput, Refused, ServeopsError, Unreachable, ValidationFailed
 from controller.gitsource import open_repo, resolve_commit
+from controller.metrics import MetricsSource, RayMetricsSource
 from controller.notify import Event, EventKind, NoNotifier, Notifier
 from controller.plan import Plan, comparable
 from controller.policy.gate import gate
 from controller.policy.loader import PolicyInvalid
 from controller.policy.report import refusal
-from controller.reconcile import Target, plan_revision
+from controller.progressive import RolloutPass, plan_with_rollouts
+from controller.reconcile import Target
 from controller.registry import Registry
 from controller.render import AppConfig
 from controller.reposource import RepoSource
+from controller.rollout import Limits
 from controller.serveapi import ServeAPI
 from controller.state import EnvironmentState, PassStart, StateStore
 
@@ -78,6 +81,8 @@ class ControllerSettings:
     apply_timeout_s: float = 300.0
     lease_ttl_s: float | None = None  # default: three intervals, at least 30 s
     actor: str = ""
+    # Rollouts: the progress deadline is apply_timeout_s (a candidate must run by then).
+    inconclusive_limit: int = 3  # inconclusive analyses in a row before a rollout pauses
 
     @property
     def lease_ttl(self) -> float:
@@ -120,6 +125,7 @@ class Controller:
         *,
         notifier: Notifier | None = None,
         holder: str | None = None,
+        metrics: MetricsSource | None = None,
     ) -> None:
         self.source = source
         self.client = client
@@ -130,6 +136,8 @@ class Controller:
         self.actor = settings.actor or default_actor()
         self.notifier = notifier or NoNotifier()
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Router metrics for rollout analysis; scraped only when an analysis window is due.
+        self.metrics = metrics if metrics is not None else RayMetricsSource(client.address)
 
     @property
     def environment(self) -> str:
@@ -170,16 +178,40 @@ class Controller:
 
         registry = self._registry()
         try:
-            plan = plan_revision(
+            plan, rollouts = plan_with_rollouts(
                 Target(str(self.source.path), head, env),
                 self.client,
                 registry,
+                self.store,
+                metrics=self.metrics,
+                limits=Limits(
+                    progress_deadline_s=self.settings.apply_timeout_s,
+                    inconclusive_limit=self.settings.inconclusive_limit,
+                ),
+                now=self.store.now(),
                 prune=self.settings.prune,
             )
             self._check_not_emptying(plan)
         except ServeopsError as err:
             return self._failed(start, started, err, revision_failed=_revision_fault(err))
         start = replace(start, plan=plan)
+        # Rollout decisions are persisted before the plan they shaped is applied: killed in
+        # between, the next pass renders the same weights from the same state.
+        rollouts.save(self.store)
+        return self._with_rollouts(
+            self._converge(start, started, plan, state, registry, rollouts), rollouts
+        )
+
+    def _converge(
+        self,
+        start: PassStart,
+        started: dt.datetime,
+        plan: Plan,
+        state: EnvironmentState,
+        registry: Registry,
+        rollouts: RolloutPass,
+    ) -> PassResult:
+        env, head = self.environment, plan.source.commit
 
         if not plan.has_changes:
             if state.last_applied_commit != head or state.last_applied_plan is None:
@@ -193,7 +225,32 @@ class Controller:
         last = state.last_applied_plan
         if state.last_applied_commit == head and last is not None and same_desired(last, plan):
             return self._drift(start, started, plan, state)
-        return self._apply(start, started, plan, state, registry, healing=False)
+        return self._apply(
+            start,
+            started,
+            plan,
+            state,
+            registry,
+            healing=False,
+            no_wait=frozenset(rollouts.starting),
+        )
+
+    def _with_rollouts(self, result: PassResult, rollouts: RolloutPass) -> PassResult:
+        """The pass's result, with what its rollouts did and when they need the next pass."""
+        for aborted in rollouts.aborted:
+            self._notify(
+                "sync_failed",
+                aborted.commit,
+                f"rollout of {aborted.deployment} to v{aborted.candidate_version} {aborted.message}",
+            )
+        message = result.message
+        if rollouts.messages:
+            message = f"{message}; rollouts: {'; '.join(rollouts.messages)}"
+        return replace(
+            result,
+            message=message,
+            requeue_after=min(result.requeue_after, rollouts.requeue_after),
+        )
 
     def _drift(
         self, start: PassStart, started: dt.datetime, plan: Plan, state: EnvironmentState
@@ -233,6 +290,7 @@ class Controller:
         *,
         healing: bool,
         drift: str = "",
+        no_wait: frozenset[str] = frozenset(),
     ) -> PassResult:
         env, head = self.environment, plan.source.commit
         if not healing:
@@ -261,7 +319,11 @@ class Controller:
         )
         try:
             result = apply_plan(
-                plan, self.client, timeout_s=self.settings.apply_timeout_s, log=log.info
+                plan,
+                self.client,
+                timeout_s=self.settings.apply_timeout_s,
+                log=log.info,
+                no_wait=no_wait,
             )
         except Refused as err:
             # apply refuses only a stale plan: live moved since planning. Plan again next pass.

@@ -18,6 +18,7 @@ from controller.serving.protocol import (
     MODEL_IMPORT_PATH,
     ROUTER_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
+    RolloutNote,
     RouterConfig,
     Target,
 )
@@ -100,12 +101,27 @@ def render_version_app(
 
 
 def render_router_app(
-    dep: ModelDeployment, targets: list[Target], revision: str | None = None
+    dep: ModelDeployment,
+    targets: list[Target],
+    revision: str | None = None,
+    *,
+    shadow: list[Target] | None = None,
+    rollout: RolloutNote | None = None,
 ) -> AppConfig:
     spec, meta = dep.spec, dep.metadata
     config = RouterConfig(
-        deployment=meta.name, targets=targets, timeout_s=spec.request_timeout_s, revision=revision
+        deployment=meta.name,
+        targets=targets,
+        timeout_s=spec.request_timeout_s,
+        revision=revision,
+        shadow=shadow or [],
+        rollout=rollout,
     )
+    user_config = config.model_dump()
+    # Only rollouts set these; a steady router's config stays as it always was.
+    for key in ("shadow", "rollout"):
+        if not user_config[key]:
+            del user_config[key]
     return {
         "name": meta.name,
         "route_prefix": spec.route,
@@ -118,7 +134,7 @@ def render_router_app(
                 "max_ongoing_requests": ROUTER_MAX_ONGOING,
                 "max_surge_percent": MAX_SURGE_PERCENT,
                 "ray_actor_options": {"num_cpus": ROUTER_NUM_CPUS},
-                "user_config": config.model_dump(),
+                "user_config": user_config,
             }
         ],
     }

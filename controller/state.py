@@ -28,6 +28,7 @@ from typing import Literal
 
 from controller.errors import BadInput
 from controller.plan import Plan
+from controller.rollout import Command, RolloutState
 
 Clock = Callable[[], dt.datetime]
 
@@ -76,6 +77,35 @@ CREATE TABLE IF NOT EXISTS leases (
     holder TEXT NOT NULL,
     acquired_at TEXT NOT NULL,
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    state_json TEXT NOT NULL,
+    baseline_json TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment)
+);
+CREATE TABLE IF NOT EXISTS rollout_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    at TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    action TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    weight REAL NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollout_commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    command TEXT NOT NULL,
+    note TEXT NOT NULL,
+    at TEXT NOT NULL,
+    consumed_at TEXT
 );
 """
 
@@ -136,6 +166,42 @@ class EnvironmentState:
     last_failed_at: dt.datetime | None = None
     last_failed_message: str | None = None
     drift_fingerprint: str | None = None  # live fingerprint of the drift last reported
+
+
+@dataclass(frozen=True)
+class StoredRollout:
+    state: RolloutState
+    baseline_json: str | None  # metrics at the start of the current analysis window
+
+
+@dataclass(frozen=True)
+class RolloutCommand:
+    id: int
+    deployment: str
+    command: Command
+    note: str  # who asked, and why
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    deployment: str
+    at: dt.datetime
+    commit: str
+    action: str
+    phase: str
+    step: int
+    weight: float
+    message: str
+
+
+@dataclass(frozen=True)
+class RolloutUpdate:
+    """What one pass decided for one deployment's rollout, written in one transaction."""
+
+    state: RolloutState
+    baseline_json: str | None
+    action: str  # the decision's action; `wait` adds no event
+    message: str
 
 
 @dataclass(frozen=True)
@@ -395,6 +461,96 @@ class StateStore:
                 repeats=row[12],
             )
             for row in rows
+        ]
+
+    # --- rollouts (progressive delivery) -----------------------------------------------------------
+
+    def rollouts(self, environment: str) -> dict[str, StoredRollout]:
+        """The latest rollout of each deployment (active or finished)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT deployment, state_json, baseline_json FROM rollouts WHERE environment = ?",
+                (environment,),
+            ).fetchall()
+        return {row[0]: StoredRollout(RolloutState.from_json(row[1]), row[2]) for row in rows}
+
+    def save_rollouts(
+        self, environment: str, updates: list[RolloutUpdate], consumed: list[int] | None = None
+    ) -> None:
+        """Persist rollout states, their step events and consumed commands, all or nothing."""
+        if not updates and not consumed:
+            return
+        now = _iso(self.now())
+        with self._transaction() as db:
+            for u in updates:
+                db.execute(
+                    "INSERT INTO rollouts (environment, deployment, state_json, baseline_json, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment, deployment) "
+                    "DO UPDATE SET state_json = excluded.state_json, "
+                    "baseline_json = excluded.baseline_json, updated_at = excluded.updated_at",
+                    (environment, u.state.deployment, u.state.to_json(), u.baseline_json, now),
+                )
+                if u.action != "wait":
+                    db.execute(
+                        "INSERT INTO rollout_events (environment, deployment, at, commit_sha, "
+                        "action, phase, step, weight, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            environment,
+                            u.state.deployment,
+                            now,
+                            u.state.commit,
+                            u.action,
+                            u.state.phase,
+                            u.state.step,
+                            u.state.weight,
+                            u.message,
+                        ),
+                    )
+            for command_id in consumed or []:
+                db.execute(
+                    "UPDATE rollout_commands SET consumed_at = ? WHERE id = ?", (now, command_id)
+                )
+
+    def add_rollout_command(
+        self, environment: str, deployment: str, command: Command, note: str
+    ) -> int:
+        """An operator's promote/abort/pause/resume; the controller acts on it at its next pass."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO rollout_commands (environment, deployment, command, note, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (environment, deployment, command, note, _iso(self.now())),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def pending_rollout_commands(self, environment: str) -> list[RolloutCommand]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, deployment, command, note FROM rollout_commands "
+                "WHERE environment = ? AND consumed_at IS NULL ORDER BY id",
+                (environment,),
+            ).fetchall()
+        return [RolloutCommand(row[0], row[1], row[2], row[3]) for row in rows]
+
+    def rollout_events(
+        self, environment: str, deployment: str | None = None, limit: int = 50
+    ) -> list[RolloutEvent]:
+        """Steps taken, newest first."""
+        query = (
+            "SELECT deployment, at, commit_sha, action, phase, step, weight, message "
+            "FROM rollout_events WHERE environment = ?"
+        )
+        params: tuple[str | int, ...] = (environment,)
+        if deployment is not None:
+            query += " AND deployment = ?"
+            params = (*params, deployment)
+        query += " ORDER BY id DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (*params, limit)).fetchall()
+        return [
+            RolloutEvent(r[0], dt.datetime.fromisoformat(r[1]), r[2], r[3], r[4], r[5], r[6], r[7])
+            for r in rows
         ]
 
     # --- the lease ------------------------------------------------------------------------------

@@ -92,6 +92,17 @@ def _row(name: str, sync: Sync, apps: list[LiveApp], live: LiveState) -> Deploym
     missing = [t.app for t in targets if t.app not in live.apps]
     if missing and health != "Degraded":
         health, message = "Degraded", f"router targets missing applications: {', '.join(missing)}"
+    rollout = config.rollout if config else None
+    if rollout is not None and health != "Degraded":
+        if rollout.phase == "aborted":
+            health, message = "Degraded", f"rollout to v{rollout.candidate} {rollout.message}"
+        elif health == "Healthy":
+            weights = ", ".join(f"v{t.version} {t.weight:g}%" for t in targets)
+            health, message = (
+                "Progressing",
+                f"{rollout.strategy} rollout to v{rollout.candidate}: {rollout.phase} ({weights})"
+                + (f", {rollout.message}" if rollout.message else ""),
+            )
     return DeploymentStatus(
         name=name,
         route=router.config.get("route_prefix"),

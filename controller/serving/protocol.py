@@ -13,6 +13,17 @@ MODEL_IMPORT_PATH = "controller.serving.model:build"
 ROUTER_DEPLOYMENT = "Router"
 MODEL_DEPLOYMENT = "ModelServer"
 
+# Router metrics, per version, through Ray's metrics API (ray.serve.metrics). A Prometheus
+# scraping the Ray nodes sees them as ray_<name>_total / ray_<name>_bucket, with Serve's own
+# tags (application, deployment, replica) plus these.
+METRIC_REQUESTS = "serveops_router_requests"  # answers, any status
+METRIC_ERRORS = "serveops_router_errors"  # 5xx answers: failures and timeouts
+METRIC_LATENCY = "serveops_router_latency_ms"  # histogram, from dispatch to answer
+METRIC_SHADOW_AGREEMENT = "serveops_router_shadow_agreement"  # mirrored answer == served answer
+METRIC_TAGS = ("serveops_deployment", "version", "traffic")  # traffic: live | shadow
+# 0.5 ms to ~55 s, 25% apart: a p95 regression of 20% is resolved by interpolation.
+LATENCY_BOUNDARIES_MS = [round(0.5 * 1.25**k, 3) for k in range(53)]
+
 
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -20,6 +31,17 @@ class Target(BaseModel):
     app: str = Field(description="Serve application of one model version, e.g. `fraud--v7`.")
     version: str = Field(description="Registry version it serves, echoed in the response header.")
     weight: float = Field(ge=0, le=100, description="Share of traffic, in percent.")
+
+
+class RolloutNote(BaseModel):
+    """A rollout in flight or aborted, written into the router so `serveops status` shows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str
+    phase: str  # loading, steps, preview, switched, aborted
+    candidate: str = Field(description="Version the rollout moves to.")
+    message: str = ""
 
 
 class RouterConfig(BaseModel):
@@ -33,6 +55,15 @@ class RouterConfig(BaseModel):
         default_factory=list,
         description="Versions that serve while none of `targets` is RUNNING: the previous "
         "versions during a switch, so traffic moves the moment the new version can take it.",
+    )
+    shadow: list[Target] = Field(
+        default_factory=list,
+        description="Versions that receive a copy of a share of the requests (`weight`: percent "
+        "mirrored); their answers are discarded, compared with the served one, and counted in "
+        "the router's metrics. Rollouts use it for shadow and blue-green previews.",
+    )
+    rollout: RolloutNote | None = Field(
+        default=None, description="Set while a progressive rollout shapes the weights."
     )
     timeout_s: float = Field(gt=0)
     revision: str | None = Field(

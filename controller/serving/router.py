@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from typing import Any
 
 from ray import serve
@@ -18,7 +19,18 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from controller.serving.protocol import DEPLOYMENT_HEADER, VERSION_HEADER, RouterConfig, Target
+from controller.serving.protocol import (
+    DEPLOYMENT_HEADER,
+    LATENCY_BOUNDARIES_MS,
+    METRIC_ERRORS,
+    METRIC_LATENCY,
+    METRIC_REQUESTS,
+    METRIC_SHADOW_AGREEMENT,
+    METRIC_TAGS,
+    VERSION_HEADER,
+    RouterConfig,
+    Target,
+)
 
 logger = logging.getLogger("ray.serve")
 STATUS_POLL_S = 0.5  # how soon a version that became RUNNING gets traffic
@@ -27,6 +39,11 @@ STATUS_POLL_S = 0.5  # how soon a version that became RUNNING gets traffic
 def pick(config: RouterConfig, running: set[str], rand: float) -> Target | None:
     """Weighted choice among RUNNING targets, else among RUNNING fallbacks; `rand` in [0, 1)."""
     return _weighted(config.targets, running, rand) or _weighted(config.fallback, running, rand)
+
+
+def mirrors(config: RouterConfig, running: set[str], rand: float) -> list[Target]:
+    """Shadow targets this request is copied to: each RUNNING one with probability weight%."""
+    return [t for t in config.shadow if t.app in running and rand * 100 < t.weight]
 
 
 def _weighted(targets: list[Target], running: set[str], rand: float) -> Target | None:
@@ -50,6 +67,8 @@ class Router:
         self._handles: dict[str, DeploymentHandle[Any]] = {}
         self._running: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._metrics = _Metrics()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = RouterConfig.model_validate(user_config)
@@ -96,16 +115,91 @@ class Router:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "request body is not valid JSON", target)
         handle = self._handle(target.app)
+        started = time.perf_counter()
         try:
             result = await asyncio.wait_for(
                 handle.predict.remote(payload), timeout=config.timeout_s
             )
         except TimeoutError:
+            self._metrics.record(self._deployment, target, "live", 504, started)
             return _error(
                 504, f"version {target.version} did not answer in {config.timeout_s}s", target
             )
+        except Exception:  # reaches the client as Serve's 500, as before; counted as an error
+            self._metrics.record(self._deployment, target, "live", 500, started)
+            raise
         status, body = result["status"], result["body"]
+        self._metrics.record(self._deployment, target, "live", status, started)
+        for shadow in mirrors(config, self._running, random.random()):
+            task = asyncio.get_running_loop().create_task(
+                self._mirror(shadow, payload, body, config.timeout_s)
+            )
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
         return JSONResponse(body, status_code=status, headers=_headers(self._deployment, target))
+
+    async def _mirror(self, target: Target, payload: Any, served: Any, timeout_s: float) -> None:
+        """Send a copy to a shadow version; its answer is compared and counted, never returned."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            result = await asyncio.wait_for(
+                self._handle(target.app).predict.remote(payload), timeout=timeout_s
+            )
+            status = int(result["status"])
+            self._metrics.agreement(self._deployment, target, result["body"] == served)
+        except TimeoutError:
+            status = 504
+        except Exception:
+            logger.exception("shadow request to %s failed", target.app)
+        finally:
+            self._metrics.record(self._deployment, target, "shadow", status, started)
+
+
+class _Metrics:
+    """Per-version counters and a latency histogram through Ray Serve's metrics API."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        # Ray annotates tag_keys as `tuple[str]` but takes any number of keys.
+        tags: Any = METRIC_TAGS
+        agreement_tags: Any = ("serveops_deployment", "version", "agree")
+        self.requests = metrics.Counter(
+            METRIC_REQUESTS, description="Requests answered, by version.", tag_keys=tags
+        )
+        self.errors = metrics.Counter(
+            METRIC_ERRORS, description="5xx answers (failures, timeouts).", tag_keys=tags
+        )
+        self.latency = metrics.Histogram(
+            METRIC_LATENCY,
+            description="Latency of a version's answer through the router, ms.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=tags,
+        )
+        self.agreement_total = metrics.Counter(
+            METRIC_SHADOW_AGREEMENT,
+            description="Mirrored answers equal to the served one (agree=true) or not.",
+            tag_keys=agreement_tags,
+        )
+
+    def record(
+        self, deployment: str, target: Target, traffic: str, status: int, started: float
+    ) -> None:
+        tags = {"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
+        self.requests.inc(tags=tags)
+        if status >= 500:
+            self.errors.inc(tags=tags)
+        self.latency.observe((time.perf_counter() - started) * 1000.0, tags=tags)
+
+    def agreement(self, deployment: str, target: Target, agree: bool) -> None:
+        self.agreement_total.inc(
+            tags={
+                "serveops_deployment": deployment,
+                "version": target.version,
+                "agree": "true" if agree else "false",
+            }
+        )
 
 
 def _headers(deployment: str, target: Target | None) -> dict[str, str]:

@@ -1,0 +1,337 @@
+"""Progressive delivery in a controller pass: Git's desired state, shaped by rollouts in flight.
+
+`plan_with_rollouts` is `reconcile.plan_revision` plus one step: for every deployment whose
+strategy is canary, blue_green or shadow and whose model version changes, the desired state is
+not Git's steady state (the new version at 100%) but what the rollout's state says: the stable
+version kept as it runs now, the candidate next to it, and the router's weights (and mirroring)
+from `rollout.traffic`. The rollout engine (`controller.rollout.decide`) moves that state one
+decision per pass, with operator commands folded in and, when a window is complete, an analysis
+of the router's metrics (`controller.analysis`, `controller.metrics`).
+
+The pass persists the new rollout states *before* it applies the plan they rendered, so a
+controller killed in between converges to the same weights at its next pass. The metrics
+baseline of the current analysis window is persisted with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controller.analysis import AnalysisResult, analyse
+from controller.errors import ServeopsError
+from controller.gitsource import read_snapshot
+from controller.live import LiveApp, LiveState
+from controller.manifest import load_manifests
+from controller.metrics import MetricsSource, Snapshot, from_json, to_json, window
+from controller.plan import Plan, Source, comparable, make_plan
+from controller.reconcile import Target as Revision
+from controller.registry import Registry
+from controller.render import (
+    AppConfig,
+    DesiredDeployment,
+    DesiredState,
+    RenderSettings,
+    render_environment,
+    render_router_app,
+    version_app_name,
+)
+from controller.rollout import (
+    PROGRESSIVE,
+    Decision,
+    Limits,
+    Readiness,
+    RolloutState,
+    analysis_due,
+    decide,
+    start,
+    traffic,
+    with_command,
+)
+from controller.serveapi import ServeAPI
+from controller.serving.protocol import MARKER_KEY, ROUTER_DEPLOYMENT, RolloutNote, RouterConfig
+from controller.serving.protocol import Target as RouteTarget
+from controller.spec import ModelDeployment
+from controller.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
+
+log = logging.getLogger("serveops.controller")
+
+
+@dataclass
+class RolloutPass:
+    """What the rollout step of a pass decided; `save` persists it (before applying)."""
+
+    environment: str
+    updates: list[RolloutUpdate] = field(default_factory=list)
+    starting: set[str] = field(default_factory=set)  # candidates apply must not wait for
+    requeue_after: float = float("inf")
+    aborted: list[RolloutState] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)  # what changed, for the pass's message
+    consumed: list[int] = field(default_factory=list)  # operator commands read this pass
+
+    def save(self, store: StateStore) -> None:
+        store.save_rollouts(self.environment, self.updates, self.consumed)
+
+
+def desired_key(dep: DesiredDeployment) -> str:
+    """Fingerprint of a deployment's desired state as Git renders it: a rollout belongs to it,
+    and an aborted one is not tried again until it changes (a new commit that changes it)."""
+    blob = json.dumps([comparable(a) for a in dep.apps], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _router(live: LiveState, environment: str, deployment: str) -> RouterConfig | None:
+    app = live.managed(environment).get(deployment)
+    if app is None or (app.marker or {}).get("role") != "router":
+        return None
+    for dep in app.config.get("deployments", []):
+        if dep.get("name") == ROUTER_DEPLOYMENT and dep.get("user_config"):
+            return RouterConfig.model_validate(dep["user_config"])
+    return None
+
+
+def _stable(router: RouterConfig | None, live: LiveState) -> RouteTarget | None:
+    """The version serving now: the live router's heaviest target that is RUNNING."""
+    if router is None:
+        return None
+    running = [
+        t for t in router.targets if t.app in live.apps and live.apps[t.app].status == "RUNNING"
+    ]
+    return max(running, key=lambda t: t.weight, default=None)
+
+
+def readiness(app: LiveApp | None) -> tuple[Readiness, str]:
+    if app is None:
+        return "starting", ""
+    if app.problem:
+        return "failed", app.problem
+    if app.status == "RUNNING":
+        return "ready", ""
+    return "starting", app.status
+
+
+class _Metrics:
+    """One scrape per pass, at most, and only when a rollout needs it."""
+
+    def __init__(self, source: MetricsSource | None) -> None:
+        self.source = source
+        self._snapshot: Snapshot | None = None
+        self.error: str | None = None
+
+    def snapshot(self) -> Snapshot | None:
+        if self._snapshot is None and self.source is not None and self.error is None:
+            try:
+                self._snapshot = self.source.scrape()
+            except ServeopsError as err:
+                self.error = err.message
+                log.warning("cannot read router metrics: %s", err.message)
+        return self._snapshot
+
+
+def plan_with_rollouts(
+    target: Revision,
+    client: ServeAPI,
+    registry: Registry,
+    store: StateStore,
+    *,
+    metrics: MetricsSource | None,
+    limits: Limits,
+    now: dt.datetime,
+    prune: bool = False,
+) -> tuple[Plan, RolloutPass]:
+    """`plan_revision`, with rollouts in flight advanced by one decision and rendered."""
+    snapshot = read_snapshot(target.repo, target.rev)
+    manifests = load_manifests(snapshot.files, target.environment)
+    desired = render_environment(
+        target.environment, manifests, registry, RenderSettings(tracking_uri=registry.tracking_uri)
+    )
+    live = client.get()
+    specs = {m.name: m.deployment for m in manifests}
+    shaped, rollouts = advance(
+        desired,
+        specs,
+        live,
+        store.rollouts(target.environment),
+        store.pending_rollout_commands(target.environment),
+        _Metrics(metrics).snapshot if metrics is not None else lambda: None,
+        commit=snapshot.commit,
+        now=now,
+        limits=limits,
+    )
+    source = Source(repo=target.repo, rev=target.rev, commit=snapshot.commit)
+    plan = make_plan(shaped, live, source=source, address=client.address, prune=prune)
+    return plan, rollouts
+
+
+def advance(
+    desired: DesiredState,
+    specs: dict[str, ModelDeployment],
+    live: LiveState,
+    stored: dict[str, StoredRollout],
+    commands: list[RolloutCommand],
+    scrape: Callable[[], Snapshot | None],
+    *,
+    commit: str,
+    now: dt.datetime,
+    limits: Limits,
+) -> tuple[DesiredState, RolloutPass]:
+    """One decision per progressive deployment; returns the shaped desired state."""
+    env = desired.environment
+    result = RolloutPass(env)
+    shaped = DesiredState(env)
+    for name, dep in desired.deployments.items():
+        spec = specs[name]
+        mine = [c for c in commands if c.deployment == name]
+        apps = _one(dep, spec, live, stored.get(name), mine, scrape, commit, now, limits, result)
+        shaped.deployments[name] = dataclasses.replace(dep, apps=apps) if apps else dep
+    # Every pending command is consumed: acted on by a rollout in flight, or without effect
+    # (the rollout ended before the controller saw it; `serveops promote` & co. say so).
+    result.consumed = [c.id for c in commands]
+    return shaped, result
+
+
+def _one(
+    dep: DesiredDeployment,
+    spec: ModelDeployment,
+    live: LiveState,
+    stored: StoredRollout | None,
+    commands: list[RolloutCommand],
+    scrape: Callable[[], Snapshot | None],
+    commit: str,
+    now: dt.datetime,
+    limits: Limits,
+    result: RolloutPass,
+) -> list[AppConfig] | None:
+    """The apps of one deployment under its rollout, or None for Git's steady state."""
+    live_env = result.environment
+    rollout = spec.spec.rollout
+    key = desired_key(dep)
+    state = stored.state if stored else None
+    baseline = stored.baseline_json if stored else None
+
+    def record(decision: Decision, new_baseline: str | None) -> None:
+        result.updates.append(
+            RolloutUpdate(decision.state, new_baseline, decision.action, decision.reason)
+        )
+        if decision.action != "wait":
+            result.messages.append(f"{dep.name}: {decision.reason}")
+        if decision.action == "abort":
+            result.aborted.append(decision.state)
+        result.requeue_after = min(result.requeue_after, decision.requeue_after)
+
+    if rollout.strategy not in PROGRESSIVE:
+        if state is not None and state.active:
+            ended = _ended(state, now, "superseded: the deployment's strategy is now immediate")
+            record(Decision("complete", ended, ended.message, float("inf")), None)
+        return None
+
+    if state is None or state.key != key:
+        # Git wants something new for this deployment: does it start a rollout?
+        router = _router(live, live_env, dep.name)
+        stable = _stable(router, live)
+        if state is not None and state.active and state.stable_app in live.apps:
+            stable = RouteTarget(app=state.stable_app, version=state.stable_version, weight=100)
+        candidate_app = version_app_name(dep.name, dep.model.version)
+        if stable is None or stable.app == candidate_app:
+            # Nothing serves yet (first deploy), or the version does not change: Git's state.
+            if state is not None and state.active:
+                ended = _ended(state, now, "superseded by a new desired state")
+                record(Decision("complete", ended, ended.message, float("inf")), None)
+            return None
+        state = start(
+            rollout.strategy,  # type: ignore[arg-type]
+            dep.name,
+            stable=(stable.app, stable.version),
+            candidate=(candidate_app, dep.model.version),
+            key=key,
+            commit=commit,
+            now=now,
+        )
+        baseline = None
+        result.messages.append(
+            f"{dep.name}: {rollout.strategy} rollout from {stable.app} to {candidate_app}"
+        )
+        result.updates.append(RolloutUpdate(state, None, "start", state.message))
+
+    for c in commands:
+        state = with_command(state, c.command, c.note)
+
+    if state.phase == "completed":
+        return None
+    if state.stable_app not in live.apps:
+        # The stable version is gone (deleted by hand?): nothing to hold on to.
+        if state.active:
+            ended = _ended(state, now, f"{state.stable_app} is no longer running")
+            record(Decision("complete", ended, ended.message, float("inf")), None)
+        return None
+
+    analysis: AnalysisResult | None = None
+    new_baseline = baseline
+    if state.active and rollout.analysis is not None and analysis_due(rollout, state, now):
+        snap = scrape()
+        if snap is not None and baseline is not None:
+            before = from_json(baseline)
+            analysis = analyse(
+                rollout.analysis,
+                window(before, snap, dep.name, state.candidate_version),
+                window(before, snap, dep.name, state.stable_version),
+            )
+        elif snap is not None:
+            # No baseline (metrics were unreachable when the window began): start it now.
+            new_baseline = to_json(snap)
+            state = dataclasses.replace(state, window_started_at=now)
+    ready, why = readiness(live.apps.get(state.candidate_app))
+    decision = decide(
+        rollout,
+        state,
+        now,
+        candidate=ready,
+        candidate_message=why,
+        analysis=analysis,
+        limits=limits,
+    )
+    if decision.reset_window:
+        snap = scrape()
+        new_baseline = to_json(snap) if snap is not None else None
+    if decision.state != (stored.state if stored else None) or new_baseline != baseline:
+        record(decision, new_baseline)
+    if decision.state.phase == "loading":
+        result.starting.add(decision.state.candidate_app)
+    return _render(dep, spec, live, decision.state)
+
+
+def _ended(state: RolloutState, now: dt.datetime, why: str) -> RolloutState:
+    return dataclasses.replace(state, phase="completed", ended_at=now, message=why)
+
+
+def _render(
+    dep: DesiredDeployment, spec: ModelDeployment, live: LiveState, state: RolloutState
+) -> list[AppConfig] | None:
+    t = traffic(spec.spec.rollout, state)
+    if t is None:
+        return None
+    stable_app = live.apps[state.stable_app].config
+    candidate_app = next(a for a in dep.apps if a["args"][MARKER_KEY]["role"] != "router")
+    stable = RouteTarget(app=state.stable_app, version=state.stable_version, weight=t.stable_weight)
+    candidate = RouteTarget(
+        app=state.candidate_app, version=state.candidate_version, weight=t.candidate_weight
+    )
+    shadow = [candidate.model_copy(update={"weight": t.mirror_percent})] if t.mirror_percent else []
+    note = RolloutNote(
+        strategy=state.strategy,
+        phase=state.phase,
+        candidate=state.candidate_version,
+        # Only what changes rarely: a message with live figures would reconfigure every pass.
+        message=state.message if state.phase == "aborted" else ("paused" if state.paused else ""),
+    )
+    targets = [stable, candidate] if t.keep_candidate else [stable]
+    router = render_router_app(spec, targets, shadow=shadow, rollout=note)
+    apps = [stable_app, router]
+    if t.keep_candidate:
+        apps.insert(1, candidate_app)
+    return apps

@@ -1,0 +1,81 @@
+"""Rollout analysis (controller/analysis.py): thresholds over per-version windows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from controller.analysis import VersionWindow, analyse, histogram_quantile
+from controller.spec import Analysis
+
+INF = math.inf
+
+
+def window(requests: int, errors: int = 0, latency_ms: float = 10.0) -> VersionWindow:
+    """All requests in the bucket whose upper bound is `latency_ms`."""
+    bounds = [1.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0]
+    buckets = (*((b, requests if b >= latency_ms else 0) for b in bounds), (INF, requests))
+    return VersionWindow(requests, errors, buckets)
+
+
+def spec(**kw: object) -> Analysis:
+    return Analysis.model_validate({"min_requests": 50, **kw})
+
+
+def test_histogram_quantile_interpolates_within_the_bucket() -> None:
+    buckets = ((10.0, 50), (20.0, 100), (INF, 100))
+    assert histogram_quantile(0.5, buckets) == pytest.approx(10.0)
+    assert histogram_quantile(0.75, buckets) == pytest.approx(15.0)
+    assert histogram_quantile(0.95, ((10.0, 0), (INF, 10))) == 10.0  # beyond the last bound
+    assert histogram_quantile(0.95, ()) is None
+    assert histogram_quantile(0.95, ((10.0, 0), (INF, 0))) is None
+
+
+def test_below_min_requests_is_inconclusive_even_with_errors() -> None:
+    result = analyse(spec(), window(49, errors=49), window(1000))
+    assert result.verdict == "inconclusive"
+    assert "fewer than min_requests 50" in result.reasons[0]
+
+
+def test_a_healthy_candidate_passes() -> None:
+    result = analyse(spec(max_p95_latency_ms=50), window(100), window(1000))
+    assert result.verdict == "pass" and not result.reasons
+    assert "candidate 100 req" in result.summary
+
+
+def test_error_rate_increase_is_in_points_over_the_stable_version() -> None:
+    s = spec(max_error_rate_increase=0.5)
+    assert analyse(s, window(1000, errors=15), window(1000, errors=10)).verdict == "pass"  # +0.5
+    failed = analyse(s, window(1000, errors=16), window(1000, errors=10))  # +0.6 pt
+    assert failed.verdict == "fail" and "0.60 pt above the stable version" in failed.reasons[0]
+
+
+def test_without_a_stable_baseline_the_error_rate_is_compared_with_zero() -> None:
+    s = spec(max_error_rate_increase=1)
+    assert analyse(s, window(100, errors=2), window(3)).verdict == "fail"
+    assert analyse(s, window(100, errors=1), window(3)).verdict == "pass"
+
+
+def test_absolute_p95_ceiling() -> None:
+    s = spec(max_p95_latency_ms=15, max_p95_regression_pct=None)
+    result = analyse(s, window(100, latency_ms=20), window(1000, latency_ms=20))
+    assert result.verdict == "fail" and "max_p95_latency_ms 15" in result.reasons[0]
+
+
+def test_p95_regression_relative_to_stable() -> None:
+    s = spec(max_p95_regression_pct=20)
+    slower = analyse(s, window(100, latency_ms=50), window(1000, latency_ms=20))
+    assert slower.verdict == "fail" and "max_p95_regression_pct" in slower.reasons[0]
+    assert analyse(s, window(100, latency_ms=20), window(1000, latency_ms=20)).verdict == "pass"
+
+
+def test_regression_is_not_judged_without_a_stable_baseline() -> None:
+    s = spec(max_p95_regression_pct=20)
+    assert analyse(s, window(100, latency_ms=100), window(0)).verdict == "pass"
+
+
+def test_every_broken_condition_is_reported() -> None:
+    s = spec(max_p95_latency_ms=10, max_p95_regression_pct=20, max_error_rate_increase=0.5)
+    result = analyse(s, window(100, errors=50, latency_ms=1000), window(1000, latency_ms=5))
+    assert result.verdict == "fail" and len(result.reasons) == 3

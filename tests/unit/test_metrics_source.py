@@ -1,0 +1,63 @@
+"""Router metrics as Ray exports them (Prometheus text), summed and diffed into windows."""
+
+from __future__ import annotations
+
+import math
+
+from controller.metrics import from_json, merge, parse, to_json, window
+
+LABELS = (
+    'Component="core_worker",SessionName="s",application="fraud",deployment="Router",'
+    'replica="{replica}",serveops_deployment="fraud",traffic="live",version="{version}"'
+)
+
+
+def exposition(replica: str, version: str, requests: int, errors: int, fast: int) -> str:
+    labels = LABELS.format(replica=replica, version=version)
+    return f"""\
+# HELP ray_serveops_router_requests_total Requests answered, by version.
+# TYPE ray_serveops_router_requests_total counter
+ray_serveops_router_requests_total{{{labels}}} {requests}.0
+# HELP ray_serveops_router_errors_total 5xx answers.
+# TYPE ray_serveops_router_errors_total counter
+ray_serveops_router_errors_total{{{labels}}} {errors}.0
+# HELP ray_serveops_router_latency_ms Latency.
+# TYPE ray_serveops_router_latency_ms histogram
+ray_serveops_router_latency_ms_bucket{{{labels},le="5.0"}} {fast}.0
+ray_serveops_router_latency_ms_bucket{{{labels},le="50.0"}} {requests}.0
+ray_serveops_router_latency_ms_bucket{{{labels},le="+Inf"}} {requests}.0
+ray_serveops_router_latency_ms_count{{{labels}}} {requests}.0
+ray_serveops_router_latency_ms_sum{{{labels}}} 1.0
+# TYPE ray_serve_num_http_requests_total counter
+ray_serve_num_http_requests_total{{application="fraud"}} 99.0
+"""
+
+
+def test_parse_sums_router_replicas_per_version() -> None:
+    snap = parse(
+        exposition("a", "1", 100, 2, 90) + exposition("b", "1", 50, 1, 40).split("\n", 2)[2]
+    )
+    c = snap["fraud"]["1"]
+    assert (c.requests, c.errors) == (150, 3)
+    assert c.buckets == {5.0: 130, 50.0: 150, math.inf: 150}
+
+
+def test_window_diffs_two_scrapes() -> None:
+    before = parse(exposition("a", "2", 100, 1, 100))
+    after = merge([parse(exposition("a", "2", 160, 4, 130))])
+    w = window(before, after, "fraud", "2")
+    assert (w.requests, w.errors) == (60, 3)
+    assert w.buckets == ((5.0, 30), (50.0, 60), (math.inf, 60))
+    assert w.quantile_ms(0.5) == 5.0
+
+
+def test_a_counter_reset_counts_from_zero() -> None:
+    before = parse(exposition("a", "2", 500, 10, 500))
+    after = parse(exposition("b", "2", 40, 0, 40))  # the router replica restarted
+    assert window(before, after, "fraud", "2").requests == 40
+
+
+def test_unknown_versions_are_empty_and_snapshots_round_trip() -> None:
+    snap = parse(exposition("a", "1", 10, 0, 10))
+    assert window(None, snap, "fraud", "9").requests == 0
+    assert from_json(to_json(snap)) == snap
