@@ -7,10 +7,12 @@ v1 is applied, a second revision moves to v2, then bad input and faults are trie
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from controller.demo import MODEL_NAME
@@ -86,6 +88,38 @@ def handmade(cluster: Cluster, registry: Registry) -> dict[str, Any]:
     return app
 
 
+class RequestLoop:
+    """Requests in a steady loop (about 20/s) in a thread while a command runs."""
+
+    def __init__(self, url: str, body: Any) -> None:
+        self.url, self.body = url, body
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.post(self.url, json=self.body)
+                    if r.status_code == 200:
+                        self.versions.append(r.headers[VERSION_HEADER])
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as e:
+                    self.failures.append(repr(e))
+                time.sleep(0.05)
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
 def wait_gone(cluster: Cluster, *names: str, timeout_s: float = 60) -> LiveState:
     """Serve deletes applications asynchronously (status DELETING): wait until they are gone."""
     deadline = time.monotonic() + timeout_s
@@ -156,10 +190,16 @@ def test_apply_second_revision_switches_to_v2_and_keeps_unmanaged_apps(
 ) -> None:
     with cluster.client() as client:
         handmade_before = client.get().apps["handmade"].config
-    result = serveops("apply", "--repo", str(repo), "--env", "staging")
+    with RequestLoop(cluster.url("/breast-cancer"), expected["body"]) as loop:
+        result = serveops("apply", "--repo", str(repo), "--env", "staging")
     assert result.returncode == 0, result.stderr + result.stdout
 
     v1, v2 = registry.versions
+    # No request failed during the switch; each was answered by v1, then by v2.
+    assert loop.failures == [] and len(loop.versions) > 20
+    assert set(loop.versions) <= {v1, v2}
+    first_v2 = loop.versions.index(v2) if v2 in loop.versions else len(loop.versions)
+    assert set(loop.versions[first_v2:]) <= {v2}
     response = post_until_ok(cluster.url("/breast-cancer"), expected["body"])
     assert response.status_code == 200 and response.headers[VERSION_HEADER] == v2
     assert response.json()["predictions"] == expected[v2]
