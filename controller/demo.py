@@ -71,10 +71,11 @@ def train_and_register(tracking_uri: str, artifact_dir: Path, name: str = MODEL_
 
 
 def sample_request(rows: int = 3) -> dict[str, Any]:
-    """An MLflow scoring-protocol body with rows of the bundled data set."""
+    """An MLflow scoring-protocol body with rows of the bundled data set, both classes mixed."""
     from sklearn.datasets import load_breast_cancer
 
-    frame = load_breast_cancer(as_frame=True).data.head(rows)
+    data = load_breast_cancer(as_frame=True).data
+    frame = data.iloc[[(i * 19) % len(data) for i in range(rows)]]
     return {"dataframe_split": frame.to_dict(orient="split")}
 
 
