@@ -379,7 +379,7 @@ def replay(
     if opts.web_ui_port is not None:
         web_ui = env.create_web_ui("127.0.0.1", opts.web_ui_port)
     try:
-        runner.start(1, spawn_rate=1000)
+        runner.start(1, spawn_rate=1)
         while not schedule.finished.wait(timeout=1.0):
             if runner.state in ("stopped", "stopping") and not schedule.finished.is_set():
                 raise RuntimeError("the Locust runner stopped before the schedule finished")
