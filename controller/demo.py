@@ -52,6 +52,9 @@ def train_and_register(tracking_uri: str, artifact_dir: Path, name: str = MODEL_
         if experiment
         else mlflow.create_experiment("serveops-demo", artifact_location=artifact_dir.as_uri())
     )
+    # Logged models go to the current experiment: without this, MLflow 3 puts their artifacts
+    # in ./mlruns of whatever directory the caller runs in.
+    mlflow.set_experiment(experiment_id=experiment_id)
     versions = []
     for c in (1.0, 0.001):
         with mlflow.start_run(experiment_id=experiment_id):
