@@ -24,10 +24,13 @@ import numpy as np
 from simulator.compare import Side, Thresholds, compare, verdict
 
 
-def simulate(rng: np.random.Generator, n: int, slowdown: float, flip: float) -> tuple[Side, Side]:
-    shared = rng.lognormal(np.log(20.0), 0.5, n)
-    base_lat = shared * rng.lognormal(0.0, 0.3, n)
-    cand_lat = shared * rng.lognormal(0.0, 0.3, n) * (1 + slowdown)
+def simulate(
+    rng: np.random.Generator, n: int, slowdown: float, flip: float, shared_sigma: float = 0.5
+) -> tuple[Side, Side]:
+    own_sigma = 0.3 if shared_sigma > 0 else 0.58  # about the same marginal spread either way
+    shared = rng.lognormal(np.log(20.0), shared_sigma, n)
+    base_lat = shared * rng.lognormal(0.0, own_sigma, n)
+    cand_lat = shared * rng.lognormal(0.0, own_sigma, n) * (1 + slowdown)
     labels = rng.integers(0, 2, n)
     flipped = np.where(rng.random(n) < flip, 1 - labels, labels)
     base_err = rng.random(n) < 0.002

@@ -61,7 +61,7 @@ def test_simulate_compares_two_revisions_and_writes_reports(tmp_path: Path) -> N
     spec.write_text(spec.read_text().replace(f"breast-cancer/{v1}", f"breast-cancer/{v2}"))
     _git(repo, "commit", "-qam", "v2")
 
-    header, records = import_csv_trace(TRACE, limit=200)
+    header, records = import_csv_trace(TRACE, limit=150)
     traffic = tmp_path / "traffic.jsonl"
     write_jsonl(traffic, records, header)
     out = tmp_path / "out"
@@ -69,7 +69,7 @@ def test_simulate_compares_two_revisions_and_writes_reports(tmp_path: Path) -> N
 
     proc = subprocess.run(
         [SERVEOPS, "simulate", "--repo", str(repo), "--base", "main~1", "--head", "main",
-         "--traffic", str(traffic), "--env", "staging", "--speed", "2", "--out", str(out),
+         "--traffic", str(traffic), "--env", "staging", "--speed", "3", "--out", str(out),
          "--num-cpus", "2"],
         env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "SERVEOPS_TEST_MARK": mark},
         capture_output=True,
@@ -87,7 +87,7 @@ def test_simulate_compares_two_revisions_and_writes_reports(tmp_path: Path) -> N
     # Each side was answered by its own revision's model version, through its router.
     assert set(report["sides"]["baseline"]["versions"]) == {v1}
     assert set(report["sides"]["candidate"]["versions"]) == {v2}
-    assert report["replay"]["scheduled"] == 200
+    assert report["replay"]["scheduled"] == 150
     assert report["meta"]["deployments"] == ["breast-cancer"]
     assert "Splitwise" in report["meta"]["attribution"][0]
     # v2 is the strongly regularised model: it answers differently on some rows.
