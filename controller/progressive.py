@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.analysis import AnalysisResult, analyse
@@ -124,7 +123,9 @@ class _Metrics:
         self.error: str | None = None
 
     def snapshot(self) -> Snapshot | None:
-        if self._snapshot is None and self.source is not None and self.error is None:
+        if self.source is None:
+            self.error = "no metrics source"
+        elif self._snapshot is None and self.error is None:
             try:
                 self._snapshot = self.source.scrape()
             except ServeopsError as err:
@@ -158,7 +159,7 @@ def plan_with_rollouts(
         live,
         store.rollouts(target.environment),
         store.pending_rollout_commands(target.environment),
-        _Metrics(metrics).snapshot if metrics is not None else lambda: None,
+        _Metrics(metrics),
         commit=snapshot.commit,
         now=now,
         limits=limits,
@@ -174,7 +175,7 @@ def advance(
     live: LiveState,
     stored: dict[str, StoredRollout],
     commands: list[RolloutCommand],
-    scrape: Callable[[], Snapshot | None],
+    metrics: _Metrics,
     *,
     commit: str,
     now: dt.datetime,
@@ -187,7 +188,7 @@ def advance(
     for name, dep in desired.deployments.items():
         spec = specs[name]
         mine = [c for c in commands if c.deployment == name]
-        apps = _one(dep, spec, live, stored.get(name), mine, scrape, commit, now, limits, result)
+        apps = _one(dep, spec, live, stored.get(name), mine, metrics, commit, now, limits, result)
         shaped.deployments[name] = dataclasses.replace(dep, apps=apps) if apps else dep
     # Every pending command is consumed: acted on by a rollout in flight, or without effect
     # (the rollout ended before the controller saw it; `serveops promote` & co. say so).
@@ -201,7 +202,7 @@ def _one(
     live: LiveState,
     stored: StoredRollout | None,
     commands: list[RolloutCommand],
-    scrape: Callable[[], Snapshot | None],
+    metrics: _Metrics,
     commit: str,
     now: dt.datetime,
     limits: Limits,
@@ -273,15 +274,20 @@ def _one(
     analysis: AnalysisResult | None = None
     new_baseline = baseline
     if state.active and rollout.analysis is not None and analysis_due(rollout, state, now):
-        snap = scrape()
-        if snap is not None and baseline is not None:
+        snap = metrics.snapshot()
+        if snap is None:
+            # Not a pass, not a failure: the step holds, and says why.
+            state = dataclasses.replace(
+                state, message=f"analysis waits: cannot read router metrics: {metrics.error}"
+            )
+        elif baseline is not None:
             before = from_json(baseline)
             analysis = analyse(
                 rollout.analysis,
                 window(before, snap, dep.name, state.candidate_version),
                 window(before, snap, dep.name, state.stable_version),
             )
-        elif snap is not None:
+        else:
             # No baseline (metrics were unreachable when the window began): start it now.
             new_baseline = to_json(snap)
             state = dataclasses.replace(state, window_started_at=now)
@@ -296,7 +302,7 @@ def _one(
         limits=limits,
     )
     if decision.reset_window:
-        snap = scrape()
+        snap = metrics.snapshot()
         new_baseline = to_json(snap) if snap is not None else None
     if decision.state != (stored.state if stored else None) or new_baseline != baseline:
         record(decision, new_baseline)

@@ -41,6 +41,19 @@ def pick(config: RouterConfig, running: set[str], rand: float) -> Target | None:
     return _weighted(config.targets, running, rand) or _weighted(config.fallback, running, rand)
 
 
+def routable(previous: set[str], statuses: dict[str, str]) -> set[str]:
+    """Applications the router may send to: RUNNING ones, and ones it saw RUNNING that Serve
+    now reports DEPLOYING. Serve marks every application of a config PUT DEPLOYING until its
+    next control loop, changed or not, and an application updated in place keeps serving from
+    its old replicas meanwhile; dropping it would answer 503 for a status poll. A new
+    application is routed to only once it is RUNNING."""
+    return {
+        name
+        for name, status in statuses.items()
+        if status == "RUNNING" or (status == "DEPLOYING" and name in previous)
+    }
+
+
 def mirrors(config: RouterConfig, running: set[str], rand: float) -> list[Target]:
     """Shadow targets this request is copied to: each RUNNING one with probability weight%."""
     return [t for t in config.shadow if t.app in running and rand * 100 < t.weight]
@@ -86,11 +99,14 @@ class Router:
             self._handles[app] = serve.get_app_handle(app)
         return self._handles[app]
 
+    async def _read_status(self) -> set[str]:
+        status = await asyncio.to_thread(serve.status)
+        return routable(self._running, {n: a.status for n, a in status.applications.items()})
+
     async def _poll_status(self) -> None:
         while True:
             try:
-                status = await asyncio.to_thread(serve.status)
-                self._running = {n for n, a in status.applications.items() if a.status == "RUNNING"}
+                self._running = await self._read_status()
             except Exception:  # keep the last known set; the next poll retries
                 logger.exception("router %s could not read Serve status", self._deployment)
             await asyncio.sleep(STATUS_POLL_S)
@@ -99,8 +115,7 @@ class Router:
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_status())
             # The first request must not wait a whole poll period.
-            status = await asyncio.to_thread(serve.status)
-            self._running = {n for n, a in status.applications.items() if a.status == "RUNNING"}
+            self._running = await self._read_status()
 
     async def __call__(self, request: Request) -> JSONResponse:
         await self._ensure_poller()
