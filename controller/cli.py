@@ -24,6 +24,7 @@ from controller.policy.cli import check as policy_check
 from controller.policy.cli import policy_app
 from controller.reconcile import Target, enforce_policies, plan_revision
 from controller.registry import registry_from_uri
+from controller.rollout_cli import register as register_rollout_commands
 from controller.serveapi import DEFAULT_ADDRESS, ServeClient, default_address
 from controller.status import deployment_statuses
 from simulator.cli import register as register_simulator_commands
@@ -284,6 +285,7 @@ app.command("check")(policy_check)
 app.add_typer(policy_app, name="policy")
 register_controller_commands(app)
 register_simulator_commands(app)
+register_rollout_commands(app)
 
 
 def main() -> None:
