@@ -136,12 +136,13 @@ class Load:
 
     url: str
     rate: float = RATE
-    threads: int = 16  # paced, so the rate holds while some answers are slow
+    threads: int = 16  # paced; more threads only queue deeper on 2 cores (see docs)
     statuses: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     sent: int = 0
     seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
     keep_answers: bool = False  # (wall time, version) of every answer, for benchmarks
     answers: list[tuple[float, str]] = field(default_factory=list)
 
@@ -160,6 +161,7 @@ class Load:
                 if delay > 0:
                     time.sleep(delay)
                 next_at += period
+                began = time.monotonic()
                 try:
                     response = client.post(self.url, json=body)
                     status, version = response.status_code, response.headers.get(VERSION_HEADER)
@@ -167,6 +169,7 @@ class Load:
                 except httpx.HTTPError as err:
                     status, version, text = 0, None, repr(err)
                 with self._lock:
+                    self.latencies.append(time.monotonic() - began)
                     self.sent += 1
                     self.statuses[status] += 1
                     if version:
@@ -189,6 +192,10 @@ class Load:
         for worker in self._workers:
             worker.join(timeout=60)
         self.seconds = time.monotonic() - self._started
+
+    def latency_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
     @property
     def achieved_rate(self) -> float:
@@ -299,7 +306,8 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
 
     print(
         f"\nload: {load.sent} requests in {load.seconds:.1f}s ({load.achieved_rate:.1f} req/s), "
-        f"statuses {dict(load.statuses)}, versions {dict(load.versions)}"
+        f"statuses {dict(load.statuses)}, versions {dict(load.versions)}, latency p50 "
+        f"{load.latency_ms(0.5):.0f} ms p99 {load.latency_ms(0.99):.0f} ms"
     )
     events = [f"{e.at:%H:%M:%S} {e.action} {e.weight:g}" for e in store.rollout_events("staging")]
     assert load.failures == [], (load.failures[:3], load.failures[-3:], events)
