@@ -51,11 +51,13 @@ class BadInput(ServeopsError):
 class ValidationFailed(BadInput):
     """One or more problems found in deployment files; each names file, line and field."""
 
+    files = "deployment files"  # what the problems are in, for the message
+
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         lines = "\n".join(f"  {p}" for p in problems)
         n = len(problems)
-        super().__init__(f"{n} problem{'s' if n != 1 else ''} in deployment files:\n{lines}")
+        super().__init__(f"{n} problem{'s' if n != 1 else ''} in {self.files}:\n{lines}")
 
 
 class Unreachable(ServeopsError):

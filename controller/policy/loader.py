@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from controller.errors import BadInput, Location, Problem
+from controller.errors import BadInput, Location, Problem, ValidationFailed
 from controller.policy.celexpr import CelError, Compiled, Tree, compile_expression, variable_trees
 from controller.policy.model import PolicyRules, PolicyTest, PolicyWaivers, Rule, Waiver
 from controller.yamldoc import YamlDoc, load_yaml, validate_doc
@@ -16,14 +16,10 @@ from controller.yamldoc import YamlDoc, load_yaml, validate_doc
 POLICIES_DIR = "policies"
 
 
-class PolicyInvalid(BadInput):
+class PolicyInvalid(ValidationFailed):
     """Problems in policy, waiver or policy test files; each names file, line and field."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
-        n = len(problems)
-        super().__init__(f"{n} problem{'s' if n != 1 else ''} in policy files:\n{lines}")
+    files = "policy files"
 
 
 @dataclass(frozen=True)
