@@ -15,7 +15,7 @@ from rich.console import Console
 from controller import __version__
 from controller.apply import apply_plan
 from controller.controller_cli import register as register_controller_commands
-from controller.display import plan_text, print_to, status_table
+from controller.display import plan_text, print_error, print_to, status_table
 from controller.errors import BadInput, Refused, ServeopsError
 from controller.gitsource import open_repo, read_worktree, resolve_commit
 from controller.manifest import is_deployment_file, load_manifests
@@ -76,7 +76,7 @@ def _run(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ServeopsError as e:
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False, markup=True)
+        print_error(err, e.message)
         raise typer.Exit(e.exit_code) from None
 
 

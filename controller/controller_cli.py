@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from controller.controller import (
@@ -26,7 +27,7 @@ from controller.controller import (
     Wakeup,
     run_forever,
 )
-from controller.display import plan_text, print_to
+from controller.display import plan_text, print_error, print_to
 from controller.errors import BadInput, ServeopsError
 from controller.notify import Notifier, WebhookNotifier
 from controller.registry import MlflowRegistry, Registry
@@ -142,7 +143,7 @@ def _run(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ServeopsError as e:
-        err.print(f"[bold red]error:[/] {e.message}", markup=True)
+        print_error(err, e.message)
         raise typer.Exit(e.exit_code) from None
 
 
@@ -179,7 +180,7 @@ def _print_result(result: PassResult) -> None:
     if result.outcome in ("applied", "healed") and result.plan is not None:
         print_to(out, plan_text(result.plan))
     stream = out if result.exit_code == 0 else err
-    stream.print(f"[{style}]{result.outcome}[/]: {result.message}", markup=True)
+    stream.print(f"[{style}]{result.outcome}[/]: {escape(result.message)}", markup=True)
 
 
 def _result_json(result: PassResult) -> dict[str, Any]:

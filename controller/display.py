@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -106,3 +107,8 @@ def status_table(rows: list[DeploymentStatus], environment: str) -> Table:
 
 def print_to(console: Console, renderable: Any) -> None:
     console.print(renderable, highlight=False, soft_wrap=True)
+
+
+def print_error(console: Console, message: str) -> None:
+    """`error: <message>`; the message is escaped, so `deployments[Router]` prints as written."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from controller.display import print_error
 from controller.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ServeopsError
 from controller.policy.gate import check_revisions, load_simulation
 from controller.policy.loader import POLICIES_DIR, load_policies, read_policy_files
@@ -23,7 +24,7 @@ policy_app = typer.Typer(help="Work on the policies themselves.", no_args_is_hel
 
 
 def _fail(e: ServeopsError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {e.message}", markup=True)
+    print_error(err, e.message)
     return typer.Exit(e.exit_code)
 
 

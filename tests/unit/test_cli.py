@@ -146,3 +146,15 @@ def test_serve_client_reports_rays_rejection() -> None:
     else:
         raise AssertionError("PUT error was swallowed")
     assert isinstance(live, LiveState)
+
+
+def test_error_messages_print_brackets_as_written() -> None:
+    from rich.console import Console
+
+    from controller.display import print_error
+
+    console = Console(record=True, width=200)
+    print_error(console, "deployments[Router].user_config.targets and [link] stay")
+    assert "error: deployments[Router].user_config.targets and [link] stay" in (
+        console.export_text()
+    )
