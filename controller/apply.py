@@ -26,8 +26,7 @@ from controller.live import LiveState
 from controller.plan import Plan
 from controller.render import AppConfig
 from controller.serveapi import ServeAPI, merged_config
-from controller.serving.protocol import MARKER_KEY, RouterConfig
-from controller.serving.router import STATUS_POLL_S
+from controller.serving.protocol import MARKER_KEY, STATUS_POLL_S, RouterConfig
 
 POLL_INTERVAL_S = 0.1
 # Before removing old versions: every router replica re-reads Serve's status this often.

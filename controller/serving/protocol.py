@@ -6,7 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 VERSION_HEADER = "x-serveops-version"  # model version that answered
 DEPLOYMENT_HEADER = "x-serveops-deployment"
-MARKER_KEY = "serveops"  # key under an application's `args` marking it as ours
+MARKER_KEY = "serveops"
+STATUS_POLL_S = 0.5  # how often a router re-reads Serve's status: how soon a new version serves  # key under an application's `args` marking it as ours
 
 ROUTER_IMPORT_PATH = "controller.serving.router:build"
 MODEL_IMPORT_PATH = "controller.serving.model:build"

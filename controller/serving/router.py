@@ -27,13 +27,13 @@ from controller.serving.protocol import (
     METRIC_REQUESTS,
     METRIC_SHADOW_AGREEMENT,
     METRIC_TAGS,
+    STATUS_POLL_S,
     VERSION_HEADER,
     RouterConfig,
     Target,
 )
 
 logger = logging.getLogger("ray.serve")
-STATUS_POLL_S = 0.5  # how soon a version that became RUNNING gets traffic
 
 
 def pick(config: RouterConfig, running: set[str], rand: float) -> Target | None:
