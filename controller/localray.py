@@ -34,6 +34,23 @@ class RayExitedEarly(ServeopsError):
     pass
 
 
+def kill_tree(pid: int, timeout_s: float = 15.0) -> None:
+    """Terminate a process and all its descendants, then kill what is left after `timeout_s`."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
 class LocalRay:
     """`ray start --head --block` in its own process group, torn down with all its children."""
 
@@ -117,19 +134,7 @@ class LocalRay:
         """Terminate the whole tree (raylet's workers included), then kill what is left."""
         if self._proc is None:
             return
-        try:
-            root = psutil.Process(self._proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            procs = []
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
+        kill_tree(self._proc.pid, timeout_s)
         self._proc.wait(timeout=5)
         self._proc = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)

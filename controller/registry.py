@@ -6,14 +6,23 @@ version at plan time and the plan records both, so applying it later serves what
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from controller.errors import BadInput, ServeopsError, Unreachable
+from controller.registry_direct import (
+    NotFound,
+    RegistryDown,
+    RunRow,
+    Unsupported,
+    VersionRow,
+    direct_reader,
+)
 from controller.spec import parse_model_uri
 
 
@@ -80,28 +89,36 @@ class Registry(Protocol):
 
 
 class MlflowRegistry:
-    """The MLflow model registry at `tracking_uri` (a server URL or a local `sqlite:///` store)."""
+    """The MLflow model registry at `tracking_uri` (a server URL or a local `sqlite:///` store).
+
+    Reads go through a direct reader (`registry_direct`) where one applies, so a command does
+    not pay for importing MLflow; otherwise, or when that reader declines, through MlflowClient.
+    """
 
     def __init__(self, tracking_uri: str, registry_uri: str | None = None) -> None:
         self._tracking_uri = tracking_uri
         self._registry_uri = registry_uri
         self._client_instance: Any = None
+        self._direct = direct_reader(tracking_uri) if registry_uri in (None, tracking_uri) else None
         self._cache: dict[str, ResolvedModel] = {}
+
+    def _check_store(self) -> None:
+        # A command that fails earlier (bad revision, bad file) must not touch the registry,
+        # and a missing local store is an error, never a new empty store made as a side effect.
+        if self._tracking_uri.startswith("sqlite:///"):
+            db = Path(self._tracking_uri.removeprefix("sqlite:///"))
+            if not db.exists():
+                raise BadInput(f"no MLflow store at {db} (from {self._tracking_uri})")
 
     @property
     def _client(self) -> Any:
-        # Made on first use: a command that fails earlier (bad revision, bad file) must not
-        # touch the registry, nor create a local SQLite store as a side effect.
         if self._client_instance is None:
             # A registry that is down must fail fast, not retry for minutes.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             from mlflow.tracking import MlflowClient
 
-            if self._tracking_uri.startswith("sqlite:///"):
-                db = Path(self._tracking_uri.removeprefix("sqlite:///"))
-                if not db.exists():
-                    raise BadInput(f"no MLflow store at {db} (from {self._tracking_uri})")
+            self._check_store()
             self._client_instance = MlflowClient(
                 tracking_uri=self._tracking_uri, registry_uri=self._registry_uri
             )
@@ -117,65 +134,98 @@ class MlflowRegistry:
         return self._cache[uri]
 
     def _resolve(self, uri: str) -> ResolvedModel:
-        from mlflow.exceptions import MlflowException
-
         name, version, alias = parse_model_uri(uri)
-        try:
+        row = self._version(name, version, alias)
+        if row.status not in ("", "READY"):
+            raise ModelNotFound(f"{uri}: model version {row.version} is {row.status}, not READY")
+        return ResolvedModel(uri=uri, name=name, version=row.version, alias=alias)
+
+    def _version(self, name: str, version: str | None, alias: str | None) -> VersionRow:
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        missing = f"model {name!r} has no {what} in the registry at {self._tracking_uri}"
+        if self._direct is not None:
+            self._check_store()
+            try:
+                if alias is not None:
+                    return self._direct.alias(name, alias)
+                return self._direct.version(name, str(version))
+            except Unsupported:
+                self._direct = None
+            except NotFound:
+                raise ModelNotFound(missing) from None
+            except RegistryDown as err:
+                raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
+        with self._client_errors(missing):
             if alias is not None:
                 mv = self._client.get_model_version_by_alias(name, alias)
             else:
                 mv = self._client.get_model_version(name, str(version))
+        return VersionRow(
+            name=name,
+            version=str(mv.version),
+            status=str(mv.status or ""),
+            creation_timestamp=mv.creation_timestamp,
+            description=str(mv.description or ""),
+            source=str(mv.source or ""),
+            run_id=str(mv.run_id or ""),
+            tags={str(k): str(v) for k, v in (mv.tags or {}).items()},
+            aliases=sorted(str(a) for a in (mv.aliases or [])),
+        )
+
+    def _run(self, run_id: str) -> RunRow:
+        if self._direct is not None:
+            try:
+                return self._direct.run(run_id)
+            except Unsupported:
+                self._direct = None
+            except (NotFound, RegistryDown) as err:
+                raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
+        with self._client_errors(f"no run {run_id} in {self._tracking_uri}"):
+            data = self._client.get_run(run_id).data
+        return RunRow(
+            metrics={str(k): float(v) for k, v in data.metrics.items()},
+            params={str(k): str(v) for k, v in data.params.items()},
+            tags={str(k): str(v) for k, v in data.tags.items()},
+        )
+
+    @contextlib.contextmanager
+    def _client_errors(self, missing: str) -> Iterator[None]:
+        """MlflowClient's exceptions as serveops errors: not found vs unreachable."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
         except MlflowException as err:
             code = getattr(err, "error_code", "")
             if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                what = f"alias {alias!r}" if alias else f"version {version}"
-                raise ModelNotFound(
-                    f"model {name!r} has no {what} in the registry at {self._tracking_uri}"
-                ) from None
+                raise ModelNotFound(missing) from None
             raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err.message}") from None
         except OSError as err:
             raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
-        if mv.status not in (None, "", "READY"):
-            raise ModelNotFound(f"{uri}: model version {mv.version} is {mv.status}, not READY")
-        return ResolvedModel(uri=uri, name=name, version=str(mv.version), alias=alias)
 
     def describe(self, uri: str) -> ModelVersionRecord:
         """The registry record of the version `uri` resolves to, with its run's metrics/params."""
-        from mlflow.exceptions import MlflowException
-
         resolved = self.resolve(uri)
-        try:
-            mv = self._client.get_model_version(resolved.name, resolved.version)
-            metrics: dict[str, float] = {}
-            params: dict[str, str] = {}
-            run_tags: dict[str, str] = {}
-            if mv.run_id:
-                run = self._client.get_run(mv.run_id)
-                metrics = {str(k): float(v) for k, v in run.data.metrics.items()}
-                params = {str(k): str(v) for k, v in run.data.params.items()}
-                run_tags = {str(k): str(v) for k, v in run.data.tags.items()}
-        except MlflowException as err:
-            raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err.message}") from None
-        except OSError as err:
-            raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
+        row = self._version(resolved.name, resolved.version, None)
+        run = self._run(row.run_id) if row.run_id else RunRow({}, {}, {})
         created = (
-            dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
-            if mv.creation_timestamp
+            dt.datetime.fromtimestamp(row.creation_timestamp / 1000, dt.UTC)
+            if row.creation_timestamp
             else None
         )
         return ModelVersionRecord(
             name=resolved.name,
             version=resolved.version,
-            status=str(mv.status or "READY"),
-            aliases=[str(a) for a in (mv.aliases or [])],
-            tags={str(k): str(v) for k, v in (mv.tags or {}).items()},
-            description=str(mv.description or ""),
-            source=str(mv.source or ""),
-            run_id=str(mv.run_id or ""),
+            status=row.status or "READY",
+            aliases=row.aliases,
+            tags=row.tags,
+            description=row.description,
+            source=row.source,
+            run_id=row.run_id,
             creation_time=created,
-            run_metrics=metrics,
-            run_params=params,
-            run_tags=run_tags,
+            run_metrics=run.metrics,
+            run_params=run.params,
+            run_tags=run.tags,
         )
 
 
