@@ -108,9 +108,11 @@ def main() -> None:
         apply_cmd = [str(BIN / "serveops"), "apply", "--repo", str(repo), "--env", "bench"]
 
         def reset() -> None:
-            subprocess.run(
-                [*apply_cmd, "--rev", old_commit], env=env, check=True, capture_output=True
+            done = subprocess.run(
+                [*apply_cmd, "--rev", old_commit], env=env, capture_output=True, text=True
             )
+            if done.returncode != 0:
+                raise SystemExit(f"reset failed:\n{done.stdout}\n{done.stderr}")
             time.sleep(3)  # let the removed version finish draining
 
         reset()

@@ -40,9 +40,10 @@ from controller.reconcile import Target
 from controller.registry import Registry
 from controller.render import AppConfig
 from controller.reposource import RepoSource
-from controller.rollout import Limits
+from controller.rollout import Limits, RolloutState
 from controller.serveapi import ServeAPI
 from controller.state import EnvironmentState, PassStart, StateStore
+from controller.status import deployment_statuses
 
 log = logging.getLogger("serveops.controller")
 
@@ -58,6 +59,7 @@ Outcome = Literal[
     "failed",  # planning or applying failed
     "refused",  # the policy gate refused the revision
     "skipped",  # the revision failed before and is not attempted again
+    "aborted",  # a rollout aborted (now, or earlier and still holds its deployment back)
     "waiting",  # another controller holds the environment's lease
 ]
 IN_SYNC: frozenset[Outcome] = frozenset({"applied", "healed", "in_sync", "ignored"})
@@ -190,6 +192,7 @@ class Controller:
                 ),
                 now=self.store.now(),
                 prune=self.settings.prune,
+                retry=retry,
             )
             self._check_not_emptying(plan)
         except ServeopsError as err:
@@ -198,9 +201,8 @@ class Controller:
         # Rollout decisions are persisted before the plan they shaped is applied: killed in
         # between, the next pass renders the same weights from the same state.
         rollouts.save(self.store)
-        return self._with_rollouts(
-            self._converge(start, started, plan, state, registry, rollouts), rollouts
-        )
+        result = self._converge(start, started, plan, state, registry, rollouts)
+        return self._with_rollouts(start, started, result, rollouts)
 
     def _converge(
         self,
@@ -233,24 +235,56 @@ class Controller:
             registry,
             healing=False,
             no_wait=frozenset(rollouts.starting),
+            aborted=rollouts.aborted,
         )
 
-    def _with_rollouts(self, result: PassResult, rollouts: RolloutPass) -> PassResult:
-        """The pass's result, with what its rollouts did and when they need the next pass."""
+    def _with_rollouts(
+        self, start: PassStart, started: dt.datetime, result: PassResult, rollouts: RolloutPass
+    ) -> PassResult:
+        """The pass's result, with what its rollouts did and when they need the next pass.
+
+        A pass in which a rollout aborted reports `aborted` (exit 1), and so does every later
+        pass while an aborted rollout holds its deployment off Git's state, unless the pass
+        failed in another way."""
         for aborted in rollouts.aborted:
-            self._notify(
-                "sync_failed",
-                aborted.commit,
-                f"rollout of {aborted.deployment} to v{aborted.candidate_version} {aborted.message}",
-            )
-        message = result.message
+            self._notify("rollout_aborted", aborted.commit, aborted_text(aborted))
+        self._watch_health(result.commit, rollouts)
+        outcome, message, pass_id = result.outcome, result.message, result.pass_id
         if rollouts.messages:
             message = f"{message}; rollouts: {'; '.join(rollouts.messages)}"
+        if result.in_sync and rollouts.aborted:
+            # The abort needed no write (its candidate was already gone): record it all the same.
+            outcome = "aborted"
+            message = f"{'; '.join(aborted_text(a) for a in rollouts.aborted)}; {message}"
+            pass_id, _ = self.store.record_pass(start, "aborted", message, started)
+        elif result.in_sync and rollouts.held:
+            outcome = "aborted"
+            message = f"{'; '.join(held_text(h) for h in rollouts.held)}; {message}"
         return replace(
             result,
+            outcome=outcome,
             message=message,
+            pass_id=pass_id,
             requeue_after=min(result.requeue_after, rollouts.requeue_after),
         )
+
+    def _watch_health(self, commit: str | None, rollouts: RolloutPass) -> None:
+        """Notify `degraded` once per deployment entering the state: an application that cannot
+        serve (seen in the live state the pass read) or a rollout aborted by this pass."""
+        if rollouts.live is None:
+            return
+        now = {
+            row.name: row.message
+            for row in deployment_statuses(rollouts.live, self.environment)
+            if row.health == "Degraded"
+        }
+        for aborted in rollouts.aborted:
+            now[aborted.deployment] = aborted_text(aborted)
+        before = self.store.degraded(self.environment)
+        for name in sorted(now.keys() - before.keys()):
+            self._notify("degraded", commit, f"{name} is Degraded: {now[name]}")
+        if now != before:
+            self.store.set_degraded(self.environment, now)
 
     def _drift(
         self, start: PassStart, started: dt.datetime, plan: Plan, state: EnvironmentState
@@ -291,6 +325,7 @@ class Controller:
         healing: bool,
         drift: str = "",
         no_wait: frozenset[str] = frozenset(),
+        aborted: list[RolloutState] | None = None,
     ) -> PassResult:
         env, head = self.environment, plan.source.commit
         if not healing:
@@ -346,10 +381,16 @@ class Controller:
         finally:
             self.store.acquire_lease(env, self.holder, self.settings.lease_ttl)
 
-        outcome: Literal["healed", "applied"] = "healed" if healing else "applied"
+        outcome: Literal["healed", "applied", "aborted"] = "healed" if healing else "applied"
         changed = ", ".join(sorted(plan.deployments_changed()))
         if healing:
             message = f"{drift}; restored Git's state ({', '.join(result.phases)})"
+        elif aborted:
+            outcome = "aborted"
+            message = (
+                f"{'; '.join(aborted_text(a) for a in aborted)}; applied to {env!r}: {changed} "
+                f"({', '.join(result.phases)}, {result.seconds:.1f}s)"
+            )
         else:
             message = (
                 f"applied {head[:12]} to {env!r}: {changed} ({', '.join(result.phases)}, "
@@ -357,7 +398,8 @@ class Controller:
             )
         self.store.finish_pass(pass_id, outcome, message)
         self.store.mark_applied(env, head, plan)
-        self._notify("drift_detected" if healing else "deployed", head, message)
+        if outcome != "aborted":  # an abort is notified as rollout_aborted (_with_rollouts)
+            self._notify("drift_detected" if healing else "deployed", head, message)
         return self._result(outcome, message, commit=head, plan=plan, pass_id=pass_id)
 
     # --- helpers --------------------------------------------------------------------------------
@@ -444,6 +486,20 @@ def _revision_fault(err: ServeopsError) -> bool:
     policies, a conflict with someone else's application. Serve or the registry being down, or
     a misconfiguration of the controller (plain BadInput), are retried at the next pass."""
     return isinstance(err, ValidationFailed | PolicyInvalid | Refused)
+
+
+def aborted_text(state: RolloutState) -> str:
+    """`rollout of fraud to v2 aborted: <reason>; traffic back on fraud--v1`."""
+    return f"rollout of {state.deployment} to v{state.candidate_version} {state.message}"
+
+
+def held_text(state: RolloutState) -> str:
+    when = f" (at {state.ended_at:%Y-%m-%d %H:%M:%S} UTC)" if state.ended_at else ""
+    return (
+        f"{state.deployment} is held on v{state.stable_version}: rollout to "
+        f"v{state.candidate_version} of {state.commit[:12]} {state.message}{when}. It is not "
+        "attempted again until a commit changes the deployment, or `serveops sync --retry`"
+    )
 
 
 def _desired_apps(plan: Plan) -> dict[str, AppConfig]:

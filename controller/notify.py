@@ -15,12 +15,21 @@ import httpx
 
 log = logging.getLogger("serveops.controller")
 
-EventKind = Literal["deployed", "sync_failed", "drift_detected"]
+EventKind = Literal["deployed", "degraded", "sync_failed", "rollout_aborted", "drift_detected"]
+EVENT_KINDS: tuple[EventKind, ...] = (
+    "deployed",  # a revision (or a new desired state) was applied
+    "degraded",  # a deployment became Degraded (sent once, when it enters the state)
+    "sync_failed",  # a pass failed, or the policy gate refused a revision
+    "rollout_aborted",  # a rollout was aborted and traffic went back to the stable version
+    "drift_detected",  # live Serve differs from Git (and, with drift enabled, was restored)
+)
 TIMEOUT_S = 5.0
 
 _SLACK_ICON: dict[EventKind, str] = {
     "deployed": ":white_check_mark:",
+    "degraded": ":red_circle:",
     "sync_failed": ":x:",
+    "rollout_aborted": ":rewind:",
     "drift_detected": ":warning:",
 }
 

@@ -69,9 +69,13 @@ class RolloutPass:
     updates: list[RolloutUpdate] = field(default_factory=list)
     starting: set[str] = field(default_factory=set)  # candidates apply must not wait for
     requeue_after: float = float("inf")
-    aborted: list[RolloutState] = field(default_factory=list)
+    aborted: list[RolloutState] = field(default_factory=list)  # aborted by this pass
+    # Aborted earlier, still holding their deployment on the stable version: that desired state
+    # is not tried again until a commit changes the deployment (or `serveops sync --retry`).
+    held: list[RolloutState] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)  # what changed, for the pass's message
     consumed: list[int] = field(default_factory=list)  # operator commands read this pass
+    live: LiveState | None = None  # what Serve ran when the pass began (for health)
 
     def save(self, store: StateStore) -> None:
         store.save_rollouts(self.environment, self.updates, self.consumed)
@@ -144,6 +148,7 @@ def plan_with_rollouts(
     limits: Limits,
     now: dt.datetime,
     prune: bool = False,
+    retry: bool = False,
 ) -> tuple[Plan, RolloutPass]:
     """`plan_revision`, with rollouts in flight advanced by one decision and rendered."""
     snapshot = read_snapshot(target.repo, target.rev)
@@ -163,7 +168,9 @@ def plan_with_rollouts(
         commit=snapshot.commit,
         now=now,
         limits=limits,
+        retry=retry,
     )
+    rollouts.live = live
     source = Source(repo=target.repo, rev=target.rev, commit=snapshot.commit)
     plan = make_plan(shaped, live, source=source, address=client.address, prune=prune)
     return plan, rollouts
@@ -180,15 +187,19 @@ def advance(
     commit: str,
     now: dt.datetime,
     limits: Limits,
+    retry: bool = False,
 ) -> tuple[DesiredState, RolloutPass]:
-    """One decision per progressive deployment; returns the shaped desired state."""
+    """One decision per progressive deployment; returns the shaped desired state. `retry`
+    starts an aborted rollout of the same desired state again."""
     env = desired.environment
     result = RolloutPass(env)
     shaped = DesiredState(env)
     for name, dep in desired.deployments.items():
         spec = specs[name]
         mine = [c for c in commands if c.deployment == name]
-        apps = _one(dep, spec, live, stored.get(name), mine, metrics, commit, now, limits, result)
+        apps = _one(
+            dep, spec, live, stored.get(name), mine, metrics, commit, now, limits, result, retry
+        )
         shaped.deployments[name] = dataclasses.replace(dep, apps=apps) if apps else dep
     # Every pending command is consumed: acted on by a rollout in flight, or without effect
     # (the rollout ended before the controller saw it; `serveops promote` & co. say so).
@@ -207,6 +218,7 @@ def _one(
     now: dt.datetime,
     limits: Limits,
     result: RolloutPass,
+    retry: bool = False,
 ) -> list[AppConfig] | None:
     """The apps of one deployment under its rollout, or None for Git's steady state."""
     live_env = result.environment
@@ -227,12 +239,13 @@ def _one(
 
     if rollout.strategy not in PROGRESSIVE:
         if state is not None and state.active:
-            ended = _ended(state, now, "superseded: the deployment's strategy is now immediate")
+            why = f"superseded: the deployment's strategy is now {rollout.strategy}"
+            ended = _ended(state, now, why)
             record(Decision("complete", ended, ended.message, float("inf")), None)
         return None
 
-    if state is None or state.key != key:
-        # Git wants something new for this deployment: does it start a rollout?
+    if state is None or state.key != key or (retry and state.phase == "aborted"):
+        # Git wants something new for this deployment (or a retry): does it start a rollout?
         router = _router(live, live_env, dep.name)
         stable = _stable(router, live)
         if state is not None and state.active and state.stable_app in live.apps:
@@ -308,6 +321,8 @@ def _one(
         record(decision, new_baseline)
     if decision.state.phase == "loading":
         result.starting.add(decision.state.candidate_app)
+    if decision.state.phase == "aborted" and decision.action != "abort":
+        result.held.append(decision.state)
     return _render(dep, spec, live, decision.state)
 
 

@@ -9,6 +9,8 @@ Three tables, all keyed by environment:
   plan that applied it, so drift can be told from a change of desired state), and the commit
   that last failed, so a failed revision is attempted once, not every pass.
 - `leases`: who acts on an environment, until when. A second controller sees the holder and waits.
+- `rollouts`, `rollout_events`, `rollout_commands`: progressive delivery (controller/progressive.py).
+- `degraded`: deployments last seen Degraded, so a `degraded` notification is sent once.
 
 Nothing about an environment lives only in memory: a controller killed at any point and started
 again (a new process on the same file) reads where it stood. Typed dataclasses go in and out;
@@ -42,6 +44,7 @@ PassOutcome = Literal[
     "drift",  # drift was found and reported (drift mode `warn`)
     "refused",  # the policy gate refused the revision
     "failed",  # planning or applying failed
+    "aborted",  # a rollout was aborted: traffic back on the stable version
 ]
 
 SCHEMA_VERSION = 1
@@ -97,6 +100,13 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     step INTEGER NOT NULL,
     weight REAL NOT NULL,
     message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS degraded (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    message TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment)
 );
 CREATE TABLE IF NOT EXISTS rollout_commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -552,6 +562,34 @@ class StateStore:
             RolloutEvent(r[0], dt.datetime.fromisoformat(r[1]), r[2], r[3], r[4], r[5], r[6], r[7])
             for r in rows
         ]
+
+    # --- health (a `degraded` notification is sent once, when a deployment enters it) ---------
+
+    def degraded(self, environment: str) -> dict[str, str]:
+        """Deployments last seen Degraded, with the reason then."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT deployment, message FROM degraded WHERE environment = ?", (environment,)
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def set_degraded(self, environment: str, degraded: dict[str, str]) -> None:
+        """Replace the set of Degraded deployments; one that stays keeps its `since`."""
+        now = _iso(self.now())
+        with self._transaction() as db:
+            names = list(degraded)
+            db.execute(
+                "DELETE FROM degraded WHERE environment = ? AND deployment NOT IN "
+                f"({', '.join('?' for _ in names)})",
+                (environment, *names),
+            )
+            for name, message in degraded.items():
+                db.execute(
+                    "INSERT INTO degraded (environment, deployment, message, since) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (environment, deployment) "
+                    "DO UPDATE SET message = excluded.message",
+                    (environment, name, message, now),
+                )
 
     # --- the lease ------------------------------------------------------------------------------
 

@@ -198,20 +198,53 @@ def test_failed_analysis_aborts_at_once_marks_degraded_and_is_not_retried(world:
     assert world.weights() == {"1": 75, "2": 25}
     world.traffic(30, errors_v2=10)  # 10 of 30 candidate requests fail
     aborted = world.pass_()
-    assert aborted.outcome == "applied" and "aborted: analysis failed" in aborted.message
+    assert aborted.outcome == "aborted" and aborted.exit_code == 1
+    assert aborted.message.startswith("rollout of fraud to v2 aborted: analysis failed")
     assert world.weights() == {"1": 100}
     assert apps(world.serve) == {"fraud", "fraud--v1"}
     [row] = deployment_statuses(world.serve.get(), "staging")
     assert row.health == "Degraded" and "error rate" in row.message
+    audit = world.ctl.store.history("staging")[0]
+    assert audit.result == "aborted" and "error rate" in audit.message
 
     puts = len(world.serve.puts)
     for _ in range(3):
-        assert world.pass_(60).outcome == "in_sync"  # held on v1; v2 is not tried again
+        held = world.pass_(60)  # held on v1; v2 is not tried again, and every pass says so
+        assert held.outcome == "aborted" and held.exit_code == 1
+        assert held.message.startswith("fraud is held on v1: rollout to v2 of ")
+        assert "not attempted again until a commit changes the deployment" in held.message
     assert len(world.serve.puts) == puts
+    assert world.ctl.store.history("staging")[0].id == audit.id  # holding writes no audit row
 
     world.push("3")  # a new commit that changes the deployment starts a new rollout
     again = world.pass_()
+    assert again.outcome == "applied"
     assert "canary rollout from fraud--v1 to fraud--v3" in again.message
+
+
+def test_an_unrelated_commit_does_not_retry_an_aborted_rollout(world: World) -> None:
+    world.push("2")
+    world.pass_()
+    world.pass_()
+    world.ctl.store.add_rollout_command("staging", "fraud", "abort", "carol")
+    assert world.pass_().outcome == "aborted"
+    puts = len(world.serve.puts)
+    commit(world.repo, {"README.md": "models\n"}, "docs only")  # a new commit, same deployment
+    held = world.pass_()
+    assert held.outcome == "aborted" and "fraud is held on v1" in held.message
+    assert len(world.serve.puts) == puts and world.weights() == {"1": 100}
+
+
+def test_sync_retry_starts_an_aborted_rollout_again(world: World) -> None:
+    world.push("2")
+    world.pass_()
+    world.pass_()
+    world.ctl.store.add_rollout_command("staging", "fraud", "abort", "carol")
+    world.pass_()
+    retried = world.ctl.reconcile_once(retry=True, trigger="sync")
+    assert retried.outcome == "applied"
+    assert "canary rollout from fraud--v1 to fraud--v2" in retried.message
+    assert apps(world.serve) == {"fraud", "fraud--v1", "fraud--v2"}
 
 
 def test_a_restarted_controller_continues_from_the_step_it_stood_at(world: World) -> None:
