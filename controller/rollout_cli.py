@@ -1,4 +1,5 @@
-"""`serveops promote|abort|pause|resume|rollouts`: manual judgement on rollouts in flight.
+"""`serveops promote|abort|pause|resume|rollouts`: manual judgement on rollouts in flight;
+`serveops rollback`: a revert commit (controller/rollback.py).
 
 The commands never touch Serve. They write a command into the controller's state store
 (`--state`, the file the controller uses); the controller folds it into the rollout at its next
@@ -20,6 +21,7 @@ from rich.table import Table
 from controller.controller import default_actor
 from controller.controller_cli import DEFAULT_STATE, EnvOpt, StateOpt, _run
 from controller.errors import BadInput, ServeopsError
+from controller.rollback import RollbackPlan, plan_rollback, write_rollback
 from controller.rollout import Command, RolloutState
 from controller.state import StateStore
 
@@ -144,6 +146,70 @@ def rollouts_command(
     _run(run)
 
 
+def rollback_reason(plan: RollbackPlan, state: Path, given: str, actor: str) -> str:
+    """Why, for the commit message: the reason given, else the abort of a rollout of a
+    deployment rolled back (from the controller's state, when there is one), else who."""
+    if given:
+        return f"{given} ({actor})"
+    names = {c.summary().split(":", 1)[0] for c in plan.changes}
+    aborts: list[str] = []
+    if state.exists():
+        with StateStore(state) as store:
+            for name, stored in sorted(store.rollouts(plan.environment).items()):
+                s = stored.state
+                if name in names and s.phase == "aborted":
+                    aborts.append(f"rollout of {name} to v{s.candidate_version} {s.message}")
+    if aborts:
+        return f"{'; '.join(aborts)} (rolled back by {actor})"
+    return f"rolled back by {actor}"
+
+
+def rollback_command(
+    env: EnvOpt,
+    repo: Annotated[
+        Path, typer.Option("--repo", help="Git work tree holding deployments/ (a clone).")
+    ] = Path("."),
+    deployment: Annotated[
+        str | None,
+        typer.Option("--deployment", help="Only this deployment (default: the environment)."),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Restore the files as of this revision (default: before their last change).",
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the commit message.")] = "",
+    push: Annotated[
+        bool, typer.Option("--push/--no-push", help="Push the commit to the branch's remote.")
+    ] = False,
+    state: StateOpt = DEFAULT_STATE,
+    actor: Annotated[str | None, typer.Option("--actor", help="Who (default user@host).")] = None,
+) -> None:
+    """Write a revert commit restoring deployment files to an earlier revision (Git stays the
+    truth: the controller then moves Serve back)."""
+
+    def run() -> None:
+        plan = plan_rollback(repo, env, deployment, to)
+        why = rollback_reason(plan, state, reason, actor or default_actor())
+        result = write_rollback(plan, why, push=push)
+        out.print(
+            f"rolled back {plan.scope} to {plan.target[:12]} in commit {result.commit[:12]} on {plan.branch}:"
+        )
+        for change in plan.changes:
+            out.print(f"  {change.summary()}")
+        out.print(f"  why: {why}")
+        if result.pushed_to:
+            out.print(f"pushed to {result.pushed_to}; the controller applies it at its next pass")
+        else:
+            out.print(
+                "not pushed: `git push` it (or pass --push); the controller follows what is pushed"
+            )
+
+    _run(run)
+
+
 def register(app: typer.Typer) -> None:
     app.command("promote")(promote_command)
     app.command("abort", help="Abort a rollout: traffic back to the stable version at once.")(
@@ -156,3 +222,4 @@ def register(app: typer.Typer) -> None:
         _command("resume", "resume queued for")
     )
     app.command("rollouts")(rollouts_command)
+    app.command("rollback")(rollback_command)

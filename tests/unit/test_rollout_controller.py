@@ -392,3 +392,20 @@ def test_blue_green_rollback_after_the_switch_is_a_weight_change(tmp_path: Path)
     result = w.pass_()
     assert "aborted" in result.message and w.weights() == {"1": 100}
     w.close()
+
+
+def test_rollback_commit_after_an_abort_brings_git_and_serve_back_to_stable(world: World) -> None:
+    from controller.rollback import plan_rollback, write_rollback
+
+    world.push("2")
+    world.pass_()
+    world.pass_()
+    world.traffic(30, errors_v2=10)
+    assert world.pass_().outcome == "aborted"
+    write_rollback(plan_rollback(world.repo, "staging", "fraud"), "v2 errors")
+    result = world.pass_()
+    assert result.outcome == "applied"  # Git says v1 again: no longer held, no new rollout
+    assert world.weights() == {"1": 100} and world.router().rollout is None
+    [row] = deployment_statuses(world.serve.get(), "staging")
+    assert row.health == "Healthy"
+    assert world.pass_().outcome == "in_sync"
