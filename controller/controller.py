@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,6 +45,7 @@ from controller.rollout import Limits, RolloutState
 from controller.serveapi import ServeAPI
 from controller.state import EnvironmentState, PassStart, StateStore
 from controller.status import deployment_statuses
+from controller.telemetry import METRICS, PassFigures
 
 log = logging.getLogger("serveops.controller")
 
@@ -152,7 +154,28 @@ class Controller:
     # --- the pass -------------------------------------------------------------------------------
 
     def reconcile_once(self, *, retry: bool = False, trigger: str = "poll") -> PassResult:
-        """One level-triggered pass. `retry` attempts a revision that failed before again."""
+        """One level-triggered pass. `retry` attempts a revision that failed before again.
+        Its duration, outcome, sync statuses and rollouts go to the controller's metrics."""
+        began = time.monotonic()
+        try:
+            result = self._reconcile(retry=retry, trigger=trigger)
+        except Exception:
+            self._record(None, time.monotonic() - began)
+            raise
+        self._record(result, time.monotonic() - began)
+        return result
+
+    def _record(self, result: PassResult | None, seconds: float) -> None:
+        """Metrics of a pass (None: it crashed). Never fails the pass."""
+        env = self.environment
+        try:
+            outcome, plan = (result.outcome, result.plan) if result else ("crashed", None)
+            rollouts = {name: r.state for name, r in self.store.rollouts(env).items()}
+            METRICS.record_pass(PassFigures(env, outcome, seconds, time.time(), plan), rollouts)
+        except Exception:
+            log.exception("recording the metrics of a pass on %r failed", env)
+
+    def _reconcile(self, *, retry: bool, trigger: str) -> PassResult:
         env = self.environment
         started = self.store.now()
         lease = self.store.acquire_lease(env, self.holder, self.settings.lease_ttl)

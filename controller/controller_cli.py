@@ -34,6 +34,7 @@ from controller.registry import MlflowRegistry, Registry
 from controller.reposource import RepoSource
 from controller.serveapi import DEFAULT_ADDRESS, ServeClient
 from controller.state import PassRecord, StateStore
+from controller.telemetry import serve as serve_metrics
 from controller.webhook import SECRET_ENV, PushEvent, WebhookServer
 
 out = Console(soft_wrap=True, highlight=False)
@@ -229,6 +230,17 @@ def controller_command(
     webhook_host: Annotated[
         str, typer.Option("--webhook-host", help="Address the webhook listens on.")
     ] = "127.0.0.1",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            envvar="SERVEOPS_METRICS_PORT",
+            help="Serve the controller's Prometheus metrics at /metrics on this port (0: off).",
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address the metrics endpoint listens on.")
+    ] = "127.0.0.1",
     notify_webhook: NotifyOpt = None,
     notify_slack: SlackOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every pass.")] = False,
@@ -251,6 +263,8 @@ def controller_command(
         secret = os.environ.get(SECRET_ENV, "").encode()
         if webhook_port is not None and not secret:
             raise BadInput(f"--webhook-port needs a shared secret in ${SECRET_ENV}")
+        if not 0 <= metrics_port <= 65535:
+            raise BadInput(f"--metrics-port must be a port number (0: off), not {metrics_port}")
         registry = _registry_factory(registry_uri)
         source = _source(repo, branch, None, state, cache_dir)
         notifier = _notifier(notify_webhook, notify_slack)
@@ -269,6 +283,15 @@ def controller_command(
                 settings.drift,
                 state,
             )
+            metrics_server = None
+            if metrics_port:
+                try:
+                    metrics_server = serve_metrics(metrics_port, metrics_host)
+                except OSError as e:
+                    raise BadInput(
+                        f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {e}"
+                    ) from None
+                log.info("metrics at http://%s:%d/metrics", metrics_host, metrics_port)
             server = None
             if webhook_port is not None:
 
@@ -302,6 +325,8 @@ def controller_command(
             finally:
                 if server is not None:
                     server.stop()
+                if metrics_server is not None:
+                    metrics_server.shutdown()
 
     _run(run)
 

@@ -57,6 +57,7 @@ from controller.serving.protocol import MARKER_KEY, ROUTER_DEPLOYMENT, RolloutNo
 from controller.serving.protocol import Target as RouteTarget
 from controller.spec import ModelDeployment
 from controller.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
+from controller.telemetry import METRICS
 
 log = logging.getLogger("serveops.controller")
 
@@ -300,6 +301,7 @@ def _one(
                 window(before, snap, dep.name, state.candidate_version),
                 window(before, snap, dep.name, state.stable_version),
             )
+            METRICS.record_analysis(live_env, dep.name, analysis.verdict)
         else:
             # No baseline (metrics were unreachable when the window began): start it now.
             new_baseline = to_json(snap)

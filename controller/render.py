@@ -18,6 +18,7 @@ from controller.serving.protocol import (
     MODEL_IMPORT_PATH,
     ROUTER_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
+    ABTest,
     RolloutNote,
     RouterConfig,
     Target,
@@ -107,6 +108,7 @@ def render_router_app(
     *,
     shadow: list[Target] | None = None,
     rollout: RolloutNote | None = None,
+    ab: ABTest | None = None,
 ) -> AppConfig:
     spec, meta = dep.spec, dep.metadata
     config = RouterConfig(
@@ -116,10 +118,11 @@ def render_router_app(
         revision=revision,
         shadow=shadow or [],
         rollout=rollout,
+        ab=ab,
     )
     user_config = config.model_dump()
-    # Only rollouts set these; a steady router's config stays as it always was.
-    for key in ("shadow", "rollout"):
+    # Only rollouts and A/B set these; a steady router's config stays as it always was.
+    for key in ("shadow", "rollout", "ab"):
         if not user_config[key]:
             del user_config[key]
     return {
@@ -152,6 +155,58 @@ def render_deployment(
     return [version_app, render_router_app(dep, [target], revision)]
 
 
+def render_ab(
+    dep: ModelDeployment,
+    variants: list[tuple[str, ResolvedModel, int]],
+    settings: RenderSettings,
+    revision: str | None = None,
+) -> list[AppConfig]:
+    """An A/B deployment: one application per variant (name, model, weight), and a router that
+    splits users across them by a hash of `sticky_header`."""
+    apps = [render_version_app(dep, model, settings) for _, model, _ in variants]
+    targets = [
+        Target(app=app["name"], version=model.version, weight=weight)
+        for app, (_, model, weight) in zip(apps, variants, strict=True)
+    ]
+    header = dep.spec.rollout.sticky_header
+    assert header is not None  # the spec requires it for strategy 'ab'
+    ab = ABTest(
+        header=header,
+        variants={app["name"]: name for app, (name, _, _) in zip(apps, variants, strict=True)},
+    )
+    return [*apps, render_router_app(dep, targets, revision, ab=ab)]
+
+
+def _resolve_variants(
+    m: Manifest, model: ResolvedModel, registry: Registry, problems: list[Problem]
+) -> list[tuple[str, ResolvedModel, int]] | None:
+    """Each variant's model resolved (`spec.model` when it names none); None on a problem."""
+    resolved: list[tuple[str, ResolvedModel, int]] = []
+    served: dict[str, int] = {}
+    ok = True
+    for i, v in enumerate(m.deployment.spec.rollout.variants):
+        field = ("spec", "rollout", "variants", i, "model")
+        where = Location(m.path, m.line_of(*field), f"spec.rollout.variants[{i}].model")
+        try:
+            vmodel = registry.resolve(v.model) if v.model else model
+        except ModelNotFound as err:
+            problems.append(Problem(where, err.message))
+            ok = False
+            continue
+        if vmodel.version in served:
+            problems.append(
+                Problem(
+                    where,
+                    f"{v.model or model.uri} resolves to version {vmodel.version}, which "
+                    f"variants[{served[vmodel.version]}] serves already",
+                )
+            )
+            ok = False
+        served.setdefault(vmodel.version, i)
+        resolved.append((v.name, vmodel, v.weight))
+    return resolved if ok else None
+
+
 def render_environment(
     environment: str,
     manifests: list[Manifest],
@@ -168,7 +223,13 @@ def render_environment(
             where = Location(m.path, m.line_of("spec", "model"), "spec.model")
             problems.append(Problem(where, err.message))
             continue
-        apps = render_deployment(m.deployment, model, settings)
+        if m.deployment.spec.rollout.strategy == "ab":
+            variants = _resolve_variants(m, model, registry, problems)
+            if variants is None:
+                continue
+            apps = render_ab(m.deployment, variants, settings)
+        else:
+            apps = render_deployment(m.deployment, model, settings)
         desired.deployments[m.name] = DesiredDeployment(m.name, m.path, model, apps)
     if problems:
         raise ValidationFailed(problems)

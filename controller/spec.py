@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 API_VERSION = "serveops.dev/v1alpha1"
 KIND = "ModelDeployment"
@@ -25,6 +33,23 @@ MODEL_URI_PATTERN = (
 )
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+# An HTTP field name (RFC 9110 token).
+HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+# Headers that cannot tell one user from another: hop-by-hop, framing, or serveops' own answers.
+UNSTICKY_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -154,11 +179,33 @@ class Analysis(_Strict):
     )
 
 
+class Variant(_Strict):
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=30,
+        description="Name of the variant, unique in the deployment; the router answers with it "
+        "in `x-serveops-variant`.",
+    )
+    model: str | None = Field(
+        default=None,
+        pattern=MODEL_URI_PATTERN,
+        description="MLflow registry URI this variant serves. Left out: `spec.model`. Exactly "
+        "one variant serves `spec.model`; no two variants serve the same model.",
+    )
+    weight: int = Field(
+        ge=0,
+        le=100,
+        description="Share of users, in percent, sent to this variant; the weights of all "
+        "variants add up to 100. 0 keeps the variant deployed without traffic.",
+    )
+
+
 class Rollout(_Strict):
-    strategy: Literal["immediate", "canary", "blue_green", "shadow"] = Field(
+    strategy: Literal["immediate", "canary", "blue_green", "shadow", "ab"] = Field(
         default="immediate",
         description="How a new model version replaces the live one. `immediate` switches once "
-        "the new version is running; the others are progressive (see docs/rollouts.md).",
+        "the new version is running; `canary`, `blue_green` and `shadow` are progressive; `ab` "
+        "serves long-lived `variants` side by side (see docs/rollouts.md).",
     )
     steps: list[RolloutStep] = Field(
         default_factory=list,
@@ -181,6 +228,61 @@ class Rollout(_Strict):
         description="For `blue_green`: how long the previous version stays up after the switch, "
         "so a rollback is instant.",
     )
+    variants: list[Variant] = Field(
+        default_factory=list,
+        description="For `ab`: two or more long-lived variants, each a model version with a "
+        "share of users. Changing a weight reconfigures the router; nothing restarts.",
+    )
+    sticky_header: str | None = Field(
+        default=None,
+        description="For `ab`: request header (e.g. `x-user-id`) whose value picks the "
+        "variant, by a stable hash, so one user always sees one variant. Requests without it "
+        "are split by weight at random.",
+    )
+
+    @field_validator("sticky_header")
+    @classmethod
+    def _header(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(HEADER_PATTERN, value):
+            raise ValueError("sticky_header must be an HTTP header name such as x-user-id")
+        return value.lower()  # HTTP field names are case-insensitive
+
+    @model_validator(mode="after")
+    def _ab(self) -> Rollout:
+        errors: list[tuple[tuple[str | int, ...], str, object]] = []
+        if self.strategy != "ab":
+            for name in ("variants", "sticky_header"):
+                if getattr(self, name):
+                    why = f"'{name}' only applies to strategy 'ab', not {self.strategy!r}"
+                    errors.append(((name,), why, {}))
+            _raise_located(errors, "Rollout")
+            return self
+        if len(self.variants) < 2:
+            errors.append((("variants",), "strategy 'ab' needs at least two variants", {}))
+        header = self.sticky_header
+        if header is None:
+            why = "strategy 'ab' needs 'sticky_header': the request header that identifies a user"
+            errors.append((("sticky_header",), why, {}))
+        elif header in UNSTICKY_HEADERS or header.startswith("x-serveops-"):
+            why = f"header {header!r} cannot tell users apart; use one the client sets per user"
+            errors.append((("sticky_header",), why, {}))
+        for name in ("analysis", "shadow_percent"):
+            if getattr(self, name) is not None:
+                errors.append(((name,), f"'{name}' does not apply to strategy 'ab'", {}))
+        first: dict[str, int] = {}
+        for i, v in enumerate(self.variants):
+            if v.name in first:
+                why = f"variant name {v.name!r} is already used by variants[{first[v.name]}]"
+                errors.append((("variants", i, "name"), why, {}))
+            first.setdefault(v.name, i)
+        total = sum(v.weight for v in self.variants)
+        if self.variants and total != 100:
+            why = f"variant weights add up to {total}, not 100"
+            errors.append((("variants",), why, {}))
+        _raise_located(errors, "Rollout")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Rollout:
@@ -242,6 +344,30 @@ class DeploymentSpec(_Strict):
             raise ValueError("set either 'replicas' or 'autoscaling', not both")
         return self
 
+    @model_validator(mode="after")
+    def _variant_models(self) -> DeploymentSpec:
+        """A/B: exactly one variant serves `model`, and no two serve the same model."""
+        if self.rollout.strategy != "ab" or not self.rollout.variants:
+            return self
+        errors: list[tuple[tuple[str | int, ...], str, object]] = []
+        first: dict[str, int] = {}
+        for i, v in enumerate(self.rollout.variants):
+            uri = v.model or self.model
+            if uri in first:
+                where: tuple[str | int, ...] = ("rollout", "variants", i)
+                where += ("model",) if v.model else ()
+                why = f"variants[{first[uri]}] already serves {uri}; each variant needs its own"
+                errors.append((where, why, {}))
+            first.setdefault(uri, i)
+        if self.model not in first:
+            why = (
+                f"no variant serves spec.model ({self.model}); leave 'model' out on the variant "
+                "that serves it"
+            )
+            errors.append((("rollout", "variants"), why, {}))
+        _raise_located(errors, "DeploymentSpec")
+        return self
+
 
 class ModelDeployment(_Strict):
     """One model deployment: a route served by a model version from the MLflow registry."""
@@ -252,6 +378,22 @@ class ModelDeployment(_Strict):
     kind: Literal["ModelDeployment"] = Field(description=f"Always `{KIND}`.")
     metadata: Metadata = Field(description="Who and where: name, environment, owner, labels.")
     spec: DeploymentSpec = Field(description="What serves: route, model, scale, rollout.")
+
+
+def _raise_located(errors: list[tuple[tuple[str | int, ...], str, object]], title: str) -> None:
+    """Raise `errors` (field path relative to the model validated, message, input) as one
+    validation error, so each problem is reported at its own field's line."""
+    if not errors:
+        return
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError("value_error", "{message}", {"message": message}),
+            loc=loc,
+            input=value,
+        )
+        for loc, message, value in errors
+    ]
+    raise ValidationError.from_exception_data(title, details)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

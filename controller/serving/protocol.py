@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 VERSION_HEADER = "x-serveops-version"  # model version that answered
 DEPLOYMENT_HEADER = "x-serveops-deployment"
+VARIANT_HEADER = "x-serveops-variant"  # A/B: the variant that answered
 MARKER_KEY = "serveops"
 STATUS_POLL_S = 0.5  # how often a router re-reads Serve's status: how soon a new version serves  # key under an application's `args` marking it as ours
 
@@ -45,6 +46,17 @@ class RolloutNote(BaseModel):
     message: str = ""
 
 
+class ABTest(BaseModel):
+    """A/B variants: the router's `targets` are the variants, with their weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    header: str = Field(description="Lowercase request header whose value picks the variant.")
+    variants: dict[str, str] = Field(
+        description="Variant name by application, echoed in `x-serveops-variant`."
+    )
+
+
 class RouterConfig(BaseModel):
     """The router's `user_config`. Changing it calls `reconfigure()`; no replica restarts."""
 
@@ -65,6 +77,11 @@ class RouterConfig(BaseModel):
     )
     rollout: RolloutNote | None = Field(
         default=None, description="Set while a progressive rollout shapes the weights."
+    )
+    ab: ABTest | None = Field(
+        default=None,
+        description="Set for an A/B deployment: requests are sticky to a variant by a hash of "
+        "a header's value.",
     )
     timeout_s: float = Field(gt=0)
     revision: str | None = Field(

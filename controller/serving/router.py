@@ -8,10 +8,12 @@ and names the version that answered in a response header.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
@@ -28,6 +30,7 @@ from controller.serving.protocol import (
     METRIC_SHADOW_AGREEMENT,
     METRIC_TAGS,
     STATUS_POLL_S,
+    VARIANT_HEADER,
     VERSION_HEADER,
     RouterConfig,
     Target,
@@ -39,6 +42,35 @@ logger = logging.getLogger("ray.serve")
 def pick(config: RouterConfig, running: set[str], rand: float) -> Target | None:
     """Weighted choice among RUNNING targets, else among RUNNING fallbacks; `rand` in [0, 1)."""
     return _weighted(config.targets, running, rand) or _weighted(config.fallback, running, rand)
+
+
+def choose(
+    config: RouterConfig, running: set[str], headers: Mapping[str, str], rand: float
+) -> Target | None:
+    """The target of one request: for A/B, sticky by the hash of the header's value when the
+    request carries it; otherwise (and for every other router) `pick` with `rand`."""
+    value = headers.get(config.ab.header) if config.ab is not None else None
+    if value:
+        return pick_sticky(config, running, sticky_point(value, config.deployment))
+    return pick(config, running, rand)
+
+
+def sticky_point(value: str, deployment: str) -> float:
+    """A point in [0, 1) that depends only on the header value (and the deployment, so two
+    A/B deployments split users independently): the same in every router replica and process,
+    unlike Python's salted `hash()`."""
+    digest = hashlib.blake2b(value.encode(), digest_size=8, key=deployment.encode()[:64])
+    return int.from_bytes(digest.digest(), "big") / 2**64
+
+
+def pick_sticky(config: RouterConfig, running: set[str], point: float) -> Target | None:
+    """The variant whose share of the cumulative weights holds `point`. When that variant is
+    not RUNNING, the same point over the RUNNING ones: only its own users move, and back once
+    it runs. A weight change moves only the users whose point changes sides of a boundary."""
+    chosen = _weighted(config.targets, {t.app for t in config.targets}, point)
+    if chosen is not None and chosen.app in running:
+        return chosen
+    return pick(config, running, point)
 
 
 def routable(previous: set[str], statuses: dict[str, str]) -> set[str]:
@@ -122,7 +154,7 @@ class Router:
         config = self._config
         if config is None:
             return _error(503, "router has no configuration yet", None)
-        target = pick(config, self._running, random.random())
+        target = choose(config, self._running, request.headers, random.random())
         if target is None:
             return _error(503, f"no running version of {self._deployment}", None)
         try:
@@ -151,7 +183,10 @@ class Router:
             )
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
-        return JSONResponse(body, status_code=status, headers=_headers(self._deployment, target))
+        headers = _headers(self._deployment, target)
+        if config.ab is not None and target.app in config.ab.variants:
+            headers[VARIANT_HEADER] = config.ab.variants[target.app]
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def _mirror(self, target: Target, payload: Any, served: Any, timeout_s: float) -> None:
         """Send a copy to a shadow version; its answer is compared and counted, never returned."""

@@ -1,0 +1,223 @@
+"""The controller's Prometheus metrics, scraped from the real HTTP endpoint after passes.
+
+FakeServe, real Git and SQLite, fake router metrics (unit tests). Each test uses its own
+environment label, since the controller's metrics are one registry per process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from controller.cli import app
+from controller.controller import Controller, ControllerSettings
+from controller.metrics import Counts, Snapshot
+from controller.plan import Action, ModelRef, Plan, Source
+from controller.registry import FixedRegistry, Registry
+from controller.reposource import RepoSource
+from controller.serving.protocol import LATENCY_BOUNDARIES_MS
+from controller.state import StateStore
+from controller.telemetry import ControllerMetrics, PassFigures, serve, sync_statuses
+from tests.support import FakeServe, commit, deployment_yaml, make_repo
+
+CANARY = """\
+rollout:
+  strategy: canary
+  steps:
+    - weight: 25
+      pause: 1m
+    - weight: 60
+      pause: 1m
+  analysis:
+    interval: 30s
+    min_requests: 20
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class FakeRouterMetrics:
+    """Cumulative router counters, as a scrape of Ray's metrics export would sum them."""
+
+    def __init__(self) -> None:
+        self.counts: Snapshot = {}
+
+    def serve(self, version: str, requests: int) -> None:
+        c = self.counts.setdefault("fraud", {}).setdefault(version, Counts())
+        c.requests += requests
+        for le in [*LATENCY_BOUNDARIES_MS, math.inf]:
+            c.buckets[le] = c.buckets.get(le, 0) + (requests if le >= 5 else 0)
+
+    def scrape(self) -> Snapshot:
+        return {
+            d: {v: Counts(c.requests, c.errors, dict(c.buckets)) for v, c in vs.items()}
+            for d, vs in self.counts.items()
+        }
+
+
+class World:
+    """One environment of one repository against a fake cluster, with its own state file."""
+
+    def __init__(self, tmp_path: Path, env: str, rollout: str = "") -> None:
+        self.env, self.rollout = env, rollout
+        self.path = f"deployments/{env}/fraud.yaml"
+        self.repo = tmp_path / "repo"
+        make_repo(self.repo, {self.path: self.spec("1")})
+        self.serve = FakeServe()
+        self.clock = Clock()
+        self.router_metrics = FakeRouterMetrics()
+        self.store = StateStore(tmp_path / "state.db", clock=self.clock)
+        self.ctl = Controller(
+            RepoSource(str(self.repo), branch="main"),
+            self.serve,
+            self.store,
+            self.registry,
+            ControllerSettings(env, interval_s=10, actor="tester", apply_timeout_s=60),
+            metrics=self.router_metrics,
+            holder="ctl",
+        )
+
+    def spec(self, version: str) -> str:
+        return deployment_yaml(
+            environment=self.env, model=f"models:/fraud/{version}", extra_spec=self.rollout
+        )
+
+    def registry(self) -> Registry:
+        return FixedRegistry({"fraud": {"1": "1", "2": "2"}})
+
+    def push(self, version: str) -> None:
+        commit(self.repo, {self.path: self.spec(version)}, f"v{version}")
+
+    def pass_(self, seconds: float = 0) -> str:
+        self.clock.now += dt.timedelta(seconds=seconds)
+        return self.ctl.reconcile_once().outcome
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    server = serve(0)  # the process-wide registry the controller records into
+    yield f"http://127.0.0.1:{server.server_port}/metrics"
+    server.shutdown()
+    server.server_close()
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of the endpoint, by (name, labels)."""
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_a_pass_is_timed_counted_and_its_deployments_synced(tmp_path: Path, endpoint: str) -> None:
+    world = World(tmp_path, "telemetry-sync")
+    assert world.pass_() == "applied"
+    assert world.pass_() == "in_sync"
+    samples = scrape(endpoint)
+    env = {"environment": "telemetry-sync"}
+    assert value(samples, "serveops_controller_reconcile_total", **env, outcome="applied") == 1
+    assert value(samples, "serveops_controller_reconcile_total", **env, outcome="in_sync") == 1
+    assert value(samples, "serveops_controller_reconcile_duration_seconds_count", **env) == 2
+    assert value(samples, "serveops_controller_reconcile_duration_seconds_sum", **env) > 0
+    assert value(samples, "serveops_controller_last_reconcile_timestamp_seconds", **env) > 0
+    fraud = {**env, "deployment": "fraud"}
+    assert value(samples, "serveops_controller_sync_status", **fraud, status="Synced") == 1
+    assert value(samples, "serveops_controller_sync_status", **fraud, status="OutOfSync") == 0
+    assert value(samples, "process_cpu_seconds_total") is not None  # process metrics too
+
+    # Someone scales the router by hand: drift (warn), and the deployment is OutOfSync.
+    world.serve.apps["fraud"]["deployments"][0]["num_replicas"] = 3
+    assert world.pass_() == "drift"
+    samples = scrape(endpoint)
+    assert value(samples, "serveops_controller_reconcile_total", **env, outcome="drift") == 1
+    assert value(samples, "serveops_controller_sync_status", **fraud, status="OutOfSync") == 1
+    assert value(samples, "serveops_controller_sync_status", **fraud, status="Synced") == 0
+
+
+def test_rollout_step_weight_phase_and_analysis_results(tmp_path: Path, endpoint: str) -> None:
+    world = World(tmp_path, "telemetry-canary", CANARY)
+    assert world.pass_() == "applied"  # v1: first deploy
+    world.push("2")
+    world.pass_()  # canary starts: the candidate loads (FakeServe runs it at once)
+    fraud = {"environment": "telemetry-canary", "deployment": "fraud"}
+    samples = scrape(endpoint)
+    assert value(samples, "serveops_controller_rollout_phase", **fraud, phase="loading") == 1
+    assert value(samples, "serveops_controller_rollout_step", **fraud) == 0
+    assert value(samples, "serveops_controller_rollout_weight", **fraud) == 0
+
+    world.pass_()  # RUNNING: step 1
+    samples = scrape(endpoint)
+    assert value(samples, "serveops_controller_rollout_phase", **fraud, phase="steps") == 1
+    assert value(samples, "serveops_controller_rollout_phase", **fraud, phase="loading") == 0
+    assert value(samples, "serveops_controller_rollout_step", **fraud) == 1
+    assert value(samples, "serveops_controller_rollout_weight", **fraud) == 25
+
+    world.router_metrics.serve("1", 90)
+    world.router_metrics.serve("2", 30)
+    world.pass_(seconds=30)  # a window complete: analysed, passes
+    world.pass_(seconds=30)  # the pause is over: step 2
+    samples = scrape(endpoint)
+    assert value(samples, "serveops_controller_analysis_total", **fraud, result="pass") == 1
+    assert value(samples, "serveops_controller_rollout_step", **fraud) == 2
+    assert value(samples, "serveops_controller_rollout_weight", **fraud) == 60
+
+
+def test_series_of_a_deployment_that_left_go_away() -> None:
+    metrics = ControllerMetrics()  # its own registry
+
+    def plan(*deployments: str, orphans: tuple[str, ...] = ()) -> Plan:
+        return Plan(
+            environment="e",
+            address="http://ray",
+            source=Source(repo="/repo", rev="main", commit="c0ffee"),
+            live_fingerprint="x",
+            models=[ModelRef(deployment=d, uri=f"models:/{d}/1", version="1") for d in deployments],
+            actions=[
+                Action(op="orphan", app=d, deployment=d, role="router", effect="stop")
+                for d in orphans
+            ],
+            desired=[],
+        )
+
+    def synced(deployment: str) -> float | None:
+        labels = {"environment": "e", "deployment": deployment, "status": "Synced"}
+        return metrics.registry.get_sample_value("serveops_controller_sync_status", labels)
+
+    metrics.record_pass(PassFigures("e", "in_sync", 0.01, 0.0, plan("a", "b")), {})
+    assert synced("a") == 1 and synced("b") == 1
+    metrics.record_pass(PassFigures("e", "in_sync", 0.01, 0.0, plan("a")), {})
+    assert synced("a") == 1 and synced("b") is None
+    # Gone from Git but kept (no --prune): listed, and OutOfSync.
+    assert sync_statuses(plan("a", orphans=("b",)), "in_sync") == {
+        "a": "Synced",
+        "b": "OutOfSync",
+    }
+
+
+def test_metrics_port_must_be_a_port() -> None:
+    result = CliRunner().invoke(
+        app,
+        ["controller", "--env", "staging", "--repo", ".", "--metrics-port", "70000"],
+    )
+    assert result.exit_code == 2
+    assert "--metrics-port must be a port number (0: off), not 70000" in result.output
