@@ -113,7 +113,14 @@ def main() -> None:
             )
             if done.returncode != 0:
                 raise SystemExit(f"reset failed:\n{done.stdout}\n{done.stderr}")
-            time.sleep(3)  # let the removed version finish draining
+            # Start each trial from a settled cluster: the removed version gone, not draining.
+            with ServeClient(ray.address, http_port=http_port) as client:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if all(a.status == "RUNNING" for a in client.get().apps.values()):
+                        break
+                    time.sleep(0.5)
+            time.sleep(1)
 
         reset()
         # The baseline's config: what serveops renders for the new commit, as one file.

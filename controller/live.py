@@ -56,6 +56,10 @@ class LiveApp:
         value = (self.config.get("args") or {}).get(MARKER_KEY)
         return value if isinstance(value, dict) else None
 
+    @property
+    def deleting(self) -> bool:
+        return self.status == "DELETING"
+
     def managed_in(self, environment: str) -> bool:
         return self.marker is not None and self.marker.get("environment") == environment
 
@@ -108,8 +112,12 @@ class LiveState:
         return {n: a for n, a in self.apps.items() if a.managed_in(environment)}
 
     def others(self, environment: str) -> list[LiveApp]:
-        """Applications serveops must carry over untouched: unmanaged, or of other environments."""
-        return [a for a in self.apps.values() if not a.managed_in(environment)]
+        """Applications serveops must carry over untouched: unmanaged, or of other environments.
+
+        An application being deleted is no one's any more: Serve has already dropped its config
+        (the GET shows none), so it cannot be carried over, and its name is free to take.
+        """
+        return [a for a in self.apps.values() if not a.managed_in(environment) and not a.deleting]
 
     def fingerprint(self) -> str:
         """Hash of every application's config: a saved plan is stale when this moves."""

@@ -264,7 +264,7 @@ def _check_conflicts(desired: DesiredState, live: LiveState) -> None:
     problems = []
     for app in desired.apps:
         existing = live.apps.get(app["name"])
-        if existing is not None and not existing.managed_in(env):
+        if existing is not None and not existing.managed_in(env) and not existing.deleting:
             owner = (
                 f"serveops environment {existing.marker.get('environment')!r}"
                 if existing.marker

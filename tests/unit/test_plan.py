@@ -181,3 +181,23 @@ def test_slow_scheduling_is_degraded_only_when_the_replica_does_not_fit() -> Non
     assert does_not_fit(msg % "1.9")
     assert not does_not_fit(msg % "0.2")  # a loaded machine, not a full one
     assert not does_not_fit("has 1 replicas that have taken more than 30s to initialize.")
+
+
+def test_an_app_being_deleted_is_neither_carried_over_nor_a_conflict() -> None:
+    # Serve drops the config of an app it is deleting: the GET shows it with no config (so no
+    # marker). Its name and route are free, and it must not be PUT back as `{"name": ...}`.
+    from controller.serveapi import merged_config
+
+    d = desired(deployment_yaml())
+    live = LiveState.from_api(
+        {
+            "applications": {
+                "fraud--v1": {"status": "DELETING", "deployed_app_config": None},
+                "old-handmade": {"status": "DELETING", "deployed_app_config": None},
+            }
+        }
+    )
+    p = plan(d, live)
+    assert ops(p) == [("create", "fraud--v1", "start"), ("create", "fraud", "start")]
+    names = [a["name"] for a in merged_config(live, "staging", p.desired)]
+    assert names == ["fraud--v1", "fraud"]
