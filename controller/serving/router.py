@@ -65,12 +65,13 @@ def sticky_point(value: str, deployment: str) -> float:
 
 def pick_sticky(config: RouterConfig, running: set[str], point: float) -> Target | None:
     """The variant whose share of the cumulative weights holds `point`. When that variant is
-    not RUNNING, the same point over the RUNNING ones: only its own users move, and back once
-    it runs. A weight change moves only the users whose point changes sides of a boundary."""
+    not RUNNING: the version it replaces (a `fallback` during a switch), else the same point over
+    the RUNNING variants; only its own users move, and back once it runs. A weight change moves
+    only the users whose point changes sides of a boundary."""
     chosen = _weighted(config.targets, {t.app for t in config.targets}, point)
     if chosen is not None and chosen.app in running:
         return chosen
-    return pick(config, running, point)
+    return _weighted(config.fallback, running, point) or pick(config, running, point)
 
 
 def routable(previous: set[str], statuses: dict[str, str]) -> set[str]:

@@ -347,6 +347,18 @@ def test_only_running_variants_are_routable_and_only_their_users_move() -> None:
     assert pick_sticky(config, set(), 0.5) is None
 
 
+def test_users_of_a_variant_whose_new_version_starts_stay_on_its_previous_version() -> None:
+    # treatment moves from v8 to v9: apply's switch keeps v8 as fallback until v9 runs.
+    b9 = Target(app="fraud--v9", version="9", weight=50)
+    switching = ab_config(A, b9).model_copy(update={"fallback": [B]})
+    users = [f"user-{i}" for i in range(200)]
+    before = {u: version(choose(ab_config(A, B), BOTH, {"x-user-id": u}, 0.0)) for u in users}
+    during = {u: version(choose(switching, BOTH, {"x-user-id": u}, 0.0)) for u in users}
+    after = {u: version(choose(switching, {A.app, b9.app}, {"x-user-id": u}, 0.0)) for u in users}
+    assert during == before  # nobody changes variant while v9 starts
+    assert after == {u: "9" if v == "8" else v for u, v in before.items()}
+
+
 def test_a_router_without_ab_ignores_the_header() -> None:
     config = RouterConfig(deployment="fraud", targets=[A, B], timeout_s=1)
     assert version(choose(config, BOTH, {"x-user-id": "alice"}, 0.9)) == "8"
