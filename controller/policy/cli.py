@@ -12,6 +12,7 @@ from rich.console import Console
 
 from controller.display import print_error
 from controller.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ServeopsError
+from controller.policy.engine import default_workers
 from controller.policy.gate import check_revisions, load_simulation
 from controller.policy.loader import POLICIES_DIR, load_policies, read_policy_files
 from controller.policy.report import OUTPUTS, markdown_summary, render
@@ -104,6 +105,7 @@ def check(
             now=_parse_time(now),
             author=author,
             branch=branch,
+            workers=default_workers(),
         )
     except ServeopsError as e:
         raise _fail(e) from None

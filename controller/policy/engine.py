@@ -5,16 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import functools
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import cel
-
 from controller.errors import Location
+from controller.policy.celexpr import Compiled, FieldPathT, path_variable
+from controller.policy.celrt import cel
 from controller.policy.changes import Subject
 from controller.policy.loader import CompiledRule, LocatedWaiver, PolicySet
+from controller.policy.parallel import PARALLEL_MIN_EVALUATIONS, parallel_map
 from controller.registry import ModelNotFound, ModelVersionRecord
 from controller.spec import parse_model_uri
 
@@ -223,26 +225,37 @@ def _truthy(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def evaluate_rule(
-    rule: CompiledRule, subject: Subject, ctx: cel.Context
-) -> tuple[Status, list[tuple[str | None, str]]]:
-    """(status, [(field, message)] of failed validations) for one rule on one subject."""
+Failure = tuple[str | None, str]  # (field, message) of a failed validation
+RuleResult = tuple[Status, tuple[Failure, ...]]
+Runner = Callable[[Compiled], Any]  # runs one compiled expression in the current context
+_PASS: RuleResult = ("pass", ())
+_SKIP: RuleResult = ("skip", ())
+
+
+def evaluate_rule(rule: CompiledRule, subject: Subject, ctx: cel.Context) -> RuleResult:
+    """(status, ((field, message), ...) of failed validations) for one rule on one subject,
+    in a context built by subject_context."""
     if not _matches(rule, subject):
-        return "skip", []
-    ctx.add_variable("params", rule.rule.params)
+        return _SKIP
+    for var in rule.params_vars:
+        ctx.add_variable(var, rule.rule.params)
+    return _run_rule(rule, lambda compiled: compiled.run(ctx))
+
+
+def _run_rule(rule: CompiledRule, run: Runner) -> RuleResult:
     for name, cond in rule.conditions:
         try:
-            result = cond.run(ctx)
+            result = run(cond)
         except Exception as err:  # the CEL runtime raises several types; all are failures
-            return "fail", [(None, f"match condition {name!r} could not be evaluated: {err}")]
+            return "fail", ((None, f"match condition {name!r} could not be evaluated: {err}"),)
         if _truthy(result) is None:
-            return "fail", [(None, f"match condition {name!r} returned {result!r}, not a bool")]
+            return "fail", ((None, f"match condition {name!r} returned {result!r}, not a bool"),)
         if not result:
-            return "skip", []
-    failures: list[tuple[str | None, str]] = []
+            return _SKIP
+    failures: list[Failure] = []
     for v in rule.validations:
         try:
-            result = v.expression.run(ctx)
+            result = run(v.expression)
         except Exception as err:
             failures.append((v.field, f"{v.message} (expression could not be evaluated: {err})"))
             continue
@@ -254,13 +267,13 @@ def evaluate_rule(
         message = v.message
         if v.message_expression is not None:
             try:
-                text = v.message_expression.run(ctx)
+                text = run(v.message_expression)
                 if isinstance(text, str) and text:
                     message = text
             except Exception:
                 pass  # fall back to `message`, as Kubernetes does
         failures.append((v.field, message))
-    return ("fail" if failures else "pass"), failures
+    return ("fail", tuple(failures)) if failures else _PASS
 
 
 @functools.lru_cache(maxsize=512)
@@ -281,32 +294,144 @@ def _search(text: str, pattern: str) -> bool:
 FUNCTIONS = {"search": _search}  # serveops' CEL extensions (docs/policy.md)
 
 
+def subject_variables(
+    subject: Subject, model: dict[str, Any] | None, simulation: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The variables that describe one deployment: all but `request` and `params`."""
+    obj = subject.as_object()
+    # unchanged (same manifest at both revisions): one dump serves both
+    old = obj if subject.head is not None and subject.head is subject.base else None
+    return {
+        "object": obj,
+        "oldObject": old if old is not None else subject.as_old_object(),
+        "change": {
+            "kind": subject.kind,
+            "fields": list(subject.fields),
+            "modelChanged": subject.model_changed,
+            "environment": subject.environment,
+            "name": subject.name,
+            "path": subject.path,
+        },
+        "model": model,
+        "simulation": simulation,
+    }
+
+
 def subject_context(
     subject: Subject,
     model: dict[str, Any] | None,
     simulation: dict[str, Any] | None,
     request: RequestContext,
 ) -> cel.Context:
-    change = {
-        "kind": subject.kind,
-        "fields": list(subject.fields),
-        "modelChanged": subject.model_changed,
-        "environment": subject.environment,
-        "name": subject.name,
-        "path": subject.path,
-    }
     return cel.Context(
         {
-            "object": subject.as_object(),
-            "oldObject": subject.as_old_object(),
-            "change": change,
-            "model": model,
-            "simulation": simulation,
+            **subject_variables(subject, model, simulation),
             "request": request.as_cel(),
             "params": {},
         },
         functions=FUNCTIONS,
     )
+
+
+_MISSING = object()
+
+
+class Activation:
+    """One CEL context for a whole run: the request, the functions and every rule's params
+    (each under the rule's own variable, see celexpr.compile_expression) are bound once;
+    only the deployment's variables change from one deployment to the next. The runtime
+    rebuilds its activation whenever a variable changes, so this is one rebuild per
+    deployment instead of one per rule and deployment. The sub-objects the rules read
+    (`object.spec.model`, see celexpr.bind_paths) are bound once per deployment too."""
+
+    def __init__(self, rules: list[CompiledRule], request: RequestContext) -> None:
+        self.ctx = cel.Context({"request": request.as_cel(), "params": {}}, functions=FUNCTIONS)
+        self.unbound: set[int] = set()  # ids of rules whose params are bound at each run
+        for rule in rules:
+            try:
+                for var in rule.params_vars - {"params"}:
+                    self.ctx.add_variable(var, rule.rule.params)
+            except ValueError:
+                self.unbound.add(id(rule))  # not a CEL value: fails as it always did, if run
+            if "params" in rule.params_vars:
+                self.unbound.add(id(rule))
+        self.programs = [c for rule in rules for c in rule.programs]
+        paths = {path for c in self.programs for path in c.paths}
+        self.paths = [(path, path_variable(path)) for path in sorted(paths)]
+        self.reads = frozenset[str]().union(*(c.reads_bound for c in self.programs))
+        self.run: Runner = self._run_bound
+
+    def load(
+        self, subject: Subject, model: dict[str, Any] | None, simulation: dict[str, Any] | None
+    ) -> None:
+        """Bind the variables of `subject`, and choose how `run` runs programs for it."""
+        variables = subject_variables(subject, model, simulation)
+        unavailable: list[FieldPathT] = []
+        for path, var in self.paths:
+            value = variables[path[0]]
+            for field_name in path[1:]:
+                if not isinstance(value, dict) or field_name not in value:
+                    value = _MISSING  # below a null: the program as written runs instead
+                    break
+                value = value[field_name]
+            if value is _MISSING:
+                unavailable.append(path)
+                value = None
+            variables[var] = value
+        needed = self.reads
+        if unavailable:
+            missing = frozenset(unavailable)
+            needed = needed.union(
+                *(c.reads for c in self.programs if not c.paths.isdisjoint(missing))
+            )
+            self.run = lambda compiled: compiled.run_bound(self.ctx, missing)
+        else:
+            self.run = self._run_bound
+        for name, value in variables.items():
+            # converting a value costs about 2 us per field: skip those no program reads
+            self.ctx.add_variable(name, value if name in needed else None)
+
+    def _run_bound(self, compiled: Compiled) -> Any:
+        return compiled.fast.execute(self.ctx)
+
+    def run_rule(self, rule: CompiledRule) -> RuleResult:
+        if self.unbound and id(rule) in self.unbound:
+            for var in rule.params_vars:
+                self.ctx.add_variable(var, rule.rule.params)
+        return _run_rule(rule, self.run)
+
+
+def _evaluate_subjects(
+    rules: list[CompiledRule],
+    subjects: list[Subject],
+    matching: list[list[bool]],
+    models: list[dict[str, Any] | None],
+    request: RequestContext,
+    simulation: Mapping[str, Any] | None,
+) -> list[list[RuleResult]]:
+    """Every matching rule on every subject (matching[i][j]: rule j applies to subject i;
+    models[i]: subject i's registry record), before waivers."""
+    activation = Activation(rules, request)
+    out: list[list[RuleResult]] = []
+    for subject, matches, model in zip(subjects, matching, models, strict=True):
+        if any(matches):
+            activation.load(subject, model, simulation_for(simulation, subject))
+        out.append(
+            [
+                activation.run_rule(rule) if match else _SKIP
+                for rule, match in zip(rules, matches, strict=True)
+            ]
+        )
+    return out
+
+
+def default_workers() -> int:
+    """Processes `serveops check` evaluates in: the CPUs it may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
 
 
 def evaluate(
@@ -316,19 +441,42 @@ def evaluate(
     *,
     models: ModelLookup | None = None,
     simulation: Mapping[str, Any] | None = None,
+    workers: int = 1,
 ) -> Verdict:
-    """Every rule on every subject, waivers applied: the same verdict for CI and the gate."""
+    """Every rule on every subject, waivers applied: the same verdict for CI and the gate.
+
+    With `workers` > 1 the rules run in that many processes (fork) when there are enough
+    evaluations to pay for them; the verdict is the same. Only for a process that may fork
+    (the CLI), not for the controller and its threads."""
     today = request.time.astimezone(dt.UTC).date()
     active = [w for w in policies.waivers if w.waiver.expires >= today]
     expired = [w for w in policies.waivers if w.waiver.expires < today]
     used: set[int] = set()
     cache = ModelCache(models)
+    rules = policies.rules
+    matching = [[_matches(rule, s) for rule in rules] for s in subjects]
+    # looked up here, before any fork: each record once, and no client is used across a fork
+    records = [
+        cache.get(s.manifest.deployment.spec.model) if any(m) else None
+        for s, m in zip(subjects, matching, strict=True)
+    ]
+
+    def evaluate_part(part: range) -> list[list[RuleResult]]:
+        return _evaluate_subjects(
+            rules,
+            subjects[part.start : part.stop],
+            matching[part.start : part.stop],
+            records[part.start : part.stop],
+            request,
+            simulation,
+        )
+
+    if len(subjects) * len(rules) < PARALLEL_MIN_EVALUATIONS:
+        workers = 1
+    results = parallel_map(evaluate_part, len(subjects), workers)
     outcomes: list[Outcome] = []
-    for subject in subjects:
-        uri = subject.manifest.deployment.spec.model
-        ctx = subject_context(subject, cache.get(uri), simulation_for(simulation, subject), request)
-        for rule in policies.rules:
-            status, failures = evaluate_rule(rule, subject, ctx)
+    for subject, per_rule in zip(subjects, results, strict=True):
+        for rule, (status, failures) in zip(rules, per_rule, strict=True):
             if status != "fail":
                 outcomes.append(Outcome(rule.id, subject.key, status))
                 continue
@@ -354,4 +502,4 @@ def evaluate(
         unused=[w for w in active if id(w) not in used],
         expired=expired,
     )
-    return Verdict(outcomes, tally, len(subjects), len(policies.rules))
+    return Verdict(outcomes, tally, len(subjects), len(rules))

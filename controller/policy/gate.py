@@ -89,11 +89,12 @@ def check_revisions(
     now: dt.datetime | None = None,
     author: str | None = None,
     branch: str | None = None,
+    workers: int = 1,
 ) -> CheckResult:
     """Evaluate the policies on what changed from `base` to `head` (everything with
     `include_unchanged`, or when `base` is None). Policies come from `policy_files` or, by
     default, from policies/ at `head`. Raises BadInput (PolicyInvalid, ValidationFailed) before
-    evaluating anything when a policy or deployment file is wrong."""
+    evaluating anything when a policy or deployment file is wrong. `workers`: see evaluate."""
     request = request_context(repo, head, base, now=now, author=author, branch=branch)
     if policy_files is None:
         policy_files = read_snapshot(repo, request.head, root=POLICIES_DIR).files
@@ -109,6 +110,7 @@ def check_revisions(
         request,
         models=registry.describe if registry is not None else None,
         simulation=simulation,
+        workers=workers,
     )
     return CheckResult(verdict, policies, subjects, request)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -40,6 +41,21 @@ class CompiledRule:
     @property
     def id(self) -> str:
         return self.rule.id
+
+    @functools.cached_property
+    def programs(self) -> tuple[Compiled, ...]:
+        """Every compiled expression of the rule."""
+        compiled = [c for _, c in self.conditions]
+        for v in self.validations:
+            compiled.append(v.expression)
+            if v.message_expression is not None:
+                compiled.append(v.message_expression)
+        return tuple(compiled)
+
+    @functools.cached_property
+    def params_vars(self) -> frozenset[str]:
+        """The variables its programs read the rule's params from (see compile_expression)."""
+        return frozenset(c.params_var for c in self.programs if c.params_var is not None)
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ def load_policies(files: Mapping[str, str], *, with_tests: bool = False) -> Poli
     tests: list[tuple[YamlDoc, PolicyTest]] = []
     declared: set[str] = set()  # ids of rules, compiled or not: waivers may name them
     trees = variable_trees()
+    seen = 0  # rules read so far
     for path in sorted(files):
         if is_test_file(path) and not with_tests:
             continue
@@ -101,7 +118,9 @@ def load_policies(files: Mapping[str, str], *, with_tests: bool = False) -> Poli
             if rules_file is not None:
                 for i, rule in enumerate(rules_file.rules):
                     declared.add(rule.id)
-                    compiled, found = _compile_rule(doc, i, rule, trees)
+                    params_var = f"__params{seen}"  # this rule's own name for its params
+                    seen += 1
+                    compiled, found = _compile_rule(doc, i, rule, trees, params_var)
                     problems.extend(found)
                     if compiled is not None:
                         rules.append(compiled)
@@ -160,14 +179,14 @@ def _bad_scalar_line(text: str) -> int | None:
 
 
 def _compile_rule(
-    doc: YamlDoc, index: int, rule: Rule, trees: dict[str, Tree]
+    doc: YamlDoc, index: int, rule: Rule, trees: dict[str, Tree], params_var: str
 ) -> tuple[CompiledRule | None, list[Problem]]:
     problems: list[Problem] = []
     base = ("rules", index)
 
     def compile_at(source: str, *where: str | int) -> Compiled | None:
         try:
-            return compile_expression(source, trees)
+            return compile_expression(source, trees, params_var)
         except CelError as err:
             problems.append(Problem(doc.location(*base, *where), str(err)))
             return None
