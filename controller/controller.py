@@ -30,6 +30,7 @@ from typing import Literal
 from controller.apply import apply_plan
 from controller.errors import BadInput, Refused, ServeopsError, Unreachable, ValidationFailed
 from controller.gitsource import open_repo, resolve_commit
+from controller.hooks import HookRunner, Hooks
 from controller.metrics import MetricsSource, RayMetricsSource
 from controller.notify import Event, EventKind, NoNotifier, Notifier
 from controller.plan import Plan, comparable
@@ -87,6 +88,7 @@ class ControllerSettings:
     actor: str = ""
     # Rollouts: the progress deadline is apply_timeout_s (a candidate must run by then).
     inconclusive_limit: int = 3  # inconclusive analyses in a row before a rollout pauses
+    serve_url: str | None = None  # Serve's HTTP proxy for smoke hooks (default: dashboard host)
 
     @property
     def lease_ttl(self) -> float:
@@ -129,6 +131,7 @@ class Controller:
         *,
         notifier: Notifier | None = None,
         holder: str | None = None,
+        hooks: HookRunner | None = None,
         metrics: MetricsSource | None = None,
     ) -> None:
         self.source = source
@@ -142,6 +145,8 @@ class Controller:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Router metrics for rollout analysis; scraped only when an analysis window is due.
         self.metrics = metrics if metrics is not None else RayMetricsSource(client.address)
+        # Rollout hooks; commands run in the repository's work tree (a mirror has none).
+        self.hooks = hooks or Hooks(cwd=None if source.mirror else source.path)
 
     @property
     def environment(self) -> str:
@@ -216,6 +221,8 @@ class Controller:
                 now=self.store.now(),
                 prune=self.settings.prune,
                 retry=retry,
+                hooks=self.hooks,
+                serve_url=self.settings.serve_url,
             )
             self._check_not_emptying(plan)
         except ServeopsError as err:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from controller.analysis import AnalysisResult, analyse
 from controller.errors import ServeopsError
 from controller.gitsource import read_snapshot
+from controller.hooks import HookContext, HookRunner, serve_http_url
 from controller.live import LiveApp, LiveState
 from controller.manifest import load_manifests
 from controller.metrics import MetricsSource, Snapshot, from_json, to_json, window
@@ -43,11 +44,14 @@ from controller.render import (
 from controller.rollout import (
     PROGRESSIVE,
     Decision,
+    HookResult,
+    HookStage,
     Limits,
     Readiness,
     RolloutState,
     analysis_due,
     decide,
+    hooks_due,
     start,
     traffic,
     with_command,
@@ -119,6 +123,28 @@ def readiness(app: LiveApp | None) -> tuple[Readiness, str]:
     return "starting", app.status
 
 
+@dataclass(frozen=True)
+class HookSetup:
+    """How a pass runs a rollout's hooks: the runner, and where Serve's HTTP proxy is."""
+
+    runner: HookRunner | None
+    serve_url: str
+
+    def run(self, stage: HookStage, spec: ModelDeployment, state: RolloutState) -> HookResult:
+        if self.runner is None:
+            return HookResult(stage, False, "this controller has no hook runner")
+        ctx = HookContext(
+            environment=spec.metadata.environment,
+            deployment=state.deployment,
+            route=spec.spec.route,
+            candidate_version=state.candidate_version,
+            stable_version=state.stable_version,
+            commit=state.commit,
+            serve_url=self.serve_url,
+        )
+        return self.runner.run(stage, getattr(spec.spec.rollout.hooks, stage), ctx)
+
+
 class _Metrics:
     """One scrape per pass, at most, and only when a rollout needs it."""
 
@@ -150,8 +176,11 @@ def plan_with_rollouts(
     now: dt.datetime,
     prune: bool = False,
     retry: bool = False,
+    hooks: HookRunner | None = None,
+    serve_url: str | None = None,
 ) -> tuple[Plan, RolloutPass]:
-    """`plan_revision`, with rollouts in flight advanced by one decision and rendered."""
+    """`plan_revision`, with rollouts in flight advanced by one decision and rendered. Hooks
+    due run with `hooks`, against `serve_url` (default: Serve's proxy next to the dashboard)."""
     snapshot = read_snapshot(target.repo, target.rev)
     manifests = load_manifests(snapshot.files, target.environment)
     desired = render_environment(
@@ -170,6 +199,7 @@ def plan_with_rollouts(
         now=now,
         limits=limits,
         retry=retry,
+        hooks=HookSetup(hooks, serve_url or serve_http_url(client.address, live.http_options)),
     )
     rollouts.live = live
     source = Source(repo=target.repo, rev=target.rev, commit=snapshot.commit)
@@ -189,6 +219,7 @@ def advance(
     now: dt.datetime,
     limits: Limits,
     retry: bool = False,
+    hooks: HookSetup | None = None,
 ) -> tuple[DesiredState, RolloutPass]:
     """One decision per progressive deployment; returns the shaped desired state. `retry`
     starts an aborted rollout of the same desired state again."""
@@ -199,7 +230,18 @@ def advance(
         spec = specs[name]
         mine = [c for c in commands if c.deployment == name]
         apps = _one(
-            dep, spec, live, stored.get(name), mine, metrics, commit, now, limits, result, retry
+            dep,
+            spec,
+            live,
+            stored.get(name),
+            mine,
+            metrics,
+            commit,
+            now,
+            limits,
+            result,
+            retry,
+            hooks or HookSetup(None, ""),
         )
         shaped.deployments[name] = dataclasses.replace(dep, apps=apps) if apps else dep
     # Every pending command is consumed: acted on by a rollout in flight, or without effect
@@ -220,6 +262,7 @@ def _one(
     limits: Limits,
     result: RolloutPass,
     retry: bool = False,
+    hooks: HookSetup = HookSetup(None, ""),
 ) -> list[AppConfig] | None:
     """The apps of one deployment under its rollout, or None for Git's steady state."""
     live_env = result.environment
@@ -307,6 +350,10 @@ def _one(
             new_baseline = to_json(snap)
             state = dataclasses.replace(state, window_started_at=now)
     ready, why = readiness(live.apps.get(state.candidate_app))
+    ran: HookResult | None = None
+    stage = hooks_due(rollout, state, ready) if ready != "failed" else None
+    if stage is not None:
+        ran = hooks.run(stage, spec, state)
     decision = decide(
         rollout,
         state,
@@ -315,7 +362,10 @@ def _one(
         candidate_message=why,
         analysis=analysis,
         limits=limits,
+        hooks=ran,
     )
+    if ran is not None and ran.passed and decision.action == "wait":  # else its reason says so
+        result.messages.append(f"{dep.name}: {ran.label} passed: {ran.summary}")
     if decision.reset_window:
         snap = metrics.snapshot()
         new_baseline = to_json(snap) if snap is not None else None

@@ -9,9 +9,9 @@ converges to the same weights at its next pass: no step is repeated or skipped.
 
 Phases:
 
-    canary:      loading -> steps[0] -> ... -> steps[n-1] -> completed       (or aborted)
-    blue_green:  loading -> preview -> switched -> completed                  (or aborted)
-    shadow:      loading -> preview -> switched -> completed                  (or aborted)
+    canary:      loading -> steps[0] -> ... -> steps[n-1] [-> verifying] -> completed
+    blue_green:  loading -> preview -> switched -> completed
+    shadow:      loading -> preview -> switched -> completed             (any of them: aborted)
 
 - loading: the candidate application starts next to the stable one, with no traffic. It must be
   RUNNING within the progress deadline (which therefore covers model load time), else abort.
@@ -28,6 +28,12 @@ Phases:
 - An analysis `fail` counts a failure; at `failure_limit` the rollout aborts. `inconclusive`
   (too little traffic) holds the step; after `inconclusive_limit` in a row the rollout pauses
   until `serveops resume` or `promote`: too little traffic never passes or fails silently.
+- hooks (`rollout.hooks`): the caller runs them when `hooks_due` says so and passes the result.
+  `pre_rollout` hooks run once the candidate is RUNNING, before it gets any traffic (the pass
+  leaves `loading` only when they passed). `post_rollout` hooks run once the candidate takes all
+  the traffic while the stable version is still up: in `switched` (blue_green, shadow), or in
+  `verifying`, which a canary (or a promote --full) enters instead of completing. A failing hook
+  aborts, so after the candidate took all the traffic that is a switch back to the stable one.
 - aborted: the candidate's weight goes back to 0 at once and the deployment stays on the stable
   version; the same desired state is not tried again (the caller keys it).
 """
@@ -44,12 +50,15 @@ from controller.analysis import AnalysisResult
 from controller.spec import Rollout, parse_duration
 
 Strategy = Literal["canary", "blue_green", "shadow"]
-Phase = Literal["loading", "steps", "preview", "switched", "completed", "aborted"]
+Phase = Literal["loading", "steps", "preview", "switched", "verifying", "completed", "aborted"]
 Command = Literal["promote", "promote_full", "abort", "pause", "resume"]
 Action = Literal["wait", "set_weight", "switch", "pause", "complete", "abort"]
 Readiness = Literal["ready", "starting", "failed"]
+HookStage = Literal["pre_rollout", "post_rollout"]
 
-ACTIVE_PHASES: frozenset[Phase] = frozenset({"loading", "steps", "preview", "switched"})
+ACTIVE_PHASES: frozenset[Phase] = frozenset(
+    {"loading", "steps", "preview", "switched", "verifying"}
+)
 PROGRESSIVE: frozenset[str] = frozenset({"canary", "blue_green", "shadow"})
 MIN_REQUEUE_S = 1.0
 
@@ -89,6 +98,7 @@ class RolloutState:
     abort: str = ""  # asked by `serveops abort`: who and why
     message: str = ""
     ended_at: dt.datetime | None = None
+    post_hooks_passed: bool = False
 
     @property
     def active(self) -> bool:
@@ -108,6 +118,19 @@ class RolloutState:
             if data.get(key):
                 data[key] = dt.datetime.fromisoformat(data[key])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """What running one stage's hooks gave: passed, and a summary (the failure, if any)."""
+
+    stage: HookStage
+    passed: bool
+    summary: str
+
+    @property
+    def label(self) -> str:
+        return self.stage.replace("_", "-") + " hooks"
 
 
 @dataclass(frozen=True)
@@ -187,7 +210,7 @@ def traffic(spec: Rollout, state: RolloutState) -> Traffic | None:
         return Traffic(100.0, 0.0, 0.0, keep_candidate=False)
     if state.phase == "preview":
         return Traffic(100.0, 0.0, mirror_percent(spec), keep_candidate=True)
-    if state.phase == "switched":
+    if state.phase in ("switched", "verifying"):
         return Traffic(0.0, 100.0, 0.0, keep_candidate=True)
     return Traffic(100.0 - state.weight, state.weight, 0.0, keep_candidate=True)
 
@@ -199,6 +222,18 @@ def analysis_due(spec: Rollout, state: RolloutState, now: dt.datetime) -> bool:
     if state.window_started_at is None:
         return False
     return (now - state.window_started_at).total_seconds() >= parse_duration(spec.analysis.interval)
+
+
+def hooks_due(spec: Rollout, state: RolloutState, candidate: Readiness) -> HookStage | None:
+    """Which hooks the caller must run before `decide`, if any."""
+    if not state.active or state.abort:
+        return None
+    if state.phase == "loading" and candidate == "ready" and spec.hooks.pre_rollout:
+        return "pre_rollout"
+    post = spec.hooks.post_rollout and not state.post_hooks_passed
+    if post and state.phase in ("switched", "verifying"):
+        return "post_rollout"
+    return None
 
 
 def _pause_s(spec: Rollout, step: int) -> float | None:
@@ -220,8 +255,10 @@ def decide(
     candidate_message: str = "",
     analysis: AnalysisResult | None = None,
     limits: Limits = Limits(),
+    hooks: HookResult | None = None,
 ) -> Decision:
-    """The next step of a rollout. `analysis` only when `analysis_due` said so."""
+    """The next step of a rollout. `analysis` only when `analysis_due` said so, `hooks` only
+    when `hooks_due` did."""
     if not state.active:
         return Decision("wait", state, state.message, float("inf"))
     if state.abort:
@@ -230,8 +267,16 @@ def decide(
         return _abort(
             state, now, f"candidate {state.candidate_app} failed: {candidate_message}".rstrip(": ")
         )
+    if hooks is not None and not hooks.passed:
+        return _abort(state, now, f"{hooks.label} failed: {hooks.summary}")
     if state.phase == "loading":
-        return _loading(spec, state, now, candidate, limits)
+        return _loading(spec, state, now, candidate, limits, hooks)
+    if hooks is not None:  # post-rollout hooks passed
+        state = dataclasses.replace(
+            state, post_hooks_passed=True, message=f"{hooks.label} passed: {hooks.summary}"
+        )
+    if state.phase == "verifying":
+        return _verifying(spec, state, now)
 
     reset = False
     if analysis is not None:
@@ -276,7 +321,7 @@ def decide(
             )
 
     if state.promote == "full":
-        return _complete(spec, state, now, "promoted to 100% by `serveops promote --full`")
+        return _finish(spec, state, now, "promoted to 100% by `serveops promote --full`")
     if state.phase == "steps":
         return _steps(spec, state, now, reset)
     if state.phase == "preview":
@@ -285,7 +330,12 @@ def decide(
 
 
 def _loading(
-    spec: Rollout, state: RolloutState, now: dt.datetime, candidate: Readiness, limits: Limits
+    spec: Rollout,
+    state: RolloutState,
+    now: dt.datetime,
+    candidate: Readiness,
+    limits: Limits,
+    hooks: HookResult | None,
 ) -> Decision:
     waited = _since(now, state.started_at)
     if candidate != "ready":
@@ -302,14 +352,23 @@ def _loading(
             f"waiting for {state.candidate_app} to run ({waited:.0f}s)",
             limits.loading_poll_s,
         )
+    if spec.hooks.pre_rollout and hooks is None:
+        # Not run this pass (the caller runs them when `hooks_due` says so): hold, no traffic.
+        return Decision(
+            "wait",
+            dataclasses.replace(state, message="waiting for the pre-rollout hooks"),
+            "waiting for the pre-rollout hooks",
+            limits.loading_poll_s,
+        )
+    ran = f"; {hooks.label} passed: {hooks.summary}" if hooks is not None else ""
     if state.strategy == "canary":
-        return _enter_step(spec, state, now, 0, "candidate running")
+        return _enter_step(spec, state, now, 0, f"candidate running{ran}")
     entered = _phase(state, now, "preview", 0.0, f"{state.candidate_app} running; previewing")
     return Decision(
         "set_weight",
         entered,
-        f"previewing {state.candidate_app}: {mirror_percent(spec):.0f}% of requests mirrored "
-        "to it, no client traffic",
+        f"previewing {state.candidate_app}{ran}: {mirror_percent(spec):.0f}% of requests "
+        "mirrored to it, no client traffic",
         _first_requeue(spec),
         reset_window=True,
     )
@@ -390,7 +449,7 @@ def _steps(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) ->
 def _advance(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:
     if state.step + 1 < len(spec.steps):
         return _enter_step(spec, state, now, state.step + 1, why)
-    return _complete(spec, state, now, f"{why}; last step passed, 100% to {state.candidate_app}")
+    return _finish(spec, state, now, f"{why}; last step passed, 100% to {state.candidate_app}")
 
 
 def _preview(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) -> Decision:
@@ -416,14 +475,14 @@ def _switch(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> D
         100.0,
         f"switched to {state.candidate_app}; {state.stable_app} kept {delay:.0f}s for rollback",
     )
-    return Decision(
-        "switch", switched, f"{why}; {switched.message}", max(MIN_REQUEUE_S, delay), True
-    )
+    # With post-rollout hooks, the next pass runs them as soon as the switch is written.
+    requeue = MIN_REQUEUE_S if spec.hooks.post_rollout else max(MIN_REQUEUE_S, delay)
+    return Decision("switch", switched, f"{why}; {switched.message}", requeue, True)
 
 
 def _switched(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) -> Decision:
     if state.promote == "step":
-        return _complete(spec, state, now, "promoted by `serveops promote`")
+        return _finish(spec, state, now, "promoted by `serveops promote`")
     delay = parse_duration(spec.scale_down_delay)
     held = _since(now, state.phase_started_at)
     if state.paused:
@@ -437,7 +496,28 @@ def _switched(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool)
             f"{state.stable_app} kept for rollback, {delay - held:.0f}s left",
             delay - held,
         )
-    return _complete(spec, state, now, f"scale-down delay over; removing {state.stable_app}")
+    return _finish(spec, state, now, f"scale-down delay over; removing {state.stable_app}")
+
+
+def _finish(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:
+    """Complete, or first hold 100% on the candidate with the stable version still up until the
+    post-rollout hooks passed (they run at the next pass, once the weights are written)."""
+    if not spec.hooks.post_rollout or state.post_hooks_passed:
+        return _complete(spec, state, now, why)
+    entered = _phase(
+        state,
+        now,
+        "verifying",
+        100.0,
+        f"100% to {state.candidate_app}; {state.stable_app} kept until the post-rollout hooks pass",
+    )
+    return Decision("set_weight", entered, f"{why}; {entered.message}", MIN_REQUEUE_S)
+
+
+def _verifying(spec: Rollout, state: RolloutState, now: dt.datetime) -> Decision:
+    if state.post_hooks_passed:
+        return _complete(spec, state, now, state.message)
+    return Decision("wait", state, "waiting for the post-rollout hooks", MIN_REQUEUE_S)
 
 
 def _complete(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:

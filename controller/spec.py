@@ -8,7 +8,7 @@ docs/spec-reference.md from their descriptions (`serveops docs`).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -200,6 +200,68 @@ class Variant(_Strict):
     )
 
 
+class SmokeRequest(_Strict):
+    path: str = Field(
+        default="",
+        pattern=r"^(/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)*$",
+        description="Appended to the deployment's route; empty: the route itself.",
+    )
+    method: Literal["POST", "GET"] = Field(default="POST", description="HTTP method.")
+    body: dict[str, Any] | list[Any] | None = Field(
+        default=None,
+        description="JSON body, in MLflow's scoring format, e.g. `{inputs: [[1.0, 2.0]]}`.",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    expect_status: int = Field(
+        default=200, ge=100, le=599, description="Status the candidate's answer must have."
+    )
+
+
+class Hook(_Strict):
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=50, description="Names the hook in messages and events."
+    )
+    smoke: list[SmokeRequest] | None = Field(
+        default=None,
+        min_length=1,
+        description="Requests sent through the deployment's route, pinned to the candidate "
+        "version (header `x-serveops-pin-version`); each must get `expect_status` from the "
+        "candidate. Exclusive with `command`.",
+    )
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Program and arguments (no shell) the controller runs; exit 0 passes. It "
+        "gets SERVEOPS_ENVIRONMENT, SERVEOPS_DEPLOYMENT, SERVEOPS_STAGE, "
+        "SERVEOPS_CANDIDATE_VERSION, SERVEOPS_STABLE_VERSION, SERVEOPS_COMMIT and SERVEOPS_URL "
+        "(the route's URL). Exclusive with `smoke`.",
+    )
+    timeout: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        description="Longest the hook may take (each smoke request, or the command).",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Hook:
+        if (self.smoke is None) == (self.command is None):
+            raise ValueError("a hook is either 'smoke' (requests) or 'command', exactly one")
+        return self
+
+
+class RolloutHooks(_Strict):
+    pre_rollout: list[Hook] = Field(
+        default_factory=list,
+        description="Run once the candidate is running, before any traffic moves (or is "
+        "mirrored) to it; a failure aborts the rollout.",
+    )
+    post_rollout: list[Hook] = Field(
+        default_factory=list,
+        description="Run once the candidate takes all the traffic, while the stable version is "
+        "still up; a failure rolls traffic back to the stable version (abort).",
+    )
+
+
 class Rollout(_Strict):
     strategy: Literal["immediate", "canary", "blue_green", "shadow", "ab"] = Field(
         default="immediate",
@@ -227,6 +289,10 @@ class Rollout(_Strict):
         pattern=DURATION_PATTERN,
         description="For `blue_green`: how long the previous version stays up after the switch, "
         "so a rollback is instant.",
+    )
+    hooks: RolloutHooks = Field(
+        default_factory=RolloutHooks,
+        description="Gates before and after a progressive rollout (canary, blue_green, shadow).",
     )
     variants: list[Variant] = Field(
         default_factory=list,
@@ -282,6 +348,15 @@ class Rollout(_Strict):
             why = f"variant weights add up to {total}, not 100"
             errors.append((("variants",), why, {}))
         _raise_located(errors, "Rollout")
+        return self
+
+    @model_validator(mode="after")
+    def _hooks_progressive(self) -> Rollout:
+        hooks = self.hooks.pre_rollout or self.hooks.post_rollout
+        if hooks and self.strategy not in ("canary", "blue_green", "shadow"):
+            raise ValueError(
+                f"'hooks' apply to canary, blue_green and shadow, not {self.strategy!r}"
+            )
         return self
 
     @model_validator(mode="after")

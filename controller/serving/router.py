@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from controller.serving.pinning import pinned
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
     LATENCY_BOUNDARIES_MS,
@@ -155,7 +156,10 @@ class Router:
         config = self._config
         if config is None:
             return _error(503, "router has no configuration yet", None)
-        target = choose(config, self._running, request.headers, random.random())
+        # A pinned request (a rollout's smoke hook) goes to its version, weight or not.
+        target = pinned(config, self._running, request.headers) or choose(
+            config, self._running, request.headers, random.random()
+        )
         if target is None:
             return _error(503, f"no running version of {self._deployment}", None)
         try:

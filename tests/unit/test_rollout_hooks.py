@@ -1,0 +1,261 @@
+"""Pre- and post-rollout hooks gating rollouts: FakeServe, real Git and SQLite, real commands
+(subprocesses), and smoke requests answered by a fake router (httpx.MockTransport) that pins
+versions the way the real one does (`controller.serving.pinning`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.controller import Controller
+from controller.errors import ValidationFailed
+from controller.hooks import HookContext, Hooks
+from controller.manifest import load_manifests
+from controller.serving.pinning import PIN_HEADER, pinned
+from controller.serving.protocol import VERSION_HEADER, RouterConfig, Target
+from controller.spec import Hook
+from controller.status import deployment_statuses
+from tests.support import FakeServe, deployment_yaml
+from tests.unit.test_rollout_controller import World, apps
+
+
+class FakeRouter:
+    """Answers requests the way the router would, from FakeServe's live router config: a pinned
+    request goes to its version; others follow the weights (the heaviest, here)."""
+
+    def __init__(self, serve: FakeServe) -> None:
+        self.serve = serve
+        self.status = {"1": 200, "2": 200}  # what each version answers
+        self.seen: list[tuple[str, str | None, dict[str, float]]] = []  # path, pin, weights
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        config = RouterConfig.model_validate(
+            self.serve.apps["fraud"]["deployments"][0]["user_config"]
+        )
+        running = {n for n, s in self.serve.status.items() if s == "RUNNING"}
+        weights = {t.version: t.weight for t in config.targets}
+        self.seen.append((request.url.path, request.headers.get(PIN_HEADER), weights))
+        target = pinned(config, running, request.headers) or max(
+            config.targets, key=lambda t: t.weight
+        )
+        body = {"predictions": [0]} if self.status[target.version] == 200 else {"error": "boom"}
+        return httpx.Response(
+            self.status[target.version], json=body, headers={VERSION_HEADER: target.version}
+        )
+
+
+def rollout_block(tmp_path: Path, strategy: str = "canary") -> str:
+    """Smoke requests before, a command after; the command exits with the number in `rc`."""
+    (tmp_path / "rc").write_text("0")
+    script = (
+        "import json, os, sys; "
+        f"json.dump({{k: v for k, v in os.environ.items() if k.startswith('SERVEOPS_')}}, "
+        f"open({str(tmp_path / 'env.json')!r}, 'w')); "
+        f"sys.exit(int(open({str(tmp_path / 'rc')!r}).read()))"
+    )
+    shape = (
+        "steps:\n  - weight: 50\n    pause: 30s\n"
+        if strategy == "canary"
+        else "scale_down_delay: 2m\n"
+    )
+    return (
+        f"rollout:\n  strategy: {strategy}\n"
+        + textwrap.indent(shape, "  ")
+        + textwrap.indent(
+            textwrap.dedent(
+                f"""\
+                hooks:
+                  pre_rollout:
+                    - name: smoke
+                      smoke:
+                        - body: {{inputs: [[1.0, 2.0]]}}
+                        - path: /invocations
+                          body: {{inputs: [[3.0, 4.0]]}}
+                  post_rollout:
+                    - name: check
+                      command: [{json.dumps(sys.executable)}, "-c", {json.dumps(script)}]
+                      timeout: 20s
+                """
+            ),
+            "  ",
+        )
+    )
+
+
+class HookedWorld(World):
+    def __init__(self, tmp_path: Path, strategy: str = "canary") -> None:
+        self.tmp = tmp_path
+        super().__init__(tmp_path, rollout_block(tmp_path, strategy))
+        self.router_fake = FakeRouter(self.serve)
+        self.ctl.hooks = Hooks(transport=httpx.MockTransport(self.router_fake))
+
+    def controller(self) -> Controller:
+        ctl = super().controller()
+        if hasattr(self, "router_fake"):
+            ctl.hooks = Hooks(transport=httpx.MockTransport(self.router_fake))
+        return ctl
+
+    def command_exits(self, code: int) -> None:
+        (self.tmp / "rc").write_text(str(code))
+
+    def events(self) -> list[tuple[str, float]]:
+        return [(e.action, e.weight) for e in reversed(self.ctl.store.rollout_events("staging"))]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[HookedWorld]:
+    w = HookedWorld(tmp_path)
+    yield w
+    w.close()
+
+
+def test_pre_rollout_smoke_reaches_the_candidate_before_it_has_traffic(world: HookedWorld) -> None:
+    world.push("2")
+    world.pass_()  # the candidate starts
+    assert world.router_fake.seen == []  # not ready yet: no hook ran
+    moved = world.pass_()
+    assert moved.outcome == "applied"
+    assert "pre-rollout hooks passed: smoke (2/2 requests answered as expected)" in moved.message
+    assert world.router_fake.seen == [
+        ("/fraud", "2", {"1": 100, "2": 0}),  # pinned to v2, which had no share yet
+        ("/fraud/invocations", "2", {"1": 100, "2": 0}),
+    ]
+    assert world.weights() == {"1": 50, "2": 50}
+
+
+def test_failing_pre_rollout_smoke_aborts_before_any_traffic_moves(world: HookedWorld) -> None:
+    world.router_fake.status["2"] = 500
+    world.push("2")
+    world.pass_()
+    aborted = world.pass_()
+    assert aborted.outcome == "aborted" and aborted.exit_code == 1
+    assert (
+        "pre-rollout hooks failed: smoke: request 1/2: POST /fraud got HTTP 500, expected 200"
+        in aborted.message
+    )
+    assert world.weights() == {"1": 100} and apps(world.serve) == {"fraud", "fraud--v1"}
+    assert world.events() == [("start", 0), ("abort", 0)]  # the candidate never had a share
+    [row] = deployment_statuses(world.serve.get(), "staging")
+    assert row.health == "Degraded" and "pre-rollout hooks failed" in row.message
+
+
+def test_post_rollout_hook_runs_at_100_percent_with_the_stable_version_kept(
+    world: HookedWorld,
+) -> None:
+    world.push("2")
+    world.pass_()
+    world.pass_()
+    verifying = world.pass_(30)  # the step is over: 100% to v2, v1 kept until the hook passes
+    assert "kept until the post-rollout hooks pass" in verifying.message
+    assert world.weights() == {"1": 0, "2": 100}
+    assert apps(world.serve) == {"fraud", "fraud--v1", "fraud--v2"}
+    assert not (world.tmp / "env.json").exists()  # runs at the next pass, once 100% is written
+
+    done = world.pass_()
+    assert "post-rollout hooks passed: check (exit 0)" in done.message
+    assert world.weights() == {"2": 100} and apps(world.serve) == {"fraud", "fraud--v2"}
+    env = json.loads((world.tmp / "env.json").read_text())
+    assert env == {
+        "SERVEOPS_ENVIRONMENT": "staging",
+        "SERVEOPS_DEPLOYMENT": "fraud",
+        "SERVEOPS_STAGE": "post_rollout",
+        "SERVEOPS_CANDIDATE_VERSION": "2",
+        "SERVEOPS_STABLE_VERSION": "1",
+        "SERVEOPS_COMMIT": env["SERVEOPS_COMMIT"],
+        "SERVEOPS_URL": "http://fake-ray:8000/fraud",
+    }
+    assert len(env["SERVEOPS_COMMIT"]) == 40
+    assert world.events()[-2:] == [("set_weight", 100), ("complete", 100)]
+
+
+def test_failing_post_rollout_hook_rolls_back_to_stable(world: HookedWorld) -> None:
+    world.command_exits(3)
+    world.push("2")
+    world.pass_()
+    world.pass_()
+    world.pass_(30)
+    assert world.weights() == {"1": 0, "2": 100}
+    aborted = world.pass_()
+    assert aborted.outcome == "aborted"
+    assert "post-rollout hooks failed: check: " in aborted.message
+    assert "exited 3" in aborted.message
+    assert world.weights() == {"1": 100} and apps(world.serve) == {"fraud", "fraud--v1"}
+    assert world.pass_(60).outcome == "aborted"  # held on v1, not retried
+
+
+def test_blue_green_post_rollout_hook_failing_after_the_switch_switches_back(
+    tmp_path: Path,
+) -> None:
+    w = HookedWorld(tmp_path, "blue_green")
+    w.command_exits(1)
+    w.push("2")
+    w.pass_()
+    assert "pre-rollout hooks passed" in w.pass_().message  # previewing
+    switched = w.pass_()  # no analysis: switched at once
+    assert "switched to fraud--v2" in switched.message and switched.requeue_after <= 1
+    assert w.weights() == {"1": 0, "2": 100}
+    aborted = w.pass_(1)
+    assert "post-rollout hooks failed: check" in aborted.message
+    assert w.weights() == {"1": 100}
+    w.close()
+
+
+def test_a_missing_or_slow_command_fails_its_hook() -> None:
+    hooks = Hooks()
+    ctx = HookContext("staging", "fraud", "/fraud", "2", "1", "c" * 40, "http://x:8000")
+    result = hooks.run("pre_rollout", [Hook(name="gone", command=["/no/such/tool"])], ctx)
+    assert not result.passed and result.summary == "gone: command not found: /no/such/tool"
+    slow = Hook(name="slow", command=[sys.executable, "-c", "import time; time.sleep(5)"])
+    result = hooks.run("pre_rollout", [slow.model_copy(update={"timeout": "1s"})], ctx)
+    assert not result.passed and "did not finish within 1s" in result.summary
+
+
+def test_pinning_reaches_only_versions_the_router_knows_and_runs() -> None:
+    v1 = Target(app="fraud--v1", version="1", weight=100)
+    v2 = Target(app="fraud--v2", version="2", weight=0)
+    v3 = Target(app="fraud--v3", version="3", weight=100)
+    config = RouterConfig(deployment="fraud", targets=[v1, v2], shadow=[v3], timeout_s=1)
+    running = {"fraud--v1", "fraud--v2", "fraud--v3"}
+    assert pinned(config, running, {PIN_HEADER: "2"}) == v2  # 0% and still reachable
+    assert pinned(config, running, {PIN_HEADER: "3"}) == v3  # mirrored only (a preview)
+    assert pinned(config, running, {PIN_HEADER: "9"}) is None  # unknown: routed as usual
+    assert pinned(config, {"fraud--v1"}, {PIN_HEADER: "2"}) is None  # not running
+    assert pinned(config, running, {}) is None
+
+
+def test_hook_spec_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    both = deployment_yaml(
+        extra_spec="""\
+        rollout:
+          strategy: canary
+          steps: [{weight: 10}]
+          hooks:
+            pre_rollout:
+              - name: two
+                command: ["true"]
+                smoke: [{body: {inputs: [[1]]}}]
+        """
+    )
+    immediate = deployment_yaml(
+        name="churn",
+        extra_spec="""\
+        rollout:
+          hooks:
+            post_rollout: [{name: check, command: ["true"]}]
+        """,
+    )
+    with pytest.raises(ValidationFailed) as err:
+        load_manifests(
+            {"deployments/staging/fraud.yaml": both, "deployments/staging/churn.yaml": immediate}
+        )
+    text = err.value.message
+    assert "deployments/staging/fraud.yaml:18: spec.rollout.hooks.pre_rollout[0]" in text
+    assert "exactly one" in text
+    assert "deployments/staging/churn.yaml:13: spec.rollout: " in text
+    assert "'hooks' apply to canary, blue_green and shadow, not 'immediate'" in text
