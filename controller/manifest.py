@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -55,11 +55,17 @@ def is_deployment_file(path: str) -> bool:
     return path.endswith((".yaml", ".yml")) and environment_of(path) is not None
 
 
-def load_manifests(files: Mapping[str, str], environment: str | None = None) -> list[Manifest]:
+Parser = Callable[[str, str], tuple[Manifest | None, list[Problem]]]
+
+
+def load_manifests(
+    files: Mapping[str, str], environment: str | None = None, parse: Parser = parse_manifest
+) -> list[Manifest]:
     """Parse and cross-check deployment files; raise ValidationFailed listing every problem.
 
     `files` maps a repository-relative path (deployments/<env>/<name>.yaml) to its text. Only
-    files of `environment` are loaded when it is given.
+    files of `environment` are loaded when it is given. `parse` is parse_manifest or gives the
+    same results (e.g. computed ahead in several processes).
     """
     manifests: list[Manifest] = []
     problems: list[Problem] = []
@@ -67,7 +73,7 @@ def load_manifests(files: Mapping[str, str], environment: str | None = None) -> 
         folder_env = environment_of(path)
         if environment is not None and folder_env != environment:
             continue
-        manifest, found = parse_manifest(path, files[path])
+        manifest, found = parse(path, files[path])
         problems.extend(found)
         if manifest is None:
             continue

@@ -6,8 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.manifest import Manifest, environment_of, load_manifests, parse_manifest
+from controller.errors import Problem
+from controller.manifest import (
+    Manifest,
+    Parser,
+    environment_of,
+    load_manifests,
+    parse_manifest,
+)
 from controller.policy.model import ChangeKind
+from controller.policy.parallel import parallel_map
 from controller.yamldoc import field_path
 
 
@@ -67,20 +75,63 @@ def changed_fields(old: Any, new: Any, path: tuple[str | int, ...] = ()) -> list
     return [] if old == new else [field_path(path)]
 
 
+ParseResult = tuple[Manifest | None, list[Problem]]
+# Below this many files to parse, a second process costs more than it saves (about 0.25 ms
+# to parse and validate a file, 10 ms to fork, 0.05 ms to send a parsed file back).
+PARALLEL_MIN_FILES = 200
+
+
+def parse_ahead(
+    base_files: Mapping[str, str] | None,
+    head_files: Mapping[str, str],
+    environment: str | None,
+    workers: int,
+) -> Parser:
+    """A parser answering from the files subjects_between will parse, parsed in `workers`
+    processes when there are enough of them; any other file is parsed when asked."""
+
+    def wanted(path: str) -> bool:
+        return environment is None or environment_of(path) == environment
+
+    items = [(path, text) for path, text in head_files.items() if wanted(path)]
+    items += [
+        (path, text)
+        for path, text in (base_files or {}).items()
+        if environment_of(path) is not None and wanted(path) and head_files.get(path) != text
+    ]
+    if len(items) < PARALLEL_MIN_FILES:
+        workers = 1
+
+    def parse_part(part: range) -> list[ParseResult]:
+        return [parse_manifest(*items[i]) for i in part]
+
+    parsed = dict(zip(items, parallel_map(parse_part, len(items), workers), strict=True))
+
+    def parse(path: str, text: str) -> ParseResult:
+        found = parsed.get((path, text))
+        return found if found is not None else parse_manifest(path, text)
+
+    return parse
+
+
 def subjects_between(
     base_files: Mapping[str, str] | None,
     head_files: Mapping[str, str],
     *,
     include_unchanged: bool = False,
     environment: str | None = None,
+    workers: int = 1,
 ) -> list[Subject]:
     """Deployments created, updated or deleted from base to head (and unchanged ones too with
     `include_unchanged`). Head files must be valid (ValidationFailed otherwise); a base file
     that no longer parses is ignored: it was never deployable. With no base at all, every
-    deployment at head is `unchanged` (and `include_unchanged` is implied)."""
+    deployment at head is `unchanged` (and `include_unchanged` is implied). `workers` > 1
+    parses in that many processes (fork) when there are enough files; the result is the
+    same. Only for a process that may fork (the CLI)."""
+    parse = parse_ahead(base_files, head_files, environment, workers)
     head = {
         (m.deployment.metadata.environment, m.name): m
-        for m in load_manifests(head_files, environment)
+        for m in load_manifests(head_files, environment, parse)
     }
     base: dict[tuple[str, str], Manifest] = {}
     head_by_path = {m.path: m for m in head.values()}
@@ -93,7 +144,7 @@ def subjects_between(
         if head_files.get(path) == text and path in head_by_path:
             m: Manifest | None = head_by_path[path]  # same bytes: same deployment, no re-parse
         else:
-            m, _ = parse_manifest(path, text)
+            m, _ = parse(path, text)
         if m is not None and m.deployment.metadata.environment == env:
             base[(env, m.name)] = m
     subjects: list[Subject] = []

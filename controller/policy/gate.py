@@ -94,7 +94,8 @@ def check_revisions(
     """Evaluate the policies on what changed from `base` to `head` (everything with
     `include_unchanged`, or when `base` is None). Policies come from `policy_files` or, by
     default, from policies/ at `head`. Raises BadInput (PolicyInvalid, ValidationFailed) before
-    evaluating anything when a policy or deployment file is wrong. `workers`: see evaluate."""
+    evaluating anything when a policy or deployment file is wrong. `workers`: processes to parse
+    and evaluate in (see evaluate)."""
     request = request_context(repo, head, base, now=now, author=author, branch=branch)
     if policy_files is None:
         policy_files = read_snapshot(repo, request.head, root=POLICIES_DIR).files
@@ -102,7 +103,11 @@ def check_revisions(
     head_files = read_snapshot(repo, request.head).files
     base_files = read_snapshot(repo, request.base).files if base else None
     subjects = subjects_between(
-        base_files, head_files, include_unchanged=include_unchanged, environment=environment
+        base_files,
+        head_files,
+        include_unchanged=include_unchanged,
+        environment=environment,
+        workers=workers,
     )
     verdict = evaluate(
         policies,

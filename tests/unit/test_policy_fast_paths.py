@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from controller.policy import engine, parallel
+from controller.errors import ValidationFailed
+from controller.policy import changes, engine, parallel
 from controller.policy.celexpr import bind_paths, rename_variable, variable_trees
 from controller.policy.changes import Subject, subjects_between
 from controller.policy.engine import (
@@ -208,6 +209,35 @@ def test_parallel_and_serial_verdicts_are_the_same(
     assert verdicts[0].findings and verdicts[0].waivers.applied + verdicts[0].waivers.unused
     for verdict in verdicts[1:]:
         assert (as_json(verdict), as_junit(verdict)) == serial
+
+
+def _described(subjects: list[Subject]) -> list[tuple[object, ...]]:
+    return [
+        (s.key, s.kind, s.fields, s.path, s.as_object(), s.as_old_object(), s.manifest.doc.lines)
+        for s in subjects
+    ]
+
+
+def test_parallel_and_serial_parsing_give_the_same_subjects_and_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(changes, "PARALLEL_MIN_FILES", 0)
+    base, head = _files(60, head=False), _files(60, head=True)
+    for environment in (None, "production"):
+        serial = subjects_between(base, head, include_unchanged=True, environment=environment)
+        forked = subjects_between(
+            base, head, include_unchanged=True, environment=environment, workers=2
+        )
+        assert _described(forked) == _described(serial)
+    broken = dict(head)
+    for path in sorted(broken)[::9]:
+        broken[path] = broken[path].replace("route: /", "route: ").replace("owner:", "ownr:")
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(ValidationFailed) as info:
+            subjects_between(base, broken, workers=workers)
+        errors.append([str(p) for p in info.value.problems])
+    assert errors[0] == errors[1] and len(errors[0]) > 7
 
 
 def test_parallel_map_runs_later_parts_in_children_in_order() -> None:
