@@ -106,7 +106,8 @@ NotifyOpt = Annotated[
     typer.Option(
         "--notify-webhook",
         envvar="SERVEOPS_NOTIFY_WEBHOOK",
-        help="POST a JSON event here on deployed, sync failed, drift detected (repeatable).",
+        help="POST a JSON event here on deployed, degraded, sync failed, rollout aborted, "
+        "drift detected (repeatable).",
     ),
 ]
 SlackOpt = Annotated[
