@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -247,6 +248,18 @@ def test_parallel_map_runs_later_parts_in_children_in_order() -> None:
     pids = [pid for _, pid in out]
     assert pids[:3] == [parent] * 3  # the first part: in the parent
     assert parent not in pids[3:] and len(set(pids[3:])) == 2  # the others: one child each
+
+
+def test_parallel_map_does_not_fork_a_process_with_threads() -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        out = parallel.parallel_map(lambda part: [os.getpid() for _ in part], 4, 2)
+    finally:
+        stop.set()
+        thread.join()
+    assert out == [os.getpid()] * 4
 
 
 def test_parallel_map_redoes_a_failed_part_in_the_parent() -> None:
