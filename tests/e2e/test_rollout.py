@@ -1,14 +1,18 @@
 """Rollouts on a real local Ray Serve under a steady request loop: zero downtime, shown.
 
 One story on one deployment: v1 is deployed; a canary to v2 runs to 100% with analysis of the
-router's real metrics (scraped from Ray's metrics export); then a canary to a candidate that is
-slow on purpose is aborted by its analysis. Throughout, a load loop sends requests through the
-route: none may fail, and the router and the stable version never restart (same actor, same
-PID).
+router's real metrics (scraped from Ray's metrics export), gated by a pre-rollout smoke hook
+(requests pinned to the candidate through the real router while it has no traffic share) and a
+post-rollout command; then a canary to a candidate that is slow on purpose is aborted by its
+analysis, and `serveops rollback` writes the revert commit. Throughout, a load loop sends
+requests through the route: none may fail, and the router and the stable version never restart
+(same actor, same PID).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import textwrap
 import threading
 import time
@@ -65,6 +69,22 @@ SLOW = """\
       max_p95_latency_ms: 900
       max_p95_regression_pct: 300
       failure_limit: 1
+"""
+
+
+# Gates of the first canary: smoke requests to the candidate while it has no traffic share (it
+# must answer them itself), and a command once it holds 100% (it must see the candidate).
+HOOKS = f"""\
+    hooks:
+      pre_rollout:
+        - name: smoke
+          smoke:
+            - body: {json.dumps(sample_request())}
+            - body: [1, 2]  # not an object: the model server answers 400
+              expect_status: 400
+      post_rollout:
+        - name: check
+          command: [{json.dumps(sys.executable)}, "-c", "import os; assert os.environ['SERVEOPS_STAGE'] == 'post_rollout'"]
 """
 
 
@@ -230,7 +250,10 @@ def drive(
     while time.monotonic() < deadline:
         result = ctl.reconcile_once()
         results.append(result)
-        assert result.outcome in ("applied", "in_sync"), result.message
+        allowed = (
+            ("applied", "in_sync", "aborted") if until == "aborted" else ("applied", "in_sync")
+        )
+        assert result.outcome in allowed, result.message
         now = replicas(cluster)
         for app_name, procs in watch.items():
             if app_name in now:
@@ -279,11 +302,20 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
     with Load(cluster.url(f"/{NAME}")) as load:
         time.sleep(2)
         # 1. A canary to 100%: v1 -> v2 in two analysed steps, then v2 alone.
-        commit(repo, {SPEC: spec(v2)}, "canary v2")
-        drive(ctl, cluster, "completed", {NAME: router, f"{NAME}--v{v1}": stable})
+        commit(repo, {SPEC: spec(v2, GOOD + HOOKS)}, "canary v2")
+        results = drive(ctl, cluster, "completed", {NAME: router, f"{NAME}--v{v1}": stable})
         assert weights(cluster) == {v2: 100}
+        messages = " ".join(r.message for r in results)
+        assert "pre-rollout hooks passed: smoke (2/2 requests answered as expected)" in messages
+        assert "post-rollout hooks passed: check (exit 0)" in messages
         steps = [(e.action, e.weight) for e in reversed(store.rollout_events("staging", NAME))]
-        assert steps == [("start", 0), ("set_weight", 10), ("set_weight", 50), ("complete", 100)]
+        assert steps == [
+            ("start", 0),
+            ("set_weight", 10),
+            ("set_weight", 50),
+            ("set_weight", 100),  # verifying: v1 kept until the post-rollout hook passed
+            ("complete", 100),
+        ]
         time.sleep(3)  # v1 is removed after the routers moved: no request may notice
         stable_v2 = replicas(cluster)[f"{NAME}--v{v2}"]
 
@@ -298,11 +330,24 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
 
     [row] = [r for r in deployment_statuses(cluster.client().get(), "staging") if r.name == NAME]
     assert row.health == "Degraded" and "analysis failed" in row.message
-    # The same revision is not tried again.
-    assert ctl.reconcile_once().outcome == "in_sync" and weights(cluster) == {v2: 100}
+    # The same revision is not tried again; every pass says why, and exits 1.
+    held = ctl.reconcile_once()
+    assert held.outcome == "aborted" and held.exit_code == 1, held.message
+    assert f"{NAME} is held on v{v2}" in held.message and weights(cluster) == {v2: 100}
 
     listed = serveops("rollouts", "--env", "staging", "--state", str(state))
     assert listed.returncode == 0 and "aborted" in listed.stdout, listed.stderr
+
+    # GitOps rollback: a revert commit; the next pass finds Git on v2 again, Healthy.
+    back = serveops(
+        "rollback", "--repo", str(repo), "--env", "staging", "--deployment", NAME,
+        "--state", str(state),
+    )  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert f"model models:/{MODEL_NAME}/{slow_version} -> models:/{MODEL_NAME}/{v2}" in back.stdout
+    assert ctl.reconcile_once().outcome == "applied" and weights(cluster) == {v2: 100}
+    [row] = [r for r in deployment_statuses(cluster.client().get(), "staging") if r.name == NAME]
+    assert row.health == "Healthy", row.message
 
     print(
         f"\nload: {load.sent} requests in {load.seconds:.1f}s ({load.achieved_rate:.1f} req/s), "
