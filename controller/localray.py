@@ -51,6 +51,19 @@ def kill_tree(pid: int, timeout_s: float = 15.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def watch(owner_pid: int, target_pid: int, poll_s: float = 1.0) -> None:
+    """Wait until `owner_pid` is gone (or a zombie), then kill `target_pid` and its tree."""
+    try:
+        owner, target = psutil.Process(owner_pid), psutil.Process(target_pid)
+        while target.is_running() and owner.is_running():
+            if owner.status() == psutil.STATUS_ZOMBIE:
+                break
+            time.sleep(poll_s)
+    except psutil.NoSuchProcess:
+        pass
+    kill_tree(target_pid)
+
+
 class LocalRay:
     """`ray start --head --block` in its own process group, torn down with all its children."""
 
@@ -67,6 +80,7 @@ class LocalRay:
         # Unix socket paths under it must stay short, so not under a deep work tree.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="serveops-ray-", dir="/tmp"))
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -110,6 +124,13 @@ class LocalRay:
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
+        # If our process is SIGKILLed, stop() never runs: a watchdog outside Ray's tree stops it.
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-m", "controller.localray", str(os.getpid()), str(self._proc.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._wait_ready(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -132,6 +153,10 @@ class LocalRay:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Terminate the whole tree (raylet's workers included), then kill what is left."""
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait(timeout=5)
+            self._watchdog = None
         if self._proc is None:
             return
         kill_tree(self._proc.pid, timeout_s)
@@ -149,3 +174,7 @@ class LocalRay:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+if __name__ == "__main__":  # the watchdog: python -m controller.localray OWNER_PID RAY_PID
+    watch(int(sys.argv[1]), int(sys.argv[2]))
