@@ -189,14 +189,19 @@ def phases(repo: Path) -> dict[str, float]:
     t = time.perf_counter()
     policies = load_policies(pol)
     out["load + compile rules"] = time.perf_counter() - t
+    workers = default_workers()
     t = time.perf_counter()
     subjects = subjects_between(base, head, include_unchanged=True)
-    out["parse + validate + diff deployments"] = time.perf_counter() - t
+    out["parse + validate + diff deployments, 1 process"] = time.perf_counter() - t
+    t = time.perf_counter()
+    subjects_between(base, head, include_unchanged=True, workers=workers)
+    out[f"parse + validate + diff deployments, {workers} processes (as the CLI)"] = (
+        time.perf_counter() - t
+    )
     request = RequestContext(dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
     t = time.perf_counter()
     verdict = evaluate(policies, subjects, request)
     out["evaluate, 1 process"] = time.perf_counter() - t
-    workers = default_workers()
     t = time.perf_counter()
     parallel = evaluate(policies, subjects, request, workers=workers)
     out[f"evaluate, {workers} processes (as the CLI)"] = time.perf_counter() - t

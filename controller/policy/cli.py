@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import gc
@@ -36,9 +37,11 @@ def _fail(e: ServeopsError) -> typer.Exit:
 def _without_gc() -> Iterator[None]:
     """No cyclic garbage collection while checking: what a check allocates stays in use until
     it ends, so collections free almost nothing (1 MB on 1,000 deployments) and cost about 5%
-    of its CPU time."""
+    of its CPU time. Nor at exit: the interpreter's last collection over all of it took 0.1 s
+    (gc.freeze at exit; objects are still freed, cycles are left to the end of the process)."""
     enabled = gc.isenabled()
     gc.disable()
+    atexit.register(gc.freeze)
     try:
         yield
     finally:

@@ -475,20 +475,22 @@ def evaluate(
         workers = 1
     results = parallel_map(evaluate_part, len(subjects), workers)
     outcomes: list[Outcome] = []
+    ids = [rule.id for rule in rules]
     for subject, per_rule in zip(subjects, results, strict=True):
-        for rule, (status, failures) in zip(rules, per_rule, strict=True):
+        key = subject.key
+        for rule, rule_id, (status, failures) in zip(rules, ids, per_rule, strict=True):
             if status != "fail":
-                outcomes.append(Outcome(rule.id, subject.key, status))
+                outcomes.append(Outcome(rule_id, key, status))
                 continue
-            waiver = _waiver_for(active, rule.id, subject)
-            stale = None if waiver else _waiver_for(expired, rule.id, subject)
+            waiver = _waiver_for(active, rule_id, subject)
+            stale = None if waiver else _waiver_for(expired, rule_id, subject)
             if waiver is not None:
                 used.add(id(waiver))
             findings = tuple(
                 Finding(
-                    rule.id,
+                    rule_id,
                     rule.rule.severity,
-                    subject.key,
+                    key,
                     _location(subject, field_name),
                     message,
                     waiver,
@@ -496,7 +498,7 @@ def evaluate(
                 )
                 for field_name, message in failures
             )
-            outcomes.append(Outcome(rule.id, subject.key, "fail", findings))
+            outcomes.append(Outcome(rule_id, key, "fail", findings))
     tally = WaiverTally(
         applied=[w for w in active if id(w) in used],
         unused=[w for w in active if id(w) not in used],

@@ -5,6 +5,7 @@ processes. No cluster."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -241,13 +242,32 @@ def test_parallel_and_serial_parsing_give_the_same_subjects_and_errors(
     assert errors[0] == errors[1] and len(errors[0]) > 7
 
 
-def test_parallel_map_runs_later_parts_in_children_in_order() -> None:
+def test_parallel_map_shares_the_parts_with_children_and_keeps_order() -> None:
     parent = os.getpid()
-    out = parallel.parallel_map(lambda part: [(i, os.getpid()) for i in part], 7, 3)
-    assert [i for i, _ in out] == list(range(7))
-    pids = [pid for _, pid in out]
-    assert pids[:3] == [parent] * 3  # the first part: in the parent
-    assert parent not in pids[3:] and len(set(pids[3:])) == 2  # the others: one child each
+    child_worked = multiprocessing.get_context("fork").Event()
+
+    def where(part: range) -> list[tuple[int, int]]:
+        if os.getpid() == parent:
+            assert child_worked.wait(60)  # leave a part to a child, however busy the machine
+        else:
+            child_worked.set()
+        return [(i, os.getpid()) for i in part]
+
+    out = parallel.parallel_map(where, 40, 2)
+    assert [i for i, _ in out] == list(range(40))
+    pids = {pid for _, pid in out}
+    assert parent in pids and len(pids) == 2
+
+
+def test_parallel_map_does_not_wait_for_a_child_that_is_stuck() -> None:
+    parent = os.getpid()
+
+    def stuck_in_children(part: range) -> list[int]:
+        if os.getpid() != parent:
+            threading.Event().wait()  # for ever: the parent computes the part itself
+        return list(part)
+
+    assert parallel.parallel_map(stuck_in_children, 30, 3) == list(range(30))
 
 
 def test_parallel_map_does_not_fork_a_process_with_threads() -> None:
