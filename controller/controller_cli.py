@@ -308,7 +308,7 @@ def controller_command(
             def on_result(result: PassResult) -> None:
                 # Log changes of outcome, and every pass that did something.
                 key = f"{result.outcome}:{result.commit}:{result.message}"
-                quiet = result.outcome in ("in_sync", "skipped", "waiting", "ignored")
+                quiet = result.outcome in ("in_sync", "skipped", "waiting", "ignored", "aborted")
                 if not quiet or not last or last[0] != key or verbose:
                     level = (
                         logging.INFO
