@@ -259,3 +259,48 @@ def test_hook_spec_errors_name_file_line_and_field(tmp_path: Path) -> None:
     assert "exactly one" in text
     assert "deployments/staging/churn.yaml:13: spec.rollout: " in text
     assert "'hooks' apply to canary, blue_green and shadow, not 'immediate'" in text
+
+
+def test_engine_hooks_due_and_promote_full_still_verifies() -> None:
+    import dataclasses
+    import datetime as dt
+
+    from controller.rollout import HookResult, decide, hooks_due, start, with_command
+    from controller.spec import Rollout
+
+    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    spec = Rollout.model_validate(
+        {
+            "strategy": "canary",
+            "steps": [{"weight": 10, "pause": "indefinite"}, {"weight": 50}],
+            "hooks": {
+                "pre_rollout": [{"name": "smoke", "command": ["true"]}],
+                "post_rollout": [{"name": "check", "command": ["true"]}],
+            },
+        }
+    )
+    state = start(
+        "canary", "fraud", stable=("f--v1", "1"), candidate=("f--v2", "2"), key="k",
+        commit="c", now=t0,
+    )  # fmt: skip
+    assert hooks_due(spec, state, "starting") is None  # only once the candidate runs
+    assert hooks_due(spec, state, "ready") == "pre_rollout"
+    held = decide(spec, state, t0, candidate="ready")  # hooks not run: no traffic moves
+    assert held.action == "wait" and held.state.weight == 0
+    ok = HookResult("pre_rollout", True, "smoke (exit 0)")
+    first = decide(spec, state, t0, candidate="ready", hooks=ok).state
+    assert first.phase == "steps" and first.weight == 10
+    assert hooks_due(spec, first, "ready") is None
+
+    promoted = decide(spec, with_command(first, "promote_full"), t0, candidate="ready")
+    assert promoted.state.phase == "verifying" and promoted.state.weight == 100
+    assert hooks_due(spec, promoted.state, "ready") == "post_rollout"
+    passed = HookResult("post_rollout", True, "check (exit 0)")
+    done = decide(spec, promoted.state, t0, candidate="ready", hooks=passed)
+    assert done.action == "complete" and "post-rollout hooks passed" in done.state.message
+
+    failed = HookResult("post_rollout", False, "check: false exited 1")
+    back = decide(spec, promoted.state, t0, candidate="ready", hooks=failed)
+    assert back.action == "abort" and back.state.weight == 0
+    aborted_by_hand = dataclasses.replace(promoted.state, abort="carol")
+    assert hooks_due(spec, aborted_by_hand, "ready") is None  # an abort needs no hooks
