@@ -21,6 +21,7 @@ from controller.policy.changes import Subject, subjects_between
 from controller.policy.engine import (
     ModelCache,
     RequestContext,
+    RuleResult,
     evaluate,
     evaluate_rule,
     simulation_for,
@@ -154,7 +155,7 @@ def subjects() -> list[Subject]:
     return subjects_between(_files(60, head=False), _files(60, head=True), include_unchanged=True)
 
 
-def _reference(policies: PolicySet, subjects: list[Subject]) -> list[tuple[str, str, object]]:
+def _reference(policies: PolicySet, subjects: list[Subject]) -> list[tuple[str, str, RuleResult]]:
     """Each rule on each subject the plain way: a context per subject, programs as written."""
     request = RequestContext(NOW)
     cache = ModelCache(_describe)
@@ -244,19 +245,23 @@ def test_parallel_and_serial_parsing_give_the_same_subjects_and_errors(
 
 def test_parallel_map_shares_the_parts_with_children_and_keeps_order() -> None:
     parent = os.getpid()
-    child_worked = multiprocessing.get_context("fork").Event()
+    ctx = multiprocessing.get_context("fork")
+    child_took_a_part = ctx.Event()
+    parts_in_children = ctx.Value("i", 0)
 
-    def where(part: range) -> list[tuple[int, int]]:
+    def where(part: range) -> list[int]:
         if os.getpid() == parent:
-            assert child_worked.wait(60)  # leave a part to a child, however busy the machine
+            assert child_took_a_part.wait(60)  # leave a part to a child, however busy the machine
         else:
-            child_worked.set()
-        return [(i, os.getpid()) for i in part]
+            with parts_in_children.get_lock():
+                parts_in_children.value += 1
+            child_took_a_part.set()
+        return [i * i for i in part]
 
-    out = parallel.parallel_map(where, 40, 2)
-    assert [i for i, _ in out] == list(range(40))
-    pids = {pid for _, pid in out}
-    assert parent in pids and len(pids) == 2
+    # whether the parent uses a child's answer or computes the part itself (a child it would
+    # otherwise wait for) depends on the machine's load; the list never does
+    assert parallel.parallel_map(where, 40, 2) == [i * i for i in range(40)]
+    assert parts_in_children.value >= 1
 
 
 def test_parallel_map_does_not_wait_for_a_child_that_is_stuck() -> None:
