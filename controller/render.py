@@ -19,11 +19,12 @@ from controller.serving.protocol import (
     ROUTER_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
     ABTest,
+    RecordingConfig,
     RolloutNote,
     RouterConfig,
     Target,
 )
-from controller.spec import ModelDeployment
+from controller.spec import RECORDING_DENY_HEADERS, ModelDeployment, Recording
 
 AppConfig = dict[str, Any]
 
@@ -101,6 +102,21 @@ def render_version_app(
     return app
 
 
+def recording_config(recording: Recording | None) -> RecordingConfig | None:
+    """The router's recording settings: the spec's, with the built-in deny list first."""
+    if recording is None:
+        return None
+    extra = [h.lower() for h in recording.deny_headers if h.lower() not in RECORDING_DENY_HEADERS]
+    return RecordingConfig(
+        sample_rate=recording.sample_rate,
+        dir=recording.dir,
+        max_file_mb=recording.max_file_mb,
+        keep_files=recording.keep_files,
+        queue_size=recording.queue_size,
+        deny_headers=[*RECORDING_DENY_HEADERS, *extra],
+    )
+
+
 def render_router_app(
     dep: ModelDeployment,
     targets: list[Target],
@@ -119,10 +135,11 @@ def render_router_app(
         shadow=shadow or [],
         rollout=rollout,
         ab=ab,
+        recording=recording_config(spec.recording),
     )
     user_config = config.model_dump()
     # Only rollouts and A/B set these; a steady router's config stays as it always was.
-    for key in ("shadow", "rollout", "ab"):
+    for key in ("shadow", "rollout", "ab", "recording"):
         if not user_config[key]:
             del user_config[key]
     return {

@@ -373,6 +373,116 @@ class Rollout(_Strict):
         return self
 
 
+# Never recorded, whatever a deployment adds: credentials and cookies (names, then globs).
+RECORDING_DENY_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-csrf-token",
+    "*auth*",
+    "*cookie*",
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*api-key*",
+)
+
+
+class Recording(_Strict):
+    sample_rate: float = Field(
+        gt=0,
+        le=1,
+        description="Share of live requests the router records, drawn per request: `1` records "
+        "every request, `0.01` one in a hundred.",
+    )
+    dir: str = Field(
+        default="/tmp/serveops-recordings",
+        pattern=r"^/",
+        description="Absolute directory, on the node of each router replica, the recordings go "
+        "to: `<dir>/<name>-<UTC start>-<tag>-<n>.jsonl`, one series per router replica, in the "
+        "format `serveops replay` reads (docs/simulator.md).",
+    )
+    max_file_mb: float = Field(
+        default=64,
+        gt=0,
+        le=10240,
+        description="Size in MiB at which a file is closed and the next one started.",
+    )
+    keep_files: int = Field(
+        default=20,
+        ge=1,
+        le=100000,
+        description="Files each router replica keeps; beyond it the oldest is deleted.",
+    )
+    queue_size: int = Field(
+        default=10000,
+        ge=1,
+        le=1000000,
+        description="Sampled requests waiting to be written. When the disk is slow and the "
+        "queue is full, a sampled request is not recorded (and counted in the "
+        "`serveops_router_recording_dropped` metric); a request never waits for the recorder.",
+    )
+    deny_headers: list[str] = Field(
+        default_factory=list,
+        description="Header names or globs (`x-tenant-*`) never recorded, case-insensitive, in "
+        "addition to the built-in ones: authorization, proxy-authorization, cookie, set-cookie, "
+        "x-api-key, x-csrf-token and any name containing auth, cookie, token, secret, password "
+        "or api-key. Connection headers (host, content-length, ...) are never recorded either.",
+    )
+
+
+class Simulation(_Strict):
+    latency_tolerance_pct: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Slowdown of the candidate's p50 and p95 latency relative to the baseline "
+        "that `serveops simulate` accepts, in percent. Unset: `rollout.analysis."
+        "max_p95_regression_pct` when it is set, else the policy file's (`--thresholds`) or 5.",
+    )
+    max_error_rate_increase: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Largest error-rate increase `serveops simulate` accepts, in percentage "
+        "points. Unset: `rollout.analysis.max_error_rate_increase` when it is set, else the "
+        "policy file's or 0.5.",
+    )
+    min_agreement_pct: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Classification models: least share of identical predictions, in percent "
+        "(the confidence interval decides). Unset: the policy file's or 99.",
+    )
+    max_out_of_tolerance_pct: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Regression models: greatest share of outputs that differ beyond the "
+        "numeric tolerance, in percent. Unset: the policy file's or 1.",
+    )
+    max_output_psi: float | None = Field(
+        default=None,
+        ge=0,
+        description="Output distribution shift (PSI) that fails. Unset: the policy file's or 0.25.",
+    )
+    max_input_psi: float | None = Field(
+        default=None,
+        ge=0,
+        description="Input drift (PSI of any feature against the training data) that fails. "
+        "Unset: the policy file's, else drift is reported, not gating.",
+    )
+    min_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fewest paired requests for a latency decision; fewer are inconclusive. "
+        "Unset: the policy file's or 200.",
+    )
+
+
 class DeploymentSpec(_Strict):
     route: str = Field(
         pattern=ROUTE_PATTERN,
@@ -411,6 +521,16 @@ class DeploymentSpec(_Strict):
     )
     rollout: Rollout = Field(
         default_factory=Rollout, description="How a change of `model` reaches traffic."
+    )
+    recording: Recording | None = Field(
+        default=None,
+        description="Record a sample of live requests and their answers for replay "
+        "(`serveops replay`, `serveops simulate`). Unset: nothing is recorded.",
+    )
+    simulation: Simulation | None = Field(
+        default=None,
+        description="Thresholds `serveops simulate` judges a change of this deployment by; "
+        "read from the base revision, so a change cannot loosen its own. Unset: defaults.",
     )
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from simulator.traffic import (
     TrafficRecord,
     import_csv_trace,
     parse_window,
-    read_jsonl,
+    read_traffic,
     slice_file,
     slice_records,
     write_jsonl,
@@ -55,27 +55,68 @@ def _run(fn: Callable[[], T]) -> T:
 
 @traffic_app.command("import")
 def traffic_import(
-    source: Annotated[Path, typer.Argument(help="A CSV trace (TIMESTAMP, ContextTokens, ...).")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV trace (TIMESTAMP, ContextTokens, ...), a HAR 1.2 archive, or a JSON or "
+            "CSV request list."
+        ),
+    ],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="JSON Lines file to write.")],
-    route: Annotated[str, typer.Option(help="Route every request goes to.")] = "/breast-cancer",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="azure-csv, har, json or csv; auto: by extension and content.",
+        ),
+    ] = "auto",
+    route: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV traces: the route every request goes to (default /breast-cancer). HAR and "
+            "lists: replaces every request's path."
+        ),
+    ] = None,
+    path_prefix: Annotated[
+        str | None,
+        typer.Option(help="HAR and lists: keep only requests whose path starts with this."),
+    ] = None,
     tokens_per_row: Annotated[int, typer.Option(help="Request tokens per payload row.")] = 256,
     max_rows: Annotated[int, typer.Option(help="Most rows in one payload.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed for drawing payload rows.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Import only the first N rows.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Import only the first N requests.")] = None,
 ) -> None:
-    """Turn a CSV arrival trace into recorded traffic (JSON Lines).
+    """Turn a CSV arrival trace, a HAR archive or a request list into recorded traffic.
 
-    Arrival times as recorded; payloads are rows of the breast cancer data set in MLflow's
-    `dataframe_split`, as many as each request's size asks for."""
+    CSV traces keep their arrival times; payloads are rows of the breast cancer data set in
+    MLflow's `dataframe_split`, as many as each request's size asks for. HAR archives and
+    request lists keep their requests (credentials, cookies and connection headers removed)
+    and, for HAR, the recorded responses. Bad input names the file, entry or line, and field,
+    and writes nothing."""
 
     def run() -> None:
-        header, records = import_csv_trace(
-            source, route=route, tokens_per_row=tokens_per_row, max_rows=max_rows, seed=seed,
-            limit=limit,
-        )  # fmt: skip
+        from simulator.imports import FORMATS, detect_format, import_har, import_request_list
+
+        if fmt not in FORMATS:
+            raise TrafficError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        kind = detect_format(source) if fmt == "auto" else fmt
+        if kind == "azure-csv":
+            header, records = import_csv_trace(
+                source, route=route or "/breast-cancer", tokens_per_row=tokens_per_row,
+                max_rows=max_rows, seed=seed, limit=limit,
+            )  # fmt: skip
+        elif kind == "har":
+            header, records = import_har(source, path_prefix=path_prefix, route=route, limit=limit)
+        else:
+            header, records = import_request_list(
+                source, fmt="json" if kind == "json" else "csv", path_prefix=path_prefix,
+                route=route, limit=limit,
+            )  # fmt: skip
+        if not records:
+            raise TrafficError(f"{source}: no requests to import")
         n = write_jsonl(out_file, records, header)
         span = records[-1].ts - records[0].ts if records else 0.0
-        out.print(f"wrote {n} requests spanning {span:.0f}s to {out_file}")
+        out.print(f"wrote {n} requests ({kind}) spanning {span:.0f}s to {out_file}")
         for line in header.attribution:
             out.print(f"[dim]{line}[/]", highlight=False)
 
@@ -84,7 +125,9 @@ def traffic_import(
 
 @traffic_app.command("slice")
 def traffic_slice(
-    source: Annotated[Path, typer.Argument(help="Recorded traffic (JSON Lines).")],
+    source: Annotated[
+        Path, typer.Argument(help="Recorded traffic: a JSON Lines file, or a directory of them.")
+    ],
     window: Annotated[
         str, typer.Option(help="A..B: seconds after the first request, or ISO timestamps.")
     ],
@@ -118,7 +161,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
 def _load(
     traffic: Path, window: str | None, routes: set[str] | None = None
 ) -> tuple[Any, list[TrafficRecord]]:
-    header, records = read_jsonl(traffic)
+    header, records = read_traffic(traffic)
     if not records:
         raise TrafficError(f"{traffic}: no requests")
     if window:
@@ -222,7 +265,9 @@ WorkersOpt = Annotated[
 
 
 def replay_command(
-    traffic: Annotated[Path, typer.Argument(help="Recorded traffic (JSON Lines).")],
+    traffic: Annotated[
+        Path, typer.Argument(help="Recorded traffic: a JSON Lines file, or a directory of them.")
+    ],
     rev: Annotated[
         str | None, typer.Option(help="Deploy this Git revision on Ray Serve and replay on it.")
     ] = None,
@@ -302,7 +347,12 @@ def replay_command(
 
 
 def simulate_command(
-    traffic: Annotated[Path, typer.Option("--traffic", help="Recorded traffic (JSON Lines).")],
+    traffic: Annotated[
+        Path,
+        typer.Option(
+            "--traffic", help="Recorded traffic: a JSON Lines file, or a directory of them."
+        ),
+    ],
     base: Annotated[str, typer.Option("--base", help="Baseline revision (e.g. main).")],
     head: Annotated[str, typer.Option("--head", help="Candidate revision (e.g. the PR head).")],
     repo: Annotated[Path, typer.Option(help="Git repository holding deployments/.")] = Path("."),
@@ -318,7 +368,12 @@ def simulate_command(
         bool, typer.Option(help="Also replay to a second baseline (A/A noise floor).")
     ] = False,
     thresholds_file: Annotated[
-        Path | None, typer.Option("--thresholds", help="JSON or YAML thresholds (see docs).")
+        Path | None,
+        typer.Option(
+            "--thresholds",
+            help="Policy file: JSON or YAML thresholds for the run; a deployment's "
+            "spec.simulation and spec.rollout.analysis refine them (see docs).",
+        ),
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = Path(
         "simulation"
@@ -338,10 +393,13 @@ def simulate_command(
         from controller.serveapi import ServeClient
         from simulator import deploy
         from simulator.report import build_report, reference_features, write_reports
+        from simulator.thresholds import resolve, spec_source
 
-        thresholds = _thresholds(thresholds_file)
         changed = deploy.changed_deployments(repo, base, head, env)
         deploy.require_changes(changed, base, head, env)
+        thresholds, sources = resolve(
+            [spec_source(c.path, c.base_text, base) for c in changed], thresholds_file
+        )
         routes = {c.route for c in changed}
         header, records = _load(traffic, window, routes)
         registry = _registry(registry_uri)
@@ -368,6 +426,7 @@ def simulate_command(
             result,
             records,
             thresholds,
+            threshold_sources=sources,
             noise="baseline_b" if noise_floor else None,
             reference_inputs=reference_features(),
             header=header,
@@ -379,28 +438,15 @@ def simulate_command(
         out.print(f"[bold {colour}]{report.verdict.upper()}[/]: {report.reason}")
         for c in report.checks:
             out.print(f"  {c.status:<12} {c.name}: {c.reason}", highlight=False)
+        for name, source in sources.items():
+            if source != "default":
+                value = getattr(thresholds, name)
+                out.print(f"  threshold {name} = {value} from {source}", highlight=False)
         out.print("wrote " + ", ".join(str(p) for p in written))
         if report.verdict == "fail" or (fail_on_inconclusive and report.verdict != "pass"):
             raise typer.Exit(1)
 
     _run(run)
-
-
-def _thresholds(path: Path | None) -> Any:
-    import yaml
-
-    from simulator.compare import Thresholds
-
-    if path is None:
-        return Thresholds()
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return Thresholds.model_validate(data)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such thresholds file") from None
-    except (yaml.YAMLError, ValueError) as e:
-        raise BadInput(f"{path}: invalid thresholds: {e}") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,7 @@ NOISE_ROLE = ("baseline_b", ("base2", "/sim-base2"))
 @dataclass(frozen=True)
 class ChangedDeployment:
     name: str
+    path: str
     route: str
     base_text: str
     head_text: str
@@ -53,6 +54,7 @@ def changed_deployments(
         changed.append(
             ChangedDeployment(
                 name=str(doc["metadata"]["name"]),
+                path=path,
                 route=str(doc["spec"]["route"]),
                 base_text=before[path],
                 head_text=text,
@@ -67,6 +69,7 @@ def _renamed(text: str, suffix: str, prefix: str) -> str:
     doc["metadata"]["environment"] = SIM_ENV
     doc["spec"]["route"] = prefix + doc["spec"]["route"]
     doc["spec"].pop("rollout", None)  # side by side, each at 100%: no progressive delivery
+    doc["spec"].pop("recording", None)  # replayed traffic is not live traffic
     return yaml.safe_dump(doc, sort_keys=False)
 
 

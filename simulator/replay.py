@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from controller.serving.protocol import REPLAY_HEADER
 from simulator.traffic import TrafficRecord
 
 ProgressFn = Callable[[int, int], None]
@@ -160,7 +161,9 @@ class _Schedule:
         self.bodies = [
             r.body if isinstance(r.body, bytes | str) else json.dumps(r.body).encode() for r in recs
         ]
-        self.headers = [{"content-type": "application/json", **r.headers} for r in recs]
+        self.headers = [
+            {"content-type": "application/json", **r.headers, REPLAY_HEADER: "1"} for r in recs
+        ]
         self.urls = {
             t: [base.rstrip("/") + r.route for r in recs] for t, base in self.targets.items()
         }

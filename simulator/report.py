@@ -68,6 +68,14 @@ class SimulationReport(BaseModel):
     replay: ReplaySummary | None = None
     sides: dict[str, SideSummary] = Field(default_factory=dict)
     thresholds: Thresholds
+    threshold_sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where each threshold came from: `default`, `policy file <path>`, or "
+        "`<deployment file>@<base revision>: spec.<field>`.",
+    )
+    passed: bool = Field(
+        default=False, description="verdict == pass; what the starter policy rule reads."
+    )
     meta: dict[str, Any] = Field(default_factory=dict)
     generated_at: float = Field(default_factory=time.time)
 
@@ -145,6 +153,7 @@ def build_report(
     records: list[TrafficRecord],
     thresholds: Thresholds | None = None,
     *,
+    threshold_sources: dict[str, str] | None = None,
     baseline: str = "baseline",
     candidate: str = "candidate",
     noise: str | None = None,
@@ -203,6 +212,9 @@ def build_report(
         ),
         sides={n: side_summary(sides[n], versions[n]) for n in names},
         thresholds=t,
+        threshold_sources=threshold_sources
+        or {name: "default" for name in Thresholds.model_fields},
+        passed=v == "pass",
         meta=m,
     )
     return report, sides
@@ -253,9 +265,39 @@ def to_markdown(report: SimulationReport) -> str:
             f"dropped {sum(r.dropped.values())}, timed out {sum(r.timed_out.values())}.",
             "",
         ]
+    lines += _thresholds_markdown(report)
     for a in report.meta.get("attribution") or []:
         lines += [f"<sub>Traffic: {a}</sub>", ""]
     return "\n".join(lines)
+
+
+def threshold_rows(report: SimulationReport) -> list[tuple[str, str, str]]:
+    """(threshold, value, where it came from), those set somewhere other than the defaults
+    first."""
+    values = report.thresholds.model_dump()
+    rows = [
+        (name, json.dumps(values[name]), report.threshold_sources.get(name, "default"))
+        for name in values
+    ]
+    return sorted(rows, key=lambda r: r[2] == "default")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _thresholds_markdown(report: SimulationReport) -> list[str]:
+    rows = threshold_rows(report)
+    changed = sum(1 for r in rows if r[2] != "default")
+    lines = [
+        f"<details><summary>Thresholds ({changed} set by the spec or a policy, "
+        f"{len(rows) - changed} defaults)</summary>",
+        "",
+        "| threshold | value | from |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{n}` | {v} | {_cell(src)} |" for n, v, src in rows]
+    return [*lines, "", "</details>", ""]
 
 
 def _png(fig: Any) -> str:
@@ -316,6 +358,10 @@ def to_html(report: SimulationReport, sides: dict[str, Side] | None = None) -> s
         f'<h3>{html.escape(t)}</h3><img src="data:image/png;base64,{b64}" alt="{html.escape(t)}">'
         for t, b64 in images
     )
+    thresholds = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{html.escape(v)}</td><td>{html.escape(src)}</td></tr>"
+        for n, v, src in threshold_rows(report)
+    )
     attribution = "".join(
         f"<p><small>Traffic: {html.escape(a)}</small></p>"
         for a in report.meta.get("attribution") or []
@@ -327,6 +373,8 @@ def to_html(report: SimulationReport, sides: dict[str, Side] | None = None) -> s
         f"</head><body><h1>Simulation: {ICON[report.verdict]} {report.verdict}</h1>"
         f"<p>{html.escape(report.reason)}</p><table><tr><th>check</th><th>status</th>"
         f"<th>gating</th><th>reason</th></tr>{rows}</table>{imgs}"
+        "<h3>Thresholds</h3><table><tr><th>threshold</th><th>value</th><th>from</th></tr>"
+        f"{thresholds}</table>"
         f"<h3>report.json</h3><pre>{html.escape(report.model_dump_json(indent=2)[:20000])}</pre>"
         f"{attribution}</body></html>"
     )

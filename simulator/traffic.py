@@ -150,6 +150,27 @@ def read_jsonl(path: Path) -> tuple[TrafficHeader | None, list[TrafficRecord]]:
     return header, records
 
 
+def read_traffic(path: Path) -> tuple[TrafficHeader | None, list[TrafficRecord]]:
+    """A traffic file, or every `*.jsonl` in a directory (a recording: one series of rotated
+    files per router replica), merged in time order under the first file's header."""
+    if not path.is_dir():
+        return read_jsonl(path)
+    files = sorted(path.glob("*.jsonl"))
+    if not files:
+        raise TrafficError(f"{path}: a directory without *.jsonl traffic files")
+    header: TrafficHeader | None = None
+    records: list[TrafficRecord] = []
+    for file in files:
+        file_header, file_records = read_jsonl(file)
+        header = header or file_header
+        records.extend(file_records)
+    records.sort(key=lambda r: r.ts)
+    if header is not None and len(files) > 1:
+        note = f"merged from {len(files)} files in {path.name}"
+        header = header.model_copy(update={"notes": [*header.notes, note]})
+    return header, records
+
+
 # --- importing the CSV traces ------------------------------------------------------------------
 
 
@@ -299,7 +320,7 @@ def slice_records(records: list[TrafficRecord], start: float, end: float) -> lis
 
 def slice_file(src: Path, dst: Path, window: str) -> int:
     """Cut `window` out of `src` into `dst`, header (and so attribution) included."""
-    header, records = read_jsonl(src)
+    header, records = read_traffic(src)
     if not records:
         raise TrafficError(f"{src}: no records")
     first = min(r.ts for r in records)

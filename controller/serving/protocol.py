@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 VERSION_HEADER = "x-serveops-version"  # model version that answered
 DEPLOYMENT_HEADER = "x-serveops-deployment"
+REPLAY_HEADER = "x-serveops-replay"  # sent by serveops replays; routers never record them
 VARIANT_HEADER = "x-serveops-variant"  # A/B: the variant that answered
 MARKER_KEY = "serveops"
 STATUS_POLL_S = 0.5  # how often a router re-reads Serve's status: how soon a new version serves  # key under an application's `args` marking it as ours
@@ -23,6 +24,7 @@ METRIC_ERRORS = "serveops_router_errors"  # 5xx answers: failures and timeouts
 METRIC_LATENCY = "serveops_router_latency_ms"  # histogram, from dispatch to answer
 METRIC_SHADOW_AGREEMENT = "serveops_router_shadow_agreement"  # mirrored answer == served answer
 METRIC_TAGS = ("serveops_deployment", "version", "traffic")  # traffic: live | shadow
+METRIC_RECORDING_DROPPED = "serveops_router_recording_dropped"  # sampled, not recorded
 # 0.5 ms to ~55 s, 25% apart: a p95 regression of 20% is resolved by interpolation.
 LATENCY_BOUNDARIES_MS = [round(0.5 * 1.25**k, 3) for k in range(53)]
 
@@ -57,6 +59,19 @@ class ABTest(BaseModel):
     )
 
 
+class RecordingConfig(BaseModel):
+    """What the router records (see controller/serving/recorder.py); rendered from the spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: float = Field(gt=0, le=1, description="Share of live requests recorded.")
+    dir: str = Field(description="Directory, on the router's node, the files are written to.")
+    max_file_mb: float = Field(gt=0, description="A file is rotated once it reaches this size.")
+    keep_files: int = Field(ge=1, description="Files each router replica keeps; oldest go first.")
+    queue_size: int = Field(ge=1, description="Requests waiting for the writer; more are dropped.")
+    deny_headers: list[str] = Field(description="Header names or globs never written.")
+
+
 class RouterConfig(BaseModel):
     """The router's `user_config`. Changing it calls `reconfigure()`; no replica restarts."""
 
@@ -86,4 +101,7 @@ class RouterConfig(BaseModel):
     timeout_s: float = Field(gt=0)
     revision: str | None = Field(
         default=None, description="Git commit that last changed this deployment (not diffed)."
+    )
+    recording: RecordingConfig | None = Field(
+        default=None, description="Record a sample of live requests; None records nothing."
     )

@@ -8,6 +8,7 @@ and names the version that answered in a response header.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,21 +22,25 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from controller.serving.pinning import pinned
+from controller.serving.pinning import PIN_HEADER, pinned
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
     LATENCY_BOUNDARIES_MS,
     METRIC_ERRORS,
     METRIC_LATENCY,
+    METRIC_RECORDING_DROPPED,
     METRIC_REQUESTS,
     METRIC_SHADOW_AGREEMENT,
     METRIC_TAGS,
+    REPLAY_HEADER,
     STATUS_POLL_S,
     VARIANT_HEADER,
     VERSION_HEADER,
+    RecordingConfig,
     RouterConfig,
     Target,
 )
+from controller.serving.recorder import Exchange, Recorder, replace_recorder
 
 logger = logging.getLogger("ray.serve")
 
@@ -116,10 +121,16 @@ class Router:
         self._poller: asyncio.Task[None] | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._metrics = _Metrics()
+        self._recording: RecordingConfig | None = None
+        self._recorder: Recorder | None = None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = RouterConfig.model_validate(user_config)
         self._config = config
+        self._recorder = replace_recorder(
+            self._recorder, self._recording, config.recording, self._deployment
+        )
+        self._recording = config.recording
         logger.info(
             "router %s targets %s fallback %s",
             self._deployment,
@@ -152,6 +163,63 @@ class Router:
             self._running = await self._read_status()
 
     async def __call__(self, request: Request) -> JSONResponse:
+        recorder = self._recorder
+        if recorder is None or not recorder.sampled(random.random()):
+            return await self._answer(request)
+        headers = request.headers
+        if REPLAY_HEADER in headers or PIN_HEADER in headers:  # replays, smoke hooks: not live
+            return await self._answer(request)
+        arrived, started = time.time(), time.perf_counter()
+        try:
+            response = await self._answer(request)
+        except Exception:
+            await self._record(recorder, request, arrived, started, None)
+            raise
+        await self._record(recorder, request, arrived, started, response)
+        return response
+
+    async def _record(
+        self,
+        recorder: Recorder,
+        request: Request,
+        arrived: float,
+        started: float,
+        response: JSONResponse | None,
+    ) -> None:
+        """Hand the exchange to the recorder's queue: no waiting for the sink, never raises.
+        (The body is in the replica's memory already: Serve's proxy sends it whole.)"""
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        try:
+            body, url = await request.body(), request.url
+            exchange = Exchange(
+                arrived=arrived,
+                method=request.method,
+                path=f"{url.path}?{url.query}" if url.query else url.path,
+                headers=request.headers.raw,
+                body=body,
+                status=response.status_code if response is not None else None,
+                response_body=bytes(response.body) if response is not None else None,
+                latency_ms=latency_ms,
+                version=response.headers.get(VERSION_HEADER) if response is not None else None,
+            )
+            if not recorder.offer(exchange):
+                self._metrics.recording_dropped.inc(tags={"serveops_deployment": self._deployment})
+        except Exception:
+            logger.exception("router %s could not record a request", self._deployment)
+
+    def recording_stats(self) -> dict[str, Any]:
+        """Recorded, dropped (queue full) and failed writes of this replica, and its files."""
+        if self._recorder is None:
+            return {"enabled": False}
+        return {"enabled": True, **dataclasses.asdict(self._recorder.stats())}
+
+    def __del__(self) -> None:
+        # Serve calls this on a graceful shutdown: write what is queued.
+        recorder = getattr(self, "_recorder", None)
+        if recorder is not None:
+            recorder.close(timeout_s=2.0)
+
+    async def _answer(self, request: Request) -> JSONResponse:
         await self._ensure_poller()
         config = self._config
         if config is None:
@@ -231,6 +299,11 @@ class _Metrics:
             description="Latency of a version's answer through the router, ms.",
             boundaries=LATENCY_BOUNDARIES_MS,
             tag_keys=tags,
+        )
+        self.recording_dropped = metrics.Counter(
+            METRIC_RECORDING_DROPPED,
+            description="Sampled requests not recorded: the recorder's queue was full.",
+            tag_keys=("serveops_deployment",),
         )
         self.agreement_total = metrics.Counter(
             METRIC_SHADOW_AGREEMENT,

@@ -54,6 +54,7 @@ def test_simulate_compares_two_revisions_and_writes_reports(tmp_path: Path) -> N
     shutil.copy(ROOT / "deployments" / "staging" / "breast-cancer.yaml", spec)
     spec.write_text(
         spec.read_text().replace("models:/breast-cancer/1", f"models:/breast-cancer/{v1}")
+        + "  simulation:\n    latency_tolerance_pct: 10\n"  # read at the base revision
     )
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
     _git(repo, "add", ".")
@@ -90,6 +91,12 @@ def test_simulate_compares_two_revisions_and_writes_reports(tmp_path: Path) -> N
     assert report["replay"]["scheduled"] == 150
     assert report["meta"]["deployments"] == ["breast-cancer"]
     assert "Splitwise" in report["meta"]["attribution"][0]
+    assert report["thresholds"]["latency_tolerance"] == 0.1
+    assert report["threshold_sources"]["latency_tolerance"] == (
+        "deployments/staging/breast-cancer.yaml@main~1: spec.simulation.latency_tolerance_pct"
+    )
+    assert report["threshold_sources"]["alpha"] == "default"
+    assert report["passed"] == (report["verdict"] == "pass")
     # v2 is the strongly regularised model: it answers differently on some rows.
     assert checks["agreement"]["figures"]["agreement"] < 1.0
     assert (out / "report.md").read_text().startswith("## Simulation:")

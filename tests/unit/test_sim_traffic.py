@@ -141,3 +141,25 @@ def test_records_validate_strictly() -> None:
     with pytest.raises(ValueError):
         TrafficRecord.model_validate({"id": "a", "ts": 1, "route": "/x", "surprise": 1})
     assert TrafficHeader().format == "serveops-traffic/v1"
+
+
+def test_a_recording_directory_reads_as_one_traffic_file_in_time_order(tmp_path: Path) -> None:
+    from simulator.traffic import read_traffic
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    header = TrafficHeader(source="recorded by the router of fraud")
+    write_jsonl(rec / "fraud-a-0001.jsonl", [TrafficRecord(id="a1", ts=3.0, route="/f")], header)
+    write_jsonl(
+        rec / "fraud-b-0001.jsonl",
+        [TrafficRecord(id="b1", ts=1.0, route="/f"), TrafficRecord(id="b2", ts=2.0, route="/f")],
+        header,
+    )
+    (rec / "notes.txt").write_text("not traffic")
+    merged_header, records = read_traffic(rec)
+    assert [r.id for r in records] == ["b1", "b2", "a1"]
+    assert merged_header is not None and "merged from 2 files in rec" in merged_header.notes
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TrafficError, match=r"without \*\.jsonl"):
+        read_traffic(empty)
