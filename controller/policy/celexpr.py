@@ -402,6 +402,23 @@ def _check(source: str, variables: set[str], functions: list[str], trees: dict[s
         raise CelError("; ".join(problems))
 
 
+def non_cel_values(
+    value: Any, where: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """(field path, reason) of each value in `value` the runtime cannot take, e.g. a YAML
+    date (`2026-01-01` unquoted) in a rule's params."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in non_cel_values(v, (*where, str(k)))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_cel_values(v, (*where, i))]
+    try:
+        cel.Context({"value": value})
+    except ValueError:
+        kind = type(value).__name__
+        return [(where, f"a {kind} is not a CEL value (quote it to make it a string)")]
+    return []
+
+
 def _syntax_message(text: str) -> str:
     """The Rust parser's message without the expression echo, on one line."""
     match = re.search(r"<input>:(\d+):(\d+): (.*?)(\n|$)", text)

@@ -346,15 +346,12 @@ class Activation:
 
     def __init__(self, rules: list[CompiledRule], request: RequestContext) -> None:
         self.ctx = cel.Context({"request": request.as_cel(), "params": {}}, functions=FUNCTIONS)
-        self.unbound: set[int] = set()  # ids of rules whose params are bound at each run
+        # ids of the rules whose programs read plain `params` (compile_expression could not
+        # rename it): theirs is bound before each run
+        self.unbound = {id(rule) for rule in rules if "params" in rule.params_vars}
         for rule in rules:
-            try:
-                for var in rule.params_vars - {"params"}:
-                    self.ctx.add_variable(var, rule.rule.params)
-            except ValueError:
-                self.unbound.add(id(rule))  # not a CEL value: fails as it always did, if run
-            if "params" in rule.params_vars:
-                self.unbound.add(id(rule))
+            for var in rule.params_vars - {"params"}:
+                self.ctx.add_variable(var, rule.rule.params)
         self.programs = [c for rule in rules for c in rule.programs]
         paths = {path for c in self.programs for path in c.paths}
         self.paths = [(path, path_variable(path)) for path in sorted(paths)]

@@ -10,7 +10,14 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from controller.errors import BadInput, Location, Problem, ValidationFailed
-from controller.policy.celexpr import CelError, Compiled, Tree, compile_expression, variable_trees
+from controller.policy.celexpr import (
+    CelError,
+    Compiled,
+    Tree,
+    compile_expression,
+    non_cel_values,
+    variable_trees,
+)
 from controller.policy.model import PolicyRules, PolicyTest, PolicyWaivers, Rule, Waiver
 from controller.yamldoc import YamlDoc, load_yaml, validate_doc
 
@@ -191,6 +198,8 @@ def _compile_rule(
             problems.append(Problem(doc.location(*base, *where), str(err)))
             return None
 
+    for where, reason in non_cel_values(rule.params, ("params",)):
+        problems.append(Problem(doc.location(*base, *where), reason))
     conditions: list[tuple[str, Compiled]] = []
     for i, cond in enumerate(rule.matchConditions):
         compiled = compile_at(cond.expression, "matchConditions", i, "expression")

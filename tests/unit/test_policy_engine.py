@@ -98,6 +98,15 @@ def test_unknown_variable_and_function_are_errors() -> None:
     assert any("unknown function lowerAscii" in p for p in problems)
 
 
+def test_params_the_cel_runtime_cannot_take_are_errors() -> None:
+    dated = RULES.replace(
+        "    severity: warning\n", "    severity: warning\n    params: {since: [2026-01-01]}\n"
+    )
+    [problem] = _problems(_policies(dated))
+    assert problem.startswith("policies/rules.yaml:14: rules[1].params.since[0]:")
+    assert "a date is not a CEL value" in problem
+
+
 def test_waiver_for_unknown_rule_and_malformed_date() -> None:
     [problem] = _problems(_policies(waivers=_waiver("no-such-rule", "2026-03-01")))
     assert problem.startswith("policies/waivers.yaml:4: waivers[0].rule:")
