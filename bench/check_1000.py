@@ -6,11 +6,13 @@ policies plus generated rules up to 50), then times the command end to end as a 
 validation, rule compilation, evaluation. Also counts CEL compilations to show rules are
 compiled once per run, not per evaluation.
 
-The machine is shared: each run also times `serveops --help` (start-up alone) as a baseline
-measured in the same conditions, and records CPU time (user + sys, worker processes included)
-and the load average, which noise from other processes affects far less than wall time.
+The machine is shared, so baselines run interleaved with the check, in the same conditions:
+`serveops --help` (start-up alone), the check forced to one process, and with --baseline REV
+the check as it was at REV. Each records CPU time (user + sys, worker processes included),
+which other processes disturb far less than wall time, and the load average.
 
-    .venv/bin/python bench/check_1000.py [--deployments 1000] [--rules 50] [--runs 3] [--write]
+    .venv/bin/python bench/check_1000.py [--deployments 1000] [--rules 50] [--runs 5]
+                                         [--baseline REV] [--write]
 
 --write replaces the "Policy check" section of docs/benchmarks.md with these figures.
 """
@@ -137,10 +139,8 @@ def _run_timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProces
     return wall, cpu, result
 
 
-def time_cli(repo: Path, runs: int) -> tuple[dict[str, list[float]], str]:
-    exe = str(Path(sys.executable).parent / "serveops")
-    cmd = [
-        exe,
+def _check_args(repo: Path) -> list[str]:
+    return [
         "check",
         "--repo",
         str(repo),
@@ -154,17 +154,55 @@ def time_cli(repo: Path, runs: int) -> tuple[dict[str, list[float]], str]:
         "--now",
         "2026-02-01T00:00:00Z",
     ]
-    times: dict[str, list[float]] = {"wall": [], "cpu": [], "help wall": [], "help cpu": []}
-    for _ in range(runs):  # interleaved, so both see the same load
-        wall, cpu, result = _run_timed(cmd)
-        if result.returncode not in (0, 1):
-            raise SystemExit(f"check failed ({result.returncode}): {result.stderr}")
-        times["wall"].append(wall)
-        times["cpu"].append(cpu)
-        wall, cpu, _ = _run_timed([exe, "--help"])
-        times["help wall"].append(wall)
-        times["help cpu"].append(cpu)
-    shown = " ".join(["serveops", *cmd[1:]]).replace(str(repo), "$REPO")
+
+
+def _serveops_from(src: Path, *, workers: int | None = None) -> list[str]:
+    """`serveops` run from the source tree `src` (optionally forced to `workers` processes)."""
+    force = ""
+    if workers is not None:
+        force = f"import controller.policy.cli as c\nc.default_workers = lambda: {workers}\n"
+    code = (
+        f"import sys\nsys.path.insert(0, {str(src)!r})\n{force}"
+        "from controller.cli import main\nsys.argv[0] = 'serveops'\nsys.exit(main())\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def export_tree(rev: str, dest: Path) -> Path:
+    """The controller/ and simulator/ packages of `rev`, for a baseline in the same runs."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "controller", "simulator"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def time_cli(
+    repo: Path, runs: int, baseline: Path | None
+) -> tuple[dict[str, list[tuple[float, float]]], str]:
+    """(wall, CPU) of each run of each variant, the runs interleaved so that all see the same
+    load: the check as users run it, the same forced to one process, `serveops --help`
+    (start-up alone) and, given a baseline tree, the check as it was there."""
+    exe = str(Path(sys.executable).parent / "serveops")
+    check = [exe, *_check_args(repo)]
+    variants = {
+        "check": check,
+        "check, 1 process": [*_serveops_from(ROOT, workers=1), *_check_args(repo)],
+        "serveops --help": [exe, "--help"],
+    }
+    if baseline is not None:
+        variants["check, baseline"] = [*_serveops_from(baseline), *_check_args(repo)]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, cmd in variants.items():
+            wall, cpu, result = _run_timed(cmd)
+            if name != "serveops --help" and result.returncode not in (0, 1):
+                raise SystemExit(f"{name} failed ({result.returncode}): {result.stderr}")
+            times[name].append((wall, cpu))
+    shown = " ".join(["serveops", *check[1:]]).replace(str(repo), "$REPO")
     return times, shown
 
 
@@ -238,39 +276,49 @@ def write_section(text: str) -> None:
     path.write_text(new.rstrip("\n") + "\n")
 
 
+def _figures(name: str, runs: list[tuple[float, float]]) -> str:
+    walls = [w for w, _ in runs]
+    return (
+        f"{name}: median {statistics.median(walls):.2f} s (best {min(walls):.2f}; "
+        f"{', '.join(f'{w:.2f}' for w in walls)}), CPU {statistics.median(c for _, c in runs):.2f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--rules", type=int, default=50)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--baseline", metavar="REV", help="Also time `check` as it was at this revision."
+    )
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         n_rules = build_repo(repo, args.deployments, args.rules)
+        baseline = export_tree(args.baseline, Path(tmp) / "baseline") if args.baseline else None
         load_before = os.getloadavg()
-        times, cmd = time_cli(repo, args.runs)
+        times, cmd = time_cli(repo, args.runs, baseline)
         load_after = os.getloadavg()
         ph = phases(repo)
-    median = statistics.median(times["wall"])
-    best = min(times["wall"])
-    help_median = statistics.median(times["help wall"])
+    median = statistics.median(w for w, _ in times["check"])
     lines = [
         f"deployments: {args.deployments}, rules: {n_rules}, "
         f"rule evaluations: {int(ph['_evaluations'])}, failures found: {int(ph['_failures'])}",
         f"load average (1, 5, 15 min): {_load(load_before)} before, {_load(load_after)} after",
-        f"serveops check --all, end to end (fresh process): median {median:.2f} s of "
-        f"{args.runs} runs ({', '.join(f'{t:.2f}' for t in times['wall'])}), best {best:.2f} s; "
-        f"target < 3 s: median {median / 3.0:.2f}, best {best / 3.0:.2f} of the budget",
-        f"  CPU time (user + sys, workers included): median "
-        f"{statistics.median(times['cpu']):.2f} s",
-        f"  baseline, serveops --help in the same runs: median {help_median:.2f} s wall, "
-        f"{statistics.median(times['help cpu']):.2f} s CPU; check / --help: "
-        f"{median / help_median:.2f}",
+        f"end to end, fresh processes, {args.runs} interleaved runs each (wall; CPU = user + sys,"
+        " workers included):",
     ]
+    lines += [f"  {_figures(name, runs)}" for name, runs in times.items()]
+    lines.append(f"target < 3 s: check median {median / 3.0:.2f} of the budget")
+    for name, runs in times.items():
+        if name != "check":
+            other = statistics.median(w for w, _ in runs)
+            lines.append(f"  check / {name}: {median / other:.2f}")
     for key, value in ph.items():
         if not key.startswith("_"):
-            lines.append(f"  in process, {key}: {value:.3f} s")
+            lines.append(f"in process, {key}: {value:.3f} s")
     lines.append(
         f"CEL compilations: {int(ph['_compiled'])} for {int(ph['_expressions'])} expressions "
         f"(as written and with params and sub-objects bound: once per run, not per evaluation)"
@@ -278,13 +326,14 @@ def main() -> None:
     print("\n".join(lines))
     if args.write:
         cpus = os.cpu_count()
+        shown = "--write" + (f" --baseline {args.baseline}" if args.baseline else "")
         section = (
             f"{SECTION}\n\n"
             f"Measured {dt.date.today().isoformat()} on {platform.machine()}, {cpus} CPUs, "
             f"Python {platform.python_version()}, common-expression-language "
             "(Rust CEL).\n\n"
-            "```\n.venv/bin/python bench/check_1000.py --write\n"
-            f"# times: {cmd}\n```\n\n```\n" + "\n".join(lines) + "\n```\n\n"
+            f"```\n.venv/bin/python bench/check_1000.py --runs {args.runs} {shown}\n"
+            f"# check: {cmd}\n```\n\n```\n" + "\n".join(lines) + "\n```\n\n"
             "CEL runtime choice, same 50 expressions on the same object, 1,000 deployments: "
             "common-expression-language 0.40 s, cel-python 0.5.0 20.8 s (about 50x slower), "
             "which alone would exceed the 3 s budget.\n"
