@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 from controller.analysis import AnalysisResult, analyse
@@ -27,7 +29,7 @@ from controller.errors import ServeopsError
 from controller.gitsource import read_snapshot
 from controller.hooks import HookContext, HookRunner, serve_http_url
 from controller.live import LiveApp, LiveState
-from controller.manifest import load_manifests
+from controller.manifest import Manifest, load_manifests
 from controller.metrics import MetricsSource, Snapshot, from_json, to_json, window
 from controller.plan import Plan, Source, comparable, make_plan
 from controller.reconcile import Target as Revision
@@ -181,8 +183,7 @@ def plan_with_rollouts(
 ) -> tuple[Plan, RolloutPass]:
     """`plan_revision`, with rollouts in flight advanced by one decision and rendered. Hooks
     due run with `hooks`, against `serve_url` (default: Serve's proxy next to the dashboard)."""
-    snapshot = read_snapshot(target.repo, target.rev)
-    manifests = load_manifests(snapshot.files, target.environment)
+    commit, manifests = read_manifests(target.repo, target.rev, target.environment)
     desired = render_environment(
         target.environment, manifests, registry, RenderSettings(tracking_uri=registry.tracking_uri)
     )
@@ -195,16 +196,36 @@ def plan_with_rollouts(
         store.rollouts(target.environment),
         store.pending_rollout_commands(target.environment),
         _Metrics(metrics),
-        commit=snapshot.commit,
+        commit=commit,
         now=now,
         limits=limits,
         retry=retry,
         hooks=HookSetup(hooks, serve_url or serve_http_url(client.address, live.http_options)),
     )
     rollouts.live = live
-    source = Source(repo=target.repo, rev=target.rev, commit=snapshot.commit)
+    source = Source(repo=target.repo, rev=target.rev, commit=commit)
     plan = make_plan(shaped, live, source=source, address=client.address, prune=prune)
     return plan, rollouts
+
+
+def read_manifests(repo: str, rev: str, environment: str) -> tuple[str, list[Manifest]]:
+    """(commit, manifests) of `environment` at `rev`. A commit's files never change, so when
+    `rev` is a full sha (the controller passes the branch head's) the parsed manifests are
+    reused: a pass on the commit of the last one (nothing to do, the common case) skips reading
+    and parsing every file again (~60 ms of a 200-deployment pass, bench/controller_noop.py)."""
+    if _FULL_SHA.fullmatch(rev):
+        return _manifests_at(str(repo), rev, environment)
+    snapshot = read_snapshot(repo, rev)
+    return snapshot.commit, load_manifests(snapshot.files, environment)
+
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+@functools.lru_cache(maxsize=8)
+def _manifests_at(repo: str, commit: str, environment: str) -> tuple[str, list[Manifest]]:
+    snapshot = read_snapshot(repo, commit)
+    return snapshot.commit, load_manifests(snapshot.files, environment)
 
 
 def advance(

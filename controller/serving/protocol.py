@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pydantic import BaseModel, ConfigDict, Field
 
 VERSION_HEADER = "x-serveops-version"  # model version that answered
 DEPLOYMENT_HEADER = "x-serveops-deployment"
 REPLAY_HEADER = "x-serveops-replay"  # sent by serveops replays; routers never record them
 VARIANT_HEADER = "x-serveops-variant"  # A/B: the variant that answered
+ROUTING_HEADER = "x-serveops-routing"  # `routing_id` of the weights the answer was routed by
 MARKER_KEY = "serveops"
 STATUS_POLL_S = 0.5  # how often a router re-reads Serve's status: how soon a new version serves  # key under an application's `args` marking it as ours
 
@@ -70,6 +74,13 @@ class RecordingConfig(BaseModel):
     keep_files: int = Field(ge=1, description="Files each router replica keeps; oldest go first.")
     queue_size: int = Field(ge=1, description="Requests waiting for the writer; more are dropped.")
     deny_headers: list[str] = Field(description="Header names or globs never written.")
+
+
+def routing_id(targets: list[Target]) -> str:
+    """A short id of a router's weights, echoed in `x-serveops-routing`: a client (or a
+    benchmark) sees from which answer on a weight change applies."""
+    blob = json.dumps(sorted((t.app, t.weight) for t in targets))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 class RouterConfig(BaseModel):

@@ -1,0 +1,109 @@
+"""What the serving benchmarks share: a registered model, a local Ray, a deployment on it.
+
+Not a benchmark itself. `bench/router_overhead.py`, `bench/weight_change.py` and
+`bench/zero_downtime.py` import it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controller.demo import MODEL_NAME, sample_request, train_and_register
+from controller.localray import LocalRay, free_port
+from controller.manifest import load_manifests
+from controller.registry import MlflowRegistry
+from controller.render import RenderSettings, render_deployment
+from controller.serveapi import ServeClient
+
+# Ray exports application metrics every second instead of 10 (rollout analysis reads them).
+RAY_ENV = {"RAY_metrics_report_interval_ms": "1000"}
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (5 min {five:.2f})"
+
+
+@dataclass
+class Models:
+    root: Path
+    tracking_uri: str
+    versions: list[str]
+
+
+def registered_models() -> Models:
+    """A fresh MLflow store (SQLite) with the demo model's two versions."""
+    root = Path(tempfile.mkdtemp(prefix="serveops-bench-"))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Models(root, uri, train_and_register(uri, root / "artifacts"))
+
+
+def start_ray(env: dict[str, str] | None = None) -> LocalRay:
+    return LocalRay(num_cpus=2, env={**RAY_ENV, **(env or {})}).start()
+
+
+def spec_yaml(name: str, version: str, environment: str = "bench", rollout: str = "") -> str:
+    """A deployment file: one replica of 0.2 CPU (several versions fit on 2 CPUs)."""
+    return (
+        textwrap.dedent(
+            f"""\
+            apiVersion: serveops.dev/v1alpha1
+            kind: ModelDeployment
+            metadata: {{name: {name}, environment: {environment}, owner: bench}}
+            spec:
+              route: /{name}
+              model: models:/{MODEL_NAME}/{version}
+              replicas: 1
+              resources: {{num_cpus: 0.2}}
+            """
+        )
+        + rollout
+    )
+
+
+def rendered(models: Models, name: str, version: str) -> list[dict[str, Any]]:
+    """The applications serveops renders for one deployment: [version app, router]."""
+    path = f"deployments/bench/{name}.yaml"
+    [manifest] = load_manifests({path: spec_yaml(name, version)}, "bench")
+    model = MlflowRegistry(models.tracking_uri).resolve(manifest.deployment.spec.model)
+    return render_deployment(
+        manifest.deployment, model, RenderSettings(tracking_uri=models.tracking_uri)
+    )
+
+
+def wait_answering(url: str, timeout_s: float = 300.0) -> None:
+    """Until the route answers 200 (the proxy learns routes asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    body = sample_request()
+    while True:
+        try:
+            if httpx.post(url, json=body, timeout=30).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer 200 in {timeout_s:.0f}s")
+        time.sleep(0.5)
+
+
+def wait_running(client: ServeClient, names: list[str], timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        live = client.get()
+        if all(n in live.apps and live.apps[n].status == "RUNNING" for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{names} not RUNNING in {timeout_s:.0f}s")
+        time.sleep(0.5)
+
+
+def new_client(ray: LocalRay) -> ServeClient:
+    return ServeClient(ray.address, http_port=free_port())

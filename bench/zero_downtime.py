@@ -1,0 +1,194 @@
+"""Zero downtime, shown: four rollouts under one steady open request loop, full length.
+
+On a real local Ray Serve (2 CPUs, replicas of 0.2 CPU, Ray metrics exported every second) and
+a real MLflow store and Git repository, the real controller (`Controller.reconcile_once`, a pass
+whenever `requeue_after` asks, at most 1 s apart) moves one deployment through:
+
+1. a canary v1 -> v2, steps 10/25/50% each with an analysis window of the router's metrics,
+   then 100% (v1 removed);
+2. a canary v2 -> a candidate that answers 1.2 s late on purpose, aborted by its analysis;
+3. a blue-green v2 -> v1: preview (all requests mirrored to v1), analysis, one switch;
+4. its rollback: `serveops abort` while switched (v2 kept for the scale-down delay).
+
+An open loop (its own process, aiohttp) sends `--rate` requests per second through the route for
+the whole run, whatever the answers take. Prints, per scenario and for the whole run: requests,
+failed requests (target 0), the rate answered, latency; and whether the stable version's
+replicas (and the router's) kept their processes (same Ray actor, same PID) at every pass.
+
+    .venv/bin/python bench/zero_downtime.py [--rate 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.serving_setup import (
+    load_average,
+    new_client,
+    registered_models,
+    spec_yaml,
+    start_ray,
+    wait_answering,
+)
+from controller.controller import Controller, ControllerSettings
+from controller.demo import sample_request
+from controller.registry import MlflowRegistry
+from controller.reposource import RepoSource
+from controller.state import StateStore
+from tests.e2e.load import LoadProcess
+from tests.e2e.story import Story, register_slow
+from tests.support import make_repo
+
+NAME = "zd"
+ENV = "staging"
+SPEC = f"deployments/{ENV}/{NAME}.yaml"
+
+ANALYSIS = """\
+    analysis:
+      interval: 10s
+      min_requests: 20
+      max_error_rate_increase: 1
+      max_p95_regression_pct: 300
+      failure_limit: 1
+"""
+CANARY = (
+    """\
+  rollout:
+    strategy: canary
+    steps:
+      - {weight: 10, pause: 0s}
+      - {weight: 25, pause: 0s}
+      - {weight: 50, pause: 0s}
+"""
+    + ANALYSIS
+)
+# 5% to the slow candidate, judged against an absolute p95 ceiling no healthy version nears.
+SLOW_CANARY = """\
+  rollout:
+    strategy: canary
+    steps:
+      - {weight: 5, pause: 0s}
+      - {weight: 50, pause: 0s}
+    analysis:
+      interval: 10s
+      min_requests: 10
+      max_error_rate_increase: 1
+      max_p95_latency_ms: 900
+      failure_limit: 1
+"""
+BLUE_GREEN = (
+    """\
+  rollout:
+    strategy: blue_green
+    scale_down_delay: 10m
+"""
+    + ANALYSIS
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=60.0, help="requests per second")
+    parser.add_argument(
+        "--record-get", type=Path, help="write Serve's GET payload once v1 serves (a fixture)"
+    )
+    args = parser.parse_args()
+
+    models = registered_models()
+    v1, v2 = models.versions
+    slow = register_slow(models.tracking_uri, models.root)
+    ray = start_ray()
+    try:
+        client = new_client(ray)
+        repo = models.root / "repo"
+        make_repo(repo, {SPEC: spec_yaml(NAME, v1, ENV, CANARY)}, "deploy v1")
+        state = models.root / "state.db"
+        store = StateStore(state)
+        ctl = Controller(
+            RepoSource(str(repo), branch="main"),
+            client,
+            store,
+            lambda: MlflowRegistry(models.tracking_uri),
+            ControllerSettings(
+                ENV, interval_s=1, apply_timeout_s=300, actor="bench", inconclusive_limit=30
+            ),
+        )
+        first = ctl.reconcile_once()
+        assert first.outcome == "applied", first.message
+        url = f"http://127.0.0.1:{client.http_port}/{NAME}"
+        wait_answering(url)
+        if args.record_get:
+            args.record_get.write_text(httpx.get(f"{ray.address}/api/serve/applications/").text)
+        story = Story(ctl, store, repo, SPEC, NAME, ray.address, ENV)
+        slow_canary = spec_yaml(NAME, slow, ENV, SLOW_CANARY)
+
+        def canary(version: str) -> str:
+            return spec_yaml(NAME, version, ENV, CANARY)
+
+        def blue_green(version: str) -> str:
+            return spec_yaml(NAME, version, ENV, BLUE_GREEN)
+
+        router_before = story.processes()[NAME]
+        load_start = load_average()
+
+        stopped = ""
+        with LoadProcess(url, args.rate, sample_request()) as load:
+            time.sleep(3)
+            try:
+                story.watch(NAME, f"{NAME}--v{v1}")
+                story.run("canary v1 -> v2 to 100%", "completed", {SPEC: canary(v2)})
+                story.watch(NAME, f"{NAME}--v{v2}")
+                story.run("canary v2 -> slow, aborted by analysis", "aborted", {SPEC: slow_canary})
+                story.run("blue-green v2 -> v1, switch", "switched", {SPEC: blue_green(v1)})
+                abort = ["abort", "--env", ENV, NAME, "--state", str(state), "--reason", "bench"]
+                story.run("blue-green rollback (serveops abort)", "aborted", command=abort)
+            except AssertionError as err:  # print what ran, and why the story stopped
+                stopped = str(err)[:2000]
+            time.sleep(2)
+
+        failed_total = 0
+        for s in story.scenarios:
+            summary = load.summary(s.started_at, s.ended_at)
+            failed_total += len(summary.failed)
+            print(f"{s.name} ({s.passes} passes): {summary.line()}")
+            print(f"    steps: {', '.join(s.events)}")
+            for a in summary.failed[:3]:
+                print(f"    failed: {a}")
+        whole = load.summary()
+        print(f"whole run: {whole.line()}")
+        if whole.failed:  # when they failed, against the steps taken: overload or a rollout?
+            first = min(a.sent_at for a in whole.failed)
+            buckets = Counter(int((a.sent_at - first) // 5) for a in whole.failed)
+            print(
+                f"failed requests by 5 s from {time.strftime('%H:%M:%S', time.localtime(first))}: "
+                + ", ".join(f"+{5 * k}s {n}" for k, n in sorted(buckets.items()))
+            )
+        print(
+            f"open loop: offered {args.rate:g} req/s, sent late p50 {load.lag_ms(0.5):.1f} ms "
+            f"p99 {load.lag_ms(0.99):.1f} ms max {load.lag_ms(1.0):.0f} ms"
+        )
+        print(f"failed client requests in the four scenarios: {failed_total} (target 0)")
+        print(f"router kept its processes: {story.processes().get(NAME) == router_before}")
+        print(
+            f"stable replicas kept their processes at every pass: {not story.restarts}"
+            + (f" ({story.restarts})" if story.restarts else "")
+        )
+        print(f"load average: {load_start} at start, {load_average()} at end")
+        if stopped:
+            print(f"THE STORY STOPPED: {stopped}")
+        client.close()
+        store.close()
+    finally:
+        ray.stop()
+
+
+if __name__ == "__main__":
+    main()

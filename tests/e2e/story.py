@@ -1,0 +1,165 @@
+"""Rollouts under a steady open request loop, shared by tests/e2e/test_zero_downtime.py and
+bench/zero_downtime.py: one deployment, the real controller, real Serve, real MLflow.
+
+A `Story` commits a change to the deployment file, runs controller passes until the rollout
+reaches a phase, and meanwhile checks that the replicas it was told to watch (the stable
+version's, the router's) keep their processes: same Ray actor, same PID, at every pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from controller.controller import Controller
+from controller.demo import MODEL_NAME
+from controller.state import StateStore
+from tests.support import commit
+
+Processes = dict[str, set[tuple[str, int]]]  # application -> {(actor id, pid)} of its replicas
+
+SLOW_MODEL = '''\
+import time
+
+import mlflow.pyfunc
+from mlflow.models import set_model
+
+
+class Slow(mlflow.pyfunc.PythonModel):
+    """A candidate that answers correctly-shaped predictions, 1.2 s late: it must fail analysis."""
+
+    def predict(self, context, model_input, params=None):
+        time.sleep(1.2)
+        return [0] * len(model_input)
+
+
+set_model(Slow())
+'''
+
+
+def register_slow(tracking_uri: str, root: Path) -> str:
+    """A version of the demo model that answers 1.2 s late (models-from-code, no pickling)."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+
+    mlflow.set_tracking_uri(tracking_uri)
+    code = root / "slow_model.py"
+    code.write_text(SLOW_MODEL)
+    data = load_breast_cancer(as_frame=True).data
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            registered_model_name=MODEL_NAME,
+            signature=infer_signature(data, [0] * len(data)),
+        )
+    return str(info.registered_model_version)
+
+
+def processes(address: str, deployment: str) -> Processes:
+    """(actor id, pid) of every RUNNING replica of this deployment's applications, from the
+    dashboard's Serve API (what `serve status` reads)."""
+    payload = httpx.get(f"{address}/api/serve/applications/", timeout=30).json()
+    out: Processes = {}
+    for app_name, app in (payload.get("applications") or {}).items():
+        if app_name != deployment and not app_name.startswith(f"{deployment}--"):
+            continue
+        for dep in (app.get("deployments") or {}).values():
+            for r in dep.get("replicas") or []:
+                if r.get("state") == "RUNNING":
+                    out.setdefault(app_name, set()).add((r["actor_id"], r["pid"]))
+    return out
+
+
+@dataclass
+class Scenario:
+    name: str
+    started_at: float  # wall clock: the commit (or command) that started it
+    ended_at: float
+    passes: int
+    events: list[str]
+
+
+@dataclass
+class Story:
+    ctl: Controller
+    store: StateStore
+    repo: Path
+    spec_path: str  # the deployment file, relative to the repo
+    deployment: str
+    address: str  # the Ray dashboard
+    environment: str = "staging"
+    settle_s: float = 3.0  # after the phase is reached: removals must not fail a request either
+    watched: Processes = field(default_factory=dict)
+    restarts: list[str] = field(default_factory=list)  # watched replicas that changed
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    def processes(self) -> Processes:
+        return processes(self.address, self.deployment)
+
+    def watch(self, *apps: str) -> None:
+        """From now on, these applications' replicas must keep their processes while they run."""
+        now = self.processes()
+        self.watched = {app: now[app] for app in apps}
+
+    def check(self) -> None:
+        now = self.processes()
+        for app, procs in self.watched.items():
+            if app in now and now[app] != procs:
+                self.restarts.append(f"{app}: {sorted(procs)} -> {sorted(now[app])}")
+
+    def phase(self) -> str | None:
+        stored = self.store.rollouts(self.environment).get(self.deployment)
+        return stored.state.phase if stored else None
+
+    def drive(self, until: str, timeout_s: float = 300.0) -> int:
+        """Controller passes until the rollout reaches phase `until`; returns the passes run."""
+        deadline = time.monotonic() + timeout_s
+        passes = 0
+        while time.monotonic() < deadline:
+            result = self.ctl.reconcile_once()
+            passes += 1
+            if result.outcome not in ("applied", "in_sync", "aborted"):
+                raise AssertionError(f"pass {result.outcome}: {result.message}")
+            self.check()
+            if self.phase() == until:
+                return passes
+            time.sleep(min(result.requeue_after, 1.0))
+        events = self.store.rollout_events(self.environment, self.deployment)
+        raise AssertionError(f"rollout did not reach {until!r} in {timeout_s:.0f}s: {events}")
+
+    def run(
+        self,
+        name: str,
+        until: str,
+        files: dict[str, str | None] | None = None,
+        command: list[str] | None = None,
+    ) -> Scenario:
+        """Commit `files` (or run a serveops `command`), then drive the rollout to `until`."""
+        started = time.time()
+        since = dt.datetime.now(dt.UTC)
+        if files is not None:
+            commit(self.repo, files, name)
+        if command is not None:
+            serveops = str(Path(sys.executable).with_name("serveops"))
+            done = subprocess.run([serveops, *command], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise AssertionError(f"serveops {' '.join(command)}: {done.stderr}")
+        passes = self.drive(until)
+        time.sleep(self.settle_s)
+        self.check()
+        events = [
+            f"{e.at:%H:%M:%S} {e.action} {e.weight:g}%"
+            for e in reversed(self.store.rollout_events(self.environment, self.deployment))
+            if e.at >= since
+        ]
+        scenario = Scenario(name, started, time.time(), passes, events)
+        self.scenarios.append(scenario)
+        return scenario
