@@ -423,12 +423,18 @@ def _evaluate_subjects(
 
 
 def default_workers() -> int:
-    """Processes `serveops check` evaluates in: the CPUs it may use, at most 4."""
+    """Processes `serveops check` parses and evaluates in: the CPUs it may use, at most 4,
+    less those the load average says are busy (like `make -l`). A second process pays only
+    on a free core: on a machine kept busy by others it measured 0.2 s slower (about 2 s)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 4))
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # no load average on this platform
+        busy = 0
+    return max(1, min(4, cpus - busy))
 
 
 def evaluate(

@@ -52,7 +52,9 @@ def parallel_map(fn: Callable[[range], list[T]], n: int, workers: int) -> list[T
     ctx = mp.get_context("fork")
     taken = ctx.Value("i", 0)  # parts handed out so far
     children: list[tuple[BaseProcess, Connection]] = []
-    results: dict[int, list[T]] = {}
+    received: dict[int, list[T]] = {}  # filled by the reader threads
+    readers: list[threading.Thread] = []
+    done: dict[int, list[T]] = {}
     try:
         for _ in range(workers - 1):
             receiver, sender = ctx.Pipe(duplex=False)
@@ -60,19 +62,36 @@ def parallel_map(fn: Callable[[range], list[T]], n: int, workers: int) -> list[T
             proc.start()
             sender.close()
             children.append((proc, receiver))
+        # Threads only once every child is forked. They read as soon as a child sends, so a
+        # child never waits for the parent to finish a part before it can take the next one.
+        for _, receiver in children:
+            readers.append(threading.Thread(target=_receive, args=(receiver, received)))
+            readers[-1].start()
         while (i := _take(taken, len(parts))) is not None:
-            results[i] = fn(parts[i])
-            _collect(children, results)
-        _collect(children, results)
+            done[i] = fn(parts[i])
         for i, part in enumerate(parts):
-            if i not in results:  # taken by a child that has not answered (yet)
-                results[i] = fn(part)
+            if i not in done and i not in received:  # a child took it and has not answered
+                done[i] = fn(part)
     finally:
-        for child, receiver in children:
-            receiver.close()
+        for child, _ in children:
             child.kill()  # idle by now, or computing a part done here already
             child.join()
+        for reader in readers:
+            reader.join()  # the child's end is closed: the reader has stopped
+        for _, receiver in children:
+            receiver.close()
+    results = {**received, **done}
     return [item for i in range(len(parts)) for item in results[i]]
+
+
+def _receive(receiver: Connection, received: dict[int, list[T]]) -> None:
+    """Store what a child sends until it closes its end."""
+    try:
+        while True:
+            i, result = receiver.recv()
+            received[i] = result
+    except (EOFError, OSError):
+        pass
 
 
 def _take(taken: Synchronized[int], count: int) -> int | None:
@@ -83,17 +102,6 @@ def _take(taken: Synchronized[int], count: int) -> int | None:
             return None
         taken.value = i + 1
         return i
-
-
-def _collect(children: list[tuple[BaseProcess, Connection]], results: dict[int, list[T]]) -> None:
-    """The results children have sent so far."""
-    for _, receiver in children:
-        try:
-            while receiver.poll():
-                i, result = receiver.recv()
-                results[i] = result
-        except (EOFError, OSError):
-            pass  # that child has ended
 
 
 def _may_fork() -> bool:

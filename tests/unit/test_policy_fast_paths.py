@@ -304,6 +304,18 @@ def test_parallel_map_redoes_a_failed_part_in_the_parent() -> None:
         parallel.parallel_map(always_fails, 5, 2)
 
 
+@pytest.mark.parametrize(
+    ("cpus", "load", "workers"),
+    [(2, 0.2, 2), (2, 0.7, 1), (2, 5.0, 1), (8, 0.0, 4), (8, 6.2, 2), (1, 0.0, 1)],
+)
+def test_check_uses_the_free_cpus_at_most_4(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, load: float, workers: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert engine.default_workers() == workers
+
+
 def test_split_covers_the_range_in_near_equal_parts() -> None:
     assert parallel.split(7, 3) == [range(0, 3), range(3, 5), range(5, 7)]
     assert parallel.split(2, 4) == [range(0, 1), range(1, 2)]
