@@ -7,11 +7,14 @@ weight it decides, the bench takes:
 - decided: the rollout event's time (the controller persists its decision before it applies it);
 - PUT: when the controller's `PUT /api/serve/applications/` with the new router config started
   and returned (a client wrapper records them);
-- applied: the first answer routed by the new weights. The router names the weights it routed
-  a request with (`x-serveops-routing`, `routing_id` of its targets); an open loop (own process)
-  sends `--rate` requests per second through the route, so this is known to within 1/rate.
+- reconfigured: when the router replica logged its new targets (`reconfigure()`, read from its
+  Serve log file: the moment the router applies them);
+- first answer: the first answer routed by the new weights. The router names the weights it
+  routed a request with (`x-serveops-routing`, `routing_id` of its targets); an open loop (own
+  process) sends `--rate` requests per second through the route. Its send and receive times
+  bound the moment it was routed; on a saturated machine both include queueing.
 
-Prints each change and the median and max of decided -> applied against the 1 s target.
+Prints each change, and the median and max of decided -> reconfigured against the 1 s target.
 
     .venv/bin/python bench/weight_change.py [--rate 50]
 """
@@ -19,6 +22,9 @@ Prints each change and the median and max of decided -> applied against the 1 s 
 from __future__ import annotations
 
 import argparse
+import ast
+import datetime as dt
+import re
 import statistics
 import sys
 import time
@@ -70,6 +76,25 @@ class TimedClient(ServeClient):
         self.puts.append((started, time.time()))
 
 
+LOGGED = re.compile(
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*router " + NAME + r" targets (\[.*?\]) fallback"
+)
+
+
+def router_log_times(ray_dir: Path) -> dict[str, float]:
+    """routing_id -> when the router replica first logged those targets (its reconfigure)."""
+    out: dict[str, float] = {}
+    for path in sorted(ray_dir.glob(f"session_*/logs/serve/replica_{NAME}_Router_*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            match = LOGGED.search(line)
+            if match is None:
+                continue
+            when = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").astimezone()
+            targets = [Target(**t) for t in ast.literal_eval(match[2])]
+            out.setdefault(routing_id(targets), when.timestamp())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
@@ -99,6 +124,7 @@ def main() -> None:
             time.sleep(2)
             story.run("canary", "completed", {SPEC: spec_yaml(NAME, v2, ENV, CANARY)})
         stable, candidate = version_app_name(NAME, v1), version_app_name(NAME, v2)
+        reconfigured = router_log_times(ray.temp_dir)
 
         delays = []
         events = reversed(store.rollout_events(ENV, NAME))
@@ -110,16 +136,18 @@ def main() -> None:
             expected = routing_id(targets)
             decided = e.at.timestamp()
             put = next(((s, r) for s, r in client.puts if s >= decided), None)
-            first = min(
-                (a.received_at for a in load.answers if a.routing == expected), default=None
-            )
-            if put is None or first is None:
-                print(f"{e.action} {w:g}%: no PUT or no answer routed by it")
+            routed = [a for a in load.answers if a.routing == expected]
+            applied = reconfigured.get(expected)
+            if put is None or applied is None or not routed:
+                print(f"{e.action} {w:g}%: no PUT, log line or answer for these weights")
                 continue
-            delays.append(first - decided)
+            first = min(routed, key=lambda a: a.sent_at)
+            delays.append(applied - decided)
             print(
                 f"{e.action} {w:g}%: PUT started +{put[0] - decided:.3f}s, returned "
-                f"+{put[1] - decided:.3f}s, first answer routed by it +{first - decided:.3f}s"
+                f"+{put[1] - decided:.3f}s, router reconfigured +{applied - decided:.3f}s, first "
+                f"answer routed by it sent +{first.sent_at - decided:.3f}s, received "
+                f"+{first.received_at - decided:.3f}s"
             )
         summary = load.summary()
         print(f"load: {summary.line()}")

@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -94,9 +95,34 @@ BLUE_GREEN = (
 )
 
 
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of every process on the machine (name as `ps` shows it)."""
+    out = {}
+    for p in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        times, cmd = p.info["cpu_times"], p.info["cmdline"] or [p.info["name"] or "?"]
+        if times is not None:
+            out[p.pid] = (" ".join(cmd)[:48], times.user + times.system)
+    return out
+
+
+def cpu_use(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], s: float
+) -> str:
+    """Share of a core per process between two snapshots, the busiest first, and the total."""
+    used: Counter[str] = Counter()
+    for pid, (name, t) in after.items():
+        used[name.replace("ray::", "")] += t - before.get(pid, (name, 0.0))[1]
+    total = sum(used.values())
+    top = ", ".join(f"{n.strip()} {100 * t / s:.0f}%" for n, t in used.most_common(6))
+    return f"machine {100 * total / s:.0f}% of 200%: {top}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=60.0, help="requests per second")
+    parser.add_argument(
+        "--request-timeout", type=float, default=10.0, help="spec.request_timeout_s (router)"
+    )
     parser.add_argument(
         "--record-get", type=Path, help="write Serve's GET payload once v1 serves (a fixture)"
     )
@@ -109,7 +135,10 @@ def main() -> None:
     try:
         client = new_client(ray)
         repo = models.root / "repo"
-        make_repo(repo, {SPEC: spec_yaml(NAME, v1, ENV, CANARY)}, "deploy v1")
+        first_spec = spec_yaml(
+            NAME, v1, ENV, f"  request_timeout_s: {args.request_timeout:g}\n" + CANARY
+        )
+        make_repo(repo, {SPEC: first_spec}, "deploy v1")
         state = models.root / "state.db"
         store = StateStore(state)
         ctl = Controller(
@@ -128,38 +157,46 @@ def main() -> None:
         if args.record_get:
             args.record_get.write_text(httpx.get(f"{ray.address}/api/serve/applications/").text)
         story = Story(ctl, store, repo, SPEC, NAME, ray.address, ENV)
-        slow_canary = spec_yaml(NAME, slow, ENV, SLOW_CANARY)
+        timeout = f"  request_timeout_s: {args.request_timeout:g}\n"
+        slow_canary = spec_yaml(NAME, slow, ENV, timeout + SLOW_CANARY)
 
         def canary(version: str) -> str:
-            return spec_yaml(NAME, version, ENV, CANARY)
+            return spec_yaml(NAME, version, ENV, timeout + CANARY)
 
         def blue_green(version: str) -> str:
-            return spec_yaml(NAME, version, ENV, BLUE_GREEN)
+            return spec_yaml(NAME, version, ENV, timeout + BLUE_GREEN)
 
         router_before = story.processes()[NAME]
         load_start = load_average()
 
         stopped = ""
-        with LoadProcess(url, args.rate, sample_request()) as load:
+        with LoadProcess(url, args.rate, sample_request(), args.request_timeout + 30) as load:
             time.sleep(3)
+            cpu = [cpu_by_process()]
             try:
                 story.watch(NAME, f"{NAME}--v{v1}")
                 story.run("canary v1 -> v2 to 100%", "completed", {SPEC: canary(v2)})
+                cpu.append(cpu_by_process())
                 story.watch(NAME, f"{NAME}--v{v2}")
                 story.run("canary v2 -> slow, aborted by analysis", "aborted", {SPEC: slow_canary})
+                cpu.append(cpu_by_process())
                 story.run("blue-green v2 -> v1, switch", "switched", {SPEC: blue_green(v1)})
+                cpu.append(cpu_by_process())
                 abort = ["abort", "--env", ENV, NAME, "--state", str(state), "--reason", "bench"]
                 story.run("blue-green rollback (serveops abort)", "aborted", command=abort)
+                cpu.append(cpu_by_process())
             except AssertionError as err:  # print what ran, and why the story stopped
                 stopped = str(err)[:2000]
             time.sleep(2)
 
         failed_total = 0
-        for s in story.scenarios:
+        for i, s in enumerate(story.scenarios):
             summary = load.summary(s.started_at, s.ended_at)
             failed_total += len(summary.failed)
             print(f"{s.name} ({s.passes} passes): {summary.line()}")
             print(f"    steps: {', '.join(s.events)}")
+            if i + 1 < len(cpu):
+                print(f"    CPU: {cpu_use(cpu[i], cpu[i + 1], s.ended_at - s.started_at)}")
             for a in summary.failed[:3]:
                 print(f"    failed: {a}")
         whole = load.summary()
