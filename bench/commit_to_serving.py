@@ -70,20 +70,42 @@ def first_answer_by(url: str, version: str, stop: threading.Event, out: dict[str
             time.sleep(0.02)
 
 
-def measure(cmd: list[str], env: dict[str, str], url: str, version: str) -> float:
-    stop, seen = threading.Event(), {}
+def watch_app(address: str, app: str, stop: threading.Event, out: dict[str, float]) -> None:
+    """When the new version's application appears on Serve (the PUT) and when it is RUNNING."""
+    with httpx.Client(timeout=5) as client:
+        while not stop.is_set() and "running" not in out:
+            try:
+                apps = client.get(f"{address}/api/serve/applications/").json()["applications"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                apps = {}
+            now = time.monotonic()
+            if app in apps:
+                out.setdefault("put", now)
+                if apps[app]["status"] == "RUNNING":
+                    out["running"] = now
+            time.sleep(0.1)
+
+
+def measure(
+    cmd: list[str], env: dict[str, str], url: str, version: str, address: str
+) -> tuple[float, dict[str, float]]:
+    """Seconds to the first answer by `version`, and when the PUT and RUNNING were seen."""
+    stop, seen, steps = threading.Event(), {}, {}
     start = time.monotonic()
     prober = threading.Thread(target=first_answer_by, args=(url, version, stop, seen))
     prober.start()
+    watcher = threading.Thread(target=watch_app, args=(address, f"model--v{version}", stop, steps))
+    watcher.start()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         stop.set()
         raise SystemExit(f"{cmd[0]} failed:\n{proc.stdout}\n{proc.stderr}")
     prober.join(timeout=120)
     stop.set()
+    watcher.join()
     if "t" not in seen:
         raise SystemExit(f"version {version} never answered after {cmd[0]}")
-    return seen["t"] - start
+    return seen["t"] - start, {k: v - start for k, v in steps.items()}
 
 
 def main() -> None:
@@ -144,10 +166,12 @@ def main() -> None:
                 order.reverse()
             for name, results in order:
                 cmd = [*apply_cmd, "--rev", new_commit] if name == "serveops" else deploy_cmd
-                t = measure(cmd, env, url, v_new)
+                t, steps = measure(cmd, env, url, v_new, ray.address)
                 results.append(t)
                 print(
-                    f"trial {trial + 1}: {name:<12} {t:6.2f} s to the new version answering",
+                    f"trial {trial + 1}: {name:<12} {t:6.2f} s to the new version answering"
+                    f" (app on Serve at {steps.get('put', float('nan')):.2f} s,"
+                    f" RUNNING at {steps.get('running', float('nan')):.2f} s)",
                     flush=True,
                 )
                 reset()
