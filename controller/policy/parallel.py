@@ -8,6 +8,7 @@ the function itself).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import threading
 from collections.abc import Callable
@@ -116,6 +117,9 @@ def _child(
     taken: Synchronized[int],
     sender: Connection,
 ) -> None:
+    # The collector would visit every object inherited from the parent, and so copy every
+    # page of its memory (copy-on-write): it only ever visits what this child allocates.
+    gc.freeze()
     try:
         while (i := _take(taken, len(parts))) is not None:
             sender.send((i, fn(parts[i])))
