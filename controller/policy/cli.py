@@ -41,6 +41,7 @@ def _without_gc() -> Iterator[None]:
     (gc.freeze at exit; objects are still freed, cycles are left to the end of the process)."""
     enabled = gc.isenabled()
     gc.disable()
+    atexit.unregister(gc.freeze)  # once, however many checks a process runs
     atexit.register(gc.freeze)
     try:
         yield
