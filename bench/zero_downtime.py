@@ -124,6 +124,9 @@ def main() -> None:
         "--request-timeout", type=float, default=10.0, help="spec.request_timeout_s (router)"
     )
     parser.add_argument(
+        "--max-ongoing", type=int, default=8, help="spec.max_ongoing_requests (model replicas)"
+    )
+    parser.add_argument(
         "--record-get", type=Path, help="write Serve's GET payload once v1 serves (a fixture)"
     )
     args = parser.parse_args()
@@ -134,11 +137,20 @@ def main() -> None:
     ray = start_ray()
     try:
         client = new_client(ray)
-        repo = models.root / "repo"
-        first_spec = spec_yaml(
-            NAME, v1, ENV, f"  request_timeout_s: {args.request_timeout:g}\n" + CANARY
+        serving = (
+            f"  request_timeout_s: {args.request_timeout:g}\n"
+            f"  max_ongoing_requests: {args.max_ongoing}\n"
         )
-        make_repo(repo, {SPEC: first_spec}, "deploy v1")
+        slow_canary = spec_yaml(NAME, slow, ENV, serving + SLOW_CANARY)
+
+        def canary(version: str) -> str:
+            return spec_yaml(NAME, version, ENV, serving + CANARY)
+
+        def blue_green(version: str) -> str:
+            return spec_yaml(NAME, version, ENV, serving + BLUE_GREEN)
+
+        repo = models.root / "repo"
+        make_repo(repo, {SPEC: canary(v1)}, "deploy v1")
         state = models.root / "state.db"
         store = StateStore(state)
         ctl = Controller(
@@ -157,15 +169,6 @@ def main() -> None:
         if args.record_get:
             args.record_get.write_text(httpx.get(f"{ray.address}/api/serve/applications/").text)
         story = Story(ctl, store, repo, SPEC, NAME, ray.address, ENV)
-        timeout = f"  request_timeout_s: {args.request_timeout:g}\n"
-        slow_canary = spec_yaml(NAME, slow, ENV, timeout + SLOW_CANARY)
-
-        def canary(version: str) -> str:
-            return spec_yaml(NAME, version, ENV, timeout + CANARY)
-
-        def blue_green(version: str) -> str:
-            return spec_yaml(NAME, version, ENV, timeout + BLUE_GREEN)
-
         router_before = story.processes()[NAME]
         load_start = load_average()
 
