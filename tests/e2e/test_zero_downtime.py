@@ -30,22 +30,30 @@ pytestmark = pytest.mark.e2e
 NAME = "zerodt"
 ENV = "staging"
 SPEC = f"deployments/{ENV}/{NAME}.yaml"
-# Requests per second, offered whatever the answers take. The issue asks for 50: on the shared
-# 2-core machine the path proxy -> router -> model costs ~43 ms of CPU per request, and a
-# candidate's start (model load) and a blue-green preview (every request mirrored) take more,
-# so 50, and at times 20, req/s queue past any timeout (docs/benchmarks.md, zero downtime).
-RATE = 10.0
+# Requests per second, offered whatever the answers take. The issue asks for 50, which
+# bench/zero_downtime.py shows; the suite runs next to other sessions' clusters on 2 shared
+# cores, where a candidate's start (model load) and a blue-green preview (every request
+# mirrored) take CPU the serving path needs (docs/benchmarks.md, zero downtime).
+RATE = 20.0
 # What fails a request here is a rollout dropping or erroring it, not a CPU-starved machine
 # answering late: the router waits for the model up to 60 s (the client 90 s); latencies are
 # printed, not asserted.
 TIMEOUT_S = 60
+# With Serve's default of 8 the router's handle backs off (up to 0.5 s) whenever a burst fills
+# the model replica, answers fall behind the open loop and queue past any timeout (measured:
+# 1,391 of 3,511 requests answered 504 at 20 req/s with 8 while the machine was 40% idle; none
+# with 64, on a quieter machine). With 64 the replica queues them itself, in order, no gaps.
+MAX_ONGOING = 64
 
+# An absolute ceiling, and a loose relative limit: a healthy candidate's first answers (cold)
+# reached a p95 of 309 ms against the stable version's 33 ms in a 6 s window (831% above).
 ANALYSIS = """\
     analysis:
       interval: 6s
       min_requests: 15
       max_error_rate_increase: 1
-      max_p95_regression_pct: 300
+      max_p95_latency_ms: 900
+      max_p95_regression_pct: 5000
       failure_limit: 1
 """
 CANARY = (
@@ -78,6 +86,7 @@ def spec(version: str, rollout: str) -> str:
           replicas: 1
           resources: {{num_cpus: 0.2}}
           request_timeout_s: {TIMEOUT_S}
+          max_ongoing_requests: {MAX_ONGOING}
         """
     )
     return head + rollout
