@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from controller.errors import Refused, ServeopsError
+from controller.errors import ServeopsError, StalePlan
 from controller.live import LiveState
 from controller.plan import Plan
 from controller.render import AppConfig
@@ -107,7 +107,7 @@ def apply_plan(
     result = ApplyResult()
     live = client.get()
     if check_fresh and live.fingerprint() != plan.live_fingerprint:
-        raise Refused(
+        raise StalePlan(
             "the live Serve state has changed since this plan was made "
             f"(fingerprint {plan.live_fingerprint} -> {live.fingerprint()}); make a new plan"
         )

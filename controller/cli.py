@@ -16,7 +16,7 @@ from controller import __version__
 from controller.apply import apply_plan
 from controller.controller_cli import register as register_controller_commands
 from controller.display import plan_text, print_error, print_to, status_table
-from controller.errors import BadInput, Refused, ServeopsError
+from controller.errors import BadInput, ServeopsError, StalePlan
 from controller.gitsource import open_repo, read_worktree, resolve_commit
 from controller.manifest import is_deployment_file, load_manifests
 from controller.plan import Plan
@@ -40,6 +40,8 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
+# `apply` without --plan plans, then applies: when Serve moves in between, it plans again.
+REPLAN_ATTEMPTS = 3
 
 RepoOpt = Annotated[Path, typer.Option("--repo", help="Git repository holding deployments/.")]
 RevOpt = Annotated[str, typer.Option("--rev", help="Git revision to read (branch, tag, sha).")]
@@ -177,16 +179,25 @@ def apply(
             target_address = address or default_address()
         registry = registry_from_uri(registry_uri) if registry_uri or plan_file is None else None
         with ServeClient(target_address, http_port=http_port) as client:
-            if plan_file is None:
-                assert env is not None and registry is not None
-                the_plan = plan_revision(Target(str(repo), rev, env), client, registry, prune=prune)
-            print_to(out, plan_text(the_plan))
-            if not the_plan.has_changes:
-                return
-            enforce_policies(the_plan, registry)
-            result = apply_plan(
-                the_plan, client, timeout_s=timeout, log=lambda m: out.print(f"  {m}")
-            )
+            for attempt in range(1, REPLAN_ATTEMPTS + 1):
+                if plan_file is None:
+                    assert env is not None and registry is not None
+                    target = Target(str(repo), rev, env)
+                    the_plan = plan_revision(target, client, registry, prune=prune)
+                print_to(out, plan_text(the_plan))
+                if not the_plan.has_changes:
+                    return
+                enforce_policies(the_plan, registry)
+                try:
+                    result = apply_plan(
+                        the_plan, client, timeout_s=timeout, log=lambda m: out.print(f"  {m}")
+                    )
+                    break
+                except StalePlan as err:
+                    # A saved plan is the user's to remake; one made just now is ours.
+                    if plan_file is not None or attempt == REPLAN_ATTEMPTS:
+                        raise
+                    out.print(f"  {err.message.split(';')[0]}: planning again")
         out.print(
             f"[green]applied[/] {the_plan.source.commit[:12]} to {the_plan.environment!r} in {result.seconds:.1f}s"
         )
@@ -208,7 +219,7 @@ def _check_revision_unmoved(the_plan: Plan) -> None:
     repo = open_repo(the_plan.source.repo)
     now = resolve_commit(repo, the_plan.source.rev).hexsha
     if now != the_plan.source.commit:
-        raise Refused(
+        raise StalePlan(
             f"revision {the_plan.source.rev!r} has moved since the plan was made "
             f"({the_plan.source.commit[:12]} -> {now[:12]}); make a new plan"
         )

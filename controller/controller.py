@@ -28,7 +28,14 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from controller.apply import apply_plan
-from controller.errors import BadInput, Refused, ServeopsError, Unreachable, ValidationFailed
+from controller.errors import (
+    BadInput,
+    Refused,
+    ServeopsError,
+    StalePlan,
+    Unreachable,
+    ValidationFailed,
+)
 from controller.gitsource import open_repo, resolve_commit
 from controller.hooks import HookRunner, Hooks
 from controller.metrics import MetricsSource, RayMetricsSource
@@ -390,8 +397,8 @@ class Controller:
                 log=log.info,
                 no_wait=no_wait,
             )
-        except Refused as err:
-            # apply refuses only a stale plan: live moved since planning. Plan again next pass.
+        except StalePlan as err:
+            # Live moved since planning (someone else wrote to Serve). Plan again next pass.
             self.store.finish_pass(pass_id, "failed", err.message)
             return self._result("failed", err.message, commit=head, plan=plan, pass_id=pass_id)
         except ServeopsError as err:

@@ -66,3 +66,7 @@ class Unreachable(ServeopsError):
 
 class Refused(ServeopsError):
     """A change was refused (stale plan, conflict with an application serveops does not own)."""
+
+
+class StalePlan(Refused):
+    """The live state (or the branch) moved since the plan was made: make a new plan."""

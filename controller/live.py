@@ -120,8 +120,12 @@ class LiveState:
         return [a for a in self.apps.values() if not a.managed_in(environment) and not a.deleting]
 
     def fingerprint(self) -> str:
-        """Hash of every application's config: a saved plan is stale when this moves."""
-        configs = {name: app.config for name, app in sorted(self.apps.items())}
+        """Hash of every application's config: a saved plan is stale when this moves.
+
+        Applications being deleted are left out: Serve shows them without a config, no PUT
+        carries them, and one finishing its deletion changes nothing a plan would write.
+        """
+        configs = {name: app.config for name, app in sorted(self.apps.items()) if not app.deleting}
         blob = json.dumps(configs, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -18,8 +18,8 @@ Phases:
 - steps: the candidate gets `weights[i]` percent. A step is held for its `pause`, and, with an
   `analysis` block, until one analysis window passed in it. `indefinite` waits for
   `serveops promote`. After the last step traffic goes to 100% whatever the last weight was.
-- preview: the candidate takes no client traffic; the router mirrors live requests to it (all of
-  them for blue_green, `shadow_percent` for shadow), answers discarded, so pre-promotion analysis
+- preview: the candidate takes no client traffic; the router mirrors `shadow_percent` of live
+  requests to it (all of them by default for blue_green), answers discarded, so pre-promotion analysis
   has figures. blue_green switches once one window passed (at once without analysis); shadow
   the same, but without analysis it waits for `serveops promote`.
 - switched: one reconfigure moved all traffic (stable 0, candidate 100); the stable version stays
@@ -199,7 +199,8 @@ def with_command(state: RolloutState, command: Command, note: str = "") -> Rollo
 
 
 def mirror_percent(spec: Rollout) -> float:
-    return float(spec.shadow_percent or 100) if spec.strategy == "shadow" else 100.0
+    """Share of requests mirrored to a previewing candidate: `shadow_percent`, else all."""
+    return float(spec.shadow_percent or 100)
 
 
 def traffic(spec: Rollout, state: RolloutState) -> Traffic | None:

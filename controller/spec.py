@@ -281,8 +281,10 @@ class Rollout(_Strict):
         default=None,
         ge=1,
         le=100,
-        description="For `shadow`: share of live requests mirrored to the candidate, whose "
-        "answers are compared but never returned.",
+        description="For `shadow` (required) and `blue_green` (default 100): share of live "
+        "requests mirrored to the candidate while it previews, whose answers are compared but "
+        "never returned. Each mirrored request is served twice: below 100 keeps a preview's "
+        "extra load in proportion.",
     )
     scale_down_delay: str = Field(
         default="5m",
@@ -367,6 +369,11 @@ class Rollout(_Strict):
             raise ValueError(f"'steps' only applies to strategy 'canary', not {self.strategy!r}")
         if self.strategy == "shadow" and self.shadow_percent is None:
             raise ValueError("strategy 'shadow' needs 'shadow_percent'")
+        if self.shadow_percent is not None and self.strategy not in ("shadow", "blue_green"):
+            raise ValueError(
+                f"'shadow_percent' only applies to strategies 'shadow' and 'blue_green', "
+                f"not {self.strategy!r}"
+            )
         weights = [s.weight for s in self.steps]
         if weights != sorted(weights):
             raise ValueError("canary step weights must not decrease")

@@ -23,6 +23,7 @@ from controller.state import StateStore
 from tests.support import commit
 
 Processes = dict[str, set[tuple[str, int]]]  # application -> {(actor id, pid)} of its replicas
+ENDED = ("completed", "aborted")  # a rollout in these phases moves no more
 
 SLOW_MODEL = '''\
 import time
@@ -119,8 +120,9 @@ class Story:
         stored = self.store.rollouts(self.environment).get(self.deployment)
         return stored.state.phase if stored else None
 
-    def drive(self, until: str, timeout_s: float = 300.0) -> int:
-        """Controller passes until the rollout reaches phase `until`; returns the passes run."""
+    def drive(self, until: str, since: dt.datetime, timeout_s: float = 300.0) -> int:
+        """Controller passes until the rollout reaches phase `until`; returns the passes run.
+        Fails at once when a rollout started after `since` ends in another phase."""
         deadline = time.monotonic() + timeout_s
         passes = 0
         while time.monotonic() < deadline:
@@ -129,8 +131,14 @@ class Story:
             if result.outcome not in ("applied", "in_sync", "aborted"):
                 raise AssertionError(f"pass {result.outcome}: {result.message}")
             self.check()
-            if self.phase() == until:
+            stored = self.store.rollouts(self.environment).get(self.deployment)
+            phase = stored.state.phase if stored else None
+            if phase == until:
                 return passes
+            if stored and phase in ENDED and stored.state.started_at >= since:
+                # This story's rollout is over and will not move again: say how, now.
+                events = self.store.rollout_events(self.environment, self.deployment)[:3]
+                raise AssertionError(f"rollout ended {phase!r}, not {until!r}: {events}")
             time.sleep(min(result.requeue_after, 1.0))
         events = self.store.rollout_events(self.environment, self.deployment)
         raise AssertionError(f"rollout did not reach {until!r} in {timeout_s:.0f}s: {events}")
@@ -152,7 +160,7 @@ class Story:
             done = subprocess.run([serveops, *command], capture_output=True, text=True)
             if done.returncode != 0:
                 raise AssertionError(f"serveops {' '.join(command)}: {done.stderr}")
-        passes = self.drive(until)
+        passes = self.drive(until, since)
         time.sleep(self.settle_s)
         self.check()
         events = [

@@ -45,14 +45,17 @@ TIMEOUT_S = 60
 # with 64, on a quieter machine). With 64 the replica queues them itself, in order, no gaps.
 MAX_ONGOING = 64
 
-# An absolute ceiling, and a loose relative limit: a healthy candidate's first answers (cold)
-# reached a p95 of 309 ms against the stable version's 33 ms in a 6 s window (831% above).
+# The good rollouts are judged on errors, with latency limits that only a broken candidate
+# reaches: this test is about dropped requests, and on a loaded 2-core machine latency is the
+# machine's. (Measured: a healthy candidate's cold answers at a p95 of 309 ms against the
+# stable version's 33 ms, 831% above; a blue-green preview mirroring every request with the
+# stable version itself at a p95 of 1.7 s and the candidate at 3.5 s, load average 4.5.)
 ANALYSIS = """\
     analysis:
       interval: 6s
       min_requests: 15
       max_error_rate_increase: 1
-      max_p95_latency_ms: 900
+      max_p95_latency_ms: 10000
       max_p95_regression_pct: 5000
       failure_limit: 1
 """
@@ -71,7 +74,11 @@ SLOW_CANARY = """\
       max_p95_latency_ms: 900
       failure_limit: 1
 """
-BLUE_GREEN = "  rollout:\n    strategy: blue_green\n    scale_down_delay: 10m\n" + ANALYSIS
+# A quarter of requests mirrored in preview: each one is served twice (bench: every request).
+BLUE_GREEN = (
+    "  rollout:\n    strategy: blue_green\n    scale_down_delay: 10m\n    shadow_percent: 25\n"
+    + ANALYSIS
+)
 
 
 def spec(version: str, rollout: str) -> str:

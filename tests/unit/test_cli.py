@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
+from controller import cli
 from controller.cli import app
+from controller.live import LiveState
 from controller.plan import Source, make_plan
+from controller.registry import FixedRegistry
 from controller.render import DesiredState
-from tests.support import FakeServe, commit, deployment_yaml, make_repo
+from tests.support import FakeServe, commit, deployment_yaml, make_repo, unmanaged_app
 
 runner = CliRunner()
 DEAD_ADDRESS = "http://127.0.0.1:9"  # discard port: nothing listens
@@ -103,6 +108,57 @@ def test_apply_saved_plan_refused_when_branch_moved(tmp_path: Path) -> None:
     result = runner.invoke(app, ["apply", "--plan", str(plan_file)])
     assert result.exit_code == 1
     assert "revision 'main' has moved since the plan was made" in result.output
+
+
+class MovingServe(FakeServe):
+    """A fake Serve whose unmanaged app someone edits right after serveops' first read."""
+
+    def __init__(self, moves: int) -> None:
+        super().__init__()
+        self.seed(unmanaged_app())
+        self.moves = moves  # how many of serveops' reads are each followed by an edit
+        self.reads = 0
+
+    def __enter__(self) -> MovingServe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def get(self) -> LiveState:
+        live = super().get()
+        self.reads += 1
+        if self.reads <= self.moves:
+            self.apps["handmade"]["deployments"][0]["num_replicas"] += 1
+        return live
+
+
+def apply_against(serve: MovingServe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    make_repo(tmp_path, {"deployments/staging/fraud.yaml": deployment_yaml()})
+    monkeypatch.setattr(cli, "ServeClient", lambda *a, **k: serve)
+    monkeypatch.setattr(cli, "registry_from_uri", lambda uri: FixedRegistry({"fraud": {"1": "1"}}))
+    return runner.invoke(app, ["apply", "--repo", str(tmp_path), "--env", "staging"])
+
+
+def test_apply_without_a_saved_plan_plans_again_when_serve_moves_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve = MovingServe(moves=1)
+    result = apply_against(serve, tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "changed since this plan was made" in result.output and "planning again" in result.output
+    assert {"fraud", "fraud--v1", "handmade"} <= set(serve.apps)
+    assert serve.apps["handmade"]["deployments"][0]["num_replicas"] == 2  # the edit was kept
+
+
+def test_apply_gives_up_when_serve_keeps_moving_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve = MovingServe(moves=100)
+    result = apply_against(serve, tmp_path, monkeypatch)
+    assert result.exit_code == 1
+    assert result.output.count("planning again") == cli.REPLAN_ATTEMPTS - 1
+    assert serve.puts == []
 
 
 def test_apply_plan_file_errors_exit_2(tmp_path: Path) -> None:

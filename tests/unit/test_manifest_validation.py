@@ -151,6 +151,17 @@ def test_canary_needs_steps_and_steps_need_canary() -> None:
     assert "only applies to strategy 'canary'" in p
 
 
+def test_shadow_percent_only_for_shadow_and_blue_green() -> None:
+    text = deployment_yaml(
+        extra_spec="rollout: {strategy: canary, steps: [{weight: 10}], shadow_percent: 20}\n"
+    )
+    [p] = problems({PATH: text})
+    assert "spec.rollout" in p and "'shadow_percent' only applies" in p
+    ok = deployment_yaml(extra_spec="rollout: {strategy: blue_green, shadow_percent: 20}\n")
+    [m] = load_manifests({PATH: ok})
+    assert m.deployment.spec.rollout.shadow_percent == 20
+
+
 def test_pause_must_be_a_duration() -> None:
     text = deployment_yaml(
         extra_spec="rollout: {strategy: canary, steps: [{weight: 10, pause: soon}]}\n"

@@ -201,3 +201,16 @@ def test_an_app_being_deleted_is_neither_carried_over_nor_a_conflict() -> None:
     assert ops(p) == [("create", "fraud--v1", "start"), ("create", "fraud", "start")]
     names = [a["name"] for a in merged_config(live, "staging", p.desired)]
     assert names == ["fraud--v1", "fraud"]
+
+
+def test_an_app_finishing_its_deletion_does_not_make_a_plan_stale() -> None:
+    # Someone else's app was being deleted while we planned and is gone by apply: nothing a
+    # plan writes depends on it, so the fingerprint must not move.
+    running = {"status": "RUNNING", "deployed_app_config": unmanaged_app()}
+    deleting = {"status": "DELETING", "deployed_app_config": None}
+    during = LiveState.from_api({"applications": {"handmade": running, "old": deleting}})
+    after = LiveState.from_api({"applications": {"handmade": running}})
+    assert during.fingerprint() == after.fingerprint()
+    scaled = {**running, "deployed_app_config": {**unmanaged_app(), "route_prefix": "/moved"}}
+    moved = LiveState.from_api({"applications": {"handmade": scaled}})
+    assert moved.fingerprint() != after.fingerprint()

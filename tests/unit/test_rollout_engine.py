@@ -261,6 +261,16 @@ def test_blue_green_previews_then_switches_atomically_and_keeps_the_old_version(
     assert traffic(spec, run.state) is None
 
 
+def test_blue_green_preview_mirrors_all_requests_unless_told_a_share() -> None:
+    for extra, mirrored in (({}, 100), ({"shadow_percent": 30}, 30)):
+        spec = blue_green(analysis=ANALYSIS, **extra)
+        run = Run(spec, new("blue_green"))
+        run.step()
+        t = traffic(spec, run.state)
+        assert run.state.phase == "preview"
+        assert t is not None and t.mirror_percent == mirrored and t.candidate_weight == 0
+
+
 def test_blue_green_rolls_back_instantly_when_post_switch_analysis_fails() -> None:
     spec = blue_green(analysis={**ANALYSIS, "failure_limit": 1})
     run = Run(spec, new("blue_green"))
