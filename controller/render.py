@@ -15,7 +15,6 @@ from controller.registry import ModelNotFound, Registry, ResolvedModel
 from controller.serving.protocol import (
     MARKER_KEY,
     MODEL_DEPLOYMENT,
-    MODEL_IMPORT_PATH,
     ROUTER_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
     ABTest,
@@ -89,7 +88,7 @@ def render_version_app(
     app: AppConfig = {
         "name": version_app_name(meta.name, model.version),
         "route_prefix": None,  # reached only through the router's handle
-        "import_path": MODEL_IMPORT_PATH,
+        "import_path": spec.server.import_path,
         "args": {
             "model_uri": model.pinned_uri,
             "version": model.version,
@@ -97,8 +96,13 @@ def render_version_app(
         },
         "deployments": [deployment],
     }
+    runtime_env: dict[str, Any] = {}
     if settings.tracking_uri:
-        app["runtime_env"] = {"env_vars": {"MLFLOW_TRACKING_URI": settings.tracking_uri}}
+        runtime_env["env_vars"] = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+    if spec.server.pip:
+        runtime_env["pip"] = list(spec.server.pip)
+    if runtime_env:
+        app["runtime_env"] = runtime_env
     return app
 
 

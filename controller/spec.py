@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from controller.serving.protocol import MODEL_IMPORT_PATH
+
 API_VERSION = "serveops.dev/v1alpha1"
 KIND = "ModelDeployment"
 
@@ -33,6 +35,10 @@ MODEL_URI_PATTERN = (
 )
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+# `package.module:attribute`, as Ray Serve's `import_path` takes it.
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+# A pip requirement: a project name with optional extras, then an optional version specifier.
+PIP_REQUIREMENT_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._,-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+(,[<>=!~]=?[A-Za-z0-9.*+!_-]+)*)?$"
 # An HTTP field name (RFC 9110 token).
 HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 # Headers that cannot tell one user from another: hop-by-hop, framing, or serveops' own answers.
@@ -490,6 +496,37 @@ class Simulation(_Strict):
     )
 
 
+class Server(_Strict):
+    import_path: str = Field(
+        default=MODEL_IMPORT_PATH,
+        pattern=IMPORT_PATH_PATTERN,
+        description="The model server's code, as `package.module:builder`. The builder takes "
+        "the version application's `args` (`model_uri`, `version`) and returns a Serve "
+        "application whose ingress deployment is named `{MODEL_DEPLOYMENT}` and has "
+        '`predict(payload) -> {"status": int, "body": ...}` (the router calls it). The '
+        "default is serveops' MLflow pyfunc server. The module must be importable on every "
+        "Ray node (the image, or `pip`); policies decide which code may serve "
+        "(`allowed-serving-code`).",
+    )
+    pip: list[str] = Field(
+        default_factory=list,
+        description="Python packages the server needs, installed by Ray into the replicas' "
+        "runtime environment (`runtime_env.pip`), e.g. `fraud-serving==1.4.2`. Pin exact "
+        "versions (`==`): a version range can change the code that serves without a commit.",
+    )
+
+    @field_validator("pip")
+    @classmethod
+    def _requirements(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not re.match(PIP_REQUIREMENT_PATTERN, v):
+                raise ValueError(
+                    f"{v!r} is not a pip requirement such as 'package==1.2.3' (no URLs, "
+                    "paths or options)"
+                )
+        return values
+
+
 class DeploymentSpec(_Strict):
     route: str = Field(
         pattern=ROUTE_PATTERN,
@@ -525,6 +562,11 @@ class DeploymentSpec(_Strict):
     )
     router_replicas: int = Field(
         default=1, ge=1, le=100, description="Replicas of the router that owns the route."
+    )
+    server: Server = Field(
+        default_factory=Server,
+        description="The code that serves each model version. Unset: serveops' MLflow pyfunc "
+        "server, which speaks MLflow's scoring protocol.",
     )
     rollout: Rollout = Field(
         default_factory=Rollout, description="How a change of `model` reaches traffic."

@@ -13,6 +13,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from controller.serving.inputs import parse_input
 from controller.serving.protocol import VERSION_HEADER
 
 logger = logging.getLogger("ray.serve")
@@ -45,14 +46,13 @@ class ModelServer:
     def predict(self, payload: Any) -> dict[str, Any]:
         """Score one request. Returns {"status", "body"} so errors cross the handle as values."""
         from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
         if not isinstance(payload, dict):
             return _bad_request("request body must be a JSON object in MLflow's scoring format")
         payload = dict(payload)
         params = payload.pop("params", None)
         try:
-            data = infer_and_parse_data(payload, self._schema)
+            data = parse_input(payload, self._schema)
             predictions = self._model.predict(data, params=params)
         except MlflowException as err:
             return _bad_request(err.message)

@@ -12,8 +12,8 @@ DEPLOYMENT_HEADER = "x-serveops-deployment"
 REPLAY_HEADER = "x-serveops-replay"  # sent by serveops replays; routers never record them
 VARIANT_HEADER = "x-serveops-variant"  # A/B: the variant that answered
 ROUTING_HEADER = "x-serveops-routing"  # `routing_id` of the weights the answer was routed by
-MARKER_KEY = "serveops"
-STATUS_POLL_S = 0.5  # how often a router re-reads Serve's status: how soon a new version serves  # key under an application's `args` marking it as ours
+MARKER_KEY = "serveops"  # key under an application's `args` marking it as ours
+STATUS_POLL_S = 0.5  # how often a router re-reads Serve's status: how soon a new version serves
 
 ROUTER_IMPORT_PATH = "controller.serving.router:build"
 MODEL_IMPORT_PATH = "controller.serving.model:build"

@@ -162,6 +162,13 @@ def test_shadow_percent_only_for_shadow_and_blue_green() -> None:
     assert m.deployment.spec.rollout.shadow_percent == 20
 
 
+def test_server_import_path_and_pip_requirements_are_checked() -> None:
+    text = deployment_yaml(extra_spec="server: {import_path: 'not a path', pip: ['-e .']}\n")
+    found = problems({PATH: text})
+    assert any("spec.server.import_path" in p and "should match pattern" in p for p in found)
+    assert any("spec.server.pip" in p and "not a pip requirement" in p for p in found)
+
+
 def test_pause_must_be_a_duration() -> None:
     text = deployment_yaml(
         extra_spec="rollout: {strategy: canary, steps: [{weight: 10, pause: soon}]}\n"

@@ -69,6 +69,26 @@ def test_no_tracking_uri_means_no_runtime_env() -> None:
     assert "runtime_env" not in version
 
 
+def test_custom_serving_code_and_its_packages_reach_the_version_app() -> None:
+    default, _ = render(deployment_yaml(model="models:/fraud/7"))
+    assert default["import_path"] == "controller.serving.model:build"
+    text = deployment_yaml(
+        model="models:/fraud/7",
+        extra_spec="""\
+        server:
+          import_path: fraud_serving.app:build
+          pip: [fraud-serving==1.4.2]
+        """,
+    )
+    version, router = render(text)
+    assert version["import_path"] == "fraud_serving.app:build"
+    assert version["runtime_env"] == {
+        "env_vars": {"MLFLOW_TRACKING_URI": "sqlite:////tmp/mlflow.db"},
+        "pip": ["fraud-serving==1.4.2"],
+    }
+    assert router["import_path"] == "controller.serving.router:build"  # routing stays ours
+
+
 def test_every_rendered_config_validates_against_rays_schema() -> None:
     apps = render(
         deployment_yaml(model="models:/fraud/7"),
@@ -76,6 +96,11 @@ def test_every_rendered_config_validates_against_rays_schema() -> None:
             "  replicas: 1\n", "  autoscaling: {min_replicas: 0, max_replicas: 3}\n"
         ),
         deployment_yaml(name="fraud-b", route="/fraud/b", model="models:/fraud@champion"),
+        deployment_yaml(
+            name="fraud-c",
+            model="models:/fraud/7",
+            extra_spec="server: {import_path: 'fraud_serving.app:build', pip: [a==1]}\n",
+        ),
     )
     config = ServeDeploySchema.model_validate(
         {"http_options": {"host": "127.0.0.1", "port": 8000}, "applications": apps}
