@@ -26,7 +26,7 @@ from controller.live import LiveState
 from controller.plan import Plan
 from controller.render import AppConfig
 from controller.serveapi import ServeAPI, merged_config
-from controller.serving.protocol import MARKER_KEY, STATUS_POLL_S, RouterConfig
+from controller.serving.protocol import MARKER_KEY, STATUS_POLL_S, RouterConfig, router_config
 
 POLL_INTERVAL_S = 0.1
 # Before removing old versions: every router replica re-reads Serve's status this often.
@@ -48,7 +48,10 @@ def _role(app: AppConfig) -> str:
 
 
 def _router_config(app: AppConfig) -> RouterConfig:
-    return RouterConfig.model_validate(app["deployments"][0]["user_config"])
+    config = router_config(app)
+    if config is None:  # a managed router without one was not written by serveops
+        raise ApplyFailed(f"router application {app.get('name')!r} has no router user_config")
+    return config
 
 
 def with_fallback(desired: AppConfig, live: AppConfig | None) -> AppConfig:

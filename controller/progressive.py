@@ -59,7 +59,7 @@ from controller.rollout import (
     with_command,
 )
 from controller.serveapi import ServeAPI
-from controller.serving.protocol import MARKER_KEY, ROUTER_DEPLOYMENT, RolloutNote, RouterConfig
+from controller.serving.protocol import MARKER_KEY, RolloutNote, RouterConfig, router_config
 from controller.serving.protocol import Target as RouteTarget
 from controller.spec import ModelDeployment
 from controller.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
@@ -99,10 +99,7 @@ def _router(live: LiveState, environment: str, deployment: str) -> RouterConfig 
     app = live.managed(environment).get(deployment)
     if app is None or (app.marker or {}).get("role") != "router":
         return None
-    for dep in app.config.get("deployments", []):
-        if dep.get("name") == ROUTER_DEPLOYMENT and dep.get("user_config"):
-            return RouterConfig.model_validate(dep["user_config"])
-    return None
+    return router_config(app.config)
 
 
 def _stable(router: RouterConfig | None, live: LiveState) -> RouteTarget | None:

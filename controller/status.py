@@ -7,7 +7,7 @@ from typing import Literal
 
 from controller.live import LiveApp, LiveState
 from controller.plan import Plan
-from controller.serving.protocol import ROUTER_DEPLOYMENT, RouterConfig
+from controller.serving.protocol import router_config
 
 Sync = Literal["Synced", "OutOfSync", "Unknown"]
 Health = Literal["Healthy", "Progressing", "Degraded", "Missing"]
@@ -31,13 +31,6 @@ class DeploymentStatus:
     health: Health
     message: str = ""
     versions: list[VersionStatus] = field(default_factory=list)
-
-
-def _router_config(app: LiveApp) -> RouterConfig | None:
-    for dep in app.config.get("deployments", []):
-        if dep.get("name") == ROUTER_DEPLOYMENT and dep.get("user_config"):
-            return RouterConfig.model_validate(dep["user_config"])
-    return None
 
 
 def _health(apps: list[LiveApp]) -> tuple[Health, str]:
@@ -85,7 +78,7 @@ def _row(name: str, sync: Sync, apps: list[LiveApp], live: LiveState) -> Deploym
             for a in apps
         ]
         return DeploymentStatus(name, None, sync, None, health, message, versions)
-    config = _router_config(router)
+    config = router_config(router.config)
     targets = config.targets if config else []
     fallback = config.fallback if config else []
     health, message = _health([router, *(live.apps[t.app] for t in targets if t.app in live.apps)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -116,3 +117,12 @@ class RouterConfig(BaseModel):
     recording: RecordingConfig | None = Field(
         default=None, description="Record a sample of live requests; None records nothing."
     )
+
+
+def router_config(app: dict[str, Any]) -> RouterConfig | None:
+    """The `user_config` of a router application's config (as rendered or as live), or None
+    when the application has no router deployment with one."""
+    for dep in app.get("deployments") or []:
+        if dep.get("name") == ROUTER_DEPLOYMENT and dep.get("user_config"):
+            return RouterConfig.model_validate(dep["user_config"])
+    return None
