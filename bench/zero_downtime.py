@@ -15,7 +15,8 @@ the whole run, whatever the answers take. Prints, per scenario and for the whole
 failed requests (target 0), the rate answered, latency; and whether the stable version's
 replicas (and the router's) kept their processes (same Ray actor, same PID) at every pass.
 
-    .venv/bin/python bench/zero_downtime.py [--rate 60]
+    .venv/bin/python bench/zero_downtime.py [--rate 60] [--max-ongoing 64] [--shadow-percent 25]
+        [--ray-env RAY_SERVE_ENABLE_HA_PROXY=1]
 """
 
 from __future__ import annotations
@@ -127,14 +128,28 @@ def main() -> None:
         "--max-ongoing", type=int, default=8, help="spec.max_ongoing_requests (model replicas)"
     )
     parser.add_argument(
+        "--shadow-percent",
+        type=int,
+        default=None,
+        help="spec.rollout.shadow_percent of the blue-green preview (default: every request)",
+    )
+    parser.add_argument(
+        "--ray-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment of `ray start` (e.g. RAY_SERVE_ENABLE_HA_PROXY=1), repeatable",
+    )
+    parser.add_argument(
         "--record-get", type=Path, help="write Serve's GET payload once v1 serves (a fixture)"
     )
     args = parser.parse_args()
+    ray_env = dict(kv.split("=", 1) for kv in args.ray_env)
 
     models = registered_models()
     v1, v2 = models.versions
     slow = register_slow(models.tracking_uri, models.root)
-    ray = start_ray()
+    ray = start_ray(ray_env)
     try:
         client = new_client(ray)
         serving = (
@@ -146,8 +161,12 @@ def main() -> None:
         def canary(version: str) -> str:
             return spec_yaml(NAME, version, ENV, serving + CANARY)
 
+        preview = (
+            f"    shadow_percent: {args.shadow_percent}\n" if args.shadow_percent is not None else ""
+        )
+
         def blue_green(version: str) -> str:
-            return spec_yaml(NAME, version, ENV, serving + BLUE_GREEN)
+            return spec_yaml(NAME, version, ENV, serving + BLUE_GREEN + preview)
 
         repo = models.root / "repo"
         make_repo(repo, {SPEC: canary(v1)}, "deploy v1")
@@ -222,6 +241,7 @@ def main() -> None:
             + (f" ({story.restarts})" if story.restarts else "")
         )
         print(f"load average: {load_start} at start, {load_average()} at end")
+        print(f"ray start environment: {ray_env or 'defaults'}")
         if stopped:
             print(f"THE STORY STOPPED: {stopped}")
         client.close()
