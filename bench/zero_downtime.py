@@ -162,7 +162,9 @@ def main() -> None:
             return spec_yaml(NAME, version, ENV, serving + CANARY)
 
         preview = (
-            f"    shadow_percent: {args.shadow_percent}\n" if args.shadow_percent is not None else ""
+            f"    shadow_percent: {args.shadow_percent}\n"
+            if args.shadow_percent is not None
+            else ""
         )
 
         def blue_green(version: str) -> str:
