@@ -73,6 +73,8 @@ Outcome = Literal[
     "waiting",  # another controller holds the environment's lease
 ]
 IN_SYNC: frozenset[Outcome] = frozenset({"applied", "healed", "in_sync", "ignored"})
+# After a stale plan (Serve moved between plan and apply): the next pass comes this soon.
+CONFLICT_REQUEUE_S = 0.5
 
 
 def default_actor() -> str:
@@ -398,9 +400,12 @@ class Controller:
                 no_wait=no_wait,
             )
         except StalePlan as err:
-            # Live moved since planning (someone else wrote to Serve). Plan again next pass.
+            # Live moved since planning (someone else wrote to Serve): a conflict, not the
+            # revision's fault. Nothing was written; plan again at once, as controller-runtime
+            # requeues on a conflict.
             self.store.finish_pass(pass_id, "failed", err.message)
-            return self._result("failed", err.message, commit=head, plan=plan, pass_id=pass_id)
+            conflict = self._result("failed", err.message, commit=head, plan=plan, pass_id=pass_id)
+            return replace(conflict, requeue_after=CONFLICT_REQUEUE_S)
         except ServeopsError as err:
             self.store.finish_pass(pass_id, "failed", err.message)
             # Serve down, or our own configuration: not the revision's fault, so retried.

@@ -26,7 +26,7 @@ from controller.reconcile import Target, plan_revision
 from controller.registry import FixedRegistry, Registry, ResolvedModel
 from controller.reposource import RepoSource
 from controller.state import PassStart, StateStore
-from tests.support import FakeServe, commit, deployment_yaml, git, make_repo
+from tests.support import FakeServe, commit, deployment_yaml, git, make_repo, unmanaged_app
 
 FRAUD = "deployments/staging/fraud.yaml"
 MODELS = {"fraud": {"1": "1", "2": "2", "3": "3", "@champion": "1"}}
@@ -239,6 +239,38 @@ def test_unreachable_serve_is_retried_and_recorded_once(world: World) -> None:
     assert row.result == "failed" and row.repeats == 3
     assert ctl.store.environment("staging").last_failed_commit is None  # not the commit's fault
     assert world.notes.kinds == ["sync_failed"]  # notified once
+
+
+def test_serve_moving_between_plan_and_apply_is_a_conflict_planned_again_at_once(
+    world: World,
+) -> None:
+    class MovedOnce(FakeServe):
+        """Someone else's application changes right after the controller's first read."""
+
+        reads = 0
+
+        def get(self) -> LiveState:
+            live = super().get()
+            self.reads += 1
+            if self.reads == 1:
+                self.apps["handmade"]["route_prefix"] = "/moved"
+            return live
+
+    world.serve = MovedOnce()
+    world.serve.seed(unmanaged_app())
+    ctl = world.controller()
+    first = ctl.reconcile_once()
+    assert first.outcome == "failed" and "changed since this plan was made" in first.message
+    assert first.requeue_after < 1 and world.serve.puts == []  # nothing written, soon again
+    assert ctl.store.environment("staging").last_failed_commit is None  # not the commit's fault
+    assert world.notes.kinds == []
+    second = ctl.reconcile_once()
+    assert second.outcome == "applied" and set(world.serve.apps) == {
+        "fraud",
+        "fraud--v1",
+        "handmade",
+    }
+    assert world.serve.apps["handmade"]["route_prefix"] == "/moved"  # their change was kept
 
 
 def test_controller_misconfiguration_is_retried_not_blamed_on_the_revision(world: World) -> None:
