@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from controller.serving.protocol import MODEL_IMPORT_PATH
+from controller.serving.protocol import MODEL_DEPLOYMENT, MODEL_IMPORT_PATH
 
 API_VERSION = "serveops.dev/v1alpha1"
 KIND = "ModelDeployment"
@@ -502,7 +502,7 @@ class Server(_Strict):
         pattern=IMPORT_PATH_PATTERN,
         description="The model server's code, as `package.module:builder`. The builder takes "
         "the version application's `args` (`model_uri`, `version`) and returns a Serve "
-        "application whose ingress deployment is named `{MODEL_DEPLOYMENT}` and has "
+        f"application whose ingress deployment is named `{MODEL_DEPLOYMENT}` and has "
         '`predict(payload) -> {"status": int, "body": ...}` (the router calls it). The '
         "default is serveops' MLflow pyfunc server. The module must be importable on every "
         "Ray node (the image, or `pip`); policies decide which code may serve "

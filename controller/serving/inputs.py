@@ -5,9 +5,9 @@ lists, then casts it to the model's signature one column at a time. For a tabula
 30 numeric columns that was a quarter of the model replica's CPU per request (py-spy, 10
 req/s): more than the model's own predict. When the body is a plain numeric matrix whose
 columns are exactly the signature's, all of one floating type, the same DataFrame is built
-from one NumPy array in one step. Anything else (other formats, strings, nulls, missing or
-extra columns, integer or mixed types) goes through MLflow unchanged, and a test checks that
-both paths give equal frames.
+from one NumPy array in one step. Anything else (other formats; strings, nulls or booleans
+in the data; missing or extra columns; signatures with integer or mixed column types) goes
+through MLflow unchanged, and a test checks that both paths give equal frames.
 """
 
 from __future__ import annotations

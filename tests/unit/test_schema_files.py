@@ -39,3 +39,10 @@ def test_json_schema_rejects_what_pydantic_rejects() -> None:
     doc["spec"].pop("replicaz")
     doc["spec"]["route"] = "no-slash"
     assert any("route" in list(e.path) for e in validator.iter_errors(doc))
+
+
+def test_descriptions_hold_no_unfilled_placeholder() -> None:
+    # A `{NAME}` left in a description is a string that was meant to be an f-string.
+    import re
+
+    assert re.findall(r"\{[A-Z][A-Z_]+\}", reference_text()) == []
