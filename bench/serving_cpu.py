@@ -1,0 +1,137 @@
+"""CPU per request of each process on the serving path: model replica, router, Serve's proxy.
+
+On a real local Ray Serve (2 CPUs) and MLflow store, one deployment rendered as serveops renders
+it; its version application also gets a route of its own (`/direct`). An open loop sends
+`--rate` requests per second for `--seconds` through one path (`router` or `direct`), and the CPU
+time of each process (psutil: user + system) over that window is divided by the requests sent.
+At a low rate the figures include each replica's idle work (health checks, metrics, the
+router's status poll): run `--rate 1` for that baseline.
+
+    .venv/bin/python bench/serving_cpu.py [--path router|direct] [--rate 10] [--seconds 20]
+        [--ray-env RAY_SERVE_ENABLE_HA_PROXY=1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.serving_setup import (
+    load_average,
+    new_client,
+    registered_models,
+    rendered,
+    start_ray,
+    wait_answering,
+    wait_running,
+)
+from controller.demo import sample_request
+
+NAME = "cpu"
+
+
+def serving_processes(dashboard: str) -> dict[str, psutil.Process]:
+    """The replicas of our applications (from Serve's API), the proxy actor and haproxy."""
+    payload = httpx.get(f"{dashboard}/api/serve/applications/", timeout=30).json()
+    found: dict[str, psutil.Process] = {}
+    for app_name, app in payload["applications"].items():
+        for dep_name, dep in app["deployments"].items():
+            for replica in dep["replicas"]:
+                found[f"{app_name} {dep_name}"] = psutil.Process(replica["pid"])
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "ProxyActor" in cmd:
+            found["Serve proxy actor"] = p
+        elif Path((p.info["cmdline"] or [""])[0]).name == "haproxy":
+            found["haproxy"] = p
+    return found
+
+
+def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    out = {}
+    for name, p in procs.items():
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[name] = t.user + t.system
+    return out
+
+
+def open_loop(url: str, rate: float, seconds: float, latencies: list[float]) -> int:
+    """Send at `rate` on an absolute schedule for `seconds` (one connection); returns failures."""
+    body, failed = sample_request(), 0
+    with httpx.Client(timeout=30) as client:
+        start = time.monotonic()
+        i = 0
+        while (due := start + i / rate) < start + seconds:
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            sent = time.perf_counter()
+            if client.post(url, json=body).status_code != 200:
+                failed += 1
+            latencies.append((time.perf_counter() - sent) * 1000)
+            i += 1
+    return failed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--path", choices=["router", "direct"], default="router")
+    ap.add_argument("--rate", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--ray-env", action="append", default=[], metavar="K=V")
+    args = ap.parse_args()
+    ray_env = dict(kv.split("=", 1) for kv in args.ray_env)
+
+    models = registered_models()
+    ray = start_ray(ray_env)
+    try:
+        client = new_client(ray)
+        version_app, router = rendered(models, NAME, models.versions[0])
+        version_app["route_prefix"] = "/direct"
+        client.put([version_app, router], client.get())
+        wait_running(client, [version_app["name"], router["name"]])
+        base = f"http://127.0.0.1:{client.http_port}"
+        for route in (f"/{NAME}", "/direct"):
+            wait_answering(base + route)
+        url = base + (f"/{NAME}" if args.path == "router" else "/direct")
+        procs = serving_processes(ray.address)
+        open_loop(url, args.rate, 3.0, [])  # warm up
+        latencies: list[float] = []
+        before, started = cpu_seconds(procs), time.monotonic()
+        failed = open_loop(url, args.rate, args.seconds, latencies)
+        elapsed, after = time.monotonic() - started, cpu_seconds(procs)
+        n = len(latencies)
+        q = statistics.quantiles(latencies, n=100)
+        print(
+            f"path {args.path}, {args.rate:g} req/s for {elapsed:.1f}s: {n} requests, {failed} "
+            f"failed, p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms; load average {load_average()}"
+        )
+        print(f"ray start environment: {ray_env or 'defaults'}")
+        total = 0.0
+        for name in sorted(after):
+            used = after[name] - before.get(name, after[name])
+            total += used
+            print(
+                f"  {name:32s} {100 * used / elapsed:5.1f}% of a core, "
+                f"{1000 * used / n:6.2f} ms CPU per request"
+            )
+        print(
+            f"  {'all of them':32s} {100 * total / elapsed:5.1f}% of a core, "
+            f"{1000 * total / n:6.2f} ms CPU per request"
+        )
+    finally:
+        ray.stop()
+
+
+if __name__ == "__main__":
+    main()
