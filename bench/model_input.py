@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.demo import MODEL_NAME, sample_request, train_and_register
-from controller.serving.inputs import parse_input
+from controller.serving.inputs import InputParser
 
 
 def per_call_us(fn: Callable[[], Any], calls: int) -> float:
@@ -49,14 +49,15 @@ def main() -> None:
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
     schema = model.metadata.get_input_schema()
+    parser = InputParser(schema)
 
     for rows in (1, 8):
         body = sample_request(rows)
         sides: dict[str, Callable[[], Any]] = {
             "mlflow parse": lambda b=body: infer_and_parse_data(b, schema),
-            "fast parse": lambda b=body: parse_input(b, schema),
+            "fast parse": lambda b=body: parser.parse(b),
             "mlflow parse + predict": lambda b=body: model.predict(infer_and_parse_data(b, schema)),
-            "fast parse + predict": lambda b=body: model.predict(parse_input(b, schema)),
+            "fast parse + predict": lambda b=body: model.predict(parser.parse(b)),
         }
         results: dict[str, list[float]] = {name: [] for name in sides}
         for r in range(args.rounds):

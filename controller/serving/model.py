@@ -13,7 +13,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from controller.serving.inputs import parse_input
+from controller.serving.inputs import InputParser
 from controller.serving.protocol import VERSION_HEADER
 
 logger = logging.getLogger("ray.serve")
@@ -40,7 +40,7 @@ class ModelServer:
         self._uri = model_uri
         self._version = version
         self._model = mlflow.pyfunc.load_model(model_uri)
-        self._schema = self._model.metadata.get_input_schema()
+        self._inputs = InputParser(self._model.metadata.get_input_schema())
         logger.info("loaded %s", model_uri)
 
     def predict(self, payload: Any) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class ModelServer:
         payload = dict(payload)
         params = payload.pop("params", None)
         try:
-            data = parse_input(payload, self._schema)
+            data = self._inputs.parse(payload)
             predictions = self._model.predict(data, params=params)
         except MlflowException as err:
             return _bad_request(err.message)

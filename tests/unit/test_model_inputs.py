@@ -11,10 +11,11 @@ from mlflow.models import infer_signature
 from mlflow.pyfunc.scoring_server import infer_and_parse_data
 from sklearn.datasets import load_breast_cancer
 
-from controller.serving.inputs import fast_frame, parse_input
+from controller.serving.inputs import InputParser
 
 DATA = load_breast_cancer(as_frame=True).data
 SCHEMA = infer_signature(DATA, np.zeros(len(DATA), dtype=int)).inputs  # 30 double columns
+PARSER = InputParser(SCHEMA)
 
 
 def split(rows: pd.DataFrame, **extra: Any) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def split(rows: pd.DataFrame, **extra: Any) -> dict[str, Any]:
     ],
 )
 def test_fast_path_builds_the_frame_mlflow_builds(payload: dict[str, Any]) -> None:
-    fast = fast_frame(payload, SCHEMA)
+    fast = PARSER.fast_frame(payload)
     assert fast is not None
     pd.testing.assert_frame_equal(fast, infer_and_parse_data(payload, SCHEMA))
 
@@ -73,21 +74,21 @@ def bad(change: str) -> dict[str, Any]:
 )
 def test_anything_but_a_plain_numeric_matrix_goes_through_mlflow(change: str) -> None:
     payload = bad(change)
-    assert fast_frame(payload, SCHEMA) is None
+    assert PARSER.fast_frame(payload) is None
     try:
         expected = infer_and_parse_data(payload, SCHEMA)
     except Exception as err:  # MLflow's own error reaches the client, as before
         with pytest.raises(type(err)):
-            parse_input(payload, SCHEMA)
+            PARSER.parse(payload)
     else:
-        pd.testing.assert_frame_equal(parse_input(payload, SCHEMA), expected)
+        pd.testing.assert_frame_equal(PARSER.parse(payload), expected)
 
 
 def test_no_fast_path_without_a_signature_or_with_mixed_types() -> None:
     payload = split(DATA.iloc[:2])
-    assert fast_frame(payload, None) is None
+    assert InputParser(None).fast_frame(payload) is None
     mixed = DATA.iloc[:5].assign(
         **{"mean radius": DATA["mean radius"].iloc[:5].round().astype(int)}
     )
     mixed_schema = infer_signature(mixed, [0] * 5).inputs  # one long column among doubles
-    assert fast_frame(split(mixed), mixed_schema) is None
+    assert InputParser(mixed_schema).fast_frame(split(mixed)) is None
