@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving_setup import (
+    env_pairs,
     load_average,
     new_client,
     registered_models,
@@ -89,7 +90,7 @@ def main() -> None:
             env = other["deployments"][0]["ray_actor_options"].setdefault("runtime_env", {})
             env["env_vars"] = {
                 **env.get("env_vars", {}),
-                **dict(kv.split("=", 1) for kv in args.router_env),
+                **env_pairs(args.router_env),
             }
             apps.append(other)
             paths["router-env"] = f"{base}/router-env"

@@ -1,9 +1,10 @@
 """CPU per request of each process on the serving path: model replica, router, Serve's proxy.
 
 On a real local Ray Serve (2 CPUs) and MLflow store, one deployment rendered as serveops renders
-it; its version application also gets a route of its own (`/direct`). An open loop sends
-`--rate` requests per second for `--seconds` through one path (`router` or `direct`), and the CPU
-time of each process (psutil: user + system) over that window is divided by the requests sent.
+it; its version application also gets a route of its own (`/direct`). An open loop
+(tests/e2e/load.py, as in the other serving benches) sends `--rate` requests per second for
+`--seconds` through one path (`router` or `direct`), and the CPU time of each process (psutil:
+user + system) over that window is divided by the requests sent.
 At a low rate the figures include each replica's idle work (health checks, metrics, the
 router's status poll): run `--rate 1` for that baseline.
 
@@ -14,7 +15,6 @@ router's status poll): run `--rate 1` for that baseline.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving_setup import (
+    env_pairs,
     load_average,
     new_client,
     registered_models,
@@ -34,6 +35,7 @@ from bench.serving_setup import (
     wait_running,
 )
 from controller.demo import sample_request
+from tests.e2e.load import OpenLoop
 
 NAME = "cpu"
 
@@ -66,23 +68,6 @@ def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
     return out
 
 
-def open_loop(url: str, rate: float, seconds: float, latencies: list[float]) -> int:
-    """Send at `rate` on an absolute schedule for `seconds` (one connection); returns failures."""
-    body, failed = sample_request(), 0
-    with httpx.Client(timeout=30) as client:
-        start = time.monotonic()
-        i = 0
-        while (due := start + i / rate) < start + seconds:
-            if (wait := due - time.monotonic()) > 0:
-                time.sleep(wait)
-            sent = time.perf_counter()
-            if client.post(url, json=body).status_code != 200:
-                failed += 1
-            latencies.append((time.perf_counter() - sent) * 1000)
-            i += 1
-    return failed
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--path", choices=["router", "direct"], default="router")
@@ -90,7 +75,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--ray-env", action="append", default=[], metavar="K=V")
     args = ap.parse_args()
-    ray_env = dict(kv.split("=", 1) for kv in args.ray_env)
+    ray_env = env_pairs(args.ray_env)
 
     models = registered_models()
     ray = start_ray(ray_env)
@@ -105,16 +90,18 @@ def main() -> None:
             wait_answering(base + route)
         url = base + (f"/{NAME}" if args.path == "router" else "/direct")
         procs = serving_processes(ray.address)
-        open_loop(url, args.rate, 3.0, [])  # warm up
-        latencies: list[float] = []
+        with OpenLoop(url, args.rate, sample_request()):
+            time.sleep(3.0)  # warm up
         before, started = cpu_seconds(procs), time.monotonic()
-        failed = open_loop(url, args.rate, args.seconds, latencies)
+        with OpenLoop(url, args.rate, sample_request()) as load:
+            time.sleep(args.seconds)
         elapsed, after = time.monotonic() - started, cpu_seconds(procs)
-        n = len(latencies)
-        q = statistics.quantiles(latencies, n=100)
+        sent = load.summary()
+        n = sent.requests
         print(
-            f"path {args.path}, {args.rate:g} req/s for {elapsed:.1f}s: {n} requests, {failed} "
-            f"failed, p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms; load average {load_average()}"
+            f"path {args.path}, {args.rate:g} req/s for {elapsed:.1f}s: {n} requests, "
+            f"{len(sent.failed)} failed, p50 {sent.p50_ms:.1f} ms, p99 {sent.p99_ms:.1f} ms; "
+            f"load average {load_average()}"
         )
         print(f"ray start environment: {ray_env or 'defaults'}")
         total = 0.0

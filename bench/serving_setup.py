@@ -46,6 +46,11 @@ def registered_models() -> Models:
     return Models(root, uri, train_and_register(uri, root / "artifacts"))
 
 
+def env_pairs(values: list[str]) -> dict[str, str]:
+    """`K=V` command-line values (`--ray-env`, `--router-env`) as an environment."""
+    return dict(kv.split("=", 1) for kv in values)
+
+
 def start_ray(env: dict[str, str] | None = None) -> LocalRay:
     return LocalRay(num_cpus=2, env={**RAY_ENV, **(env or {})}).start()
 

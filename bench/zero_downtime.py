@@ -33,6 +33,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving_setup import (
+    env_pairs,
     load_average,
     new_client,
     registered_models,
@@ -144,7 +145,7 @@ def main() -> None:
         "--record-get", type=Path, help="write Serve's GET payload once v1 serves (a fixture)"
     )
     args = parser.parse_args()
-    ray_env = dict(kv.split("=", 1) for kv in args.ray_env)
+    ray_env = env_pairs(args.ray_env)
 
     models = registered_models()
     v1, v2 = models.versions

@@ -20,8 +20,8 @@ Phases:
   `serveops promote`. After the last step traffic goes to 100% whatever the last weight was.
 - preview: the candidate takes no client traffic; the router mirrors `shadow_percent` of live
   requests to it (all of them by default for blue_green), answers discarded, so pre-promotion
-  analysis has figures. blue_green switches once one window passed (at once without analysis); shadow
-  the same, but without analysis it waits for `serveops promote`.
+  analysis has figures. blue_green switches once one window passed (at once without analysis);
+  shadow the same, but without analysis it waits for `serveops promote`.
 - switched: one reconfigure moved all traffic (stable 0, candidate 100); the stable version stays
   up for `scale_down_delay`, so a rollback is a weight change. Analysis keeps running; a failure
   switches back.

@@ -19,7 +19,7 @@ import httpx
 
 from controller.controller import Controller
 from controller.demo import MODEL_NAME
-from controller.state import StateStore
+from controller.state import StateStore, StoredRollout
 from tests.support import commit
 
 Processes = dict[str, set[tuple[str, int]]]  # application -> {(actor id, pid)} of its replicas
@@ -116,8 +116,11 @@ class Story:
             if app in now and now[app] != procs:
                 self.restarts.append(f"{app}: {sorted(procs)} -> {sorted(now[app])}")
 
+    def rollout(self) -> StoredRollout | None:
+        return self.store.rollouts(self.environment).get(self.deployment)
+
     def phase(self) -> str | None:
-        stored = self.store.rollouts(self.environment).get(self.deployment)
+        stored = self.rollout()
         return stored.state.phase if stored else None
 
     def drive(self, until: str, since: dt.datetime, timeout_s: float = 300.0) -> int:
@@ -131,7 +134,7 @@ class Story:
             if result.outcome not in ("applied", "in_sync", "aborted"):
                 raise AssertionError(f"pass {result.outcome}: {result.message}")
             self.check()
-            stored = self.store.rollouts(self.environment).get(self.deployment)
+            stored = self.rollout()
             phase = stored.state.phase if stored else None
             if phase == until:
                 return passes
