@@ -9,7 +9,9 @@ should be safe to repeat (smoke requests are; make commands so).
   header `x-serveops-pin-version: <candidate version>`, which the router honours for versions
   it routes or mirrors to: so the request reaches the candidate through its own handle, before
   it has any traffic share. A request passes when the answer has `expect_status` *and* the
-  `x-serveops-version` header names the candidate (an answer from another version fails).
+  `x-serveops-version` header names the candidate. An answer from another version is sent
+  again for up to `pin_settle_s` (10 s): the router learns of a new version through its config
+  push and its status poll, a moment after the controller does. Then it fails.
 - command: a program and its arguments, no shell, with the rollout in SERVEOPS_* environment
   variables; exit 0 passes, anything else (or the timeout) fails.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +31,11 @@ from controller.rollout import HookResult, HookStage
 from controller.serving.pinning import PIN_HEADER
 from controller.serving.protocol import VERSION_HEADER
 from controller.spec import Hook, SmokeRequest, parse_duration
+
+# How long a smoke request answered by another version is sent again: the router may not know
+# the candidate yet (its config push and its 0.5 s status poll trail the controller's view).
+PIN_SETTLE_S = 10.0
+PIN_RETRY_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -63,10 +71,15 @@ class Hooks:
     """The real runner: HTTP for smoke requests, subprocesses for commands."""
 
     def __init__(
-        self, *, cwd: Path | None = None, transport: httpx.BaseTransport | None = None
+        self,
+        *,
+        cwd: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+        pin_settle_s: float = PIN_SETTLE_S,
     ) -> None:
         self.cwd = cwd  # commands run here (the repository's work tree when there is one)
         self._transport = transport
+        self.pin_settle_s = pin_settle_s
 
     def run(self, stage: HookStage, hooks: list[Hook], ctx: HookContext) -> HookResult:
         done: list[str] = []
@@ -81,7 +94,7 @@ class Hooks:
         requests = hook.smoke or []
         with httpx.Client(timeout=parse_duration(hook.timeout), transport=self._transport) as c:
             for i, request in enumerate(requests):
-                failure = _check(c, request, ctx)
+                failure = _check(c, request, ctx, self.pin_settle_s)
                 if failure:
                     return False, f"request {i + 1}/{len(requests)}: {failure}"
         return True, f"{len(requests)}/{len(requests)} requests answered as expected"
@@ -122,21 +135,30 @@ class Hooks:
         return True, "exit 0"
 
 
-def _check(client: httpx.Client, request: SmokeRequest, ctx: HookContext) -> str | None:
+def _check(
+    client: httpx.Client, request: SmokeRequest, ctx: HookContext, settle_s: float
+) -> str | None:
     """Why one smoke request failed, or None."""
     url = ctx.url + request.path
     what = f"{request.method} {ctx.route}{request.path}"
     headers = {**request.headers, PIN_HEADER: ctx.candidate_version}
-    try:
-        response = client.request(request.method, url, json=request.body, headers=headers)
-    except httpx.HTTPError as err:
-        return f"{what} failed: {err.__class__.__name__}: {err}"
-    version = response.headers.get(VERSION_HEADER)
-    if version != ctx.candidate_version:
-        return (
-            f"{what} was answered by {f'v{version}' if version else 'no model version'}, not "
-            f"the candidate v{ctx.candidate_version} (HTTP {response.status_code})"
-        )
+    deadline, tries = time.monotonic() + settle_s, 0
+    while True:
+        tries += 1
+        try:
+            response = client.request(request.method, url, json=request.body, headers=headers)
+        except httpx.HTTPError as err:
+            return f"{what} failed: {err.__class__.__name__}: {err}"
+        version = response.headers.get(VERSION_HEADER)
+        if version == ctx.candidate_version:
+            break
+        if time.monotonic() >= deadline:
+            sent = f" ({tries} tries over {settle_s:g}s)" if tries > 1 else ""
+            return (
+                f"{what} was answered by {f'v{version}' if version else 'no model version'}, "
+                f"not the candidate v{ctx.candidate_version} (HTTP {response.status_code}){sent}"
+            )
+        time.sleep(PIN_RETRY_S)
     if response.status_code != request.expect_status:
         return (
             f"{what} got HTTP {response.status_code}, expected {request.expect_status}: "

@@ -24,3 +24,12 @@ def pinned(config: RouterConfig, running: set[str], headers: Mapping[str, str]) 
         if target.version == version and target.app in running:
             return target
     return None
+
+
+def awaits_status(config: RouterConfig, running: set[str], headers: Mapping[str, str]) -> bool:
+    """The request pins a version the router routes or mirrors to but has not seen RUNNING yet:
+    worth a fresh status read before routing it as any other (the poll may just be behind)."""
+    version = headers.get(PIN_HEADER)
+    return bool(version) and any(
+        t.version == version and t.app not in running for t in [*config.targets, *config.shadow]
+    )

@@ -22,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from controller.serving.pinning import PIN_HEADER, pinned
+from controller.serving.pinning import PIN_HEADER, awaits_status, pinned
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
     LATENCY_BOUNDARIES_MS,
@@ -232,7 +232,10 @@ class Router:
         config, routing = self._config, self._routing
         if config is None:
             return _error(503, "router has no configuration yet", None)
-        # A pinned request (a rollout's smoke hook) goes to its version, weight or not.
+        # A pinned request (a rollout's smoke hook) goes to its version, weight or not. The
+        # controller may see the candidate RUNNING before this router's poll does: read again.
+        if awaits_status(config, self._running, request.headers):
+            self._running = await self._read_status()
         target = pinned(config, self._running, request.headers) or choose(
             config, self._running, request.headers, random.random()
         )

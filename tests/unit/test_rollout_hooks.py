@@ -17,7 +17,7 @@ from controller.controller import Controller
 from controller.errors import ValidationFailed
 from controller.hooks import HookContext, Hooks
 from controller.manifest import load_manifests
-from controller.serving.pinning import PIN_HEADER, pinned
+from controller.serving.pinning import PIN_HEADER, awaits_status, pinned
 from controller.serving.protocol import VERSION_HEADER, RouterConfig, Target
 from controller.spec import Hook
 from controller.status import deployment_statuses
@@ -227,6 +227,50 @@ def test_pinning_reaches_only_versions_the_router_knows_and_runs() -> None:
     assert pinned(config, running, {PIN_HEADER: "9"}) is None  # unknown: routed as usual
     assert pinned(config, {"fraud--v1"}, {PIN_HEADER: "2"}) is None  # not running
     assert pinned(config, running, {}) is None
+
+
+def test_the_router_rereads_status_only_for_a_pin_it_routes_but_has_not_seen_running() -> None:
+    v1 = Target(app="fraud--v1", version="1", weight=100)
+    v2 = Target(app="fraud--v2", version="2", weight=0)
+    config = RouterConfig(deployment="fraud", targets=[v1, v2], timeout_s=1)
+    assert awaits_status(config, {"fraud--v1"}, {PIN_HEADER: "2"})  # its poll may be behind
+    assert not awaits_status(config, {"fraud--v1", "fraud--v2"}, {PIN_HEADER: "2"})
+    assert not awaits_status(config, {"fraud--v1"}, {PIN_HEADER: "9"})  # not one of its versions
+    assert not awaits_status(config, {"fraud--v1"}, {})
+
+
+class LateRouter:
+    """A router that answers from the stable version until it has seen `late` requests: one
+    whose config push or status poll trails the controller's view of the candidate."""
+
+    def __init__(self, late: int) -> None:
+        self.late, self.seen = late, 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen += 1
+        version = "1" if self.seen <= self.late else request.headers[PIN_HEADER]
+        return httpx.Response(200, json={"predictions": [0]}, headers={VERSION_HEADER: version})
+
+
+def test_a_smoke_request_waits_for_a_router_that_does_not_know_the_candidate_yet() -> None:
+    ctx = HookContext("staging", "fraud", "/fraud", "2", "1", "c" * 40, "http://x:8000")
+    smoke = Hook(name="smoke", smoke=[{"body": {"inputs": [[1.0]]}}])
+    late = LateRouter(late=2)
+    result = Hooks(transport=httpx.MockTransport(late), pin_settle_s=5).run(
+        "pre_rollout", [smoke], ctx
+    )
+    assert result.passed, result.summary
+    assert late.seen == 3  # twice from v1, sent again, then the candidate answered
+
+    never = LateRouter(late=10**6)
+    result = Hooks(transport=httpx.MockTransport(never), pin_settle_s=0.6).run(
+        "pre_rollout", [smoke], ctx
+    )
+    assert not result.passed and never.seen >= 2
+    assert result.summary.startswith(
+        "smoke: request 1/1: POST /fraud was answered by v1, not the candidate v2 (HTTP 200) ("
+    )
+    assert result.summary.endswith(" tries over 0.6s)")
 
 
 def test_hook_spec_errors_name_file_line_and_field(tmp_path: Path) -> None:
