@@ -14,6 +14,7 @@ from rich.console import Console
 
 from controller import __version__
 from controller.apply import apply_plan
+from controller.controller_cli import ServingCodeOpt
 from controller.controller_cli import register as register_controller_commands
 from controller.display import plan_text, print_error, print_to, status_table
 from controller.errors import BadInput, ServeopsError, StalePlan
@@ -26,6 +27,7 @@ from controller.reconcile import Target, enforce_policies, plan_revision
 from controller.registry import registry_from_uri
 from controller.rollout_cli import register as register_rollout_commands
 from controller.serveapi import DEFAULT_ADDRESS, ServeClient, default_address
+from controller.serving_code import build_bundle, parse_serving_code
 from controller.status import deployment_statuses
 from simulator.cli import register as register_simulator_commands
 
@@ -113,6 +115,7 @@ def plan(
     rev: RevOpt = "HEAD",
     address: AddressOpt = DEFAULT_ADDRESS,
     registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
     out_file: Annotated[Path | None, typer.Option("--out", help="Save the plan as JSON.")] = None,
     output: OutputOpt = "text",
     prune: Annotated[bool, typer.Option(help="Delete deployments that are gone from Git.")] = False,
@@ -121,9 +124,14 @@ def plan(
 
     def run() -> None:
         _check_output(output)
+        code = parse_serving_code(serving_code)
         with ServeClient(address) as client:
             result = plan_revision(
-                Target(str(repo), rev, env), client, registry_from_uri(registry_uri), prune=prune
+                Target(str(repo), rev, env),
+                client,
+                registry_from_uri(registry_uri),
+                prune=prune,
+                serving_code=code,
             )
         if out_file:
             out_file.write_text(result.model_dump_json(indent=2) + "\n")
@@ -153,6 +161,15 @@ def apply(
         ),
     ] = None,
     registry_uri: RegistryOpt = None,
+    serving_code: Annotated[
+        str | None,
+        typer.Option(
+            "--serving-code",
+            envvar="SERVEOPS_SERVING_CODE",
+            help="installed, pip, or a bundle URI (see `plan`); ignored with --plan, whose "
+            "configs have it already.",
+        ),
+    ] = None,
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="Apply a plan saved by `plan --out`.")
     ] = None,
@@ -177,13 +194,16 @@ def apply(
             if env is None:
                 raise BadInput("pass --env ENV (or --plan FILE)")
             target_address = address or default_address()
+        code = parse_serving_code(serving_code if plan_file is None else None)
         registry = registry_from_uri(registry_uri) if registry_uri or plan_file is None else None
         with ServeClient(target_address, http_port=http_port) as client:
             for attempt in range(1, REPLAN_ATTEMPTS + 1):
                 if plan_file is None:
                     assert env is not None and registry is not None
                     target = Target(str(repo), rev, env)
-                    the_plan = plan_revision(target, client, registry, prune=prune)
+                    the_plan = plan_revision(
+                        target, client, registry, prune=prune, serving_code=code
+                    )
                 print_to(out, plan_text(the_plan))
                 if not the_plan.has_changes:
                     return
@@ -234,6 +254,7 @@ def status(
     ] = None,
     rev: RevOpt = "HEAD",
     registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
     output: OutputOpt = "text",
 ) -> None:
     """Per deployment: sync status against Git (with --repo) and health from Serve."""
@@ -244,7 +265,10 @@ def status(
             the_plan = None
             if repo is not None:
                 the_plan = plan_revision(
-                    Target(str(repo), rev, env), client, registry_from_uri(registry_uri)
+                    Target(str(repo), rev, env),
+                    client,
+                    registry_from_uri(registry_uri),
+                    serving_code=parse_serving_code(serving_code),
                 )
             rows = deployment_statuses(client.get(), env, the_plan)
         if output == "json":
@@ -253,6 +277,23 @@ def status(
             out.print(status_table(rows, env))
         if any(r.health in ("Degraded", "Missing") for r in rows):
             raise typer.Exit(1)
+
+    _run(run)
+
+
+@app.command()
+def bundle(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the bundle to.")],
+) -> None:
+    """Zip this serveops' serving code for clusters without it: serveops-<version>.zip, to
+    upload where the nodes can read it and pass as --serving-code <its URI>."""
+
+    def run() -> None:
+        path = build_bundle(out_dir)
+        out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+        out.print(
+            f"upload it, then: serveops apply ... --serving-code <scheme>://<where>/{path.name}"
+        )
 
     _run(run)
 

@@ -51,6 +51,7 @@ from controller.render import AppConfig
 from controller.reposource import RepoSource
 from controller.rollout import Limits, RolloutState
 from controller.serveapi import ServeAPI
+from controller.serving_code import INSTALLED, ServingCode
 from controller.state import EnvironmentState, PassStart, StateStore
 from controller.status import deployment_statuses
 from controller.telemetry import METRICS, PassFigures
@@ -98,6 +99,7 @@ class ControllerSettings:
     # Rollouts: the progress deadline is apply_timeout_s (a candidate must run by then).
     inconclusive_limit: int = 3  # inconclusive analyses in a row before a rollout pauses
     serve_url: str | None = None  # Serve's HTTP proxy for smoke hooks (default: dashboard host)
+    serving_code: ServingCode = INSTALLED  # where the nodes get serveops' serving code
 
     @property
     def lease_ttl(self) -> float:
@@ -232,6 +234,7 @@ class Controller:
                 retry=retry,
                 hooks=self.hooks,
                 serve_url=self.settings.serve_url,
+                serving_code=self.settings.serving_code,
             )
             self._check_not_emptying(plan)
         except ServeopsError as err:

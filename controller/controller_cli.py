@@ -33,6 +33,7 @@ from controller.notify import Notifier, WebhookNotifier
 from controller.registry import MlflowRegistry, Registry
 from controller.reposource import RepoSource
 from controller.serveapi import DEFAULT_ADDRESS, ServeClient
+from controller.serving_code import parse_serving_code
 from controller.state import PassRecord, StateStore
 from controller.telemetry import serve as serve_metrics
 from controller.webhook import SECRET_ENV, PushEvent, WebhookServer
@@ -78,6 +79,16 @@ RegistryOpt = Annotated[
     str | None,
     typer.Option(
         "--registry-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking/registry URI."
+    ),
+]
+ServingCodeOpt = Annotated[
+    str,
+    typer.Option(
+        "--serving-code",
+        envvar="SERVEOPS_SERVING_CODE",
+        help="Where the cluster's nodes get serveops' serving code: installed (in their Python), "
+        "pip (serveops==<this version> from their index), or the URI of a bundle made by "
+        "`serveops bundle` (https://, s3://, gs://, file://...).",
     ),
 ]
 PruneOpt = Annotated[
@@ -217,6 +228,7 @@ def controller_command(
     cache_dir: CacheOpt = None,
     drift: DriftOpt = "warn",
     registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
     prune: PruneOpt = False,
     allow_empty: AllowEmptyOpt = False,
     timeout: TimeoutOpt = 300.0,
@@ -260,6 +272,7 @@ def controller_command(
             allow_empty=allow_empty,
             apply_timeout_s=timeout,
             actor=actor or "",
+            serving_code=parse_serving_code(serving_code),
         )
         secret = os.environ.get(SECRET_ENV, "").encode()
         if webhook_port is not None and not secret:
@@ -274,7 +287,7 @@ def controller_command(
         with StateStore(state) as store, ServeClient(address, http_port=http_port) as client:
             ctl = Controller(source, client, store, registry, settings, notifier=notifier)
             log.info(
-                "controller %s: %s@%s -> %r on %s, every %s, drift %s, state %s",
+                "controller %s: %s@%s -> %r on %s, every %s, drift %s, state %s, serving code %s",
                 ctl.holder,
                 source.display,
                 branch,
@@ -283,6 +296,7 @@ def controller_command(
                 interval,
                 settings.drift,
                 state,
+                settings.serving_code.describe(),
             )
             metrics_server = None
             if metrics_port:
@@ -349,6 +363,7 @@ def sync_command(
     cache_dir: CacheOpt = None,
     drift: DriftOpt = "warn",
     registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
     prune: PruneOpt = False,
     allow_empty: AllowEmptyOpt = False,
     timeout: TimeoutOpt = 300.0,
@@ -372,6 +387,7 @@ def sync_command(
             allow_empty=allow_empty,
             apply_timeout_s=timeout,
             actor=actor or "",
+            serving_code=parse_serving_code(serving_code),
         )
         registry = _registry_factory(registry_uri)
         followed = branch if rev is None else None

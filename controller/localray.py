@@ -120,8 +120,16 @@ class LocalRay:
         cmd += [f"{flag}={port}" for flag, port in ports.items()]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **self.env}
         log = open(self.temp_dir / "ray-start.log", "ab")  # noqa: SIM115
+        # Ray puts its driver's working directory on every worker's sys.path: started from a
+        # checkout, workers would import `controller` from it and not from what is installed
+        # (or shipped with --serving-code). Its own temp dir holds no code.
         self._proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=self.temp_dir,
         )
         log.close()
         # If our process is SIGKILLed, stop() never runs: a watchdog outside Ray's tree stops it.

@@ -61,6 +61,7 @@ from controller.rollout import (
 from controller.serveapi import ServeAPI
 from controller.serving.protocol import MARKER_KEY, RolloutNote, RouterConfig, router_config
 from controller.serving.protocol import Target as RouteTarget
+from controller.serving_code import INSTALLED, ServingCode
 from controller.spec import ModelDeployment
 from controller.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
 from controller.telemetry import METRICS
@@ -177,13 +178,13 @@ def plan_with_rollouts(
     retry: bool = False,
     hooks: HookRunner | None = None,
     serve_url: str | None = None,
+    serving_code: ServingCode = INSTALLED,
 ) -> tuple[Plan, RolloutPass]:
     """`plan_revision`, with rollouts in flight advanced by one decision and rendered. Hooks
     due run with `hooks`, against `serve_url` (default: Serve's proxy next to the dashboard)."""
     commit, manifests = read_manifests(target.repo, target.rev, target.environment)
-    desired = render_environment(
-        target.environment, manifests, registry, RenderSettings(tracking_uri=registry.tracking_uri)
-    )
+    settings = RenderSettings(tracking_uri=registry.tracking_uri, serving_code=serving_code)
+    desired = render_environment(target.environment, manifests, registry, settings)
     live = client.get()
     specs = {m.name: m.deployment for m in manifests}
     shaped, rollouts = advance(
@@ -421,7 +422,14 @@ def _render(
         message=state.message if state.phase == "aborted" else ("paused" if state.paused else ""),
     )
     targets = [stable, candidate] if t.keep_candidate else [stable]
-    router = render_router_app(spec, targets, shadow=shadow, rollout=note)
+    desired_router = next(a for a in dep.apps if a["args"][MARKER_KEY]["role"] == "router")
+    router = render_router_app(
+        spec,
+        targets,
+        shadow=shadow,
+        rollout=note,
+        runtime_env=desired_router.get("runtime_env"),  # where the serving code comes from
+    )
     apps = [stable_app, router]
     if t.keep_candidate:
         apps.insert(1, candidate_app)

@@ -13,6 +13,7 @@ from controller.policy.gate import Describer
 from controller.registry import Registry
 from controller.render import RenderSettings, render_environment
 from controller.serveapi import ServeAPI
+from controller.serving_code import INSTALLED, ServingCode
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ def plan_revision(
     registry: Registry,
     *,
     prune: bool = False,
+    serving_code: ServingCode = INSTALLED,
 ) -> Plan:
     """Read Git at the revision, validate, resolve models, read live state, and diff.
 
@@ -37,9 +39,8 @@ def plan_revision(
     """
     snapshot = read_snapshot(target.repo, target.rev)
     manifests = load_manifests(snapshot.files, target.environment)
-    desired = render_environment(
-        target.environment, manifests, registry, RenderSettings(tracking_uri=registry.tracking_uri)
-    )
+    settings = RenderSettings(tracking_uri=registry.tracking_uri, serving_code=serving_code)
+    desired = render_environment(target.environment, manifests, registry, settings)
     live = client.get()
     source = Source(repo=target.repo, rev=target.rev, commit=snapshot.commit)
     return make_plan(desired, live, source=source, address=client.address, prune=prune)

@@ -23,6 +23,7 @@ from controller.serving.protocol import (
     RouterConfig,
     Target,
 )
+from controller.serving_code import INSTALLED, ServingCode
 from controller.spec import RECORDING_DENY_HEADERS, ModelDeployment, Recording
 
 AppConfig = dict[str, Any]
@@ -38,6 +39,7 @@ MAX_SURGE_PERCENT = 100
 @dataclass(frozen=True)
 class RenderSettings:
     tracking_uri: str | None = None  # given to model replicas as MLFLOW_TRACKING_URI
+    serving_code: ServingCode = INSTALLED  # where the nodes import controller.serving from
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,11 @@ def render_version_app(
         },
         "deployments": [deployment],
     }
-    runtime_env: dict[str, Any] = {}
+    runtime_env = settings.serving_code.runtime_env()
     if settings.tracking_uri:
         runtime_env["env_vars"] = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
     if spec.server.pip:
-        runtime_env["pip"] = list(spec.server.pip)
+        runtime_env["pip"] = [*runtime_env.get("pip", []), *spec.server.pip]
     if runtime_env:
         app["runtime_env"] = runtime_env
     return app
@@ -129,6 +131,7 @@ def render_router_app(
     shadow: list[Target] | None = None,
     rollout: RolloutNote | None = None,
     ab: ABTest | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> AppConfig:
     spec, meta = dep.spec, dep.metadata
     config = RouterConfig(
@@ -146,7 +149,7 @@ def render_router_app(
     for key in ("shadow", "rollout", "ab", "recording"):
         if not user_config[key]:
             del user_config[key]
-    return {
+    app: AppConfig = {
         "name": meta.name,
         "route_prefix": spec.route,
         "import_path": ROUTER_IMPORT_PATH,
@@ -162,6 +165,9 @@ def render_router_app(
             }
         ],
     }
+    if runtime_env:
+        app["runtime_env"] = runtime_env
+    return app
 
 
 def render_deployment(
@@ -173,7 +179,8 @@ def render_deployment(
     """The steady state of one deployment: its model version takes all the traffic."""
     version_app = render_version_app(dep, model, settings)
     target = Target(app=version_app["name"], version=model.version, weight=100)
-    return [version_app, render_router_app(dep, [target], revision)]
+    code = settings.serving_code.runtime_env()
+    return [version_app, render_router_app(dep, [target], revision, runtime_env=code)]
 
 
 def render_ab(
@@ -195,7 +202,8 @@ def render_ab(
         header=header,
         variants={app["name"]: name for app, (name, _, _) in zip(apps, variants, strict=True)},
     )
-    return [*apps, render_router_app(dep, targets, revision, ab=ab)]
+    code = settings.serving_code.runtime_env()
+    return [*apps, render_router_app(dep, targets, revision, ab=ab, runtime_env=code)]
 
 
 def _resolve_variants(

@@ -13,6 +13,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from controller.serving import code_origin
 from controller.serving.inputs import InputParser
 from controller.serving.protocol import VERSION_HEADER
 
@@ -41,7 +42,7 @@ class ModelServer:
         self._version = version
         self._model = mlflow.pyfunc.load_model(model_uri)
         self._inputs = InputParser(self._model.metadata.get_input_schema())
-        logger.info("loaded %s", model_uri)
+        logger.info("loaded %s (%s)", model_uri, code_origin())
 
     def predict(self, payload: Any) -> dict[str, Any]:
         """Score one request. Returns {"status", "body"} so errors cross the handle as values."""

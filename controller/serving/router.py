@@ -22,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from controller.serving import code_origin
 from controller.serving.pinning import PIN_HEADER, awaits_status, pinned
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
@@ -126,6 +127,7 @@ class Router:
         self._metrics = _Metrics()
         self._recording: RecordingConfig | None = None
         self._recorder: Recorder | None = None
+        logger.info("router %s (%s)", deployment, code_origin())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = RouterConfig.model_validate(user_config)

@@ -27,6 +27,7 @@ from controller.serveapi import ServeClient
 class Cluster:
     address: str
     http_port: int
+    ray_dir: Path  # Ray's --temp-dir: session logs, unpacked runtime_env packages
 
     def client(self) -> ServeClient:
         return ServeClient(self.address, http_port=self.http_port)
@@ -54,7 +55,7 @@ def cluster() -> Iterator[Cluster]:
     )
     ray.start()
     try:
-        yield Cluster(ray.address, free_port())
+        yield Cluster(ray.address, free_port(), ray.temp_dir)
     finally:
         ray.stop()
 
