@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -108,47 +109,71 @@ def measure(
     return seen["t"] - start, {k: v - start for k, v in steps.items()}
 
 
+@dataclass
+class Bench:
+    """One deployment at two model versions, two commits, on a local Ray and MLflow store."""
+
+    repo: Path
+    v_old: str
+    v_new: str
+    old_commit: str
+    new_commit: str
+    http_port: int
+    env: dict[str, str]  # for the serveops commands: the cluster and the registry
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/model"
+
+    def apply_cmd(self, rev: str, *extra: str) -> list[str]:
+        return [str(BIN / "serveops"), "apply", "--repo", str(self.repo), "--env", "bench",
+                "--rev", rev, *extra]  # fmt: skip
+
+
+def set_up(root: Path, ray: LocalRay) -> Bench:
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    v_old, v_new = train_and_register(uri, root / "artifacts")
+    repo = root / "repo"
+    old_commit = make_repo(repo, {SPEC: spec(v_old)})
+    new_commit = commit(repo, {SPEC: spec(v_new)}, "new version")
+    http_port = free_port()
+    env = {
+        **os.environ,
+        "SERVEOPS_ADDRESS": ray.address,
+        "SERVEOPS_HTTP_PORT": str(http_port),
+        "MLFLOW_TRACKING_URI": uri,
+    }
+    return Bench(repo, v_old, v_new, old_commit, new_commit, http_port, env)
+
+
+def reset(bench: Bench, ray: LocalRay, *extra: str) -> None:
+    """Back to the old version, and a settled cluster: the removed version gone, not draining."""
+    cmd = bench.apply_cmd(bench.old_commit, *extra)
+    done = subprocess.run(cmd, env=bench.env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"reset failed:\n{done.stdout}\n{done.stderr}")
+    with ServeClient(ray.address, http_port=bench.http_port) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(a.status == "RUNNING" for a in client.get().apps.values()):
+                break
+            time.sleep(0.5)
+    time.sleep(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalRay(num_cpus=2) as ray:
         root = Path(tmp)
-        uri = f"sqlite:///{root / 'mlflow.db'}"
-        v_old, v_new = train_and_register(uri, root / "artifacts")
-        repo = root / "repo"
-        old_commit = make_repo(repo, {SPEC: spec(v_old)})
-        new_commit = commit(repo, {SPEC: spec(v_new)}, "new version")
-        http_port = free_port()
-        env = {
-            **os.environ,
-            "SERVEOPS_ADDRESS": ray.address,
-            "SERVEOPS_HTTP_PORT": str(http_port),
-            "MLFLOW_TRACKING_URI": uri,
-        }
-        url = f"http://127.0.0.1:{http_port}/model"
-        apply_cmd = [str(BIN / "serveops"), "apply", "--repo", str(repo), "--env", "bench"]
-
-        def reset() -> None:
-            done = subprocess.run(
-                [*apply_cmd, "--rev", old_commit], env=env, capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"reset failed:\n{done.stdout}\n{done.stderr}")
-            # Start each trial from a settled cluster: the removed version gone, not draining.
-            with ServeClient(ray.address, http_port=http_port) as client:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    if all(a.status == "RUNNING" for a in client.get().apps.values()):
-                        break
-                    time.sleep(0.5)
-            time.sleep(1)
-
-        reset()
+        bench = set_up(root, ray)
+        reset(bench, ray)
         # The baseline's config: what serveops renders for the new commit, as one file.
-        with ServeClient(ray.address, http_port=http_port) as client:
+        with ServeClient(ray.address, http_port=bench.http_port) as client:
+            registry = MlflowRegistry(bench.env["MLFLOW_TRACKING_URI"])
             plan = plan_revision(
-                Target(str(repo), new_commit, "bench"), client, MlflowRegistry(uri)
+                Target(str(bench.repo), bench.new_commit, "bench"), client, registry
             )
             live = client.get()
             config = {
@@ -165,8 +190,8 @@ def main() -> None:
             if trial % 2:
                 order.reverse()
             for name, results in order:
-                cmd = [*apply_cmd, "--rev", new_commit] if name == "serveops" else deploy_cmd
-                t, steps = measure(cmd, env, url, v_new, ray.address)
+                cmd = bench.apply_cmd(bench.new_commit) if name == "serveops" else deploy_cmd
+                t, steps = measure(cmd, bench.env, bench.url, bench.v_new, ray.address)
                 results.append(t)
                 print(
                     f"trial {trial + 1}: {name:<12} {t:6.2f} s to the new version answering"
@@ -174,7 +199,7 @@ def main() -> None:
                     f" RUNNING at {steps.get('running', float('nan')):.2f} s)",
                     flush=True,
                 )
-                reset()
+                reset(bench, ray)
         ratio = statistics.median(ours) / statistics.median(theirs)
         print(
             f"serveops apply: median {statistics.median(ours):.2f} s ({', '.join(f'{t:.2f}' for t in ours)})"
