@@ -46,6 +46,7 @@ from controller.serving.protocol import (
 from controller.serving.recorder import Exchange, Recorder, replace_recorder
 
 logger = logging.getLogger("ray.serve")
+PIN_REFRESH_S = 0.1  # the least time between two status reads asked for by pinned requests
 
 
 def pick(config: RouterConfig, running: set[str], rand: float) -> Target | None:
@@ -122,6 +123,7 @@ class Router:
         self._routing = ""  # routing_id of self._config, echoed in every answer
         self._handles: dict[str, DeploymentHandle[Any]] = {}
         self._running: set[str] = set()
+        self._pin_refreshed = 0.0  # monotonic time of the last status read for a pin
         self._poller: asyncio.Task[None] | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._metrics = _Metrics()
@@ -165,6 +167,19 @@ class Router:
             except Exception:  # keep the last known set; the next poll retries
                 logger.exception("router %s could not read Serve status", self._deployment)
             await asyncio.sleep(STATUS_POLL_S)
+
+    async def _refresh_for_pin(self) -> None:
+        """Read Serve's status now for a pin to a version not seen RUNNING, at most every
+        PIN_REFRESH_S: any client may send the pin header, and a read is a call to Serve's
+        controller. A failed read keeps the last known set, as the poll does."""
+        now = time.monotonic()
+        if now - self._pin_refreshed < PIN_REFRESH_S:
+            return
+        self._pin_refreshed = now
+        try:
+            self._running = await self._read_status()
+        except Exception:
+            logger.exception("router %s could not read Serve status", self._deployment)
 
     async def _ensure_poller(self) -> None:
         if self._poller is None:
@@ -237,7 +252,7 @@ class Router:
         # A pinned request (a rollout's smoke hook) goes to its version, weight or not. The
         # controller may see the candidate RUNNING before this router's poll does: read again.
         if awaits_status(config, self._running, request.headers):
-            self._running = await self._read_status()
+            await self._refresh_for_pin()
         target = pinned(config, self._running, request.headers) or choose(
             config, self._running, request.headers, random.random()
         )

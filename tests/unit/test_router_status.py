@@ -1,6 +1,9 @@
-"""Which applications the router routes to, from Serve's status (pure)."""
+"""Which applications the router routes to, from Serve's status (pure; the last test drives the
+router's class outside Serve with a fake status read)."""
 
 from __future__ import annotations
+
+import pytest
 
 from controller.serving.protocol import RouterConfig, Target
 from controller.serving.router import mirrors, routable
@@ -34,3 +37,40 @@ def test_mirrors_copy_a_share_to_running_shadow_targets() -> None:
     running = {"fraud--v1", "fraud--v2"}
     assert sum(bool(mirrors(config, running, i / 100)) for i in range(100)) == 25
     assert mirrors(config, {"fraud--v1"}, 0.0) == []
+
+
+class StatusReads:
+    """Stands in for the router's read of Serve's status: counts reads, may fail."""
+
+    def __init__(self, running: set[str]) -> None:
+        self.running, self.reads, self.fail = running, 0, False
+
+    async def __call__(self) -> set[str]:
+        self.reads += 1
+        if self.fail:
+            raise RuntimeError("Serve controller unreachable")
+        return set(self.running)
+
+
+def test_pinned_requests_refresh_the_status_at_most_every_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from controller.serving import router
+
+    clock = [100.0]
+    monkeypatch.setattr(router.time, "monotonic", lambda: clock[0])
+    replica = router.Router.func_or_class("fraud")  # the class behind the Serve deployment
+    reads = StatusReads({"fraud--v1", "fraud--v2"})
+    replica._read_status = reads
+    replica._running = {"fraud--v1"}
+
+    asyncio.run(replica._refresh_for_pin())
+    assert reads.reads == 1 and replica._running == {"fraud--v1", "fraud--v2"}
+    asyncio.run(replica._refresh_for_pin())  # a burst of pins: no second read yet
+    assert reads.reads == 1
+    clock[0] += router.PIN_REFRESH_S * 1.5
+    reads.fail = True
+    asyncio.run(replica._refresh_for_pin())  # read again; a failed read keeps the last set
+    assert reads.reads == 2 and replica._running == {"fraud--v1", "fraud--v2"}
