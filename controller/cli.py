@@ -289,7 +289,10 @@ def bundle(
     upload where the nodes can read it and pass as --serving-code <its URI>."""
 
     def run() -> None:
-        path = build_bundle(out_dir)
+        try:
+            path = build_bundle(out_dir)
+        except OSError as e:
+            raise BadInput(f"--out {out_dir}: cannot write the bundle: {e.strerror or e}") from None
         out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
         out.print(
             f"upload it, then: serveops apply ... --serving-code <scheme>://<where>/{path.name}"

@@ -170,3 +170,10 @@ def test_bad_serving_code_exits_2_before_anything_is_read(tmp_path: Path) -> Non
     )
     assert result.exit_code == 2
     assert "--serving-code / SERVEOPS_SERVING_CODE: 'x.zip' is not 'installed'" in result.output
+
+
+def test_a_bundle_that_cannot_be_written_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    result = CliRunner().invoke(app, ["bundle", "--out", str(tmp_path / "file" / "dist")])
+    assert result.exit_code == 2
+    assert f"--out {tmp_path / 'file' / 'dist'}: cannot write the bundle" in result.output
