@@ -237,6 +237,16 @@ def _registry(uri: str | None) -> Any:
     return registry_from_uri(uri)
 
 
+def _indented(message: str) -> None:
+    err.print(f"  {message}")
+
+
+def _serving_code(value: str | None) -> Any:
+    from controller.serving_code import parse_serving_code
+
+    return parse_serving_code(value)
+
+
 def _http_port(client: Any) -> int:
     http = client.get().http_options or {}
     return int(http.get("port") or client.http_port)
@@ -251,6 +261,15 @@ AddressOpt = Annotated[
     typer.Option(
         "--address",
         help="Ray dashboard of an existing cluster (default: start a local Ray and stop it).",
+    ),
+]
+ServingCodeOpt = Annotated[
+    str,
+    typer.Option(
+        "--serving-code",
+        envvar="SERVEOPS_SERVING_CODE",
+        help="With --address: where its nodes get serveops' serving code: installed, pip, or a "
+        "`serveops bundle` URI (docs/getting-started.md).",
     ),
 ]
 SpeedOpt = Annotated[float, typer.Option(help="Replay speed: 1 = as recorded, 10 = 10x faster.")]
@@ -280,6 +299,7 @@ def replay_command(
     window: WindowOpt = None,
     address: AddressOpt = None,
     registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
     max_in_flight: Annotated[int, typer.Option(help="Cap on requests in flight.")] = 512,
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 10.0,
@@ -333,11 +353,13 @@ def replay_command(
         from controller.serveapi import ServeClient
 
         registry = _registry(registry_uri)
+        code = _serving_code(serving_code if address else None)  # a local Ray has the venv
         with (
             _cluster(address, num_cpus) as (addr, _ours),
             ServeClient(addr, http_port=free_port()) as client,
         ):
-            plan = plan_revision(Target(str(repo), the_rev, env), client, registry)
+            target = Target(str(repo), the_rev, env)
+            plan = plan_revision(target, client, registry, serving_code=code)
             err.print(f"deploying {the_rev} ({plan.source.commit[:12]}) of {env!r} on {addr}")
             apply_plan(plan, client, log=lambda m: err.print(f"  {m}"))
             base = f"http://127.0.0.1:{_http_port(client)}"
@@ -363,6 +385,7 @@ def simulate_command(
     window: WindowOpt = None,
     address: AddressOpt = None,
     registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
     noise_floor: Annotated[
         bool, typer.Option(help="Also replay to a second baseline (A/A noise floor).")
@@ -403,6 +426,7 @@ def simulate_command(
         routes = {c.route for c in changed}
         header, records = _load(traffic, window, routes)
         registry = _registry(registry_uri)
+        code = _serving_code(serving_code if address else None)  # a local Ray has the venv
         err.print(f"changed in {env!r}: {', '.join(c.name for c in changed)}")
         with tempfile.TemporaryDirectory(prefix="serveops-sim-") as tmp:
             sim_repo, prefixes = deploy.write_sim_repo(Path(tmp), changed, noise_floor)
@@ -412,7 +436,7 @@ def simulate_command(
             ):
                 err.print(f"bringing up {base} and {head} side by side on {addr}")
                 try:
-                    deploy.bring_up(sim_repo, client, registry, log=lambda m: err.print(f"  {m}"))
+                    deploy.bring_up(sim_repo, client, registry, serving_code=code, log=_indented)
                     http = f"http://127.0.0.1:{_http_port(client)}"
                     targets = {role: http + prefix for role, prefix in prefixes.items()}
                     options = ReplayOptions(

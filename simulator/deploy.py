@@ -24,6 +24,7 @@ from controller.manifest import environment_of
 from controller.reconcile import Target, plan_revision
 from controller.registry import Registry
 from controller.serveapi import ServeClient
+from controller.serving_code import INSTALLED, ServingCode
 
 SIM_ENV = "sim"
 # role -> (name suffix, route prefix)
@@ -108,9 +109,11 @@ def bring_up(
     registry: Registry,
     *,
     timeout_s: float = 300.0,
+    serving_code: ServingCode = INSTALLED,
     log: Callable[[str], None] = lambda _m: None,
 ) -> None:
-    plan = plan_revision(Target(str(sim_repo), "HEAD", SIM_ENV), client, registry)
+    target = Target(str(sim_repo), "HEAD", SIM_ENV)
+    plan = plan_revision(target, client, registry, serving_code=serving_code)
     apply_plan(plan, client, timeout_s=timeout_s, log=log)
 
 

@@ -177,3 +177,22 @@ def test_a_bundle_that_cannot_be_written_is_bad_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bundle", "--out", str(tmp_path / "file" / "dist")])
     assert result.exit_code == 2
     assert f"--out {tmp_path / 'file' / 'dist'}: cannot write the bundle" in result.output
+
+
+def test_a_simulation_on_a_given_cluster_ships_the_same_serving_code(tmp_path: Path) -> None:
+    from simulator import deploy
+    from tests.support import FakeServe
+
+    path = "deployments/staging/fraud.yaml"
+    base = deployment_yaml(model="models:/fraud/7")
+    changed = [
+        deploy.ChangedDeployment(
+            "fraud", path, "/fraud", base, base.replace("fraud/7", "fraud@champion")
+        )
+    ]
+    sim_repo, _ = deploy.write_sim_repo(tmp_path, changed, noise_floor=False)
+    serve = FakeServe()
+    code = ServingCode("bundle", BUNDLE)
+    deploy.bring_up(sim_repo, serve, REGISTRY, serving_code=code)  # type: ignore[arg-type]
+    assert len(serve.apps) == 4  # base and head, each a version and a router
+    assert all(a["runtime_env"]["py_modules"] == [BUNDLE] for a in serve.apps.values())
