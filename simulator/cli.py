@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from controller.errors import BadInput, ServeopsError
+from controller.serving_code import parse_serving_code
 from simulator.replay import ReplayOptions, ReplayResult
 from simulator.traffic import (
     TrafficError,
@@ -241,12 +242,6 @@ def _indented(message: str) -> None:
     err.print(f"  {message}")
 
 
-def _serving_code(value: str | None) -> Any:
-    from controller.serving_code import parse_serving_code
-
-    return parse_serving_code(value)
-
-
 def _http_port(client: Any) -> int:
     http = client.get().http_options or {}
     return int(http.get("port") or client.http_port)
@@ -353,7 +348,7 @@ def replay_command(
         from controller.serveapi import ServeClient
 
         registry = _registry(registry_uri)
-        code = _serving_code(serving_code if address else None)  # a local Ray has the venv
+        code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
         with (
             _cluster(address, num_cpus) as (addr, _ours),
             ServeClient(addr, http_port=free_port()) as client,
@@ -426,7 +421,7 @@ def simulate_command(
         routes = {c.route for c in changed}
         header, records = _load(traffic, window, routes)
         registry = _registry(registry_uri)
-        code = _serving_code(serving_code if address else None)  # a local Ray has the venv
+        code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
         err.print(f"changed in {env!r}: {', '.join(c.name for c in changed)}")
         with tempfile.TemporaryDirectory(prefix="serveops-sim-") as tmp:
             sim_repo, prefixes = deploy.write_sim_repo(Path(tmp), changed, noise_floor)

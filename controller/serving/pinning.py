@@ -15,21 +15,20 @@ from controller.serving.protocol import RouterConfig, Target
 PIN_HEADER = "x-serveops-pin-version"
 
 
-def pinned(config: RouterConfig, running: set[str], headers: Mapping[str, str]) -> Target | None:
-    """The target the request pins, if it pins one the router knows and can reach."""
+def _named(config: RouterConfig, headers: Mapping[str, str]) -> list[Target]:
+    """The targets and shadows of the version the request pins (none without a pin)."""
     version = headers.get(PIN_HEADER)
     if not version:
-        return None
-    for target in [*config.targets, *config.shadow]:
-        if target.version == version and target.app in running:
-            return target
-    return None
+        return []
+    return [t for t in [*config.targets, *config.shadow] if t.version == version]
+
+
+def pinned(config: RouterConfig, running: set[str], headers: Mapping[str, str]) -> Target | None:
+    """The target the request pins, if it pins one the router knows and can reach."""
+    return next((t for t in _named(config, headers) if t.app in running), None)
 
 
 def awaits_status(config: RouterConfig, running: set[str], headers: Mapping[str, str]) -> bool:
     """The request pins a version the router routes or mirrors to but has not seen RUNNING yet:
     worth a fresh status read before routing it as any other (the poll may just be behind)."""
-    version = headers.get(PIN_HEADER)
-    return bool(version) and any(
-        t.version == version and t.app not in running for t in [*config.targets, *config.shadow]
-    )
+    return any(t.app not in running for t in _named(config, headers))

@@ -160,26 +160,25 @@ class Router:
         )
         return routable(self._running, await asyncio.to_thread(app_statuses, apps))
 
+    async def _refresh(self) -> None:
+        try:
+            self._running = await self._read_status()
+        except Exception:  # keep the last known set; the next read retries
+            logger.exception("router %s could not read Serve status", self._deployment)
+
     async def _poll_status(self) -> None:
         while True:
-            try:
-                self._running = await self._read_status()
-            except Exception:  # keep the last known set; the next poll retries
-                logger.exception("router %s could not read Serve status", self._deployment)
+            await self._refresh()
             await asyncio.sleep(STATUS_POLL_S)
 
     async def _refresh_for_pin(self) -> None:
         """Read Serve's status now for a pin to a version not seen RUNNING, at most every
         PIN_REFRESH_S: any client may send the pin header, and a read is a call to Serve's
-        controller. A failed read keeps the last known set, as the poll does."""
+        controller."""
         now = time.monotonic()
-        if now - self._pin_refreshed < PIN_REFRESH_S:
-            return
-        self._pin_refreshed = now
-        try:
-            self._running = await self._read_status()
-        except Exception:
-            logger.exception("router %s could not read Serve status", self._deployment)
+        if now - self._pin_refreshed >= PIN_REFRESH_S:
+            self._pin_refreshed = now
+            await self._refresh()
 
     async def _ensure_poller(self) -> None:
         if self._poller is None:
