@@ -161,10 +161,10 @@ def _serveops_from(src: Path, *, workers: int | None = None) -> list[str]:
     """`serveops` run from the source tree `src` (optionally forced to `workers` processes)."""
     force = ""
     if workers is not None:
-        force = f"import controller.policy.cli as c\nc.default_workers = lambda: {workers}\n"
+        force = f"import controller.cli.policy as c\nc.default_workers = lambda: {workers}\n"
     code = (
         f"import sys\nsys.path.insert(0, {str(src)!r})\n{force}"
-        "from controller.cli import main\nsys.argv[0] = 'serveops'\nsys.exit(main())\n"
+        "from controller.cli.main import main\nsys.argv[0] = 'serveops'\nsys.exit(main())\n"
     )
     return [sys.executable, "-c", code]
 
@@ -210,7 +210,7 @@ def time_cli(
 
 
 def phases(repo: Path) -> dict[str, float]:
-    from controller.gitsource import read_snapshot
+    from controller.source.git import read_snapshot
 
     compiled = 0
     real_compile = cel.compile

@@ -32,12 +32,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.demo import MODEL_NAME, sample_request, train_and_register
-from controller.localray import LocalRay, free_port
-from controller.reconcile import Target, plan_revision
-from controller.registry import MlflowRegistry
-from controller.serveapi import ServeClient, merged_config
+from controller.cluster.serve_api import ServeClient, merged_config
+from controller.dev.demo import MODEL_NAME, sample_request, train_and_register
+from controller.dev.localray import LocalRay, free_port
+from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import VERSION_HEADER
+from controller.sync.read import Target, plan_revision
 from tests.support import commit, make_repo
 
 SPEC = "deployments/bench/model.yaml"

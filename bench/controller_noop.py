@@ -30,14 +30,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving_setup import load_average
-from controller.controller import Controller, ControllerSettings
-from controller.live import LiveState
-from controller.manifest import load_manifests
-from controller.progressive import _manifests_at
-from controller.registry import FixedRegistry
-from controller.render import RenderSettings, render_environment
-from controller.reposource import RepoSource
-from controller.state import StateStore
+from controller.cluster.live import LiveState
+from controller.cluster.render import RenderSettings, render_environment
+from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import FixedRegistry
+from controller.rollout.progress import _manifests_at
+from controller.source.repository import RepoSource
+from controller.spec.manifest import load_manifests
 from tests.support import deployment_yaml, make_repo
 
 N = 200

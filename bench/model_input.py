@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.demo import MODEL_NAME, sample_request, train_and_register
+from controller.dev.demo import MODEL_NAME, sample_request, train_and_register
 from controller.serving.inputs import InputParser
 
 

@@ -22,13 +22,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.gitsource import read_snapshot
-from controller.live import LiveState
-from controller.manifest import load_manifests
-from controller.plan import Source, make_plan
-from controller.reconcile import Target, plan_revision
-from controller.registry import FixedRegistry
-from controller.render import RenderSettings, render_environment
+from controller.cluster.live import LiveState
+from controller.cluster.render import RenderSettings, render_environment
+from controller.registry.mlflow import FixedRegistry
+from controller.source.git import read_snapshot
+from controller.spec.manifest import load_manifests
+from controller.sync.plan import Source, make_plan
+from controller.sync.read import Target, plan_revision
 from tests.support import deployment_yaml, make_repo
 
 N = 1000

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from starlette.responses import JSONResponse
 
 from controller.serving.recorder import Exchange, Recorder, RotatingFileSink
-from controller.spec import RECORDING_DENY_HEADERS
+from controller.spec.models import RECORDING_DENY_HEADERS
 
 QUEUE = 1000  # far fewer than --requests: the stuck mode spends most requests on the drop path
 

@@ -30,12 +30,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.apply import apply_plan
-from controller.demo import MODEL_NAME, sample_request, train_and_register
-from controller.localray import LocalRay, free_port
-from controller.reconcile import Target, plan_revision
-from controller.registry import registry_from_uri
-from controller.serveapi import ServeClient
+from controller.cluster.serve_api import ServeClient
+from controller.dev.demo import MODEL_NAME, sample_request, train_and_register
+from controller.dev.localray import LocalRay, free_port
+from controller.registry.mlflow import registry_from_uri
+from controller.sync.apply import apply_plan
+from controller.sync.read import Target, plan_revision
 from simulator.traffic import read_traffic
 
 ENV, NAME = "bench", "rec"

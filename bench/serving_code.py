@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.commit_to_serving import measure, reset, set_up
 from bench.serving_setup import load_average
-from controller.localray import LocalRay
-from controller.serving_code import build_bundle
+from controller.cluster.serving_code import build_bundle
+from controller.dev.localray import LocalRay
 
 
 def main() -> None:

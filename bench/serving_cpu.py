@@ -34,7 +34,7 @@ from bench.serving_setup import (
     wait_answering,
     wait_running,
 )
-from controller.demo import sample_request
+from controller.dev.demo import sample_request
 from tests.e2e.load import OpenLoop
 
 NAME = "cpu"

@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 
-from controller.demo import MODEL_NAME, sample_request, train_and_register
-from controller.localray import LocalRay, free_port
-from controller.manifest import load_manifests
-from controller.registry import MlflowRegistry
-from controller.render import RenderSettings, render_deployment
-from controller.serveapi import ServeClient
+from controller.cluster.render import RenderSettings, render_deployment
+from controller.cluster.serve_api import ServeClient
+from controller.dev.demo import MODEL_NAME, sample_request, train_and_register
+from controller.dev.localray import LocalRay, free_port
+from controller.registry.mlflow import MlflowRegistry
+from controller.spec.manifest import load_manifests
 
 # Ray exports application metrics every second instead of 10 (rollout analysis reads them).
 RAY_ENV = {"RAY_metrics_report_interval_ms": "1000"}

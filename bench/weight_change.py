@@ -40,16 +40,16 @@ from bench.serving_setup import (
     start_ray,
     wait_answering,
 )
-from controller.controller import Controller, ControllerSettings
-from controller.demo import sample_request
-from controller.live import LiveState
-from controller.localray import free_port
-from controller.registry import MlflowRegistry
-from controller.render import version_app_name
-from controller.reposource import RepoSource
-from controller.serveapi import ServeClient
+from controller.cluster.live import LiveState
+from controller.cluster.render import version_app_name
+from controller.cluster.serve_api import ServeClient
+from controller.dev.demo import sample_request
+from controller.dev.localray import free_port
+from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import Target, routing_id
-from controller.state import StateStore
+from controller.source.repository import RepoSource
 from tests.e2e.load import LoadProcess
 from tests.e2e.story import Story
 from tests.support import make_repo

@@ -41,11 +41,11 @@ from bench.serving_setup import (
     start_ray,
     wait_answering,
 )
-from controller.controller import Controller, ControllerSettings
-from controller.demo import sample_request
-from controller.registry import MlflowRegistry
-from controller.reposource import RepoSource
-from controller.state import StateStore
+from controller.dev.demo import sample_request
+from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import MlflowRegistry
+from controller.source.repository import RepoSource
 from tests.e2e.load import LoadProcess
 from tests.e2e.story import Story, register_slow
 from tests.support import make_repo

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput, ServeopsError
-from controller.serving_code import parse_serving_code
 from simulator.replay import ReplayOptions, ReplayResult
 from simulator.traffic import (
     TrafficError,
@@ -225,7 +225,7 @@ def _cluster(address: str | None, num_cpus: int) -> Iterator[tuple[str, bool]]:
     if address:
         yield address, False
         return
-    from controller.localray import LocalRay
+    from controller.dev.localray import LocalRay
 
     err.print(f"starting a local Ray (--num-cpus {num_cpus})")
     with LocalRay(num_cpus) as ray:
@@ -233,7 +233,7 @@ def _cluster(address: str | None, num_cpus: int) -> Iterator[tuple[str, bool]]:
 
 
 def _registry(uri: str | None) -> Any:
-    from controller.registry import registry_from_uri
+    from controller.registry.mlflow import registry_from_uri
 
     return registry_from_uri(uri)
 
@@ -342,10 +342,10 @@ def replay_command(
     def _replay_revision(
         records: list[TrafficRecord], the_rev: str, options: ReplayOptions
     ) -> ReplayResult:
-        from controller.apply import apply_plan
-        from controller.localray import free_port
-        from controller.reconcile import Target, plan_revision
-        from controller.serveapi import ServeClient
+        from controller.cluster.serve_api import ServeClient
+        from controller.dev.localray import free_port
+        from controller.sync.apply import apply_plan
+        from controller.sync.read import Target, plan_revision
 
         registry = _registry(registry_uri)
         code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
@@ -407,8 +407,8 @@ def simulate_command(
     both (paired), compares, and writes report.json, report.md and report.html."""
 
     def run() -> None:
-        from controller.localray import free_port
-        from controller.serveapi import ServeClient
+        from controller.cluster.serve_api import ServeClient
+        from controller.dev.localray import free_port
         from simulator import deploy
         from simulator.report import build_report, reference_features, write_reports
         from simulator.thresholds import resolve, spec_source

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import yaml
 
-from controller.apply import apply_plan
+from controller.cluster.serve_api import ServeClient
+from controller.cluster.serving_code import INSTALLED, ServingCode
 from controller.errors import BadInput
-from controller.gitsource import read_snapshot
-from controller.manifest import environment_of
-from controller.reconcile import Target, plan_revision
-from controller.registry import Registry
-from controller.serveapi import ServeClient
-from controller.serving_code import INSTALLED, ServingCode
+from controller.registry.mlflow import Registry
+from controller.source.git import read_snapshot
+from controller.spec.manifest import environment_of
+from controller.sync.apply import apply_plan
+from controller.sync.read import Target, plan_revision
 
 SIM_ENV = "sim"
 # role -> (name suffix, route prefix)

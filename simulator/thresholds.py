@@ -25,7 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import BadInput
-from controller.spec import ModelDeployment
+from controller.spec.models import ModelDeployment
 from simulator.compare import Thresholds
 
 DEFAULT = "default"

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from controller.live import LiveState
+from controller.cluster.live import LiveState
 from controller.serving.protocol import MARKER_KEY
 
 

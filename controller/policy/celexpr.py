@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.policy.celrt import cel
-from controller.spec import ModelDeployment
+from controller.spec.models import ModelDeployment
 
 # A field tree: the known fields of a value; None means "anything below" (maps, free-form
 # dicts); the key "[]" is the item of a list.

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import Problem
-from controller.manifest import (
+from controller.policy.model import ChangeKind
+from controller.policy.parallel import parallel_map
+from controller.spec.manifest import (
     Manifest,
     Parser,
     environment_of,
     load_manifests,
     parse_manifest,
 )
-from controller.policy.model import ChangeKind
-from controller.policy.parallel import parallel_map
-from controller.yamldoc import field_path
+from controller.spec.yamldoc import field_path
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from controller.policy.celrt import cel
 from controller.policy.changes import Subject
 from controller.policy.loader import CompiledRule, LocatedWaiver, PolicySet
 from controller.policy.parallel import PARALLEL_MIN_EVALUATIONS, parallel_map
-from controller.registry import ModelNotFound, ModelVersionRecord
-from controller.spec import parse_model_uri
+from controller.registry.mlflow import ModelNotFound, ModelVersionRecord
+from controller.spec.models import parse_model_uri
 
 Status = Literal["pass", "fail", "skip"]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from controller.errors import BadInput
-from controller.gitsource import open_repo, read_snapshot, resolve_commit
 from controller.policy.changes import Subject, subjects_between
 from controller.policy.engine import RequestContext, Verdict, evaluate
 from controller.policy.loader import POLICIES_DIR, PolicySet, load_policies
-from controller.registry import ModelVersionRecord
+from controller.registry.mlflow import ModelVersionRecord
+from controller.source.git import open_repo, read_snapshot, resolve_commit
 
 
 class Describer(Protocol):

@@ -19,7 +19,7 @@ from controller.policy.celexpr import (
     variable_trees,
 )
 from controller.policy.model import PolicyRules, PolicyTest, PolicyWaivers, Rule, Waiver
-from controller.yamldoc import YamlDoc, load_yaml, validate_doc
+from controller.spec.yamldoc import YamlDoc, load_yaml, validate_doc
 
 POLICIES_DIR = "policies"
 

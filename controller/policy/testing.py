@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import Location, Problem
-from controller.manifest import Manifest
 from controller.policy.changes import Subject, changed_fields
 from controller.policy.engine import RequestContext, evaluate_rule, subject_context
 from controller.policy.loader import PolicyInvalid, PolicySet
 from controller.policy.model import ChangeKind, TestCase
-from controller.spec import ModelDeployment
-from controller.yamldoc import YamlDoc, validate_doc
+from controller.spec.manifest import Manifest
+from controller.spec.models import ModelDeployment
+from controller.spec.yamldoc import YamlDoc, validate_doc
 
 DEFAULT_TIME = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC)
 

@@ -1,7 +1,7 @@
 """Code that runs inside Ray Serve replicas: the router that owns a route, and the model server.
 
 Importable on every Ray node: from the venv on a local cluster, from the image, pip or a
-`py_modules` bundle on a remote one (controller/serving_code.py). Keep its imports light; mlflow
+`py_modules` bundle on a remote one (controller/cluster/serving_code.py). Keep its imports light; mlflow
 is imported only by the model server.
 """
 

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.demo import train_and_register
-from controller.localray import LocalRay, free_port
-from controller.serveapi import ServeClient
+from controller.cluster.serve_api import ServeClient
+from controller.dev.demo import train_and_register
+from controller.dev.localray import LocalRay, free_port
 
 
 @dataclass

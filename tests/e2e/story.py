@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
-from controller.controller import Controller
-from controller.demo import MODEL_NAME
-from controller.state import StateStore, StoredRollout
+from controller.dev.demo import MODEL_NAME
+from controller.gitops.reconciler import Controller
+from controller.gitops.state import StateStore, StoredRollout
 from tests.support import commit
 
 Processes = dict[str, set[tuple[str, int]]]  # application -> {(actor id, pid)} of its replicas

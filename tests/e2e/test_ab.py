@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.demo import MODEL_NAME
+from controller.dev.demo import MODEL_NAME
 from controller.serving.protocol import VARIANT_HEADER, VERSION_HEADER
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
 from tests.support import make_repo

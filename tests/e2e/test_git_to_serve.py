@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.demo import MODEL_NAME
-from controller.live import LiveState
+from controller.cluster.live import LiveState
+from controller.dev.demo import MODEL_NAME
 from controller.serving.protocol import VERSION_HEADER
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
 from tests.support import commit, git, make_repo

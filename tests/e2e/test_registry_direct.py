@@ -14,14 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.localray import free_port, kill_tree
-from controller.registry import MlflowRegistry, ModelNotFound
-from controller.registry_direct import (
+from controller.dev.localray import free_port, kill_tree
+from controller.registry.direct import (
     SQLITE_SCHEMA_REVISION,
     RestReader,
     SqliteReader,
     direct_reader,
 )
+from controller.registry.mlflow import MlflowRegistry, ModelNotFound
 
 MODEL = "direct-read"
 
@@ -113,7 +113,7 @@ def test_latest_alias_falls_back_to_mlflow_client(store: str) -> None:
 def test_resolving_a_sqlite_store_does_not_import_mlflow(store: str) -> None:
     code = (
         "import sys\n"
-        "from controller.registry import MlflowRegistry\n"
+        "from controller.registry.mlflow import MlflowRegistry\n"
         f"r = MlflowRegistry({store!r})\n"
         f"print(r.describe('models:/{MODEL}@champion').version)\n"
         "print('mlflow' in sys.modules)\n"

@@ -24,13 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.controller import Controller, ControllerSettings, PassResult
-from controller.demo import MODEL_NAME, sample_request
-from controller.registry import MlflowRegistry
-from controller.reposource import RepoSource
+from controller.cluster.status import deployment_statuses
+from controller.dev.demo import MODEL_NAME, sample_request
+from controller.gitops.reconciler import Controller, ControllerSettings, PassResult
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import VERSION_HEADER
-from controller.state import StateStore
-from controller.status import deployment_statuses
+from controller.source.repository import RepoSource
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
 from tests.support import commit, make_repo
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controller import __version__
-from controller.demo import sample_request
+from controller.dev.demo import sample_request
 from controller.serving.protocol import VERSION_HEADER
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
 from tests.e2e.test_git_to_serve import spec, wait_gone

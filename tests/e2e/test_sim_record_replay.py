@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.demo import MODEL_NAME
+from controller.dev.demo import MODEL_NAME
 from simulator.traffic import TrafficHeader, TrafficRecord, read_traffic
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
 from tests.support import commit, make_repo

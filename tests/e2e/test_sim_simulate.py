@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controller.demo import train_and_register
+from controller.dev.demo import train_and_register
 from simulator.traffic import import_csv_trace, write_jsonl
 
 pytestmark = pytest.mark.e2e

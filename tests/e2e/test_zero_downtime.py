@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.controller import Controller, ControllerSettings
-from controller.demo import MODEL_NAME, sample_request
-from controller.registry import MlflowRegistry
-from controller.reposource import RepoSource
-from controller.state import StateStore
+from controller.dev.demo import MODEL_NAME, sample_request
+from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import MlflowRegistry
+from controller.source.repository import RepoSource
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
 from tests.e2e.load import LoadProcess
 from tests.e2e.story import Story, register_slow

@@ -11,14 +11,14 @@ from collections import Counter
 import pytest
 from ray.serve.schema import ServeDeploySchema
 
+from controller.cluster.live import LiveState
+from controller.cluster.render import DesiredState, RenderSettings, render_environment
 from controller.errors import ValidationFailed
-from controller.live import LiveState
-from controller.manifest import load_manifests
-from controller.plan import Plan, Source, make_plan
-from controller.registry import FixedRegistry
-from controller.render import DesiredState, RenderSettings, render_environment
+from controller.registry.mlflow import FixedRegistry
 from controller.serving.protocol import ABTest, RouterConfig, Target
 from controller.serving.router import choose, pick_sticky, sticky_point
+from controller.spec.manifest import load_manifests
+from controller.sync.plan import Plan, Source, make_plan
 from tests.support import deployment_yaml
 
 PATH = "deployments/staging/fraud.yaml"

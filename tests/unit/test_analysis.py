@@ -1,4 +1,4 @@
-"""Rollout analysis (controller/analysis.py): thresholds over per-version windows."""
+"""Rollout analysis (controller/rollout/analysis.py): thresholds over per-version windows."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from controller.analysis import VersionWindow, analyse, histogram_quantile
-from controller.spec import Analysis
+from controller.rollout.analysis import VersionWindow, analyse, histogram_quantile
+from controller.spec.models import Analysis
 
 INF = math.inf
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from controller.apply import ApplyFailed, apply_plan
+from controller.cluster.render import RenderSettings, render_environment
 from controller.errors import Refused
-from controller.manifest import load_manifests
-from controller.plan import Plan, Source, make_plan
-from controller.registry import FixedRegistry
-from controller.render import RenderSettings, render_environment
+from controller.registry.mlflow import FixedRegistry
 from controller.serving.protocol import RouterConfig
+from controller.spec.manifest import load_manifests
+from controller.sync.apply import ApplyFailed, apply_plan
+from controller.sync.plan import Plan, Source, make_plan
 from tests.support import FakeServe, deployment_yaml, is_managed, unmanaged_app
 
 REGISTRY = FixedRegistry({"fraud": {"1": "1", "2": "2"}})

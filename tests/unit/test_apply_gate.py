@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from controller.errors import Refused
-from controller.reconcile import Target, enforce_policies, plan_revision
-from controller.registry import FixedRegistry
+from controller.registry.mlflow import FixedRegistry
+from controller.sync.read import Target, enforce_policies, plan_revision
 from tests.support import FakeServe, commit, deployment_yaml, make_repo
 
 ROOT = Path(__file__).resolve().parents[2]

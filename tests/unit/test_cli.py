@@ -9,12 +9,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from controller import cli
-from controller.cli import app
-from controller.live import LiveState
-from controller.plan import Source, make_plan
-from controller.registry import FixedRegistry
-from controller.render import DesiredState
+from controller.cli import main as cli
+from controller.cli.main import app
+from controller.cluster.live import LiveState
+from controller.cluster.render import DesiredState
+from controller.registry.mlflow import FixedRegistry
+from controller.sync.plan import Source, make_plan
 from tests.support import FakeServe, commit, deployment_yaml, make_repo, unmanaged_app
 
 runner = CliRunner()
@@ -184,9 +184,9 @@ def test_unknown_option_is_a_usage_error() -> None:
 
 
 def test_serve_client_reports_rays_rejection() -> None:
+    from controller.cluster.live import LiveState
+    from controller.cluster.serve_api import ServeClient
     from controller.errors import ServeopsError
-    from controller.live import LiveState
-    from controller.serveapi import ServeClient
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "PUT":
@@ -207,7 +207,7 @@ def test_serve_client_reports_rays_rejection() -> None:
 def test_error_messages_print_brackets_as_written() -> None:
     from rich.console import Console
 
-    from controller.display import print_error
+    from controller.cli.display import print_error
 
     console = Console(record=True, width=200)
     print_error(console, "deployments[Router].user_config.targets and [link] stay")
@@ -221,7 +221,7 @@ def test_the_cli_does_not_import_ray_or_mlflow() -> None:
     import subprocess
     import sys
 
-    code = "import sys, controller.cli; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
+    code = "import sys, controller.cli.main; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.apply import apply_plan
-from controller.controller import (
+from controller.cluster.live import LiveDeployment, LiveState
+from controller.gitops.notify import Event
+from controller.gitops.reconciler import (
     Controller,
     ControllerSettings,
     DriftMode,
@@ -20,12 +21,11 @@ from controller.controller import (
     jittered,
     run_forever,
 )
-from controller.live import LiveDeployment, LiveState
-from controller.notify import Event
-from controller.reconcile import Target, plan_revision
-from controller.registry import FixedRegistry, Registry, ResolvedModel
-from controller.reposource import RepoSource
-from controller.state import PassStart, StateStore
+from controller.gitops.state import PassStart, StateStore
+from controller.registry.mlflow import FixedRegistry, Registry, ResolvedModel
+from controller.source.repository import RepoSource
+from controller.sync.apply import apply_plan
+from controller.sync.read import Target, plan_revision
 from tests.support import FakeServe, commit, deployment_yaml, git, make_repo, unmanaged_app
 
 FRAUD = "deployments/staging/fraud.yaml"

@@ -14,18 +14,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import controller.controller_cli as controller_cli
-from controller.controller_cli import parse_duration, register
+import controller.cli.gitops as controller_cli
+from controller.cli.gitops import parse_duration, register
 from controller.errors import BadInput
-from controller.notify import Event, WebhookNotifier
-from controller.registry import FixedRegistry, Registry
-from controller.webhook import PushEvent, WebhookServer, signature
+from controller.gitops.notify import Event, WebhookNotifier
+from controller.gitops.webhook import PushEvent, WebhookServer, signature
+from controller.registry.mlflow import FixedRegistry, Registry
 from tests.support import FakeServe, commit, deployment_yaml, make_repo
 
 SECRET = b"s3cret"
 FRAUD = "deployments/staging/fraud.yaml"
 runner = CliRunner()
-# The commands on an app of their own, so these tests do not depend on controller/cli.py.
+# The commands on an app of their own, so these tests do not depend on controller/cli/main.py.
 app = typer.Typer()
 register(app)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller.errors import BadInput
-from controller.gitsource import read_snapshot
+from controller.source.git import read_snapshot
 from tests.support import commit, deployment_yaml, make_repo
 
 

@@ -19,7 +19,7 @@ def test_tree_is_killed_when_its_owner_is_sigkilled() -> None:
     reaper = threading.Thread(target=tree.wait, daemon=True)
     reaper.start()
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "controller.localray", str(owner.pid), str(tree.pid)]
+        [sys.executable, "-m", "controller.dev.localray", str(owner.pid), str(tree.pid)]
     )
     try:
         children: list[psutil.Process] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.errors import ValidationFailed
-from controller.manifest import load_manifests
+from controller.spec.manifest import load_manifests
 from tests.support import deployment_yaml
 
 PATH = "deployments/staging/fraud.yaml"

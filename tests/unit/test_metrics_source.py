@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from controller.metrics import from_json, merge, parse, to_json, window
+from controller.rollout.router_metrics import from_json, merge, parse, to_json, window
 
 LABELS = (
     'Component="core_worker",SessionName="s",application="fraud",deployment="Router",'

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from controller.controller import Controller, ControllerSettings
-from controller.notify import EVENT_KINDS, Event, WebhookNotifier
-from controller.registry import FixedRegistry
-from controller.reposource import RepoSource
-from controller.state import StateStore
+from controller.gitops.notify import EVENT_KINDS, Event, WebhookNotifier
+from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import FixedRegistry
+from controller.source.repository import RepoSource
 from tests.support import FakeServe, commit, deployment_yaml, make_repo
 from tests.unit.test_rollout_controller import CANARY, World
 

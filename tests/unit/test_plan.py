@@ -6,12 +6,12 @@ import copy
 
 import pytest
 
+from controller.cluster.live import LiveState
+from controller.cluster.render import DesiredState, RenderSettings, render_environment
 from controller.errors import Refused
-from controller.live import LiveState
-from controller.manifest import load_manifests
-from controller.plan import Plan, Source, make_plan
-from controller.registry import FixedRegistry
-from controller.render import DesiredState, RenderSettings, render_environment
+from controller.registry.mlflow import FixedRegistry
+from controller.spec.manifest import load_manifests
+from controller.sync.plan import Plan, Source, make_plan
 from tests.support import deployment_yaml, unmanaged_app
 
 REGISTRY = FixedRegistry({"fraud": {"1": "1", "2": "2"}, "churn": {"1": "1"}})
@@ -170,7 +170,7 @@ def test_fingerprint_moves_with_any_live_config_change() -> None:
 
 
 def test_slow_scheduling_is_degraded_only_when_the_replica_does_not_fit() -> None:
-    from controller.live import does_not_fit
+    from controller.cluster.live import does_not_fit
 
     msg = (
         "Deployment 'ModelServer' in application 'x' has 1 replicas that have taken more than "
@@ -186,7 +186,7 @@ def test_slow_scheduling_is_degraded_only_when_the_replica_does_not_fit() -> Non
 def test_an_app_being_deleted_is_neither_carried_over_nor_a_conflict() -> None:
     # Serve drops the config of an app it is deleting: the GET shows it with no config (so no
     # marker). Its name and route are free, and it must not be PUT back as `{"name": ...}`.
-    from controller.serveapi import merged_config
+    from controller.cluster.serve_api import merged_config
 
     d = desired(deployment_yaml())
     live = LiveState.from_api(

@@ -8,7 +8,7 @@ from xml.etree import ElementTree as ET
 
 from typer.testing import CliRunner
 
-from controller.cli import app
+from controller.cli.main import app
 from tests.support import commit, deployment_yaml, make_repo
 
 runner = CliRunner()

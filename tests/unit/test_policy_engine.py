@@ -15,7 +15,7 @@ from controller.policy import check_revisions, gate, refusal
 from controller.policy.loader import PolicyInvalid, load_policies, read_policy_files
 from controller.policy.report import as_github, as_json, as_junit, as_sarif, markdown_summary
 from controller.policy.testing import run_tests
-from controller.registry import FixedRegistry, ModelVersionRecord
+from controller.registry.mlflow import FixedRegistry, ModelVersionRecord
 from tests.support import commit, deployment_yaml, make_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

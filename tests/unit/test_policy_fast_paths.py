@@ -29,7 +29,7 @@ from controller.policy.engine import (
 )
 from controller.policy.loader import PolicySet, load_policies, read_policy_files
 from controller.policy.report import as_json, as_junit
-from controller.registry import ModelNotFound, ModelVersionRecord
+from controller.registry.mlflow import ModelNotFound, ModelVersionRecord
 from tests.support import deployment_yaml
 
 NOW = dt.datetime(2026, 12, 20, 12, 0, tzinfo=dt.UTC)  # inside the starter freeze window

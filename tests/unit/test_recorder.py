@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.render import recording_config, render_router_app
+from controller.cluster.render import recording_config, render_router_app
 from controller.serving.protocol import RecordingConfig, Target
 from controller.serving.recorder import (
     Exchange,
@@ -21,7 +21,7 @@ from controller.serving.recorder import (
     replace_recorder,
     start,
 )
-from controller.spec import RECORDING_DENY_HEADERS, ModelDeployment, Recording
+from controller.spec.models import RECORDING_DENY_HEADERS, ModelDeployment, Recording
 from simulator.traffic import TrafficHeader, read_jsonl
 from tests.support import deployment_yaml
 

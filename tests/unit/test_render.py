@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ray.serve.schema import ServeDeploySchema
 
-from controller.manifest import load_manifests
-from controller.registry import FixedRegistry
-from controller.render import RenderSettings, render_environment
+from controller.cluster.render import RenderSettings, render_environment
+from controller.registry.mlflow import FixedRegistry
 from controller.serving.protocol import RouterConfig
+from controller.spec.manifest import load_manifests
 from tests.support import deployment_yaml
 
 REGISTRY = FixedRegistry({"fraud": {"7": "7", "@champion": "8"}, "churn": {"3": "3"}})

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from controller.cli import app
+from controller.cli.main import app
 from controller.errors import BadInput, ServeopsError
-from controller.rollback import TRAILER, NothingToRollBack, plan_rollback, write_rollback
-from controller.rollout import start
-from controller.state import RolloutUpdate, StateStore
+from controller.gitops.state import RolloutUpdate, StateStore
+from controller.rollout.engine import start
+from controller.source.rollback import TRAILER, NothingToRollBack, plan_rollback, write_rollback
 from tests.support import commit, deployment_yaml, git, make_repo
 
 FRAUD = "deployments/staging/fraud.yaml"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from controller.cli import app
-from controller.rollout import start
-from controller.state import RolloutUpdate, StateStore
+from controller.cli.main import app
+from controller.gitops.state import RolloutUpdate, StateStore
+from controller.rollout.engine import start
 
 runner = CliRunner()
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

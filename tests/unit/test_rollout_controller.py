@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from controller.controller import Controller, ControllerSettings, PassResult
-from controller.metrics import Counts, Snapshot
-from controller.registry import FixedRegistry, Registry
-from controller.reposource import RepoSource
+from controller.cluster.status import deployment_statuses
+from controller.gitops.reconciler import Controller, ControllerSettings, PassResult
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import FixedRegistry, Registry
+from controller.rollout.router_metrics import Counts, Snapshot
 from controller.serving.protocol import LATENCY_BOUNDARIES_MS, RouterConfig
-from controller.state import StateStore
-from controller.status import deployment_statuses
+from controller.source.repository import RepoSource
 from tests.support import FakeServe, commit, deployment_yaml, make_repo
 
 FRAUD = "deployments/staging/fraud.yaml"
@@ -395,7 +395,7 @@ def test_blue_green_rollback_after_the_switch_is_a_weight_change(tmp_path: Path)
 
 
 def test_rollback_commit_after_an_abort_brings_git_and_serve_back_to_stable(world: World) -> None:
-    from controller.rollback import plan_rollback, write_rollback
+    from controller.source.rollback import plan_rollback, write_rollback
 
     world.push("2")
     world.pass_()

@@ -1,4 +1,4 @@
-"""The pure rollout engine (controller/rollout.py): canary, blue-green, shadow, no Ray."""
+"""The pure rollout engine (controller/rollout/engine.py): canary, blue-green, shadow, no Ray."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from controller.analysis import AnalysisResult, VersionWindow
-from controller.rollout import (
+from controller.rollout.analysis import AnalysisResult, VersionWindow
+from controller.rollout.engine import (
     Decision,
     Limits,
     Readiness,
@@ -19,7 +19,7 @@ from controller.rollout import (
     traffic,
     with_command,
 )
-from controller.spec import Rollout
+from controller.spec.models import Rollout
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 PASS = AnalysisResult("pass", [], VersionWindow(100), VersionWindow(900))

@@ -13,14 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.controller import Controller
+from controller.cluster.status import deployment_statuses
 from controller.errors import ValidationFailed
-from controller.hooks import HookContext, Hooks
-from controller.manifest import load_manifests
+from controller.gitops.reconciler import Controller
+from controller.rollout.hooks import HookContext, Hooks
 from controller.serving.pinning import PIN_HEADER, awaits_status, pinned
 from controller.serving.protocol import VERSION_HEADER, RouterConfig, Target
-from controller.spec import Hook
-from controller.status import deployment_statuses
+from controller.spec.manifest import load_manifests
+from controller.spec.models import Hook
 from tests.support import FakeServe, deployment_yaml
 from tests.unit.test_rollout_controller import World, apps
 
@@ -309,8 +309,8 @@ def test_engine_hooks_due_and_promote_full_still_verifies() -> None:
     import dataclasses
     import datetime as dt
 
-    from controller.rollout import HookResult, decide, hooks_due, start, with_command
-    from controller.spec import Rollout
+    from controller.rollout.engine import HookResult, decide, hooks_due, start, with_command
+    from controller.spec.models import Rollout
 
     t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     spec = Rollout.model_validate(

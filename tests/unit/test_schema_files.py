@@ -1,4 +1,4 @@
-"""The committed JSON Schema and spec reference are generated from controller.spec; never stale."""
+"""The committed JSON Schema and spec reference are generated from controller.spec.models; never stale."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from controller.schemadoc import REFERENCE_PATH, SCHEMA_PATH, reference_text, schema_text
+from controller.spec.schema import REFERENCE_PATH, SCHEMA_PATH, reference_text, schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,14 +14,14 @@ from ray.serve.schema import ServeDeploySchema
 from typer.testing import CliRunner
 
 from controller import __version__
-from controller.cli import app
-from controller.controller import Controller, ControllerSettings
+from controller.cli.main import app
+from controller.cluster.render import RenderSettings, render_environment
+from controller.cluster.serving_code import INSTALLED, ServingCode, build_bundle, parse_serving_code
 from controller.errors import BadInput
-from controller.manifest import load_manifests
-from controller.render import RenderSettings, render_environment
-from controller.reposource import RepoSource
-from controller.serving_code import INSTALLED, ServingCode, build_bundle, parse_serving_code
-from controller.state import StateStore
+from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.state import StateStore
+from controller.source.repository import RepoSource
+from controller.spec.manifest import load_manifests
 from tests.support import deployment_yaml
 from tests.unit.test_render import REGISTRY
 from tests.unit.test_rollout_controller import World

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from controller.cli import app
+from controller.cli.main import app
 from simulator.imports import detect_format, import_har, import_request_list
 from simulator.traffic import TrafficError, read_jsonl
 

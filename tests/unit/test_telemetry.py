@@ -16,15 +16,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from controller.cli import app
-from controller.controller import Controller, ControllerSettings
-from controller.metrics import Counts, Snapshot
-from controller.plan import Action, ModelRef, Plan, Source
-from controller.registry import FixedRegistry, Registry
-from controller.reposource import RepoSource
+from controller.cli.main import app
+from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.state import StateStore
+from controller.gitops.telemetry import ControllerMetrics, PassFigures, serve, sync_statuses
+from controller.registry.mlflow import FixedRegistry, Registry
+from controller.rollout.router_metrics import Counts, Snapshot
 from controller.serving.protocol import LATENCY_BOUNDARIES_MS
-from controller.state import StateStore
-from controller.telemetry import ControllerMetrics, PassFigures, serve, sync_statuses
+from controller.source.repository import RepoSource
+from controller.sync.plan import Action, ModelRef, Plan, Source
 from tests.support import FakeServe, commit, deployment_yaml, make_repo
 
 CANARY = """\

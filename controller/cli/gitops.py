@@ -1,0 +1,492 @@
+"""`serveops controller`, `serveops sync` and `serveops history`: registered by controller/cli/main.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from controller.cli.display import plan_text, print_error, print_to
+from controller.cluster.serve_api import DEFAULT_ADDRESS, ServeClient
+from controller.cluster.serving_code import parse_serving_code
+from controller.errors import BadInput, ServeopsError
+from controller.gitops.notify import Notifier, WebhookNotifier
+from controller.gitops.reconciler import (
+    DRIFT_MODES,
+    Controller,
+    ControllerSettings,
+    DriftMode,
+    PassResult,
+    Wakeup,
+    run_forever,
+)
+from controller.gitops.state import PassRecord, StateStore
+from controller.gitops.telemetry import serve as serve_metrics
+from controller.gitops.webhook import SECRET_ENV, PushEvent, WebhookServer
+from controller.registry.mlflow import MlflowRegistry, Registry
+from controller.source.repository import RepoSource
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+log = logging.getLogger("serveops.controller")
+
+T = TypeVar("T")
+
+DEFAULT_STATE = Path(".serveops/state.db")
+
+RepoOpt = Annotated[
+    str,
+    typer.Option("--repo", help="Git repository: a local directory, or a URL to clone and fetch."),
+]
+EnvOpt = Annotated[str, typer.Option("--env", help="Environment: the folder deployments/<env>/.")]
+AddressOpt = Annotated[
+    str,
+    typer.Option("--address", envvar="SERVEOPS_ADDRESS", help="Ray dashboard URL of the cluster."),
+]
+StateOpt = Annotated[
+    Path,
+    typer.Option(
+        "--state", envvar="SERVEOPS_STATE", help="SQLite file of the controller's state and audit."
+    ),
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", help="Where repository URLs are mirrored (default: next to --state)."
+    ),
+]
+DriftOpt = Annotated[
+    str,
+    typer.Option(
+        "--drift",
+        envvar="SERVEOPS_DRIFT",
+        help="When live Serve drifts from Git: enabled (restore Git's state), warn, disabled.",
+    ),
+]
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking/registry URI."
+    ),
+]
+ServingCodeOpt = Annotated[
+    str,
+    typer.Option(
+        "--serving-code",
+        envvar="SERVEOPS_SERVING_CODE",
+        help="Where the cluster's nodes get serveops' serving code: installed (in their Python), "
+        "pip (serveops==<this version> from their index), or the URI of a bundle made by "
+        "`serveops bundle` (https://, s3://, gs://, file://...).",
+    ),
+]
+PruneOpt = Annotated[
+    bool, typer.Option("--prune", help="Delete deployments that are gone from Git.")
+]
+AllowEmptyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty", help="With --prune, let an empty desired state delete every deployment."
+    ),
+]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds an apply waits for new versions to run.")
+]
+HttpPortOpt = Annotated[
+    int,
+    typer.Option(
+        "--http-port", envvar="SERVEOPS_HTTP_PORT", help="Serve HTTP port, if Serve is not running."
+    ),
+]
+ActorOpt = Annotated[
+    str | None, typer.Option("--actor", help="Who acts, for the audit (default: user@host).")
+]
+NotifyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify-webhook",
+        envvar="SERVEOPS_NOTIFY_WEBHOOK",
+        help="POST a JSON event here on deployed, degraded, sync failed, rollout aborted, "
+        "drift detected (repeatable).",
+    ),
+]
+SlackOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify-slack",
+        envvar="SERVEOPS_SLACK_WEBHOOK",
+        help="Slack incoming-webhook URL for the same events (repeatable).",
+    ),
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """`10s`, `500ms`, `2m`, `1h`, or a number of seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise BadInput(f"{text!r} is not a duration (e.g. 10s, 500ms, 2m)")
+    seconds = float(match[1]) * _UNIT_S[match[2] or "s"]
+    if seconds <= 0:
+        raise BadInput(f"{text!r}: a duration must be positive")
+    return seconds
+
+
+def _drift_mode(text: str) -> DriftMode:
+    for mode in DRIFT_MODES:
+        if text == mode:
+            return mode
+    raise BadInput(f"--drift must be one of {', '.join(DRIFT_MODES)}, not {text!r}")
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ServeopsError as e:
+        print_error(err, e.message)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _registry_factory(uri: str | None) -> Callable[[], Registry]:
+    if not uri:
+        raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
+    from controller.registry.mlflow import absolute_tracking_uri
+
+    tracking_uri = absolute_tracking_uri(uri)
+    return lambda: MlflowRegistry(tracking_uri)
+
+
+def _notifier(webhooks: list[str] | None, slack: list[str] | None) -> Notifier | None:
+    if not webhooks and not slack:
+        return None
+    return WebhookNotifier(webhooks or [], slack or [])
+
+
+def _source(
+    repo: str, branch: str | None, rev: str | None, state: Path, cache: Path | None
+) -> RepoSource:
+    return RepoSource(repo, branch=branch, rev=rev, cache_dir=cache or state.parent / "repos")
+
+
+def _print_result(result: PassResult) -> None:
+    style = {
+        "applied": "green",
+        "healed": "green",
+        "in_sync": "green",
+        "ignored": "yellow",
+        "drift": "yellow",
+        "waiting": "yellow",
+    }.get(result.outcome, "red")
+    if result.outcome in ("applied", "healed") and result.plan is not None:
+        print_to(out, plan_text(result.plan))
+    stream = out if result.exit_code == 0 else err
+    stream.print(f"[{style}]{result.outcome}[/]: {escape(result.message)}", markup=True)
+
+
+def _result_json(result: PassResult) -> dict[str, Any]:
+    data = {
+        k: v for k, v in dataclasses.asdict(result).items() if k != "plan"
+    }  # asdict cannot copy a pydantic model faithfully
+    data["plan"] = result.plan.model_dump(mode="json") if result.plan else None
+    data["exit_code"] = result.exit_code
+    return data
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def controller_command(
+    env: EnvOpt,
+    repo: RepoOpt,
+    branch: Annotated[str, typer.Option("--branch", help="Branch to follow.")] = "main",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    interval: Annotated[
+        str, typer.Option("--interval", help="Polling interval (10s, 1m, ...).")
+    ] = "10s",
+    jitter: Annotated[
+        float, typer.Option("--jitter", help="Spread of each wait, as a fraction (0.1: +-10%).")
+    ] = 0.1,
+    state: StateOpt = DEFAULT_STATE,
+    cache_dir: CacheOpt = None,
+    drift: DriftOpt = "warn",
+    registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
+    prune: PruneOpt = False,
+    allow_empty: AllowEmptyOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    http_port: HttpPortOpt = 8000,
+    actor: ActorOpt = None,
+    webhook_port: Annotated[
+        int | None,
+        typer.Option(
+            "--webhook-port", help=f"Serve a GitHub push webhook here (secret: ${SECRET_ENV})."
+        ),
+    ] = None,
+    webhook_host: Annotated[
+        str, typer.Option("--webhook-host", help="Address the webhook listens on.")
+    ] = "127.0.0.1",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            envvar="SERVEOPS_METRICS_PORT",
+            help="Serve the controller's Prometheus metrics at /metrics on this port (0: off).",
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address the metrics endpoint listens on.")
+    ] = "127.0.0.1",
+    notify_webhook: NotifyOpt = None,
+    notify_slack: SlackOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every pass.")] = False,
+) -> None:
+    """Run the GitOps loop: every interval (or on a push), fetch, plan, gate, apply, record."""
+
+    def run() -> None:
+        _setup_logging(verbose)
+        if not 0 <= jitter < 1:
+            raise BadInput(f"--jitter must be in [0, 1), not {jitter}")
+        settings = ControllerSettings(
+            environment=env,
+            interval_s=parse_duration(interval),
+            drift=_drift_mode(drift),
+            prune=prune,
+            allow_empty=allow_empty,
+            apply_timeout_s=timeout,
+            actor=actor or "",
+            serving_code=parse_serving_code(serving_code),
+        )
+        secret = os.environ.get(SECRET_ENV, "").encode()
+        if webhook_port is not None and not secret:
+            raise BadInput(f"--webhook-port needs a shared secret in ${SECRET_ENV}")
+        if not 0 <= metrics_port <= 65535:
+            raise BadInput(f"--metrics-port must be a port number (0: off), not {metrics_port}")
+        registry = _registry_factory(registry_uri)
+        source = _source(repo, branch, None, state, cache_dir)
+        notifier = _notifier(notify_webhook, notify_slack)
+        wakeup = Wakeup()
+        signal.signal(signal.SIGTERM, lambda *_: wakeup.stop())
+        with StateStore(state) as store, ServeClient(address, http_port=http_port) as client:
+            ctl = Controller(source, client, store, registry, settings, notifier=notifier)
+            log.info(
+                "controller %s: %s@%s -> %r on %s, every %s, drift %s, state %s, serving code %s",
+                ctl.holder,
+                source.display,
+                branch,
+                env,
+                address,
+                interval,
+                settings.drift,
+                state,
+                settings.serving_code.describe(),
+            )
+            metrics_server = None
+            if metrics_port:
+                try:
+                    metrics_server = serve_metrics(metrics_port, metrics_host)
+                except OSError as e:
+                    raise BadInput(
+                        f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {e}"
+                    ) from None
+                log.info("metrics at http://%s:%d/metrics", metrics_host, metrics_port)
+            server = None
+            if webhook_port is not None:
+
+                def on_push(_push: PushEvent) -> None:
+                    wakeup.wake("webhook")
+
+                server = WebhookServer(
+                    secret, branch, on_push, host=webhook_host, port=webhook_port
+                ).start()
+                log.info("webhook listening on %s", server.url)
+            last: list[str] = []
+
+            def on_result(result: PassResult) -> None:
+                # Log changes of outcome, and every pass that did something.
+                key = f"{result.outcome}:{result.commit}:{result.message}"
+                quiet = result.outcome in ("in_sync", "skipped", "waiting", "ignored", "aborted")
+                if not quiet or not last or last[0] != key or verbose:
+                    level = (
+                        logging.INFO
+                        if result.in_sync or result.outcome == "waiting"
+                        else logging.WARNING
+                    )
+                    log.log(level, "%s: %s", result.outcome, result.message)
+                last[:] = [key]
+
+            try:
+                run_forever(ctl, wakeup, jitter=jitter, on_result=on_result)
+            except KeyboardInterrupt:
+                wakeup.stop()
+                raise
+            finally:
+                if server is not None:
+                    server.stop()
+                if metrics_server is not None:
+                    metrics_server.shutdown()
+
+    _run(run)
+
+
+def sync_command(
+    env: EnvOpt,
+    repo: RepoOpt,
+    branch: Annotated[
+        str | None, typer.Option("--branch", help="Branch to sync (default main).")
+    ] = None,
+    rev: Annotated[
+        str | None, typer.Option("--rev", help="A revision instead of a branch.")
+    ] = None,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Attempt a revision that failed before again.")
+    ] = False,
+    address: AddressOpt = DEFAULT_ADDRESS,
+    state: StateOpt = DEFAULT_STATE,
+    cache_dir: CacheOpt = None,
+    drift: DriftOpt = "warn",
+    registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
+    prune: PruneOpt = False,
+    allow_empty: AllowEmptyOpt = False,
+    timeout: TimeoutOpt = 300.0,
+    http_port: HttpPortOpt = 8000,
+    actor: ActorOpt = None,
+    notify_webhook: NotifyOpt = None,
+    notify_slack: SlackOpt = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+) -> None:
+    """One controller pass, recorded like the loop's. Exit 0 in sync, 1 not, 2 bad input."""
+
+    def run() -> int:
+        if output not in ("text", "json"):
+            raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+        if branch is not None and rev is not None:
+            raise BadInput("pass --branch or --rev, not both")
+        settings = ControllerSettings(
+            environment=env,
+            drift=_drift_mode(drift),
+            prune=prune,
+            allow_empty=allow_empty,
+            apply_timeout_s=timeout,
+            actor=actor or "",
+            serving_code=parse_serving_code(serving_code),
+        )
+        registry = _registry_factory(registry_uri)
+        followed = branch if rev is None else None
+        source = _source(repo, followed or ("main" if rev is None else None), rev, state, cache_dir)
+        with StateStore(state) as store, ServeClient(address, http_port=http_port) as client:
+            ctl = Controller(
+                source,
+                client,
+                store,
+                registry,
+                settings,
+                notifier=_notifier(notify_webhook, notify_slack),
+            )
+            try:
+                result = ctl.reconcile_once(retry=retry, trigger="sync")
+            finally:
+                ctl.release()  # only ours: another controller's lease is left alone
+        if output == "json":
+            print(json.dumps(_result_json(result), indent=2))
+        else:
+            _print_result(result)
+        return result.exit_code
+
+    code = _run(run)
+    if code:
+        raise typer.Exit(code)
+
+
+def history_command(
+    env: Annotated[
+        str | None, typer.Option("--env", help="Only this environment (default: all).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many passes, newest first.")] = 20,
+    state: StateOpt = DEFAULT_STATE,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+) -> None:
+    """The controller's audit: passes that changed something or failed, newest first."""
+
+    def run() -> None:
+        if output not in ("text", "json"):
+            raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+        if limit < 1:
+            raise BadInput("--limit must be at least 1")
+        if not state.exists():
+            raise BadInput(f"{state}: no controller state here (pass --state)")
+        with StateStore(state) as store:
+            records = store.history(env, limit)
+        if output == "json":
+            print(json.dumps([record_json(r) for r in records], indent=2))
+        else:
+            out.print(history_table(records))
+
+    _run(run)
+
+
+def record_json(record: PassRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "environment": record.environment,
+        "repo": record.repo,
+        "rev": record.rev,
+        "commit": record.commit,
+        "actor": record.actor,
+        "trigger": record.trigger,
+        "result": record.result,
+        "message": record.message,
+        "started_at": record.started_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "repeats": record.repeats,
+        "plan": record.plan.model_dump(mode="json") if record.plan else None,
+    }
+
+
+def history_table(records: list[PassRecord]) -> Table | str:
+    if not records:
+        return "no passes recorded"
+    table = Table(show_lines=False)
+    for column in ("#", "started (UTC)", "env", "commit", "result", "actor", "trigger"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="fold", min_width=20)
+    styles = {"applied": "green", "healed": "green", "drift": "yellow", "interrupted": "yellow"}
+    for r in records:
+        result = r.result + (f" x{r.repeats}" if r.repeats > 1 else "")
+        message = r.message.splitlines()[0] if r.message else ""
+        table.add_row(
+            str(r.id),
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            r.environment,
+            (r.commit or "")[:12],
+            f"[{styles.get(r.result, 'red')}]{result}[/]",
+            r.actor,
+            r.trigger,
+            message,
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the controller's commands to the `serveops` app."""
+    app.command("controller")(controller_command)
+    app.command("sync")(sync_command)
+    app.command("history")(history_command)

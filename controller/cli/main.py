@@ -1,0 +1,354 @@
+"""The `serveops` command. Exit codes: 0 ok, 1 failure or changes refused, 2 bad input or usage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from controller import __version__
+from controller.cli.display import plan_text, print_error, print_to, status_table
+from controller.cli.gitops import ServingCodeOpt
+from controller.cli.gitops import register as register_controller_commands
+from controller.cli.policy import check as policy_check
+from controller.cli.policy import policy_app
+from controller.cli.rollouts import register as register_rollout_commands
+from controller.cluster.serve_api import DEFAULT_ADDRESS, ServeClient, default_address
+from controller.cluster.serving_code import build_bundle, parse_serving_code
+from controller.cluster.status import deployment_statuses
+from controller.errors import BadInput, ServeopsError, StalePlan
+from controller.registry.mlflow import registry_from_uri
+from controller.source.git import open_repo, read_worktree, resolve_commit
+from controller.spec.manifest import is_deployment_file, load_manifests
+from controller.sync.apply import apply_plan
+from controller.sync.plan import Plan
+from controller.sync.read import Target, enforce_policies, plan_revision
+from simulator.cli import register as register_simulator_commands
+
+app = typer.Typer(
+    help="Ship MLflow models to Ray Serve from Git: validate, plan, apply, status.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Piped output (CI logs, the demo) gets wide tables instead of rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+# `apply` without --plan plans, then applies: when Serve moves in between, it plans again.
+REPLAN_ATTEMPTS = 3
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="Git repository holding deployments/.")]
+RevOpt = Annotated[str, typer.Option("--rev", help="Git revision to read (branch, tag, sha).")]
+EnvOpt = Annotated[str, typer.Option("--env", help="Environment: the folder deployments/<env>/.")]
+AddressOpt = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        envvar="SERVEOPS_ADDRESS",
+        help="Ray dashboard URL of the target cluster.",
+    ),
+]
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking/registry URI, also given to model replicas.",
+    ),
+]
+HttpPortOpt = Annotated[
+    int,
+    typer.Option(
+        "--http-port",
+        envvar="SERVEOPS_HTTP_PORT",
+        help="Serve HTTP port, if Serve is not running yet.",
+    ),
+]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Turn serveops errors into a message and an exit code, never a traceback."""
+    try:
+        return fn()
+    except ServeopsError as e:
+        print_error(err, e.message)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _check_output(output: str) -> None:
+    if output not in ("text", "json"):
+        raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+
+
+@app.command()
+def validate(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders (default: deployments/).")
+    ] = None,
+) -> None:
+    """Check deployment files: YAML, schema, and rules across files (unique names and routes)."""
+
+    def run() -> None:
+        files = read_worktree(paths or [Path("deployments")])
+        files = {p: t for p, t in files.items() if is_deployment_file(p)}
+        if not files:
+            raise BadInput("no deployment files found (expected deployments/<env>/<name>.yaml)")
+        manifests = load_manifests(files)
+        out.print(f"ok: {len(manifests)} deployment file(s) valid")
+
+    _run(run)
+
+
+@app.command()
+def plan(
+    env: EnvOpt,
+    repo: RepoOpt = Path("."),
+    rev: RevOpt = "HEAD",
+    address: AddressOpt = DEFAULT_ADDRESS,
+    registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Save the plan as JSON.")] = None,
+    output: OutputOpt = "text",
+    prune: Annotated[bool, typer.Option(help="Delete deployments that are gone from Git.")] = False,
+) -> None:
+    """Show what apply would change, field by field, without changing anything."""
+
+    def run() -> None:
+        _check_output(output)
+        code = parse_serving_code(serving_code)
+        with ServeClient(address) as client:
+            result = plan_revision(
+                Target(str(repo), rev, env),
+                client,
+                registry_from_uri(registry_uri),
+                prune=prune,
+                serving_code=code,
+            )
+        if out_file:
+            out_file.write_text(result.model_dump_json(indent=2) + "\n")
+        if output == "json":
+            print(result.model_dump_json(indent=2))
+        else:
+            print_to(out, plan_text(result))
+            if out_file:
+                out.print(
+                    f"saved plan to {out_file}; apply it with: serveops apply --plan {out_file}"
+                )
+
+    _run(run)
+
+
+@app.command()
+def apply(
+    env: Annotated[str | None, typer.Option("--env", help="Environment (not with --plan).")] = None,
+    repo: RepoOpt = Path("."),
+    rev: RevOpt = "HEAD",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            envvar="SERVEOPS_ADDRESS",
+            help="Ray dashboard URL (default: the plan's, or http://127.0.0.1:8265).",
+        ),
+    ] = None,
+    registry_uri: RegistryOpt = None,
+    serving_code: Annotated[
+        str | None,
+        typer.Option(
+            "--serving-code",
+            envvar="SERVEOPS_SERVING_CODE",
+            help="installed, pip, or a bundle URI (see `plan`); ignored with --plan, whose "
+            "configs have it already.",
+        ),
+    ] = None,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="Apply a plan saved by `plan --out`.")
+    ] = None,
+    http_port: HttpPortOpt = 8000,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for new versions to run.")
+    ] = 300.0,
+    prune: Annotated[bool, typer.Option(help="Delete deployments that are gone from Git.")] = False,
+) -> None:
+    """Apply Git's desired state to Ray Serve (or a saved plan, refused if it went stale)."""
+
+    def run() -> None:
+        if plan_file is not None:
+            the_plan = _load_plan(plan_file)
+            if env is not None and env != the_plan.environment:
+                raise BadInput(
+                    f"--env {env} does not match the plan's environment {the_plan.environment}"
+                )
+            _check_revision_unmoved(the_plan)
+            target_address = address or the_plan.address
+        else:
+            if env is None:
+                raise BadInput("pass --env ENV (or --plan FILE)")
+            target_address = address or default_address()
+        code = parse_serving_code(serving_code if plan_file is None else None)
+        registry = registry_from_uri(registry_uri) if registry_uri or plan_file is None else None
+        with ServeClient(target_address, http_port=http_port) as client:
+            for attempt in range(1, REPLAN_ATTEMPTS + 1):
+                if plan_file is None:
+                    assert env is not None and registry is not None
+                    target = Target(str(repo), rev, env)
+                    the_plan = plan_revision(
+                        target, client, registry, prune=prune, serving_code=code
+                    )
+                print_to(out, plan_text(the_plan))
+                if not the_plan.has_changes:
+                    return
+                enforce_policies(the_plan, registry)
+                try:
+                    result = apply_plan(
+                        the_plan, client, timeout_s=timeout, log=lambda m: out.print(f"  {m}")
+                    )
+                    break
+                except StalePlan as err:
+                    # A saved plan is the user's to remake; one made just now is ours.
+                    if plan_file is not None or attempt == REPLAN_ATTEMPTS:
+                        raise
+                    out.print(f"  {err.message.split(';')[0]}: planning again")
+        out.print(
+            f"[green]applied[/] {the_plan.source.commit[:12]} to {the_plan.environment!r} in {result.seconds:.1f}s"
+        )
+
+    _run(run)
+
+
+def _load_plan(path: Path) -> Plan:
+    try:
+        return Plan.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such plan file") from None
+    except ValueError as e:
+        raise BadInput(f"{path}: not a serveops plan: {e}") from None
+
+
+def _check_revision_unmoved(the_plan: Plan) -> None:
+    """A plan made from a branch is stale once the branch has moved on."""
+    repo = open_repo(the_plan.source.repo)
+    now = resolve_commit(repo, the_plan.source.rev).hexsha
+    if now != the_plan.source.commit:
+        raise StalePlan(
+            f"revision {the_plan.source.rev!r} has moved since the plan was made "
+            f"({the_plan.source.commit[:12]} -> {now[:12]}); make a new plan"
+        )
+
+
+@app.command()
+def status(
+    env: EnvOpt,
+    address: AddressOpt = DEFAULT_ADDRESS,
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="Compare with Git to report sync status.")
+    ] = None,
+    rev: RevOpt = "HEAD",
+    registry_uri: RegistryOpt = None,
+    serving_code: ServingCodeOpt = "installed",
+    output: OutputOpt = "text",
+) -> None:
+    """Per deployment: sync status against Git (with --repo) and health from Serve."""
+
+    def run() -> None:
+        _check_output(output)
+        with ServeClient(address) as client:
+            the_plan = None
+            if repo is not None:
+                the_plan = plan_revision(
+                    Target(str(repo), rev, env),
+                    client,
+                    registry_from_uri(registry_uri),
+                    serving_code=parse_serving_code(serving_code),
+                )
+            rows = deployment_statuses(client.get(), env, the_plan)
+        if output == "json":
+            print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        else:
+            out.print(status_table(rows, env))
+        if any(r.health in ("Degraded", "Missing") for r in rows):
+            raise typer.Exit(1)
+
+    _run(run)
+
+
+@app.command()
+def bundle(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the bundle to.")],
+) -> None:
+    """Zip this serveops' serving code for clusters without it: serveops-<version>.zip, to
+    upload where the nodes can read it and pass as --serving-code <its URI>."""
+
+    def run() -> None:
+        try:
+            path = build_bundle(out_dir)
+        except OSError as e:
+            raise BadInput(f"--out {out_dir}: cannot write the bundle: {e.strerror or e}") from None
+        out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+        out.print(
+            f"upload it, then: serveops apply ... --serving-code <scheme>://<where>/{path.name}"
+        )
+
+    _run(run)
+
+
+@app.command()
+def schema(
+    check: Annotated[bool, typer.Option(help="Fail if the committed files are stale.")] = False,
+) -> None:
+    """Write the JSON Schema and the spec reference generated from the pydantic models."""
+    from controller.spec.schema import write_generated
+
+    stale = write_generated(Path("."), check=check)
+    if check and stale:
+        err.print(f"stale generated files: {', '.join(stale)}; run `serveops schema`")
+        raise typer.Exit(1)
+    for path in stale:
+        out.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its Ray, MLflow and Git state.")
+    ] = Path(".demo"),
+    num_cpus: Annotated[int, typer.Option(help="CPUs the local Ray may use.")] = 2,
+) -> None:
+    """The tour: local Ray + MLflow + Git, apply v1, send requests, move to v2, status."""
+    from controller.dev.demo import run_demo
+
+    _run(lambda: run_demo(workdir, num_cpus))
+
+
+@app.command()
+def version() -> None:
+    """Print the serveops version."""
+    out.print(__version__)
+
+
+# Command groups defined next to what they drive.
+app.command("check")(policy_check)
+app.add_typer(policy_app, name="policy")
+register_controller_commands(app)
+register_simulator_commands(app)
+register_rollout_commands(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""`serveops check` and `serveops policy test`: typer commands registered by controller/cli/main.py."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as dt
+import gc
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from controller.cli.display import print_error
+from controller.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ServeopsError
+from controller.policy.engine import default_workers
+from controller.policy.gate import check_revisions, load_simulation
+from controller.policy.loader import POLICIES_DIR, load_policies, read_policy_files
+from controller.policy.report import OUTPUTS, markdown_summary, render
+from controller.policy.testing import run_tests
+from controller.registry.mlflow import MlflowRegistry
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+policy_app = typer.Typer(help="Work on the policies themselves.", no_args_is_help=True)
+
+
+def _fail(e: ServeopsError) -> typer.Exit:
+    print_error(err, e.message)
+    return typer.Exit(e.exit_code)
+
+
+@contextlib.contextmanager
+def _without_gc() -> Iterator[None]:
+    """No cyclic garbage collection while checking: what a check allocates stays in use until
+    it ends, so collections free almost nothing (1 MB on 1,000 deployments) and cost about 5%
+    of its CPU time. Nor at exit: the interpreter's last collection over all of it took 0.1 s
+    (gc.freeze at exit; objects are still freed, cycles are left to the end of the process)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    atexit.unregister(gc.freeze)  # once, however many checks a process runs
+    atexit.register(gc.freeze)
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_time(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput(f"--now {text!r} is not an RFC 3339 time (2026-01-15T12:00:00Z)") from None
+    if when.tzinfo is None:
+        raise BadInput(f"--now {text!r} needs a timezone (Z or +00:00)")
+    return when
+
+
+def check(
+    repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
+    base: Annotated[
+        str | None, typer.Option("--base", help="Base revision (the pull request's target).")
+    ] = None,
+    head: Annotated[str, typer.Option("--head", help="Head revision to check.")] = "HEAD",
+    all_: Annotated[
+        bool, typer.Option("--all", help="Check every deployment, not only the changed ones.")
+    ] = False,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="text, json, github, sarif or junit.")
+    ] = "text",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write the output to this file.")
+    ] = None,
+    sarif_file: Annotated[
+        Path | None, typer.Option("--sarif", help="Also write SARIF to this file.")
+    ] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
+    policies: Annotated[
+        Path | None,
+        typer.Option("--policies", help="Policy directory on disk (default: policies/ at --head)."),
+    ] = None,
+    registry_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-uri",
+            envvar="MLFLOW_TRACKING_URI",
+            help="MLflow registry for the `model` variable (null without one).",
+        ),
+    ] = None,
+    simulation: Annotated[
+        Path | None, typer.Option("--simulation", help="JSON report of `serveops simulate`.")
+    ] = None,
+    now: Annotated[
+        str | None, typer.Option("--now", help="Evaluate as of this time (RFC 3339).")
+    ] = None,
+    author: Annotated[str | None, typer.Option("--author", help="Request author.")] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="Request branch.")] = None,
+) -> None:
+    """Evaluate the policies on what changed from --base to --head. Exit 1 when an
+    error-severity rule fails (unwaived), 2 on bad input."""
+    try:
+        if output not in OUTPUTS:
+            raise BadInput(f"--output must be one of {', '.join(OUTPUTS)}, not {output!r}")
+        if base is None and not all_:
+            raise BadInput("pass --base REV (or --all to check every deployment)")
+        registry = None
+        if registry_uri:
+            from controller.registry.mlflow import absolute_tracking_uri
+
+            registry = MlflowRegistry(absolute_tracking_uri(registry_uri))
+        with _without_gc():
+            result = check_revisions(
+                repo,
+                head,
+                base,
+                include_unchanged=all_,
+                environment=env,
+                policy_files=read_policy_files(policies) if policies else None,
+                registry=registry,
+                simulation=load_simulation(simulation),
+                now=_parse_time(now),
+                author=author,
+                branch=branch,
+                workers=default_workers(),
+            )
+    except ServeopsError as e:
+        raise _fail(e) from None
+    text = render(result.verdict, result.policies, output)
+    print(text, end="")
+    if out_file is not None:
+        out_file.write_text(text, encoding="utf-8")
+    if sarif_file is not None:
+        sarif_file.write_text(render(result.verdict, result.policies, "sarif"), encoding="utf-8")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if output == "github" and summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(markdown_summary(result.verdict))
+    if not result.verdict.allowed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@policy_app.command("test")
+def policy_test(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Policy directory (rules, waivers and tests/).")
+    ] = Path(POLICIES_DIR),
+) -> None:
+    """Compile every rule and run the cases in <dir>/tests/. Exit 1 when a case fails, 2 when
+    a rule, waiver or case is malformed."""
+    try:
+        policies = load_policies(read_policy_files(directory), with_tests=True)
+        results = run_tests(policies)
+    except ServeopsError as e:
+        raise _fail(e) from None
+    out = Console(soft_wrap=True, highlight=False)
+    tested: set[str] = set()
+    for _, test_file in policies.tests:
+        for case in test_file.cases:
+            tested.update(case.expect.fail, case.expect.pass_, case.expect.skip)
+    for r in results:
+        if not r.passed:
+            for failure in r.failures:
+                out.print(
+                    f"FAIL {r.location.file}:{r.location.line}: {r.name}: {failure}", markup=False
+                )
+    untested = sorted(r.id for r in policies.rules if r.id not in tested)
+    for rule_id in untested:
+        out.print(f"warning: rule {rule_id!r} has no test case", markup=False)
+    failed = sum(1 for r in results if not r.passed)
+    out.print(
+        f"{len(results) - failed} passed, {failed} failed "
+        f"({len(policies.rules)} rules, {len(policies.waivers)} waivers)"
+    )
+    if failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+__all__ = ["EXIT_BAD_INPUT", "check", "policy_app"]

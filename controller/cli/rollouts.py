@@ -1,0 +1,225 @@
+"""`serveops promote|abort|pause|resume|rollouts`: manual judgement on rollouts in flight;
+`serveops rollback`: a revert commit (controller/source/rollback.py).
+
+The commands never touch Serve. They write a command into the controller's state store
+(`--state`, the file the controller uses); the controller folds it into the rollout at its next
+pass (at most one interval later; `serveops sync` runs a pass at once) and the pass records what
+it did. So a command given while the controller is down is acted on when it comes back, and the
+rollout's progress stays in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from controller.cli.gitops import DEFAULT_STATE, EnvOpt, StateOpt, _run
+from controller.errors import BadInput, ServeopsError
+from controller.gitops.reconciler import default_actor
+from controller.gitops.state import StateStore
+from controller.rollout.engine import Command, RolloutState
+from controller.source.rollback import RollbackPlan, plan_rollback, write_rollback
+
+out = Console(soft_wrap=True, highlight=False)
+
+DeploymentArg = Annotated[str, typer.Argument(help="The deployment (metadata.name).")]
+
+
+class NoRollout(ServeopsError):
+    """There is no rollout in flight to act on."""
+
+
+def _store(state: Path) -> StateStore:
+    if not state.exists():
+        raise BadInput(f"{state}: no controller state here (pass --state)")
+    return StateStore(state)
+
+
+def send(state: Path, env: str, deployment: str, command: Command, note: str) -> RolloutState:
+    """Queue `command` for the controller; refuses when no rollout of `deployment` is active."""
+    with _store(state) as store:
+        current = store.rollouts(env).get(deployment)
+        if current is None or not current.state.active:
+            what = f"its last one is {current.state.phase}" if current else "none was started"
+            raise NoRollout(f"no rollout of {deployment!r} is in flight in {env!r} ({what})")
+        store.add_rollout_command(env, deployment, command, note)
+        return current.state
+
+
+def _command(command: Command, done: str) -> Any:
+    def run_command(
+        deployment: DeploymentArg,
+        env: EnvOpt,
+        state: StateOpt = DEFAULT_STATE,
+        reason: Annotated[str, typer.Option("--reason", help="Why, for the audit.")] = "",
+        actor: Annotated[
+            str | None, typer.Option("--actor", help="Who (default user@host).")
+        ] = None,
+    ) -> None:
+        who = actor or default_actor()
+        note = f"{who}: {reason}" if reason else who
+        current = _run(lambda: send(state, env, deployment, command, note))
+        out.print(
+            f"{done} {deployment} ({current.strategy} to v{current.candidate_version}, now "
+            f"{current.phase}, {current.weight:g}%): the controller acts at its next pass"
+        )
+
+    return run_command
+
+
+def promote_command(
+    deployment: DeploymentArg,
+    env: EnvOpt,
+    state: StateOpt = DEFAULT_STATE,
+    full: Annotated[
+        bool, typer.Option("--full", help="Skip every remaining step: 100% to the candidate.")
+    ] = False,
+    actor: Annotated[str | None, typer.Option("--actor", help="Who (default user@host).")] = None,
+) -> None:
+    """Move a rollout on: past its current step (or pause), or with --full to 100% at once."""
+    who = actor or default_actor()
+    current = _run(lambda: send(state, env, deployment, "promote_full" if full else "promote", who))
+    out.print(
+        f"promote{' --full' if full else ''} queued for {deployment} (now {current.phase}, "
+        f"{current.weight:g}%): the controller acts at its next pass"
+    )
+
+
+def rollouts_command(
+    env: EnvOpt,
+    state: StateOpt = DEFAULT_STATE,
+    deployment: Annotated[
+        str | None, typer.Option("--deployment", help="Only this deployment.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Steps to show, newest first.")] = 20,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+) -> None:
+    """Rollouts of an environment (in flight and last finished) and the steps they took."""
+
+    def run() -> None:
+        if output not in ("text", "json"):
+            raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+        with _store(state) as store:
+            current = {
+                name: r.state
+                for name, r in store.rollouts(env).items()
+                if deployment is None or name == deployment
+            }
+            events = store.rollout_events(env, deployment, limit)
+        if output == "json":
+            print(
+                json.dumps(
+                    {
+                        "rollouts": {n: json.loads(s.to_json()) for n, s in current.items()},
+                        "events": [{**e.__dict__, "at": e.at.isoformat()} for e in events],
+                    },
+                    indent=2,
+                )
+            )
+            return
+        table = Table()
+        for column in ("deployment", "strategy", "from", "to", "phase", "weight", "message"):
+            table.add_column(column, overflow="fold")
+        for name, s in sorted(current.items()):
+            phase = s.phase + (" (paused)" if s.paused else "")
+            table.add_row(
+                name,
+                s.strategy,
+                f"v{s.stable_version}",
+                f"v{s.candidate_version}",
+                phase,
+                f"{s.weight:g}%",
+                s.message,
+            )
+        out.print(table if current else "no rollouts")
+        for e in events:
+            out.print(
+                f"{e.at:%Y-%m-%d %H:%M:%S} {e.deployment} {e.commit[:12]} {e.action} "
+                f"{e.phase} {e.weight:g}%: {e.message}"
+            )
+
+    _run(run)
+
+
+def rollback_reason(plan: RollbackPlan, state: Path, given: str, actor: str) -> str:
+    """Why, for the commit message: the reason given, else the abort of a rollout of a
+    deployment rolled back (from the controller's state, when there is one), else who."""
+    if given:
+        return f"{given} ({actor})"
+    names = {c.summary().split(":", 1)[0] for c in plan.changes}
+    aborts: list[str] = []
+    if state.exists():
+        with StateStore(state) as store:
+            for name, stored in sorted(store.rollouts(plan.environment).items()):
+                s = stored.state
+                if name in names and s.phase == "aborted":
+                    aborts.append(f"rollout of {name} to v{s.candidate_version} {s.message}")
+    if aborts:
+        return f"{'; '.join(aborts)} (rolled back by {actor})"
+    return f"rolled back by {actor}"
+
+
+def rollback_command(
+    env: EnvOpt,
+    repo: Annotated[
+        Path, typer.Option("--repo", help="Git work tree holding deployments/ (a clone).")
+    ] = Path("."),
+    deployment: Annotated[
+        str | None,
+        typer.Option("--deployment", help="Only this deployment (default: the environment)."),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Restore the files as of this revision (default: before their last change).",
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the commit message.")] = "",
+    push: Annotated[
+        bool, typer.Option("--push/--no-push", help="Push the commit to the branch's remote.")
+    ] = False,
+    state: StateOpt = DEFAULT_STATE,
+    actor: Annotated[str | None, typer.Option("--actor", help="Who (default user@host).")] = None,
+) -> None:
+    """Write a revert commit restoring deployment files to an earlier revision (Git stays the
+    truth: the controller then moves Serve back)."""
+
+    def run() -> None:
+        plan = plan_rollback(repo, env, deployment, to)
+        why = rollback_reason(plan, state, reason, actor or default_actor())
+        result = write_rollback(plan, why, push=push)
+        out.print(
+            f"rolled back {plan.scope} to {plan.target[:12]} in commit {result.commit[:12]} on {plan.branch}:"
+        )
+        for change in plan.changes:
+            out.print(f"  {change.summary()}")
+        out.print(f"  why: {why}")
+        if result.pushed_to:
+            out.print(f"pushed to {result.pushed_to}; the controller applies it at its next pass")
+        else:
+            out.print(
+                "not pushed: `git push` it (or pass --push); the controller follows what is pushed"
+            )
+
+    _run(run)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("promote")(promote_command)
+    app.command("abort", help="Abort a rollout: traffic back to the stable version at once.")(
+        _command("abort", "abort queued for")
+    )
+    app.command("pause", help="Hold a rollout at its current step until resume or promote.")(
+        _command("pause", "pause queued for")
+    )
+    app.command("resume", help="Resume a paused rollout (inconclusive counts start over).")(
+        _command("resume", "resume queued for")
+    )
+    app.command("rollouts")(rollouts_command)
+    app.command("rollback")(rollback_command)

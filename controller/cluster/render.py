@@ -1,0 +1,265 @@
+"""Specs to Serve applications: one per model version, plus one router per deployment.
+
+Pure: the same specs and resolved versions always render the same configs, so a plan is a plain
+diff of dicts. The output is what Ray's REST API takes (`ServeApplicationSchema`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.cluster.serving_code import INSTALLED, ServingCode
+from controller.errors import Location, Problem, ValidationFailed
+from controller.registry.mlflow import ModelNotFound, Registry, ResolvedModel
+from controller.serving.protocol import (
+    MARKER_KEY,
+    MODEL_DEPLOYMENT,
+    ROUTER_DEPLOYMENT,
+    ROUTER_IMPORT_PATH,
+    ABTest,
+    RecordingConfig,
+    RolloutNote,
+    RouterConfig,
+    Target,
+)
+from controller.spec.manifest import Manifest
+from controller.spec.models import RECORDING_DENY_HEADERS, ModelDeployment, Recording
+
+AppConfig = dict[str, Any]
+
+# The router only forwards; a small fixed reservation keeps it schedulable on small machines.
+ROUTER_NUM_CPUS = 0.05
+ROUTER_MAX_ONGOING = 256
+# A restart in place (new resources, say) starts replacements before stopping old replicas;
+# Serve's default of 0 would stop a single replica first and drop its traffic meanwhile.
+MAX_SURGE_PERCENT = 100
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    tracking_uri: str | None = None  # given to model replicas as MLFLOW_TRACKING_URI
+    serving_code: ServingCode = INSTALLED  # where the nodes import controller.serving from
+
+
+@dataclass(frozen=True)
+class DesiredDeployment:
+    name: str
+    path: str
+    model: ResolvedModel
+    apps: list[AppConfig]
+
+
+@dataclass
+class DesiredState:
+    environment: str
+    deployments: dict[str, DesiredDeployment] = field(default_factory=dict)
+
+    @property
+    def apps(self) -> list[AppConfig]:
+        return [app for d in self.deployments.values() for app in d.apps]
+
+
+def version_app_name(deployment: str, version: str) -> str:
+    return f"{deployment}--v{version}"
+
+
+def marker(environment: str, deployment: str, role: str) -> dict[str, str]:
+    return {"environment": environment, "deployment": deployment, "role": role}
+
+
+def render_version_app(
+    dep: ModelDeployment, model: ResolvedModel, settings: RenderSettings
+) -> AppConfig:
+    spec, meta = dep.spec, dep.metadata
+    actor: dict[str, Any] = {"num_cpus": spec.resources.num_cpus}
+    if spec.resources.num_gpus:
+        actor["num_gpus"] = spec.resources.num_gpus
+    if spec.resources.memory_mb:
+        actor["memory"] = spec.resources.memory_mb * 1024 * 1024
+    deployment: dict[str, Any] = {
+        "name": MODEL_DEPLOYMENT,
+        "max_ongoing_requests": spec.max_ongoing_requests,
+        "max_surge_percent": MAX_SURGE_PERCENT,
+        "ray_actor_options": actor,
+    }
+    if spec.autoscaling is not None:
+        deployment["autoscaling_config"] = spec.autoscaling.model_dump()
+    else:
+        deployment["num_replicas"] = spec.replicas or 1
+    app: AppConfig = {
+        "name": version_app_name(meta.name, model.version),
+        "route_prefix": None,  # reached only through the router's handle
+        "import_path": spec.server.import_path,
+        "args": {
+            "model_uri": model.pinned_uri,
+            "version": model.version,
+            MARKER_KEY: marker(meta.environment, meta.name, "version"),
+        },
+        "deployments": [deployment],
+    }
+    runtime_env = settings.serving_code.runtime_env()
+    if settings.tracking_uri:
+        runtime_env["env_vars"] = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+    if spec.server.pip:
+        runtime_env["pip"] = [*runtime_env.get("pip", []), *spec.server.pip]
+    if runtime_env:
+        app["runtime_env"] = runtime_env
+    return app
+
+
+def recording_config(recording: Recording | None) -> RecordingConfig | None:
+    """The router's recording settings: the spec's, with the built-in deny list first."""
+    if recording is None:
+        return None
+    extra = [h.lower() for h in recording.deny_headers if h.lower() not in RECORDING_DENY_HEADERS]
+    return RecordingConfig(
+        sample_rate=recording.sample_rate,
+        dir=recording.dir,
+        max_file_mb=recording.max_file_mb,
+        keep_files=recording.keep_files,
+        queue_size=recording.queue_size,
+        deny_headers=[*RECORDING_DENY_HEADERS, *extra],
+    )
+
+
+def render_router_app(
+    dep: ModelDeployment,
+    targets: list[Target],
+    revision: str | None = None,
+    *,
+    shadow: list[Target] | None = None,
+    rollout: RolloutNote | None = None,
+    ab: ABTest | None = None,
+    runtime_env: dict[str, Any] | None = None,
+) -> AppConfig:
+    spec, meta = dep.spec, dep.metadata
+    config = RouterConfig(
+        deployment=meta.name,
+        targets=targets,
+        timeout_s=spec.request_timeout_s,
+        revision=revision,
+        shadow=shadow or [],
+        rollout=rollout,
+        ab=ab,
+        recording=recording_config(spec.recording),
+    )
+    user_config = config.model_dump()
+    # Only rollouts and A/B set these; a steady router's config stays as it always was.
+    for key in ("shadow", "rollout", "ab", "recording"):
+        if not user_config[key]:
+            del user_config[key]
+    app: AppConfig = {
+        "name": meta.name,
+        "route_prefix": spec.route,
+        "import_path": ROUTER_IMPORT_PATH,
+        "args": {MARKER_KEY: marker(meta.environment, meta.name, "router")},
+        "deployments": [
+            {
+                "name": ROUTER_DEPLOYMENT,
+                "num_replicas": spec.router_replicas,
+                "max_ongoing_requests": ROUTER_MAX_ONGOING,
+                "max_surge_percent": MAX_SURGE_PERCENT,
+                "ray_actor_options": {"num_cpus": ROUTER_NUM_CPUS},
+                "user_config": user_config,
+            }
+        ],
+    }
+    if runtime_env:
+        app["runtime_env"] = runtime_env
+    return app
+
+
+def render_deployment(
+    dep: ModelDeployment,
+    model: ResolvedModel,
+    settings: RenderSettings,
+    revision: str | None = None,
+) -> list[AppConfig]:
+    """The steady state of one deployment: its model version takes all the traffic."""
+    version_app = render_version_app(dep, model, settings)
+    target = Target(app=version_app["name"], version=model.version, weight=100)
+    code = settings.serving_code.runtime_env()
+    return [version_app, render_router_app(dep, [target], revision, runtime_env=code)]
+
+
+def render_ab(
+    dep: ModelDeployment,
+    variants: list[tuple[str, ResolvedModel, int]],
+    settings: RenderSettings,
+    revision: str | None = None,
+) -> list[AppConfig]:
+    """An A/B deployment: one application per variant (name, model, weight), and a router that
+    splits users across them by a hash of `sticky_header`."""
+    apps = [render_version_app(dep, model, settings) for _, model, _ in variants]
+    targets = [
+        Target(app=app["name"], version=model.version, weight=weight)
+        for app, (_, model, weight) in zip(apps, variants, strict=True)
+    ]
+    header = dep.spec.rollout.sticky_header
+    assert header is not None  # the spec requires it for strategy 'ab'
+    ab = ABTest(
+        header=header,
+        variants={app["name"]: name for app, (name, _, _) in zip(apps, variants, strict=True)},
+    )
+    code = settings.serving_code.runtime_env()
+    return [*apps, render_router_app(dep, targets, revision, ab=ab, runtime_env=code)]
+
+
+def _resolve_variants(
+    m: Manifest, model: ResolvedModel, registry: Registry, problems: list[Problem]
+) -> list[tuple[str, ResolvedModel, int]] | None:
+    """Each variant's model resolved (`spec.model` when it names none); None on a problem."""
+    resolved: list[tuple[str, ResolvedModel, int]] = []
+    served: dict[str, int] = {}
+    ok = True
+    for i, v in enumerate(m.deployment.spec.rollout.variants):
+        field = ("spec", "rollout", "variants", i, "model")
+        where = Location(m.path, m.line_of(*field), f"spec.rollout.variants[{i}].model")
+        try:
+            vmodel = registry.resolve(v.model) if v.model else model
+        except ModelNotFound as err:
+            problems.append(Problem(where, err.message))
+            ok = False
+            continue
+        if vmodel.version in served:
+            problems.append(
+                Problem(
+                    where,
+                    f"{v.model or model.uri} resolves to version {vmodel.version}, which "
+                    f"variants[{served[vmodel.version]}] serves already",
+                )
+            )
+            ok = False
+        served.setdefault(vmodel.version, i)
+        resolved.append((v.name, vmodel, v.weight))
+    return resolved if ok else None
+
+
+def render_environment(
+    environment: str,
+    manifests: list[Manifest],
+    registry: Registry,
+    settings: RenderSettings,
+) -> DesiredState:
+    """Resolve every model reference, then render. All missing models are reported at once."""
+    desired = DesiredState(environment)
+    problems: list[Problem] = []
+    for m in manifests:
+        try:
+            model = registry.resolve(m.deployment.spec.model)
+        except ModelNotFound as err:
+            where = Location(m.path, m.line_of("spec", "model"), "spec.model")
+            problems.append(Problem(where, err.message))
+            continue
+        if m.deployment.spec.rollout.strategy == "ab":
+            variants = _resolve_variants(m, model, registry, problems)
+            if variants is None:
+                continue
+            apps = render_ab(m.deployment, variants, settings)
+        else:
+            apps = render_deployment(m.deployment, model, settings)
+        desired.deployments[m.name] = DesiredDeployment(m.name, m.path, model, apps)
+    if problems:
+        raise ValidationFailed(problems)
+    return desired

@@ -1,0 +1,106 @@
+"""The Ray dashboard's Serve REST API: `GET` and `PUT /api/serve/applications/`.
+
+PUT replaces the whole declarative config, so every write carries the applications serveops does
+not own exactly as they are live: it never deletes what it did not create.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import httpx
+
+from controller.cluster.live import LiveApp, LiveState
+from controller.errors import ServeopsError, Unreachable
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+APPLICATIONS_PATH = "/api/serve/applications/"
+
+
+def default_address() -> str:
+    return os.environ.get("SERVEOPS_ADDRESS", DEFAULT_ADDRESS)
+
+
+class ServeAPI(Protocol):
+    """What plan, apply and status need of a cluster; ServeClient in production, fakes in tests."""
+
+    address: str
+
+    def get(self) -> LiveState: ...
+
+    def put(self, apps: list[dict[str, Any]], live: LiveState) -> None: ...
+
+
+class ServeClient:
+    """Talks to one Ray cluster's dashboard. Fails within `connect_timeout_s` when it is down."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        http_host: str = "127.0.0.1",
+        http_port: int = 8000,
+        connect_timeout_s: float = 3.0,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.address = address.rstrip("/")
+        # Used only when Serve is not running yet; a running Serve keeps its own HTTP options.
+        self.http_host = http_host
+        self.http_port = http_port
+        self._client = httpx.Client(
+            base_url=self.address,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ServeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, json_body: Any = None) -> httpx.Response:
+        try:
+            response = self._client.request(method, APPLICATIONS_PATH, json=json_body)
+        except httpx.TransportError as err:
+            raise Unreachable(
+                f"cannot reach the Ray dashboard at {self.address} ({err.__class__.__name__}: "
+                f"{err}). Is Ray running there (`ray start --head --num-cpus N`)? "
+                "Set --address or SERVEOPS_ADDRESS."
+            ) from None
+        if response.status_code >= 400:
+            raise ServeopsError(
+                f"Ray rejected {method} {APPLICATIONS_PATH} at {self.address} "
+                f"(HTTP {response.status_code}): {response.text.strip()[:2000]}"
+            )
+        return response
+
+    def get(self) -> LiveState:
+        try:
+            payload = self._request("GET").json()
+        except ValueError:
+            raise ServeopsError(
+                f"{self.address} did not answer with JSON: is it a Ray dashboard?"
+            ) from None
+        return LiveState.from_api(payload)
+
+    def put(self, apps: list[dict[str, Any]], live: LiveState) -> None:
+        """Replace Serve's config with `apps` (which must already include every app to keep)."""
+        http = live.http_options or {"host": self.http_host, "port": self.http_port}
+        self._request("PUT", {"http_options": http, "applications": apps})
+
+
+def merged_config(
+    live: LiveState, environment: str, managed_apps: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The full application list for a PUT: ours as given, everyone else's as live."""
+    return [app.config for app in live.others(environment)] + managed_apps
+
+
+def live_configs(apps: dict[str, LiveApp]) -> dict[str, dict[str, Any]]:
+    return {name: app.config for name, app in apps.items()}

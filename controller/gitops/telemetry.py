@@ -1,0 +1,183 @@
+"""The controller's own Prometheus metrics, and the HTTP endpoint that exposes them.
+
+Passes, sync status, rollouts and analyses are recorded into one registry (`METRICS`), served by
+`serveops controller --metrics-port N` at `/metrics`. The router's per-version metrics are not
+here: routers record them inside Ray Serve (`controller/serving/router.py`), and a Prometheus
+scraping the Ray nodes sees them.
+
+Label sets are per environment and deployment; a deployment that leaves the desired state (or
+a rollout that leaves the store) has its series removed, so dashboards do not show ghosts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import get_args
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+from controller.rollout.engine import Phase, RolloutState
+from controller.sync.plan import Plan
+
+# A pass that finds nothing to do takes milliseconds; one that applies waits for replicas
+# (up to --timeout, 300 s by default).
+DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+SYNC_STATES = ("Synced", "OutOfSync")
+PHASES: tuple[str, ...] = get_args(Phase)
+# Outcomes after which Serve holds what the pass planned (applied or healed in this pass).
+_APPLIED = frozenset({"applied", "healed"})
+
+
+@dataclass(frozen=True)
+class PassFigures:
+    """What one pass tells the metrics; filled by the controller after the pass."""
+
+    environment: str
+    outcome: str
+    seconds: float
+    finished_at: float  # unix time
+    plan: Plan | None  # None: the pass did not plan (waiting, skipped, fetch failed)
+
+
+class ControllerMetrics:
+    """The metrics of the controllers in this process. One instance (`METRICS`) serves them all;
+    tests make their own with a fresh registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        env = ("environment",)
+        dep = ("environment", "deployment")
+        self.duration = Histogram(
+            "serveops_controller_reconcile_duration_seconds",
+            "Duration of a reconcile pass (lease, fetch, plan, gate, apply, record).",
+            env,
+            buckets=DURATION_BUCKETS_S,
+            registry=reg,
+        )
+        self.passes = Counter(
+            "serveops_controller_reconcile",
+            "Reconcile passes, by outcome (applied, in_sync, drift, failed, refused, ...).",
+            (*env, "outcome"),
+            registry=reg,
+        )
+        self.last_pass = Gauge(
+            "serveops_controller_last_reconcile_timestamp_seconds",
+            "When the last pass ended (unix time): a controller that stopped passing shows here.",
+            env,
+            registry=reg,
+        )
+        self.sync = Gauge(
+            "serveops_controller_sync_status",
+            "1 for the deployment's sync status (Synced: Serve holds what the pass planned; "
+            "OutOfSync: it does not), 0 for the other.",
+            (*dep, "status"),
+            registry=reg,
+        )
+        self.step = Gauge(
+            "serveops_controller_rollout_step",
+            "Canary step the rollout stands at, from 1; 0 before the first step and for other "
+            "strategies.",
+            dep,
+            registry=reg,
+        )
+        self.weight = Gauge(
+            "serveops_controller_rollout_weight",
+            "Share of client traffic, in percent, the rollout gives its candidate.",
+            dep,
+            registry=reg,
+        )
+        self.phase = Gauge(
+            "serveops_controller_rollout_phase",
+            "1 for the phase the deployment's latest rollout is in, 0 for the others.",
+            (*dep, "phase"),
+            registry=reg,
+        )
+        self.analyses = Counter(
+            "serveops_controller_analysis",
+            "Rollout analyses, by result (pass, fail, inconclusive).",
+            (*dep, "result"),
+            registry=reg,
+        )
+        self._lock = threading.Lock()
+        self._synced: dict[str, set[str]] = {}  # environment -> deployments with a sync series
+        self._rollouts: dict[str, set[str]] = {}  # environment -> deployments with rollout series
+
+    def with_process_metrics(self) -> ControllerMetrics:
+        """Add the process_*, python_gc_* and python_info series (for the served registry)."""
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        return self
+
+    # --- recording ------------------------------------------------------------------------------
+
+    def record_pass(self, figures: PassFigures, rollouts: Mapping[str, RolloutState]) -> None:
+        env = figures.environment
+        self.duration.labels(env).observe(figures.seconds)
+        self.passes.labels(env, figures.outcome).inc()
+        self.last_pass.labels(env).set(figures.finished_at)
+        with self._lock:
+            if figures.plan is not None:
+                self._set_sync(env, sync_statuses(figures.plan, figures.outcome))
+            self._set_rollouts(env, rollouts)
+
+    def record_analysis(self, environment: str, deployment: str, verdict: str) -> None:
+        self.analyses.labels(environment, deployment, verdict).inc()
+
+    def _set_sync(self, env: str, statuses: Mapping[str, str]) -> None:
+        for gone in self._synced.get(env, set()) - statuses.keys():
+            for state in SYNC_STATES:
+                self.sync.remove(env, gone, state)
+        for deployment, status in statuses.items():
+            for state in SYNC_STATES:
+                self.sync.labels(env, deployment, state).set(1 if state == status else 0)
+        self._synced[env] = set(statuses)
+
+    def _set_rollouts(self, env: str, rollouts: Mapping[str, RolloutState]) -> None:
+        for gone in self._rollouts.get(env, set()) - rollouts.keys():
+            self.step.remove(env, gone)
+            self.weight.remove(env, gone)
+            for phase in PHASES:
+                self.phase.remove(env, gone, phase)
+        for deployment, state in rollouts.items():
+            step = state.step + 1 if state.strategy == "canary" and state.phase == "steps" else 0
+            self.step.labels(env, deployment).set(step)
+            self.weight.labels(env, deployment).set(state.weight)
+            for phase in PHASES:
+                self.phase.labels(env, deployment, phase).set(1 if phase == state.phase else 0)
+        self._rollouts[env] = set(rollouts)
+
+
+def sync_statuses(plan: Plan, outcome: str) -> dict[str, str]:
+    """Each deployment of the plan (desired or orphaned): Synced when Serve holds what the pass
+    planned for it (no change was needed, or this pass applied it), OutOfSync otherwise."""
+    pending = set() if outcome in _APPLIED else plan.deployments_changed()
+    orphans = {a.deployment for a in plan.actions if a.op == "orphan"}
+    names: Iterable[str] = {m.deployment for m in plan.models} | orphans
+    return {
+        name: "OutOfSync" if name in pending or name in orphans else "Synced"
+        for name in sorted(names)
+    }
+
+
+METRICS = ControllerMetrics().with_process_metrics()
+
+
+def serve(port: int, host: str = "127.0.0.1", metrics: ControllerMetrics = METRICS) -> WSGIServer:
+    """Serve `/metrics` in a daemon thread; port 0 picks a free one (`server.server_port`).
+    Stop it with `server.shutdown()`."""
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server

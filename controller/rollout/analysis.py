@@ -1,0 +1,130 @@
+"""Rollout analysis: a window of per-version router figures against a deployment's `analysis`.
+
+Pure. The input is what the router counted for each model version between two scrapes
+(`controller.rollout.router_metrics`): requests, errors (5xx answers: failures, timeouts) and a latency
+histogram. The output is a verdict with its reasons:
+
+- `inconclusive`: the candidate answered fewer than `min_requests` in the window. Too little
+  traffic never passes and never fails silently; the rollout engine holds the step, and pauses
+  after too many inconclusive windows in a row.
+- `fail`: a condition is broken: the candidate's p95 above `max_p95_latency_ms`, more than
+  `max_p95_regression_pct` percent above the stable version's p95, or its error rate more than
+  `max_error_rate_increase` percentage points above the stable version's.
+- `pass`: none is.
+
+Relative conditions need a baseline: with fewer than `min_requests` stable requests in the
+window (blue-green after the switch, say) the error rate is compared with 0% and the latency
+regression is not checked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from controller.spec.models import Analysis
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class VersionWindow:
+    """What one version did in a window. `buckets`: (upper bound in ms, cumulative count),
+    ascending, the last one +inf, as in a Prometheus histogram."""
+
+    requests: int = 0
+    errors: int = 0
+    buckets: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def error_rate_pct(self) -> float:
+        return 100.0 * self.errors / self.requests if self.requests else 0.0
+
+    def quantile_ms(self, q: float) -> float | None:
+        """`histogram_quantile` as Prometheus computes it: linear within the bucket."""
+        return histogram_quantile(q, self.buckets)
+
+
+def histogram_quantile(q: float, buckets: tuple[tuple[float, int], ...]) -> float | None:
+    if not buckets:
+        return None
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0
+    for upper, cumulative in buckets:
+        if cumulative >= rank:
+            if math.isinf(upper):
+                return lower  # past the last finite bound: its bound is all we know
+            in_bucket = cumulative - below
+            if in_bucket <= 0:
+                return upper
+            return lower + (upper - lower) * (rank - below) / in_bucket
+        lower, below = upper, cumulative
+    return lower
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+    candidate: VersionWindow = field(default_factory=VersionWindow)
+    stable: VersionWindow = field(default_factory=VersionWindow)
+
+    @property
+    def summary(self) -> str:
+        c, s = self.candidate, self.stable
+        figures = (
+            f"candidate {c.requests} req, {c.error_rate_pct:.2f}% errors, p95 "
+            f"{_ms(c.quantile_ms(0.95))}; stable {s.requests} req, {s.error_rate_pct:.2f}% "
+            f"errors, p95 {_ms(s.quantile_ms(0.95))}"
+        )
+        if not self.reasons:
+            return f"{self.verdict}: {figures}"
+        return f"{self.verdict}: {'; '.join(self.reasons)} ({figures})"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> AnalysisResult:
+    """Judge one window. Every broken condition is listed, not only the first."""
+    if candidate.requests < spec.min_requests:
+        return AnalysisResult(
+            "inconclusive",
+            [
+                f"too little traffic: the candidate answered {candidate.requests} request(s), "
+                f"fewer than min_requests {spec.min_requests}"
+            ],
+            candidate,
+            stable,
+        )
+    reasons: list[str] = []
+    baseline = stable.requests >= spec.min_requests
+    stable_rate = stable.error_rate_pct if baseline else 0.0
+    increase = candidate.error_rate_pct - stable_rate
+    if increase > spec.max_error_rate_increase:
+        reasons.append(
+            f"error rate {candidate.error_rate_pct:.2f}% is {increase:.2f} pt above "
+            f"{'the stable version' if baseline else 'zero'} ({stable_rate:.2f}%), more than "
+            f"max_error_rate_increase {spec.max_error_rate_increase} pt"
+        )
+    p95 = candidate.quantile_ms(0.95)
+    if spec.max_p95_latency_ms is not None and p95 is not None and p95 > spec.max_p95_latency_ms:
+        reasons.append(
+            f"p95 latency {p95:.1f} ms above max_p95_latency_ms {spec.max_p95_latency_ms}"
+        )
+    stable_p95 = stable.quantile_ms(0.95)
+    relative = spec.max_p95_regression_pct is not None and baseline
+    if relative and p95 is not None and stable_p95 is not None and stable_p95 > 0:
+        regression = 100.0 * (p95 - stable_p95) / stable_p95
+        if spec.max_p95_regression_pct is not None and regression > spec.max_p95_regression_pct:
+            reasons.append(
+                f"p95 latency {p95:.1f} ms is {regression:.0f}% above the stable version's "
+                f"{stable_p95:.1f} ms, more than max_p95_regression_pct "
+                f"{spec.max_p95_regression_pct}%"
+            )
+    return AnalysisResult("fail" if reasons else "pass", reasons, candidate, stable)

@@ -1,0 +1,175 @@
+"""Reading the routers' per-version metrics: scrape, keep a baseline, diff into a window.
+
+The router records per version (controller/serving/router.py, through `ray.serve.metrics`):
+requests, 5xx errors and a latency histogram. Ray exports them on every node's metrics export
+port in Prometheus text format, where a cluster's Prometheus scrapes them too. The controller
+scrapes the same endpoints (nodes listed by the dashboard), sums the series of all router
+replicas, and diffs two scrapes: counters are cumulative, so a window is `after - before`.
+
+Ray exports metrics every `RAY_metrics_report_interval_ms` (10 s by default): a window read at
+time t covers roughly [t0 - lag, t - lag], lag at most that interval. Keep analysis intervals
+well above it (the default 30 s), or lower the export interval on the cluster.
+
+A snapshot is plain data (JSON), so the baseline of an analysis window is persisted with the
+rollout and survives a controller restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.errors import Unreachable
+from controller.rollout.analysis import VersionWindow
+from controller.serving.protocol import METRIC_ERRORS, METRIC_LATENCY, METRIC_REQUESTS
+
+PREFIX = "ray_"  # Ray prefixes application metrics
+
+
+@dataclass
+class Counts:
+    """Cumulative figures of one version of one deployment, summed over router replicas."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)  # upper bound (ms) -> cumulative
+
+
+Snapshot = dict[str, dict[str, Counts]]  # deployment -> version -> counts
+
+
+class MetricsSource(Protocol):
+    """Where the controller reads router metrics; RayMetricsSource, or a fake in tests."""
+
+    def scrape(self) -> Snapshot: ...
+
+
+def parse(text: str) -> Snapshot:
+    """Router series from a Prometheus text exposition, summed per (deployment, version)."""
+    out: Snapshot = {}
+    names = {
+        f"{PREFIX}{METRIC_REQUESTS}_total": "requests",
+        f"{PREFIX}{METRIC_ERRORS}_total": "errors",
+        f"{PREFIX}{METRIC_LATENCY}_bucket": "bucket",
+    }
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            kind = names.get(sample.name)
+            if kind is None:
+                continue
+            deployment = sample.labels.get("serveops_deployment")
+            version = sample.labels.get("version")
+            if not deployment or version is None:
+                continue
+            counts = out.setdefault(deployment, {}).setdefault(version, Counts())
+            if kind == "requests":
+                counts.requests += sample.value
+            elif kind == "errors":
+                counts.errors += sample.value
+            else:
+                le = float(sample.labels.get("le", "+Inf"))
+                counts.buckets[le] = counts.buckets.get(le, 0.0) + sample.value
+    return out
+
+
+def merge(snapshots: list[Snapshot]) -> Snapshot:
+    out: Snapshot = {}
+    for snap in snapshots:
+        for dep, versions in snap.items():
+            for version, c in versions.items():
+                total = out.setdefault(dep, {}).setdefault(version, Counts())
+                total.requests += c.requests
+                total.errors += c.errors
+                for le, n in c.buckets.items():
+                    total.buckets[le] = total.buckets.get(le, 0.0) + n
+    return out
+
+
+def window(
+    before: Snapshot | None, after: Snapshot, deployment: str, version: str
+) -> VersionWindow:
+    """What `version` did between two snapshots. A counter that went down was reset (a router
+    replica restarted): its value after the reset is what happened since."""
+    now = after.get(deployment, {}).get(version, Counts())
+    then = (before or {}).get(deployment, {}).get(version, Counts())
+
+    def delta(a: float, b: float) -> int:
+        return round(a - b) if a >= b else round(a)
+
+    requests = delta(now.requests, then.requests)
+    errors = min(requests, delta(now.errors, then.errors))
+    bounds = sorted(now.buckets)
+    buckets = tuple((le, delta(now.buckets[le], then.buckets.get(le, 0.0))) for le in bounds)
+    if buckets and not math.isinf(buckets[-1][0]):
+        buckets = (*buckets, (math.inf, requests))
+    return VersionWindow(requests, errors, buckets)
+
+
+def to_json(snapshot: Snapshot) -> str:
+    return json.dumps(
+        {
+            dep: {
+                v: {
+                    "requests": c.requests,
+                    "errors": c.errors,
+                    "buckets": [
+                        [("+Inf" if math.isinf(le) else le), n] for le, n in c.buckets.items()
+                    ],
+                }
+                for v, c in versions.items()
+            }
+            for dep, versions in snapshot.items()
+        },
+        sort_keys=True,
+    )
+
+
+def from_json(text: str) -> Snapshot:
+    data = json.loads(text)
+    return {
+        dep: {
+            v: Counts(c["requests"], c["errors"], {float(le): n for le, n in c["buckets"]})
+            for v, c in versions.items()
+        }
+        for dep, versions in data.items()
+    }
+
+
+class RayMetricsSource:
+    """Scrapes the metrics export port of every alive node the Ray dashboard lists."""
+
+    def __init__(self, address: str, *, timeout_s: float = 5.0) -> None:
+        self.address = address.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def endpoints(self) -> list[str]:
+        try:
+            response = httpx.get(f"{self.address}/nodes?view=summary", timeout=self.timeout_s)
+            response.raise_for_status()
+            nodes = response.json()["data"]["summary"]
+        except (httpx.HTTPError, ValueError, KeyError) as err:
+            raise Unreachable(f"cannot list Ray nodes at {self.address}: {err}") from None
+        urls = []
+        for node in nodes:
+            raylet = node.get("raylet") or {}
+            if raylet.get("state", "ALIVE") != "ALIVE" or not raylet.get("metricsExportPort"):
+                continue
+            ip = node.get("ip") or raylet.get("nodeManagerAddress") or "127.0.0.1"
+            urls.append(f"http://{ip}:{raylet['metricsExportPort']}/metrics")
+        return urls
+
+    def scrape(self) -> Snapshot:
+        snapshots = []
+        for url in self.endpoints():
+            try:
+                response = httpx.get(url, timeout=self.timeout_s)
+                response.raise_for_status()
+            except httpx.HTTPError as err:
+                raise Unreachable(f"cannot scrape Ray metrics at {url}: {err}") from None
+            snapshots.append(parse(response.text))
+        return merge(snapshots)
