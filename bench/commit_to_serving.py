@@ -37,7 +37,7 @@ from controller.dev.demo import MODEL_NAME, sample_request, train_and_register
 from controller.dev.localray import LocalRay, free_port
 from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import VERSION_HEADER
-from controller.sync.read import Target, plan_revision
+from controller.sync.read import Revision, plan_revision
 from tests.support import commit, make_repo
 
 SPEC = "deployments/bench/model.yaml"
@@ -173,7 +173,7 @@ def main() -> None:
         with ServeClient(ray.address, http_port=bench.http_port) as client:
             registry = MlflowRegistry(bench.env["MLFLOW_TRACKING_URI"])
             plan = plan_revision(
-                Target(str(bench.repo), bench.new_commit, "bench"), client, registry
+                Revision(str(bench.repo), bench.new_commit, "bench"), client, registry
             )
             live = client.get()
             config = {

@@ -32,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.serving_setup import load_average
 from controller.cluster.live import LiveState
 from controller.cluster.render import RenderSettings, render_environment
-from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.reconciler import Controller
+from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import FixedRegistry
-from controller.rollout.progress import _manifests_at
 from controller.source.repository import RepoSource
 from controller.spec.manifest import load_manifests
+from controller.sync.read import _manifests_at
 from tests.support import deployment_yaml, make_repo
 
 N = 200

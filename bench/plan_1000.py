@@ -28,7 +28,7 @@ from controller.registry.mlflow import FixedRegistry
 from controller.source.git import read_snapshot
 from controller.spec.manifest import load_manifests
 from controller.sync.plan import Source, make_plan
-from controller.sync.read import Target, plan_revision
+from controller.sync.read import Revision, plan_revision
 from tests.support import deployment_yaml, make_repo
 
 N = 1000
@@ -109,7 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo, registry, snapshot = build(Path(tmp))
         serve = SnapshotServe(snapshot)
-        target = Target(str(repo), "HEAD", "prod")
+        target = Revision(str(repo), "HEAD", "prod")
         whole, baseline = [], []
         for _ in range(RUNS):
             baseline.append(timed(lambda: json.loads(snapshot))[0])

@@ -35,7 +35,7 @@ from controller.dev.demo import MODEL_NAME, sample_request, train_and_register
 from controller.dev.localray import LocalRay, free_port
 from controller.registry.mlflow import registry_from_uri
 from controller.sync.apply import apply_plan
-from controller.sync.read import Target, plan_revision
+from controller.sync.read import Revision, plan_revision
 from simulator.traffic import read_traffic
 
 ENV, NAME = "bench", "rec"
@@ -132,7 +132,7 @@ def main() -> None:
             for r in range(args.rounds):
                 figures = {}
                 for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                    plan = plan_revision(Target(str(repo), revs[mode], ENV), client, registry)
+                    plan = plan_revision(Revision(str(repo), revs[mode], ENV), client, registry)
                     apply_plan(plan, client)
                     deadline = time.monotonic() + 60
                     while httpx.post(url, json=body, timeout=30).status_code != 200:

@@ -45,7 +45,9 @@ from controller.cluster.render import version_app_name
 from controller.cluster.serve_api import ServeClient
 from controller.dev.demo import sample_request
 from controller.dev.localray import free_port
-from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.loop import run_until_settled
+from controller.gitops.reconciler import Controller
+from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import Target, routing_id
@@ -115,7 +117,7 @@ def main() -> None:
             lambda: MlflowRegistry(models.tracking_uri),
             ControllerSettings(ENV, interval_s=1, apply_timeout_s=300, actor="bench"),
         )
-        assert ctl.reconcile_once().outcome == "applied"
+        assert run_until_settled(ctl).outcome == "applied"
         url = f"http://127.0.0.1:{client.http_port}/{NAME}"
         wait_answering(url)
         story = Story(ctl, store, repo, SPEC, NAME, ray.address, ENV, settle_s=2)

@@ -42,7 +42,9 @@ from bench.serving_setup import (
     wait_answering,
 )
 from controller.dev.demo import sample_request
-from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.loop import run_until_settled
+from controller.gitops.reconciler import Controller
+from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import MlflowRegistry
 from controller.source.repository import RepoSource
@@ -184,7 +186,7 @@ def main() -> None:
                 ENV, interval_s=1, apply_timeout_s=300, actor="bench", inconclusive_limit=30
             ),
         )
-        first = ctl.reconcile_once()
+        first = run_until_settled(ctl)
         assert first.outcome == "applied", first.message
         url = f"http://127.0.0.1:{client.http_port}/{NAME}"
         wait_answering(url)

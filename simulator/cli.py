@@ -345,7 +345,7 @@ def replay_command(
         from controller.cluster.serve_api import ServeClient
         from controller.dev.localray import free_port
         from controller.sync.apply import apply_plan
-        from controller.sync.read import Target, plan_revision
+        from controller.sync.read import Revision, plan_revision
 
         registry = _registry(registry_uri)
         code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
@@ -353,7 +353,7 @@ def replay_command(
             _cluster(address, num_cpus) as (addr, _ours),
             ServeClient(addr, http_port=free_port()) as client,
         ):
-            target = Target(str(repo), the_rev, env)
+            target = Revision(str(repo), the_rev, env)
             plan = plan_revision(target, client, registry, serving_code=code)
             err.print(f"deploying {the_rev} ({plan.source.commit[:12]}) of {env!r} on {addr}")
             apply_plan(plan, client, log=lambda m: err.print(f"  {m}"))

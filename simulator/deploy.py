@@ -24,7 +24,7 @@ from controller.registry.mlflow import Registry
 from controller.source.git import read_snapshot
 from controller.spec.manifest import environment_of
 from controller.sync.apply import apply_plan
-from controller.sync.read import Target, plan_revision
+from controller.sync.read import Revision, plan_revision
 
 SIM_ENV = "sim"
 # role -> (name suffix, route prefix)
@@ -112,7 +112,7 @@ def bring_up(
     serving_code: ServingCode = INSTALLED,
     log: Callable[[str], None] = lambda _m: None,
 ) -> None:
-    target = Target(str(sim_repo), "HEAD", SIM_ENV)
+    target = Revision(str(sim_repo), "HEAD", SIM_ENV)
     plan = plan_revision(target, client, registry, serving_code=serving_code)
     apply_plan(plan, client, timeout_s=timeout_s, log=log)
 
@@ -127,7 +127,7 @@ def tear_down(
     """Remove the `sim` environment's applications (and nothing else) from the cluster."""
     _git(sim_repo, "rm", "-rq", "deployments")
     _git(sim_repo, "commit", "-qm", "serveops simulate: done")
-    plan = plan_revision(Target(str(sim_repo), "HEAD", SIM_ENV), client, registry, prune=True)
+    plan = plan_revision(Revision(str(sim_repo), "HEAD", SIM_ENV), client, registry, prune=True)
     apply_plan(plan, client, log=log)
 
 

@@ -22,16 +22,11 @@ from controller.cli.display import plan_text, print_error, print_to
 from controller.cluster.serve_api import DEFAULT_ADDRESS, ServeClient
 from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput, ServeopsError
+from controller.gitops.loop import Wakeup, run_forever, run_until_settled
 from controller.gitops.notify import Notifier, WebhookNotifier
-from controller.gitops.reconciler import (
-    DRIFT_MODES,
-    Controller,
-    ControllerSettings,
-    DriftMode,
-    PassResult,
-    Wakeup,
-    run_forever,
-)
+from controller.gitops.outcome import PassResult
+from controller.gitops.reconciler import Controller
+from controller.gitops.settings import DRIFT_MODES, ControllerSettings, DriftMode
 from controller.gitops.state import PassRecord, StateStore
 from controller.gitops.telemetry import serve as serve_metrics
 from controller.gitops.webhook import SECRET_ENV, PushEvent, WebhookServer
@@ -402,7 +397,7 @@ def sync_command(
                 notifier=_notifier(notify_webhook, notify_slack),
             )
             try:
-                result = ctl.reconcile_once(retry=retry, trigger="sync")
+                result = run_until_settled(ctl, retry=retry, trigger="sync")
             finally:
                 ctl.release()  # only ours: another controller's lease is left alone
         if output == "json":

@@ -28,7 +28,7 @@ from controller.source.git import open_repo, read_worktree, resolve_commit
 from controller.spec.manifest import is_deployment_file, load_manifests
 from controller.sync.apply import apply_plan
 from controller.sync.plan import Plan
-from controller.sync.read import Target, enforce_policies, plan_revision
+from controller.sync.read import Revision, enforce_policies, plan_revision
 from simulator.cli import register as register_simulator_commands
 
 app = typer.Typer(
@@ -127,7 +127,7 @@ def plan(
         code = parse_serving_code(serving_code)
         with ServeClient(address) as client:
             result = plan_revision(
-                Target(str(repo), rev, env),
+                Revision(str(repo), rev, env),
                 client,
                 registry_from_uri(registry_uri),
                 prune=prune,
@@ -200,7 +200,7 @@ def apply(
             for attempt in range(1, REPLAN_ATTEMPTS + 1):
                 if plan_file is None:
                     assert env is not None and registry is not None
-                    target = Target(str(repo), rev, env)
+                    target = Revision(str(repo), rev, env)
                     the_plan = plan_revision(
                         target, client, registry, prune=prune, serving_code=code
                     )
@@ -265,7 +265,7 @@ def status(
             the_plan = None
             if repo is not None:
                 the_plan = plan_revision(
-                    Target(str(repo), rev, env),
+                    Revision(str(repo), rev, env),
                     client,
                     registry_from_uri(registry_uri),
                     serving_code=parse_serving_code(serving_code),

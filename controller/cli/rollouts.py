@@ -20,7 +20,7 @@ from rich.table import Table
 
 from controller.cli.gitops import DEFAULT_STATE, EnvOpt, StateOpt, _run
 from controller.errors import BadInput, ServeopsError
-from controller.gitops.reconciler import default_actor
+from controller.gitops.settings import default_actor
 from controller.gitops.state import StateStore
 from controller.rollout.engine import Command, RolloutState
 from controller.source.rollback import RollbackPlan, plan_rollback, write_rollback

@@ -1,12 +1,12 @@
-"""Progressive delivery in a controller pass: Git's desired state, shaped by rollouts in flight.
+"""Progressive delivery in a controller pass: the admitted desired state, shaped by rollouts.
 
-`plan_with_rollouts` is `reconcile.plan_revision` plus one step: for every deployment whose
-strategy is canary, blue_green or shadow and whose model version changes, the desired state is
-not Git's steady state (the new version at 100%) but what the rollout's state says: the stable
-version kept as it runs now, the candidate next to it, and the router's weights (and mirroring)
-from `rollout.traffic`. The rollout engine (`controller.rollout.engine.decide`) moves that state one
-decision per pass, with operator commands folded in and, when a window is complete, an analysis
-of the router's metrics (`controller.rollout.analysis`, `controller.rollout.router_metrics`).
+`advance` takes the desired state the gate admitted (Git's steady state: the new version at
+100%) and, for every deployment whose strategy is canary, blue_green or shadow and whose model
+version changes, replaces it with what the rollout's state says: the stable version kept as it
+runs now, the candidate next to it, and the router's weights (and mirroring) from
+`engine.traffic`. The rollout engine (`engine.decide`) moves that state one decision per pass,
+with operator commands folded in, hooks run when due and, when a window is complete, an
+analysis of the router's metrics (`analysis`, `router_metrics`).
 
 The pass persists the new rollout states *before* it applies the plan they rendered, so a
 controller killed in between converges to the same weights at its next pass. The metrics
@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 
 from controller.cluster.live import LiveApp, LiveState
@@ -29,17 +27,12 @@ from controller.cluster.render import (
     AppConfig,
     DesiredDeployment,
     DesiredState,
-    RenderSettings,
-    render_environment,
     render_router_app,
     version_app_name,
 )
-from controller.cluster.serve_api import ServeAPI
-from controller.cluster.serving_code import INSTALLED, ServingCode
 from controller.errors import ServeopsError
 from controller.gitops.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
 from controller.gitops.telemetry import METRICS
-from controller.registry.mlflow import Registry
 from controller.rollout.analysis import AnalysisResult, analyse
 from controller.rollout.engine import (
     PROGRESSIVE,
@@ -56,15 +49,12 @@ from controller.rollout.engine import (
     traffic,
     with_command,
 )
-from controller.rollout.hooks import HookContext, HookRunner, serve_http_url
+from controller.rollout.hooks import HookContext, HookRunner
 from controller.rollout.router_metrics import MetricsSource, Snapshot, from_json, to_json, window
 from controller.serving.protocol import MARKER_KEY, RolloutNote, RouterConfig, router_config
 from controller.serving.protocol import Target as RouteTarget
-from controller.source.git import read_snapshot
-from controller.spec.manifest import Manifest, load_manifests
-from controller.spec.models import ModelDeployment
-from controller.sync.plan import Plan, Source, comparable, make_plan
-from controller.sync.read import Target as Revision
+from controller.spec.models import ModelDeployment, Rollout
+from controller.sync.plan import comparable
 
 log = logging.getLogger("serveops.controller")
 
@@ -145,7 +135,7 @@ class HookSetup:
         return self.runner.run(stage, getattr(spec.spec.rollout.hooks, stage), ctx)
 
 
-class _Metrics:
+class MetricsOnce:
     """One scrape per pass, at most, and only when a rollout needs it."""
 
     def __init__(self, source: MetricsSource | None) -> None:
@@ -165,74 +155,13 @@ class _Metrics:
         return self._snapshot
 
 
-def plan_with_rollouts(
-    target: Revision,
-    client: ServeAPI,
-    registry: Registry,
-    store: StateStore,
-    *,
-    metrics: MetricsSource | None,
-    limits: Limits,
-    now: dt.datetime,
-    prune: bool = False,
-    retry: bool = False,
-    hooks: HookRunner | None = None,
-    serve_url: str | None = None,
-    serving_code: ServingCode = INSTALLED,
-) -> tuple[Plan, RolloutPass]:
-    """`plan_revision`, with rollouts in flight advanced by one decision and rendered. Hooks
-    due run with `hooks`, against `serve_url` (default: Serve's proxy next to the dashboard)."""
-    commit, manifests = read_manifests(target.repo, target.rev, target.environment)
-    settings = RenderSettings(tracking_uri=registry.tracking_uri, serving_code=serving_code)
-    desired = render_environment(target.environment, manifests, registry, settings)
-    live = client.get()
-    specs = {m.name: m.deployment for m in manifests}
-    shaped, rollouts = advance(
-        desired,
-        specs,
-        live,
-        store.rollouts(target.environment),
-        store.pending_rollout_commands(target.environment),
-        _Metrics(metrics),
-        commit=commit,
-        now=now,
-        limits=limits,
-        retry=retry,
-        hooks=HookSetup(hooks, serve_url or serve_http_url(client.address, live.http_options)),
-    )
-    rollouts.live = live
-    source = Source(repo=target.repo, rev=target.rev, commit=commit)
-    plan = make_plan(shaped, live, source=source, address=client.address, prune=prune)
-    return plan, rollouts
-
-
-def read_manifests(repo: str, rev: str, environment: str) -> tuple[str, list[Manifest]]:
-    """(commit, manifests) of `environment` at `rev`. A commit's files never change, so when
-    `rev` is a full sha (the controller passes the branch head's) the parsed manifests are
-    reused: a pass on the commit of the last one (nothing to do, the common case) skips reading
-    and parsing every file again (~60 ms of a 200-deployment pass, bench/controller_noop.py)."""
-    if _FULL_SHA.fullmatch(rev):
-        return _manifests_at(str(repo), rev, environment)
-    snapshot = read_snapshot(repo, rev)
-    return snapshot.commit, load_manifests(snapshot.files, environment)
-
-
-_FULL_SHA = re.compile(r"[0-9a-f]{40}")
-
-
-@functools.lru_cache(maxsize=8)
-def _manifests_at(repo: str, commit: str, environment: str) -> tuple[str, list[Manifest]]:
-    snapshot = read_snapshot(repo, commit)
-    return snapshot.commit, load_manifests(snapshot.files, environment)
-
-
 def advance(
     desired: DesiredState,
     specs: dict[str, ModelDeployment],
     live: LiveState,
     stored: dict[str, StoredRollout],
     commands: list[RolloutCommand],
-    metrics: _Metrics,
+    metrics: MetricsOnce,
     *,
     commit: str,
     now: dt.datetime,
@@ -248,20 +177,8 @@ def advance(
     for name, dep in desired.deployments.items():
         spec = specs[name]
         mine = [c for c in commands if c.deployment == name]
-        apps = _one(
-            dep,
-            spec,
-            live,
-            stored.get(name),
-            mine,
-            metrics,
-            commit,
-            now,
-            limits,
-            result,
-            retry,
-            hooks or HookSetup(None, ""),
-        )
+        step = _DeploymentStep(dep, spec, live, stored.get(name), commit, now, limits, result)
+        apps = _one(step, mine, metrics, retry, hooks or HookSetup(None, ""))
         shaped.deployments[name] = dataclasses.replace(dep, apps=apps) if apps else dep
     # Every pending command is consumed: acted on by a rollout in flight, or without effect
     # (the rollout ended before the controller saw it; `serveops promote` & co. say so).
@@ -269,132 +186,154 @@ def advance(
     return shaped, result
 
 
-def _one(
-    dep: DesiredDeployment,
-    spec: ModelDeployment,
-    live: LiveState,
-    stored: StoredRollout | None,
-    commands: list[RolloutCommand],
-    metrics: _Metrics,
-    commit: str,
-    now: dt.datetime,
-    limits: Limits,
-    result: RolloutPass,
-    retry: bool = False,
-    hooks: HookSetup = HookSetup(None, ""),
-) -> list[AppConfig] | None:
-    """The apps of one deployment under its rollout, or None for Git's steady state."""
-    live_env = result.environment
-    rollout = spec.spec.rollout
-    key = desired_key(dep)
-    state = stored.state if stored else None
-    baseline = stored.baseline_json if stored else None
+@dataclass
+class _DeploymentStep:
+    """One deployment's rollout decision in one pass: the pieces `advance` hands it."""
 
-    def record(decision: Decision, new_baseline: str | None) -> None:
+    dep: DesiredDeployment
+    spec: ModelDeployment
+    live: LiveState
+    stored: StoredRollout | None
+    commit: str
+    now: dt.datetime
+    limits: Limits
+    result: RolloutPass
+
+    @property
+    def rollout(self) -> Rollout:
+        return self.spec.spec.rollout
+
+    def record(self, decision: Decision, baseline: str | None) -> None:
+        result = self.result
         result.updates.append(
-            RolloutUpdate(decision.state, new_baseline, decision.action, decision.reason)
+            RolloutUpdate(decision.state, baseline, decision.action, decision.reason)
         )
         if decision.action != "wait":
-            result.messages.append(f"{dep.name}: {decision.reason}")
+            result.messages.append(f"{self.dep.name}: {decision.reason}")
         if decision.action == "abort":
             result.aborted.append(decision.state)
         result.requeue_after = min(result.requeue_after, decision.requeue_after)
 
-    if rollout.strategy not in PROGRESSIVE:
-        if state is not None and state.active:
-            why = f"superseded: the deployment's strategy is now {rollout.strategy}"
-            ended = _ended(state, now, why)
-            record(Decision("complete", ended, ended.message, float("inf")), None)
-        return None
+    def end(self, state: RolloutState, why: str) -> None:
+        ended = _ended(state, self.now, why)
+        self.record(Decision("complete", ended, ended.message, float("inf")), None)
 
-    if state is None or state.key != key or (retry and state.phase == "aborted"):
-        # Git wants something new for this deployment (or a retry): does it start a rollout?
-        router = _router(live, live_env, dep.name)
-        stable = _stable(router, live)
-        if state is not None and state.active and state.stable_app in live.apps:
+    def begin(self, state: RolloutState | None, retry: bool) -> RolloutState | None:
+        """The rollout this pass drives: the stored one, or a new one when Git wants a new
+        version of a deployment that serves (None: Git's steady state, no rollout)."""
+        key = desired_key(self.dep)
+        if state is not None and state.key == key and not (retry and state.phase == "aborted"):
+            return state
+        router = _router(self.live, self.result.environment, self.dep.name)
+        stable = _stable(router, self.live)
+        if state is not None and state.active and state.stable_app in self.live.apps:
             stable = RouteTarget(app=state.stable_app, version=state.stable_version, weight=100)
-        candidate_app = version_app_name(dep.name, dep.model.version)
+        candidate_app = version_app_name(self.dep.name, self.dep.model.version)
         if stable is None or stable.app == candidate_app:
             # Nothing serves yet (first deploy), or the version does not change: Git's state.
             if state is not None and state.active:
-                ended = _ended(state, now, "superseded by a new desired state")
-                record(Decision("complete", ended, ended.message, float("inf")), None)
+                self.end(state, "superseded by a new desired state")
             return None
-        state = start(
-            rollout.strategy,  # type: ignore[arg-type]
-            dep.name,
+        started = start(
+            self.rollout.strategy,  # type: ignore[arg-type]
+            self.dep.name,
             stable=(stable.app, stable.version),
-            candidate=(candidate_app, dep.model.version),
+            candidate=(candidate_app, self.dep.model.version),
             key=key,
-            commit=commit,
-            now=now,
+            commit=self.commit,
+            now=self.now,
         )
-        baseline = None
-        result.messages.append(
-            f"{dep.name}: {rollout.strategy} rollout from {stable.app} to {candidate_app}"
+        self.result.messages.append(
+            f"{self.dep.name}: {self.rollout.strategy} rollout from {stable.app} to {candidate_app}"
         )
-        result.updates.append(RolloutUpdate(state, None, "start", state.message))
+        self.result.updates.append(RolloutUpdate(started, None, "start", started.message))
+        return started
 
-    for c in commands:
-        state = with_command(state, c.command, c.note)
-
-    if state.phase == "completed":
-        return None
-    if state.stable_app not in live.apps:
-        # The stable version is gone (deleted by hand?): nothing to hold on to.
-        if state.active:
-            ended = _ended(state, now, f"{state.stable_app} is no longer running")
-            record(Decision("complete", ended, ended.message, float("inf")), None)
-        return None
-
-    analysis: AnalysisResult | None = None
-    new_baseline = baseline
-    if state.active and rollout.analysis is not None and analysis_due(rollout, state, now):
+    def analyse(
+        self, state: RolloutState, baseline: str | None, metrics: MetricsOnce
+    ) -> tuple[RolloutState, AnalysisResult | None, str | None]:
+        """When a window is complete: the analysis of its router figures, and the baseline of
+        the next window. Unreadable metrics hold the step and say why."""
+        if not (
+            state.active and self.rollout.analysis and analysis_due(self.rollout, state, self.now)
+        ):
+            return state, None, baseline
         snap = metrics.snapshot()
         if snap is None:
-            # Not a pass, not a failure: the step holds, and says why.
-            state = dataclasses.replace(
-                state, message=f"analysis waits: cannot read router metrics: {metrics.error}"
-            )
-        elif baseline is not None:
-            before = from_json(baseline)
-            analysis = analyse(
-                rollout.analysis,
-                window(before, snap, dep.name, state.candidate_version),
-                window(before, snap, dep.name, state.stable_version),
-            )
-            METRICS.record_analysis(live_env, dep.name, analysis.verdict)
-        else:
+            why = f"analysis waits: cannot read router metrics: {metrics.error}"
+            return dataclasses.replace(state, message=why), None, baseline
+        if baseline is None:
             # No baseline (metrics were unreachable when the window began): start it now.
-            new_baseline = to_json(snap)
-            state = dataclasses.replace(state, window_started_at=now)
-    ready, why = readiness(live.apps.get(state.candidate_app))
-    ran: HookResult | None = None
-    stage = hooks_due(rollout, state, ready) if ready != "failed" else None
-    if stage is not None:
-        ran = hooks.run(stage, spec, state)
+            return dataclasses.replace(state, window_started_at=self.now), None, to_json(snap)
+        before = from_json(baseline)
+        analysis = analyse(
+            self.rollout.analysis,
+            window(before, snap, self.dep.name, state.candidate_version),
+            window(before, snap, self.dep.name, state.stable_version),
+        )
+        METRICS.record_analysis(self.result.environment, self.dep.name, analysis.verdict)
+        return state, analysis, baseline
+
+
+def _one(
+    step: _DeploymentStep,
+    commands: list[RolloutCommand],
+    metrics: MetricsOnce,
+    retry: bool,
+    hooks: HookSetup,
+) -> list[AppConfig] | None:
+    """The apps of one deployment under its rollout, or None for Git's steady state."""
+    stored_state = step.stored.state if step.stored else None
+    baseline = step.stored.baseline_json if step.stored else None
+    if step.rollout.strategy not in PROGRESSIVE:
+        if stored_state is not None and stored_state.active:
+            step.end(
+                stored_state,
+                f"superseded: the deployment's strategy is now {step.rollout.strategy}",
+            )
+        return None
+    began = step.begin(stored_state, retry)
+    if began is None:
+        return None
+    state = began
+    if began is not stored_state:
+        baseline = None
+    for c in commands:
+        state = with_command(state, c.command, c.note)
+    if state.phase == "completed":
+        return None
+    if state.stable_app not in step.live.apps:
+        # The stable version is gone (deleted by hand?): nothing to hold on to.
+        if state.active:
+            step.end(state, f"{state.stable_app} is no longer running")
+        return None
+
+    state, analysis, new_baseline = step.analyse(state, baseline, metrics)
+    ready, why = readiness(step.live.apps.get(state.candidate_app))
+    stage = hooks_due(step.rollout, state, ready) if ready != "failed" else None
+    ran = hooks.run(stage, step.spec, state) if stage is not None else None
     decision = decide(
-        rollout,
+        step.rollout,
         state,
-        now,
+        step.now,
         candidate=ready,
         candidate_message=why,
         analysis=analysis,
-        limits=limits,
+        limits=step.limits,
         hooks=ran,
     )
     if ran is not None and ran.passed and decision.action == "wait":  # else its reason says so
-        result.messages.append(f"{dep.name}: {ran.label} passed: {ran.summary}")
+        step.result.messages.append(f"{step.dep.name}: {ran.label} passed: {ran.summary}")
     if decision.reset_window:
         snap = metrics.snapshot()
         new_baseline = to_json(snap) if snap is not None else None
-    if decision.state != (stored.state if stored else None) or new_baseline != baseline:
-        record(decision, new_baseline)
+    if decision.state != stored_state or new_baseline != baseline:
+        step.record(decision, new_baseline)
     if decision.state.phase == "loading":
-        result.starting.add(decision.state.candidate_app)
+        step.result.starting.add(decision.state.candidate_app)
     if decision.state.phase == "aborted" and decision.action != "abort":
-        result.held.append(decision.state)
-    return _render(dep, spec, live, decision.state)
+        step.result.held.append(decision.state)
+    return _render(step.dep, step.spec, step.live, decision.state)
 
 
 def _ended(state: RolloutState, now: dt.datetime, why: str) -> RolloutState:

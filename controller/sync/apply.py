@@ -5,22 +5,28 @@ Two phases, each a full PUT that carries every other application over untouched:
 1. switch: new and changed model-version applications are added next to the live ones, and
    routers get their new targets with the versions they serve now as `fallback`. A router
    sends traffic to a target the moment its application is RUNNING and to the fallback until
-   then, so traffic moves as soon as it can, without a second write. Wait until the new
-   versions are RUNNING.
-2. clean: once every router has seen them RUNNING, fallbacks and versions nothing routes to
-   any more are removed.
+   then, so traffic moves as soon as it can, without a second write. Then the new versions
+   must run.
+2. clean: once every router has seen them RUNNING (a grace of two router status polls),
+   fallbacks and versions nothing routes to any more are removed.
 
-A failure in phase 1 leaves traffic on the fallback versions and says so; every phase is
-derived from (desired, live), so running apply again converges from wherever the last stopped.
+`apply_step` does what the live state allows now and returns, as a controller-runtime
+reconciler would: write a phase, or report what it waits for and when to look again. Every
+step is derived from (desired, live) plus an `ApplyProgress` (when the apply started, when its
+versions were first all RUNNING), so a step after a restart converges from wherever the last
+one stopped. `apply_plan` runs steps until done, for `serveops apply` and the simulator.
+A failure leaves traffic on the fallback versions and says so.
 """
 
 from __future__ import annotations
 
 import copy
-import time
+import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.cluster.live import LiveState
 from controller.cluster.render import AppConfig
 from controller.cluster.serve_api import ServeAPI, merged_config
@@ -93,6 +99,126 @@ def _same(apps: list[AppConfig], live: LiveState, env: str) -> bool:
     return now == {a["name"]: a for a in apps}
 
 
+@dataclass(frozen=True)
+class ApplyProgress:
+    """What an apply in progress must remember between steps (persisted by the controller)."""
+
+    started_at: dt.datetime
+    ready_at: dt.datetime | None = None  # every awaited application first seen RUNNING
+    phases: tuple[str, ...] = ()  # phases written so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at.isoformat(),
+            "ready_at": self.ready_at.isoformat() if self.ready_at else None,
+            "phases": list(self.phases),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ApplyProgress:
+        ready = data.get("ready_at")
+        return cls(
+            dt.datetime.fromisoformat(data["started_at"]),
+            dt.datetime.fromisoformat(ready) if ready else None,
+            tuple(data.get("phases", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ApplyStep:
+    """One step's outcome: done, or what it waits for and when to look again."""
+
+    progress: ApplyProgress
+    done: bool
+    wrote: str | None = None  # the phase written by this step
+    waiting: str = ""  # what the apply waits for, for status and logs
+    requeue_after: float = 0.0
+
+
+def apply_step(
+    plan: Plan,
+    client: ServeAPI,
+    progress: ApplyProgress,
+    now: dt.datetime,
+    *,
+    timeout_s: float = 300.0,
+    check_fresh: bool = True,
+    no_wait: frozenset[str] = frozenset(),
+    log: Callable[[str], None] = lambda _msg: None,
+) -> ApplyStep:
+    """Advance the apply of `plan` by what the live state allows now; never waits.
+
+    Refuses (StalePlan) when `check_fresh` and the live state moved since the plan was made.
+    `no_wait`: version applications not to wait for (a rollout's candidate, which gets no
+    traffic until it runs; the rollout engine watches it against its progress deadline)."""
+    live = client.get()
+    if check_fresh and live.fingerprint() != plan.live_fingerprint:
+        raise StalePlan(
+            "the live Serve state has changed since this plan was made "
+            f"(fingerprint {plan.live_fingerprint} -> {live.fingerprint()}); make a new plan"
+        )
+    if not plan.has_changes and not progress.phases:
+        log("nothing to apply: live state matches the plan")
+        return ApplyStep(progress, done=True)
+    env = plan.environment
+    switch, clean = _phase_configs(plan, live)
+    wrote = None
+    if not _same(switch, live, env):
+        log(
+            f"switch: writing {len(switch)} managed application(s); routers fall back to the "
+            "versions serving now until the new ones run"
+        )
+        client.put(merged_config(live, env, switch), live)
+        progress = replace(progress, phases=(*progress.phases, "switch"), ready_at=None)
+        wrote = "switch"
+        live = client.get()  # what Serve made of it: a fast start may already run
+
+    awaited = [a["name"] for a in plan.desired if a["name"] not in no_wait]
+    pending = _pending(live, awaited, "switch")
+    if pending:
+        waited = (now - progress.started_at).total_seconds()
+        if waited > timeout_s:
+            statuses = ", ".join(
+                f"{n} is {live.apps[n].status if n in live.apps else 'missing'}" for n in pending
+            )
+            raise ApplyFailed(
+                _stopped_message(
+                    "switch", ", ".join(pending), "not RUNNING", f"timed out: {statuses}"
+                )
+            )
+        return ApplyStep(
+            progress,
+            done=False,
+            wrote=wrote,
+            waiting=f"waiting for {', '.join(pending)} to run",
+            requeue_after=POLL_INTERVAL_S,
+        )
+    progress = progress if progress.ready_at else replace(progress, ready_at=now)
+
+    if _same(clean, live, env):
+        return ApplyStep(progress, done=True, wrote=wrote)
+    assert progress.ready_at is not None
+    grace = SWITCH_GRACE_S - (now - progress.ready_at).total_seconds()
+    if _has_fallback([a.config for a in live.managed(env).values()]) and grace > 0:
+        # Every router replica must have seen the new versions RUNNING before the versions
+        # it falls back to go away.
+        return ApplyStep(
+            progress,
+            done=False,
+            wrote=wrote,
+            waiting="routers re-reading which versions run",
+            requeue_after=grace,
+        )
+    if wrote is not None:
+        # One write per step: the clean phase is the next step's.
+        return ApplyStep(progress, done=False, wrote=wrote, requeue_after=POLL_INTERVAL_S)
+    log(f"clean: writing {len(clean)} managed application(s)")
+    client.put(merged_config(live, env, clean), live)
+    return ApplyStep(
+        replace(progress, phases=(*progress.phases, "clean")), done=True, wrote="clean"
+    )
+
+
 def apply_plan(
     plan: Plan,
     client: ServeAPI,
@@ -101,82 +227,40 @@ def apply_plan(
     log: Callable[[str], None] = lambda _msg: None,
     check_fresh: bool = True,
     no_wait: frozenset[str] = frozenset(),
+    clock: Clock = SYSTEM_CLOCK,
 ) -> ApplyResult:
-    """Apply `plan`; refuse it when the live state has moved since it was made.
-
-    `no_wait`: version applications not to wait for (a rollout's candidate, which gets no
-    traffic until it runs; the rollout engine watches it against its progress deadline)."""
-    started = time.monotonic()
-    result = ApplyResult()
-    live = client.get()
-    if check_fresh and live.fingerprint() != plan.live_fingerprint:
-        raise StalePlan(
-            "the live Serve state has changed since this plan was made "
-            f"(fingerprint {plan.live_fingerprint} -> {live.fingerprint()}); make a new plan"
-        )
-    if not plan.has_changes:
-        log("nothing to apply: live state matches the plan")
-        return result
-    env = plan.environment
-    deadline = started + timeout_s
-    switch, clean = _phase_configs(plan, live)
-    versions = [
-        a["name"] for a in plan.desired if _role(a) != "router" and a["name"] not in no_wait
-    ]
-    routers = [a["name"] for a in plan.desired if _role(a) == "router"]
-
-    if not _same(switch, live, env):
-        log(
-            f"switch: writing {len(switch)} managed application(s); routers fall back to the "
-            "versions serving now until the new ones run"
-        )
-        client.put(merged_config(live, env, switch), live)
-        result.phases.append("switch")
-    wait_running(client, [*versions, *routers], deadline, "switch", log)
-
-    if not _same(clean, client.get(), env):
-        if _has_fallback(switch):
-            time.sleep(SWITCH_GRACE_S)  # every router replica has seen the new versions RUNNING
-        log(f"clean: writing {len(clean)} managed application(s)")
-        live = client.get()
-        client.put(merged_config(live, env, clean), live)
-        result.phases.append("clean")
-    result.seconds = time.monotonic() - started
-    return result
-
-
-def wait_running(
-    client: ServeAPI,
-    names: list[str],
-    deadline: float,
-    phase: str,
-    log: Callable[[str], None],
-) -> None:
-    """Poll until every app is RUNNING; fail fast on a failed or unschedulable one."""
-    pending = set(names)
+    """Apply `plan` to the end, step by step; refuse it when the live state has moved since it
+    was made (checked before the first write only: later steps see our own writes)."""
+    started = clock.monotonic()
+    progress = ApplyProgress(started_at=clock.now())
+    fresh = check_fresh
     while True:
-        live = client.get()
-        for name in sorted(pending):
-            app = live.apps.get(name)
-            if app is None:
-                continue
-            if app.status == "RUNNING" and not app.problem:
-                pending.discard(name)
-            elif app.problem:
-                raise ApplyFailed(_stopped_message(phase, name, app.status, app.problem))
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            statuses = ", ".join(
-                f"{n} is {live.apps[n].status if n in live.apps else 'missing'}"
-                for n in sorted(pending)
-            )
-            raise ApplyFailed(
-                _stopped_message(
-                    phase, ", ".join(sorted(pending)), "not RUNNING", f"timed out: {statuses}"
-                )
-            )
-        time.sleep(POLL_INTERVAL_S)
+        step = apply_step(
+            plan,
+            client,
+            progress,
+            clock.now(),
+            timeout_s=timeout_s,
+            check_fresh=fresh,
+            no_wait=no_wait,
+            log=log,
+        )
+        progress, fresh = step.progress, False
+        if step.done:
+            return ApplyResult(list(progress.phases), clock.monotonic() - started)
+        clock.sleep(step.requeue_after)
+
+
+def _pending(live: LiveState, names: list[str], phase: str) -> list[str]:
+    """Applications in `names` not RUNNING yet; raises at once for a failed or unschedulable one."""
+    pending = []
+    for name in sorted(names):
+        app = live.apps.get(name)
+        if app is not None and app.problem:
+            raise ApplyFailed(_stopped_message(phase, name, app.status, app.problem))
+        if app is None or app.status != "RUNNING":
+            pending.append(name)
+    return pending
 
 
 def _stopped_message(phase: str, app: str, status: str, reason: str) -> str:

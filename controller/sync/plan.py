@@ -6,7 +6,6 @@ refuses it when the live state or the revision it was made from has moved since.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from typing import Any, Literal
 
@@ -97,13 +96,33 @@ class Plan(BaseModel):
 
 
 def comparable(app: AppConfig) -> AppConfig:
-    """An app config without the bookkeeping that does not describe what serves."""
-    app = copy.deepcopy(app)
-    for dep in app.get("deployments", []):
-        if dep.get("name") == ROUTER_DEPLOYMENT and isinstance(dep.get("user_config"), dict):
-            for key in _IGNORED_ROUTER_KEYS:
-                dep["user_config"].pop(key, None)
-    return app
+    """An app config without the bookkeeping that does not describe what serves. Shares what
+    it does not change with `app` (no deep copy: a pass compares thousands): read it only."""
+    deployments = app.get("deployments") or []
+    if not any(_bookkept(dep) for dep in deployments):
+        return app
+    out = dict(app)
+    out["deployments"] = [
+        {
+            **dep,
+            "user_config": {
+                k: v for k, v in dep["user_config"].items() if k not in _IGNORED_ROUTER_KEYS
+            },
+        }
+        if _bookkept(dep)
+        else dep
+        for dep in deployments
+    ]
+    return out
+
+
+def _bookkept(dep: dict[str, Any]) -> bool:
+    config = dep.get("user_config")
+    return (
+        dep.get("name") == ROUTER_DEPLOYMENT
+        and isinstance(config, dict)
+        and any(key in config for key in _IGNORED_ROUTER_KEYS)
+    )
 
 
 def _effect_of(path: tuple[str, ...]) -> Effect:
@@ -138,7 +157,10 @@ def _flatten(app: AppConfig) -> dict[tuple[str, ...], Any]:
 
 def diff_app(old: AppConfig, new: AppConfig) -> list[FieldChange]:
     """Field-level changes from `old` to `new`, each with what it does to running replicas."""
-    a, b = _flatten(comparable(old)), _flatten(comparable(new))
+    old, new = comparable(old), comparable(new)
+    if old == new:  # the common case, compared in C
+        return []
+    a, b = _flatten(old), _flatten(new)
     changes = []
     for path in sorted(set(a) | set(b)):
         if a.get(path) != b.get(path):
@@ -248,9 +270,10 @@ def _stamp_revision(
     else:
         live_user_config = managed[app["name"]].config["deployments"][0].get("user_config") or {}
         revision = live_user_config.get("revision")
-    app = copy.deepcopy(app)
-    app["deployments"][0]["user_config"]["revision"] = revision
-    return app
+    # Copy only what changes: the rest is shared with the rendered desired state.
+    router, *rest = app["deployments"]
+    stamped = {**router, "user_config": {**router["user_config"], "revision": revision}}
+    return {**app, "deployments": [stamped, *rest]}
 
 
 def _check_conflicts(desired: DesiredState, live: LiveState) -> None:

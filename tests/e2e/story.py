@@ -131,7 +131,7 @@ class Story:
         while time.monotonic() < deadline:
             result = self.ctl.reconcile_once()
             passes += 1
-            if result.outcome not in ("applied", "in_sync", "aborted"):
+            if result.outcome not in ("applied", "progressing", "in_sync", "aborted"):
                 raise AssertionError(f"pass {result.outcome}: {result.message}")
             self.check()
             stored = self.rollout()

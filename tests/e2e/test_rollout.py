@@ -26,7 +26,10 @@ import pytest
 
 from controller.cluster.status import deployment_statuses
 from controller.dev.demo import MODEL_NAME, sample_request
-from controller.gitops.reconciler import Controller, ControllerSettings, PassResult
+from controller.gitops.loop import run_until_settled
+from controller.gitops.outcome import PassResult
+from controller.gitops.reconciler import Controller
+from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import VERSION_HEADER
@@ -250,9 +253,8 @@ def drive(
     while time.monotonic() < deadline:
         result = ctl.reconcile_once()
         results.append(result)
-        allowed = (
-            ("applied", "in_sync", "aborted") if until == "aborted" else ("applied", "in_sync")
-        )
+        settled = ("applied", "progressing", "in_sync")
+        allowed = (*settled, "aborted") if until == "aborted" else settled
         assert result.outcome in allowed, result.message
         now = replicas(cluster)
         for app_name, procs in watch.items():
@@ -293,7 +295,7 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
             "staging", interval_s=1, apply_timeout_s=180, actor="e2e", inconclusive_limit=20
         ),
     )
-    first = ctl.reconcile_once()
+    first = run_until_settled(ctl)
     assert first.outcome == "applied", first.message
     post_until_ok(cluster.url(f"/{NAME}"), sample_request())
     before = replicas(cluster)
@@ -345,7 +347,7 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
     )  # fmt: skip
     assert back.returncode == 0, back.stderr
     assert f"model models:/{MODEL_NAME}/{slow_version} -> models:/{MODEL_NAME}/{v2}" in back.stdout
-    assert ctl.reconcile_once().outcome == "applied" and weights(cluster) == {v2: 100}
+    assert run_until_settled(ctl).outcome == "applied" and weights(cluster) == {v2: 100}
     [row] = [r for r in deployment_statuses(cluster.client().get(), "staging") if r.name == NAME]
     assert row.health == "Healthy", row.message
 

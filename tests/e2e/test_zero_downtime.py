@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from controller.dev.demo import MODEL_NAME, sample_request
-from controller.gitops.reconciler import Controller, ControllerSettings
+from controller.gitops.loop import run_until_settled
+from controller.gitops.reconciler import Controller
+from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import MlflowRegistry
 from controller.source.repository import RepoSource
@@ -119,7 +121,7 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
         lambda: MlflowRegistry(registry.tracking_uri),
         ControllerSettings(ENV, interval_s=1, apply_timeout_s=240, actor="e2e"),
     )
-    assert ctl.reconcile_once().outcome == "applied"
+    assert run_until_settled(ctl).outcome == "applied"
     url = cluster.url(f"/{NAME}")
     post_until_ok(url, sample_request())
     story = Story(ctl, store, repo, SPEC, NAME, cluster.address, ENV)

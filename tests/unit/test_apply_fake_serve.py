@@ -11,7 +11,7 @@ from controller.serving.protocol import RouterConfig
 from controller.spec.manifest import load_manifests
 from controller.sync.apply import ApplyFailed, apply_plan
 from controller.sync.plan import Plan, Source, make_plan
-from tests.support import FakeServe, deployment_yaml, is_managed, unmanaged_app
+from tests.support import FakeClock, FakeServe, deployment_yaml, is_managed, unmanaged_app
 
 REGISTRY = FixedRegistry({"fraud": {"1": "1", "2": "2"}})
 
@@ -41,7 +41,7 @@ def router_fallback(apps: list[dict]) -> list[str]:
 
 def test_first_apply_starts_version_and_router_in_one_write() -> None:
     serve = FakeServe()
-    result = apply_plan(plan_for(serve), serve)
+    result = apply_plan(plan_for(serve), serve, clock=FakeClock())
     assert result.phases == ["switch"]
     [put] = serve.puts
     assert {a["name"] for a in put} == {"fraud--v1", "fraud"}
@@ -51,9 +51,11 @@ def test_first_apply_starts_version_and_router_in_one_write() -> None:
 
 def test_version_change_falls_back_to_the_old_version_until_the_new_one_runs() -> None:
     serve = FakeServe()
-    apply_plan(plan_for(serve), serve)
+    apply_plan(plan_for(serve), serve, clock=FakeClock())
     serve.puts.clear()
-    result = apply_plan(plan_for(serve, "models:/fraud/2", commit="b" * 40), serve)
+    result = apply_plan(
+        plan_for(serve, "models:/fraud/2", commit="b" * 40), serve, clock=FakeClock()
+    )
     assert result.phases == ["switch", "clean"]
     switch, clean = serve.puts
     # switch: v2 added next to v1; the router targets v2 and falls back to v1 meanwhile
@@ -67,8 +69,8 @@ def test_version_change_falls_back_to_the_old_version_until_the_new_one_runs() -
 def test_every_put_carries_unmanaged_apps_unchanged() -> None:
     serve = FakeServe()
     serve.seed(unmanaged_app())
-    apply_plan(plan_for(serve), serve)
-    apply_plan(plan_for(serve, "models:/fraud/2"), serve)
+    apply_plan(plan_for(serve), serve, clock=FakeClock())
+    apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
     assert len(serve.puts) == 3
     for put in serve.puts:
         [theirs] = [a for a in put if not is_managed(a)]
@@ -80,23 +82,23 @@ def test_stale_plan_is_refused_and_nothing_is_written() -> None:
     p = plan_for(serve)
     serve.seed(unmanaged_app())  # someone changed the cluster after the plan was made
     with pytest.raises(Refused, match="changed since this plan was made"):
-        apply_plan(p, serve)
+        apply_plan(p, serve, clock=FakeClock())
     assert serve.puts == []
 
 
 def test_failed_version_stops_before_the_switch_and_next_apply_converges() -> None:
     serve = FakeServe()
-    apply_plan(plan_for(serve), serve)
+    apply_plan(plan_for(serve), serve, clock=FakeClock())
     serve.failing.add("fraud--v2")
     with pytest.raises(ApplyFailed, match=r"phase 'switch': fraud--v2 is DEPLOY_FAILED") as info:
-        apply_plan(plan_for(serve, "models:/fraud/2"), serve)
+        apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
     assert "keep sending traffic to the versions that served it before" in info.value.message
     live_apps = list(serve.apps.values())
     assert router_fallback(live_apps) == ["fraud--v1"] and "fraud--v1" in serve.apps
 
     serve.failing.clear()
     serve.status["fraud--v2"] = "RUNNING"  # the cause was fixed (say, the model store is back)
-    apply_plan(plan_for(serve, "models:/fraud/2"), serve)
+    apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
     assert set(serve.apps) == {"fraud", "fraud--v2"}
     assert router_targets(list(serve.apps.values())) == ["fraud--v2"]
     assert router_fallback(list(serve.apps.values())) == []
@@ -104,12 +106,12 @@ def test_failed_version_stops_before_the_switch_and_next_apply_converges() -> No
 
 def test_rerun_after_a_failed_switch_keeps_the_versions_that_serve() -> None:
     serve = FakeServe()
-    apply_plan(plan_for(serve), serve)
+    apply_plan(plan_for(serve), serve, clock=FakeClock())
     serve.failing.add("fraud--v2")
     with pytest.raises(ApplyFailed):
-        apply_plan(plan_for(serve, "models:/fraud/2"), serve)
+        apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
     with pytest.raises(ApplyFailed):  # same failure again: v1 must still be the fallback
-        apply_plan(plan_for(serve, "models:/fraud/2"), serve)
+        apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
     assert router_fallback(list(serve.apps.values())) == ["fraud--v1"] and "fraud--v1" in serve.apps
 
 
@@ -117,12 +119,12 @@ def test_unschedulable_version_is_reported_with_serves_message() -> None:
     serve = FakeServe()
     serve.unschedulable.add("fraud--v1")
     with pytest.raises(ApplyFailed, match="taken more than 2s to be scheduled"):
-        apply_plan(plan_for(serve), serve, timeout_s=30)
+        apply_plan(plan_for(serve), serve, timeout_s=30, clock=FakeClock())
 
 
 def test_nothing_to_do_writes_nothing() -> None:
     serve = FakeServe()
-    apply_plan(plan_for(serve), serve)
+    apply_plan(plan_for(serve), serve, clock=FakeClock())
     serve.puts.clear()
-    result = apply_plan(plan_for(serve), serve)
+    result = apply_plan(plan_for(serve), serve, clock=FakeClock())
     assert result.phases == [] and serve.puts == []

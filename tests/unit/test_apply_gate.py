@@ -8,7 +8,7 @@ import pytest
 
 from controller.errors import Refused
 from controller.registry.mlflow import FixedRegistry
-from controller.sync.read import Target, enforce_policies, plan_revision
+from controller.sync.read import Revision, enforce_policies, plan_revision
 from tests.support import FakeServe, commit, deployment_yaml, make_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,14 +35,14 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_compliant_change_passes_the_gate(repo: Path) -> None:
-    plan = plan_revision(Target(str(repo), "HEAD", "production"), FakeServe(), REGISTRY)
+    plan = plan_revision(Revision(str(repo), "HEAD", "production"), FakeServe(), REGISTRY)
     enforce_policies(plan, REGISTRY)  # does not raise
 
 
 def test_change_that_skipped_ci_is_refused_before_apply(repo: Path) -> None:
     commit(repo, {PROD: prod_spec("models:/fraud@champion")}, "merged without CI")
     serve = FakeServe()
-    plan = plan_revision(Target(str(repo), "HEAD", "production"), serve, REGISTRY)
+    plan = plan_revision(Revision(str(repo), "HEAD", "production"), serve, REGISTRY)
     with pytest.raises(Refused, match="production must pin an exact model version") as info:
         enforce_policies(plan, REGISTRY)
     assert f"{PROD}:9" in info.value.message  # the line of spec.model

@@ -18,8 +18,8 @@ from controller.gitops.reconciler import Controller, ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import FixedRegistry
 from controller.source.repository import RepoSource
-from tests.support import FakeServe, commit, deployment_yaml, make_repo
-from tests.unit.test_rollout_controller import CANARY, World
+from tests.support import FakeServe, World, commit, deployment_yaml, make_repo
+from tests.unit.test_rollout_controller import CANARY
 
 AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -122,24 +122,19 @@ def test_a_receiver_that_fails_or_is_gone_never_raises(
     assert len(failing.bodies) == 1 and len(receivers[1].bodies) == 1  # the others still got it
 
 
-class NotifiedWorld(World):
-    """The rollout test world (FakeServe, real Git and SQLite), notifying over HTTP."""
-
-    def __init__(self, tmp_path: Path, notifier: WebhookNotifier) -> None:
-        self.notifier = notifier
-        super().__init__(tmp_path, CANARY)
-
-    def controller(self) -> Controller:
-        ctl = super().controller()
-        ctl.notifier = self.notifier
-        return ctl
+def notified_world(tmp_path: Path, notifier: WebhookNotifier) -> World:
+    """The rollout test world (FakeServe, real Git and SQLite), notifying over HTTP; v1 applied."""
+    w = World(tmp_path, rollout=CANARY)
+    w.notifier = notifier
+    assert w.sync().outcome == "applied"
+    return w
 
 
 def test_the_controller_sends_every_kind_when_it_happens(
     tmp_path: Path, receivers: tuple[Receiver, Receiver], notifier: WebhookNotifier
 ) -> None:
     generic, slack = receivers
-    w = NotifiedWorld(tmp_path, notifier)  # v1 applied: deployed
+    w = notified_world(tmp_path, notifier)  # v1 applied: deployed
     assert kinds(generic) == ["deployed"]
 
     w.push("2")

@@ -16,13 +16,13 @@ import pytest
 from controller.cluster.status import deployment_statuses
 from controller.errors import ValidationFailed
 from controller.gitops.reconciler import Controller
-from controller.rollout.hooks import HookContext, Hooks
+from controller.rollout.hooks import HookContext, HookRunner, Hooks
 from controller.serving.pinning import PIN_HEADER, awaits_status, pinned
 from controller.serving.protocol import VERSION_HEADER, RouterConfig, Target
 from controller.spec.manifest import load_manifests
 from controller.spec.models import Hook
-from tests.support import FakeServe, deployment_yaml
-from tests.unit.test_rollout_controller import World, apps
+from tests.support import FakeServe, World, deployment_yaml
+from tests.unit.test_rollout_controller import apps
 
 
 class FakeRouter:
@@ -91,15 +91,13 @@ def rollout_block(tmp_path: Path, strategy: str = "canary") -> str:
 class HookedWorld(World):
     def __init__(self, tmp_path: Path, strategy: str = "canary") -> None:
         self.tmp = tmp_path
-        super().__init__(tmp_path, rollout_block(tmp_path, strategy))
+        super().__init__(tmp_path, rollout=rollout_block(tmp_path, strategy))
         self.router_fake = FakeRouter(self.serve)
-        self.ctl.hooks = Hooks(transport=httpx.MockTransport(self.router_fake))
+        assert self.sync().outcome == "applied"  # v1
 
-    def controller(self) -> Controller:
-        ctl = super().controller()
-        if hasattr(self, "router_fake"):
-            ctl.hooks = Hooks(transport=httpx.MockTransport(self.router_fake))
-        return ctl
+    def controller(self, *, hooks: HookRunner | None = None, **options: object) -> Controller:
+        smoke = Hooks(transport=httpx.MockTransport(self.router_fake))
+        return super().controller(hooks=hooks or smoke, **options)  # type: ignore[arg-type]
 
     def command_exits(self, code: int) -> None:
         (self.tmp / "rc").write_text(str(code))
@@ -120,7 +118,7 @@ def test_pre_rollout_smoke_reaches_the_candidate_before_it_has_traffic(world: Ho
     world.pass_()  # the candidate starts
     assert world.router_fake.seen == []  # not ready yet: no hook ran
     moved = world.pass_()
-    assert moved.outcome == "applied"
+    assert moved.outcome == "progressing"
     assert "pre-rollout hooks passed: smoke (2/2 requests answered as expected)" in moved.message
     assert world.router_fake.seen == [
         ("/fraud", "2", {"1": 100, "2": 0}),  # pinned to v2, which had no share yet
@@ -139,7 +137,9 @@ def test_failing_pre_rollout_smoke_aborts_before_any_traffic_moves(world: Hooked
         "pre-rollout hooks failed: smoke: request 1/2: POST /fraud got HTTP 500, expected 200"
         in aborted.message
     )
-    assert world.weights() == {"1": 100} and apps(world.serve) == {"fraud", "fraud--v1"}
+    assert world.weights() == {"1": 100}
+    world.sync()
+    assert apps(world.serve) == {"fraud", "fraud--v1"}
     assert world.events() == [("start", 0), ("abort", 0)]  # the candidate never had a share
     [row] = deployment_statuses(world.serve.get(), "staging")
     assert row.health == "Degraded" and "pre-rollout hooks failed" in row.message
@@ -159,6 +159,7 @@ def test_post_rollout_hook_runs_at_100_percent_with_the_stable_version_kept(
 
     done = world.pass_()
     assert "post-rollout hooks passed: check (exit 0)" in done.message
+    world.sync()
     assert world.weights() == {"2": 100} and apps(world.serve) == {"fraud", "fraud--v2"}
     env = json.loads((world.tmp / "env.json").read_text())
     assert env == {
@@ -185,7 +186,9 @@ def test_failing_post_rollout_hook_rolls_back_to_stable(world: HookedWorld) -> N
     assert aborted.outcome == "aborted"
     assert "post-rollout hooks failed: check: " in aborted.message
     assert "exited 3" in aborted.message
-    assert world.weights() == {"1": 100} and apps(world.serve) == {"fraud", "fraud--v1"}
+    assert world.weights() == {"1": 100}
+    world.sync()
+    assert apps(world.serve) == {"fraud", "fraud--v1"}
     assert world.pass_(60).outcome == "aborted"  # held on v1, not retried
 
 

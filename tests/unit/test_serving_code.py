@@ -18,13 +18,10 @@ from controller.cli.main import app
 from controller.cluster.render import RenderSettings, render_environment
 from controller.cluster.serving_code import INSTALLED, ServingCode, build_bundle, parse_serving_code
 from controller.errors import BadInput
-from controller.gitops.reconciler import Controller, ControllerSettings
-from controller.gitops.state import StateStore
-from controller.source.repository import RepoSource
 from controller.spec.manifest import load_manifests
-from tests.support import deployment_yaml
+from tests.support import World, deployment_yaml
 from tests.unit.test_render import REGISTRY
-from tests.unit.test_rollout_controller import World
+from tests.unit.test_rollout_controller import CANARY
 
 BUNDLE = f"https://artifacts.example/serveops/serveops-{__version__}.zip"
 
@@ -87,36 +84,14 @@ def test_pip_installs_this_serveops_before_the_servers_own_packages() -> None:
     assert router["runtime_env"] == {"pip": [f"serveops=={__version__}"]}
 
 
-class ShippedWorld(World):
-    """The rollout world of test_rollout_controller, with a controller that ships a bundle."""
-
-    def controller(self) -> Controller:
-        store = StateStore(self.state, clock=self.clock)
-        self.stores.append(store)
-        settings = ControllerSettings(
-            "staging",
-            interval_s=10,
-            actor="tester",
-            apply_timeout_s=120,
-            serving_code=ServingCode("bundle", BUNDLE),
-        )
-        return Controller(
-            RepoSource(str(self.repo), branch="main"),
-            self.serve,
-            store,
-            self.registry,
-            settings,
-            metrics=self.metrics,
-            holder="ctl",
-        )
-
-
 def test_a_canary_keeps_the_bundle_on_every_application_it_reshapes(tmp_path: Path) -> None:
-    world = ShippedWorld(tmp_path)
+    world = World(tmp_path, rollout=CANARY)
+    world.ctl = world.controller(serving_code=ServingCode("bundle", BUNDLE))
     try:
+        assert world.sync().outcome == "applied"
         world.push("2")
         weights = []
-        for _ in range(7):  # start, 25%, analyses and pauses, 60%, completion
+        for _ in range(8):  # start, 25%, analyses and pauses, 60%, completion, clean
             world.pass_()
             weights.append(world.weights())
             shipped = {

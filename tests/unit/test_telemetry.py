@@ -6,8 +6,6 @@ environment label, since the controller's metrics are one registry per process.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from controller.cli.main import app
-from controller.gitops.reconciler import Controller, ControllerSettings
-from controller.gitops.state import StateStore
 from controller.gitops.telemetry import ControllerMetrics, PassFigures, serve, sync_statuses
-from controller.registry.mlflow import FixedRegistry, Registry
-from controller.rollout.router_metrics import Counts, Snapshot
-from controller.serving.protocol import LATENCY_BOUNDARIES_MS
-from controller.source.repository import RepoSource
 from controller.sync.plan import Action, ModelRef, Plan, Source
-from tests.support import FakeServe, commit, deployment_yaml, make_repo
+from tests.support import World
 
 CANARY = """\
 rollout:
@@ -39,71 +31,6 @@ rollout:
     interval: 30s
     min_requests: 20
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-class FakeRouterMetrics:
-    """Cumulative router counters, as a scrape of Ray's metrics export would sum them."""
-
-    def __init__(self) -> None:
-        self.counts: Snapshot = {}
-
-    def serve(self, version: str, requests: int) -> None:
-        c = self.counts.setdefault("fraud", {}).setdefault(version, Counts())
-        c.requests += requests
-        for le in [*LATENCY_BOUNDARIES_MS, math.inf]:
-            c.buckets[le] = c.buckets.get(le, 0) + (requests if le >= 5 else 0)
-
-    def scrape(self) -> Snapshot:
-        return {
-            d: {v: Counts(c.requests, c.errors, dict(c.buckets)) for v, c in vs.items()}
-            for d, vs in self.counts.items()
-        }
-
-
-class World:
-    """One environment of one repository against a fake cluster, with its own state file."""
-
-    def __init__(self, tmp_path: Path, env: str, rollout: str = "") -> None:
-        self.env, self.rollout = env, rollout
-        self.path = f"deployments/{env}/fraud.yaml"
-        self.repo = tmp_path / "repo"
-        make_repo(self.repo, {self.path: self.spec("1")})
-        self.serve = FakeServe()
-        self.clock = Clock()
-        self.router_metrics = FakeRouterMetrics()
-        self.store = StateStore(tmp_path / "state.db", clock=self.clock)
-        self.ctl = Controller(
-            RepoSource(str(self.repo), branch="main"),
-            self.serve,
-            self.store,
-            self.registry,
-            ControllerSettings(env, interval_s=10, actor="tester", apply_timeout_s=60),
-            metrics=self.router_metrics,
-            holder="ctl",
-        )
-
-    def spec(self, version: str) -> str:
-        return deployment_yaml(
-            environment=self.env, model=f"models:/fraud/{version}", extra_spec=self.rollout
-        )
-
-    def registry(self) -> Registry:
-        return FixedRegistry({"fraud": {"1": "1", "2": "2"}})
-
-    def push(self, version: str) -> None:
-        commit(self.repo, {self.path: self.spec(version)}, f"v{version}")
-
-    def pass_(self, seconds: float = 0) -> str:
-        self.clock.now += dt.timedelta(seconds=seconds)
-        return self.ctl.reconcile_once().outcome
 
 
 @pytest.fixture
@@ -130,9 +57,9 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
 
 
 def test_a_pass_is_timed_counted_and_its_deployments_synced(tmp_path: Path, endpoint: str) -> None:
-    world = World(tmp_path, "telemetry-sync")
-    assert world.pass_() == "applied"
-    assert world.pass_() == "in_sync"
+    world = World(tmp_path, env="telemetry-sync")
+    assert world.pass_().outcome == "applied"
+    assert world.pass_().outcome == "in_sync"
     samples = scrape(endpoint)
     env = {"environment": "telemetry-sync"}
     assert value(samples, "serveops_controller_reconcile_total", **env, outcome="applied") == 1
@@ -147,7 +74,7 @@ def test_a_pass_is_timed_counted_and_its_deployments_synced(tmp_path: Path, endp
 
     # Someone scales the router by hand: drift (warn), and the deployment is OutOfSync.
     world.serve.apps["fraud"]["deployments"][0]["num_replicas"] = 3
-    assert world.pass_() == "drift"
+    assert world.pass_().outcome == "drift"
     samples = scrape(endpoint)
     assert value(samples, "serveops_controller_reconcile_total", **env, outcome="drift") == 1
     assert value(samples, "serveops_controller_sync_status", **fraud, status="OutOfSync") == 1
@@ -155,8 +82,8 @@ def test_a_pass_is_timed_counted_and_its_deployments_synced(tmp_path: Path, endp
 
 
 def test_rollout_step_weight_phase_and_analysis_results(tmp_path: Path, endpoint: str) -> None:
-    world = World(tmp_path, "telemetry-canary", CANARY)
-    assert world.pass_() == "applied"  # v1: first deploy
+    world = World(tmp_path, env="telemetry-canary", rollout=CANARY)
+    assert world.pass_().outcome == "applied"  # v1: first deploy
     world.push("2")
     world.pass_()  # canary starts: the candidate loads (FakeServe runs it at once)
     fraud = {"environment": "telemetry-canary", "deployment": "fraud"}
@@ -172,8 +99,8 @@ def test_rollout_step_weight_phase_and_analysis_results(tmp_path: Path, endpoint
     assert value(samples, "serveops_controller_rollout_step", **fraud) == 1
     assert value(samples, "serveops_controller_rollout_weight", **fraud) == 25
 
-    world.router_metrics.serve("1", 90)
-    world.router_metrics.serve("2", 30)
+    world.metrics.serve("1", 90)
+    world.metrics.serve("2", 30)
     world.pass_(seconds=30)  # a window complete: analysed, passes
     world.pass_(seconds=30)  # the pause is over: step 2
     samples = scrape(endpoint)

@@ -1,0 +1,41 @@
+"""How a controller runs: given by its operator (flags, environment), never by Git."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from controller.cluster.serving_code import INSTALLED, ServingCode
+
+DriftMode = Literal["enabled", "warn", "disabled"]
+DRIFT_MODES: tuple[DriftMode, ...] = ("enabled", "warn", "disabled")
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    environment: str
+    interval_s: float = 10.0
+    drift: DriftMode = "warn"
+    prune: bool = False
+    allow_empty: bool = False  # with prune: may an empty desired state delete everything?
+    apply_timeout_s: float = 300.0
+    lease_ttl_s: float | None = None  # default: three intervals, at least 30 s
+    actor: str = ""
+    # Rollouts: the progress deadline is apply_timeout_s (a candidate must run by then).
+    inconclusive_limit: int = 3  # inconclusive analyses in a row before a rollout pauses
+    serve_url: str | None = None  # Serve's HTTP proxy for smoke hooks (default: dashboard host)
+    serving_code: ServingCode = INSTALLED  # where the nodes get serveops' serving code
+
+    @property
+    def lease_ttl(self) -> float:
+        return self.lease_ttl_s if self.lease_ttl_s is not None else max(30.0, 3 * self.interval_s)

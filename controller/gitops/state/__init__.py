@@ -1,0 +1,64 @@
+"""The controller's durable state and audit store: one SQLite file, in parts by what they keep.
+
+- `passes`: the audit log (`PassLog`).
+- `environments`: what the controller knows about an environment between passes: the admitted
+  desired state, an apply in progress, the last applied and last failed commits, health
+  (`Environments`).
+- `rollouts`: rollout states, their events and operators' commands (`Rollouts`).
+- `leases`: one writer per environment (`Leases`).
+
+Nothing about an environment lives only in memory: a controller killed at any point and started
+again (a new process on the same file) reads where it stood. Typed records go in and out
+(`records`); SQL and JSON stay in this package.
+"""
+
+from __future__ import annotations
+
+from controller.gitops.state.base import Clock, utcnow
+from controller.gitops.state.environments import Environments
+from controller.gitops.state.leases import Leases
+from controller.gitops.state.passes import PassLog
+from controller.gitops.state.records import (
+    Applying,
+    AuditResult,
+    DesiredRevision,
+    EnvironmentState,
+    Lease,
+    LeaseResult,
+    PassRecord,
+    PassStart,
+    RolloutCommand,
+    RolloutEvent,
+    RolloutUpdate,
+    StoredRollout,
+)
+from controller.gitops.state.rollouts import Rollouts
+
+
+class StateStore(PassLog, Environments, Rollouts, Leases):
+    """The state file at `path`; safe to open from several processes at once."""
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "Applying",
+    "AuditResult",
+    "Clock",
+    "DesiredRevision",
+    "EnvironmentState",
+    "Lease",
+    "LeaseResult",
+    "PassRecord",
+    "PassStart",
+    "RolloutCommand",
+    "RolloutEvent",
+    "RolloutUpdate",
+    "StateStore",
+    "StoredRollout",
+    "utcnow",
+]

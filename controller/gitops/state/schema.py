@@ -1,0 +1,119 @@
+"""The state file's tables, and the one place that opens and migrates it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from controller.errors import BadInput
+
+SCHEMA_VERSION = 2
+_TABLES = """
+CREATE TABLE IF NOT EXISTS passes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    rev TEXT NOT NULL,
+    commit_sha TEXT,
+    actor TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    result TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    plan_json TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    repeats INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS passes_by_environment ON passes (environment, id);
+CREATE TABLE IF NOT EXISTS environments (
+    environment TEXT PRIMARY KEY,
+    last_applied_commit TEXT,
+    last_applied_at TEXT,
+    last_applied_plan TEXT,
+    last_failed_commit TEXT,
+    last_failed_at TEXT,
+    last_failed_message TEXT,
+    drift_fingerprint TEXT,
+    admitted_json TEXT,
+    applying_json TEXT
+);
+CREATE TABLE IF NOT EXISTS leases (
+    environment TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    state_json TEXT NOT NULL,
+    baseline_json TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment)
+);
+CREATE TABLE IF NOT EXISTS rollout_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    at TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    action TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    weight REAL NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS degraded (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    message TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment)
+);
+CREATE TABLE IF NOT EXISTS rollout_commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    command TEXT NOT NULL,
+    note TEXT NOT NULL,
+    at TEXT NOT NULL,
+    consumed_at TEXT
+);
+"""
+# Columns added after version 1, for files an older serveops created.
+_ADDED_COLUMNS = {"environments": ("admitted_json TEXT", "applying_json TEXT")}
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating or migrating) the state file. Raises BadInput when it cannot."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: every transaction is explicit (BEGIN IMMEDIATE), so a
+        # read-modify-write, like taking a lease, is atomic across processes.
+        db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # an audit row survives a power cut
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BadInput(
+                    f"{path}: state schema {version} is newer than this serveops understands "
+                    f"({SCHEMA_VERSION}); upgrade serveops"
+                )
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return db
+    except sqlite3.DatabaseError as err:
+        raise BadInput(f"{path}: cannot open the state store: {err}") from None
