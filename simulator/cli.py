@@ -255,6 +255,7 @@ AddressOpt = Annotated[
     str | None,
     typer.Option(
         "--address",
+        envvar="SERVEOPS_ADDRESS",
         help="Ray dashboard of an existing cluster (default: start a local Ray and stop it).",
     ),
 ]

@@ -6,22 +6,43 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from controller.cli.display import plan_text, print_error, print_to
-from controller.cluster.serve_api import DEFAULT_ADDRESS, ServeClient
+from controller.cli.display import plan_text, print_to
+from controller.cli.logs import setup_logging
+from controller.cli.options import (
+    DEFAULT_ADDRESS,
+    DEFAULT_STATE,
+    ActorOpt,
+    AddressOpt,
+    AllowEmptyOpt,
+    EnvOpt,
+    HttpPortOpt,
+    LogFormatOpt,
+    OutputOpt,
+    PruneOpt,
+    RegistryOpt,
+    RepoOpt,
+    ServingCodeOpt,
+    StateOpt,
+    TimeoutOpt,
+    VerboseOpt,
+    check_output,
+    err,
+    out,
+    seconds,
+)
+from controller.cli.options import run as run_command
+from controller.cluster.serve_api import ServeClient
 from controller.cluster.serving_code import parse_serving_code
-from controller.errors import BadInput, ServeopsError
+from controller.errors import BadInput
 from controller.gitops.loop import Wakeup, run_forever, run_until_settled
 from controller.gitops.notify import Notifier, WebhookNotifier
 from controller.gitops.outcome import PassResult
@@ -33,29 +54,8 @@ from controller.gitops.webhook import SECRET_ENV, PushEvent, WebhookServer
 from controller.registry.mlflow import MlflowRegistry, Registry
 from controller.source.repository import RepoSource
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
 log = logging.getLogger("serveops.controller")
 
-T = TypeVar("T")
-
-DEFAULT_STATE = Path(".serveops/state.db")
-
-RepoOpt = Annotated[
-    str,
-    typer.Option("--repo", help="Git repository: a local directory, or a URL to clone and fetch."),
-]
-EnvOpt = Annotated[str, typer.Option("--env", help="Environment: the folder deployments/<env>/.")]
-AddressOpt = Annotated[
-    str,
-    typer.Option("--address", envvar="SERVEOPS_ADDRESS", help="Ray dashboard URL of the cluster."),
-]
-StateOpt = Annotated[
-    Path,
-    typer.Option(
-        "--state", envvar="SERVEOPS_STATE", help="SQLite file of the controller's state and audit."
-    ),
-]
 CacheOpt = Annotated[
     Path | None,
     typer.Option(
@@ -69,43 +69,6 @@ DriftOpt = Annotated[
         envvar="SERVEOPS_DRIFT",
         help="When live Serve drifts from Git: enabled (restore Git's state), warn, disabled.",
     ),
-]
-RegistryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--registry-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking/registry URI."
-    ),
-]
-ServingCodeOpt = Annotated[
-    str,
-    typer.Option(
-        "--serving-code",
-        envvar="SERVEOPS_SERVING_CODE",
-        help="Where the cluster's nodes get serveops' serving code: installed (in their Python), "
-        "pip (serveops==<this version> from their index), or the URI of a bundle made by "
-        "`serveops bundle` (https://, s3://, gs://, file://...).",
-    ),
-]
-PruneOpt = Annotated[
-    bool, typer.Option("--prune", help="Delete deployments that are gone from Git.")
-]
-AllowEmptyOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-empty", help="With --prune, let an empty desired state delete every deployment."
-    ),
-]
-TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", help="Seconds an apply waits for new versions to run.")
-]
-HttpPortOpt = Annotated[
-    int,
-    typer.Option(
-        "--http-port", envvar="SERVEOPS_HTTP_PORT", help="Serve HTTP port, if Serve is not running."
-    ),
-]
-ActorOpt = Annotated[
-    str | None, typer.Option("--actor", help="Who acts, for the audit (default: user@host).")
 ]
 NotifyOpt = Annotated[
     list[str] | None,
@@ -125,34 +88,12 @@ SlackOpt = Annotated[
     ),
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """`10s`, `500ms`, `2m`, `1h`, or a number of seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise BadInput(f"{text!r} is not a duration (e.g. 10s, 500ms, 2m)")
-    seconds = float(match[1]) * _UNIT_S[match[2] or "s"]
-    if seconds <= 0:
-        raise BadInput(f"{text!r}: a duration must be positive")
-    return seconds
-
 
 def _drift_mode(text: str) -> DriftMode:
     for mode in DRIFT_MODES:
         if text == mode:
             return mode
     raise BadInput(f"--drift must be one of {', '.join(DRIFT_MODES)}, not {text!r}")
-
-
-def _run(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except ServeopsError as e:
-        print_error(err, e.message)
-        raise typer.Exit(e.exit_code) from None
 
 
 def _registry_factory(uri: str | None) -> Callable[[], Registry]:
@@ -200,14 +141,6 @@ def _result_json(result: PassResult) -> dict[str, Any]:
     return data
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def controller_command(
     env: EnvOpt,
     repo: RepoOpt,
@@ -226,7 +159,7 @@ def controller_command(
     serving_code: ServingCodeOpt = "installed",
     prune: PruneOpt = False,
     allow_empty: AllowEmptyOpt = False,
-    timeout: TimeoutOpt = 300.0,
+    timeout: TimeoutOpt = "300s",
     http_port: HttpPortOpt = 8000,
     actor: ActorOpt = None,
     webhook_port: Annotated[
@@ -251,21 +184,22 @@ def controller_command(
     ] = "127.0.0.1",
     notify_webhook: NotifyOpt = None,
     notify_slack: SlackOpt = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every pass.")] = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run the GitOps loop: every interval (or on a push), fetch, plan, gate, apply, record."""
 
     def run() -> None:
-        _setup_logging(verbose)
+        setup_logging(verbose, log_format)
         if not 0 <= jitter < 1:
             raise BadInput(f"--jitter must be in [0, 1), not {jitter}")
         settings = ControllerSettings(
             environment=env,
-            interval_s=parse_duration(interval),
+            interval_s=seconds("--interval", interval),
             drift=_drift_mode(drift),
             prune=prune,
             allow_empty=allow_empty,
-            apply_timeout_s=timeout,
+            apply_timeout_s=seconds("--timeout", timeout),
             actor=actor or "",
             serving_code=parse_serving_code(serving_code),
         )
@@ -312,19 +246,17 @@ def controller_command(
                     secret, branch, on_push, host=webhook_host, port=webhook_port
                 ).start()
                 log.info("webhook listening on %s", server.url)
-            last: list[str] = []
+            last: list[tuple[str, str | None, int | None]] = []
 
             def on_result(result: PassResult) -> None:
-                # Log changes of outcome, and every pass that did something.
-                key = f"{result.outcome}:{result.commit}:{result.message}"
-                quiet = result.outcome in ("in_sync", "skipped", "waiting", "ignored", "aborted")
-                if not quiet or not last or last[0] != key or verbose:
-                    level = (
-                        logging.INFO
-                        if result.in_sync or result.outcome == "waiting"
-                        else logging.WARNING
-                    )
-                    log.log(level, "%s: %s", result.outcome, result.message)
+                # One line per decision: a new outcome, commit or audit row; repeats are debug.
+                key = (result.outcome, result.commit, result.pass_id)
+                level = logging.INFO if result.exit_code == 0 else logging.WARNING
+                if result.outcome == "waiting":
+                    level = logging.INFO
+                if last and last[0] == key:
+                    level = logging.DEBUG
+                log.log(level, "%s: %s", result.outcome, result.message)
                 last[:] = [key]
 
             try:
@@ -338,7 +270,7 @@ def controller_command(
                 if metrics_server is not None:
                     metrics_server.shutdown()
 
-    _run(run)
+    run_command(run)
 
 
 def sync_command(
@@ -361,18 +293,17 @@ def sync_command(
     serving_code: ServingCodeOpt = "installed",
     prune: PruneOpt = False,
     allow_empty: AllowEmptyOpt = False,
-    timeout: TimeoutOpt = 300.0,
+    timeout: TimeoutOpt = "300s",
     http_port: HttpPortOpt = 8000,
     actor: ActorOpt = None,
     notify_webhook: NotifyOpt = None,
     notify_slack: SlackOpt = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: OutputOpt = "text",
 ) -> None:
     """One controller pass, recorded like the loop's. Exit 0 in sync, 1 not, 2 bad input."""
 
     def run() -> int:
-        if output not in ("text", "json"):
-            raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+        check_output(output)
         if branch is not None and rev is not None:
             raise BadInput("pass --branch or --rev, not both")
         settings = ControllerSettings(
@@ -380,7 +311,7 @@ def sync_command(
             drift=_drift_mode(drift),
             prune=prune,
             allow_empty=allow_empty,
-            apply_timeout_s=timeout,
+            apply_timeout_s=seconds("--timeout", timeout),
             actor=actor or "",
             serving_code=parse_serving_code(serving_code),
         )
@@ -406,7 +337,7 @@ def sync_command(
             _print_result(result)
         return result.exit_code
 
-    code = _run(run)
+    code = run_command(run)
     if code:
         raise typer.Exit(code)
 
@@ -417,13 +348,12 @@ def history_command(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="How many passes, newest first.")] = 20,
     state: StateOpt = DEFAULT_STATE,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: OutputOpt = "text",
 ) -> None:
     """The controller's audit: passes that changed something or failed, newest first."""
 
     def run() -> None:
-        if output not in ("text", "json"):
-            raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+        check_output(output)
         if limit < 1:
             raise BadInput("--limit must be at least 1")
         if not state.exists():
@@ -435,7 +365,7 @@ def history_command(
         else:
             out.print(history_table(records))
 
-    _run(run)
+    run_command(run)
 
 
 def record_json(record: PassRecord) -> dict[str, Any]:

@@ -5,24 +5,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from controller import __version__
-from controller.cli.display import plan_text, print_error, print_to, status_table
-from controller.cli.gitops import ServingCodeOpt
+from controller.cli.display import plan_text, print_to, status_table
 from controller.cli.gitops import register as register_controller_commands
+from controller.cli.options import (
+    DEFAULT_ADDRESS,
+    AddressOpt,
+    EnvOpt,
+    HttpPortOpt,
+    OutputOpt,
+    PruneOpt,
+    RegistryOpt,
+    RepoPathOpt,
+    RevOpt,
+    ServingCodeOpt,
+    TimeoutOpt,
+    check_output,
+    err,
+    out,
+    seconds,
+)
+from controller.cli.options import run as run_command
 from controller.cli.policy import check as policy_check
 from controller.cli.policy import policy_app
 from controller.cli.rollouts import register as register_rollout_commands
-from controller.cluster.serve_api import DEFAULT_ADDRESS, ServeClient, default_address
+from controller.cluster.serve_api import ServeClient, default_address
 from controller.cluster.serving_code import build_bundle, parse_serving_code
 from controller.cluster.status import deployment_statuses
-from controller.errors import BadInput, ServeopsError, StalePlan
+from controller.errors import BadInput, StalePlan
 from controller.registry.mlflow import registry_from_uri
 from controller.source.git import open_repo, read_worktree, resolve_commit
 from controller.spec.manifest import is_deployment_file, load_manifests
@@ -37,56 +52,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# Piped output (CI logs, the demo) gets wide tables instead of rich's 80-column default.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
-
-T = TypeVar("T")
 # `apply` without --plan plans, then applies: when Serve moves in between, it plans again.
 REPLAN_ATTEMPTS = 3
-
-RepoOpt = Annotated[Path, typer.Option("--repo", help="Git repository holding deployments/.")]
-RevOpt = Annotated[str, typer.Option("--rev", help="Git revision to read (branch, tag, sha).")]
-EnvOpt = Annotated[str, typer.Option("--env", help="Environment: the folder deployments/<env>/.")]
-AddressOpt = Annotated[
-    str,
-    typer.Option(
-        "--address",
-        envvar="SERVEOPS_ADDRESS",
-        help="Ray dashboard URL of the target cluster.",
-    ),
-]
-RegistryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--registry-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        help="MLflow tracking/registry URI, also given to model replicas.",
-    ),
-]
-HttpPortOpt = Annotated[
-    int,
-    typer.Option(
-        "--http-port",
-        envvar="SERVEOPS_HTTP_PORT",
-        help="Serve HTTP port, if Serve is not running yet.",
-    ),
-]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
-
-
-def _run(fn: Callable[[], T]) -> T:
-    """Turn serveops errors into a message and an exit code, never a traceback."""
-    try:
-        return fn()
-    except ServeopsError as e:
-        print_error(err, e.message)
-        raise typer.Exit(e.exit_code) from None
-
-
-def _check_output(output: str) -> None:
-    if output not in ("text", "json"):
-        raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
 
 
 @app.command()
@@ -105,25 +72,25 @@ def validate(
         manifests = load_manifests(files)
         out.print(f"ok: {len(manifests)} deployment file(s) valid")
 
-    _run(run)
+    run_command(run)
 
 
 @app.command()
 def plan(
     env: EnvOpt,
-    repo: RepoOpt = Path("."),
+    repo: RepoPathOpt = Path("."),
     rev: RevOpt = "HEAD",
     address: AddressOpt = DEFAULT_ADDRESS,
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     out_file: Annotated[Path | None, typer.Option("--out", help="Save the plan as JSON.")] = None,
     output: OutputOpt = "text",
-    prune: Annotated[bool, typer.Option(help="Delete deployments that are gone from Git.")] = False,
+    prune: PruneOpt = False,
 ) -> None:
     """Show what apply would change, field by field, without changing anything."""
 
     def run() -> None:
-        _check_output(output)
+        check_output(output)
         code = parse_serving_code(serving_code)
         with ServeClient(address) as client:
             result = plan_revision(
@@ -144,13 +111,13 @@ def plan(
                     f"saved plan to {out_file}; apply it with: serveops apply --plan {out_file}"
                 )
 
-    _run(run)
+    run_command(run)
 
 
 @app.command()
 def apply(
     env: Annotated[str | None, typer.Option("--env", help="Environment (not with --plan).")] = None,
-    repo: RepoOpt = Path("."),
+    repo: RepoPathOpt = Path("."),
     rev: RevOpt = "HEAD",
     address: Annotated[
         str | None,
@@ -174,10 +141,8 @@ def apply(
         Path | None, typer.Option("--plan", help="Apply a plan saved by `plan --out`.")
     ] = None,
     http_port: HttpPortOpt = 8000,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for new versions to run.")
-    ] = 300.0,
-    prune: Annotated[bool, typer.Option(help="Delete deployments that are gone from Git.")] = False,
+    timeout: TimeoutOpt = "300s",
+    prune: PruneOpt = False,
 ) -> None:
     """Apply Git's desired state to Ray Serve (or a saved plan, refused if it went stale)."""
 
@@ -210,7 +175,10 @@ def apply(
                 enforce_policies(the_plan, registry)
                 try:
                     result = apply_plan(
-                        the_plan, client, timeout_s=timeout, log=lambda m: out.print(f"  {m}")
+                        the_plan,
+                        client,
+                        timeout_s=seconds("--timeout", timeout),
+                        log=lambda m: out.print(f"  {m}"),
                     )
                     break
                 except StalePlan as err:
@@ -222,7 +190,7 @@ def apply(
             f"[green]applied[/] {the_plan.source.commit[:12]} to {the_plan.environment!r} in {result.seconds:.1f}s"
         )
 
-    _run(run)
+    run_command(run)
 
 
 def _load_plan(path: Path) -> Plan:
@@ -260,7 +228,7 @@ def status(
     """Per deployment: sync status against Git (with --repo) and health from Serve."""
 
     def run() -> None:
-        _check_output(output)
+        check_output(output)
         with ServeClient(address) as client:
             the_plan = None
             if repo is not None:
@@ -278,7 +246,7 @@ def status(
         if any(r.health in ("Degraded", "Missing") for r in rows):
             raise typer.Exit(1)
 
-    _run(run)
+    run_command(run)
 
 
 @app.command()
@@ -298,17 +266,21 @@ def bundle(
             f"upload it, then: serveops apply ... --serving-code <scheme>://<where>/{path.name}"
         )
 
-    _run(run)
+    run_command(run)
 
 
 @app.command()
 def schema(
     check: Annotated[bool, typer.Option(help="Fail if the committed files are stale.")] = False,
 ) -> None:
-    """Write the JSON Schema and the spec reference generated from the pydantic models."""
+    """Write the generated files: the JSON Schema and the spec reference (from the pydantic
+    models), and the command reference in docs/cli.md (from the commands)."""
+    from controller.cli import reference
     from controller.spec.schema import write_generated
 
     stale = write_generated(Path("."), check=check)
+    if reference.write(Path("."), check=check):
+        stale.append(reference.CLI_REFERENCE_PATH)
     if check and stale:
         err.print(f"stale generated files: {', '.join(stale)}; run `serveops schema`")
         raise typer.Exit(1)
@@ -326,7 +298,7 @@ def demo(
     """The tour: local Ray + MLflow + Git, apply v1, send requests, move to v2, status."""
     from controller.dev.demo import run_demo
 
-    _run(lambda: run_demo(workdir, num_cpus))
+    run_command(lambda: run_demo(workdir, num_cpus))
 
 
 @app.command()

@@ -15,17 +15,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from controller.cli.gitops import DEFAULT_STATE, EnvOpt, StateOpt, _run
+from controller.cli.options import (
+    DEFAULT_STATE,
+    EnvOpt,
+    OutputOpt,
+    StateOpt,
+    check_output,
+    out,
+)
+from controller.cli.options import run as _run
 from controller.errors import BadInput, ServeopsError
 from controller.gitops.settings import default_actor
 from controller.gitops.state import StateStore
 from controller.rollout.engine import Command, RolloutState
 from controller.source.rollback import RollbackPlan, plan_rollback, write_rollback
-
-out = Console(soft_wrap=True, highlight=False)
 
 DeploymentArg = Annotated[str, typer.Argument(help="The deployment (metadata.name).")]
 
@@ -97,13 +102,12 @@ def rollouts_command(
         str | None, typer.Option("--deployment", help="Only this deployment.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Steps to show, newest first.")] = 20,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: OutputOpt = "text",
 ) -> None:
     """Rollouts of an environment (in flight and last finished) and the steps they took."""
 
     def run() -> None:
-        if output not in ("text", "json"):
-            raise BadInput(f"--output must be 'text' or 'json', not {output!r}")
+        check_output(output)
         with _store(state) as store:
             current = {
                 name: r.state

@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from controller.rollout.analysis import AnalysisResult
-from controller.spec.models import Rollout, parse_duration
+from controller.spec.durations import parse_duration
+from controller.spec.models import Rollout
 
 Strategy = Literal["canary", "blue_green", "shadow"]
 Phase = Literal["loading", "steps", "preview", "switched", "verifying", "completed", "aborted"]

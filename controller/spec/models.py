@@ -21,6 +21,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from controller.serving.protocol import MODEL_DEPLOYMENT, MODEL_IMPORT_PATH
+from controller.spec.durations import DURATION_PATTERN
+from controller.spec.durations import parse_duration as parse_duration  # spec users read them
 
 API_VERSION = "serveops.dev/v1alpha1"
 KIND = "ModelDeployment"
@@ -33,7 +35,6 @@ ROUTE_PATTERN = r"^/[a-z0-9]([a-z0-9._-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-
 MODEL_URI_PATTERN = (
     r"^models:/([A-Za-z0-9][A-Za-z0-9_.\- ]*?)(?:/([0-9]+)|@([A-Za-z_][A-Za-z0-9_\-]*))$"
 )
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
 # `package.module:attribute`, as Ray Serve's `import_path` takes it.
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -56,13 +57,6 @@ UNSTICKY_HEADERS = frozenset(
         "upgrade",
     }
 )
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """'1m30s' -> 90.0 seconds."""
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", text))
 
 
 class _Strict(BaseModel):

@@ -15,7 +15,8 @@ import typer
 from typer.testing import CliRunner
 
 import controller.cli.gitops as controller_cli
-from controller.cli.gitops import parse_duration, register
+from controller.cli.gitops import register
+from controller.cli.options import seconds as parse_option
 from controller.errors import BadInput
 from controller.gitops.notify import Event, WebhookNotifier
 from controller.gitops.webhook import PushEvent, WebhookServer, signature
@@ -264,12 +265,15 @@ def test_controller_webhook_needs_a_secret(
     assert "SERVEOPS_WEBHOOK_SECRET" in result.output
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("500ms", 0.5), ("2m", 120), ("3", 3)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10), ("500ms", 0.5), ("2m", 120), ("3", 3), ("1m30s", 90), ("0.5s", 0.5)],
+)
 def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+    assert parse_option("--interval", text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "ten", "-1s", "0s", "5d"])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(BadInput):
-        parse_duration(text)
+    with pytest.raises(BadInput, match="--interval"):
+        parse_option("--interval", text)

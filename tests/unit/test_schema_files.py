@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from controller.cli import reference as cli_reference
 from controller.spec.schema import REFERENCE_PATH, SCHEMA_PATH, reference_text, schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,16 @@ def test_committed_schema_is_fresh() -> None:
 
 def test_committed_reference_is_fresh() -> None:
     assert (ROOT / REFERENCE_PATH).read_text() == reference_text(), "run `serveops schema`"
+
+
+def test_committed_cli_reference_is_fresh_and_lists_every_command() -> None:
+    page = (ROOT / cli_reference.CLI_REFERENCE_PATH).read_text()
+    assert page == cli_reference.page_text(page), "run `serveops schema`"
+    for command in ("plan", "apply", "controller", "sync", "rollouts", "check", "simulate"):
+        assert f"### `serveops {command}`" in page
+    # Every option that names the cluster honours SERVEOPS_ADDRESS.
+    rows = [line for line in page.splitlines() if line.startswith("| `--address`")]
+    assert rows and all("`SERVEOPS_ADDRESS`" in row for row in rows), rows
 
 
 def test_example_deployments_validate_against_the_json_schema() -> None:
