@@ -17,9 +17,11 @@ from rich.console import Console
 from controller.cli.display import print_error
 from controller.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ServeopsError
 from controller.policy.engine import default_workers
+from controller.policy.evidence import KEY_ENV, STORE_ENV, load_key, open_store
 from controller.policy.gate import check_revisions, load_simulation
 from controller.policy.loader import POLICIES_DIR, load_policies, read_policy_files
 from controller.policy.report import OUTPUTS, markdown_summary, render
+from controller.policy.source import PoliciesAtRevision, PoliciesInDirectory, PolicySource
 from controller.policy.testing import run_tests
 from controller.registry.mlflow import MlflowRegistry
 
@@ -65,9 +67,18 @@ def _parse_time(text: str | None) -> dt.datetime | None:
 def check(
     repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
     base: Annotated[
-        str | None, typer.Option("--base", help="Base revision (the pull request's target).")
+        str | None,
+        typer.Option(
+            "--base",
+            help="Base revision (the pull request's target). The check diffs against the "
+            "merge-base of --base and --head, and takes policies/ from there.",
+        ),
     ] = None,
     head: Annotated[str, typer.Option("--head", help="Head revision to check.")] = "HEAD",
+    base_tip: Annotated[
+        bool,
+        typer.Option("--base-tip", help="Use --base as it is, not its merge-base with --head."),
+    ] = False,
     all_: Annotated[
         bool, typer.Option("--all", help="Check every deployment, not only the changed ones.")
     ] = False,
@@ -83,7 +94,15 @@ def check(
     env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
     policies: Annotated[
         Path | None,
-        typer.Option("--policies", help="Policy directory on disk (default: policies/ at --head)."),
+        typer.Option(
+            "--policies",
+            help="Trusted policy directory on disk (default: policies/ at the merge-base, or "
+            "at --head without a base).",
+        ),
+    ] = None,
+    policies_rev: Annotated[
+        str | None,
+        typer.Option("--policies-rev", help="Take policies/ at this revision of --repo."),
     ] = None,
     registry_uri: Annotated[
         str | None,
@@ -96,6 +115,19 @@ def check(
     simulation: Annotated[
         Path | None, typer.Option("--simulation", help="JSON report of `serveops simulate`.")
     ] = None,
+    evidence: Annotated[
+        str | None,
+        typer.Option(
+            "--evidence",
+            envvar=STORE_ENV,
+            help="Simulation evidence store (directory or file:// URI); records are verified "
+            f"with ${KEY_ENV} or --evidence-key-file.",
+        ),
+    ] = None,
+    evidence_key_file: Annotated[
+        Path | None,
+        typer.Option("--evidence-key-file", help="File holding the evidence signing key."),
+    ] = None,
     now: Annotated[
         str | None, typer.Option("--now", help="Evaluate as of this time (RFC 3339).")
     ] = None,
@@ -103,17 +135,27 @@ def check(
     branch: Annotated[str | None, typer.Option("--branch", help="Request branch.")] = None,
 ) -> None:
     """Evaluate the policies on what changed from --base to --head. Exit 1 when an
-    error-severity rule fails (unwaived), 2 on bad input."""
+    error-severity rule fails (unwaived) or a change to policies/ fails its tests, 2 on bad
+    input. Without --base (with --all) every deployment counts as created."""
     try:
         if output not in OUTPUTS:
             raise BadInput(f"--output must be one of {', '.join(OUTPUTS)}, not {output!r}")
         if base is None and not all_:
             raise BadInput("pass --base REV (or --all to check every deployment)")
+        if policies is not None and policies_rev is not None:
+            raise BadInput("pass --policies DIR or --policies-rev REV, not both")
+        source: PolicySource | None = None
+        if policies is not None:
+            source = PoliciesInDirectory(policies)
+        elif policies_rev is not None:
+            source = PoliciesAtRevision(repo, policies_rev)
         registry = None
         if registry_uri:
             from controller.registry.mlflow import absolute_tracking_uri
 
             registry = MlflowRegistry(absolute_tracking_uri(registry_uri))
+        store = open_store(evidence) if evidence else None
+        key = load_key(key_file=evidence_key_file) if store is not None else None
         with _without_gc():
             result = check_revisions(
                 repo,
@@ -121,9 +163,12 @@ def check(
                 base,
                 include_unchanged=all_,
                 environment=env,
-                policy_files=read_policy_files(policies) if policies else None,
+                policies=source,
                 registry=registry,
                 simulation=load_simulation(simulation),
+                evidence=store,
+                evidence_key=key,
+                use_merge_base=not base_tip,
                 now=_parse_time(now),
                 author=author,
                 branch=branch,
@@ -133,14 +178,18 @@ def check(
         raise _fail(e) from None
     text = render(result.verdict, result.policies, output)
     print(text, end="")
-    if out_file is not None:
-        out_file.write_text(text, encoding="utf-8")
-    if sarif_file is not None:
-        sarif_file.write_text(render(result.verdict, result.policies, "sarif"), encoding="utf-8")
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if output == "github" and summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(markdown_summary(result.verdict))
+    try:
+        if out_file is not None:
+            out_file.write_text(text, encoding="utf-8")
+        if sarif_file is not None:
+            sarif = render(result.verdict, result.policies, "sarif")
+            sarif_file.write_text(sarif, encoding="utf-8")
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if output == "github" and summary:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(markdown_summary(result.verdict))
+    except OSError as e:
+        raise _fail(BadInput(f"cannot write the output: {e}")) from None
     if not result.verdict.allowed:
         raise typer.Exit(EXIT_FAILURE)
 
