@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import gc
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -199,11 +200,35 @@ def policy_test(
     directory: Annotated[
         Path, typer.Option("--dir", help="Policy directory (rules, waivers and tests/).")
     ] = Path(POLICIES_DIR),
+    deployments: Annotated[
+        Path | None,
+        typer.Option(
+            "--deployments",
+            help="deployments/ whose environments rules may name (default: the one beside "
+            "--dir, when there is one).",
+        ),
+    ] = None,
+    mutate: Annotated[
+        bool,
+        typer.Option(
+            "--mutate", help="Also mutate every rule and report the mutants no case kills."
+        ),
+    ] = False,
+    min_score: Annotated[
+        float,
+        typer.Option(
+            "--min-score", min=0.0, max=1.0, help="With --mutate: exit 1 below this score."
+        ),
+    ] = 0.0,
 ) -> None:
-    """Compile every rule and run the cases in <dir>/tests/. Exit 1 when a case fails, 2 when
-    a rule, waiver or case is malformed."""
+    """Compile every rule and run the cases in <dir>/tests/. Exit 1 when a case fails (or,
+    with --mutate, the mutation score is below --min-score), 2 when a rule, waiver or case is
+    malformed."""
     try:
-        policies = load_policies(read_policy_files(directory), with_tests=True)
+        files = read_policy_files(directory)
+        policies = load_policies(
+            files, with_tests=True, environments=_environments(directory, deployments)
+        )
         results = run_tests(policies)
     except ServeopsError as e:
         raise _fail(e) from None
@@ -213,11 +238,10 @@ def policy_test(
         for case in test_file.cases:
             tested.update(case.expect.fail, case.expect.pass_, case.expect.skip)
     for r in results:
-        if not r.passed:
-            for failure in r.failures:
-                out.print(
-                    f"FAIL {r.location.file}:{r.location.line}: {r.name}: {failure}", markup=False
-                )
+        for failure in r.failures:
+            out.print(
+                f"FAIL {r.location.file}:{r.location.line}: {r.name}: {failure}", markup=False
+            )
     untested = sorted(r.id for r in policies.rules if r.id not in tested)
     for rule_id in untested:
         out.print(f"warning: rule {rule_id!r} has no test case", markup=False)
@@ -228,6 +252,82 @@ def policy_test(
     )
     if failed:
         raise typer.Exit(EXIT_FAILURE)
+    if mutate:
+        _mutation(out, files, min_score)
+
+
+def _environments(directory: Path, deployments: Path | None) -> set[str] | None:
+    folder = deployments or directory.parent / "deployments"
+    if deployments is not None and not folder.is_dir():
+        raise _fail(BadInput(f"{folder}: no such deployments directory"))
+    if not folder.is_dir():
+        return None
+    return {p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("*.y*ml"))}
+
+
+def _mutation(out: Console, files: dict[str, str], min_score: float) -> None:
+    from controller.policy.mutate import mutation_test
+
+    started = time.monotonic()
+    report = mutation_test(files)
+    for r in report.survivors:
+        out.print(f"SURVIVED [{r.mutant.rule}] {r.mutant.description}", markup=False)
+    valid = report.valid
+    out.print(
+        f"mutation score {report.score:.2f}: {len(valid) - len(report.survivors)} of "
+        f"{len(valid)} mutants killed, {len(report.results) - len(valid)} did not compile "
+        f"({time.monotonic() - started:.1f} s)"
+    )
+    if report.score < min_score:
+        out.print(f"mutation score below --min-score {min_score:.2f}")
+        raise typer.Exit(EXIT_FAILURE)
+
+
+evidence_app = typer.Typer(help="Simulation evidence the gate reads.", no_args_is_help=True)
+policy_app.add_typer(evidence_app, name="evidence")
+
+
+@evidence_app.command("write")
+def evidence_write(
+    report: Annotated[Path, typer.Option("--report", help="report.json of `serveops simulate`.")],
+    head: Annotated[str, typer.Option("--head", help="The revision that was simulated.")],
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store", envvar=STORE_ENV, help="Evidence store (directory or file:// URI)."
+        ),
+    ],
+    repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
+    base: Annotated[str | None, typer.Option("--base", help="The baseline simulated.")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", help="Environment (default: the report's).")
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help=f"Signing key file (else ${KEY_ENV}).")
+    ] = None,
+    registry_uri: Annotated[
+        str | None,
+        typer.Option("--registry-uri", envvar="MLFLOW_TRACKING_URI", help="Resolves aliases."),
+    ] = None,
+) -> None:
+    """Sign and store the verdict of a simulation for each deployment it simulated (the
+    report's meta.deployments), keyed by the deployment's spec at --head with its model
+    resolved. The gate reads it as the `simulation` input (docs/policy.md)."""
+    from controller.policy.record import record_simulation
+
+    try:
+        key = load_key(key_file=key_file)
+        if key is None:
+            raise BadInput(f"no evidence key: set ${KEY_ENV} or pass --key-file")
+        written = record_simulation(
+            repo, head, base, load_simulation(report) or {}, open_store(store), key,
+            environment=env, registry_uri=registry_uri,
+        )  # fmt: skip
+    except ServeopsError as e:
+        raise _fail(e) from None
+    for record in written:
+        verdict = "passed" if record.passed else f"did not pass ({record.verdict})"
+        print(f"{record.environment}/{record.deployment}: {verdict}, evidence {record.location}")
 
 
 __all__ = ["EXIT_BAD_INPUT", "check", "policy_app"]

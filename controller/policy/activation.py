@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from controller.policy.celexpr import Compiled, FieldPathT, path_variable
 from controller.policy.celrt import cel
@@ -47,7 +47,16 @@ def _truthy(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-Failure = tuple[str | None, str]  # (field, message) of a failed validation
+class Failure(NamedTuple):
+    """A failed validation: the field it points at, the message, and whether the rule could
+    not be evaluated at all (a runtime error, or not a bool: still a failure in a check, fail
+    closed, but not the `fail` a policy test expects)."""
+
+    field: str | None
+    message: str
+    errored: bool = False
+
+
 RuleResult = tuple[Status, tuple[Failure, ...]]
 Runner = Callable[[Compiled], Any]  # runs one compiled expression in the current context
 PASS: RuleResult = ("pass", ())
@@ -60,9 +69,11 @@ def run_rule(rule: CompiledRule, run: Runner) -> RuleResult:
         try:
             result = run(cond)
         except Exception as err:  # the CEL runtime raises several types; all are failures
-            return "fail", ((None, f"match condition {name!r} could not be evaluated: {err}"),)
+            why = f"match condition {name!r} could not be evaluated: {err}"
+            return "fail", (Failure(None, why, True),)
         if _truthy(result) is None:
-            return "fail", ((None, f"match condition {name!r} returned {result!r}, not a bool"),)
+            why = f"match condition {name!r} returned {result!r}, not a bool"
+            return "fail", (Failure(None, why, True),)
         if not result:
             return SKIP
     failures: list[Failure] = []
@@ -70,10 +81,12 @@ def run_rule(rule: CompiledRule, run: Runner) -> RuleResult:
         try:
             result = run(v.expression)
         except Exception as err:
-            failures.append((v.field, f"{v.message} (expression could not be evaluated: {err})"))
+            why = f"{v.message} (expression could not be evaluated: {err})"
+            failures.append(Failure(v.field, why, True))
             continue
         if _truthy(result) is None:
-            failures.append((v.field, f"{v.message} (expression returned {result!r}, not a bool)"))
+            why = f"{v.message} (expression returned {result!r}, not a bool)"
+            failures.append(Failure(v.field, why, True))
             continue
         if result:
             continue
@@ -85,7 +98,7 @@ def run_rule(rule: CompiledRule, run: Runner) -> RuleResult:
                     message = text
             except Exception:
                 pass  # fall back to `message`, as Kubernetes does
-        failures.append((_field(v, run), message))
+        failures.append(Failure(_field(v, run), message))
     return ("fail", tuple(failures)) if failures else PASS
 
 
@@ -104,29 +117,40 @@ def _search(text: str, pattern: str) -> bool:
     return _regex(pattern).search(text) is not None
 
 
-def _find_strings(value: Any, pattern: str) -> list[str]:
-    """`findStrings(value, pattern)`: field paths (relative to `value`, so from `object`:
-    paths of the deployment file) of every map key and string anywhere in `value` that
-    `pattern` finds (`search`). A matching key gives the path of its entry."""
-    if not isinstance(pattern, str):
-        raise TypeError("findStrings(value, string) takes a pattern string")
-    regex = _regex(pattern)
-    found: list[str] = []
+def _walk(value: Any) -> Iterator[tuple[tuple[str | int, ...], Any, bool]]:
+    """(path, item, is_key) of every map key and every value below `value`, in file order."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, dict):
-            for key, sub in reversed(list(item.items())):
-                here = (*path, str(key))
-                if regex.search(str(key)):
-                    found.append(format_field_path(here))
-                else:
-                    stack.append((here, sub))
+            for key in item:
+                yield (*path, str(key)), str(key), True
+            stack.extend(((*path, str(k)), v) for k, v in reversed(list(item.items())))
         elif isinstance(item, list):
             stack.extend(((*path, i), sub) for i, sub in reversed(list(enumerate(item))))
-        elif isinstance(item, str) and regex.search(item):
-            found.append(format_field_path(path))
-    return found
+        else:
+            yield path, item, False
+
+
+def _finder(keys: bool) -> Callable[[Any, str], list[str]]:
+    def find(value: Any, pattern: str) -> list[str]:
+        if not isinstance(pattern, str):
+            raise TypeError("takes a pattern string")
+        regex = _regex(pattern)
+        return [
+            format_field_path(path)
+            for path, item, is_key in _walk(value)
+            if is_key == keys and isinstance(item, str) and regex.search(item)
+        ]
+
+    return find
+
+
+# `findStrings(value, pattern)`: the field paths (relative to `value`: from `object`, paths of
+# the deployment file) of every string anywhere in `value` that `pattern` finds (`search`).
+# `findKeys(value, pattern)`: the same for map keys (a label's or a header's name).
+_find_strings = _finder(keys=False)
+_find_keys = _finder(keys=True)
 
 
 def _field(v: CompiledValidation, run: Runner) -> str | None:
@@ -142,7 +166,7 @@ def _field(v: CompiledValidation, run: Runner) -> str | None:
 
 
 # serveops' CEL extensions (docs/policy.md)
-FUNCTIONS = {"search": _search, "findStrings": _find_strings}
+FUNCTIONS = {"search": _search, "findStrings": _find_strings, "findKeys": _find_keys}
 
 
 def subject_variables(

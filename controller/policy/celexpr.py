@@ -26,7 +26,7 @@ VARIABLES = ("object", "oldObject", "change", "model", "simulation", "request", 
 _FUNCTION_NAMES = (
     "size matches contains startsWith endsWith timestamp duration string int double uint "
     "bool bytes type dyn getFullYear getMonth getDate getDayOfMonth getDayOfWeek getDayOfYear "
-    "getHours getMinutes getSeconds getMilliseconds max min search findStrings"
+    "getHours getMinutes getSeconds getMilliseconds max min search findStrings findKeys"
 )
 FUNCTIONS = frozenset(_FUNCTION_NAMES.split(" "))
 _MACROS = ("all", "exists", "exists_one", "map", "filter")

@@ -218,7 +218,7 @@ def _call(node: Node, env: dict[str, CelType], problems: list[str]) -> CelType:
         return _t(_SCALAR_RESULT[name])
     if name.startswith("get"):
         return CelType("int")
-    if name == "findStrings":
+    if name in ("findStrings", "findKeys"):
         return CelType("list", STRING)
     return DYN
 

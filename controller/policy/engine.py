@@ -341,7 +341,7 @@ def evaluate(
                     waiver,
                     stale,
                 )
-                for field_name, message in failures
+                for field_name, message, _ in failures
             )
             outcomes.append(Outcome(rule_id, key, "fail", findings))
     tally = WaiverTally(

@@ -131,7 +131,7 @@ def load_policies(
     tests: list[tuple[YamlDoc, PolicyTest]] = []
     declared: set[str] = set()  # ids of rules, compiled or not: waivers may name them
     complete = True  # every rules file was read: a waiver's unknown rule is its own error
-    checker = _Checker(environments)
+    checker = RuleCompiler(environments)
     for path in sorted(files):
         if is_test_file(path) and not with_tests:
             continue
@@ -236,7 +236,7 @@ def _bad_scalar_line(text: str) -> int | None:
     return None
 
 
-class _Checker:
+class RuleCompiler:
     """Compiles and checks rules and waivers against the variables' shapes and types and the
     environments that exist."""
 
