@@ -19,7 +19,12 @@ from controller.cli.display import print_error
 from controller.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ServeopsError
 from controller.policy.engine import default_workers
 from controller.policy.evidence import KEY_ENV, STORE_ENV, load_key, open_store
-from controller.policy.gate import check_revisions, load_simulation
+from controller.policy.gate import (
+    changed_subjects,
+    check_revisions,
+    load_simulation,
+    load_simulations,
+)
 from controller.policy.loader import POLICIES_DIR, load_policies, read_policy_files
 from controller.policy.report import OUTPUTS, markdown_summary, render
 from controller.policy.source import PoliciesAtRevision, PoliciesInDirectory, PolicySource
@@ -114,7 +119,10 @@ def check(
         ),
     ] = None,
     simulation: Annotated[
-        Path | None, typer.Option("--simulation", help="JSON report of `serveops simulate`.")
+        list[Path] | None,
+        typer.Option(
+            "--simulation", help="report.json of `serveops simulate` (repeat: one per environment)."
+        ),
     ] = None,
     evidence: Annotated[
         str | None,
@@ -166,7 +174,7 @@ def check(
                 environment=env,
                 policies=source,
                 registry=registry,
-                simulation=load_simulation(simulation),
+                simulation=load_simulations(simulation or []),
                 evidence=store,
                 evidence_key=key,
                 use_merge_base=not base_tip,
@@ -281,6 +289,31 @@ def _mutation(out: Console, files: dict[str, str], min_score: float) -> None:
     if report.score < min_score:
         out.print(f"mutation score below --min-score {min_score:.2f}")
         raise typer.Exit(EXIT_FAILURE)
+
+
+@policy_app.command("changes")
+def policy_changes(
+    base: Annotated[str, typer.Option("--base", help="Base revision (the pull request's target).")],
+    head: Annotated[str, typer.Option("--head", help="Head revision.")] = "HEAD",
+    repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
+    base_tip: Annotated[
+        bool, typer.Option("--base-tip", help="Use --base as it is, not the merge-base.")
+    ] = False,
+    models: Annotated[bool, typer.Option("--models", help="Only model changes.")] = False,
+    environments: Annotated[
+        bool, typer.Option("--environments", help="Print their environments, once each.")
+    ] = False,
+) -> None:
+    """The deployments that change from the merge-base of --base and --head to --head, one
+    `environment/name` per line: what `check` judges and `simulate` replays."""
+    try:
+        subjects = changed_subjects(repo, base, head, use_merge_base=not base_tip)
+    except ServeopsError as e:
+        raise _fail(e) from None
+    chosen = [s for s in subjects if s.head is not None and (s.model_changed or not models)]
+    lines = sorted({s.environment for s in chosen}) if environments else [s.key for s in chosen]
+    for line in lines:
+        print(line)
 
 
 evidence_app = typer.Typer(help="Simulation evidence the gate reads.", no_args_is_help=True)

@@ -76,6 +76,38 @@ def load_simulation(path: Path | None) -> dict[str, Any] | None:
     return data
 
 
+def load_simulations(paths: list[Path]) -> dict[str, Any] | None:
+    """Reports of `serveops simulate`, one per environment simulated, as one report whose
+    `deployments` entries apply each to the deployments its `meta` names; a single report
+    without that `meta` applies to every deployment, as given."""
+    reports = [r for r in (load_simulation(p) for p in paths) if r is not None]
+    if not reports:
+        return None
+    per: dict[str, Any] = {}
+    for path, report in zip(paths, reports, strict=True):
+        meta = report.get("meta")
+        names = meta.get("deployments") if isinstance(meta, dict) else None
+        env = meta.get("environment") if isinstance(meta, dict) else None
+        if isinstance(report.get("deployments"), dict):
+            per.update(report["deployments"])
+        elif isinstance(names, list) and isinstance(env, str):
+            per.update({f"{env}/{name}": report for name in names})
+        elif len(reports) == 1:
+            return report
+        else:
+            raise BadInput(f"{path}: a report among several must name its meta.deployments")
+    return {"deployments": per}
+
+
+def changed_subjects(
+    repo: str | Path, base: str, head: str, *, use_merge_base: bool = True
+) -> list[Subject]:
+    """What changed from the merge-base of `base` and `head` (or `base` as is) to `head`."""
+    if use_merge_base:
+        base = merge_base(repo, base, head)
+    return subjects_between(read_snapshot(repo, base).files, read_snapshot(repo, head).files)
+
+
 def merge_base(repo: str | Path, base: str, head: str) -> str:
     """The best common ancestor of `base` and `head` (what `git diff base...head` diffs
     against): a pull request is judged on its own changes, not on those that landed on the
