@@ -26,14 +26,19 @@ VARIABLES = ("object", "oldObject", "change", "model", "simulation", "request", 
 _FUNCTION_NAMES = (
     "size matches contains startsWith endsWith timestamp duration string int double uint "
     "bool bytes type dyn getFullYear getMonth getDate getDayOfMonth getDayOfWeek getDayOfYear "
-    "getHours getMinutes getSeconds getMilliseconds max min search"
+    "getHours getMinutes getSeconds getMilliseconds max min search findStrings findKeys"
 )
 FUNCTIONS = frozenset(_FUNCTION_NAMES.split(" "))
 _MACROS = ("all", "exists", "exists_one", "map", "filter")
 
 
 class CelError(Exception):
-    """An expression that cannot be compiled or refers to something that does not exist."""
+    """An expression that cannot be compiled or refers to something that does not exist;
+    `offset`: where in the expression, when known."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 def _schema_tree(schema: dict[str, Any], defs: dict[str, Any]) -> Tree:
@@ -122,13 +127,15 @@ _BOUND = re.compile(r"\.\s*(?:" + "|".join(_MACROS) + r")\s*\(\s*([A-Za-z_]\w*)\
 
 
 def _strip_strings(source: str) -> str:
-    return _STRING.sub(lambda m: '""', source)
+    """String literals blanked out, every offset kept."""
+    return _STRING.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', source)
 
 
-def field_problems(source: str, trees: dict[str, Tree]) -> list[str]:
-    """Field references (`object.spec.replica`) that do not exist in the variable's shape."""
+def field_problems(source: str, trees: dict[str, Tree]) -> list[tuple[int, str]]:
+    """(offset, reason) of field references (`object.spec.replica`) that do not exist in the
+    variable's shape."""
     text = _strip_strings(source)
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     for root in _ROOT.finditer(text):
         tree: Tree = trees[root.group(1)]
         path = root.group(1)
@@ -148,13 +155,13 @@ def field_problems(source: str, trees: dict[str, Tree]) -> list[str]:
                     tree, path = tree["[]"], f"{path}[{index.strip()}]"
                     continue
                 if tree == {}:
-                    problems.append(f"{path} is not a list or map")
+                    problems.append((seg.start(), f"{path} is not a list or map"))
                 break
             if name in tree:
                 tree, path = tree[name], f"{path}.{name}"
                 continue
             known = ", ".join(sorted(k for k in tree if k != "[]")) or "none"
-            problems.append(f"{path} has no field {name!r} (known: {known})")
+            problems.append((seg.start(), f"{path} has no field {name!r} (known: {known})"))
             break
     return problems
 
@@ -337,7 +344,7 @@ def _compile(source: str) -> cel.Program:
     try:
         return cel.compile(source)
     except (ValueError, RuntimeError) as err:
-        raise CelError(_syntax_message(str(err))) from None
+        raise CelError(*_syntax_message(str(err), source)) from None
 
 
 def compile_expression(
@@ -355,7 +362,7 @@ def compile_expression(
         program = cel.compile(renamed)
     except (ValueError, RuntimeError) as err:
         _compile(source)  # the error with the columns of the source as written
-        raise CelError(_syntax_message(str(err))) from None
+        raise CelError(*_syntax_message(str(err), source)) from None
     if renamed != source and "params" in program.variables():
         renamed, program = source, _compile(source)  # a reference renaming missed: keep it
     variables = set(program.variables())
@@ -399,7 +406,7 @@ def _check(source: str, variables: set[str], functions: list[str], trees: dict[s
         raise CelError(f"unknown function {', '.join(unknown_fns)}")
     problems = field_problems(source, trees)
     if problems:
-        raise CelError("; ".join(problems))
+        raise CelError("; ".join(p for _, p in problems), problems[0][0])
 
 
 def non_cel_values(
@@ -419,9 +426,13 @@ def non_cel_values(
     return []
 
 
-def _syntax_message(text: str) -> str:
-    """The Rust parser's message without the expression echo, on one line."""
+def _syntax_message(text: str, source: str) -> tuple[str, int | None]:
+    """The Rust parser's message without the expression echo, on one line, and the offset in
+    `source` it points at (its line and column are the expression's)."""
     match = re.search(r"<input>:(\d+):(\d+): (.*?)(\n|$)", text)
     if match:
-        return f"CEL syntax error at column {match[2]}: {match[3]}"
-    return "CEL syntax error: " + text.splitlines()[0]
+        lines = source.split("\n")
+        line, column = int(match[1]), int(match[2])
+        offset = sum(len(x) + 1 for x in lines[: line - 1]) + column - 1
+        return f"CEL syntax error: {match[3]}", min(max(offset, 0), len(source))
+    return "CEL syntax error: " + text.splitlines()[0], None

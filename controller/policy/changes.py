@@ -124,8 +124,8 @@ def subjects_between(
 ) -> list[Subject]:
     """Deployments created, updated or deleted from base to head (and unchanged ones too with
     `include_unchanged`). Head files must be valid (ValidationFailed otherwise); a base file
-    that no longer parses is ignored: it was never deployable. With no base at all, every
-    deployment at head is `unchanged` (and `include_unchanged` is implied). `workers` > 1
+    that no longer parses is ignored: it was never deployable. With no base at all (None),
+    every deployment at head is `created`: change-based rules apply (fail closed). `workers` > 1
     parses in that many processes (fork) when there are enough files; the result is the
     same. Only for a process that may fork (the CLI)."""
     parse = parse_ahead(base_files, head_files, environment, workers)
@@ -135,8 +135,6 @@ def subjects_between(
     }
     base: dict[tuple[str, str], Manifest] = {}
     head_by_path = {m.path: m for m in head.values()}
-    if base_files is None:
-        base, include_unchanged = dict(head), True
     for path, text in (base_files or {}).items():
         env = environment_of(path)
         if env is None or (environment is not None and env != environment):

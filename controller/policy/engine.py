@@ -4,43 +4,33 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import functools
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from controller.errors import Location
-from controller.policy.celexpr import Compiled, FieldPathT, path_variable
+from controller.policy.activation import (
+    SKIP,
+    Activation,
+    RequestContext,
+    RuleResult,
+    Status,
+    run_rule,
+    subject_context,
+)
 from controller.policy.celrt import cel
 from controller.policy.changes import Subject
 from controller.policy.loader import CompiledRule, LocatedWaiver, PolicySet
+from controller.policy.model import parse_field_path
 from controller.policy.parallel import PARALLEL_MIN_EVALUATIONS, parallel_map
 from controller.registry.mlflow import ModelNotFound, ModelVersionRecord
 from controller.spec.models import parse_model_uri
 
-Status = Literal["pass", "fail", "skip"]
+if TYPE_CHECKING:
+    from controller.policy.proposal import PolicyChange
 
-
-@dataclass(frozen=True)
-class RequestContext:
-    """Who asks, when, from where: the `request` variable."""
-
-    time: dt.datetime
-    author: str = ""
-    branch: str = ""
-    base: str = ""
-    head: str = ""
-
-    def as_cel(self) -> dict[str, Any]:
-        return {
-            "time": self.time,
-            "author": self.author,
-            "branch": self.branch,
-            "base": self.base,
-            "head": self.head,
-        }
+__all__ = ["RequestContext", "RuleResult", "Status", "subject_context"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +73,9 @@ class Verdict:
     waivers: WaiverTally
     deployments: int
     rules: int
+    notes: list[str] = field(default_factory=list)  # where policies came from, fail-closed...
+    # policies/ as the judged change would leave it: checked, reported, not applied
+    policy_change: PolicyChange | None = None
 
     @property
     def findings(self) -> list[Finding]:
@@ -102,7 +95,7 @@ class Verdict:
 
     @property
     def allowed(self) -> bool:
-        return not self.errors
+        return not self.errors and (self.policy_change is None or self.policy_change.ok)
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -169,6 +162,19 @@ class ModelCache:
         return self._cache[uri]
 
 
+# The `simulation` input of a subject, given its registry record (None without a registry).
+SimulationLookup = Callable[[Subject, Mapping[str, Any] | None], dict[str, Any] | None]
+
+
+def _simulation_lookup(
+    simulation: Mapping[str, Any] | SimulationLookup | None,
+) -> SimulationLookup | None:
+    if simulation is None or callable(simulation):
+        return simulation
+    report = simulation
+    return lambda subject, _model: simulation_for(report, subject)
+
+
 def simulation_for(report: Mapping[str, Any] | None, subject: Subject) -> dict[str, Any] | None:
     """The part of a simulation report about this deployment.
 
@@ -183,7 +189,8 @@ def simulation_for(report: Mapping[str, Any] | None, subject: Subject) -> dict[s
     return dict(report)
 
 
-def _matches(rule: CompiledRule, subject: Subject) -> bool:
+def matches(rule: CompiledRule, subject: Subject) -> bool:
+    """The rule's `match` selects the subject."""
     m = rule.rule.match
     if subject.kind not in m.changes:
         return False
@@ -212,190 +219,18 @@ def _location(subject: Subject, field_name: str | None) -> Location:
     manifest = subject.manifest
     if field_name is None:
         return Location(manifest.path, manifest.line_of("metadata", "name"), None)
-    parts: list[str | int] = []
-    for token in field_name.replace("[", ".[").split("."):
-        if token.startswith("["):
-            parts.append(int(token[1:-1]))
-        elif token:
-            parts.append(token)
+    parts = parse_field_path(field_name) or ()
     return Location(manifest.path, manifest.line_of(*parts), field_name)
-
-
-def _truthy(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-Failure = tuple[str | None, str]  # (field, message) of a failed validation
-RuleResult = tuple[Status, tuple[Failure, ...]]
-Runner = Callable[[Compiled], Any]  # runs one compiled expression in the current context
-_PASS: RuleResult = ("pass", ())
-_SKIP: RuleResult = ("skip", ())
 
 
 def evaluate_rule(rule: CompiledRule, subject: Subject, ctx: cel.Context) -> RuleResult:
     """(status, ((field, message), ...) of failed validations) for one rule on one subject,
     in a context built by subject_context."""
-    if not _matches(rule, subject):
-        return _SKIP
+    if not matches(rule, subject):
+        return SKIP
     for var in rule.params_vars:
         ctx.add_variable(var, rule.rule.params)
-    return _run_rule(rule, lambda compiled: compiled.run(ctx))
-
-
-def _run_rule(rule: CompiledRule, run: Runner) -> RuleResult:
-    for name, cond in rule.conditions:
-        try:
-            result = run(cond)
-        except Exception as err:  # the CEL runtime raises several types; all are failures
-            return "fail", ((None, f"match condition {name!r} could not be evaluated: {err}"),)
-        if _truthy(result) is None:
-            return "fail", ((None, f"match condition {name!r} returned {result!r}, not a bool"),)
-        if not result:
-            return _SKIP
-    failures: list[Failure] = []
-    for v in rule.validations:
-        try:
-            result = run(v.expression)
-        except Exception as err:
-            failures.append((v.field, f"{v.message} (expression could not be evaluated: {err})"))
-            continue
-        if _truthy(result) is None:
-            failures.append((v.field, f"{v.message} (expression returned {result!r}, not a bool)"))
-            continue
-        if result:
-            continue
-        message = v.message
-        if v.message_expression is not None:
-            try:
-                text = run(v.message_expression)
-                if isinstance(text, str) and text:
-                    message = text
-            except Exception:
-                pass  # fall back to `message`, as Kubernetes does
-        failures.append((v.field, message))
-    return ("fail", tuple(failures)) if failures else _PASS
-
-
-@functools.lru_cache(maxsize=512)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _search(text: str, pattern: str) -> bool:
-    """`text.search(pattern)`: CEL's `matches` with each pattern compiled once per run. The
-    runtime's `matches` recompiles its regex on every call (about 0.4 ms), which dominated
-    `check` on 1,000 deployments. Python's `re` reads the RE2 syntax rules use (classes,
-    alternation, `(?i)`, anchors)."""
-    if not isinstance(text, str) or not isinstance(pattern, str):
-        raise TypeError("search(string, string) takes strings")
-    return _regex(pattern).search(text) is not None
-
-
-FUNCTIONS = {"search": _search}  # serveops' CEL extensions (docs/policy.md)
-
-
-def subject_variables(
-    subject: Subject, model: dict[str, Any] | None, simulation: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The variables that describe one deployment: all but `request` and `params`."""
-    obj = subject.as_object()
-    # unchanged (same manifest at both revisions): one dump serves both
-    old = obj if subject.head is not None and subject.head is subject.base else None
-    return {
-        "object": obj,
-        "oldObject": old if old is not None else subject.as_old_object(),
-        "change": {
-            "kind": subject.kind,
-            "fields": list(subject.fields),
-            "modelChanged": subject.model_changed,
-            "environment": subject.environment,
-            "name": subject.name,
-            "path": subject.path,
-        },
-        "model": model,
-        "simulation": simulation,
-    }
-
-
-def subject_context(
-    subject: Subject,
-    model: dict[str, Any] | None,
-    simulation: dict[str, Any] | None,
-    request: RequestContext,
-) -> cel.Context:
-    return cel.Context(
-        {
-            **subject_variables(subject, model, simulation),
-            "request": request.as_cel(),
-            "params": {},
-        },
-        functions=FUNCTIONS,
-    )
-
-
-_MISSING = object()
-
-
-class Activation:
-    """One CEL context for a whole run: the request, the functions and every rule's params
-    (each under the rule's own variable, see celexpr.compile_expression) are bound once;
-    only the deployment's variables change from one deployment to the next. The runtime
-    rebuilds its activation whenever a variable changes, so this is one rebuild per
-    deployment instead of one per rule and deployment. The sub-objects the rules read
-    (`object.spec.model`, see celexpr.bind_paths) are bound once per deployment too."""
-
-    def __init__(self, rules: list[CompiledRule], request: RequestContext) -> None:
-        self.ctx = cel.Context({"request": request.as_cel(), "params": {}}, functions=FUNCTIONS)
-        # ids of the rules whose programs read plain `params` (compile_expression could not
-        # rename it): theirs is bound before each run
-        self.unbound = {id(rule) for rule in rules if "params" in rule.params_vars}
-        for rule in rules:
-            for var in rule.params_vars - {"params"}:
-                self.ctx.add_variable(var, rule.rule.params)
-        self.programs = [c for rule in rules for c in rule.programs]
-        paths = {path for c in self.programs for path in c.paths}
-        self.paths = [(path, path_variable(path)) for path in sorted(paths)]
-        self.reads = frozenset[str]().union(*(c.reads_bound for c in self.programs))
-        self.run: Runner = self._run_bound
-
-    def load(
-        self, subject: Subject, model: dict[str, Any] | None, simulation: dict[str, Any] | None
-    ) -> None:
-        """Bind the variables of `subject`, and choose how `run` runs programs for it."""
-        variables = subject_variables(subject, model, simulation)
-        unavailable: list[FieldPathT] = []
-        for path, var in self.paths:
-            value = variables[path[0]]
-            for field_name in path[1:]:
-                if not isinstance(value, dict) or field_name not in value:
-                    value = _MISSING  # below a null: the program as written runs instead
-                    break
-                value = value[field_name]
-            if value is _MISSING:
-                unavailable.append(path)
-                value = None
-            variables[var] = value
-        needed = self.reads
-        if unavailable:
-            missing = frozenset(unavailable)
-            needed = needed.union(
-                *(c.reads for c in self.programs if not c.paths.isdisjoint(missing))
-            )
-            self.run = lambda compiled: compiled.run_bound(self.ctx, missing)
-        else:
-            self.run = self._run_bound
-        for name, value in variables.items():
-            # converting a value costs about 2 us per field: skip those no program reads
-            self.ctx.add_variable(name, value if name in needed else None)
-
-    def _run_bound(self, compiled: Compiled) -> Any:
-        return compiled.fast.execute(self.ctx)
-
-    def run_rule(self, rule: CompiledRule) -> RuleResult:
-        if self.unbound and id(rule) in self.unbound:
-            for var in rule.params_vars:
-                self.ctx.add_variable(var, rule.rule.params)
-        return _run_rule(rule, self.run)
+    return run_rule(rule, lambda compiled: compiled.run(ctx))
 
 
 def _evaluate_subjects(
@@ -404,18 +239,20 @@ def _evaluate_subjects(
     matching: list[list[bool]],
     models: list[dict[str, Any] | None],
     request: RequestContext,
-    simulation: Mapping[str, Any] | None,
+    simulations: list[dict[str, Any] | None],
 ) -> list[list[RuleResult]]:
     """Every matching rule on every subject (matching[i][j]: rule j applies to subject i;
     models[i]: subject i's registry record), before waivers."""
     activation = Activation(rules, request)
     out: list[list[RuleResult]] = []
-    for subject, matches, model in zip(subjects, matching, models, strict=True):
+    for subject, matches, model, simulation in zip(
+        subjects, matching, models, simulations, strict=True
+    ):
         if any(matches):
-            activation.load(subject, model, simulation_for(simulation, subject))
+            activation.load(subject, model, simulation)
         out.append(
             [
-                activation.run_rule(rule) if match else _SKIP
+                activation.run_rule(rule) if match else SKIP
                 for rule, match in zip(rules, matches, strict=True)
             ]
         )
@@ -443,7 +280,7 @@ def evaluate(
     request: RequestContext,
     *,
     models: ModelLookup | None = None,
-    simulation: Mapping[str, Any] | None = None,
+    simulation: Mapping[str, Any] | SimulationLookup | None = None,
     workers: int = 1,
 ) -> Verdict:
     """Every rule on every subject, waivers applied: the same verdict for CI and the gate.
@@ -457,11 +294,16 @@ def evaluate(
     used: set[int] = set()
     cache = ModelCache(models)
     rules = policies.rules
-    matching = [[_matches(rule, s) for rule in rules] for s in subjects]
+    matching = [[matches(rule, s) for rule in rules] for s in subjects]
     # looked up here, before any fork: each record once, and no client is used across a fork
     records = [
         cache.get(s.manifest.deployment.spec.model) if any(m) else None
         for s, m in zip(subjects, matching, strict=True)
+    ]
+    lookup = _simulation_lookup(simulation)
+    simulations = [
+        lookup(s, r) if lookup is not None and any(m) else None
+        for s, m, r in zip(subjects, matching, records, strict=True)
     ]
 
     def evaluate_part(part: range) -> list[list[RuleResult]]:
@@ -471,7 +313,7 @@ def evaluate(
             matching[part.start : part.stop],
             records[part.start : part.stop],
             request,
-            simulation,
+            simulations[part.start : part.stop],
         )
 
     if len(subjects) * len(rules) < PARALLEL_MIN_EVALUATIONS:
@@ -499,7 +341,7 @@ def evaluate(
                     waiver,
                     stale,
                 )
-                for field_name, message in failures
+                for field_name, message, _ in failures
             )
             outcomes.append(Outcome(rule_id, key, "fail", findings))
     tally = WaiverTally(

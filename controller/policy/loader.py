@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 
@@ -18,10 +19,21 @@ from controller.policy.celexpr import (
     non_cel_values,
     variable_trees,
 )
-from controller.policy.model import PolicyRules, PolicyTest, PolicyWaivers, Rule, Waiver
+from controller.policy.celparse import ParseError, parse
+from controller.policy.celtypes import CelType, check_result, variable_types
+from controller.policy.locate import position_in_value
+from controller.policy.model import (
+    PolicyRules,
+    PolicyTest,
+    PolicyWaivers,
+    Rule,
+    Waiver,
+    parse_field_path,
+)
 from controller.spec.yamldoc import YamlDoc, load_yaml, validate_doc
 
 POLICIES_DIR = "policies"
+MAX_POLICY_FILE_BYTES = 1024 * 1024
 
 
 class PolicyInvalid(ValidationFailed):
@@ -36,6 +48,7 @@ class CompiledValidation:
     message: str
     message_expression: Compiled | None
     field: str | None
+    field_expression: Compiled | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class CompiledRule:
             compiled.append(v.expression)
             if v.message_expression is not None:
                 compiled.append(v.message_expression)
+            if v.field_expression is not None:
+                compiled.append(v.field_expression)
         return tuple(compiled)
 
     @functools.cached_property
@@ -101,41 +116,69 @@ def is_test_file(path: str) -> bool:
     return "tests" in PurePosixPath(path).parts[:-1]
 
 
-def load_policies(files: Mapping[str, str], *, with_tests: bool = False) -> PolicySet:
-    """Parse, validate and compile every rule and waiver; raise PolicyInvalid listing all
-    problems, before any rule is evaluated."""
+def load_policies(
+    files: Mapping[str, str],
+    *,
+    with_tests: bool = False,
+    environments: Collection[str] | None = None,
+) -> PolicySet:
+    """Parse, validate, type-check and compile every rule and waiver; raise PolicyInvalid
+    listing all problems, before any rule is evaluated. With `environments` (the folders of
+    deployments/), every environment a rule or waiver names must be one of them."""
     problems: list[Problem] = []
     rules: list[CompiledRule] = []
     waivers: list[LocatedWaiver] = []
     tests: list[tuple[YamlDoc, PolicyTest]] = []
     declared: set[str] = set()  # ids of rules, compiled or not: waivers may name them
-    trees = variable_trees()
-    seen = 0  # rules read so far
+    complete = True  # every rules file was read: a waiver's unknown rule is its own error
+    checker = RuleCompiler(environments)
     for path in sorted(files):
         if is_test_file(path) and not with_tests:
             continue
-        doc, found = _load_yaml(path, files[path])
+        text = files[path]
+        if len(text) > MAX_POLICY_FILE_BYTES:
+            problems.append(
+                Problem(Location(path), f"larger than {MAX_POLICY_FILE_BYTES} bytes: not read")
+            )
+            complete = False
+            continue
+        doc, found = _load_yaml(path, text)
         problems.extend(found)
         if doc is None:
+            complete = False
             continue
-        kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
+        if not isinstance(doc.data, dict):
+            what = "a list" if isinstance(doc.data, list) else f"a {type(doc.data).__name__}"
+            problems.append(
+                Problem(
+                    Location(path, 1),
+                    "a policy file is a mapping with `apiVersion` and `kind` (PolicyRules, "
+                    f"PolicyWaivers or PolicyTest), not {what}",
+                )
+            )
+            complete = False
+            continue
+        kind = doc.data.get("kind")
         if kind == "PolicyRules":
             rules_file, found = validate_doc(doc, PolicyRules)
             problems.extend(found)
-            if rules_file is not None:
-                for i, rule in enumerate(rules_file.rules):
-                    declared.add(rule.id)
-                    params_var = f"__params{seen}"  # this rule's own name for its params
-                    seen += 1
-                    compiled, found = _compile_rule(doc, i, rule, trees, params_var)
-                    problems.extend(found)
-                    if compiled is not None:
-                        rules.append(compiled)
+            if rules_file is None:
+                ids = _raw_ids(doc.data)
+                complete = complete and ids is not None
+                declared.update(ids or ())
+                continue
+            for i, rule in enumerate(rules_file.rules):
+                declared.add(rule.id)
+                compiled, found = checker.rule(doc, text, i, rule)
+                problems.extend(found)
+                if compiled is not None:
+                    rules.append(compiled)
         elif kind == "PolicyWaivers":
             waivers_file, found = validate_doc(doc, PolicyWaivers)
             problems.extend(found)
             if waivers_file is not None:
                 for i, waiver in enumerate(waivers_file.waivers):
+                    problems.extend(checker.waiver(doc, i, waiver))
                     waivers.append(LocatedWaiver(waiver, doc.location("waivers", i, "rule")))
         elif kind == "PolicyTest":
             test_file, found = validate_doc(doc, PolicyTest)
@@ -149,10 +192,18 @@ def load_policies(files: Mapping[str, str], *, with_tests: bool = False) -> Poli
                     f"kind must be PolicyRules, PolicyWaivers or PolicyTest, not {kind!r}",
                 )
             )
-    problems.extend(_cross_check(rules, waivers, declared))
+    problems.extend(_cross_check(rules, waivers, declared if complete else None))
     if problems:
         raise PolicyInvalid(problems)
     return PolicySet(rules, waivers, tests)
+
+
+def _raw_ids(data: dict[str, Any]) -> set[str] | None:
+    """Rule ids of a rules file that did not validate, when they can be read at all."""
+    items = data.get("rules")
+    if not isinstance(items, list):
+        return None
+    return {str(r["id"]) for r in items if isinstance(r, dict) and isinstance(r.get("id"), str)}
 
 
 def _load_yaml(path: str, text: str) -> tuple[YamlDoc | None, list[Problem]]:
@@ -185,48 +236,139 @@ def _bad_scalar_line(text: str) -> int | None:
     return None
 
 
-def _compile_rule(
-    doc: YamlDoc, index: int, rule: Rule, trees: dict[str, Tree], params_var: str
-) -> tuple[CompiledRule | None, list[Problem]]:
-    problems: list[Problem] = []
-    base = ("rules", index)
+class RuleCompiler:
+    """Compiles and checks rules and waivers against the variables' shapes and types and the
+    environments that exist."""
 
-    def compile_at(source: str, *where: str | int) -> Compiled | None:
-        try:
-            return compile_expression(source, trees, params_var)
-        except CelError as err:
-            problems.append(Problem(doc.location(*base, *where), str(err)))
-            return None
+    def __init__(self, environments: Collection[str] | None) -> None:
+        self.environments = set(environments) if environments is not None else None
+        self.trees = variable_trees()
+        self.types = variable_types()
+        self.seen = 0  # rules compiled so far: each gets its own params variable
 
-    for where, reason in non_cel_values(rule.params, ("params",)):
-        problems.append(Problem(doc.location(*base, *where), reason))
-    conditions: list[tuple[str, Compiled]] = []
-    for i, cond in enumerate(rule.matchConditions):
-        compiled = compile_at(cond.expression, "matchConditions", i, "expression")
-        if compiled is not None:
-            conditions.append((cond.name, compiled))
-    validations: list[CompiledValidation] = []
-    for i, v in enumerate(rule.validations):
-        expression = compile_at(v.expression, "validations", i, "expression")
-        message_expression = (
-            compile_at(v.messageExpression, "validations", i, "messageExpression")
-            if v.messageExpression
-            else None
-        )
-        if expression is not None:
-            validations.append(
-                CompiledValidation(
-                    expression, v.message or rule.description, message_expression, v.field
+    def _environment(self, where: Location, env: str) -> list[Problem]:
+        if self.environments is None or env in self.environments or any(c in env for c in "*?["):
+            return []
+        have = ", ".join(sorted(self.environments)) or "none"
+        return [Problem(where, f"no environment {env!r} in deployments/ (environments: {have})")]
+
+    def waiver(self, doc: YamlDoc, index: int, waiver: Waiver) -> list[Problem]:
+        problems: list[Problem] = []
+        for j, pattern in enumerate(waiver.deployments):
+            where = doc.location("waivers", index, "deployments", j)
+            problems += self._environment(where, pattern.split("/", 1)[0])
+        return problems
+
+    def rule(
+        self, doc: YamlDoc, text: str, index: int, rule: Rule
+    ) -> tuple[CompiledRule | None, list[Problem]]:
+        problems: list[Problem] = []
+        base = ("rules", index)
+        params_var = f"__params{self.seen}"  # this rule's own name for its params
+        self.seen += 1
+
+        def compile_at(source: str, want: str, *where: str | int) -> Compiled | None:
+            try:
+                compiled = compile_expression(source, self.trees, params_var)
+            except CelError as err:
+                problems.append(_cel_problem(doc, text, (*base, *where), err))
+                return None
+            found = _type_problems(source, self.types, want)
+            if found:
+                problems.append(Problem(doc.location(*base, *where), found))
+                return None
+            return compiled
+
+        for where, reason in non_cel_values(rule.params, ("params",)):
+            problems.append(Problem(doc.location(*base, *where), reason))
+        for j, env in enumerate(rule.match.environments):
+            problems += self._environment(doc.location(*base, "match", "environments", j), env)
+        conditions: list[tuple[str, Compiled]] = []
+        for i, cond in enumerate(rule.matchConditions):
+            compiled = compile_at(cond.expression, "bool", "matchConditions", i, "expression")
+            if compiled is not None:
+                conditions.append((cond.name, compiled))
+        validations: list[CompiledValidation] = []
+        for i, v in enumerate(rule.validations):
+            at = ("validations", i)
+            expression = compile_at(v.expression, "bool", *at, "expression")
+            message_expression = field_expression = None
+            if v.messageExpression:
+                message_expression = compile_at(
+                    v.messageExpression, "string", *at, "messageExpression"
                 )
+            if v.fieldExpression:
+                field_expression = compile_at(v.fieldExpression, "string", *at, "fieldExpression")
+            if v.field is not None:
+                reason = _field_problem(v.field, self.trees["object"])
+                if reason:
+                    problems.append(Problem(doc.location(*base, *at, "field"), reason))
+            if expression is not None:
+                validations.append(
+                    CompiledValidation(
+                        expression,
+                        v.message or rule.description,
+                        message_expression,
+                        v.field,
+                        field_expression,
+                    )
+                )
+        if problems:
+            return None, problems
+        return CompiledRule(rule, doc.location(*base, "id"), conditions, validations), []
+
+
+def _cel_problem(doc: YamlDoc, text: str, where: tuple[str | int, ...], err: CelError) -> Problem:
+    """The error on the line (and column) of the expression's character it points at, also
+    inside a folded or literal block."""
+    location = doc.location(*where)
+    message = str(err)
+    if err.offset is not None:
+        placed = position_in_value(text, where, err.offset)
+        if placed is not None:
+            line, column = placed
+            location = Location(location.file, line, location.field)
+            message += f" (column {column})"
+    return Problem(location, message)
+
+
+def _type_problems(source: str, types: dict[str, CelType], want: str) -> str:
+    try:
+        tree = parse(source)
+    except ParseError:
+        return ""  # the runtime compiled it: its grammar is the judge, not this parser's
+    return "; ".join(check_result(tree, types, want))
+
+
+def _field_problem(path: str, tree: Tree) -> str:
+    """Why `path` is not a field of the deployment file, or ""."""
+    parts = parse_field_path(path)
+    if parts is None:
+        return f"{path!r} is not a field path"
+    walked = ""
+    for part in parts:
+        if tree is None:
+            return ""  # a map: any key
+        if isinstance(part, int):
+            if "[]" not in tree:
+                return f"{walked or 'the deployment'} is not a list: no [{part}]"
+            tree, walked = tree["[]"], f"{walked}[{part}]"
+            continue
+        if part not in tree:
+            known = ", ".join(sorted(k for k in tree if k != "[]")) or "none"
+            return (
+                f"the deployment schema has no field {part!r} under "
+                f"{walked or 'the top level'} (known: {known})"
             )
-    if problems:
-        return None, problems
-    return CompiledRule(rule, doc.location(*base, "id"), conditions, validations), []
+        tree, walked = tree[part], f"{walked}.{part}" if walked else part
+    return ""
 
 
 def _cross_check(
-    rules: list[CompiledRule], waivers: list[LocatedWaiver], declared: set[str]
+    rules: list[CompiledRule], waivers: list[LocatedWaiver], declared: set[str] | None
 ) -> list[Problem]:
+    """Duplicate ids; waivers of rules that do not exist (not checked when a rules file could
+    not be read: its error is the one to fix, not a cascade about its rules)."""
     problems: list[Problem] = []
     first: dict[str, CompiledRule] = {}
     for r in rules:
@@ -240,7 +382,7 @@ def _cross_check(
         else:
             first[r.id] = r
     for w in waivers:
-        if w.waiver.rule not in declared:
+        if declared is not None and w.waiver.rule not in declared:
             problems.append(
                 Problem(w.location, f"waiver for rule {w.waiver.rule!r}, which does not exist")
             )

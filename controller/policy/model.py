@@ -21,7 +21,11 @@ ChangeKind = Literal["created", "updated", "deleted", "unchanged"]
 Severity = Literal["error", "warning"]
 # `environment/name` globs: `production/*`, `*/fraud`, `staging/fraud-*`.
 DEPLOYMENT_GLOB_PATTERN = r"^[a-z0-9*?\[\]-]+/[a-z0-9*?\[\]-]+$"
-FIELD_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*$"
+# `spec.model`, `spec.rollout.steps[0].weight`, `metadata.labels.db-password`,
+# `metadata.labels["app.kubernetes.io/name"]`: a map key that is not a plain word is quoted.
+FIELD_PATH_PATTERN = (
+    r'^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_-]*|\[[0-9]+\]|\["[^"\\]*"\])*$'
+)
 
 
 class _Strict(BaseModel):
@@ -81,7 +85,15 @@ class Validation(_Strict):
         default=None,
         pattern=FIELD_PATH_PATTERN,
         description="Field of the deployment file the failure points at, e.g. `spec.model` or "
-        "`spec.rollout.steps[0].weight`: annotations go on its line (or its closest parent's).",
+        "`spec.rollout.steps[0].weight`: annotations go on its line (or its closest parent's). "
+        "It must exist in the deployment schema.",
+    )
+    fieldExpression: str | None = Field(
+        default=None,
+        description="CEL expression returning the field path of the offending entry, e.g. "
+        "`'metadata.labels.' + object.metadata.labels.filter(k, ...)[0]` or a path from "
+        "`findStrings`; evaluated when the validation fails, instead of `field` when it gives "
+        'a non-empty string. A map key that is not a plain word is written `["key"]`.',
     )
 
 
@@ -209,3 +221,35 @@ class PolicyTest(_Strict):
 
 
 TestCase.__test__ = False  # type: ignore[attr-defined]
+
+
+_FIELD_TOKEN = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_-]*)|\[([0-9]+)\]|\["([^"\\]*)"\]')
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def parse_field_path(path: str) -> tuple[str | int, ...] | None:
+    """`spec.rollout.steps[0].weight` -> ("spec", "rollout", "steps", 0, "weight"); None when
+    `path` is not a field path."""
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(path):
+        m = _FIELD_TOKEN.match(path, pos)
+        if m is None or (m.group(1) is not None and pos > 0 and path[pos] != "."):
+            return None
+        name, index, key = m.groups()
+        parts.append(int(index) if index is not None else (name if name is not None else key))
+        pos = m.end()
+    return tuple(parts) if parts else None
+
+
+def format_field_path(parts: tuple[str | int, ...]) -> str:
+    """The inverse of parse_field_path."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += '["' + part.replace('"', "'") + '"]'
+    return out

@@ -1,4 +1,9 @@
-"""Verdicts as text, JSON, GitHub annotations + markdown summary, SARIF 2.1.0 and JUnit XML."""
+"""Verdicts as text, JSON, GitHub annotations + markdown summary, SARIF 2.1.0 and JUnit XML.
+
+Every format says the same thing: the same findings (a waived one marked so, one whose waiver
+expired with that note), the waiver tally, the notes (where the policies came from, a check
+that failed closed) and the result of a change to policies/ itself.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,9 @@ from controller.policy.engine import Finding, Verdict
 from controller.policy.loader import LocatedWaiver, PolicySet
 
 OUTPUTS = ("text", "json", "github", "sarif", "junit")
-
-
-def _where(f: Finding) -> str:
-    return str(f.location)
+DOCS_URL = "https://serveops.dev/docs/policy.md"
+EXPIRED_RULE = "serveops-expired-waiver"
+POLICY_TESTS_RULE = "serveops-policy-tests"
 
 
 def _tally_line(v: Verdict) -> str:
@@ -30,15 +34,19 @@ def _summary_line(v: Verdict) -> str:
     )
 
 
-def _finding_text(f: Finding) -> str:
-    text = f"{_where(f)}: {f.severity} [{f.rule}] {f.message}"
+def _waiver_note(f: Finding) -> str:
+    """`(waived: ...)` or `(waiver expired on ...)`, with the waiver's file:line; or ""."""
     if f.waiver is not None:
         loc = f.waiver.location
-        text += f" (waived: {f.waiver.label}, {loc.file}:{loc.line})"
-    elif f.expired_waiver is not None:
+        return f" (waived: {f.waiver.label}, {loc.file}:{loc.line})"
+    if f.expired_waiver is not None:
         loc = f.expired_waiver.location
-        text += f" (waiver expired on {f.expired_waiver.waiver.expires}, {loc.file}:{loc.line})"
-    return text
+        return f" (waiver expired on {f.expired_waiver.waiver.expires}, {loc.file}:{loc.line})"
+    return ""
+
+
+def _finding_text(f: Finding) -> str:
+    return f"{f.location}: {f.severity} [{f.rule}] {f.message}{_waiver_note(f)}"
 
 
 def _expired_lines(v: Verdict) -> list[str]:
@@ -47,18 +55,33 @@ def _expired_lines(v: Verdict) -> list[str]:
     ]
 
 
+def _change_lines(v: Verdict) -> list[str]:
+    change = v.policy_change
+    if change is None:
+        return []
+    lines = [change.summary()]
+    for case in change.failed:
+        for failure in case.failures:
+            lines.append(f"{case.location.file}:{case.location.line}: {case.name}: {failure}")
+    return lines
+
+
 def refusal(v: Verdict) -> str:
     """The message the controller gives when the gate refuses an apply."""
     lines = [f"policy check failed: {len(v.errors)} error(s)"]
     lines += [f"  {_finding_text(f)}" for f in v.errors]
+    lines += [f"  {line}" for line in _change_lines(v)]
+    lines += [f"  note: {n}" for n in v.notes]
     return "\n".join(lines)
 
 
 def as_text(v: Verdict) -> str:
-    lines = [_finding_text(f) for f in v.findings if f.severity == "error" and f.waiver is None]
-    lines += [_finding_text(f) for f in v.findings if f.severity == "warning" and not f.waiver]
+    lines = [f"note: {n}" for n in v.notes]
+    lines += [_finding_text(f) for f in v.errors]
+    lines += [_finding_text(f) for f in v.warnings]
     lines += [_finding_text(f) for f in v.waived]
     lines += _expired_lines(v)
+    lines += _change_lines(v)
     lines.append(_summary_line(v))
     lines.append(_tally_line(v))
     lines.append("result: " + ("pass" if v.allowed else "FAIL"))
@@ -93,10 +116,12 @@ def as_json(v: Verdict) -> str:
         }
         for f in v.findings
     ]
+    change = v.policy_change
     doc = {
         "allowed": v.allowed,
         "deployments": v.deployments,
         "rules": v.rules,
+        "notes": v.notes,
         "counts": {
             "passed": v.count("pass"),
             "failed": v.count("fail"),
@@ -111,7 +136,22 @@ def as_json(v: Verdict) -> str:
             "unused": [_waiver_json(w) for w in v.waivers.unused],
             "expired": [_waiver_json(w) for w in v.waivers.expired],
         },
-    }
+        "policyChange": None
+        if change is None
+        else {
+            "ok": change.ok,
+            "files": change.files,
+            "tests": len(change.cases),
+            "failed": [
+                {"file": c.location.file, "line": c.location.line, "case": c.name, "failures": c.failures}
+                for c in change.failed
+            ],
+            "rulesAdded": change.rules_added,
+            "rulesRemoved": change.rules_removed,
+            "rulesChanged": change.rules_changed,
+            "waiversAdded": change.waivers_added,
+        },
+    }  # fmt: skip
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -123,25 +163,28 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def _annotation(level: str, file: str, line: int | None, title: str, message: str) -> str:
+    props = f"file={_escape_property(file)}"
+    if line:
+        props += f",line={line}"
+    props += f",title={_escape_property(title)}"
+    return f"::{level} {props}::{_escape_data(message)}"
+
+
 def as_github(v: Verdict) -> str:
     """Workflow commands: one annotation per finding, on the line of the offending field."""
-    lines: list[str] = []
+    lines = [f"::notice title=serveops policy check::{_escape_data(n)}" for n in v.notes]
     for f in v.findings:
-        if f.waiver is not None:
-            level = "notice"
-        else:
-            level = "error" if f.severity == "error" else "warning"
-        props = f"file={_escape_property(f.location.file)}"
-        if f.location.line:
-            props += f",line={f.location.line}"
-        props += f",title={_escape_property(f.rule)}"
-        message = f.message + (f" (waived: {f.waiver.label})" if f.waiver else "")
-        lines.append(f"::{level} {props}::{_escape_data(message)}")
+        level = "notice" if f.waiver else ("error" if f.severity == "error" else "warning")
+        lines.append(_annotation(level, f.location.file, f.location.line, f.rule, f.message + _waiver_note(f)))  # fmt: skip
     for w in v.waivers.expired:
-        props = f"file={_escape_property(w.location.file)}"
-        if w.location.line:
-            props += f",line={w.location.line}"
-        lines.append(f"::warning {props},title=expired waiver::{_escape_data(w.label)}")
+        lines.append(_annotation("warning", w.location.file, w.location.line, "expired waiver", w.label))  # fmt: skip
+    change = v.policy_change
+    if change is not None:
+        lines.append(f"::notice title=policies/ changed::{_escape_data(change.summary())}")
+        for c in change.failed:
+            for failure in c.failures:
+                lines.append(_annotation("error", c.location.file, c.location.line, "policy test", f"{c.name}: {failure}"))  # fmt: skip
     lines.append(_summary_line(v))
     lines.append(_tally_line(v))
     return "\n".join(lines) + "\n"
@@ -154,28 +197,19 @@ def _md(text: str) -> str:
 def markdown_summary(v: Verdict) -> str:
     """The job summary ($GITHUB_STEP_SUMMARY)."""
     icon = "✅" if v.allowed else "❌"
-    out = [
-        f"## {icon} serveops policy check: {'passed' if v.allowed else 'failed'}",
-        "",
-        _summary_line(v) + "  ",
-        _tally_line(v),
-        "",
-    ]
+    out = [f"## {icon} serveops policy check: {'passed' if v.allowed else 'failed'}", ""]
+    out += [f"> {_md(n)}  " for n in v.notes] + ([""] if v.notes else [])
+    out += [_summary_line(v) + "  ", _tally_line(v), ""]
     if v.findings:
         out += ["| | rule | deployment | where | message |", "|---|---|---|---|---|"]
         for f in v.findings:
             mark = "waived" if f.waiver else f.severity
-            out.append(
-                f"| {mark} | `{f.rule}` | {f.deployment} | `{_md(_where(f))}` | {_md(f.message)} |"
-            )
+            text = _md(f.message + _waiver_note(f))
+            out.append(f"| {mark} | `{f.rule}` | {f.deployment} | `{_md(str(f.location))}` | {text} |")  # fmt: skip
         out.append("")
     if v.waivers.applied or v.waivers.expired or v.waivers.unused:
-        out += [
-            "### Waivers",
-            "",
-            "| state | rule | owner | expires | reason |",
-            "|---|---|---|---|---|",
-        ]
+        out += ["### Waivers", "", "| state | rule | owner | expires | reason |"]
+        out.append("|---|---|---|---|---|")
         for state, ws in (
             ("applied", v.waivers.applied),
             ("unused", v.waivers.unused),
@@ -187,82 +221,176 @@ def markdown_summary(v: Verdict) -> str:
                     f"{w.waiver.expires} | {_md(w.waiver.reason)} |"
                 )
         out.append("")
+    if v.policy_change is not None:
+        out += ["### policies/ changed", "", _md(v.policy_change.summary()), ""]
+        out += [f"- `{c.location.file}:{c.location.line}` {_md(c.name)}: {_md('; '.join(c.failures))}" for c in v.policy_change.failed]  # fmt: skip
+        out.append("")
     return "\n".join(out) + "\n"
 
 
-def as_sarif(v: Verdict, policies: PolicySet) -> str:
+def _sarif_location(file: str, line: int | None) -> dict[str, Any]:
+    physical: dict[str, Any] = {"artifactLocation": {"uri": file}}
+    if line:
+        physical["region"] = {"startLine": line}
+    return {"physicalLocation": physical}
+
+
+def _sarif_rules(policies: PolicySet) -> list[dict[str, Any]]:
     rules = [
         {
             "id": r.id,
+            "name": r.id,
             "shortDescription": {"text": r.rule.description},
+            "fullDescription": {"text": r.rule.description},
+            "help": {
+                "text": f"{r.rule.description} Rule {r.id}, declared at {r.location.file}:"
+                f"{r.location.line}; waive it with an owned, dated waiver (docs/policy.md).",
+            },
+            "helpUri": f"{DOCS_URL}#starter-library",
             "defaultConfiguration": {"level": "error" if r.rule.severity == "error" else "warning"},
         }
         for r in policies.rules
     ]
+    rules.append(
+        {
+            "id": EXPIRED_RULE,
+            "name": "expired-waiver",
+            "shortDescription": {"text": "A waiver past its expiry date: it no longer waives."},
+            "help": {"text": "Renew the waiver with a new date, or fix what it excused."},
+            "helpUri": f"{DOCS_URL}#waiver-waivers-of-a-policywaivers-file",
+            "defaultConfiguration": {"level": "warning"},
+        }
+    )
+    rules.append(
+        {
+            "id": POLICY_TESTS_RULE,
+            "name": "policy-tests",
+            "shortDescription": {"text": "A policy test case of the proposed policies/ fails."},
+            "help": {"text": "Fix the rule or the case: `serveops policy test`."},
+            "helpUri": f"{DOCS_URL}#test-case-cases-of-a-policytest-file",
+            "defaultConfiguration": {"level": "error"},
+        }
+    )
+    return rules
+
+
+def as_sarif(v: Verdict, policies: PolicySet) -> str:
     results: list[dict[str, Any]] = []
     for f in v.findings:
-        region = {"startLine": f.location.line} if f.location.line else {}
         result: dict[str, Any] = {
             "ruleId": f.rule,
             "level": "error" if f.severity == "error" else "warning",
-            "message": {"text": f"{f.deployment}: {f.message}"},
-            "locations": [
-                {
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": f.location.file},
-                        **({"region": region} if region else {}),
-                    }
-                }
-            ],
+            "message": {"text": f"{f.deployment}: {f.message}{_waiver_note(f)}"},
+            "locations": [_sarif_location(f.location.file, f.location.line)],
         }
         if f.waiver is not None:
             result["suppressions"] = [
                 {"kind": "external", "status": "accepted", "justification": f.waiver.waiver.reason}
             ]
         results.append(result)
-    doc = {
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [
+    for w in v.waivers.expired:
+        results.append(
             {
-                "tool": {
-                    "driver": {
-                        "name": "serveops",
-                        "version": __version__,
-                        "informationUri": "https://example.invalid/serveops/docs/policy.md",
-                        "rules": rules,
-                    }
-                },
-                "results": results,
+                "ruleId": EXPIRED_RULE,
+                "level": "warning",
+                "message": {"text": f"expired waiver: {w.label}"},
+                "locations": [_sarif_location(w.location.file, w.location.line)],
+            }
+        )
+    if v.policy_change is not None:
+        for c in v.policy_change.failed:
+            results.append(
+                {
+                    "ruleId": POLICY_TESTS_RULE,
+                    "level": "error",
+                    "message": {"text": f"{c.name}: {'; '.join(c.failures)}"},
+                    "locations": [_sarif_location(c.location.file, c.location.line)],
+                }
+            )
+    t = v.waivers
+    run: dict[str, Any] = {
+        "tool": {
+            "driver": {
+                "name": "serveops",
+                "version": __version__,
+                "informationUri": DOCS_URL,
+                "rules": _sarif_rules(policies),
+            }
+        },
+        "invocations": [
+            {
+                "executionSuccessful": True,
+                "toolExecutionNotifications": [
+                    {"message": {"text": n}, "level": "note"} for n in v.notes
+                ],
             }
         ],
+        "results": results,
+        "properties": {
+            "waivers": {
+                "applied": len(t.applied),
+                "unused": len(t.unused),
+                "expired": len(t.expired),
+            },
+            "allowed": v.allowed,
+        },
     }
-    return json.dumps(doc, indent=2) + "\n"
+    doc = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0"}
+    return json.dumps({**doc, "runs": [run]}, indent=2) + "\n"
 
 
 def as_junit(v: Verdict) -> str:
-    """One test case per (rule, deployment) that applied; failures are unwaived findings."""
-    suite = ET.Element(
+    """One test case per rule and deployment: a <failure> when it fails unwaived with an
+    error, <skipped/> when the rule does not apply; waived and warning findings go to
+    system-out. The counts are those of the elements."""
+    suites = ET.Element("testsuites")
+    failures = sum(1 for o in v.outcomes if any(f.blocking for f in o.findings))
+    suite = ET.SubElement(
+        suites,
         "testsuite",
         name="serveops-policy",
-        tests=str(v.count("pass") + v.count("fail")),
-        failures=str(sum(1 for o in v.outcomes if any(f.blocking for f in o.findings))),
+        tests=str(len(v.outcomes)),
+        failures=str(failures),
+        errors="0",
         skipped=str(v.count("skip")),
     )
+    props = ET.SubElement(suite, "properties")
+    for name, items in (
+        ("waivers.applied", v.waivers.applied),
+        ("waivers.unused", v.waivers.unused),
+        ("waivers.expired", v.waivers.expired),
+    ):
+        ET.SubElement(props, "property", name=name, value=str(len(items)))
+    for i, note in enumerate(v.notes):
+        ET.SubElement(props, "property", name=f"note.{i}", value=note)
     for o in v.outcomes:
-        if o.status == "skip":
-            continue
         case = ET.SubElement(suite, "testcase", classname=o.deployment, name=o.rule)
-        for f in o.findings:
-            if f.waiver is not None:
-                ET.SubElement(case, "system-out").text = _finding_text(f)
-            elif f.severity == "error":
-                node = ET.SubElement(case, "failure", message=f.message, type=f.rule)
-                node.text = _finding_text(f)
-            else:
-                ET.SubElement(case, "system-err").text = _finding_text(f)
-    suites = ET.Element("testsuites")
-    suites.append(suite)
+        if o.status == "skip":
+            ET.SubElement(case, "skipped", message="not applicable")
+            continue
+        blocking = [f for f in o.findings if f.blocking]
+        if blocking:
+            node = ET.SubElement(case, "failure", message=blocking[0].message, type=o.rule)
+            node.text = "\n".join(_finding_text(f) for f in blocking)
+        others = [f for f in o.findings if not f.blocking]
+        if others:
+            ET.SubElement(case, "system-out").text = "\n".join(_finding_text(f) for f in others)
+    change = v.policy_change
+    if change is not None:
+        proposed = ET.SubElement(
+            suites,
+            "testsuite",
+            name="serveops-policy-change",
+            tests=str(len(change.cases)),
+            failures=str(len(change.failed)),
+            errors="0",
+            skipped="0",
+        )
+        for c in change.cases:
+            case = ET.SubElement(proposed, "testcase", classname=c.location.file, name=c.name)
+            if c.failures:
+                node = ET.SubElement(case, "failure", message=c.failures[0], type="policy-test")
+                node.text = "\n".join(c.failures)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 

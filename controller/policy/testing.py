@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import Location, Problem
+from controller.policy.celrt import cel
 from controller.policy.changes import Subject, changed_fields
-from controller.policy.engine import RequestContext, evaluate_rule, subject_context
-from controller.policy.loader import PolicyInvalid, PolicySet
+from controller.policy.engine import RequestContext, Status, evaluate_rule, subject_context
+from controller.policy.loader import CompiledRule, PolicyInvalid, PolicySet
 from controller.policy.model import ChangeKind, TestCase
 from controller.spec.manifest import Manifest
 from controller.spec.models import ModelDeployment
@@ -105,10 +107,36 @@ def _subject(head: Manifest | None, base: Manifest | None) -> Subject:
     return Subject(meta.environment, meta.name, kind, head, base, tuple(fields))
 
 
-def run_case(
+@dataclass(frozen=True)
+class PreparedCase:
+    """A case's inputs, built once: run against the rules (or mutants of them) many times."""
+
+    location: Location
+    name: str
+    subject: Subject
+    ctx: cel.Context
+    expected: dict[str, Status]  # rule id -> fail, pass or skip
+
+    def judge(self, rule_of: Callable[[str], CompiledRule | None]) -> CaseResult:
+        failures: list[str] = []
+        for rule_id, want in self.expected.items():
+            rule = rule_of(rule_id)
+            assert rule is not None  # prepare_case checked every id
+            status, failures_of_rule = evaluate_rule(rule, self.subject, self.ctx)
+            # a rule that cannot be evaluated on a valid input is a bug, not the `fail` expected
+            got = "error" if any(f.errored for f in failures_of_rule) else status
+            if got != want:
+                detail = "; ".join(f.message for f in failures_of_rule)
+                failures.append(
+                    f"[{rule_id}] expected {want}, got {got}" + (f": {detail}" if detail else "")
+                )
+        return CaseResult(self.location, self.name, failures)
+
+
+def prepare_case(
     policies: PolicySet, doc: YamlDoc, index: int, case: TestCase
-) -> tuple[CaseResult | None, list[Problem]]:
-    """Evaluate one case; problems are bad input (an invalid object, an unknown rule id)."""
+) -> tuple[PreparedCase | None, list[Problem]]:
+    """The inputs of one case; problems are bad input (an invalid object, an unknown rule)."""
     prefix: tuple[str | int, ...] = ("cases", index)
     where = doc.location(*prefix, "name")
     problems: list[Problem] = []
@@ -139,34 +167,29 @@ def run_case(
         return None, problems
     subject = _subject(head, base)
     ctx = subject_context(subject, _model(case.model), case.simulation, request)
-    failures: list[str] = []
-    expected = {
+    expected: dict[str, Status] = {
         **{r: "fail" for r in case.expect.fail},
         **{r: "pass" for r in case.expect.pass_},
         **{r: "skip" for r in case.expect.skip},
     }
-    for rule_id, want in expected.items():
-        rule = policies.rule(rule_id)
-        assert rule is not None
-        got, messages = evaluate_rule(rule, subject, ctx)
-        if got != want:
-            detail = "; ".join(m for _, m in messages)
-            failures.append(
-                f"[{rule_id}] expected {want}, got {got}" + (f": {detail}" if detail else "")
-            )
-    return CaseResult(where, case.name, failures), []
+    return PreparedCase(where, case.name, subject, ctx, expected), []
+
+
+def prepare_cases(policies: PolicySet) -> list[PreparedCase]:
+    """Every case's inputs; raise PolicyInvalid (bad input) listing every problem first."""
+    prepared: list[PreparedCase] = []
+    problems: list[Problem] = []
+    for doc, test_file in policies.tests:
+        for i, case in enumerate(test_file.cases):
+            found_case, found = prepare_case(policies, doc, i, case)
+            problems += found
+            if found_case is not None:
+                prepared.append(found_case)
+    if problems:
+        raise PolicyInvalid(problems)
+    return prepared
 
 
 def run_tests(policies: PolicySet) -> list[CaseResult]:
     """Run every case; raise PolicyInvalid (bad input) listing every problem first."""
-    results: list[CaseResult] = []
-    problems: list[Problem] = []
-    for doc, test_file in policies.tests:
-        for i, case in enumerate(test_file.cases):
-            result, found = run_case(policies, doc, i, case)
-            problems += found
-            if result is not None:
-                results.append(result)
-    if problems:
-        raise PolicyInvalid(problems)
-    return results
+    return [case.judge(policies.rule) for case in prepare_cases(policies)]

@@ -49,8 +49,16 @@ def test_check_exits_1_on_error_and_0_when_waived(tmp_path: Path) -> None:
         "  - {rule: two-replicas, deployments: [staging/fraud], owner: me, reason: test, "
         "expires: 2099-01-01}\n"
     )
+    # A waiver added by the change that needs it does not waive: the base's policies judge.
     head2 = commit(path, {"policies/waivers.yaml": waiver}, "waive")
     result = runner.invoke(app, ["check", "--repo", str(path), "--base", base, "--head", head2])
+    assert result.exit_code == 1, result.output
+    assert "waivers added (they do not waive this change): two-replicas" in result.output
+    # Once the waiver has landed, it waives the next change.
+    head3 = commit(
+        path, {"deployments/staging/fraud.yaml": deployment_yaml(model="models:/fraud/3")}, "v3"
+    )
+    result = runner.invoke(app, ["check", "--repo", str(path), "--base", head2, "--head", head3])
     assert result.exit_code == 0, result.output
     assert "waivers: 1 applied, 0 unused, 0 expired" in result.output
 

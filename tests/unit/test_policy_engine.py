@@ -14,6 +14,7 @@ from controller.errors import BadInput
 from controller.policy import check_revisions, gate, refusal
 from controller.policy.loader import PolicyInvalid, load_policies, read_policy_files
 from controller.policy.report import as_github, as_json, as_junit, as_sarif, markdown_summary
+from controller.policy.source import PoliciesGiven
 from controller.policy.testing import run_tests
 from controller.registry.mlflow import FixedRegistry, ModelVersionRecord
 from tests.support import commit, deployment_yaml, make_repo
@@ -152,7 +153,7 @@ def test_only_changed_deployments_are_checked_and_lines_are_real(
     repo: tuple[Path, str, str],
 ) -> None:
     path, base, head = repo
-    result = check_revisions(path, head, base, policy_files=_policies(), now=NOW)
+    result = check_revisions(path, head, base, policies=PoliciesGiven(_policies()), now=NOW)
     v = result.verdict
     assert [s.key for s in result.subjects] == ["staging/fraud"]
     assert result.subjects[0].kind == "updated"
@@ -166,7 +167,7 @@ def test_only_changed_deployments_are_checked_and_lines_are_real(
     [warning] = v.warnings
     assert text[warning.location.line - 1].strip() == "num_cpus: 0.25"  # type: ignore[operator]
     everything = check_revisions(
-        path, head, base, policy_files=_policies(), now=NOW, include_unchanged=True
+        path, head, base, policies=PoliciesGiven(_policies()), now=NOW, include_unchanged=True
     )
     assert everything.verdict.deployments == 2
 
@@ -174,7 +175,7 @@ def test_only_changed_deployments_are_checked_and_lines_are_real(
 def test_active_waiver_excuses_and_is_tallied(repo: tuple[Path, str, str]) -> None:
     path, base, head = repo
     files = _policies(waivers=_waiver("two-replicas", "2026-02-01"))
-    v = check_revisions(path, head, base, policy_files=files, now=NOW).verdict
+    v = check_revisions(path, head, base, policies=PoliciesGiven(files), now=NOW).verdict
     assert v.allowed
     assert [f.rule for f in v.waived] == ["two-replicas"]
     assert len(v.waivers.applied) == 1 and not v.waivers.expired
@@ -186,7 +187,7 @@ def test_active_waiver_excuses_and_is_tallied(repo: tuple[Path, str, str]) -> No
 def test_expired_waiver_stops_waiving_and_is_reported(repo: tuple[Path, str, str]) -> None:
     path, base, head = repo
     files = _policies(waivers=_waiver("two-replicas", "2026-01-31"))
-    v = check_revisions(path, head, base, policy_files=files, now=NOW).verdict
+    v = check_revisions(path, head, base, policies=PoliciesGiven(files), now=NOW).verdict
     assert not v.allowed
     [error] = v.errors
     assert error.expired_waiver is not None
@@ -198,14 +199,14 @@ def test_expired_waiver_stops_waiving_and_is_reported(repo: tuple[Path, str, str
 def test_waiver_globs_and_other_deployments(repo: tuple[Path, str, str]) -> None:
     path, base, head = repo
     files = _policies(waivers=_waiver("two-replicas", "2030-01-01", "['staging/ch*']"))
-    v = check_revisions(path, head, base, policy_files=files, now=NOW).verdict
+    v = check_revisions(path, head, base, policies=PoliciesGiven(files), now=NOW).verdict
     assert not v.allowed  # the waiver covers churn, not fraud
     assert len(v.waivers.unused) == 1
 
 
 def test_outputs_github_sarif_junit(repo: tuple[Path, str, str]) -> None:
     path, base, head = repo
-    result = check_revisions(path, head, base, policy_files=_policies(), now=NOW)
+    result = check_revisions(path, head, base, policies=PoliciesGiven(_policies()), now=NOW)
     v = result.verdict
     line = v.errors[0].location.line
     github = as_github(v)
@@ -256,7 +257,7 @@ def test_registry_record_and_simulation_reach_rules(repo: tuple[Path, str, str])
         path,
         head,
         base,
-        policy_files={"policies/r.yaml": rules},
+        policies=PoliciesGiven({"policies/r.yaml": rules}),
         registry=registry,
         simulation={"deployments": {"staging/fraud": {"passed": False}}},
         now=NOW,
@@ -280,7 +281,7 @@ def test_invalid_deployment_at_head_is_bad_input(tmp_path: Path) -> None:
     base = make_repo(path, {"deployments/staging/fraud.yaml": deployment_yaml()})
     head = commit(path, {"deployments/staging/fraud.yaml": "spec: [\n"}, "broken")
     with pytest.raises(BadInput):
-        check_revisions(path, head, base, policy_files=_policies(), now=NOW)
+        check_revisions(path, head, base, policies=PoliciesGiven(_policies()), now=NOW)
 
 
 # --- the starter library ---------------------------------------------------------------------
@@ -308,7 +309,7 @@ def test_example_deployments_pass_the_starter_rules(tmp_path: Path) -> None:
     make_repo(path, files)
     policy_files = read_policy_files(REPO_ROOT / "policies")
     v = check_revisions(
-        path, "HEAD", None, include_unchanged=True, policy_files=policy_files, now=NOW
+        path, "HEAD", "HEAD", include_unchanged=True, policies=PoliciesGiven(policy_files), now=NOW
     ).verdict
     assert v.allowed, refusal(v)
     assert not v.warnings

@@ -183,7 +183,7 @@ def test_shared_activation_gives_the_plain_results(subjects: list[Subject]) -> N
         (o.deployment, o.rule, o.status, [f.message for f in o.findings]) for o in verdict.outcomes
     ]
     want = [
-        (key, rule, status, [m for _, m in failures])
+        (key, rule, status, [f.message for f in failures])
         for key, rule, (status, failures) in _reference(policies, subjects)
     ]
     assert got == want

