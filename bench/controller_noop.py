@@ -35,6 +35,7 @@ from controller.cluster.render import RenderSettings, render_environment
 from controller.gitops.reconciler import Controller
 from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
+from controller.policy.source import PoliciesGiven
 from controller.registry.mlflow import FixedRegistry
 from controller.source.repository import RepoSource
 from controller.spec.manifest import load_manifests
@@ -113,7 +114,7 @@ def main() -> None:
             serve,
             store,
             lambda: registry,
-            ControllerSettings(ENV, actor="bench"),
+            ControllerSettings(ENV, actor="bench", policies=PoliciesGiven()),
         )
         first = ctl.reconcile_once()
         assert first.outcome == "in_sync", first.message  # Serve already holds Git's state

@@ -49,6 +49,7 @@ from controller.gitops.loop import run_until_settled
 from controller.gitops.reconciler import Controller
 from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
+from controller.policy.source import PoliciesGiven
 from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import Target, routing_id
 from controller.source.repository import RepoSource
@@ -115,7 +116,9 @@ def main() -> None:
             client,
             store,
             lambda: MlflowRegistry(models.tracking_uri),
-            ControllerSettings(ENV, interval_s=1, apply_timeout_s=300, actor="bench"),
+            ControllerSettings(
+                ENV, interval_s=1, apply_timeout_s=300, actor="bench", policies=PoliciesGiven()
+            ),
         )
         assert run_until_settled(ctl).outcome == "applied"
         url = f"http://127.0.0.1:{client.http_port}/{NAME}"

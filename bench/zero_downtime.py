@@ -46,6 +46,7 @@ from controller.gitops.loop import run_until_settled
 from controller.gitops.reconciler import Controller
 from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
+from controller.policy.source import PoliciesGiven
 from controller.registry.mlflow import MlflowRegistry
 from controller.source.repository import RepoSource
 from tests.e2e.load import LoadProcess
@@ -183,7 +184,12 @@ def main() -> None:
             store,
             lambda: MlflowRegistry(models.tracking_uri),
             ControllerSettings(
-                ENV, interval_s=1, apply_timeout_s=300, actor="bench", inconclusive_limit=30
+                ENV,
+                interval_s=1,
+                apply_timeout_s=300,
+                actor="bench",
+                inconclusive_limit=30,
+                policies=PoliciesGiven(),  # the bench judges serving, not policies
             ),
         )
         first = run_until_settled(ctl)

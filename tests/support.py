@@ -19,6 +19,7 @@ from controller.gitops.outcome import PassResult
 from controller.gitops.reconciler import Controller
 from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
+from controller.policy.source import PoliciesInDirectory
 from controller.registry.mlflow import FixedRegistry, Registry
 from controller.rollout.hooks import HookRunner
 from controller.rollout.router_metrics import Counts, Snapshot
@@ -276,6 +277,9 @@ class World:
         self.metrics = FakeRouterMetrics(name)
         self.stores: list[StateStore] = []
         self._ctl: Controller | None = None
+        # The platform team's policies, outside the repository the controller judges.
+        self.platform = tmp_path / "platform-policies"
+        self.platform.mkdir(parents=True, exist_ok=True)
 
     def spec(self, version: str, extra: str = "") -> str:
         return deployment_yaml(
@@ -301,7 +305,12 @@ class World:
         serving_code: ServingCode | None = None,
         **settings: Any,
     ) -> Controller:
-        options: dict[str, Any] = {"interval_s": 10, "actor": "tester", "apply_timeout_s": 120}
+        options: dict[str, Any] = {
+            "interval_s": 10,
+            "actor": "tester",
+            "apply_timeout_s": 120,
+            "policies": PoliciesInDirectory(self.platform),
+        }
         options.update(settings)
         if serving_code is not None:
             options["serving_code"] = serving_code

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,6 +52,8 @@ from controller.gitops.settings import DRIFT_MODES, ControllerSettings, DriftMod
 from controller.gitops.state import PassRecord, StateStore
 from controller.gitops.telemetry import serve as serve_metrics
 from controller.gitops.webhook import SECRET_ENV, PushEvent, WebhookServer
+from controller.policy.evidence import EvidenceStore, open_store
+from controller.policy.source import PoliciesFollowed, PoliciesInDirectory, PolicySource
 from controller.registry.mlflow import MlflowRegistry, Registry
 from controller.source.repository import RepoSource
 
@@ -79,6 +82,46 @@ NotifyOpt = Annotated[
         "drift detected (repeatable).",
     ),
 ]
+PoliciesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--policies",
+        envvar="SERVEOPS_POLICIES",
+        help="The platform team's policies, apart from the repository judged: a directory, or "
+        "a repository (directory or URL) followed at --policies-branch. Default: the policies/ "
+        "of the revision admitted last.",
+    ),
+]
+PoliciesBranchOpt = Annotated[
+    str | None,
+    typer.Option("--policies-branch", help="With a --policies repository: the branch followed."),
+]
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-policies",
+        help="Without --policies: a reviewed revision whose policies/ judge the first admission "
+        "(nothing admitted yet, or a lost state file).",
+    ),
+]
+EvidenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--evidence",
+        envvar="SERVEOPS_EVIDENCE",
+        help="Simulation evidence store (a directory or file:// URI) the gate reads; records "
+        "are checked with $SERVEOPS_EVIDENCE_KEY (or the file $SERVEOPS_EVIDENCE_KEY_FILE).",
+    ),
+]
+HookCommandsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-hook-command",
+        envvar="SERVEOPS_ALLOW_HOOK_COMMANDS",
+        help="A program rollout `command` hooks may run (repeatable; an absolute path, or a "
+        "name on /usr/local/bin:/usr/bin:/bin). None by default: Git cannot allow one.",
+    ),
+]
 SlackOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -87,6 +130,25 @@ SlackOpt = Annotated[
         help="Slack incoming-webhook URL for the same events (repeatable).",
     ),
 ]
+
+
+def _trust(
+    policies: str | None,
+    policies_branch: str | None,
+    bootstrap: str | None,
+    evidence: str | None,
+    hook_commands: list[str] | None,
+    state: Path,
+) -> dict[str, Any]:
+    trust = Trust.from_options(
+        policies, policies_branch, bootstrap, evidence, hook_commands, state.parent / "policies"
+    )
+    return {
+        "policies": trust.policies,
+        "bootstrap_policies": trust.bootstrap,
+        "evidence": trust.evidence,
+        "hook_commands": trust.hook_commands,
+    }
 
 
 def _drift_mode(text: str) -> DriftMode:
@@ -115,6 +177,46 @@ def _source(
     repo: str, branch: str | None, rev: str | None, state: Path, cache: Path | None
 ) -> RepoSource:
     return RepoSource(repo, branch=branch, rev=rev, cache_dir=cache or state.parent / "repos")
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The gate's anchors, from the controller's own configuration (never from Git)."""
+
+    policies: PolicySource | None
+    bootstrap: str | None
+    evidence: EvidenceStore | None
+    hook_commands: frozenset[str]
+
+    @classmethod
+    def from_options(
+        cls,
+        policies: str | None,
+        policies_branch: str | None,
+        bootstrap: str | None,
+        evidence: str | None,
+        hook_commands: list[str] | None,
+        cache: Path,
+    ) -> Trust:
+        source: PolicySource | None = None
+        if policies is not None:
+            path = Path(policies)
+            is_repo = (path / ".git").exists() or "://" in policies or policies.endswith(".git")
+            if policies_branch is not None or is_repo:
+                followed = RepoSource(policies, branch=policies_branch or "main", cache_dir=cache)
+                source = PoliciesFollowed(followed)
+            elif path.is_dir():
+                source = PoliciesInDirectory(path)
+            else:
+                raise BadInput(f"--policies {policies}: no such directory or repository")
+        if bootstrap is not None and source is not None:
+            raise BadInput("--bootstrap-policies is for a controller without --policies")
+        return cls(
+            source,
+            bootstrap,
+            open_store(evidence) if evidence else None,
+            frozenset(hook_commands or ()),
+        )
 
 
 def _print_result(result: PassResult) -> None:
@@ -184,6 +286,11 @@ def controller_command(
     ] = "127.0.0.1",
     notify_webhook: NotifyOpt = None,
     notify_slack: SlackOpt = None,
+    policies: PoliciesOpt = None,
+    policies_branch: PoliciesBranchOpt = None,
+    bootstrap_policies: BootstrapOpt = None,
+    evidence: EvidenceOpt = None,
+    hook_command: HookCommandsOpt = None,
     verbose: VerboseOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
@@ -202,6 +309,7 @@ def controller_command(
             apply_timeout_s=seconds("--timeout", timeout),
             actor=actor or "",
             serving_code=parse_serving_code(serving_code),
+            **_trust(policies, policies_branch, bootstrap_policies, evidence, hook_command, state),
         )
         secret = os.environ.get(SECRET_ENV, "").encode()
         if webhook_port is not None and not secret:
@@ -298,6 +406,11 @@ def sync_command(
     actor: ActorOpt = None,
     notify_webhook: NotifyOpt = None,
     notify_slack: SlackOpt = None,
+    policies: PoliciesOpt = None,
+    policies_branch: PoliciesBranchOpt = None,
+    bootstrap_policies: BootstrapOpt = None,
+    evidence: EvidenceOpt = None,
+    hook_command: HookCommandsOpt = None,
     output: OutputOpt = "text",
 ) -> None:
     """One controller pass, recorded like the loop's. Exit 0 in sync, 1 not, 2 bad input."""
@@ -314,6 +427,7 @@ def sync_command(
             apply_timeout_s=seconds("--timeout", timeout),
             actor=actor or "",
             serving_code=parse_serving_code(serving_code),
+            **_trust(policies, policies_branch, bootstrap_policies, evidence, hook_command, state),
         )
         registry = _registry_factory(registry_uri)
         followed = branch if rev is None else None

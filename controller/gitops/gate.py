@@ -20,6 +20,7 @@ from controller.gitops.state import DesiredRevision
 from controller.policy.gate import gate as evaluate_policies
 from controller.policy.loader import PolicyInvalid
 from controller.policy.report import refusal
+from controller.policy.source import PoliciesAtRevision, PolicySource
 from controller.source.git import open_repo, resolve_commit
 
 HeadVerdict = Literal["admitted", "unchanged", "refused", "failed", "skipped", "unreadable"]
@@ -54,6 +55,17 @@ def gate(ctx: PassContext, obs: Observation) -> Admission:
     assert candidate is not None
     if candidate is before:
         return Admission(before, "unchanged")
+    policies = trusted_policies(ctx, before)
+    if policies is None:
+        why = BadInput(
+            "no trusted policies to judge the first revision with: the rules and waivers that "
+            "judge a change never come from it. Pass --policies (a directory or repository the "
+            "platform team owns) or --bootstrap-policies REV (a reviewed revision whose "
+            "policies/ judge the first admission); see docs/policy.md, Trust model"
+        )
+        return Admission(before, "failed", why.message, why)
+    # Without a known base (first pass, lost state, rewritten history) every deployment counts
+    # as created: change-based rules (freeze window, simulation passed) apply. Fail closed.
     base = _known_commit(ctx, before.commit if before else None)
     try:
         verdict = evaluate_policies(
@@ -62,6 +74,9 @@ def gate(ctx: PassContext, obs: Observation) -> Admission:
             ctx.environment,
             registry=obs.registry,
             base=base,
+            policies=policies,
+            evidence=ctx.settings.evidence,
+            evidence_key=ctx.settings.evidence_key,
             now=ctx.store.now(),
         )
     except ServeopsError as err:
@@ -69,6 +84,20 @@ def gate(ctx: PassContext, obs: Observation) -> Admission:
     if not verdict.allowed:
         return Admission(before, "refused", refusal(verdict), revision_fault=True)
     return Admission(candidate, "admitted")
+
+
+def trusted_policies(ctx: PassContext, before: DesiredRevision | None) -> PolicySource | None:
+    """Where the rules and waivers judging the next revision come from: the operator's
+    source, else what was admitted last (it landed and was judged itself), else the reviewed
+    bootstrap revision; never the revision being judged."""
+    settings = ctx.settings
+    if settings.policies is not None:
+        return settings.policies
+    if before is not None and _known_commit(ctx, before.commit) is not None:
+        return PoliciesAtRevision(ctx.source.path, before.commit)
+    if settings.bootstrap_policies is not None:
+        return PoliciesAtRevision(ctx.source.path, settings.bootstrap_policies)
+    return None
 
 
 def revision_fault(err: ServeopsError) -> bool:

@@ -75,7 +75,8 @@ class Controller:
             settings=settings,
             notifier=notifier or NoNotifier(),
             # Rollout hooks; commands run in the repository's work tree (a mirror has none).
-            hooks=hooks or Hooks(cwd=None if source.mirror else source.path),
+            hooks=hooks
+            or Hooks(cwd=None if source.mirror else source.path, allowed=settings.hook_commands),
             # Router metrics for rollout analysis; scraped only when an analysis window is due.
             metrics=metrics if metrics is not None else RayMetricsSource(client.address),
             actor=settings.actor or default_actor(),

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.cluster.serving_code import INSTALLED, ServingCode
+from controller.policy.evidence import EvidenceStore
+from controller.policy.source import PolicySource
 
 DriftMode = Literal["enabled", "warn", "disabled"]
 DRIFT_MODES: tuple[DriftMode, ...] = ("enabled", "warn", "disabled")
@@ -35,6 +37,15 @@ class ControllerSettings:
     inconclusive_limit: int = 3  # inconclusive analyses in a row before a rollout pauses
     serve_url: str | None = None  # Serve's HTTP proxy for smoke hooks (default: dashboard host)
     serving_code: ServingCode = INSTALLED  # where the nodes get serveops' serving code
+    # The gate's trust anchors (docs/policy.md, "Trust model"): never read from the judged
+    # revision. `policies` (a platform directory or repository) when given; else the policies/
+    # of the revision admitted last, and for the very first admission those of
+    # `bootstrap_policies`, a revision the operator reviewed. Neither: nothing is admitted.
+    policies: PolicySource | None = None
+    bootstrap_policies: str | None = None
+    evidence: EvidenceStore | None = None  # signed simulation verdicts (`simulation` input)
+    evidence_key: bytes | None = None  # None: $SERVEOPS_EVIDENCE_KEY(_FILE)
+    hook_commands: frozenset[str] = frozenset()  # programs `command` hooks may run
 
     @property
     def lease_ttl(self) -> float:

@@ -9,6 +9,7 @@ revision (docs/policy.md, "Trust model"):
   platform repository.
 - PoliciesInDirectory: a directory on disk, e.g. the controller's own configuration.
 - PoliciesGiven: files already in memory (tests, tools).
+- PoliciesFollowed: a branch of a separate platform repository, fetched at every read.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol
 
 from controller.policy.loader import POLICIES_DIR, read_policy_files
 from controller.source.git import read_snapshot
+from controller.source.repository import RepoSource
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,15 @@ class PoliciesGiven:
 
     def read(self) -> PolicyFiles:
         return PolicyFiles(dict(self.files), self.origin)
+
+
+@dataclass(frozen=True)
+class PoliciesFollowed:
+    """`directory` of a repository's branch, fetched at every read: a platform repository the
+    controller follows apart from the one it judges."""
+
+    source: RepoSource
+    directory: str = POLICIES_DIR
+
+    def read(self) -> PolicyFiles:
+        return PoliciesAtRevision(self.source.path, self.source.head(), self.directory).read()

@@ -12,13 +12,16 @@ should be safe to repeat (smoke requests are; make commands so).
   `x-serveops-version` header names the candidate. An answer from another version is sent
   again for up to `pin_settle_s` (10 s): the router learns of a new version through its config
   push and its status poll, a moment after the controller does. Then it fails.
-- command: a program and its arguments, no shell, with the rollout in SERVEOPS_* environment
-  variables; exit 0 passes, anything else (or the timeout) fails.
+- command: a program and its arguments, no shell; exit 0 passes, anything else (or the
+  timeout) fails. The commit that asks for a command is untrusted: a command runs only when
+  the controller's own configuration allows its program (`--allow-hook-command`, never Git),
+  in a minimal environment (PATH, LANG and the documented SERVEOPS_* variables: none of the
+  controller's own, so no credential reaches it), and what it prints is cut short before it
+  reaches a message.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -36,6 +39,9 @@ from controller.spec.models import Hook, SmokeRequest, parse_duration
 # the candidate yet (its config push and its 0.5 s status poll trail the controller's view).
 PIN_SETTLE_S = 10.0
 PIN_RETRY_S = 0.25
+# A command hook's whole environment, besides the SERVEOPS_* variables of its rollout.
+HOOK_PATH = "/usr/local/bin:/usr/bin:/bin"
+OUTPUT_LIMIT = 300  # characters of a failing command's output kept in its message
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,14 @@ class Hooks:
         cwd: Path | None = None,
         transport: httpx.BaseTransport | None = None,
         pin_settle_s: float = PIN_SETTLE_S,
+        allowed: frozenset[str] = frozenset(),
     ) -> None:
         self.cwd = cwd  # commands run here (the repository's work tree when there is one)
         self._transport = transport
         self.pin_settle_s = pin_settle_s
+        # Programs command hooks may run, as the controller's configuration names them: an
+        # absolute path, or a name looked up on HOOK_PATH.
+        self.allowed = allowed
 
     def run(self, stage: HookStage, hooks: list[Hook], ctx: HookContext) -> HookResult:
         done: list[str] = []
@@ -102,8 +112,16 @@ class Hooks:
     def _command(self, hook: Hook, stage: HookStage, ctx: HookContext) -> tuple[bool, str]:
         argv = hook.command or []
         timeout = parse_duration(hook.timeout)
+        if not argv or argv[0] not in self.allowed:
+            allowed = ", ".join(sorted(self.allowed)) or "none"
+            return False, (
+                f"{argv[0] if argv else 'an empty command'} is not a program this controller "
+                f"allows hooks to run (allowed: {allowed}; the controller's "
+                "--allow-hook-command, not Git, decides)"
+            )
         env = {
-            **os.environ,
+            "PATH": HOOK_PATH,
+            "LANG": "C.UTF-8",
             "SERVEOPS_ENVIRONMENT": ctx.environment,
             "SERVEOPS_DEPLOYMENT": ctx.deployment,
             "SERVEOPS_STAGE": stage,
@@ -130,7 +148,7 @@ class Hooks:
             return False, f"{argv[0]} did not finish within {hook.timeout}"
         if done.returncode != 0:
             output = (done.stderr.strip() or done.stdout.strip()).splitlines()
-            said = f": {output[-1][:300]}" if output else ""
+            said = f": {output[-1][:OUTPUT_LIMIT]}" if output else ""
             return False, f"{argv[0]} exited {done.returncode}{said}"
         return True, "exit 0"
 

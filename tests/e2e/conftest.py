@@ -21,6 +21,14 @@ import pytest
 from controller.cluster.serve_api import ServeClient
 from controller.dev.demo import train_and_register
 from controller.dev.localray import LocalRay, free_port
+from controller.policy.source import PoliciesInDirectory
+
+
+def platform_policies(tmp_path: Path) -> PoliciesInDirectory:
+    """The platform team's policies for an e2e controller: a directory of its own, empty."""
+    path = tmp_path / "platform-policies"
+    path.mkdir(exist_ok=True)
+    return PoliciesInDirectory(path)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from controller.gitops.state import StateStore
 from controller.registry.mlflow import MlflowRegistry
 from controller.serving.protocol import VERSION_HEADER
 from controller.source.repository import RepoSource
-from tests.e2e.conftest import Cluster, Registry, post_until_ok
+from tests.e2e.conftest import Cluster, Registry, platform_policies, post_until_ok
 from tests.support import commit, make_repo
 
 pytestmark = pytest.mark.e2e
@@ -292,7 +292,13 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
         store,
         lambda: MlflowRegistry(registry.tracking_uri),
         ControllerSettings(
-            "staging", interval_s=1, apply_timeout_s=180, actor="e2e", inconclusive_limit=20
+            "staging",
+            interval_s=1,
+            apply_timeout_s=180,
+            actor="e2e",
+            inconclusive_limit=20,
+            policies=platform_policies(tmp_path),
+            hook_commands=frozenset({sys.executable}),  # the post-rollout check's program
         ),
     )
     first = run_until_settled(ctl)

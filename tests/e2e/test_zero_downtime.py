@@ -23,7 +23,7 @@ from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import MlflowRegistry
 from controller.source.repository import RepoSource
-from tests.e2e.conftest import Cluster, Registry, post_until_ok
+from tests.e2e.conftest import Cluster, Registry, platform_policies, post_until_ok
 from tests.e2e.load import LoadProcess
 from tests.e2e.story import Story, register_slow
 from tests.support import make_repo
@@ -119,7 +119,13 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
         cluster.client(),
         store,
         lambda: MlflowRegistry(registry.tracking_uri),
-        ControllerSettings(ENV, interval_s=1, apply_timeout_s=240, actor="e2e"),
+        ControllerSettings(
+            ENV,
+            interval_s=1,
+            apply_timeout_s=240,
+            actor="e2e",
+            policies=platform_policies(tmp_path),
+        ),
     )
     assert run_until_settled(ctl).outcome == "applied"
     url = cluster.url(f"/{NAME}")

@@ -16,6 +16,8 @@ from controller.errors import BadInput
 from controller.gitops.loop import Wakeup, jittered, run_forever
 from controller.gitops.outcome import PassResult
 from controller.gitops.state import PassStart, StateStore
+from controller.policy.evidence import open_store, write_evidence
+from controller.spec.manifest import load_manifests
 from controller.registry.mlflow import FixedRegistry, ResolvedModel
 from controller.source.repository import RepoSource
 from controller.sync.apply import ApplyProgress, apply_step
@@ -134,11 +136,25 @@ def test_commit_that_does_not_change_the_environment_writes_nothing(world: World
     assert len(world.ctl.store.history("staging")) == 1
 
 
-# --- the gate comes first -----------------------------------------------------------------------
+# --- the gate comes first, with rules the change cannot touch -----------------------------------
+
+WAIVER = textwrap.dedent(
+    """\
+    apiVersion: serveops.dev/v1alpha1
+    kind: PolicyWaivers
+    waivers:
+      - rule: two-replicas
+        deployments: [fraud]
+        environments: [staging]
+        owner: mallory
+        reason: trust me
+        expires: "2099-01-01"
+    """
+)
 
 
 def test_policy_gate_refuses_with_the_check_message(world: World) -> None:
-    world.commit({"policies/rules.yaml": TWO_REPLICAS}, "policies")
+    (world.platform / "rules.yaml").write_text(TWO_REPLICAS)
     result = world.pass_()
     assert result.outcome == "refused" and result.exit_code == 1
     assert result.message.startswith("policy check failed: 1 error(s)")
@@ -150,16 +166,106 @@ def test_policy_gate_refuses_with_the_check_message(world: World) -> None:
     assert world.ctl.store.environment("staging").admitted is None  # nothing of it stored
 
 
-def test_a_commit_that_changes_only_fields_serve_never_sees_is_gated(world: World) -> None:
-    world.commit({"policies/rules.yaml": TWO_REPLICAS.replace(">= 2", ">= 1")}, "policies")
+def test_a_change_cannot_waive_or_delete_the_rules_that_judge_it(world: World) -> None:
+    (world.platform / "rules.yaml").write_text(TWO_REPLICAS)
+    # The revision brings its own waiver and an empty copy of the rules: neither counts.
+    world.commit({"policies/waivers.yaml": WAIVER, "policies/rules.yaml": "rules: []\n"}, "waive")
+    result = world.pass_()
+    assert result.outcome == "refused" and "staging needs two replicas" in result.message
+    assert world.serve.puts == []
+
+
+def test_without_a_platform_source_the_last_admitted_revision_judges_the_next(
+    world: World,
+) -> None:
+    ctl = world.controller(policies=None, bootstrap_policies=world.head)  # a reviewed commit
+    two = world.spec("1").replace("replicas: 1", "replicas: 2")
+    world.commit({"policies/rules.yaml": TWO_REPLICAS, FRAUD: two}, "policies")
+    assert world.sync(ctl=ctl).outcome == "applied"  # judged by the bootstrap revision's (none)
+    # The next commit deletes the rule and breaks it: judged by the rules that landed before.
+    world.commit({"policies/rules.yaml": None, FRAUD: world.spec("1")}, "delete and break it")
+    refused = world.pass_(ctl=ctl)
+    assert refused.outcome == "refused" and "staging needs two replicas" in refused.message
+
+
+def test_no_trusted_policies_means_nothing_is_admitted(world: World) -> None:
+    ctl = world.controller(policies=None)
+    result = world.pass_(ctl=ctl)
+    assert result.outcome == "failed" and result.exit_code == 2
+    assert "no trusted policies" in result.message and "--bootstrap-policies" in result.message
+    assert world.serve.puts == [] and ctl.store.environment("staging").last_failed_commit is None
+
+
+def test_a_lost_state_file_fails_closed_every_deployment_counts_as_created(
+    world: World, tmp_path: Path
+) -> None:
+    created_only = TWO_REPLICAS.replace(
+        "match: {environments: [staging]}",
+        "match: {environments: [staging], changes: [created]}",
+    ).replace("two-replicas", "new-needs-two")
+    (world.platform / "rules.yaml").write_text(created_only)
+    world.commit({FRAUD: world.spec("1").replace("replicas: 1", "replicas: 2")}, "two")
     assert world.sync().outcome == "applied"
-    # Only the rollout's analysis changes: nothing for Serve, but still a new commit to judge.
-    strict = TWO_REPLICAS.replace("staging needs two replicas", "no rollout block").replace(
-        "object.spec.replicas != null && object.spec.replicas >= 2",
-        "\"object.spec.rollout.strategy == 'immediate'\"",
+    world.commit({FRAUD: world.spec("2")}, "v2 with one replica")  # an update: not judged
+    assert world.sync().outcome == "applied"
+    # The state file is lost: the controller no longer knows what is live, so v3 counts as
+    # created, and the rule for new deployments applies.
+    world.state = tmp_path / "another" / "state.db"
+    world.commit({FRAUD: world.spec("3")}, "v3 with one replica")
+    result = world.pass_(ctl=world.controller())
+    assert result.outcome == "refused" and "staging needs two replicas" in result.message
+
+
+SIMULATED = textwrap.dedent(
+    """\
+    apiVersion: serveops.dev/v1alpha1
+    kind: PolicyRules
+    rules:
+      - id: simulated
+        description: a model change needs a passed simulation
+        match: {environments: [staging], changes: [updated]}
+        matchConditions:
+          - {name: model-changed, expression: change.modelChanged}
+        validations:
+          - expression: simulation != null && simulation.passed == true
+            message: no simulation evidence for this model change
+            field: spec.model
+    """
+)
+
+
+def test_simulation_evidence_admits_a_squash_merged_change_and_its_absence_refuses(
+    world: World, tmp_path: Path
+) -> None:
+    key = b"k" * 32
+    store = open_store(str(tmp_path / "evidence"))
+    (world.platform / "rules.yaml").write_text(SIMULATED)
+    ctl = world.controller(evidence=store, evidence_key=key)
+    assert world.sync(ctl=ctl).outcome == "applied"
+
+    # The simulate job ran on the pull request's head; the branch is then squash-merged, so
+    # the commit the controller sees is not the one simulated: the record is keyed by the spec.
+    branch_head = "f" * 40
+    spec = load_manifests({FRAUD: world.spec("2")})[0].deployment
+    report = {"verdict": "pass", "passed": True, "reason": "equivalent", "checks": []}
+    write_evidence(store, spec, "2", report, {"base": world.head, "head": branch_head}, key)
+    world.push("2")  # the squash merge
+    assert world.sync(ctl=ctl).outcome == "applied"
+
+    world.push("3")  # never simulated
+    refused = world.pass_(ctl=ctl)
+    assert refused.outcome == "refused" and "no simulation evidence" in refused.message
+    assert world.weights() == {"2": 100}
+
+
+def test_a_commit_that_changes_only_fields_serve_never_sees_is_gated(world: World) -> None:
+    assert world.sync().outcome == "applied"
+    (world.platform / "rules.yaml").write_text(
+        TWO_REPLICAS.replace("staging needs two replicas", "no rollout block").replace(
+            "object.spec.replicas != null && object.spec.replicas >= 2",
+            "\"object.spec.rollout.strategy == 'immediate'\"",
+        )
     )
-    world.commit({"policies/rules.yaml": strict}, "policy: no rollout block")
-    assert world.pass_().outcome == "in_sync"
     rollout = "rollout:\n  strategy: canary\n  steps:\n    - weight: 50\n      pause: 1m\n"
     head = world.commit({FRAUD: world.spec("1", rollout)}, "canary settings only")
     puts = len(world.serve.puts)

@@ -186,10 +186,15 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
 
 
 def _sync(repo: Path, state: Path, *extra: str) -> Any:
+    platform = state.parent / "platform-policies"  # the platform team's rules: none here
+    platform.mkdir(exist_ok=True)
     return runner.invoke(
         app,
-        ["sync", "--repo", str(repo), "--env", "staging", "--state", str(state), *extra],
-    )
+        [
+            "sync", "--repo", str(repo), "--env", "staging", "--state", str(state),
+            "--policies", str(platform), *extra,
+        ],
+    )  # fmt: skip
 
 
 def test_sync_exit_codes_and_history(tmp_path: Path, cluster: Cluster) -> None:

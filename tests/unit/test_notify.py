@@ -174,7 +174,7 @@ def test_degraded_is_sent_when_a_deployment_enters_the_state_once(
 ) -> None:
     generic, _ = receivers
     repo = tmp_path / "repo"
-    make_repo(repo, {"deployments/staging/fraud.yaml": deployment_yaml()})
+    first = make_repo(repo, {"deployments/staging/fraud.yaml": deployment_yaml()})
     serve = FakeServe()
     with StateStore(tmp_path / "state.db") as store:
         ctl = Controller(
@@ -182,7 +182,7 @@ def test_degraded_is_sent_when_a_deployment_enters_the_state_once(
             serve,
             store,
             lambda: FixedRegistry({"fraud": {"1": "1"}}),
-            ControllerSettings("staging", actor="tester"),
+            ControllerSettings("staging", actor="tester", bootstrap_policies=first),
             notifier=notifier,
             metrics=None,
         )

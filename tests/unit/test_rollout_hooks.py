@@ -96,7 +96,9 @@ class HookedWorld(World):
         assert self.sync().outcome == "applied"  # v1
 
     def controller(self, *, hooks: HookRunner | None = None, **options: object) -> Controller:
-        smoke = Hooks(transport=httpx.MockTransport(self.router_fake))
+        smoke = Hooks(
+            transport=httpx.MockTransport(self.router_fake), allowed=frozenset({sys.executable})
+        )
         return super().controller(hooks=hooks or smoke, **options)  # type: ignore[arg-type]
 
     def command_exits(self, code: int) -> None:
@@ -210,13 +212,42 @@ def test_blue_green_post_rollout_hook_failing_after_the_switch_switches_back(
 
 
 def test_a_missing_or_slow_command_fails_its_hook() -> None:
-    hooks = Hooks()
+    hooks = Hooks(allowed=frozenset({"/no/such/tool", sys.executable}))
     ctx = HookContext("staging", "fraud", "/fraud", "2", "1", "c" * 40, "http://x:8000")
     result = hooks.run("pre_rollout", [Hook(name="gone", command=["/no/such/tool"])], ctx)
     assert not result.passed and result.summary == "gone: command not found: /no/such/tool"
     slow = Hook(name="slow", command=[sys.executable, "-c", "import time; time.sleep(5)"])
     result = hooks.run("pre_rollout", [slow.model_copy(update={"timeout": "1s"})], ctx)
     assert not result.passed and "did not finish within 1s" in result.summary
+
+
+def test_a_command_hook_runs_only_allowed_programs_in_a_minimal_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVEOPS_WEBHOOK_SECRET", "s3cr3t-of-the-controller")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2")
+    ctx = HookContext("staging", "fraud", "/fraud", "2", "1", "c" * 40, "http://x:8000")
+    seen = tmp_path / "env.json"
+    dump = f"import json, os; json.dump(dict(os.environ), open({str(seen)!r}, 'w'))"
+    hook = Hook(name="peek", command=[sys.executable, "-c", dump])
+
+    refused = Hooks().run("pre_rollout", [hook], ctx)  # the controller allows no program
+    assert not refused.passed and not seen.exists()
+    assert "is not a program this controller allows hooks to run" in refused.summary
+    assert "--allow-hook-command" in refused.summary
+
+    assert Hooks(allowed=frozenset({sys.executable})).run("pre_rollout", [hook], ctx).passed
+    env = json.loads(seen.read_text())
+    assert set(env) - {"PATH", "LANG", "LC_CTYPE"} == {
+        "SERVEOPS_ENVIRONMENT",
+        "SERVEOPS_DEPLOYMENT",
+        "SERVEOPS_STAGE",
+        "SERVEOPS_CANDIDATE_VERSION",
+        "SERVEOPS_STABLE_VERSION",
+        "SERVEOPS_COMMIT",
+        "SERVEOPS_URL",
+    }
+    assert "hunter2" not in seen.read_text() and "s3cr3t" not in seen.read_text()
 
 
 def test_pinning_reaches_only_versions_the_router_knows_and_runs() -> None:
