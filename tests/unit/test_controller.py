@@ -17,9 +17,9 @@ from controller.gitops.loop import Wakeup, jittered, run_forever
 from controller.gitops.outcome import PassResult
 from controller.gitops.state import PassStart, StateStore
 from controller.policy.evidence import open_store, write_evidence
-from controller.spec.manifest import load_manifests
 from controller.registry.mlflow import FixedRegistry, ResolvedModel
 from controller.source.repository import RepoSource
+from controller.spec.manifest import load_manifests
 from controller.sync.apply import ApplyProgress, apply_step
 from controller.sync.read import Revision, plan_revision
 from tests.support import FakeClock, FakeServe, World, commit, git, make_repo, unmanaged_app
