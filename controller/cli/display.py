@@ -58,6 +58,16 @@ def plan_text(plan: Plan) -> Text:
             f", {counts['orphan']} orphaned (kept; --prune deletes them)", style="bold magenta"
         )
     out.append(".\n")
+    for rollout in plan.rollouts:
+        out.append(
+            f"\n{rollout.deployment}: {rollout.strategy} rollout from {rollout.stable} to "
+            f"{rollout.candidate}, driven by the controller (the actions above are its start):\n",
+            style="bold",
+        )
+        for i, step in enumerate(rollout.steps, 1):
+            out.append(f"  {i}. {step}\n")
+        if rollout.analysis:
+            out.append(f"  analysis: {rollout.analysis}\n", style="dim")
     return out
 
 

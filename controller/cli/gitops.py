@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from controller.cli.display import plan_text, print_to
 from controller.cli.logs import setup_logging
@@ -41,6 +42,7 @@ from controller.cli.options import (
     seconds,
 )
 from controller.cli.options import run as run_command
+from controller.cli.views import load_view
 from controller.cluster.serve_api import ServeClient
 from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput
@@ -476,8 +478,11 @@ def history_command(
             records = store.history(env, limit)
         if output == "json":
             print(json.dumps([record_json(r) for r in records], indent=2))
-        else:
-            out.print(history_table(records))
+            return
+        if env is not None:  # where the environment stands now, as status says it
+            view, _ = load_view(env, state=state, address=None)
+            out.print(f"now: {view.summary}", highlight=False, markup=False)
+        out.print(history_table(records, terminal=out.is_terminal), highlight=False)
 
     run_command(run)
 
@@ -500,14 +505,31 @@ def record_json(record: PassRecord) -> dict[str, Any]:
     }
 
 
-def history_table(records: list[PassRecord]) -> Table | str:
+def history_table(records: list[PassRecord], terminal: bool = True) -> Table | Text:
+    """A table on a terminal; elsewhere one plain line per pass, never cut to a width."""
     if not records:
-        return "no passes recorded"
+        return Text("no passes recorded")
+    if not terminal:
+        return Text(
+            "\n".join(
+                f"#{r.id} {r.started_at:%Y-%m-%d %H:%M:%S} {r.environment} "
+                f"{(r.commit or '-')[:12]} {r.result}"
+                + (f" x{r.repeats}" if r.repeats > 1 else "")
+                + f" by {r.actor} ({r.trigger}): {r.message.splitlines()[0] if r.message else ''}"
+                for r in records
+            )
+        )
     table = Table(show_lines=False)
     for column in ("#", "started (UTC)", "env", "commit", "result", "actor", "trigger"):
         table.add_column(column, no_wrap=True)
     table.add_column("message", overflow="fold", min_width=20)
-    styles = {"applied": "green", "healed": "green", "drift": "yellow", "interrupted": "yellow"}
+    styles = {
+        "applied": "green",
+        "healed": "green",
+        "drift": "yellow",
+        "interrupted": "yellow",
+        "recovered": "green",
+    }
     for r in records:
         result = r.result + (f" x{r.repeats}" if r.repeats > 1 else "")
         message = r.message.splitlines()[0] if r.message else ""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,10 +10,11 @@ from typing import Annotated
 import typer
 
 from controller import __version__
-from controller.cli.display import plan_text, print_to, status_table
+from controller.cli.display import plan_text, print_to
 from controller.cli.gitops import register as register_controller_commands
 from controller.cli.options import (
     DEFAULT_ADDRESS,
+    DEFAULT_STATE,
     AddressOpt,
     EnvOpt,
     HttpPortOpt,
@@ -24,6 +24,7 @@ from controller.cli.options import (
     RepoPathOpt,
     RevOpt,
     ServingCodeOpt,
+    StateOpt,
     TimeoutOpt,
     check_output,
     err,
@@ -34,16 +35,18 @@ from controller.cli.options import run as run_command
 from controller.cli.policy import check as policy_check
 from controller.cli.policy import policy_app
 from controller.cli.rollouts import register as register_rollout_commands
+from controller.cli.views import load_view, print_view, status_renderable
 from controller.cluster.serve_api import ServeClient, default_address
 from controller.cluster.serving_code import build_bundle, parse_serving_code
-from controller.cluster.status import deployment_statuses
 from controller.errors import BadInput, StalePlan
+from controller.gitops.state import DesiredRevision, EnvironmentState
+from controller.gitops.view import environment_view
 from controller.registry.mlflow import registry_from_uri
 from controller.source.git import open_repo, read_worktree, resolve_commit
 from controller.spec.manifest import is_deployment_file, load_manifests
 from controller.sync.apply import apply_plan
 from controller.sync.plan import Plan
-from controller.sync.read import Revision, enforce_policies, plan_revision
+from controller.sync.read import Revision, enforce_policies, plan_revision, read_desired
 from simulator.cli import register as register_simulator_commands
 
 app = typer.Typer(
@@ -86,8 +89,18 @@ def plan(
     out_file: Annotated[Path | None, typer.Option("--out", help="Save the plan as JSON.")] = None,
     output: OutputOpt = "text",
     prune: PruneOpt = False,
+    immediate: Annotated[
+        bool,
+        typer.Option(
+            "--immediate",
+            help="Plan what `serveops apply` by hand does (switch at once), not the controller's "
+            "rollouts.",
+        ),
+    ] = False,
 ) -> None:
-    """Show what apply would change, field by field, without changing anything."""
+    """Show what would change, field by field, without changing anything: what the controller
+    does (a canary or blue-green deployment's rollout, from its first step), or with
+    --immediate what `apply` by hand does."""
 
     def run() -> None:
         check_output(output)
@@ -99,6 +112,7 @@ def plan(
                 registry_from_uri(registry_uri),
                 prune=prune,
                 serving_code=code,
+                rollouts=not immediate,
             )
         if out_file:
             out_file.write_text(result.model_dump_json(indent=2) + "\n")
@@ -217,33 +231,48 @@ def _check_revision_unmoved(the_plan: Plan) -> None:
 def status(
     env: EnvOpt,
     address: AddressOpt = DEFAULT_ADDRESS,
+    state: StateOpt = DEFAULT_STATE,
     repo: Annotated[
-        Path | None, typer.Option("--repo", help="Compare with Git to report sync status.")
+        Path | None,
+        typer.Option(
+            "--repo", help="Compare with Git at --rev instead of what the controller admitted."
+        ),
     ] = None,
     rev: RevOpt = "HEAD",
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     output: OutputOpt = "text",
 ) -> None:
-    """Per deployment: sync status against Git (with --repo) and health from Serve."""
+    """Where each deployment stands: sync against what the controller admitted (its --state)
+    or against Git (--repo), health from Serve, and what a rollout or apply waits for.
+    Exit 1 when a deployment is Degraded or Missing."""
 
     def run() -> None:
         check_output(output)
         with ServeClient(address) as client:
-            the_plan = None
+            live = client.get()
             if repo is not None:
-                the_plan = plan_revision(
+                read = read_desired(
                     Revision(str(repo), rev, env),
-                    client,
                     registry_from_uri(registry_uri),
                     serving_code=parse_serving_code(serving_code),
                 )
-            rows = deployment_statuses(client.get(), env, the_plan)
+                admitted = DesiredRevision(
+                    read.commit, read.digest, read.desired, read.specs, dt.datetime.now(dt.UTC)
+                )
+                view = environment_view(
+                    env,
+                    dt.datetime.now(dt.UTC),
+                    live=live,
+                    state=EnvironmentState(env, admitted=admitted),
+                )
+            else:
+                view, _ = load_view(env, state=state, address=None, live=live)
         if output == "json":
-            print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+            print(view.model_dump_json(indent=2))
         else:
-            out.print(status_table(rows, env))
-        if any(r.health in ("Degraded", "Missing") for r in rows):
+            print_view(out, status_renderable(view, out.is_terminal))
+        if any(d.health in ("Degraded", "Missing") for d in view.deployments):
             raise typer.Exit(1)
 
     run_command(run)

@@ -11,11 +11,13 @@ rollout's progress stays in one place.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.live import Live
 
 from controller.cli.options import (
     DEFAULT_STATE,
@@ -24,12 +26,15 @@ from controller.cli.options import (
     StateOpt,
     check_output,
     out,
+    seconds,
 )
 from controller.cli.options import run as _run
+from controller.cli.views import load_view, print_view, rollouts_renderable
 from controller.errors import BadInput, ServeopsError
 from controller.gitops.settings import default_actor
 from controller.gitops.state import StateStore
-from controller.rollout.engine import Command, RolloutState
+from controller.gitops.view import EnvironmentView
+from controller.rollout.state import Command, RolloutState
 from controller.source.rollback import RollbackPlan, plan_rollback, write_rollback
 
 DeploymentArg = Annotated[str, typer.Argument(help="The deployment (metadata.name).")]
@@ -98,56 +103,83 @@ def promote_command(
 def rollouts_command(
     env: EnvOpt,
     state: StateOpt = DEFAULT_STATE,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            envvar="SERVEOPS_ADDRESS",
+            help="Ray dashboard, for the versions' weights and health (default: state only).",
+        ),
+    ] = None,
     deployment: Annotated[
         str | None, typer.Option("--deployment", help="Only this deployment.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Steps to show, newest first.")] = 20,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Redraw live until no rollout is in flight; exit 1 if one aborted.",
+        ),
+    ] = False,
+    interval: Annotated[
+        str, typer.Option("--interval", help="Redraw every (with --watch).")
+    ] = "1s",
     output: OutputOpt = "text",
 ) -> None:
-    """Rollouts of an environment (in flight and last finished) and the steps they took."""
+    """Rollouts in flight: where each stands (step, weights), what it waits for and why, its
+    analyses (requests, error rates, latencies per version, the thresholds, the decision), and
+    the steps taken."""
 
-    def run() -> None:
+    def snapshot() -> EnvironmentView:
+        if not state.exists():
+            raise BadInput(f"{state}: no controller state here (pass --state)")
+        view, _problem = load_view(env, state=state, address=address)
+        return view
+
+    def run() -> int:
         check_output(output)
+        if watch:
+            return _watch(snapshot, deployment, seconds("--interval", interval))
+        view = snapshot()
         with _store(state) as store:
-            current = {
-                name: r.state
-                for name, r in store.rollouts(env).items()
-                if deployment is None or name == deployment
-            }
             events = store.rollout_events(env, deployment, limit)
         if output == "json":
-            print(
-                json.dumps(
-                    {
-                        "rollouts": {n: json.loads(s.to_json()) for n, s in current.items()},
-                        "events": [{**e.__dict__, "at": e.at.isoformat()} for e in events],
-                    },
-                    indent=2,
-                )
-            )
-            return
-        table = Table()
-        for column in ("deployment", "strategy", "from", "to", "phase", "weight", "message"):
-            table.add_column(column, overflow="fold")
-        for name, s in sorted(current.items()):
-            phase = s.phase + (" (paused)" if s.paused else "")
-            table.add_row(
-                name,
-                s.strategy,
-                f"v{s.stable_version}",
-                f"v{s.candidate_version}",
-                phase,
-                f"{s.weight:g}%",
-                s.message,
-            )
-        out.print(table if current else "no rollouts")
+            data = json.loads(view.model_dump_json())
+            data["events"] = [{**e.__dict__, "at": e.at.isoformat()} for e in events]
+            print(json.dumps(data, indent=2))
+            return 0
+        print_view(out, rollouts_renderable(view, out.is_terminal, deployment))
         for e in events:
             out.print(
                 f"{e.at:%Y-%m-%d %H:%M:%S} {e.deployment} {e.commit[:12]} {e.action} "
-                f"{e.phase} {e.weight:g}%: {e.message}"
+                f"{e.phase} {e.weight:g}%: {e.message}",
+                highlight=False,
+                markup=False,
             )
+        return 0
 
-    _run(run)
+    code = _run(run)
+    if code:
+        raise typer.Exit(code)
+
+
+def _watch(load: Callable[[], EnvironmentView], deployment: str | None, every_s: float) -> int:
+    """Redraw until no rollout of interest is in flight (like `kubectl argo rollouts get
+    --watch` then `status`): exit 0 when they completed, 1 when one aborted."""
+    with Live(console=out, auto_refresh=False) as live:
+        while True:
+            view = load()
+            live.update(rollouts_renderable(view, out.is_terminal, deployment), refresh=True)
+            current = [
+                d.rollout
+                for d in view.deployments
+                if d.rollout is not None and (deployment is None or d.name == deployment)
+            ]
+            if all(r.phase in ("aborted", "completed") for r in current):
+                return 1 if any(r.phase == "aborted" for r in current) else 0
+            time.sleep(every_s)
 
 
 def rollback_reason(plan: RollbackPlan, state: Path, given: str, actor: str) -> str:

@@ -17,9 +17,9 @@ from controller.errors import Refused
 from controller.gitops.context import PassContext
 from controller.gitops.gate import Admission
 from controller.gitops.read import Observation
-from controller.rollout.engine import Limits
 from controller.rollout.hooks import serve_http_url
 from controller.rollout.progress import HookSetup, MetricsOnce, RolloutPass, advance
+from controller.rollout.state import Limits
 from controller.sync.plan import Plan, Source, comparable, make_plan
 
 Intent = Literal["nothing", "in_sync", "apply", "continue", "heal", "drift", "ignore"]

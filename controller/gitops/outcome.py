@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.rollout.engine import RolloutState
+from controller.rollout.state import RolloutState
 from controller.sync.plan import Plan
 
 PassOutcome = Literal[

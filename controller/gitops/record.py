@@ -18,6 +18,8 @@ from controller.gitops.gate import Admission
 from controller.gitops.outcome import PassOutcome, PassResult, aborted_text, held_text
 from controller.gitops.read import Observation
 from controller.gitops.state import AuditResult
+from controller.gitops.view import rollout_line, rollout_view
+from controller.rollout.state import RolloutState
 
 _HEAD_OUTCOME: dict[str, PassOutcome] = {
     "refused": "refused",
@@ -95,7 +97,7 @@ def record(
         if active:
             outcome = "progressing"
             if not rollouts.messages:  # nothing moved: say where each rollout stands
-                message = "; ".join(f"{s.deployment}: {s.message}" for s in active)
+                message = "; ".join(_where(ctx, admission, s) for s in active)
     recovering = outcome in ("in_sync", "progressing") and pass_id is None
     if recovering and store.latest_result(env) in ("failed", "interrupted"):
         pass_id, _ = store.record_pass(obs.start, "recovered", f"recovered: {message}", obs.started)
@@ -110,6 +112,14 @@ def record(
         bad_input=acted.bad_input,
         applying=acted.outcome == "progressing",
     )
+
+
+def _where(ctx: PassContext, admission: Admission, state: RolloutState) -> str:
+    """A rollout's line, as `serveops status` and `rollouts` print it."""
+    specs = admission.target.specs if admission.target else {}
+    spec = specs.get(state.deployment)
+    steps = len(spec.spec.rollout.steps) if spec is not None else None
+    return f"{state.deployment}: {rollout_line(rollout_view(state, steps), ctx.store.now())}"
 
 
 def _skipped_text(obs: Observation) -> str:

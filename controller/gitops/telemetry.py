@@ -28,7 +28,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from controller.rollout.engine import Phase, RolloutState
+from controller.rollout.state import Phase, RolloutState
 from controller.sync.plan import Plan
 
 # A pass that finds nothing to do takes milliseconds; one that applies waits for replicas

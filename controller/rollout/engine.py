@@ -42,179 +42,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
-from dataclasses import dataclass
-from typing import Any, Literal
 
 from controller.rollout.analysis import AnalysisResult
+from controller.rollout.state import (
+    DEFAULT_LIMITS,
+    MIN_REQUEUE_S,
+    AnalysisRecord,
+    Decision,
+    HookResult,
+    HookStage,
+    Limits,
+    Phase,
+    Readiness,
+    RolloutState,
+    mirror_percent,
+)
 from controller.spec.durations import parse_duration
 from controller.spec.models import Rollout
-
-Strategy = Literal["canary", "blue_green", "shadow"]
-Phase = Literal["loading", "steps", "preview", "switched", "verifying", "completed", "aborted"]
-Command = Literal["promote", "promote_full", "abort", "pause", "resume"]
-Action = Literal["wait", "set_weight", "switch", "pause", "complete", "abort"]
-Readiness = Literal["ready", "starting", "failed"]
-HookStage = Literal["pre_rollout", "post_rollout"]
-
-ACTIVE_PHASES: frozenset[Phase] = frozenset(
-    {"loading", "steps", "preview", "switched", "verifying"}
-)
-PROGRESSIVE: frozenset[str] = frozenset({"canary", "blue_green", "shadow"})
-MIN_REQUEUE_S = 1.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the deployment file does not say; controller settings."""
-
-    progress_deadline_s: float = 600.0  # start -> candidate RUNNING (model load time included)
-    inconclusive_limit: int = 3  # inconclusive windows in a row before the rollout pauses
-    loading_poll_s: float = 2.0  # how soon to look again while the candidate starts
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """Everything a rollout needs between passes; persisted as JSON by the state store."""
-
-    deployment: str
-    strategy: Strategy
-    stable_app: str
-    stable_version: str
-    candidate_app: str
-    candidate_version: str
-    key: str  # fingerprint of the desired state that started it: an abort is not retried on it
-    commit: str
-    phase: Phase
-    started_at: dt.datetime
-    phase_started_at: dt.datetime
-    step: int = -1  # canary: index of the current step
-    weight: float = 0.0  # the candidate's share of client traffic
-    window_started_at: dt.datetime | None = None
-    failures: int = 0  # failed analyses, whole rollout
-    inconclusive: int = 0  # inconclusive analyses in a row
-    passes: int = 0  # passed analyses in the current step or phase
-    paused: bool = False
-    promote: Literal["", "step", "full"] = ""  # asked by `serveops promote`
-    abort: str = ""  # asked by `serveops abort`: who and why
-    message: str = ""
-    ended_at: dt.datetime | None = None
-    post_hooks_passed: bool = False
-
-    @property
-    def active(self) -> bool:
-        return self.phase in ACTIVE_PHASES
-
-    def to_json(self) -> str:
-        data: dict[str, Any] = dataclasses.asdict(self)
-        for key, value in data.items():
-            if isinstance(value, dt.datetime):
-                data[key] = value.isoformat()
-        return json.dumps(data, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> RolloutState:
-        data = json.loads(text)
-        for key in ("started_at", "phase_started_at", "window_started_at", "ended_at"):
-            if data.get(key):
-                data[key] = dt.datetime.fromisoformat(data[key])
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class HookResult:
-    """What running one stage's hooks gave: passed, and a summary (the failure, if any)."""
-
-    stage: HookStage
-    passed: bool
-    summary: str
-
-    @property
-    def label(self) -> str:
-        return self.stage.replace("_", "-") + " hooks"
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    state: RolloutState  # persist this, then render the router from it
-    reason: str
-    requeue_after: float
-    reset_window: bool = False  # a new analysis window starts now: record the metrics baseline
-
-    @property
-    def changed(self) -> bool:
-        return self.action != "wait"
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """What the router does for a rollout's state; None from `traffic` means Git's steady state."""
-
-    stable_weight: float
-    candidate_weight: float
-    mirror_percent: float  # share of requests mirrored to the candidate, answers discarded
-    keep_candidate: bool  # the candidate application stays deployed
-
-
-def start(
-    strategy: Strategy,
-    deployment: str,
-    *,
-    stable: tuple[str, str],
-    candidate: tuple[str, str],
-    key: str,
-    commit: str,
-    now: dt.datetime,
-) -> RolloutState:
-    """A new rollout from `stable` (app, version) to `candidate` (app, version)."""
-    return RolloutState(
-        deployment=deployment,
-        strategy=strategy,
-        stable_app=stable[0],
-        stable_version=stable[1],
-        candidate_app=candidate[0],
-        candidate_version=candidate[1],
-        key=key,
-        commit=commit,
-        phase="loading",
-        started_at=now,
-        phase_started_at=now,
-        message=f"starting {candidate[0]} next to {stable[0]}",
-    )
-
-
-def with_command(state: RolloutState, command: Command, note: str = "") -> RolloutState:
-    """Fold an operator's command into the state; `decide` acts on it."""
-    if not state.active:
-        return state
-    if command == "pause":
-        return dataclasses.replace(state, paused=True, message=f"paused by {note or 'operator'}")
-    if command == "resume":
-        return dataclasses.replace(state, paused=False, inconclusive=0, message="resumed")
-    if command == "promote":
-        return dataclasses.replace(state, promote="step", paused=False)
-    if command == "promote_full":
-        return dataclasses.replace(state, promote="full", paused=False)
-    return dataclasses.replace(state, abort=note or "operator")
-
-
-def mirror_percent(spec: Rollout) -> float:
-    """Share of requests mirrored to a previewing candidate: `shadow_percent`, else all."""
-    return float(spec.shadow_percent or 100)
-
-
-def traffic(spec: Rollout, state: RolloutState) -> Traffic | None:
-    """The router's weights and mirroring for `state`; None: the rollout no longer shapes it."""
-    if state.phase == "completed":
-        return None
-    if state.phase == "aborted":
-        return Traffic(100.0, 0.0, 0.0, keep_candidate=False)
-    if state.phase == "preview":
-        return Traffic(100.0, 0.0, mirror_percent(spec), keep_candidate=True)
-    if state.phase in ("switched", "verifying"):
-        return Traffic(0.0, 100.0, 0.0, keep_candidate=True)
-    return Traffic(100.0 - state.weight, state.weight, 0.0, keep_candidate=True)
 
 
 def analysis_due(spec: Rollout, state: RolloutState, now: dt.datetime) -> bool:
@@ -256,11 +100,91 @@ def decide(
     candidate: Readiness,
     candidate_message: str = "",
     analysis: AnalysisResult | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     hooks: HookResult | None = None,
 ) -> Decision:
     """The next step of a rollout. `analysis` only when `analysis_due` said so, `hooks` only
-    when `hooks_due` did."""
+    when `hooks_due` did. The state it returns says what the rollout waits for next."""
+    if analysis is not None and spec.analysis is not None and state.active:
+        state = state.with_analysis(AnalysisRecord.of(analysis, spec.analysis, state, now))
+    decision = _decide(
+        spec,
+        state,
+        now,
+        candidate=candidate,
+        candidate_message=candidate_message,
+        analysis=analysis,
+        limits=limits,
+        hooks=hooks,
+    )
+    waiting, until = waiting_for(spec, decision.state, limits, candidate)
+    explained = dataclasses.replace(decision.state, waiting=waiting, until=until)
+    return dataclasses.replace(decision, state=explained)
+
+
+def waiting_for(
+    spec: Rollout, state: RolloutState, limits: Limits, candidate: Readiness = "ready"
+) -> tuple[str, dt.datetime | None]:
+    """What the rollout waits for in `state`, in words stable from pass to pass, and when a
+    time-bound wait ends (None: it waits for something else, or for nothing)."""
+    if not state.active:
+        return "", None
+    if state.paused:
+        return f"an operator: {state.message or 'paused'} (`serveops resume` or `promote`)", None
+    if state.phase == "loading":
+        if candidate != "ready":
+            deadline = state.started_at + dt.timedelta(seconds=limits.progress_deadline_s)
+            return f"{state.candidate_app} to run (progress deadline)", deadline
+        return "the pre-rollout hooks", None
+    if state.phase == "verifying":
+        return "the post-rollout hooks", None
+    window = _window_end(spec, state)
+    if state.phase == "steps":
+        label = f"step {state.step + 1}/{len(spec.steps)} at {state.weight:g}%"
+        pause = _pause_s(spec, state.step)
+        if pause is None:
+            return f"`serveops promote` ({label}, pause: indefinite)", None
+        pause_end = state.phase_started_at + dt.timedelta(seconds=pause)
+        if spec.analysis is not None and state.passes < 1:
+            return f"a passing analysis ({label}){_needs(spec, state)}", window
+        return f"the end of the pause ({label})", pause_end
+    if state.phase == "preview":
+        if spec.analysis is None:
+            return "`serveops promote` (shadowing)", None
+        return f"a passing pre-promotion analysis{_needs(spec, state)}", window
+    delay = parse_duration(spec.scale_down_delay)
+    kept = state.phase_started_at + dt.timedelta(seconds=delay)
+    return f"the scale-down delay ({state.stable_app} kept for rollback)", kept
+
+
+def _window_end(spec: Rollout, state: RolloutState) -> dt.datetime | None:
+    if spec.analysis is None or state.window_started_at is None:
+        return None
+    return state.window_started_at + dt.timedelta(seconds=parse_duration(spec.analysis.interval))
+
+
+def _needs(spec: Rollout, state: RolloutState) -> str:
+    """`, at least 20 candidate requests (last window: 7)` after an inconclusive window."""
+    last = state.last_analysis
+    if spec.analysis is None or last is None or last.verdict != "inconclusive":
+        return ""
+    return (
+        f", at least {spec.analysis.min_requests} candidate requests a window "
+        f"(last: {last.candidate.requests})"
+    )
+
+
+def _decide(
+    spec: Rollout,
+    state: RolloutState,
+    now: dt.datetime,
+    *,
+    candidate: Readiness,
+    candidate_message: str = "",
+    analysis: AnalysisResult | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    hooks: HookResult | None = None,
+) -> Decision:
     if not state.active:
         return Decision("wait", state, state.message, float("inf"))
     if state.abort:

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import httpx
 
-from controller.rollout.engine import HookResult, HookStage
+from controller.rollout.state import HookResult, HookStage
 from controller.serving.pinning import PIN_HEADER
 from controller.serving.protocol import VERSION_HEADER
 from controller.spec.models import Hook, SmokeRequest, parse_duration

@@ -34,7 +34,10 @@ from controller.errors import ServeopsError
 from controller.gitops.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
 from controller.gitops.telemetry import METRICS
 from controller.rollout.analysis import AnalysisResult, analyse
-from controller.rollout.engine import (
+from controller.rollout.engine import analysis_due, decide, hooks_due
+from controller.rollout.hooks import HookContext, HookRunner
+from controller.rollout.router_metrics import MetricsSource, Snapshot, from_json, to_json, window
+from controller.rollout.state import (
     PROGRESSIVE,
     Decision,
     HookResult,
@@ -42,15 +45,10 @@ from controller.rollout.engine import (
     Limits,
     Readiness,
     RolloutState,
-    analysis_due,
-    decide,
-    hooks_due,
     start,
     traffic,
     with_command,
 )
-from controller.rollout.hooks import HookContext, HookRunner
-from controller.rollout.router_metrics import MetricsSource, Snapshot, from_json, to_json, window
 from controller.serving.protocol import MARKER_KEY, RolloutNote, RouterConfig, router_config
 from controller.serving.protocol import Target as RouteTarget
 from controller.spec.models import ModelDeployment, Rollout

@@ -68,6 +68,18 @@ class ModelRef(BaseModel):
     version: str
 
 
+class RolloutPlan(BaseModel):
+    """What the controller will do for a deployment whose strategy is progressive: the path
+    from the version serving now to the new one, of which the plan's actions are the start."""
+
+    deployment: str
+    strategy: str
+    stable: str = Field(description="The version serving now.")
+    candidate: str = Field(description="The version Git asks for.")
+    steps: list[str] = Field(description="The path, one entry per step, in words.")
+    analysis: str | None = Field(None, description="What each step is held to, if analysed.")
+
+
 class Plan(BaseModel):
     format: Literal[1] = 1
     serveops_version: str = __version__
@@ -81,6 +93,11 @@ class Plan(BaseModel):
     actions: list[Action]
     desired: list[dict[str, Any]] = Field(
         description="Every managed application of the environment after the apply."
+    )
+    rollouts: list[RolloutPlan] = Field(
+        default_factory=list,
+        description="Deployments the controller moves progressively: the actions are their "
+        "first step (the candidate started beside the stable version, with no traffic).",
     )
 
     @property

@@ -86,15 +86,25 @@ def plan_revision(
     *,
     prune: bool = False,
     serving_code: ServingCode = INSTALLED,
+    rollouts: bool = False,
 ) -> Plan:
     """Read Git at the revision, validate, resolve models, read live state, and diff.
 
-    Every input problem surfaces before the cluster is touched; nothing here writes.
+    `rollouts`: plan what the controller does, a progressive deployment's first step (its
+    candidate started beside the stable version, no traffic) with the path that follows in
+    `Plan.rollouts`; else what `apply` by hand does, an immediate switch. Every input problem
+    surfaces before the cluster is touched; nothing here writes.
     """
     read = read_desired(revision, registry, serving_code=serving_code)
     live = client.get()
     source = Source(repo=revision.repo, rev=revision.rev, commit=read.commit)
-    return make_plan(read.desired, live, source=source, address=client.address, prune=prune)
+    if not rollouts:
+        return make_plan(read.desired, live, source=source, address=client.address, prune=prune)
+    from controller.rollout.preview import first_steps
+
+    shaped, paths = first_steps(read.desired, read.specs, live, read.commit)
+    plan = make_plan(shaped, live, source=source, address=client.address, prune=prune)
+    return plan.model_copy(update={"rollouts": paths})
 
 
 def enforce_policies(plan: Plan, registry: Describer | None) -> None:

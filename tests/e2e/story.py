@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from controller.cli.views import load_view
 from controller.dev.demo import MODEL_NAME
+from controller.gitops.outcome import PassResult
 from controller.gitops.reconciler import Controller
 from controller.gitops.state import StateStore, StoredRollout
 from tests.support import commit
@@ -101,6 +103,7 @@ class Story:
     watched: Processes = field(default_factory=dict)
     restarts: list[str] = field(default_factory=list)  # watched replicas that changed
     scenarios: list[Scenario] = field(default_factory=list)
+    view_checks: int = 0  # passes whose views were checked against each other
 
     def processes(self) -> Processes:
         return processes(self.address, self.deployment)
@@ -122,6 +125,22 @@ class Story:
     def phase(self) -> str | None:
         stored = self.rollout()
         return stored.state.phase if stored else None
+
+    def check_views(self, result: PassResult) -> None:
+        """Every view says the same as the pass (issue 17): the view `status` and `rollouts`
+        print, built from the state file and Serve, against the pass's own result and the
+        router's live weights."""
+        state = self.store.path
+        view, problem = load_view(self.environment, state=state, address=self.address)
+        assert problem is None, problem
+        d = view.deployment(self.deployment)
+        assert d is not None
+        live = {v.version: v.weight for v in d.versions if v.role != "fallback"}
+        if d.rollout is not None:
+            assert live.get(d.rollout.candidate[1:], 0.0) == d.rollout.weight, (live, d.rollout)
+            if result.outcome == "progressing" and "rollouts:" not in result.message:
+                assert d.summary.split("; waiting")[0] in result.message, (d.summary, result)
+            self.view_checks += 1
 
     def drive(self, until: str, since: dt.datetime, timeout_s: float = 300.0) -> int:
         """Controller passes until the rollout reaches phase `until`; returns the passes run.

@@ -57,7 +57,7 @@ WAIVER = textwrap.dedent(
 
 
 def spec(version: str, labels: dict[str, str], extra: str = "") -> str:
-    label_lines = "".join(f"    {k}: {v}\n" for k, v in labels.items())
+    label_lines = "".join(f'    {k}: "{v}"\n' for k, v in labels.items())
     return (
         "apiVersion: serveops.dev/v1alpha1\n"
         "kind: ModelDeployment\n"

@@ -215,7 +215,7 @@ def test_apply_second_revision_switches_to_v2_and_keeps_unmanaged_apps(
 def test_status_reports_synced_and_healthy_with_the_revision(serveops: Any, repo: Path) -> None:
     result = serveops("status", "--env", "staging", "--repo", str(repo), "-o", "json")
     assert result.returncode == 0, result.stderr + result.stdout
-    [row] = json.loads(result.stdout)
+    [row] = json.loads(result.stdout)["deployments"]
     assert (row["name"], row["sync"], row["health"]) == ("breast-cancer", "Synced", "Healthy")
     assert row["revision"] == git(repo, "rev-parse", "HEAD")
     assert row["route"] == "/breast-cancer"
@@ -246,7 +246,7 @@ def test_unschedulable_replica_is_reported_degraded_and_traffic_stays(
 
     status = serveops("status", "--env", "staging", "-o", "json")
     assert status.returncode == 1  # a degraded deployment makes status fail
-    rows = {r["name"]: r for r in json.loads(status.stdout)}
+    rows = {r["name"]: r for r in json.loads(status.stdout)["deployments"]}
     assert rows["greedy"]["health"] == "Degraded"
     assert "to be scheduled" in rows["greedy"]["message"]
     assert rows["breast-cancer"]["health"] == "Healthy"

@@ -244,7 +244,7 @@ def drive(
     cluster: Cluster,
     until: str,
     watch: dict[str, set[tuple[str, int]]],
-    timeout_s: float = 150.0,
+    timeout_s: float = 300.0,
 ) -> list[PassResult]:
     """Controller passes until the rollout reaches phase `until`; replicas in `watch` must keep
     their processes at every pass."""

@@ -10,6 +10,10 @@ controller pass.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -151,4 +155,20 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
     assert story.restarts == []
     assert story.processes()[NAME] == router  # weight changes were reconfigures only
     assert {v1, v2, slow} <= set(whole.versions)  # every version served along the way
+    assert story.view_checks > 10  # status, rollouts and the passes told one story throughout
+    # The commands print the same model: `status` and `rollouts` agree with each other.
+    env = {**os.environ, "SERVEOPS_ADDRESS": cluster.address}
+    serveops = str(Path(sys.executable).with_name("serveops"))
+    views = []
+    for command in ("status", "rollouts"):
+        done = subprocess.run(
+            [serveops, command, "--env", ENV, "--state", str(state), "-o", "json"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode in (0, 1), done.stderr
+        views.append(json.loads(done.stdout))
+    status, rollouts = views
+    assert status["deployments"] == rollouts["deployments"]
+    [row] = [d for d in status["deployments"] if d["name"] == NAME]
+    assert row["rollout"]["phase"] == "aborted" and row["health"] == "Degraded"
     store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +215,40 @@ def test_an_app_finishing_its_deletion_does_not_make_a_plan_stale() -> None:
     scaled = {**running, "deployed_app_config": {**unmanaged_app(), "route_prefix": "/moved"}}
     moved = LiveState.from_api({"applications": {"handmade": scaled}})
     assert moved.fingerprint() != after.fingerprint()
+
+
+def test_plan_of_a_canary_shows_the_rollout_not_a_switch(tmp_path: Path) -> None:
+    from controller.cli.display import plan_text
+    from controller.sync.read import Revision, plan_revision
+    from tests.support import World
+    from tests.unit.test_rollout_controller import CANARY
+
+    world = World(tmp_path, rollout=CANARY)
+    assert world.sync().outcome == "applied"
+    world.push("2")
+    revision = Revision(str(world.repo), "HEAD", "staging")
+    plan = plan_revision(revision, world.serve, world.registry(), rollouts=True)
+    ops = {(a.op, a.app) for a in plan.actions}
+    assert ("create", "fraud--v2") in ops and ("delete", "fraud--v1") not in ops
+    router = next(a for a in plan.desired if a["name"] == "fraud")
+    targets = router["deployments"][0]["user_config"]["targets"]
+    assert {(t["version"], t["weight"]) for t in targets} == {("1", 100.0), ("2", 0.0)}
+    [path] = plan.rollouts
+    assert (path.deployment, path.strategy, path.stable, path.candidate) == (
+        "fraud",
+        "canary",
+        "v1",
+        "v2",
+    )
+    assert path.steps[1:4] == [
+        "step 1: 25% to v2, held 1m and a passing analysis",
+        "step 2: 60% to v2, held 1m and a passing analysis",
+        "100% to v2",
+    ]
+    assert path.analysis is not None and "at least 20 candidate requests" in path.analysis
+    printed = plan_text(plan).plain
+    assert "canary rollout from v1 to v2, driven by the controller" in printed
+    immediate = plan_revision(revision, world.serve, world.registry())
+    assert ("delete", "fraud--v1") in {(a.op, a.app) for a in immediate.actions}
+    assert immediate.rollouts == []
+    world.close()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from controller.cli.main import app
 from controller.errors import BadInput, ServeopsError
 from controller.gitops.state import RolloutUpdate, StateStore
-from controller.rollout.engine import start
+from controller.rollout.state import start
 from controller.source.rollback import TRAILER, NothingToRollBack, plan_rollback, write_rollback
 from tests.support import commit, deployment_yaml, git, make_repo
 

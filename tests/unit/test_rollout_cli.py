@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from controller.cli.main import app
 from controller.gitops.state import RolloutUpdate, StateStore
-from controller.rollout.engine import start
+from controller.rollout.state import start
 
 runner = CliRunner()
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -66,7 +66,8 @@ def test_rollouts_lists_state_and_steps(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["rollouts"]["fraud"]["phase"] == "loading"
+    [fraud] = data["deployments"]
+    assert fraud["name"] == "fraud" and fraud["rollout"]["phase"] == "loading"
     assert [e["action"] for e in data["events"]] == ["start"]
     text = runner.invoke(app, ["rollouts", "--env", "staging", "--state", str(path)])
-    assert "fraud" in text.output and "loading" in text.output
+    assert "fraud: canary loading to v2" in text.output

@@ -71,7 +71,8 @@ def test_canary_moves_step_by_step_to_100_and_records_every_step(world: World) -
 
     world.traffic(30)
     waiting = world.pass_()  # analysis passed, the 1m pause is not over
-    assert waiting.outcome == "progressing" and "analysis passed" in waiting.message
+    assert waiting.outcome == "progressing"
+    assert "step 1/2 at 25% to v2; waiting for the end of the pause" in waiting.message
     world.traffic(30)
     assert world.pass_().outcome == "progressing"
     assert world.weights() == {"1": 40, "2": 60}

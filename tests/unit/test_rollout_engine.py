@@ -8,13 +8,12 @@ import datetime as dt
 import pytest
 
 from controller.rollout.analysis import AnalysisResult, VersionWindow
-from controller.rollout.engine import (
+from controller.rollout.engine import analysis_due, decide
+from controller.rollout.state import (
     Decision,
     Limits,
     Readiness,
     RolloutState,
-    analysis_due,
-    decide,
     start,
     traffic,
     with_command,

@@ -343,7 +343,8 @@ def test_engine_hooks_due_and_promote_full_still_verifies() -> None:
     import dataclasses
     import datetime as dt
 
-    from controller.rollout.engine import HookResult, decide, hooks_due, start, with_command
+    from controller.rollout.engine import decide, hooks_due
+    from controller.rollout.state import HookResult, start, with_command
     from controller.spec.models import Rollout
 
     t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from controller.cluster.render import DesiredDeployment, DesiredState
 from controller.registry.mlflow import ResolvedModel
-from controller.rollout.engine import Command, RolloutState
+from controller.rollout.state import Command, RolloutState
 from controller.spec.models import ModelDeployment
 from controller.sync.apply import ApplyProgress
 from controller.sync.plan import Plan

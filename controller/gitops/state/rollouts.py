@@ -13,7 +13,7 @@ from controller.gitops.state.records import (
     StoredRollout,
     iso,
 )
-from controller.rollout.engine import Command, RolloutState
+from controller.rollout.state import Command, RolloutState
 
 
 class Rollouts(StoreBase):
