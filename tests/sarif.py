@@ -11,7 +11,8 @@ from sarif_pydantic import Sarif
 def check_sarif(doc: dict[str, Any]) -> None:
     Sarif.model_validate(doc)
     assert doc["version"] == "2.1.0"
-    assert doc["$schema"].endswith("2.1.0.json") and "sarif" in doc["$schema"]
+    assert doc["$schema"].endswith("2.1.0.json")
+    assert "sarif" in doc["$schema"]
     for run in doc["runs"]:
         rules = run["tool"]["driver"].get("rules", [])
         ids = [r["id"] for r in rules]

@@ -178,7 +178,8 @@ def apply(
         with ServeClient(target_address, http_port=http_port) as client:
             for attempt in range(1, REPLAN_ATTEMPTS + 1):
                 if plan_file is None:
-                    assert env is not None and registry is not None
+                    assert env is not None
+                    assert registry is not None
                     target = Revision(str(repo), rev, env)
                     the_plan = plan_revision(
                         target, client, registry, prune=prune, serving_code=code
@@ -303,11 +304,15 @@ def schema(
     check: Annotated[bool, typer.Option(help="Fail if the committed files are stale.")] = False,
 ) -> None:
     """Write the generated files: the JSON Schema and the spec reference (from the pydantic
-    models), and the command reference in docs/cli.md (from the commands)."""
+    models), the policy file reference in docs/policy.md (from the policy models), and the
+    command reference in docs/cli.md (from the commands)."""
     from controller.cli import reference
+    from controller.policy import docs as policy_docs
     from controller.spec.schema import write_generated
 
     stale = write_generated(Path("."), check=check)
+    if policy_docs.write_reference(Path("."), check=check):
+        stale.append(policy_docs.DOC_PATH)
     if reference.write(Path("."), check=check):
         stale.append(reference.CLI_REFERENCE_PATH)
     if check and stale:

@@ -4,7 +4,8 @@ Every Ray node that runs a replica imports `controller.serving`. Three sources:
 
 - `installed` (default): the nodes' Python has serveops installed: the venv of a local cluster,
   or the cluster's image. Nothing is added to the rendered configs.
-- `pip`: each application's `runtime_env.pip` installs `serveops==<this version>` from the
+- `pip`: each application's `runtime_env.pip` installs `serveops[serving]==<this version>`
+  (the serving extra only: no CLI, no Locust, no Ray pin: the nodes have their Ray) from the
   nodes' package index.
 - a bundle URI, `<scheme>://.../serveops-<this version>.zip` (https, s3, gs, azure, abfss, or
   file for a path every node has): each application's `runtime_env.py_modules` downloads it.
@@ -28,6 +29,9 @@ import controller
 from controller import __version__
 from controller.errors import BadInput
 
+# What `--serving-code pip` installs on the nodes: the serving extra of this very version.
+SERVING_REQUIREMENT = f"serveops[serving]=={__version__}"
+
 # Ray's remote protocols for runtime_env packages (ray._private.runtime_env.protocol).
 BUNDLE_SCHEMES = ("https", "http", "s3", "gs", "azure", "abfss", "file")
 SETTING = "--serving-code / SERVEOPS_SERVING_CODE"
@@ -45,14 +49,14 @@ class ServingCode:
     def runtime_env(self) -> dict[str, Any]:
         """What every serveops application's runtime_env gets (merged with its own pip)."""
         if self.source == "pip":
-            return {"pip": [f"serveops=={__version__}"]}
+            return {"pip": [SERVING_REQUIREMENT]}
         if self.source == "bundle":
             return {"py_modules": [self.uri]}
         return {}
 
     def describe(self) -> str:
         if self.source == "pip":
-            return f"pip install serveops=={__version__} on the nodes"
+            return f"pip install {SERVING_REQUIREMENT} on the nodes"
         if self.source == "bundle":
             return f"bundle {self.uri}"
         return "installed on the nodes"

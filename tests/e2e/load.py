@@ -234,7 +234,8 @@ class LoadProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
+        assert self._proc is not None
+        assert self._proc.stdin is not None
         self._proc.stdin.close()
         self._proc.wait(timeout=self.timeout_s + 60)
         data = json.loads(self._out.read_text())

@@ -125,7 +125,8 @@ def test_no_base_fails_closed(repo: Path) -> None:
     assert "no base revision: every deployment is treated as created" in result.stdout
     assert "[production-simulation-passed] no simulation evidence" in result.stdout
     missing = serveops(repo, "check", "--all", "--head", "feature", "--env", "prod")
-    assert missing.returncode == 2 and "no environment 'prod'" in missing.stderr
+    assert missing.returncode == 2
+    assert "no environment 'prod'" in missing.stderr
 
 
 def test_a_simulated_change_is_admitted_after_a_squash_merge(repo: Path, tmp_path: Path) -> None:
@@ -162,13 +163,15 @@ def test_a_simulated_change_is_admitted_after_a_squash_merge(repo: Path, tmp_pat
 
     assert judge(store) is None
     refused = judge(None)
-    assert refused is not None and "serveops simulate" in refused
+    assert refused is not None
+    assert "serveops simulate" in refused
     assert "serveops policy evidence write" in refused
     # a record the key did not sign is not evidence
     [record] = list((tmp_path / "evidence").rglob("*.json"))
     record.write_text(record.read_text().replace('"passed": true', '"passed": false'))
     tampered = judge(store)
-    assert tampered is not None and "bad signature, not evidence" in tampered
+    assert tampered is not None
+    assert "bad signature, not evidence" in tampered
     # the CLI reads the same store
     result = serveops(
         repo,
@@ -181,4 +184,5 @@ def test_a_simulated_change_is_admitted_after_a_squash_merge(repo: Path, tmp_pat
         str(tmp_path / "evidence"),
         env={**os.environ, "SERVEOPS_EVIDENCE_KEY": KEY.decode()},
     )
-    assert result.returncode == 1 and "bad signature" in result.stdout
+    assert result.returncode == 1
+    assert "bad signature" in result.stdout

@@ -117,7 +117,8 @@ def test_attacks_on_the_gate_are_refused_and_nothing_of_them_runs(
 ) -> None:
     v1, v2 = registry.versions
     first = world()
-    assert first["outcome"] == "applied" and first["returncode"] == 0, first["message"]
+    assert first["outcome"] == "applied", first["message"]
+    assert first["returncode"] == 0
     admitted = world.admitted()
     apps = serving_apps(cluster)
     assert apps == {NAME, f"{NAME}--v{v1}"}
@@ -126,7 +127,8 @@ def test_attacks_on_the_gate_are_refused_and_nothing_of_them_runs(
         head = commit(world.repo, files, message)
         before = world.admitted()
         result = world()
-        assert result["outcome"] == "refused" and result["returncode"] == 1, result["message"]
+        assert result["outcome"] == "refused", result["message"]
+        assert result["returncode"] == 1
         assert expect in result["message"], result["message"]
         assert result["commit"] == head
         assert world.admitted() == before  # nothing of the refused commit stored
@@ -167,8 +169,10 @@ def test_attacks_on_the_gate_are_refused_and_nothing_of_them_runs(
     git(world.repo, "reflog", "expire", "--expire=now", "--all")
     git(world.repo, "gc", "-q", "--prune=now")
     result = world()
-    assert result["outcome"] == "refused" and "needs the reviewed label" in result["message"]
-    assert world.admitted() == admitted and serving_apps(cluster) == apps
+    assert result["outcome"] == "refused"
+    assert "needs the reviewed label" in result["message"]
+    assert world.admitted() == admitted
+    assert serving_apps(cluster) == apps
 
     # 6. A hook that would exfiltrate the controller's environment: the rules admit it (it
     # breaks none), but it never runs: the controller allows no program.

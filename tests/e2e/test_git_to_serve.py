@@ -196,12 +196,14 @@ def test_apply_second_revision_switches_to_v2_and_keeps_unmanaged_apps(
 
     v1, v2 = registry.versions
     # No request failed during the switch; each was answered by v1, then by v2.
-    assert loop.failures == [] and len(loop.versions) > 20
+    assert loop.failures == []
+    assert len(loop.versions) > 20
     assert set(loop.versions) <= {v1, v2}
     first_v2 = loop.versions.index(v2) if v2 in loop.versions else len(loop.versions)
     assert set(loop.versions[first_v2:]) <= {v2}
     response = post_until_ok(cluster.url("/breast-cancer"), expected["body"])
-    assert response.status_code == 200 and response.headers[VERSION_HEADER] == v2
+    assert response.status_code == 200
+    assert response.headers[VERSION_HEADER] == v2
     assert response.json()["predictions"] == expected[v2]
     if expected["differ"]:
         assert expected[v1] != expected[v2]
@@ -209,7 +211,8 @@ def test_apply_second_revision_switches_to_v2_and_keeps_unmanaged_apps(
     live = wait_gone(cluster, f"breast-cancer--v{v1}")
     assert live.apps["handmade"].config == handmade_before
     hand = post_until_ok(cluster.url("/handmade"), expected["body"])
-    assert hand.status_code == 200 and hand.headers[VERSION_HEADER] == "hand"
+    assert hand.status_code == 200
+    assert hand.headers[VERSION_HEADER] == "hand"
 
 
 def test_status_reports_synced_and_healthy_with_the_revision(serveops: Any, repo: Path) -> None:
@@ -242,7 +245,8 @@ def test_unschedulable_replica_is_reported_degraded_and_traffic_stays(
     commit(repo, {greedy: spec(registry.versions[0], name="greedy", num_cpus=1.9)}, "too big")
     result = serveops("apply", "--repo", str(repo), "--env", "staging", "--timeout", "120")
     assert result.returncode == 1
-    assert "phase 'switch'" in result.stderr and "to be scheduled" in result.stderr
+    assert "phase 'switch'" in result.stderr
+    assert "to be scheduled" in result.stderr
 
     status = serveops("status", "--env", "staging", "-o", "json")
     assert status.returncode == 1  # a degraded deployment makes status fail
@@ -251,11 +255,13 @@ def test_unschedulable_replica_is_reported_degraded_and_traffic_stays(
     assert "to be scheduled" in rows["greedy"]["message"]
     assert rows["breast-cancer"]["health"] == "Healthy"
     ok = post_until_ok(cluster.url("/breast-cancer"), expected["body"])
-    assert ok.status_code == 200 and ok.headers[VERSION_HEADER] == registry.versions[1]
+    assert ok.status_code == 200
+    assert ok.headers[VERSION_HEADER] == registry.versions[1]
 
     # Converge: the commit is reverted, and --prune removes what Git no longer declares.
     git(repo, "revert", "--no-edit", "HEAD")
     result = serveops("apply", "--repo", str(repo), "--env", "staging", "--prune")
     assert result.returncode == 0, result.stderr + result.stdout
     names = set(wait_gone(cluster, "greedy", "greedy--v1").apps)
-    assert "handmade" in names and "breast-cancer" in names
+    assert "handmade" in names
+    assert "breast-cancer" in names

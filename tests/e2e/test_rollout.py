@@ -330,21 +330,26 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
         # 2. A canary to a candidate slow on purpose: its analysis fails and it is aborted.
         commit(repo, {SPEC: spec(slow_version, SLOW)}, "canary slow")
         results = drive(ctl, cluster, "aborted", {NAME: router, f"{NAME}--v{v2}": stable_v2})
-        assert "analysis failed" in results[-1].message and "p95 latency" in results[-1].message
+        assert "analysis failed" in results[-1].message
+        assert "p95 latency" in results[-1].message
         assert weights(cluster) == {v2: 100}
         time.sleep(3)
     assert replicas(cluster)[NAME] == router  # the router never restarted: reconfigure only
     assert replicas(cluster)[f"{NAME}--v{v2}"] == stable_v2
 
     [row] = [r for r in deployment_statuses(cluster.client().get(), "staging") if r.name == NAME]
-    assert row.health == "Degraded" and "analysis failed" in row.message
+    assert row.health == "Degraded"
+    assert "analysis failed" in row.message
     # The same revision is not tried again; every pass says why, and exits 1.
     held = ctl.reconcile_once()
-    assert held.outcome == "aborted" and held.exit_code == 1, held.message
-    assert f"{NAME} is held on v{v2}" in held.message and weights(cluster) == {v2: 100}
+    assert held.outcome == "aborted", held.message
+    assert held.exit_code == 1
+    assert f"{NAME} is held on v{v2}" in held.message
+    assert weights(cluster) == {v2: 100}
 
     listed = serveops("rollouts", "--env", "staging", "--state", str(state))
-    assert listed.returncode == 0 and "aborted" in listed.stdout, listed.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert "aborted" in listed.stdout
 
     # GitOps rollback: a revert commit; the next pass finds Git on v2 again, Healthy.
     back = serveops(
@@ -353,7 +358,8 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
     )  # fmt: skip
     assert back.returncode == 0, back.stderr
     assert f"model models:/{MODEL_NAME}/{slow_version} -> models:/{MODEL_NAME}/{v2}" in back.stdout
-    assert run_until_settled(ctl).outcome == "applied" and weights(cluster) == {v2: 100}
+    assert run_until_settled(ctl).outcome == "applied"
+    assert weights(cluster) == {v2: 100}
     [row] = [r for r in deployment_statuses(cluster.client().get(), "staging") if r.name == NAME]
     assert row.health == "Healthy", row.message
 
@@ -364,5 +370,7 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
     )
     events = [f"{e.at:%H:%M:%S} {e.action} {e.weight:g}" for e in store.rollout_events("staging")]
     assert load.failures == [], (load.failures[:3], load.failures[-3:], events)
-    assert load.versions[v1] and load.versions[v2] and load.versions[slow_version]
+    assert load.versions[v1]
+    assert load.versions[v2]
+    assert load.versions[slow_version]
     store.close()

@@ -48,7 +48,8 @@ def test_a_bundle_given_as_serving_code_is_what_the_replicas_import(
         "--serving-code",
         "file:///x/serveops-0.0.1.zip",
     )
-    assert older.returncode == 2 and "the bundle of serveops 0.0.1" in older.stderr
+    assert older.returncode == 2
+    assert "the bundle of serveops 0.0.1" in older.stderr
 
     version_app = f"{NAME}--v{registry.versions[0]}"
     try:

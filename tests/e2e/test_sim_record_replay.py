@@ -106,7 +106,8 @@ def test_requests_through_the_router_land_in_the_recording(
     loop = [r for r in records if r.headers.get("x-user-id", "").startswith("user-")]
     assert len(loop) == REQUESTS
     for i, rec in enumerate(sorted(loop, key=lambda r: int(r.headers["x-user-id"][5:]))):
-        assert rec.route == f"/{NAME}" and rec.method == "POST"
+        assert rec.route == f"/{NAME}"
+        assert rec.method == "POST"
         assert rec.headers["x-user-id"] == f"user-{i}"
         # Credentials, cookies, the deployment's own deny list and connection headers: gone.
         assert not {"authorization", "cookie", "x-tenant", "host", "content-length"} & set(
@@ -116,9 +117,11 @@ def test_requests_through_the_router_land_in_the_recording(
         assert rec.response is not None
         assert (rec.response.status, rec.response.version) == (200, v1)
         assert len(rec.response.body["predictions"]) == 2
-        assert rec.response.latency_ms is not None and rec.response.latency_ms > 0
+        assert rec.response.latency_ms is not None
+        assert rec.response.latency_ms > 0
     [text] = [r for r in records if r.body == "not json"]
-    assert text.response is not None and text.response.status == 400
+    assert text.response is not None
+    assert text.response.status == 400
     assert [r.ts for r in records] == sorted(r.ts for r in records)
 
     # The recording, cut as an incident would be: every file of the directory, in time order.
@@ -170,11 +173,11 @@ def test_replay_rev_deploys_that_revision_and_replays_the_recording_on_it(
     assert "deploying main" in result.stderr
     assert "generator lag" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["scheduled"] == REQUESTS + 2 and summary["targets"] == {
-        "main": f"http://127.0.0.1:{cluster.http_port}"
-    }
+    assert summary["scheduled"] == REQUESTS + 2
+    assert summary["targets"] == {"main": f"http://127.0.0.1:{cluster.http_port}"}
     outcomes = [json.loads(line) for line in (out / "outcomes.jsonl").read_text().splitlines()]
-    assert len(outcomes) == REQUESTS + 2 and not any(o["dropped"] for o in outcomes)
+    assert len(outcomes) == REQUESTS + 2
+    assert not any(o["dropped"] for o in outcomes)
     ok = [o for o in outcomes if o["status"] == 200]
     assert len(ok) == REQUESTS + 1
     # v2, deployed from Git by the replay, answered every request of the v1 recording.

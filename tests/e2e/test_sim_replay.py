@@ -91,10 +91,13 @@ def test_paired_replay_keeps_schedule_order_and_catches_flips(tmp_path: Path) ->
     assert out["n_outcomes"] == 300
     assert out["statuses"] == [200]
     assert out["versions"] == ["1", "2"]
-    assert out["intended_ok"] and out["latency_from_intended"] and out["times_ordered"]
+    assert out["intended_ok"]
+    assert out["latency_from_intended"]
+    assert out["times_ordered"]
     assert out["paired"] is True
     assert out["agreement"] == "fail"
-    assert out["attribution"] and "Splitwise" in out["attribution"][0]  # type: ignore[index]
+    assert out["attribution"]
+    assert "Splitwise" in out["attribution"][0]
 
 
 def test_cap_drops_are_counted_and_timeouts_censored(tmp_path: Path) -> None:

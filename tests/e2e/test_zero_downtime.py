@@ -170,5 +170,6 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
     status, rollouts = views
     assert status["deployments"] == rollouts["deployments"]
     [row] = [d for d in status["deployments"] if d["name"] == NAME]
-    assert row["rollout"]["phase"] == "aborted" and row["health"] == "Degraded"
+    assert row["rollout"]["phase"] == "aborted"
+    assert row["health"] == "Degraded"
     store.close()

@@ -40,7 +40,8 @@ def test_below_min_requests_is_inconclusive_even_with_errors() -> None:
 
 def test_a_healthy_candidate_passes() -> None:
     result = analyse(spec(max_p95_latency_ms=50), window(100), window(1000))
-    assert result.verdict == "pass" and not result.reasons
+    assert result.verdict == "pass"
+    assert not result.reasons
     assert "candidate 100 req" in result.summary
 
 
@@ -48,7 +49,8 @@ def test_error_rate_increase_is_in_points_over_the_stable_version() -> None:
     s = spec(max_error_rate_increase=0.5)
     assert analyse(s, window(1000, errors=15), window(1000, errors=10)).verdict == "pass"  # +0.5
     failed = analyse(s, window(1000, errors=16), window(1000, errors=10))  # +0.6 pt
-    assert failed.verdict == "fail" and "0.60 pt above the stable version" in failed.reasons[0]
+    assert failed.verdict == "fail"
+    assert "0.60 pt above the stable version" in failed.reasons[0]
 
 
 def test_without_a_stable_baseline_the_error_rate_is_compared_with_zero() -> None:
@@ -60,13 +62,15 @@ def test_without_a_stable_baseline_the_error_rate_is_compared_with_zero() -> Non
 def test_absolute_p95_ceiling() -> None:
     s = spec(max_p95_latency_ms=15, max_p95_regression_pct=None)
     result = analyse(s, window(100, latency_ms=20), window(1000, latency_ms=20))
-    assert result.verdict == "fail" and "max_p95_latency_ms 15" in result.reasons[0]
+    assert result.verdict == "fail"
+    assert "max_p95_latency_ms 15" in result.reasons[0]
 
 
 def test_p95_regression_relative_to_stable() -> None:
     s = spec(max_p95_regression_pct=20)
     slower = analyse(s, window(100, latency_ms=50), window(1000, latency_ms=20))
-    assert slower.verdict == "fail" and "max_p95_regression_pct" in slower.reasons[0]
+    assert slower.verdict == "fail"
+    assert "max_p95_regression_pct" in slower.reasons[0]
     assert analyse(s, window(100, latency_ms=20), window(1000, latency_ms=20)).verdict == "pass"
 
 
@@ -78,4 +82,5 @@ def test_regression_is_not_judged_without_a_stable_baseline() -> None:
 def test_every_broken_condition_is_reported() -> None:
     s = spec(max_p95_latency_ms=10, max_p95_regression_pct=20, max_error_rate_increase=0.5)
     result = analyse(s, window(100, errors=50, latency_ms=1000), window(1000, latency_ms=5))
-    assert result.verdict == "fail" and len(result.reasons) == 3
+    assert result.verdict == "fail"
+    assert len(result.reasons) == 3

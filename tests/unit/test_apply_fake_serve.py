@@ -45,7 +45,8 @@ def test_first_apply_starts_version_and_router_in_one_write() -> None:
     assert result.phases == ["switch"]
     [put] = serve.puts
     assert {a["name"] for a in put} == {"fraud--v1", "fraud"}
-    assert router_targets(put) == ["fraud--v1"] and router_fallback(put) == []
+    assert router_targets(put) == ["fraud--v1"]
+    assert router_fallback(put) == []
     assert serve.status == {"fraud--v1": "RUNNING", "fraud": "RUNNING"}
 
 
@@ -60,10 +61,12 @@ def test_version_change_falls_back_to_the_old_version_until_the_new_one_runs() -
     switch, clean = serve.puts
     # switch: v2 added next to v1; the router targets v2 and falls back to v1 meanwhile
     assert {a["name"] for a in switch} == {"fraud", "fraud--v1", "fraud--v2"}
-    assert router_targets(switch) == ["fraud--v2"] and router_fallback(switch) == ["fraud--v1"]
+    assert router_targets(switch) == ["fraud--v2"]
+    assert router_fallback(switch) == ["fraud--v1"]
     # clean: v1 and the fallback gone
     assert {a["name"] for a in clean} == {"fraud", "fraud--v2"}
-    assert router_targets(clean) == ["fraud--v2"] and router_fallback(clean) == []
+    assert router_targets(clean) == ["fraud--v2"]
+    assert router_fallback(clean) == []
 
 
 def test_every_put_carries_unmanaged_apps_unchanged() -> None:
@@ -94,7 +97,8 @@ def test_failed_version_stops_before_the_switch_and_next_apply_converges() -> No
         apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
     assert "keep sending traffic to the versions that served it before" in info.value.message
     live_apps = list(serve.apps.values())
-    assert router_fallback(live_apps) == ["fraud--v1"] and "fraud--v1" in serve.apps
+    assert router_fallback(live_apps) == ["fraud--v1"]
+    assert "fraud--v1" in serve.apps
 
     serve.failing.clear()
     serve.status["fraud--v2"] = "RUNNING"  # the cause was fixed (say, the model store is back)
@@ -112,7 +116,8 @@ def test_rerun_after_a_failed_switch_keeps_the_versions_that_serve() -> None:
         apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
     with pytest.raises(ApplyFailed):  # same failure again: v1 must still be the fallback
         apply_plan(plan_for(serve, "models:/fraud/2"), serve, clock=FakeClock())
-    assert router_fallback(list(serve.apps.values())) == ["fraud--v1"] and "fraud--v1" in serve.apps
+    assert router_fallback(list(serve.apps.values())) == ["fraud--v1"]
+    assert "fraud--v1" in serve.apps
 
 
 def test_unschedulable_version_is_reported_with_serves_message() -> None:
@@ -127,4 +132,5 @@ def test_nothing_to_do_writes_nothing() -> None:
     apply_plan(plan_for(serve), serve, clock=FakeClock())
     serve.puts.clear()
     result = apply_plan(plan_for(serve), serve, clock=FakeClock())
-    assert result.phases == [] and serve.puts == []
+    assert result.phases == []
+    assert serve.puts == []

@@ -43,7 +43,8 @@ def test_validate_bad_file_exits_2_with_location(tmp_path: Path) -> None:
 
 def test_validate_missing_path_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(tmp_path / "nope")])
-    assert result.exit_code == 2 and "no such file or directory" in result.output
+    assert result.exit_code == 2
+    assert "no such file or directory" in result.output
 
 
 def test_plan_bad_revision_exits_2_before_touching_the_cluster(tmp_path: Path) -> None:
@@ -64,7 +65,8 @@ def test_plan_bad_revision_exits_2_before_touching_the_cluster(tmp_path: Path) -
             "sqlite:///x.db",
         ],
     )
-    assert result.exit_code == 2 and "revision 'nope' does not exist" in result.output
+    assert result.exit_code == 2
+    assert "revision 'nope' does not exist" in result.output
 
 
 def test_plan_invalid_file_at_revision_exits_2(tmp_path: Path) -> None:
@@ -146,7 +148,8 @@ def test_apply_without_a_saved_plan_plans_again_when_serve_moves_meanwhile(
     serve = MovingServe(moves=1)
     result = apply_against(serve, tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
-    assert "changed since this plan was made" in result.output and "planning again" in result.output
+    assert "changed since this plan was made" in result.output
+    assert "planning again" in result.output
     assert {"fraud", "fraud--v1", "handmade"} <= set(serve.apps)
     assert serve.apps["handmade"]["deployments"][0]["num_replicas"] == 2  # the edit was kept
 
@@ -163,15 +166,18 @@ def test_apply_gives_up_when_serve_keeps_moving_and_writes_nothing(
 
 def test_apply_plan_file_errors_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["apply", "--plan", str(tmp_path / "missing.json")])
-    assert result.exit_code == 2 and "no such plan file" in result.output
+    assert result.exit_code == 2
+    assert "no such plan file" in result.output
     (tmp_path / "junk.json").write_text("{}")
     result = runner.invoke(app, ["apply", "--plan", str(tmp_path / "junk.json")])
-    assert result.exit_code == 2 and "not a serveops plan" in result.output
+    assert result.exit_code == 2
+    assert "not a serveops plan" in result.output
 
 
 def test_apply_needs_env_or_plan() -> None:
     result = runner.invoke(app, ["apply"])
-    assert result.exit_code == 2 and "--env" in result.output
+    assert result.exit_code == 2
+    assert "--env" in result.output
 
 
 def test_bad_output_format_exits_2() -> None:
@@ -195,12 +201,10 @@ def test_serve_client_reports_rays_rejection() -> None:
 
     client = ServeClient("http://ray:8265", transport=httpx.MockTransport(handler))
     live = client.get()
-    try:
+    with pytest.raises(ServeopsError) as raised:
         client.put([], live)
-    except ServeopsError as e:
-        assert "HTTP 400" in e.message and "route_prefix must start with /" in e.message
-    else:
-        raise AssertionError("PUT error was swallowed")
+    assert "HTTP 400" in raised.value.message
+    assert "route_prefix must start with /" in raised.value.message
     assert isinstance(live, LiveState)
 
 

@@ -62,14 +62,17 @@ def results(world: World) -> list[str]:
 
 def test_new_commit_is_applied_once_then_passes_do_nothing(world: World) -> None:
     first = world.pass_()
-    assert first.outcome == "applied" and first.commit == world.head
-    assert first.requeue_after == 10 and first.exit_code == 0
+    assert first.outcome == "applied"
+    assert first.commit == world.head
+    assert first.requeue_after == 10
+    assert first.exit_code == 0
     assert set(world.serve.apps) == {"fraud", "fraud--v1"}
     puts = len(world.serve.puts)
 
     for _ in range(3):
         again = world.pass_()
-        assert again.outcome == "in_sync" and again.pass_id is None
+        assert again.outcome == "in_sync"
+        assert again.pass_id is None
     assert len(world.serve.puts) == puts  # idempotent: nothing written again
     [row] = world.ctl.store.history("staging")
     assert (row.result, row.commit, row.actor, row.trigger) == (
@@ -78,8 +81,10 @@ def test_new_commit_is_applied_once_then_passes_do_nothing(world: World) -> None
         "tester",
         "poll",
     )
-    assert row.plan is not None and row.plan.source.commit == world.head
-    assert row.finished_at is not None and row.finished_at >= row.started_at
+    assert row.plan is not None
+    assert row.plan.source.commit == world.head
+    assert row.finished_at is not None
+    assert row.finished_at >= row.started_at
     assert world.notes.kinds == ["deployed"]
 
 
@@ -88,13 +93,16 @@ def test_a_pass_never_waits_for_replicas_and_the_next_passes_continue_the_apply(
 ) -> None:
     world = World(tmp_path, latency=3)  # new versions take three reads to run
     first = world.pass_()
-    assert first.outcome == "progressing" and first.applying and first.exit_code == 0
+    assert first.outcome == "progressing"
+    assert first.applying
+    assert first.exit_code == 0
     assert "waiting for fraud, fraud--v1 to run" in first.message
     assert first.requeue_after < 1  # looks again soon, without sleeping in the pass
     assert results(world) == ["running"]
 
     done = world.sync()
-    assert done.outcome == "applied" and not done.applying
+    assert done.outcome == "applied"
+    assert not done.applying
     assert results(world) == ["applied"]  # one row for the whole apply
     assert world.notes.kinds == ["deployed"]
 
@@ -116,7 +124,8 @@ def test_each_new_commit_is_applied_and_history_lists_newest_first(world: World)
     world.sync()
     second = world.push("2")
     result = world.sync()
-    assert result.outcome == "applied" and result.commit == second
+    assert result.outcome == "applied"
+    assert result.commit == second
     assert router_targets(world.serve) == ["fraud--v2"]
     assert set(world.serve.apps) == {"fraud", "fraud--v2"}
     assert [(r.commit, r.result) for r in world.ctl.store.history("staging")] == [
@@ -131,7 +140,8 @@ def test_commit_that_does_not_change_the_environment_writes_nothing(world: World
     puts = len(world.serve.puts)
     head = world.commit({"README.md": "docs\n"}, "docs only")
     result = world.pass_()
-    assert result.outcome == "in_sync" and len(world.serve.puts) == puts
+    assert result.outcome == "in_sync"
+    assert len(world.serve.puts) == puts
     assert world.ctl.store.environment("staging").last_applied_commit == head
     assert len(world.ctl.store.history("staging")) == 1
 
@@ -156,7 +166,8 @@ WAIVER = textwrap.dedent(
 def test_policy_gate_refuses_with_the_check_message(world: World) -> None:
     (world.platform / "rules.yaml").write_text(TWO_REPLICAS)
     result = world.pass_()
-    assert result.outcome == "refused" and result.exit_code == 1
+    assert result.outcome == "refused"
+    assert result.exit_code == 1
     assert result.message.startswith("policy check failed: 1 error(s)")
     assert "staging needs two replicas" in result.message
     assert world.serve.puts == []
@@ -171,7 +182,8 @@ def test_a_change_cannot_waive_or_delete_the_rules_that_judge_it(world: World) -
     # The revision brings its own waiver and an empty copy of the rules: neither counts.
     world.commit({"policies/waivers.yaml": WAIVER, "policies/rules.yaml": "rules: []\n"}, "waive")
     result = world.pass_()
-    assert result.outcome == "refused" and "staging needs two replicas" in result.message
+    assert result.outcome == "refused"
+    assert "staging needs two replicas" in result.message
     assert world.serve.puts == []
 
 
@@ -185,15 +197,19 @@ def test_without_a_platform_source_the_last_admitted_revision_judges_the_next(
     # The next commit deletes the rule and breaks it: judged by the rules that landed before.
     world.commit({"policies/rules.yaml": None, FRAUD: world.spec("1")}, "delete and break it")
     refused = world.pass_(ctl=ctl)
-    assert refused.outcome == "refused" and "staging needs two replicas" in refused.message
+    assert refused.outcome == "refused"
+    assert "staging needs two replicas" in refused.message
 
 
 def test_no_trusted_policies_means_nothing_is_admitted(world: World) -> None:
     ctl = world.controller(policies=None)
     result = world.pass_(ctl=ctl)
-    assert result.outcome == "failed" and result.exit_code == 2
-    assert "no trusted policies" in result.message and "--bootstrap-policies" in result.message
-    assert world.serve.puts == [] and ctl.store.environment("staging").last_failed_commit is None
+    assert result.outcome == "failed"
+    assert result.exit_code == 2
+    assert "no trusted policies" in result.message
+    assert "--bootstrap-policies" in result.message
+    assert world.serve.puts == []
+    assert ctl.store.environment("staging").last_failed_commit is None
 
 
 def test_a_lost_state_file_fails_closed_every_deployment_counts_as_created(
@@ -213,7 +229,8 @@ def test_a_lost_state_file_fails_closed_every_deployment_counts_as_created(
     world.state = tmp_path / "another" / "state.db"
     world.commit({FRAUD: world.spec("3")}, "v3 with one replica")
     result = world.pass_(ctl=world.controller())
-    assert result.outcome == "refused" and "staging needs two replicas" in result.message
+    assert result.outcome == "refused"
+    assert "staging needs two replicas" in result.message
 
 
 SIMULATED = textwrap.dedent(
@@ -254,7 +271,8 @@ def test_simulation_evidence_admits_a_squash_merged_change_and_its_absence_refus
 
     world.push("3")  # never simulated
     refused = world.pass_(ctl=ctl)
-    assert refused.outcome == "refused" and "no simulation evidence" in refused.message
+    assert refused.outcome == "refused"
+    assert "no simulation evidence" in refused.message
     assert world.weights() == {"2": 100}
 
 
@@ -270,10 +288,12 @@ def test_a_commit_that_changes_only_fields_serve_never_sees_is_gated(world: Worl
     head = world.commit({FRAUD: world.spec("1", rollout)}, "canary settings only")
     puts = len(world.serve.puts)
     result = world.pass_()
-    assert result.outcome == "refused" and "no rollout block" in result.message
+    assert result.outcome == "refused"
+    assert "no rollout block" in result.message
     assert len(world.serve.puts) == puts
     state = world.ctl.store.environment("staging")
-    assert state.admitted is not None and state.admitted.commit != head
+    assert state.admitted is not None
+    assert state.admitted.commit != head
     assert state.last_failed_commit == head
 
 
@@ -285,14 +305,16 @@ def test_failed_revision_is_not_retried_until_a_new_commit(world: World) -> None
     world.serve.failing.add("fraud--v2")
     bad = world.push("2")
     failed = world.sync()
-    assert failed.outcome == "failed" and failed.exit_code == 1
+    assert failed.outcome == "failed"
+    assert failed.exit_code == 1
     assert "fraud--v2 is DEPLOY_FAILED" in failed.message
     assert "fraud--v1" in world.serve.apps  # the old version still serves
     puts = len(world.serve.puts)
 
     for _ in range(3):
         skipped = world.pass_()
-        assert skipped.outcome == "skipped" and skipped.commit == bad
+        assert skipped.outcome == "skipped"
+        assert skipped.commit == bad
         assert "not attempted again until a new commit" in skipped.message
         assert "serveops sync --retry" in skipped.message
     assert len(world.serve.puts) == puts
@@ -304,7 +326,8 @@ def test_failed_revision_is_not_retried_until_a_new_commit(world: World) -> None
     world.serve.status["fraud--v2"] = "RUNNING"  # the cause was fixed
     fixed = world.push("3")
     result = world.sync()
-    assert result.outcome == "applied" and result.commit == fixed
+    assert result.outcome == "applied"
+    assert result.commit == fixed
     assert router_targets(world.serve) == ["fraud--v3"]
     assert world.ctl.store.environment("staging").last_failed_commit is None
 
@@ -329,7 +352,9 @@ def test_invalid_revision_fails_as_bad_input_once(world: World) -> None:
     world.sync()
     world.commit({FRAUD: world.spec("1").replace("replicas: 1", "replicas: -3")}, "broken")
     result = world.pass_()
-    assert result.outcome == "failed" and result.bad_input and result.exit_code == 2
+    assert result.outcome == "failed"
+    assert result.bad_input
+    assert result.exit_code == 2
     assert "deployments/staging/fraud.yaml" in result.message
     assert world.pass_().outcome == "skipped"
     assert results(world) == ["failed", "applied"]
@@ -342,7 +367,8 @@ def test_unreachable_serve_is_retried_recorded_once_and_the_recovery_recorded(
     for _ in range(3):
         assert world.pass_().outcome == "failed"
     [row] = world.ctl.store.history("staging")
-    assert row.result == "failed" and row.repeats == 3
+    assert row.result == "failed"
+    assert row.repeats == 3
     state = world.ctl.store.environment("staging")
     assert state.last_failed_commit is None  # not the commit's fault
     assert world.notes.kinds == ["sync_failed"]  # notified once
@@ -375,8 +401,10 @@ def test_serve_moving_between_plan_and_apply_is_a_conflict_planned_again_at_once
     world.serve = MovedOnce()
     world.serve.seed(unmanaged_app())
     first = world.pass_()
-    assert first.outcome == "failed" and "changed since this plan was made" in first.message
-    assert first.requeue_after < 1 and world.serve.puts == []  # nothing written, soon again
+    assert first.outcome == "failed"
+    assert "changed since this plan was made" in first.message
+    assert first.requeue_after < 1
+    assert world.serve.puts == []
     assert world.ctl.store.environment("staging").last_failed_commit is None
     assert world.notes.kinds == ["sync_failed"]
     second = world.sync()
@@ -395,7 +423,8 @@ def test_controller_misconfiguration_is_retried_not_blamed_on_the_revision(world
     object.__setattr__(broken.ctx, "registry", lambda: MissingStore({}))
     for _ in range(2):
         result = world.pass_(ctl=broken)
-        assert result.outcome == "failed" and result.exit_code == 2
+        assert result.outcome == "failed"
+        assert result.exit_code == 2
     assert ctl.store.environment("staging").last_failed_commit is None
     [row] = ctl.store.history("staging")
     assert row.repeats == 2
@@ -411,7 +440,9 @@ def test_a_crashing_pass_is_recorded_notified_and_backed_off(world: World) -> No
     delays = [world.pass_(ctl=ctl).requeue_after for _ in range(4)]
     assert delays == [10, 20, 40, 80]  # exponential, from the interval
     [row] = ctl.store.history("staging")
-    assert row.result == "failed" and "RuntimeError: a bug" in row.message and row.repeats == 4
+    assert row.result == "failed"
+    assert "RuntimeError: a bug" in row.message
+    assert row.repeats == 4
     assert world.notes.kinds == ["sync_failed"]
 
 
@@ -432,7 +463,8 @@ def test_restarted_controller_remembers_the_failed_revision(world: World) -> Non
     assert world.pass_(ctl=world.controller(holder="first")).outcome == "failed"
     puts = len(world.serve.puts)
     result = world.pass_(ctl=world.controller(holder="first"))
-    assert result.outcome == "skipped" and len(world.serve.puts) == puts
+    assert result.outcome == "skipped"
+    assert len(world.serve.puts) == puts
 
 
 def test_a_controller_killed_during_an_apply_is_continued_by_the_next(tmp_path: Path) -> None:
@@ -480,7 +512,8 @@ def test_second_controller_waits_while_the_lease_is_held(world: World) -> None:
     puts = len(world.serve.puts)
 
     waiting = world.pass_(ctl=b)
-    assert waiting.outcome == "waiting" and waiting.exit_code == 1
+    assert waiting.outcome == "waiting"
+    assert waiting.exit_code == 1
     assert "held by controller ctl-a" in waiting.message
     assert len(world.serve.puts) == puts
 
@@ -498,12 +531,14 @@ def test_lease_is_renewed_by_its_holder(tmp_path: Path) -> None:
         first = store.acquire_lease("staging", "a", 30)
         clock.advance(20)
         renewed = store.acquire_lease("staging", "a", 30)
-        assert first.acquired and renewed.acquired
+        assert first.acquired
+        assert renewed.acquired
         assert renewed.lease.acquired_at == first.lease.acquired_at
         assert renewed.lease.expires_at == clock.now() + dt.timedelta(seconds=30)
         clock.advance(20)  # past the first expiry, within the renewed one
         other = store.acquire_lease("staging", "b", 30)
-        assert not other.acquired and other.lease.holder == "a"
+        assert not other.acquired
+        assert other.lease.holder == "a"
 
 
 # --- drift --------------------------------------------------------------------------------------
@@ -520,10 +555,12 @@ def test_drift_is_reported_once_in_warn_mode(world: World) -> None:
     puts = len(world.serve.puts)
 
     first = world.pass_()
-    assert first.outcome == "drift" and first.exit_code == 1
+    assert first.outcome == "drift"
+    assert first.exit_code == 1
     assert "fraud--v1 changed (deployments[ModelServer].max_ongoing_requests)" in first.message
     second = world.pass_()
-    assert second.outcome == "drift" and second.pass_id is None
+    assert second.outcome == "drift"
+    assert second.pass_id is None
     assert len(world.serve.puts) == puts  # not restored
     assert world.serve.apps["fraud--v1"]["deployments"][0]["max_ongoing_requests"] == 99
     assert results(world) == ["drift", "applied"]
@@ -538,7 +575,8 @@ def test_drift_is_healed_in_enabled_mode(world: World) -> None:
     del world.serve.apps["fraud"]  # and the router deleted by hand too
 
     result = world.sync()
-    assert result.outcome == "healed" and result.exit_code == 0
+    assert result.outcome == "healed"
+    assert result.exit_code == 0
     assert "fraud is missing" in result.message
     assert world.serve.apps["fraud--v1"]["deployments"][0] == wanted
     assert router_targets(world.serve) == ["fraud--v1"]
@@ -552,7 +590,8 @@ def test_drift_is_ignored_when_disabled(world: World) -> None:
     world.sync()
     _hand_edit(world.serve)
     result = world.pass_()
-    assert result.outcome == "ignored" and result.exit_code == 0
+    assert result.outcome == "ignored"
+    assert result.exit_code == 0
     assert len(world.ctl.store.history("staging")) == 1
 
 
@@ -592,7 +631,8 @@ def test_prune_never_empties_an_environment_unless_allowed(world: World) -> None
     world.sync()
     world.commit({FRAUD: None}, "remove everything")
     result = world.pass_(ctl=world.controller(prune=True))
-    assert result.outcome == "failed" and "--allow-empty" in result.message
+    assert result.outcome == "failed"
+    assert "--allow-empty" in result.message
     assert set(world.serve.apps) == {"fraud", "fraud--v1"}
 
 
@@ -632,7 +672,8 @@ def test_missing_branch_is_bad_input(world: World) -> None:
     ctl = world.controller()
     object.__setattr__(ctl.ctx, "source", RepoSource(str(world.repo), branch="nope"))
     result = world.pass_(ctl=ctl)
-    assert result.outcome == "failed" and result.exit_code == 2
+    assert result.outcome == "failed"
+    assert result.exit_code == 2
     assert "branch 'nope' does not exist" in result.message
 
 
@@ -701,4 +742,5 @@ def test_a_version_1_state_file_is_migrated_in_place(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 1")
     with StateStore(path) as store:
         state = store.environment("s")
-        assert state.last_applied_commit == "c" and state.admitted is None
+        assert state.last_applied_commit == "c"
+        assert state.admitted is None

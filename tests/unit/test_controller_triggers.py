@@ -92,7 +92,8 @@ def test_push_to_another_branch_and_other_events_are_ignored(
     server, pushes = hook
     other = _push("refs/heads/feature")
     response = _post(server, other, signature(SECRET, other))
-    assert response.status_code == 202 and response.json()["status"] == "ignored"
+    assert response.status_code == 202
+    assert response.json()["status"] == "ignored"
     ping = b'{"zen": "Keep it logically awesome."}'
     assert _post(server, ping, signature(SECRET, ping), event="ping").status_code == 200
     issue = b"{}"
@@ -134,8 +135,10 @@ def test_json_and_slack_webhooks_get_their_formats() -> None:
     notifier.notify(_event())
     (json_url, body), (slack_url, slack) = seen
     assert json_url == "https://hooks.example/json"
-    assert body["event"] == "deployed" and body["environment"] == "staging"
-    assert body["commit"] == "c" * 40 and body["source"] == "serveops"
+    assert body["event"] == "deployed"
+    assert body["environment"] == "staging"
+    assert body["commit"] == "c" * 40
+    assert body["source"] == "serveops"
     assert slack_url == "https://hooks.slack.example/T/B/X"
     assert set(slack) == {"text"}
     assert "*deployed* in `staging` at `cccccccccccc`" in slack["text"]
@@ -153,7 +156,8 @@ def test_failed_notification_is_logged_never_raised(caplog: pytest.LogCaptureFix
     )
     with caplog.at_level(logging.WARNING, logger="serveops.controller"):
         notifier.notify(_event())
-    assert "down.example" in caplog.text and "HTTP 500" in caplog.text
+    assert "down.example" in caplog.text
+    assert "HTTP 500" in caplog.text
     assert "secret-path" not in caplog.text  # webhook paths are secrets
 
 
@@ -208,9 +212,11 @@ def test_sync_exit_codes_and_history(tmp_path: Path, cluster: Cluster) -> None:
     cluster.serve.failing.add("fraud--v2")
     second = commit(repo, {FRAUD: deployment_yaml(model="models:/fraud/2")}, "v2")
     failed = _sync(repo, state)
-    assert failed.exit_code == 1 and "DEPLOY_FAILED" in failed.output
+    assert failed.exit_code == 1
+    assert "DEPLOY_FAILED" in failed.output
     skipped = _sync(repo, state)
-    assert skipped.exit_code == 1 and "--retry" in skipped.output
+    assert skipped.exit_code == 1
+    assert "--retry" in skipped.output
 
     cluster.serve.failing.clear()
     cluster.serve.status["fraud--v2"] = "RUNNING"
@@ -230,14 +236,16 @@ def test_sync_exit_codes_and_history(tmp_path: Path, cluster: Cluster) -> None:
         ("failed", "sync"),
         ("applied", "sync"),
     ]
-    assert rows[1]["commit"] == second and rows[3]["commit"] == first
+    assert rows[1]["commit"] == second
+    assert rows[3]["commit"] == first
     assert rows[3]["plan"]["source"]["commit"] == first
 
     text = runner.invoke(
         app, ["history", "--env", "staging", "--state", str(state), "--limit", "2"]
     )
     assert text.exit_code == 0, text.output
-    assert "failed" in text.output and first[:12] not in text.output
+    assert "failed" in text.output
+    assert first[:12] not in text.output
 
 
 def test_sync_json_output_and_pinned_revision(tmp_path: Path, cluster: Cluster) -> None:
@@ -247,7 +255,9 @@ def test_sync_json_output_and_pinned_revision(tmp_path: Path, cluster: Cluster) 
     result = _sync(repo, state, "--rev", first, "-o", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["outcome"] == "applied" and data["commit"] == first and data["exit_code"] == 0
+    assert data["outcome"] == "applied"
+    assert data["commit"] == first
+    assert data["exit_code"] == 0
 
 
 def test_history_without_state_is_bad_input(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ def test_reads_the_commit_not_the_working_tree(tmp_path: Path) -> None:
     ]
     assert head.files["deployments/staging/fraud.yaml"] == deployment_yaml()
     old = read_snapshot(tmp_path, first[:8])
-    assert old.commit == first and list(old.files) == ["deployments/staging/fraud.yaml"]
+    assert old.commit == first
+    assert list(old.files) == ["deployments/staging/fraud.yaml"]
     assert read_snapshot(tmp_path, "main~1").commit == first
 
 

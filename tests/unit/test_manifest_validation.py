@@ -28,7 +28,8 @@ def test_valid_file_loads_with_defaults() -> None:
 def test_malformed_yaml_names_the_line() -> None:
     text = deployment_yaml().replace("  route: /fraud", "  route: [/fraud")
     [p] = problems({PATH: text})
-    assert p.startswith(f"{PATH}:") and "invalid YAML" in p
+    assert p.startswith(f"{PATH}:")
+    assert "invalid YAML" in p
     assert int(p.split(":")[1]) >= 8
 
 
@@ -40,7 +41,8 @@ def test_unknown_field_names_line_and_path() -> None:
 def test_wrong_type_names_line_and_value() -> None:
     text = deployment_yaml().replace("replicas: 1", "replicas: two")
     [p] = problems({PATH: text})
-    assert p.startswith(f"{PATH}:10: spec.replicas: ") and "'two'" in p
+    assert p.startswith(f"{PATH}:10: spec.replicas: ")
+    assert "'two'" in p
 
 
 def test_nested_field_path_in_a_list() -> None:
@@ -85,7 +87,8 @@ def test_duplicate_key_is_an_error() -> None:
 def test_replicas_and_autoscaling_are_exclusive() -> None:
     text = deployment_yaml(extra_spec="autoscaling: {min_replicas: 1, max_replicas: 2}\n")
     [p] = problems({PATH: text})
-    assert "set either 'replicas' or 'autoscaling'" in p and p.startswith(f"{PATH}:7: spec")
+    assert "set either 'replicas' or 'autoscaling'" in p
+    assert p.startswith(f"{PATH}:7: spec")
 
 
 def test_environment_must_match_folder() -> None:
@@ -129,7 +132,8 @@ def test_unsafe_yaml_never_runs_code(tmp_path: object) -> None:
         extra_spec="labels: !!python/object/apply:os.system ['touch /tmp/serveops-pwned']\n"
     )
     [p] = problems({PATH: text})
-    assert "invalid YAML" in p and "python/object" in p
+    assert "invalid YAML" in p
+    assert "python/object" in p
     import os
 
     assert not os.path.exists("/tmp/serveops-pwned")
@@ -156,7 +160,8 @@ def test_shadow_percent_only_for_shadow_and_blue_green() -> None:
         extra_spec="rollout: {strategy: canary, steps: [{weight: 10}], shadow_percent: 20}\n"
     )
     [p] = problems({PATH: text})
-    assert "spec.rollout" in p and "'shadow_percent' only applies" in p
+    assert "spec.rollout" in p
+    assert "'shadow_percent' only applies" in p
     ok = deployment_yaml(extra_spec="rollout: {strategy: blue_green, shadow_percent: 20}\n")
     [m] = load_manifests({PATH: ok})
     assert m.deployment.spec.rollout.shadow_percent == 20
@@ -174,4 +179,5 @@ def test_pause_must_be_a_duration() -> None:
         extra_spec="rollout: {strategy: canary, steps: [{weight: 10, pause: soon}]}\n"
     )
     [p] = problems({PATH: text})
-    assert "spec.rollout.steps[0].pause" in p and "duration" in p
+    assert "spec.rollout.steps[0].pause" in p
+    assert "duration" in p

@@ -58,7 +58,8 @@ def test_empty_cluster_creates_version_and_router() -> None:
 def test_applied_plan_leaves_nothing_to_do() -> None:
     d = desired(deployment_yaml())
     p = plan(d, applied(plan(d, live_of())))
-    assert p.actions == [] and not p.has_changes
+    assert p.actions == []
+    assert not p.has_changes
 
 
 def test_new_revision_with_no_change_keeps_the_recorded_revision() -> None:
@@ -80,7 +81,8 @@ def test_model_version_change_adds_version_switches_router_removes_old() -> None
     ]
     [change] = p.actions[1].changes
     assert change.path == "deployments[Router].user_config.targets"
-    assert change.old[0]["app"] == "fraud--v1" and change.new[0]["app"] == "fraud--v2"
+    assert change.old[0]["app"] == "fraud--v1"
+    assert change.new[0]["app"] == "fraud--v2"
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,8 @@ def test_route_change_updates_the_router_only() -> None:
     live = applied(plan(desired(deployment_yaml()), live_of()))
     p = plan(desired(deployment_yaml(route="/fraud/v2")), live)
     [action] = p.actions
-    assert action.app == "fraud" and action.changes[0].path == "route_prefix"
+    assert action.app == "fraud"
+    assert action.changes[0].path == "route_prefix"
     assert (action.changes[0].old, action.changes[0].new) == ("/fraud", "/fraud/v2")
 
 
@@ -145,7 +148,8 @@ def test_deployment_gone_from_git_is_orphaned_unless_pruned() -> None:
 def test_empty_desired_state_deletes_nothing_by_default() -> None:
     live = applied(plan(desired(deployment_yaml()), live_of()))
     p = plan(DesiredState("staging"), live)
-    assert not p.has_changes and len(p.desired) == 2
+    assert not p.has_changes
+    assert len(p.desired) == 2
 
 
 def test_refuses_to_take_over_an_unmanaged_app_or_route() -> None:
@@ -229,7 +233,8 @@ def test_plan_of_a_canary_shows_the_rollout_not_a_switch(tmp_path: Path) -> None
     revision = Revision(str(world.repo), "HEAD", "staging")
     plan = plan_revision(revision, world.serve, world.registry(), rollouts=True)
     ops = {(a.op, a.app) for a in plan.actions}
-    assert ("create", "fraud--v2") in ops and ("delete", "fraud--v1") not in ops
+    assert ("create", "fraud--v2") in ops
+    assert ("delete", "fraud--v1") not in ops
     router = next(a for a in plan.desired if a["name"] == "fraud")
     targets = router["deployments"][0]["user_config"]["targets"]
     assert {(t["version"], t["weight"]) for t in targets} == {("1", 100.0), ("2", 0.0)}
@@ -245,7 +250,8 @@ def test_plan_of_a_canary_shows_the_rollout_not_a_switch(tmp_path: Path) -> None
         "step 2: 60% to v2, held 1m and a passing analysis",
         "100% to v2",
     ]
-    assert path.analysis is not None and "at least 20 candidate requests" in path.analysis
+    assert path.analysis is not None
+    assert "at least 20 candidate requests" in path.analysis
     printed = plan_text(plan).plain
     assert "canary rollout from v1 to v2, driven by the controller" in printed
     immediate = plan_revision(revision, world.serve, world.registry())

@@ -70,7 +70,8 @@ def test_check_junit_output(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     suite = ET.fromstring(result.stdout).find("testsuite")
-    assert suite is not None and suite.get("failures") == "1"
+    assert suite is not None
+    assert suite.get("failures") == "1"
 
 
 def test_check_bad_policy_exits_2_naming_file_and_line(tmp_path: Path) -> None:
@@ -106,7 +107,8 @@ def test_policy_test_reports_a_wrong_expectation(tmp_path: Path) -> None:
     case.write_text(case.read_text().replace("fail: [resource-limits]", "pass: [resource-limits]"))
     result = runner.invoke(app, ["policy", "test", "--dir", str(tmp_path / "policies")])
     assert result.exit_code == 1
-    assert "FAIL " in result.output and "[resource-limits] expected pass, got fail" in result.output
+    assert "FAIL " in result.output
+    assert "[resource-limits] expected pass, got fail" in result.output
 
 
 def test_policy_test_unknown_rule_in_case_exits_2(tmp_path: Path) -> None:
@@ -115,4 +117,5 @@ def test_policy_test_unknown_rule_in_case_exits_2(tmp_path: Path) -> None:
     case.write_text(case.read_text().replace("fail: [resource-limits]", "fail: [no-such-rule]"))
     result = runner.invoke(app, ["policy", "test", "--dir", str(tmp_path / "policies")])
     assert result.exit_code == 2
-    assert "spec_test.yaml:" in result.output and "no rule 'no-such-rule'" in result.output
+    assert "spec_test.yaml:" in result.output
+    assert "no rule 'no-such-rule'" in result.output

@@ -131,7 +131,7 @@ def test_unknown_rule_field_and_duplicate_ids() -> None:
 # --- evaluation on a real repository ---------------------------------------------------------
 
 
-@pytest.fixture()
+@pytest.fixture
 def repo(tmp_path: Path) -> tuple[Path, str, str]:
     path = tmp_path / "repo"
     base = make_repo(
@@ -178,9 +178,11 @@ def test_active_waiver_excuses_and_is_tallied(repo: tuple[Path, str, str]) -> No
     v = check_revisions(path, head, base, policies=PoliciesGiven(files), now=NOW).verdict
     assert v.allowed
     assert [f.rule for f in v.waived] == ["two-replicas"]
-    assert len(v.waivers.applied) == 1 and not v.waivers.expired
+    assert len(v.waivers.applied) == 1
+    assert not v.waivers.expired
     doc = json.loads(as_json(v))
-    assert doc["allowed"] is True and doc["counts"]["waived"] == 1
+    assert doc["allowed"] is True
+    assert doc["counts"]["waived"] == 1
     assert doc["waivers"]["applied"][0]["owner"] == "risk-team"
 
 
@@ -290,7 +292,8 @@ def test_invalid_deployment_at_head_is_bad_input(tmp_path: Path) -> None:
 def test_starter_library_tests_pass_and_cover_every_rule() -> None:
     policies = load_policies(read_policy_files(REPO_ROOT / "policies"), with_tests=True)
     results = run_tests(policies)
-    assert results and all(r.passed for r in results), [r.failures for r in results]
+    assert results
+    assert all(r.passed for r in results), [r.failures for r in results]
     tested = {
         rid
         for _, t in policies.tests

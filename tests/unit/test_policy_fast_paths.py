@@ -189,7 +189,8 @@ def test_shared_activation_gives_the_plain_results(subjects: list[Subject]) -> N
     assert got == want
     messages = {m for *_, ms in got for m in ms}
     assert any("could not be evaluated" in m for m in messages)  # errors are compared too
-    assert "deleted amodel-005" not in messages and any("deleted " in m for m in messages)
+    assert "deleted amodel-005" not in messages
+    assert any("deleted " in m for m in messages)
 
 
 def test_parallel_and_serial_verdicts_are_the_same(
@@ -209,7 +210,8 @@ def test_parallel_and_serial_verdicts_are_the_same(
         for workers in (1, 2, 3)
     ]
     serial = (as_json(verdicts[0]), as_junit(verdicts[0]))
-    assert verdicts[0].findings and verdicts[0].waivers.applied + verdicts[0].waivers.unused
+    assert verdicts[0].findings
+    assert verdicts[0].waivers.applied + verdicts[0].waivers.unused
     for verdict in verdicts[1:]:
         assert (as_json(verdict), as_junit(verdict)) == serial
 
@@ -240,7 +242,8 @@ def test_parallel_and_serial_parsing_give_the_same_subjects_and_errors(
         with pytest.raises(ValidationFailed) as info:
             subjects_between(base, broken, workers=workers)
         errors.append([str(p) for p in info.value.problems])
-    assert errors[0] == errors[1] and len(errors[0]) > 7
+    assert errors[0] == errors[1]
+    assert len(errors[0]) > 7
 
 
 def test_parallel_map_shares_the_parts_with_children_and_keeps_order() -> None:

@@ -44,7 +44,7 @@ def _problems(files: dict[str, str], environments: set[str] | None = None) -> li
 
 
 def test_the_field_reference_in_docs_is_generated_from_the_models() -> None:
-    assert reference_text() in (ROOT / DOC_PATH).read_text(), "python -m controller.policy.docs"
+    assert reference_text() in (ROOT / DOC_PATH).read_text(), "run `serveops schema`"
 
 
 def test_a_syntax_error_in_a_folded_expression_is_on_its_own_line() -> None:
@@ -97,10 +97,11 @@ def test_one_unreadable_rules_file_is_one_error_not_a_cascade() -> None:
         "\nrules:\n", "\nrules: [\n", 1
     )
     problems = _problems(files)
-    assert len(problems) == 1 and problems[0].startswith("policies/production.yaml:")
+    assert len(problems) == 1
+    assert problems[0].startswith("policies/production.yaml:")
 
 
-@pytest.fixture()
+@pytest.fixture
 def result(tmp_path: Path) -> object:
     repo = tmp_path / "repo"
     base = make_repo(

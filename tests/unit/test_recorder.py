@@ -92,7 +92,8 @@ def test_records_are_traffic_records_that_the_simulator_reads(tmp_path: Path) ->
     rec.offer(exchange(2, status=None, response_body=None, version=None))
     rec.close()
     [path] = rec.stats().files
-    assert Path(path).name.startswith("fraud-") and path.endswith("-0001.jsonl")
+    assert Path(path).name.startswith("fraud-")
+    assert path.endswith("-0001.jsonl")
     header, records = read_jsonl(Path(path))
     assert isinstance(header, TrafficHeader)
     assert header.source == "recorded by the router of fraud"
@@ -105,9 +106,11 @@ def test_records_are_traffic_records_that_the_simulator_reads(tmp_path: Path) ->
     assert records[0].response.body == {"predictions": [1]}
     assert records[0].response.latency_ms == 3.25
     assert records[1].body == "not json"  # text bodies are kept, and replayed, as they came
-    assert records[2].response is not None and records[2].response.status is None
+    assert records[2].response is not None
+    assert records[2].response.status is None
     assert len({r.id for r in records}) == 3
-    assert rec.stats().recorded == 3 and rec.stats().dropped == 0
+    assert rec.stats().recorded == 3
+    assert rec.stats().dropped == 0
 
 
 def test_files_rotate_by_size_and_the_oldest_beyond_keep_files_go(tmp_path: Path) -> None:
@@ -128,7 +131,8 @@ def test_files_rotate_by_size_and_the_oldest_beyond_keep_files_go(tmp_path: Path
         seen.extend(r.ts for r in records)
         if path != kept[-1]:  # a full file stops at the first line that crosses the size
             assert path.stat().st_size < 2000 + 400
-    assert seen == sorted(seen) and seen[-1] == 1_700_000_059.0
+    assert seen == sorted(seen)
+    assert seen[-1] == 1_700_000_059.0
 
 
 def test_deny_list_drops_credentials_cookies_globs_and_transport_headers() -> None:
@@ -163,12 +167,14 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     offering.start()
     offering.join(60)
     # All 25 offers returned while the sink was still stuck: none waited for it.
-    assert not offering.is_alive() and not sink.release.is_set()
+    assert not offering.is_alive()
+    assert not sink.release.is_set()
     assert results == [True] * 10 + [False] * 15
     assert rec.stats().dropped == 15
     sink.release.set()
     rec.close()
-    assert rec.stats().recorded == 11 and len(sink.lines) == 11
+    assert rec.stats().recorded == 11
+    assert len(sink.lines) == 11
     assert sink.closed.is_set()
 
 
@@ -194,7 +200,8 @@ def test_reconfigure_keeps_the_recorder_unless_its_settings_change(tmp_path: Pat
     assert first is not None
     assert replace_recorder(first, config, config.model_copy(), "fraud") is first
     other = replace_recorder(first, config, config.model_copy(update={"sample_rate": 1.0}), "x")
-    assert other is not None and other is not first
+    assert other is not None
+    assert other is not first
     assert replace_recorder(other, config, None, "fraud") is None
 
 
@@ -215,7 +222,8 @@ def test_the_spec_block_renders_into_the_router_config_with_the_built_in_deny_li
     target = Target(app="fraud--v1", version="1", weight=100)
     user_config = render_router_app(dep, [target])["deployments"][0]["user_config"]
     rec = user_config["recording"]
-    assert rec["sample_rate"] == 0.1 and rec["dir"] == "/var/lib/serveops/rec"
+    assert rec["sample_rate"] == 0.1
+    assert rec["dir"] == "/var/lib/serveops/rec"
     assert rec["deny_headers"] == [*RECORDING_DENY_HEADERS, "x-tenant-*"]
     assert (rec["max_file_mb"], rec["keep_files"], rec["queue_size"]) == (64, 20, 10000)
 

@@ -35,9 +35,11 @@ def test_one_version_app_and_one_router_per_deployment() -> None:
         "env_vars": {"MLFLOW_TRACKING_URI": "sqlite:////tmp/mlflow.db"}
     }
     [dep] = version["deployments"]
-    assert dep["num_replicas"] == 1 and dep["ray_actor_options"] == {"num_cpus": 0.25}
+    assert dep["num_replicas"] == 1
+    assert dep["ray_actor_options"] == {"num_cpus": 0.25}
 
-    assert router["name"] == "fraud" and router["route_prefix"] == "/fraud"
+    assert router["name"] == "fraud"
+    assert router["route_prefix"] == "/fraud"
     config = RouterConfig.model_validate(router["deployments"][0]["user_config"])
     assert [(t.app, t.version, t.weight) for t in config.targets] == [("fraud--v7", "7", 100)]
 

@@ -92,7 +92,8 @@ def test_environment_rollback_undoes_the_last_change_of_any_file(tmp_path: Path)
         f"fraud: model models:/fraud/2 -> models:/fraud/1 ({FRAUD})",
     ]
     write_rollback(plan, "bad release")
-    assert at_head(repo, FRAUD) == fraud("1") and at_head(repo, CHURN) is None
+    assert at_head(repo, FRAUD) == fraud("1")
+    assert at_head(repo, CHURN) is None
     assert not (repo / CHURN).exists()
 
 
@@ -201,8 +202,11 @@ def test_cli_names_the_abort_as_the_reason(tmp_path: Path, repo: Path) -> None:
 def test_cli_exit_codes(tmp_path: Path, repo: Path) -> None:
     base = ["rollback", "--repo", str(repo), "--env", "staging", "--state", str(tmp_path / "s")]
     bad = runner.invoke(app, [*base, "--to", "nope"])
-    assert bad.exit_code == 2 and "revision 'nope' does not exist" in bad.output
+    assert bad.exit_code == 2
+    assert "revision 'nope' does not exist" in bad.output
     nothing = runner.invoke(app, [*base, "--deployment", "churn"])
-    assert nothing.exit_code == 1 and "nothing to roll back" in nothing.output
+    assert nothing.exit_code == 1
+    assert "nothing to roll back" in nothing.output
     ok = runner.invoke(app, [*base, "--deployment", "fraud", "--reason", "slow"])
-    assert ok.exit_code == 0 and "why: slow (" in ok.output
+    assert ok.exit_code == 0
+    assert "why: slow (" in ok.output

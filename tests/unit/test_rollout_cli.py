@@ -46,13 +46,15 @@ def test_commands_are_queued_for_the_controller(tmp_path: Path) -> None:
     with StateStore(path) as store:
         pending = store.pending_rollout_commands("staging")
     assert [c.command for c in pending] == ["promote_full", "pause", "resume", "abort"]
-    assert pending[1].note.endswith(": looking") and pending[3].note == "alice: bad"
+    assert pending[1].note.endswith(": looking")
+    assert pending[3].note == "alice: bad"
 
 
 def test_no_rollout_in_flight_is_refused(tmp_path: Path) -> None:
     path = seeded(tmp_path)
     result = runner.invoke(app, ["promote", "other", "--env", "staging", "--state", str(path)])
-    assert result.exit_code == 1 and "no rollout of 'other' is in flight" in result.output
+    assert result.exit_code == 1
+    assert "no rollout of 'other' is in flight" in result.output
     missing = runner.invoke(
         app, ["abort", "fraud", "--env", "staging", "--state", str(tmp_path / "nope.db")]
     )
@@ -67,7 +69,8 @@ def test_rollouts_lists_state_and_steps(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     [fraud] = data["deployments"]
-    assert fraud["name"] == "fraud" and fraud["rollout"]["phase"] == "loading"
+    assert fraud["name"] == "fraud"
+    assert fraud["rollout"]["phase"] == "loading"
     assert [e["action"] for e in data["events"]] == ["start"]
     text = runner.invoke(app, ["rollouts", "--env", "staging", "--state", str(path)])
     assert "fraud: canary loading to v2" in text.output

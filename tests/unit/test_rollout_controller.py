@@ -58,7 +58,8 @@ def test_canary_moves_step_by_step_to_100_and_records_every_step(world: World) -
     world.push("2")
     started = world.pass_()
     # A rollout in flight is progressing, never "in sync" or "applied".
-    assert started.outcome == "progressing" and started.exit_code == 0
+    assert started.outcome == "progressing"
+    assert started.exit_code == 0
     assert "canary rollout from fraud--v1" in started.message
     assert apps(world.serve) == {"fraud", "fraud--v1", "fraud--v2"}
     assert world.weights() == {"1": 100, "2": 0}  # the candidate starts with no traffic
@@ -67,7 +68,8 @@ def test_canary_moves_step_by_step_to_100_and_records_every_step(world: World) -
     assert world.pass_().outcome == "progressing"
     assert world.weights() == {"1": 75, "2": 25}
     [row] = [r for r in deployment_statuses(world.serve.get(), "staging")]
-    assert row.health == "Progressing" and "canary rollout to v2" in row.message
+    assert row.health == "Progressing"
+    assert "canary rollout to v2" in row.message
 
     world.traffic(30)
     waiting = world.pass_()  # analysis passed, the 1m pause is not over
@@ -104,20 +106,24 @@ def test_failed_analysis_aborts_at_once_marks_degraded_and_is_not_retried(world:
     assert world.weights() == {"1": 75, "2": 25}
     world.traffic(30, errors_v2=10)  # 10 of 30 candidate requests fail
     aborted = world.pass_()
-    assert aborted.outcome == "aborted" and aborted.exit_code == 1
+    assert aborted.outcome == "aborted"
+    assert aborted.exit_code == 1
     assert aborted.message.startswith("rollout of fraud to v2 aborted: analysis failed")
     assert world.weights() == {"1": 100}
     world.sync()
     assert apps(world.serve) == {"fraud", "fraud--v1"}
     [row] = deployment_statuses(world.serve.get(), "staging")
-    assert row.health == "Degraded" and "error rate" in row.message
+    assert row.health == "Degraded"
+    assert "error rate" in row.message
     audit = world.ctl.store.history("staging")[0]
-    assert audit.result == "aborted" and "error rate" in audit.message, audit
+    assert audit.result == "aborted", audit
+    assert "error rate" in audit.message
 
     puts = len(world.serve.puts)
     for _ in range(3):
         held = world.pass_(60)  # held on v1; v2 is not tried again, and every pass says so
-        assert held.outcome == "aborted" and held.exit_code == 1
+        assert held.outcome == "aborted"
+        assert held.exit_code == 1
         assert held.message.startswith("fraud is held on v1: rollout to v2 of ")
         assert "not attempted again until a commit changes the deployment" in held.message
     assert len(world.serve.puts) == puts
@@ -139,8 +145,10 @@ def test_an_unrelated_commit_does_not_retry_an_aborted_rollout(world: World) -> 
     puts = len(world.serve.puts)
     commit(world.repo, {"README.md": "models\n"}, "docs only")  # a new commit, same deployment
     held = world.pass_()
-    assert held.outcome == "aborted" and "fraud is held on v1" in held.message
-    assert len(world.serve.puts) == puts and world.weights() == {"1": 100}
+    assert held.outcome == "aborted"
+    assert "fraud is held on v1" in held.message
+    assert len(world.serve.puts) == puts
+    assert world.weights() == {"1": 100}
 
 
 def test_sync_retry_starts_an_aborted_rollout_again(world: World) -> None:
@@ -165,11 +173,14 @@ def test_a_restarted_controller_continues_from_the_step_it_stood_at(world: World
 
     world.ctl = world.controller()  # killed and started again: nothing kept in memory
     puts = len(world.serve.puts)
-    assert world.pass_().outcome == "progressing" and len(world.serve.puts) == puts
+    assert world.pass_().outcome == "progressing"
+    assert len(world.serve.puts) == puts
     world.traffic(30)
-    assert world.pass_().outcome == "progressing" and world.weights() == {"1": 40, "2": 60}
+    assert world.pass_().outcome == "progressing"
+    assert world.weights() == {"1": 40, "2": 60}
     actions = [e.action for e in world.ctl.store.rollout_events("staging")]
-    assert actions.count("start") == 1 and actions.count("set_weight") == 2
+    assert actions.count("start") == 1
+    assert actions.count("set_weight") == 2
 
 
 def test_killed_between_deciding_and_applying_converges_without_skipping(world: World) -> None:
@@ -186,7 +197,8 @@ def test_killed_between_deciding_and_applying_converges_without_skipping(world: 
 
     world.serve.put = dying_put  # type: ignore[method-assign]
     died = world.pass_()  # decided step 1 and saved it, died before writing Serve
-    assert died.outcome == "failed" and "Boom: killed" in died.message
+    assert died.outcome == "failed"
+    assert "Boom: killed" in died.message
     world.serve.put = real_put  # type: ignore[method-assign]
     assert world.weights() == {"1": 100, "2": 0}
 
@@ -204,13 +216,15 @@ def test_too_little_traffic_pauses_and_resume_and_promote_drive_it(world: World)
         world.metrics.serve("2", 2)
         world.pass_(30)
     state = world.ctl.store.rollouts("staging")["fraud"].state
-    assert state.paused and "inconclusive" in state.message
+    assert state.paused
+    assert "inconclusive" in state.message
     world.traffic(60)
     world.pass_()
     assert world.weights() == {"1": 75, "2": 25}  # paused: time and traffic do not move it
 
     world.ctl.store.add_rollout_command("staging", "fraud", "promote", "alice")
-    assert world.pass_().outcome == "progressing" and world.weights() == {"1": 40, "2": 60}
+    assert world.pass_().outcome == "progressing"
+    assert world.weights() == {"1": 40, "2": 60}
     world.ctl.store.add_rollout_command("staging", "fraud", "pause", "bob")
     world.traffic(120)
     world.pass_()
@@ -237,7 +251,8 @@ def test_a_revert_during_a_rollout_goes_straight_back(world: World) -> None:
     world.pass_()
     world.push("1")
     world.sync()
-    assert world.weights() == {"1": 100} and apps(world.serve) == {"fraud", "fraud--v1"}
+    assert world.weights() == {"1": 100}
+    assert apps(world.serve) == {"fraud", "fraud--v1"}
     assert world.ctl.store.rollouts("staging")["fraud"].state.phase == "completed"
 
 
@@ -255,8 +270,10 @@ def test_immediate_strategy_is_unchanged(tmp_path: Path) -> None:
     w = serving(tmp_path, rollout="")
     w.push("2")
     result = w.sync()
-    assert result.outcome == "applied" and "rollout" not in result.message
-    assert w.weights() == {"2": 100} and apps(w.serve) == {"fraud", "fraud--v2"}
+    assert result.outcome == "applied"
+    assert "rollout" not in result.message
+    assert w.weights() == {"2": 100}
+    assert apps(w.serve) == {"fraud", "fraud--v2"}
     assert "rollout" not in w.serve.apps["fraud"]["deployments"][0]["user_config"]
     assert w.ctl.store.rollouts("staging") == {}
     w.close()
@@ -275,7 +292,8 @@ def test_blue_green_previews_with_mirrored_traffic_switches_in_one_write(tmp_pat
     switched = w.pass_()
     assert "switched to fraud--v2" in switched.message
     assert len(w.serve.puts) == puts + 1  # one atomic write
-    assert w.weights() == {"1": 0, "2": 100} and not w.router().shadow
+    assert w.weights() == {"1": 0, "2": 100}
+    assert not w.router().shadow
     assert apps(w.serve) == {"fraud", "fraud--v1", "fraud--v2"}  # v1 kept for rollback
     w.traffic(30)
     w.pass_()
@@ -284,7 +302,8 @@ def test_blue_green_previews_with_mirrored_traffic_switches_in_one_write(tmp_pat
     assert apps(w.serve) == {"fraud", "fraud--v1", "fraud--v2"}
     w.traffic(30)
     w.sync()
-    assert apps(w.serve) == {"fraud", "fraud--v2"} and w.weights() == {"2": 100}
+    assert apps(w.serve) == {"fraud", "fraud--v2"}
+    assert w.weights() == {"2": 100}
     w.close()
 
 
@@ -298,7 +317,8 @@ def test_blue_green_rollback_after_the_switch_is_a_weight_change(tmp_path: Path)
     assert w.weights() == {"1": 0, "2": 100}
     w.traffic(30, errors_v2=30)
     result = w.pass_()
-    assert "aborted" in result.message and w.weights() == {"1": 100}
+    assert "aborted" in result.message
+    assert w.weights() == {"1": 100}
     w.close()
 
 
@@ -314,7 +334,8 @@ def test_rollback_commit_after_an_abort_brings_git_and_serve_back_to_stable(worl
     write_rollback(plan_rollback(world.repo, "staging", "fraud"), "v2 errors")
     result = world.sync()
     assert result.outcome == "applied"  # Git says v1 again: no longer held, no new rollout
-    assert world.weights() == {"1": 100} and world.router().rollout is None
+    assert world.weights() == {"1": 100}
+    assert world.router().rollout is None
     [row] = deployment_statuses(world.serve.get(), "staging")
     assert row.health == "Healthy"
     assert world.pass_().outcome == "in_sync"

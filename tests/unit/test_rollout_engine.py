@@ -89,12 +89,16 @@ class Run:
 def test_canary_walks_the_steps_then_ends_at_100_even_when_the_weights_stop_short() -> None:
     run = Run(canary((10, "30s"), (40, "30s")), new())
     assert run.weight == 0  # loading: no traffic to the candidate
-    assert run.step().action == "set_weight" and run.weight == 10
-    assert run.step(10).action == "wait" and run.weight == 10
-    assert run.step(20).action == "set_weight" and run.weight == 40
+    assert run.step().action == "set_weight"
+    assert run.weight == 10
+    assert run.step(10).action == "wait"
+    assert run.weight == 10
+    assert run.step(20).action == "set_weight"
+    assert run.weight == 40
     assert run.step(29).action == "wait"
     d = run.step(1)
-    assert d.action == "complete" and run.state.phase == "completed"
+    assert d.action == "complete"
+    assert run.state.phase == "completed"
     assert traffic(run.spec, run.state) is None  # Git's steady state: candidate alone at 100%
     assert run.weight == 100
 
@@ -104,22 +108,28 @@ def test_loading_waits_for_the_candidate_then_aborts_at_the_progress_deadline() 
     assert run.step(100, candidate="starting").action == "wait"
     assert run.step(150, candidate="starting").action == "wait"
     d = run.step(51, candidate="starting")
-    assert d.action == "abort" and "progress deadline" in d.reason
-    assert run.weight == 0 and traffic(run.spec, run.state) == traffic(run.spec, run.state)
+    assert d.action == "abort"
+    assert "progress deadline" in d.reason
+    assert run.weight == 0
+    assert traffic(run.spec, run.state) == traffic(run.spec, run.state)
 
 
 def test_a_candidate_that_starts_slowly_within_the_deadline_is_fine() -> None:
     run = Run(canary((50, "0s")), new(), Limits(progress_deadline_s=600))
     run.step(590, candidate="starting")
-    assert run.step(5).action == "set_weight" and run.weight == 50
+    assert run.step(5).action == "set_weight"
+    assert run.weight == 50
 
 
 def test_a_failed_candidate_aborts_with_its_message() -> None:
     run = Run(canary((10, "1m")), new())
     d = decide(run.spec, run.state, T0, candidate="failed", candidate_message="OOM")
-    assert d.action == "abort" and "OOM" in d.reason
+    assert d.action == "abort"
+    assert "OOM" in d.reason
     t = traffic(run.spec, d.state)
-    assert t is not None and t.stable_weight == 100 and not t.keep_candidate
+    assert t is not None
+    assert t.stable_weight == 100
+    assert not t.keep_candidate
 
 
 def test_indefinite_pause_waits_for_promote() -> None:
@@ -129,7 +139,8 @@ def test_indefinite_pause_waits_for_promote() -> None:
         assert run.step(3600).action == "wait"
     assert run.weight == 20
     run.state = with_command(run.state, "promote")
-    assert run.step().action == "set_weight" and run.weight == 60
+    assert run.step().action == "set_weight"
+    assert run.weight == 60
     assert run.state.promote == ""  # consumed: the next step is not promoted too
     assert run.step(5).action == "wait"
     assert run.step(5).action == "complete"
@@ -139,16 +150,19 @@ def test_promote_full_goes_to_100_at_once() -> None:
     run = Run(canary((5, "1h"), (50, "1h")), new())
     run.step()
     run.state = with_command(run.state, "promote_full")
-    assert run.step().action == "complete" and run.weight == 100
+    assert run.step().action == "complete"
+    assert run.weight == 100
 
 
 def test_pause_holds_and_resume_continues() -> None:
     run = Run(canary((10, "10s"), (50, "10s")), new())
     run.step()
     run.state = with_command(run.state, "pause", "alice")
-    assert run.step(60).action == "wait" and run.weight == 10
+    assert run.step(60).action == "wait"
+    assert run.weight == 10
     run.state = with_command(run.state, "resume")
-    assert run.step().action == "set_weight" and run.weight == 50
+    assert run.step().action == "set_weight"
+    assert run.weight == 50
 
 
 def test_operator_abort() -> None:
@@ -156,7 +170,9 @@ def test_operator_abort() -> None:
     run.step()
     run.state = with_command(run.state, "abort", "bob: looks wrong")
     d = run.step()
-    assert d.action == "abort" and "bob: looks wrong" in d.reason and run.weight == 0
+    assert d.action == "abort"
+    assert "bob: looks wrong" in d.reason
+    assert run.weight == 0
 
 
 def test_commands_do_nothing_to_a_finished_rollout() -> None:
@@ -175,11 +191,14 @@ ANALYSIS = {"interval": "30s", "min_requests": 50, "failure_limit": 2}
 def test_each_step_needs_a_passing_analysis_window() -> None:
     run = Run(canary((10, "0s"), (50, "0s"), analysis=ANALYSIS), new())
     d = run.step()
-    assert d.reset_window and d.requeue_after == 30
+    assert d.reset_window
+    assert d.requeue_after == 30
     assert not analysis_due(run.spec, run.state, run.now + dt.timedelta(seconds=29))
     assert run.step(10).action == "wait"  # pause 0s, but no analysis yet
     d = run.step(20, analysis=PASS)
-    assert d.action == "set_weight" and d.reset_window and run.weight == 50
+    assert d.action == "set_weight"
+    assert d.reset_window
+    assert run.weight == 50
     d = run.step(30, analysis=PASS)
     assert d.action == "complete"
 
@@ -188,10 +207,14 @@ def test_failed_analyses_abort_at_the_failure_limit() -> None:
     run = Run(canary((10, "0s"), analysis=ANALYSIS), new())
     run.step()
     d = run.step(30, analysis=FAIL)
-    assert d.action == "wait" and run.state.failures == 1 and run.weight == 10
+    assert d.action == "wait"
+    assert run.state.failures == 1
+    assert run.weight == 10
     d = run.step(30, analysis=FAIL)
-    assert d.action == "abort" and "analysis failed (2/2)" in d.reason
-    assert run.weight == 0 and run.state.phase == "aborted"
+    assert d.action == "abort"
+    assert "analysis failed (2/2)" in d.reason
+    assert run.weight == 0
+    assert run.state.phase == "aborted"
 
 
 def test_too_little_traffic_holds_then_pauses_never_passes_or_fails() -> None:
@@ -200,13 +223,18 @@ def test_too_little_traffic_holds_then_pauses_never_passes_or_fails() -> None:
     assert run.step(30, analysis=THIN).action == "wait"
     assert run.step(30, analysis=THIN).action == "wait"
     d = run.step(30, analysis=THIN)
-    assert d.action == "pause" and run.state.paused and "inconclusive" in d.reason
+    assert d.action == "pause"
+    assert run.state.paused
+    assert "inconclusive" in d.reason
     # Paused: time alone never moves it on, and it never aborts for lack of traffic.
     for _ in range(3):
         assert run.step(30, analysis=THIN).action == "wait"
-    assert run.state.phase == "steps" and run.weight == 10 and run.state.failures == 0
+    assert run.state.phase == "steps"
+    assert run.weight == 10
+    assert run.state.failures == 0
     run.state = with_command(run.state, "resume")
-    assert not run.state.paused and run.state.inconclusive == 0
+    assert not run.state.paused
+    assert run.state.inconclusive == 0
     assert run.step(30, analysis=PASS).action == "complete"
 
 
@@ -217,7 +245,8 @@ def test_a_pass_resets_the_inconclusive_count() -> None:
     run.step()
     run.step(30, analysis=THIN)
     run.step(30, analysis=PASS)  # advances to step 2, counts reset
-    assert run.state.inconclusive == 0 and run.weight == 20
+    assert run.state.inconclusive == 0
+    assert run.weight == 20
     assert run.step(30, analysis=THIN).action == "wait"
 
 
@@ -253,8 +282,10 @@ def test_blue_green_previews_then_switches_atomically_and_keeps_the_old_version(
     d = run.step(30, analysis=PASS)
     assert d.action == "switch"
     t = traffic(spec, run.state)
-    assert t is not None and (t.stable_weight, t.candidate_weight) == (0, 100)  # one write
-    assert t.keep_candidate and t.mirror_percent == 0
+    assert t is not None
+    assert (t.stable_weight, t.candidate_weight) == (0, 100)
+    assert t.keep_candidate
+    assert t.mirror_percent == 0
     assert run.step(120, analysis=None).action == "wait"  # stable kept for rollback
     assert run.step(180).action == "complete"
     assert traffic(spec, run.state) is None
@@ -267,7 +298,9 @@ def test_blue_green_preview_mirrors_all_requests_unless_told_a_share() -> None:
         run.step()
         t = traffic(spec, run.state)
         assert run.state.phase == "preview"
-        assert t is not None and t.mirror_percent == mirrored and t.candidate_weight == 0
+        assert t is not None
+        assert t.mirror_percent == mirrored
+        assert t.candidate_weight == 0
 
 
 def test_blue_green_rolls_back_instantly_when_post_switch_analysis_fails() -> None:
@@ -279,14 +312,16 @@ def test_blue_green_rolls_back_instantly_when_post_switch_analysis_fails() -> No
     d = run.step(30, analysis=FAIL)
     assert d.action == "abort"
     t = traffic(spec, run.state)
-    assert t is not None and (t.stable_weight, t.candidate_weight) == (100, 0)
+    assert t is not None
+    assert (t.stable_weight, t.candidate_weight) == (100, 0)
 
 
 def test_blue_green_without_analysis_switches_once_running() -> None:
     run = Run(blue_green(), new("blue_green"))
     run.step(candidate="starting")
     d = run.step(5)
-    assert run.state.phase == "preview" and d.action == "set_weight"
+    assert run.state.phase == "preview"
+    assert d.action == "set_weight"
     assert run.step().action == "switch"
 
 
@@ -297,7 +332,9 @@ def test_shadow_mirrors_its_share_and_switches_after_analysis() -> None:
     run = Run(spec, new("shadow"))
     run.step()
     t = traffic(spec, run.state)
-    assert t is not None and t.mirror_percent == 25 and t.candidate_weight == 0
+    assert t is not None
+    assert t.mirror_percent == 25
+    assert t.candidate_weight == 0
     assert run.step(30, analysis=PASS).action == "switch"
 
 
@@ -340,10 +377,12 @@ def test_a_decision_replayed_after_a_crash_does_not_skip_a_step() -> None:
     run = Run(spec, new())
     run.step()
     again = decide(spec, run.state, run.now, candidate="ready")
-    assert again.action == "wait" and again.state.step == run.state.step == 0
+    assert again.action == "wait"
+    assert again.state.step == run.state.step == 0
 
 
 def test_finished_rollouts_are_inert() -> None:
     state = dataclasses.replace(new(), phase="aborted")
     d = decide(canary((10, "0s")), state, T0, candidate="ready", analysis=PASS)
-    assert d.action == "wait" and d.state == state
+    assert d.action == "wait"
+    assert d.state == state

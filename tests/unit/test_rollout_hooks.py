@@ -134,7 +134,8 @@ def test_failing_pre_rollout_smoke_aborts_before_any_traffic_moves(world: Hooked
     world.push("2")
     world.pass_()
     aborted = world.pass_()
-    assert aborted.outcome == "aborted" and aborted.exit_code == 1
+    assert aborted.outcome == "aborted"
+    assert aborted.exit_code == 1
     assert (
         "pre-rollout hooks failed: smoke: request 1/2: POST /fraud got HTTP 500, expected 200"
         in aborted.message
@@ -144,7 +145,8 @@ def test_failing_pre_rollout_smoke_aborts_before_any_traffic_moves(world: Hooked
     assert apps(world.serve) == {"fraud", "fraud--v1"}
     assert world.events() == [("start", 0), ("abort", 0)]  # the candidate never had a share
     [row] = deployment_statuses(world.serve.get(), "staging")
-    assert row.health == "Degraded" and "pre-rollout hooks failed" in row.message
+    assert row.health == "Degraded"
+    assert "pre-rollout hooks failed" in row.message
 
 
 def test_post_rollout_hook_runs_at_100_percent_with_the_stable_version_kept(
@@ -162,7 +164,8 @@ def test_post_rollout_hook_runs_at_100_percent_with_the_stable_version_kept(
     done = world.pass_()
     assert "post-rollout hooks passed: check (exit 0)" in done.message
     world.sync()
-    assert world.weights() == {"2": 100} and apps(world.serve) == {"fraud", "fraud--v2"}
+    assert world.weights() == {"2": 100}
+    assert apps(world.serve) == {"fraud", "fraud--v2"}
     env = json.loads((world.tmp / "env.json").read_text())
     assert env == {
         "SERVEOPS_ENVIRONMENT": "staging",
@@ -203,7 +206,8 @@ def test_blue_green_post_rollout_hook_failing_after_the_switch_switches_back(
     w.pass_()
     assert "pre-rollout hooks passed" in w.pass_().message  # previewing
     switched = w.pass_()  # no analysis: switched at once
-    assert "switched to fraud--v2" in switched.message and switched.requeue_after <= 1
+    assert "switched to fraud--v2" in switched.message
+    assert switched.requeue_after <= 1
     assert w.weights() == {"1": 0, "2": 100}
     aborted = w.pass_(1)
     assert "post-rollout hooks failed: check" in aborted.message
@@ -215,10 +219,12 @@ def test_a_missing_or_slow_command_fails_its_hook() -> None:
     hooks = Hooks(allowed=frozenset({"/no/such/tool", sys.executable}))
     ctx = HookContext("staging", "fraud", "/fraud", "2", "1", "c" * 40, "http://x:8000")
     result = hooks.run("pre_rollout", [Hook(name="gone", command=["/no/such/tool"])], ctx)
-    assert not result.passed and result.summary == "gone: command not found: /no/such/tool"
+    assert not result.passed
+    assert result.summary == "gone: command not found: /no/such/tool"
     slow = Hook(name="slow", command=[sys.executable, "-c", "import time; time.sleep(5)"])
     result = hooks.run("pre_rollout", [slow.model_copy(update={"timeout": "1s"})], ctx)
-    assert not result.passed and "did not finish within 1s" in result.summary
+    assert not result.passed
+    assert "did not finish within 1s" in result.summary
 
 
 def test_a_command_hook_runs_only_allowed_programs_in_a_minimal_environment(
@@ -232,7 +238,8 @@ def test_a_command_hook_runs_only_allowed_programs_in_a_minimal_environment(
     hook = Hook(name="peek", command=[sys.executable, "-c", dump])
 
     refused = Hooks().run("pre_rollout", [hook], ctx)  # the controller allows no program
-    assert not refused.passed and not seen.exists()
+    assert not refused.passed
+    assert not seen.exists()
     assert "is not a program this controller allows hooks to run" in refused.summary
     assert "--allow-hook-command" in refused.summary
 
@@ -247,7 +254,8 @@ def test_a_command_hook_runs_only_allowed_programs_in_a_minimal_environment(
         "SERVEOPS_COMMIT",
         "SERVEOPS_URL",
     }
-    assert "hunter2" not in seen.read_text() and "s3cr3t" not in seen.read_text()
+    assert "hunter2" not in seen.read_text()
+    assert "s3cr3t" not in seen.read_text()
 
 
 def test_pinning_reaches_only_versions_the_router_knows_and_runs() -> None:
@@ -300,7 +308,8 @@ def test_a_smoke_request_waits_for_a_router_that_does_not_know_the_candidate_yet
     result = Hooks(transport=httpx.MockTransport(never), pin_settle_s=0.6).run(
         "pre_rollout", [smoke], ctx
     )
-    assert not result.passed and never.seen >= 2
+    assert not result.passed
+    assert never.seen >= 2
     assert result.summary.startswith(
         "smoke: request 1/1: POST /fraud was answered by v1, not the candidate v2 (HTTP 200) ("
     )
@@ -365,21 +374,26 @@ def test_engine_hooks_due_and_promote_full_still_verifies() -> None:
     assert hooks_due(spec, state, "starting") is None  # only once the candidate runs
     assert hooks_due(spec, state, "ready") == "pre_rollout"
     held = decide(spec, state, t0, candidate="ready")  # hooks not run: no traffic moves
-    assert held.action == "wait" and held.state.weight == 0
+    assert held.action == "wait"
+    assert held.state.weight == 0
     ok = HookResult("pre_rollout", True, "smoke (exit 0)")
     first = decide(spec, state, t0, candidate="ready", hooks=ok).state
-    assert first.phase == "steps" and first.weight == 10
+    assert first.phase == "steps"
+    assert first.weight == 10
     assert hooks_due(spec, first, "ready") is None
 
     promoted = decide(spec, with_command(first, "promote_full"), t0, candidate="ready")
-    assert promoted.state.phase == "verifying" and promoted.state.weight == 100
+    assert promoted.state.phase == "verifying"
+    assert promoted.state.weight == 100
     assert hooks_due(spec, promoted.state, "ready") == "post_rollout"
     passed = HookResult("post_rollout", True, "check (exit 0)")
     done = decide(spec, promoted.state, t0, candidate="ready", hooks=passed)
-    assert done.action == "complete" and "post-rollout hooks passed" in done.state.message
+    assert done.action == "complete"
+    assert "post-rollout hooks passed" in done.state.message
 
     failed = HookResult("post_rollout", False, "check: false exited 1")
     back = decide(spec, promoted.state, t0, candidate="ready", hooks=failed)
-    assert back.action == "abort" and back.state.weight == 0
+    assert back.action == "abort"
+    assert back.state.weight == 0
     aborted_by_hand = dataclasses.replace(promoted.state, abort="carol")
     assert hooks_due(spec, aborted_by_hand, "ready") is None  # an abort needs no hooks

@@ -67,10 +67,12 @@ def test_pinned_requests_refresh_the_status_at_most_every_interval(
     replica._running = {"fraud--v1"}
 
     asyncio.run(replica._refresh_for_pin())
-    assert reads.reads == 1 and replica._running == {"fraud--v1", "fraud--v2"}
+    assert reads.reads == 1
+    assert replica._running == {"fraud--v1", "fraud--v2"}
     asyncio.run(replica._refresh_for_pin())  # a burst of pins: no second read yet
     assert reads.reads == 1
     clock[0] += router.PIN_REFRESH_S * 1.5
     reads.fail = True
     asyncio.run(replica._refresh_for_pin())  # read again; a failed read keeps the last set
-    assert reads.reads == 2 and replica._running == {"fraud--v1", "fraud--v2"}
+    assert reads.reads == 2
+    assert replica._running == {"fraud--v1", "fraud--v2"}

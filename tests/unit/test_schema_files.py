@@ -29,7 +29,8 @@ def test_committed_cli_reference_is_fresh_and_lists_every_command() -> None:
         assert f"### `serveops {command}`" in page
     # Every option that names the cluster honours SERVEOPS_ADDRESS.
     rows = [line for line in page.splitlines() if line.startswith("| `--address`")]
-    assert rows and all("`SERVEOPS_ADDRESS`" in row for row in rows), rows
+    assert rows
+    assert all("`SERVEOPS_ADDRESS`" in row for row in rows), rows
 
 
 def test_example_deployments_validate_against_the_json_schema() -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -50,6 +52,9 @@ def test_anything_else_is_bad_input_that_says_why(value: str, why: str) -> None:
     assert why in caught.value.message
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def render(code: ServingCode, extra_spec: str = "") -> list[dict]:
     text = deployment_yaml(model="models:/fraud/7", extra_spec=extra_spec)
     settings = RenderSettings("sqlite:////tmp/mlflow.db", serving_code=code)
@@ -80,8 +85,11 @@ def test_a_bundle_goes_to_every_application_with_the_model_replicas_environment_
 def test_pip_installs_this_serveops_before_the_servers_own_packages() -> None:
     server = "  server:\n    import_path: acme.serving:build\n    pip: [acme-serving==1.4.2]\n"
     version, router = render(ServingCode("pip"), extra_spec=server)
-    assert version["runtime_env"]["pip"] == [f"serveops=={__version__}", "acme-serving==1.4.2"]
-    assert router["runtime_env"] == {"pip": [f"serveops=={__version__}"]}
+    assert version["runtime_env"]["pip"] == [
+        f"serveops[serving]=={__version__}",
+        "acme-serving==1.4.2",
+    ]
+    assert router["runtime_env"] == {"pip": [f"serveops[serving]=={__version__}"]}
 
 
 def test_a_canary_keeps_the_bundle_on_every_application_it_reshapes(tmp_path: Path) -> None:
@@ -99,7 +107,8 @@ def test_a_canary_keeps_the_bundle_on_every_application_it_reshapes(tmp_path: Pa
             }
             assert shipped == {n: [BUNDLE] for n in world.serve.apps}
             world.traffic(30)
-        assert {"1": 75, "2": 25} in weights and weights[-1] == {"2": 100}
+        assert {"1": 75, "2": 25} in weights
+        assert weights[-1] == {"2": 100}
     finally:
         world.close()
 
@@ -171,3 +180,26 @@ def test_a_simulation_on_a_given_cluster_ships_the_same_serving_code(tmp_path: P
     deploy.bring_up(sim_repo, serve, REGISTRY, serving_code=code)  # type: ignore[arg-type]
     assert len(serve.apps) == 4  # base and head, each a version and a router
     assert all(a["runtime_env"]["py_modules"] == [BUNDLE] for a in serve.apps.values())
+
+
+def test_the_serving_extra_holds_what_replicas_import_and_nothing_of_the_cli() -> None:
+    """`--serving-code pip` installs serveops[serving]: what the router and model server import
+    (besides Ray, which the nodes have), never Locust, gevent, typer or a Ray pin."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in project["dependencies"]}
+    serving = project["optional-dependencies"]["serving"]
+    names |= {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in serving}
+    assert names == {"pydantic", "mlflow", "numpy", "pandas", "starlette"}
+    probe = (
+        "import sys, controller.serving.router, controller.serving.model, "
+        "controller.serving.recorder, controller.serving.pinning; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    imported = set(json.loads(done.stdout.replace("'", '"')))
+    # (Ray and MLflow bring yaml, jsonschema and psutil along; the CLI alone brings these.)
+    for cli_only in ("locust", "gevent", "typer", "git", "cel", "scipy", "matplotlib", "rich"):
+        assert cli_only not in imported, cli_only

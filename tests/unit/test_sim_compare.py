@@ -50,7 +50,8 @@ def test_wilson_interval_matches_known_values() -> None:
     assert hi == pytest.approx(0.5962, abs=1e-3)
     assert wilson_interval(0, 0) == (0.0, 1.0)
     lo, hi = wilson_interval(100, 100)
-    assert hi == 1.0 and lo > 0.96
+    assert hi == 1.0
+    assert lo > 0.96
 
 
 def test_cohen_kappa() -> None:
@@ -200,10 +201,12 @@ def test_input_drift_per_feature() -> None:
     ref = {"a": rng.normal(0, 1, 3000), "b": rng.normal(0, 1, 3000)}
     cur = {"a": rng.normal(0, 1, 1000), "b": rng.normal(2, 1, 1000)}
     info = input_drift_check(ref, cur, Thresholds())
-    assert info.status == "info" and not info.gating
+    assert info.status == "info"
+    assert not info.gating
     assert info.figures["worst_feature"] == "b"
     gated = input_drift_check(ref, cur, Thresholds(max_input_psi=0.2))
-    assert gated.status == "fail" and "b" in gated.reason
+    assert gated.status == "fail"
+    assert "b" in gated.reason
     assert gated.figures["features"]["a"]["psi"] < 0.1
 
 
@@ -221,9 +224,11 @@ def test_replay_validity_flags_lag_and_drops() -> None:
     t = Thresholds()
     assert replay_validity_check(1.0, 0, 100, t).status == "pass"
     lag = replay_validity_check(9.0, 0, 100, t)
-    assert lag.status == "inconclusive" and "lag p99" in lag.reason
+    assert lag.status == "inconclusive"
+    assert "lag p99" in lag.reason
     drop = replay_validity_check(1.0, 3, 100, t)
-    assert drop.status == "inconclusive" and "3 of 100" in drop.reason
+    assert drop.status == "inconclusive"
+    assert "3 of 100" in drop.reason
 
 
 def test_verdict_folds_gating_checks() -> None:
@@ -233,10 +238,11 @@ def test_verdict_folds_gating_checks() -> None:
     assert verdict([c("pass"), c("info", False)])[0] == "pass"
     assert verdict([c("pass"), c("inconclusive")])[0] == "inconclusive"
     v, reason = verdict([c("inconclusive"), c("fail")])
-    assert v == "fail" and "r-fail" in reason
+    assert v == "fail"
+    assert "r-fail" in reason
     assert verdict([c("pass"), c("fail", False)])[0] == "pass"
 
 
 def test_side_rejects_mismatched_lengths() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="length"):
         Side(np.ones(3), np.zeros(2, dtype=bool))

@@ -33,8 +33,10 @@ def test_har_entries_become_records_in_time_order_with_their_responses() -> None
         "/breast-cancer?debug=1",
     ]
     asset, scored, form = records
-    assert asset.method == "GET" and asset.ts == _epoch("2026-11-20T10:00:00")
-    assert asset.response is not None and asset.response.body == "console.log(1)"  # base64
+    assert asset.method == "GET"
+    assert asset.ts == _epoch("2026-11-20T10:00:00")
+    assert asset.response is not None
+    assert asset.response.body == "console.log(1)"
     assert scored.ts == _epoch("2026-11-20T10:00:01.5")
     assert scored.body == {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}}
     # Credentials, cookies, connection headers and HTTP/2 pseudo-headers are not kept.
@@ -43,9 +45,11 @@ def test_har_entries_become_records_in_time_order_with_their_responses() -> None
     assert (scored.response.status, scored.response.version) == (200, "3")
     assert scored.response.body == {"predictions": [1]}
     assert scored.response.latency_ms == 12.5
-    assert form.body == "a=1&b=x+y" and form.headers == {}
+    assert form.body == "a=1&b=x+y"
+    assert form.headers == {}
     assert form.response is not None
-    assert form.response.status is None and form.response.latency_ms is None  # HAR 0 and -1
+    assert form.response.status is None
+    assert form.response.latency_ms is None
 
 
 def test_har_path_prefix_keeps_the_model_requests_and_route_replaces_paths() -> None:
@@ -57,12 +61,14 @@ def test_json_request_list_takes_iso_and_epoch_times_urls_and_keys() -> None:
     header, records = import_request_list(FIXTURES / "requests.json", fmt="json")
     assert header.source == "requests.json (request list)"
     first, second, third = records
-    assert first.ts == _epoch("2026-11-20T10:00:00") and first.method == "POST"
+    assert first.ts == _epoch("2026-11-20T10:00:00")
+    assert first.method == "POST"
     assert first.body == {"inputs": [[1, 2]]}
     assert (second.id, second.key, second.method) == ("req-2", "u1", "PUT")
     assert second.route == "/fraud?trace=1"
     assert second.headers == {"x-user-id": "u1"}  # x-api-key dropped
-    assert third.ts == 1795176000.5 and third.body == "plain text"
+    assert third.ts == 1795176000.5
+    assert third.body == "plain text"
 
 
 def test_csv_request_list_with_offsets_json_cells_and_defaults() -> None:
@@ -70,7 +76,8 @@ def test_csv_request_list_with_offsets_json_cells_and_defaults() -> None:
     assert [r.ts for r in records] == [0.0, 0.5, 1.25]
     assert [r.method for r in records] == ["POST", "POST", "GET"]
     assert records[0].headers == {"x-user-id": "u1"}
-    assert records[1].body == {"inputs": [[3, 4]]} and records[2].body is None
+    assert records[1].body == {"inputs": [[3, 4]]}
+    assert records[2].body is None
     assert "times are offsets from the first request" in header.notes
 
 
@@ -131,8 +138,8 @@ def test_broken_json_names_line_and_column(tmp_path: Path) -> None:
     path.write_text('{"log": {\n  "entries": [,]\n}}')
     with pytest.raises(TrafficError, match=r"broken.har:2:15: not JSON"):
         import_har(path)
+    path.write_text('{"log": {}}')
     with pytest.raises(TrafficError, match=r"log.entries: missing"):
-        path.write_text('{"log": {}}')
         import_har(path)
 
 
@@ -154,7 +161,8 @@ def test_json_list_errors_name_the_entry_and_field(tmp_path: Path, rows: str, me
     path.write_text(rows)
     with pytest.raises(TrafficError) as info:
         import_request_list(path, fmt="json")
-    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +179,8 @@ def test_csv_list_errors_name_the_line_and_field(tmp_path: Path, text: str, mess
     path.write_text(text)
     with pytest.raises(TrafficError) as info:
         import_request_list(path, fmt="csv")
-    assert str(info.value).startswith(f"{path}:") and message in str(info.value)
+    assert str(info.value).startswith(f"{path}:")
+    assert message in str(info.value)
 
 
 def test_cli_imports_a_har_and_the_result_reads_back(tmp_path: Path) -> None:
@@ -182,7 +191,8 @@ def test_cli_imports_a_har_and_the_result_reads_back(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 2 requests (har)" in result.output
     header, records = read_jsonl(out)
-    assert header is not None and header.source == "sample.har (HAR 1.2)"
+    assert header is not None
+    assert header.source == "sample.har (HAR 1.2)"
     assert [r.route for r in records] == ["/breast-cancer", "/breast-cancer?debug=1"]
 
 
@@ -194,5 +204,6 @@ def test_cli_bad_input_exits_2_names_the_field_and_writes_nothing(tmp_path: Path
     assert "log.entries[1].request.url: missing" in result.output
     assert not out.exists()
     result = runner.invoke(app, ["traffic", "import", str(HAR), "-o", str(out), "--format", "pcap"])
-    assert result.exit_code == 2 and "--format 'pcap'" in result.output
+    assert result.exit_code == 2
+    assert "--format 'pcap'" in result.output
     assert not out.exists()

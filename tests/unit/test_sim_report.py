@@ -64,7 +64,8 @@ def test_aligned_sides_pair_by_id_and_skip_dropped() -> None:
     assert len(ids) == 299
     assert sides["baseline"].n == sides["candidate"].n == 299
     assert versions == {"baseline": {"1": 299}, "candidate": {"2": 299}}
-    assert sides["baseline"].outputs is not None and sides["baseline"].outputs[1] == [1]
+    assert sides["baseline"].outputs is not None
+    assert sides["baseline"].outputs[1] == [1]
 
 
 def test_report_passes_an_equal_candidate_and_writes_all_files(tmp_path: Path) -> None:
@@ -86,11 +87,14 @@ def test_report_passes_an_equal_candidate_and_writes_all_files(tmp_path: Path) -
     assert {c["name"]: c["status"] for c in data["checks"]}["latency"] == "pass"
     assert data["meta"]["attribution"] == ["Some Trace, CC-BY-4.0"]
     md = (tmp_path / "report.md").read_text()
-    assert "INCONCLUSIVE" in md and "| latency |" in md and "Some Trace" in md
+    assert "INCONCLUSIVE" in md
+    assert "| latency |" in md
+    assert "Some Trace" in md
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2
     raw = [json.loads(line) for line in (tmp_path / "outcomes.jsonl").read_text().splitlines()]
-    assert len(raw) == 800 and isinstance(raw[0]["latency_ms"], float)
+    assert len(raw) == 800
+    assert isinstance(raw[0]["latency_ms"], float)
 
 
 def test_report_fails_a_slow_candidate_that_flips_predictions() -> None:
@@ -98,7 +102,8 @@ def test_report_fails_a_slow_candidate_that_flips_predictions() -> None:
     report, _ = build_report(result, records, reference_inputs=reference_features())
     status = {c.name: c.status for c in report.checks}
     assert report.verdict == "fail"
-    assert status["latency"] == "fail" and status["agreement"] == "fail"
+    assert status["latency"] == "fail"
+    assert status["agreement"] == "fail"
     drift = next(c for c in report.checks if c.name == "input_drift")
     assert not drift.gating
     # Payloads are drawn from the reference data set itself: no feature drifts much.

@@ -49,13 +49,17 @@ def test_spec_simulation_sets_thresholds_in_percent_and_names_file_revision_and_
             )
         ]
     )
-    assert t.latency_tolerance == 0.1 and t.max_error_rate_increase == 0.01
-    assert t.min_agreement == 0.95 and t.max_input_psi == 0.3 and t.min_requests == 500
+    assert t.latency_tolerance == 0.1
+    assert t.max_error_rate_increase == 0.01
+    assert t.min_agreement == 0.95
+    assert t.max_input_psi == 0.3
+    assert t.min_requests == 500
     assert sources["latency_tolerance"] == (
         f"{PATH}@origin/main: spec.simulation.latency_tolerance_pct"
     )
     assert sources["min_requests"] == f"{PATH}@origin/main: spec.simulation.min_requests"
-    assert sources["alpha"] == DEFAULT and t.alpha == Thresholds().alpha
+    assert sources["alpha"] == DEFAULT
+    assert t.alpha == Thresholds().alpha
 
 
 def test_rollout_analysis_counts_only_for_the_fields_it_sets() -> None:
@@ -111,7 +115,9 @@ def test_several_deployments_take_the_strictest_value() -> None:
     b = source("simulation: {latency_tolerance_pct: 4, min_agreement_pct: 97}\n", name="b")
     c = source("simulation: {max_input_psi: 0.5}\n", name="c")
     t, sources = resolve([a, b, c])
-    assert t.latency_tolerance == 0.04 and t.min_agreement == 0.97 and t.max_input_psi == 0.5
+    assert t.latency_tolerance == 0.04
+    assert t.min_agreement == 0.97
+    assert t.max_input_psi == 0.5
     assert sources["latency_tolerance"] == (
         "deployments/staging/b.yaml@main: spec.simulation.latency_tolerance_pct (the strictest)"
     )
@@ -136,7 +142,8 @@ def test_a_bad_policy_file_is_refused_naming_file_and_field(
     policy.write_text(text)
     with pytest.raises(BadInput) as info:
         resolve([], policy)
-    assert info.value.message.startswith(f"{policy}: ") and message in info.value.message
+    assert info.value.message.startswith(f"{policy}: ")
+    assert message in info.value.message
 
 
 def test_a_bad_simulation_block_is_refused_by_the_spec() -> None:
@@ -147,7 +154,8 @@ def test_a_bad_simulation_block_is_refused_by_the_spec() -> None:
 def test_simulated_copies_do_not_record() -> None:
     text = deployment_yaml(extra_spec="recording: {sample_rate: 1}\n")
     doc = yaml.safe_load(_renamed(text, "head", "/sim-head"))
-    assert "recording" not in doc["spec"] and doc["metadata"]["name"] == "fraud-head"
+    assert "recording" not in doc["spec"]
+    assert doc["metadata"]["name"] == "fraud-head"
 
 
 def _result(n: int = 300) -> ReplayResult:

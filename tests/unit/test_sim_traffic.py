@@ -73,7 +73,8 @@ def test_import_csv_trace_makes_scoring_requests_with_attribution(tmp_path: Path
     assert records[1].ts - records[0].ts == pytest.approx(4.314579, abs=1e-6)
     body = records[2].body["dataframe_split"]
     assert len(body["data"]) == records[2].attrs["rows"] == 20
-    assert len(body["columns"]) == 30 and len(body["data"][0]) == 30
+    assert len(body["columns"]) == 30
+    assert len(body["data"][0]) == 30
     assert header.license == "CC-BY-4.0"
     assert header.attribution == [AZURE_ATTRIBUTION]
     assert "Splitwise" in AZURE_ATTRIBUTION
@@ -133,12 +134,13 @@ def test_slice_cuts_the_window_and_carries_the_attribution(tmp_path: Path) -> No
     assert slice_file(src, dst, "0..10") == 2
     cut_header, cut = read_jsonl(dst)
     assert [r.id for r in cut] == [records[0].id, records[1].id]
-    assert cut_header is not None and cut_header.attribution == header.attribution
+    assert cut_header is not None
+    assert cut_header.attribution == header.attribution
     assert "window 0..10" in cut_header.notes[-1]
 
 
 def test_records_validate_strictly() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="surprise"):
         TrafficRecord.model_validate({"id": "a", "ts": 1, "route": "/x", "surprise": 1})
     assert TrafficHeader().format == "serveops-traffic/v1"
 
@@ -158,7 +160,8 @@ def test_a_recording_directory_reads_as_one_traffic_file_in_time_order(tmp_path:
     (rec / "notes.txt").write_text("not traffic")
     merged_header, records = read_traffic(rec)
     assert [r.id for r in records] == ["b1", "b2", "a1"]
-    assert merged_header is not None and "merged from 2 files in rec" in merged_header.notes
+    assert merged_header is not None
+    assert "merged from 2 files in rec" in merged_header.notes
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(TrafficError, match=r"without \*\.jsonl"):

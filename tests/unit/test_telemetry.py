@@ -131,9 +131,11 @@ def test_series_of_a_deployment_that_left_go_away() -> None:
         return metrics.registry.get_sample_value("serveops_controller_sync_status", labels)
 
     metrics.record_pass(PassFigures("e", "in_sync", 0.01, 0.0, plan("a", "b")), {})
-    assert synced("a") == 1 and synced("b") == 1
+    assert synced("a") == 1
+    assert synced("b") == 1
     metrics.record_pass(PassFigures("e", "in_sync", 0.01, 0.0, plan("a")), {})
-    assert synced("a") == 1 and synced("b") is None
+    assert synced("a") == 1
+    assert synced("b") is None
     # Gone from Git but kept (no --prune): listed, and OutOfSync.
     assert sync_statuses(plan("a", orphans=("b",)), "in_sync") == {
         "a": "Synced",

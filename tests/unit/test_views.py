@@ -95,13 +95,17 @@ def test_every_view_tells_the_same_canary_step_by_step(canary: World) -> None:
             seen.append((fraud.rollout.phase, fraud.rollout.weight, fraud.rollout.waiting))
         canary.traffic(30)
     phases = [s[:2] for s in seen]
-    assert ("loading", 0.0) in phases and ("steps", 25.0) in phases and ("steps", 60.0) in phases
+    assert ("loading", 0.0) in phases
+    assert ("steps", 25.0) in phases
+    assert ("steps", 60.0) in phases
     waits = {s[2] for s in seen}
     assert "a passing analysis (step 1/2 at 25%)" in waits
     assert "the end of the pause (step 1/2 at 25%)" in waits
     view = views.view()
     [fraud] = view.deployments
-    assert fraud.rollout is None and fraud.sync == "Synced" and fraud.health == "Healthy"
+    assert fraud.rollout is None
+    assert fraud.sync == "Synced"
+    assert fraud.health == "Healthy"
 
 
 def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> None:
@@ -114,13 +118,17 @@ def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> 
     [fraud] = Views(canary).view().deployments
     assert fraud.rollout is not None
     [analysis] = fraud.rollout.analyses
-    assert analysis.verdict == "inconclusive" and analysis.step == 1 and analysis.weight == 25
-    assert analysis.candidate["requests"] == 7 and analysis.stable["requests"] == 90
+    assert analysis.verdict == "inconclusive"
+    assert analysis.step == 1
+    assert analysis.weight == 25
+    assert analysis.candidate["requests"] == 7
+    assert analysis.stable["requests"] == 90
     assert analysis.thresholds["min_requests"] == 20
     assert "fewer than min_requests 20" in analysis.reasons[0]
     assert "at least 20 candidate requests a window (last: 7)" in fraud.rollout.waiting
     rollouts = text(rollouts_renderable(Views(canary).view(), terminal=False))
-    assert "step 1 (25%) inconclusive" in rollouts and "held to min 20 req" in rollouts
+    assert "step 1 (25%) inconclusive" in rollouts
+    assert "held to min 20 req" in rollouts
 
 
 def test_blue_green_and_an_aborted_canary_read_the_same_everywhere(tmp_path: Path) -> None:
@@ -144,8 +152,10 @@ def test_blue_green_and_an_aborted_canary_read_the_same_everywhere(tmp_path: Pat
     assert aborted.outcome == "aborted"
     view = views.check(aborted)
     [fraud] = view.deployments
-    assert fraud.rollout is not None and fraud.rollout.phase == "aborted"
-    assert fraud.health == "Degraded" and "analysis failed" in fraud.summary
+    assert fraud.rollout is not None
+    assert fraud.rollout.phase == "aborted"
+    assert fraud.health == "Degraded"
+    assert "analysis failed" in fraud.summary
     ab.sync()
     held = ab.pass_()
     view = views.check(held)

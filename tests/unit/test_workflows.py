@@ -115,14 +115,16 @@ def test_policy_workflow_simulates_a_model_change_and_admits_it(tmp_path: Path) 
     assert changes.returncode == 0
     simulate = run.step("serveops simulate")
     assert "stand-in: simulate --repo . --base" in simulate.stdout
-    assert "--env production" in simulate.stdout and "--env staging" not in simulate.stdout
+    assert "--env production" in simulate.stdout
+    assert "--env staging" not in simulate.stdout
     merge_base = git(repo, "merge-base", base, head)
     assert f"--base {merge_base}" in simulate.stdout
     # the report is the job summary and the pull request's one comment, the HTML an artifact
     summary = run.summary.read_text()
     assert "Simulation: PASS" in summary
     comment = (repo / ".serveops" / "comment.md").read_text()
-    assert comment.startswith("<!-- serveops-simulation -->") and "Simulation: PASS" in comment
+    assert comment.startswith("<!-- serveops-simulation -->")
+    assert "Simulation: PASS" in comment
     uploaded = [name for name, _ in run.artifacts["simulation-reports"]]
     assert ".serveops/production/report.html" in uploaded
     assert "actions/github-script" in run.used
@@ -183,7 +185,8 @@ def test_simulate_workflow_fails_without_a_traffic_location(tmp_path: Path) -> N
     run = _run(tmp_path, repo, "pull_request", pull_request_event(base, head), head)
     run.run_workflow("simulate.yml")
     step = run.step("serveops simulate")
-    assert step.returncode == 1 and "SERVEOPS_TRAFFIC" in step.stdout
+    assert step.returncode == 1
+    assert "SERVEOPS_TRAFFIC" in step.stdout
 
 
 def _push(tmp_path: Path, change: dict[str, str | None]) -> tuple[Path, str, str]:
@@ -201,7 +204,8 @@ def test_deploy_workflow_gates_against_the_commit_before_the_push(tmp_path: Path
         assert gate.returncode == 0, gate.stdout + gate.stderr
         assert f"policies/ at {before[:12]}" in gate.stdout
         apply = run.step("serveops apply")
-        assert apply.returncode == 0 and f"stand-in: apply --repo . --rev {sha}" in apply.stdout
+        assert apply.returncode == 0
+        assert f"stand-in: apply --repo . --rev {sha}" in apply.stdout
 
 
 def test_deploy_workflow_without_a_base_fails_closed(tmp_path: Path) -> None:
@@ -217,11 +221,13 @@ def test_deploy_workflow_without_a_base_fails_closed(tmp_path: Path) -> None:
     assert [s.name for s in run.steps] == ["Install serveops", "Policy gate"]
 
 
-def test_ci_workflow_runs_make_test(tmp_path: Path) -> None:
+def test_ci_workflow_runs_lint_unit_and_e2e_as_separate_jobs(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     sha = make_repo(repo, {"README.md": "x\n"})
     run = _run(tmp_path, repo, "push", {"before": "0" * 40}, sha)
     run.run_workflow("ci.yml")
     assert [(s.name, s.returncode) for s in run.steps] == [
-        ("make test (lint, types, unit and e2e tests)", 0)
+        ("make lint typecheck (ruff, ruff format, mypy)", 0),
+        ("make unit (no cluster)", 0),
+        ("make e2e (a local Ray Serve, MLflow, Git, Locust)", 0),
     ]

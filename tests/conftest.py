@@ -1,0 +1,27 @@
+"""Markers by folder, so a run can be chosen by what it needs rather than by file names:
+
+- `unit`: tests/unit (no cluster; fakes behind the real interfaces, real Git and SQLite);
+- `e2e`: tests/e2e (a real local Ray Serve, MLflow store, Git repositories, Locust);
+- `slow`: anything that takes more than a few seconds on this project's 2-core machine
+  (every e2e test, and unit tests marked by hand).
+
+`make unit` runs `-m "not e2e"`; `make e2e` runs `-m e2e`; `make test` runs everything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.path)).relative_to(_HERE).parts[0]
+        if folder == "e2e":
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.slow)
+        elif folder == "unit":
+            item.add_marker(pytest.mark.unit)
