@@ -57,6 +57,7 @@ from controller.rollout.state import (
     RolloutState,
     mirror_percent,
 )
+from controller.rollout.waiting import pause_s, waiting_for
 from controller.spec.durations import parse_duration
 from controller.spec.models import Rollout
 
@@ -80,12 +81,6 @@ def hooks_due(spec: Rollout, state: RolloutState, candidate: Readiness) -> HookS
     if post and state.phase in ("switched", "verifying"):
         return "post_rollout"
     return None
-
-
-def _pause_s(spec: Rollout, step: int) -> float | None:
-    """Seconds step `step` is held; None for `indefinite`."""
-    pause = spec.steps[step].pause
-    return None if pause == "indefinite" else parse_duration(pause)
 
 
 def _since(now: dt.datetime, then: dt.datetime | None) -> float:
@@ -120,58 +115,6 @@ def decide(
     waiting, until = waiting_for(spec, decision.state, limits, candidate)
     explained = dataclasses.replace(decision.state, waiting=waiting, until=until)
     return dataclasses.replace(decision, state=explained)
-
-
-def waiting_for(
-    spec: Rollout, state: RolloutState, limits: Limits, candidate: Readiness = "ready"
-) -> tuple[str, dt.datetime | None]:
-    """What the rollout waits for in `state`, in words stable from pass to pass, and when a
-    time-bound wait ends (None: it waits for something else, or for nothing)."""
-    if not state.active:
-        return "", None
-    if state.paused:
-        return f"an operator: {state.message or 'paused'} (`serveops resume` or `promote`)", None
-    if state.phase == "loading":
-        if candidate != "ready":
-            deadline = state.started_at + dt.timedelta(seconds=limits.progress_deadline_s)
-            return f"{state.candidate_app} to run (progress deadline)", deadline
-        return "the pre-rollout hooks", None
-    if state.phase == "verifying":
-        return "the post-rollout hooks", None
-    window = _window_end(spec, state)
-    if state.phase == "steps":
-        label = f"step {state.step + 1}/{len(spec.steps)} at {state.weight:g}%"
-        pause = _pause_s(spec, state.step)
-        if pause is None:
-            return f"`serveops promote` ({label}, pause: indefinite)", None
-        pause_end = state.phase_started_at + dt.timedelta(seconds=pause)
-        if spec.analysis is not None and state.passes < 1:
-            return f"a passing analysis ({label}){_needs(spec, state)}", window
-        return f"the end of the pause ({label})", pause_end
-    if state.phase == "preview":
-        if spec.analysis is None:
-            return "`serveops promote` (shadowing)", None
-        return f"a passing pre-promotion analysis{_needs(spec, state)}", window
-    delay = parse_duration(spec.scale_down_delay)
-    kept = state.phase_started_at + dt.timedelta(seconds=delay)
-    return f"the scale-down delay ({state.stable_app} kept for rollback)", kept
-
-
-def _window_end(spec: Rollout, state: RolloutState) -> dt.datetime | None:
-    if spec.analysis is None or state.window_started_at is None:
-        return None
-    return state.window_started_at + dt.timedelta(seconds=parse_duration(spec.analysis.interval))
-
-
-def _needs(spec: Rollout, state: RolloutState) -> str:
-    """`, at least 20 candidate requests (last window: 7)` after an inconclusive window."""
-    last = state.last_analysis
-    if spec.analysis is None or last is None or last.verdict != "inconclusive":
-        return ""
-    return (
-        f", at least {spec.analysis.min_requests} candidate requests a window "
-        f"(last: {last.candidate.requests})"
-    )
 
 
 def _decide(
@@ -325,7 +268,7 @@ def _enter_step(
         step=step,
         message=f"step {step + 1}/{len(spec.steps)}: {weight:g}% to {state.candidate_app}",
     )
-    pause = _pause_s(spec, step)
+    pause = pause_s(spec, step)
     requeue = _first_requeue(spec) if pause is None else max(pause, _first_requeue(spec))
     return Decision("set_weight", entered, f"{why}; {entered.message}", requeue, True)
 
@@ -356,7 +299,7 @@ def _steps(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) ->
         return _advance(spec, state, now, "promoted by `serveops promote`")
     if state.paused:
         return _wait(spec, state, now, reset, state.message, 0.0)
-    pause = _pause_s(spec, step)
+    pause = pause_s(spec, step)
     label = f"step {step + 1}/{n} ({state.weight:g}%)"
     if pause is None:
         return _wait(
