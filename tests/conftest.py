@@ -1,7 +1,9 @@
 """Markers by folder, so a run can be chosen by what it needs rather than by file names:
 
-- `unit`: tests/unit (no cluster; fakes behind the real interfaces, real Git and SQLite);
-- `e2e`: tests/e2e (a real local Ray Serve, MLflow store, Git repositories, Locust);
+- `unit`: tests/unit and the rest (no cluster; fakes behind the real interfaces, real Git and
+  SQLite);
+- `e2e`: tests/e2e and any `test_*_e2e.py` (a real local Ray Serve, MLflow store, Git
+  repositories, Locust);
 - `slow`: anything that takes more than a few seconds on this project's 2-core machine
   (every e2e test, and unit tests marked by hand).
 
@@ -19,9 +21,9 @@ _HERE = Path(__file__).parent
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        folder = Path(str(item.path)).relative_to(_HERE).parts[0]
-        if folder == "e2e":
+        path = Path(str(item.path)).relative_to(_HERE)
+        if path.parts[0] == "e2e" or path.stem.endswith("_e2e"):
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.slow)
-        elif folder == "unit":
+        else:
             item.add_marker(pytest.mark.unit)

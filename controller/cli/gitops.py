@@ -56,7 +56,13 @@ from controller.gitops.telemetry import serve as serve_metrics
 from controller.gitops.webhook import SECRET_ENV, PushEvent, WebhookServer
 from controller.policy.evidence import EvidenceStore, open_store
 from controller.policy.source import PoliciesFollowed, PoliciesInDirectory, PolicySource
+from controller.redact import (
+    register_environment_secrets,
+    register_url_credentials,
+    register_webhook_urls,
+)
 from controller.registry.mlflow import MlflowRegistry, Registry
+from controller.rollout.hooks import HOOK_ENV, PIN_KEY_FILE, Hooks, load_pin_signer
 from controller.source.repository import RepoSource
 
 log = logging.getLogger("serveops.controller")
@@ -245,6 +251,27 @@ def _result_json(result: PassResult) -> dict[str, Any]:
     return data
 
 
+def _guard_secrets(*urls: str | None, webhooks: list[str] | None = None) -> None:
+    """The controller's own secrets (its environment's, the URLs' userinfo, notification
+    URLs) are masked in everything it says from now on (controller/redact.py)."""
+    register_environment_secrets(os.environ)
+    register_url_credentials(*urls)
+    register_webhook_urls(*(webhooks or []))
+
+
+def _hooks(source: RepoSource, state: Path, allowed: frozenset[str]) -> Hooks:
+    """Hooks that run the programs the operator allows, with the pin key kept next to the
+    state file (or $SERVEOPS_PIN_KEY), and the variables $SERVEOPS_HOOK_ENV names passed to
+    command hooks."""
+    names = [n.strip() for n in os.environ.get(HOOK_ENV, "").split(",") if n.strip()]
+    return Hooks(
+        cwd=None if source.mirror else source.path,
+        allowed=allowed,
+        signer=load_pin_signer(state.parent / PIN_KEY_FILE),
+        pass_env=names,
+    )
+
+
 def controller_command(
     env: EnvOpt,
     repo: RepoOpt,
@@ -300,6 +327,7 @@ def controller_command(
 
     def run() -> None:
         setup_logging(verbose, log_format)
+        _guard_secrets(repo, registry_uri, webhooks=(notify_webhook or []) + (notify_slack or []))
         if not 0 <= jitter < 1:
             raise BadInput(f"--jitter must be in [0, 1), not {jitter}")
         settings = ControllerSettings(
@@ -324,7 +352,10 @@ def controller_command(
         wakeup = Wakeup()
         signal.signal(signal.SIGTERM, lambda *_: wakeup.stop())
         with StateStore(state) as store, ServeClient(address, http_port=http_port) as client:
-            ctl = Controller(source, client, store, registry, settings, notifier=notifier)
+            hooks = _hooks(source, state, settings.hook_commands)
+            ctl = Controller(
+                source, client, store, registry, settings, notifier=notifier, hooks=hooks
+            )
             log.info(
                 "controller %s: %s@%s -> %r on %s, every %s, drift %s, state %s, serving code %s",
                 ctl.holder,
@@ -431,6 +462,7 @@ def sync_command(
             serving_code=parse_serving_code(serving_code),
             **_trust(policies, policies_branch, bootstrap_policies, evidence, hook_command, state),
         )
+        _guard_secrets(repo, registry_uri, webhooks=(notify_webhook or []) + (notify_slack or []))
         registry = _registry_factory(registry_uri)
         followed = branch if rev is None else None
         source = _source(repo, followed or ("main" if rev is None else None), rev, state, cache_dir)
@@ -442,6 +474,7 @@ def sync_command(
                 registry,
                 settings,
                 notifier=_notifier(notify_webhook, notify_slack),
+                hooks=_hooks(source, state, settings.hook_commands),
             )
             try:
                 result = run_until_settled(ctl, retry=retry, trigger="sync")

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from controller.errors import BadInput
+from controller.redact import redact_logs
 
 LOG_FORMATS = ("text", "json")
 
@@ -41,6 +42,7 @@ def setup_logging(verbose: bool = False, fmt: str = "text") -> None:
         if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     )
+    redact_logs([handler])  # every line, GitPython's and MLflow's too
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

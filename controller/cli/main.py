@@ -44,10 +44,14 @@ from controller.gitops.view import environment_view
 from controller.registry.mlflow import registry_from_uri
 from controller.source.git import open_repo, read_worktree, resolve_commit
 from controller.spec.manifest import is_deployment_file, load_manifests
+from controller.spec.yamldoc import MIB, Limits, read_file
 from controller.sync.apply import apply_plan
 from controller.sync.plan import Plan
 from controller.sync.read import Revision, enforce_policies, plan_revision, read_desired
 from simulator.cli import register as register_simulator_commands
+
+# A plan of 1,000 deployments is ~2 MB of JSON; anything far larger is not one of ours.
+PLAN_LIMITS = Limits(max_bytes=32 * MIB)
 
 app = typer.Typer(
     help="Ship MLflow models to Ray Serve from Git: validate, plan, apply, status.",
@@ -209,12 +213,16 @@ def apply(
 
 
 def _load_plan(path: Path) -> Plan:
+    """A plan file within PLAN_LIMITS (size, UTF-8; pydantic's JSON parser bounds nesting)."""
+    if not path.is_file():
+        raise BadInput(f"{path}: no such plan file")
+    text, problems = read_file(path, PLAN_LIMITS)
+    if text is None:
+        raise BadInput("; ".join(str(p) for p in problems))
     try:
-        return Plan.model_validate_json(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such plan file") from None
+        return Plan.model_validate_json(text)
     except ValueError as e:
-        raise BadInput(f"{path}: not a serveops plan: {e}") from None
+        raise BadInput(f"{path}: not a serveops plan: {str(e)[:2000]}") from None
 
 
 def _check_revision_unmoved(the_plan: Plan) -> None:

@@ -6,11 +6,14 @@ diff of dicts. The output is what Ray's REST API takes (`ServeApplicationSchema`
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.cluster.serving_code import INSTALLED, ServingCode
-from controller.errors import Location, Problem, ValidationFailed
+from controller.errors import BadInput, Location, Problem, ValidationFailed
+from controller.redact import strip_userinfo
 from controller.registry.mlflow import ModelNotFound, Registry, ResolvedModel
 from controller.serving.protocol import (
     MARKER_KEY,
@@ -36,10 +39,37 @@ ROUTER_MAX_ONGOING = 256
 MAX_SURGE_PERCENT = 100
 
 
+# Replicas' MLflow credentials by reference, never by value (docs/security.md): variables the
+# operator puts on every Ray node, named here as `REPLICA_VAR=NODE_VAR,...`; each is rendered
+# as `REPLICA_VAR: ${NODE_VAR}`, which Ray expands on the node. Unset: replicas inherit the
+# node's environment as it is (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN set there just work).
+CREDENTIAL_ENV = "SERVEOPS_REPLICA_CREDENTIAL_ENV"
+
+
+def credential_refs(spec: str | None = None) -> tuple[tuple[str, str], ...]:
+    """`MLFLOW_TRACKING_TOKEN=NODE_MLFLOW_TOKEN,...` (default: $SERVEOPS_REPLICA_CREDENTIAL_ENV)
+    as (replica variable, node variable) pairs."""
+    text = os.environ.get(CREDENTIAL_ENV, "") if spec is None else spec
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, ref = item.partition("=")
+        if not (_ENV_NAME.match(name) and _ENV_NAME.match(ref or name)):
+            raise BadInput(f"${CREDENTIAL_ENV}: {item!r} is not VAR=NODE_VAR")
+        pairs.append((name, ref or name))
+    return tuple(pairs)
+
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
 @dataclass(frozen=True)
 class RenderSettings:
-    tracking_uri: str | None = None  # given to model replicas as MLFLOW_TRACKING_URI
+    # Given to model replicas as MLFLOW_TRACKING_URI, without its userinfo: credentials never
+    # reach Serve's config (see `credentials`).
+    tracking_uri: str | None = None
     serving_code: ServingCode = INSTALLED  # where the nodes import controller.serving from
+    credentials: tuple[tuple[str, str], ...] = field(default_factory=credential_refs)
+    pin_key: str | None = None  # public key of the controller's pin signer, for routers
 
 
 @dataclass(frozen=True)
@@ -99,8 +129,11 @@ def render_version_app(
         "deployments": [deployment],
     }
     runtime_env = settings.serving_code.runtime_env()
+    env_vars = {name: f"${{{ref}}}" for name, ref in settings.credentials}
     if settings.tracking_uri:
-        runtime_env["env_vars"] = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+        env_vars["MLFLOW_TRACKING_URI"] = strip_userinfo(settings.tracking_uri)
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
     if spec.server.pip:
         runtime_env["pip"] = [*runtime_env.get("pip", []), *spec.server.pip]
     if runtime_env:
@@ -120,6 +153,10 @@ def recording_config(recording: Recording | None) -> RecordingConfig | None:
         keep_files=recording.keep_files,
         queue_size=recording.queue_size,
         deny_headers=[*RECORDING_DENY_HEADERS, *extra],
+        allow_headers=[h.lower() for h in recording.headers],
+        redact_query=[q.lower() for q in recording.redact_query],
+        redact_fields=list(recording.redact_fields),
+        max_total_mb=recording.max_total_mb,
     )
 
 
@@ -132,6 +169,7 @@ def render_router_app(
     rollout: RolloutNote | None = None,
     ab: ABTest | None = None,
     runtime_env: dict[str, Any] | None = None,
+    pin_key: str | None = None,
 ) -> AppConfig:
     spec, meta = dep.spec, dep.metadata
     config = RouterConfig(
@@ -143,10 +181,11 @@ def render_router_app(
         rollout=rollout,
         ab=ab,
         recording=recording_config(spec.recording),
+        pin_keys=[pin_key] if pin_key else [],
     )
     user_config = config.model_dump()
     # Only rollouts and A/B set these; a steady router's config stays as it always was.
-    for key in ("shadow", "rollout", "ab", "recording"):
+    for key in ("shadow", "rollout", "ab", "recording", "pin_keys"):
         if not user_config[key]:
             del user_config[key]
     app: AppConfig = {
@@ -180,7 +219,8 @@ def render_deployment(
     version_app = render_version_app(dep, model, settings)
     target = Target(app=version_app["name"], version=model.version, weight=100)
     code = settings.serving_code.runtime_env()
-    return [version_app, render_router_app(dep, [target], revision, runtime_env=code)]
+    router = render_router_app(dep, [target], revision, runtime_env=code, pin_key=settings.pin_key)
+    return [version_app, router]
 
 
 def render_ab(
@@ -203,7 +243,10 @@ def render_ab(
         variants={app["name"]: name for app, (name, _, _) in zip(apps, variants, strict=True)},
     )
     code = settings.serving_code.runtime_env()
-    return [*apps, render_router_app(dep, targets, revision, ab=ab, runtime_env=code)]
+    router = render_router_app(
+        dep, targets, revision, ab=ab, runtime_env=code, pin_key=settings.pin_key
+    )
+    return [*apps, router]
 
 
 def _resolve_variants(

@@ -1,6 +1,8 @@
 """Notifications of what the controller did: a generic JSON webhook and a Slack-format webhook.
 
-Delivery is best effort: a short timeout, failures logged, never fatal to a pass.
+Delivery is best effort: a short timeout, failures logged, never fatal to a pass. What is sent
+goes through controller/redact.py: a message quoting a registry's or Git's error never carries
+their credentials to a chat channel.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import httpx
+
+from controller.redact import redact
 
 log = logging.getLogger("serveops.controller")
 
@@ -49,8 +53,8 @@ class Event:
             "event": self.kind,
             "environment": self.environment,
             "commit": self.commit,
-            "repo": self.repo,
-            "message": self.message,
+            "repo": redact(self.repo),
+            "message": redact(self.message),
             "at": self.at.isoformat(),
         }
 
@@ -58,7 +62,8 @@ class Event:
         what = self.kind.replace("_", " ")
         commit = f" at `{self.commit[:12]}`" if self.commit else ""
         head = f"{_SLACK_ICON[self.kind]} serveops: *{what}* in `{self.environment}`{commit}"
-        return {"text": f"{head}\n{self.message}" if self.message else head}
+        message = redact(self.message)
+        return {"text": f"{head}\n{message}" if message else head}
 
 
 class Notifier(Protocol):
@@ -89,7 +94,8 @@ class WebhookNotifier:
             try:
                 response = self._client.post(url, json=body)
             except httpx.HTTPError as err:
-                log.warning("notification %s to %s failed: %s", event.kind, _host(url), err)
+                said = redact(str(err))
+                log.warning("notification %s to %s failed: %s", event.kind, _host(url), said)
                 continue
             if response.status_code >= 400:
                 log.warning(

@@ -16,6 +16,7 @@ from controller.errors import ServeopsError
 from controller.gitops.context import PassContext
 from controller.gitops.state import DesiredRevision, EnvironmentState, PassStart
 from controller.registry.mlflow import Registry
+from controller.rollout.hooks import pin_key_of
 from controller.sync.read import Revision, read_desired
 
 
@@ -59,6 +60,7 @@ def read(ctx: PassContext, state: EnvironmentState, *, trigger: str, retry: bool
             Revision(str(ctx.source.path), head, env),
             registry,
             serving_code=ctx.settings.serving_code,
+            pin_key=pin_key_of(ctx.hooks),
         )
     except ServeopsError as err:
         return Observation(start, started, state, registry, live, head=head, error=err)

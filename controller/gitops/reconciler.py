@@ -42,7 +42,7 @@ from controller.gitops.settings import ControllerSettings, default_actor
 from controller.gitops.state import PassStart, StateStore
 from controller.gitops.telemetry import METRICS, PassFigures
 from controller.registry.mlflow import Registry
-from controller.rollout.hooks import HookRunner, Hooks
+from controller.rollout.hooks import PIN_KEY_FILE, HookRunner, Hooks, load_pin_signer
 from controller.rollout.router_metrics import MetricsSource, RayMetricsSource
 from controller.source.repository import RepoSource
 
@@ -76,7 +76,12 @@ class Controller:
             notifier=notifier or NoNotifier(),
             # Rollout hooks; commands run in the repository's work tree (a mirror has none).
             hooks=hooks
-            or Hooks(cwd=None if source.mirror else source.path, allowed=settings.hook_commands),
+            or Hooks(
+                cwd=None if source.mirror else source.path,
+                allowed=settings.hook_commands,
+                # The key routers hold for pinned smoke requests outlives this process.
+                signer=load_pin_signer(store.path.parent / PIN_KEY_FILE),
+            ),
             # Router metrics for rollout analysis; scraped only when an analysis window is due.
             metrics=metrics if metrics is not None else RayMetricsSource(client.address),
             actor=settings.actor or default_actor(),

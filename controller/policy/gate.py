@@ -27,8 +27,7 @@ from controller.policy.loader import POLICIES_DIR, PolicySet, load_policies
 from controller.policy.proposal import PolicyChange, check_policy_change
 from controller.policy.source import PoliciesAtRevision, PolicyFiles, PolicySource
 from controller.registry.mlflow import ModelVersionRecord
-from controller.source.git import open_repo, read_snapshot, resolve_commit
-from controller.spec.manifest import environment_of
+from controller.source.git import environment_names, open_repo, read_snapshot, resolve_commit
 
 MAX_SIMULATION_BYTES = 16 * 1024 * 1024
 NO_BASE_NOTE = (
@@ -155,11 +154,6 @@ def request_context(
     return RequestContext(when, author, branch, base_sha, head_commit.hexsha)
 
 
-def environments_of(*file_sets: Mapping[str, str] | None) -> set[str]:
-    """Environments (folders of deployments/) holding at least one file."""
-    return {env for files in file_sets for path in (files or {}) if (env := environment_of(path))}
-
-
 def simulation_lookup(
     report: Mapping[str, Any] | None,
     evidence: EvidenceStore | None,
@@ -224,11 +218,14 @@ def check_revisions(
     if base is not None and use_merge_base:
         base = merge_base(repo, base, head)
     request = request_context(repo, head, base, now=now, author=author, branch=branch)
-    head_files = read_snapshot(repo, request.head).files
-    base_files = read_snapshot(repo, request.base).files if base else None
+    # Only the environment's folder is read: another environment's broken file cannot stop it.
+    head_files = read_snapshot(repo, request.head, environment=environment).files
+    base_files = read_snapshot(repo, request.base, environment=environment).files if base else None
     if base is None:
         notes.append(NO_BASE_NOTE)
-    known = environments_of(head_files, base_files)
+    known = environment_names(repo, request.head)
+    if base:
+        known |= environment_names(repo, request.base)
     if environment is not None and environment not in known:
         raise BadInput(
             f"no environment {environment!r} in deployments/ "
@@ -244,7 +241,7 @@ def check_revisions(
         change = check_policy_change(
             read_snapshot(repo, request.base, root=POLICIES_DIR).files,
             read_snapshot(repo, request.head, root=POLICIES_DIR).files,
-            environments_of(head_files),
+            environment_names(repo, request.head),
         )
     subjects = subjects_between(
         base_files,
@@ -326,10 +323,10 @@ def _legacy_gate(
     now: dt.datetime | None,
 ) -> Verdict:
     request = request_context(repo, head, base, now=now)
-    files = read_snapshot(repo, request.head).files
-    base_files = read_snapshot(repo, request.base).files if base else files
+    files = read_snapshot(repo, request.head, environment=environment).files
+    base_files = read_snapshot(repo, request.base, environment=environment).files if base else files
     trusted = PoliciesAtRevision(repo, request.head).read()
-    policy_set = load_policies(trusted.files, environments=environments_of(files, base_files))
+    policy_set = load_policies(trusted.files, environments=environment_names(repo, request.head))
     subjects = subjects_between(base_files, files, include_unchanged=True, environment=environment)
     verdict = evaluate(
         policy_set,

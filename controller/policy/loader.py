@@ -30,7 +30,7 @@ from controller.policy.model import (
     Waiver,
     parse_field_path,
 )
-from controller.spec.yamldoc import YamlDoc, load_yaml, validate_doc
+from controller.spec.yamldoc import YamlDoc, load_yaml, read_file, validate_doc
 
 POLICIES_DIR = "policies"
 MAX_POLICY_FILE_BYTES = 1024 * 1024
@@ -101,15 +101,22 @@ class PolicySet:
 
 
 def read_policy_files(directory: str | Path) -> dict[str, str]:
-    """Every .yaml/.yml file under `directory` on disk, keyed by its path."""
+    """Every .yaml/.yml file under `directory` on disk, keyed by its path; each within the
+    YAML size limit and UTF-8 (PolicyInvalid lists those that are not)."""
     root = Path(directory)
     if not root.is_dir():
         raise BadInput(f"{root}: no such policy directory")
-    return {
-        p.as_posix(): p.read_text(encoding="utf-8")
-        for p in sorted(root.rglob("*"))
-        if p.suffix in (".yaml", ".yml") and p.is_file()
-    }
+    files: dict[str, str] = {}
+    problems: list[Problem] = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix in (".yaml", ".yml") and p.is_file():
+            text, found = read_file(p)
+            problems.extend(found)
+            if text is not None:
+                files[p.as_posix()] = text
+    if problems:
+        raise PolicyInvalid(problems)
+    return files
 
 
 def is_test_file(path: str) -> bool:

@@ -42,7 +42,10 @@ def record_simulation(
     commits = {"head": resolve_commit(git_repo, head).hexsha}
     if base:
         commits["base"] = resolve_commit(git_repo, base).hexsha
-    manifests = {m.name: m for m in load_manifests(read_snapshot(repo, commits["head"]).files, env)}
+    manifests = {
+        m.name: m
+        for m in load_manifests(read_snapshot(repo, commits["head"], environment=env).files, env)
+    }
     written: list[EvidenceRecord] = []
     for name in names:
         manifest = manifests.get(str(name))

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from controller.redact import redact
+
 # The Alembic head of the SQL store schema of the pinned MLflow (mlflow==3.17.2).
 SQLITE_SCHEMA_REVISION = "dc11669786a5"
 _DELETED_STAGE = "Deleted_Internal"  # MLflow's marker for a soft-deleted version
@@ -220,7 +222,7 @@ class RestReader:
         try:
             response = self._client.get(f"/api/2.0/mlflow/{path}", params=params)
         except httpx.HTTPError as err:
-            raise RegistryDown(str(err) or type(err).__name__) from None
+            raise RegistryDown(redact(str(err)) or type(err).__name__) from None
         try:
             body: dict[str, Any] = response.json()
         except ValueError:
@@ -230,7 +232,8 @@ class RestReader:
         code = body.get("error_code", "")
         if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             raise NotFound(params)
-        raise RegistryDown(f"HTTP {response.status_code}: {body.get('message', response.text)}")
+        said = redact(str(body.get("message", response.text))[:500])
+        raise RegistryDown(f"HTTP {response.status_code}: {said}")
 
     @staticmethod
     def _row(mv: dict[str, Any]) -> VersionRow:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from controller.errors import BadInput, ServeopsError, Unreachable
+from controller.redact import redact
 from controller.registry.direct import (
     NotFound,
     RegistryDown,
@@ -97,6 +98,7 @@ class MlflowRegistry:
 
     def __init__(self, tracking_uri: str, registry_uri: str | None = None) -> None:
         self._tracking_uri = tracking_uri
+        self._where = redact(tracking_uri)  # for messages: never the URI's credentials
         self._registry_uri = registry_uri
         self._client_instance: Any = None
         self._direct = direct_reader(tracking_uri) if registry_uri in (None, tracking_uri) else None
@@ -108,7 +110,7 @@ class MlflowRegistry:
         if self._tracking_uri.startswith("sqlite:///"):
             db = Path(self._tracking_uri.removeprefix("sqlite:///"))
             if not db.exists():
-                raise BadInput(f"no MLflow store at {db} (from {self._tracking_uri})")
+                raise BadInput(f"no MLflow store at {db} (from {self._where})")
 
     @property
     def _client(self) -> Any:
@@ -142,7 +144,7 @@ class MlflowRegistry:
 
     def _version(self, name: str, version: str | None, alias: str | None) -> VersionRow:
         what = f"alias {alias!r}" if alias else f"version {version}"
-        missing = f"model {name!r} has no {what} in the registry at {self._tracking_uri}"
+        missing = f"model {name!r} has no {what} in the registry at {self._where}"
         if self._direct is not None:
             self._check_store()
             try:
@@ -154,7 +156,7 @@ class MlflowRegistry:
             except NotFound:
                 raise ModelNotFound(missing) from None
             except RegistryDown as err:
-                raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
+                raise Unreachable(f"MLflow registry at {self._where}: {redact(str(err))}") from None
         with self._client_errors(missing):
             if alias is not None:
                 mv = self._client.get_model_version_by_alias(name, alias)
@@ -179,8 +181,8 @@ class MlflowRegistry:
             except Unsupported:
                 self._direct = None
             except (NotFound, RegistryDown) as err:
-                raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
-        with self._client_errors(f"no run {run_id} in {self._tracking_uri}"):
+                raise Unreachable(f"MLflow registry at {self._where}: {redact(str(err))}") from None
+        with self._client_errors(f"no run {run_id} in {self._where}"):
             data = self._client.get_run(run_id).data
         return RunRow(
             metrics={str(k): float(v) for k, v in data.metrics.items()},
@@ -199,9 +201,9 @@ class MlflowRegistry:
             code = getattr(err, "error_code", "")
             if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
                 raise ModelNotFound(missing) from None
-            raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err.message}") from None
+            raise Unreachable(f"MLflow registry at {self._where}: {redact(err.message)}") from None
         except OSError as err:
-            raise Unreachable(f"MLflow registry at {self._tracking_uri}: {err}") from None
+            raise Unreachable(f"MLflow registry at {self._where}: {redact(str(err))}") from None
 
     def describe(self, uri: str) -> ModelVersionRecord:
         """The registry record of the version `uri` resolves to, with its run's metrics/params."""

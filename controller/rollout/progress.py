@@ -360,12 +360,14 @@ def _render(
     )
     targets = [stable, candidate] if t.keep_candidate else [stable]
     desired_router = next(a for a in dep.apps if a["args"][MARKER_KEY]["role"] == "router")
+    desired_router_config = router_config(desired_router)
     router = render_router_app(
         spec,
         targets,
         shadow=shadow,
         rollout=note,
         runtime_env=desired_router.get("runtime_env"),  # where the serving code comes from
+        pin_key=next(iter(desired_router_config.pin_keys), None) if desired_router_config else None,
     )
     apps = [stable_app, router]
     if t.keep_candidate:

@@ -1,7 +1,9 @@
 """Reading the routers' per-version metrics: scrape, keep a baseline, diff into a window.
 
 The router records per version (controller/serving/router.py, through `ray.serve.metrics`):
-requests, 5xx errors and a latency histogram. Ray exports them on every node's metrics export
+requests, 5xx errors and a latency histogram, labelled by traffic (live, shadow, pinned).
+Pinned requests (the controller's own smoke hooks) are left out here: a window holds only what
+clients sent and the router mirrored. Ray exports them on every node's metrics export
 port in Prometheus text format, where a cluster's Prometheus scrapes them too. The controller
 scrapes the same endpoints (nodes listed by the dashboard), sums the series of all router
 replicas, and diffs two scrapes: counters are cumulative, so a window is `after - before`.
@@ -65,6 +67,8 @@ def parse(text: str) -> Snapshot:
             deployment = sample.labels.get("serveops_deployment")
             version = sample.labels.get("version")
             if not deployment or version is None:
+                continue
+            if sample.labels.get("traffic") == "pinned":  # smoke hooks' requests: never analysed
                 continue
             counts = out.setdefault(deployment, {}).setdefault(version, Counts())
             if kind == "requests":

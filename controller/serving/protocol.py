@@ -28,7 +28,8 @@ METRIC_REQUESTS = "serveops_router_requests"  # answers, any status
 METRIC_ERRORS = "serveops_router_errors"  # 5xx answers: failures and timeouts
 METRIC_LATENCY = "serveops_router_latency_ms"  # histogram, from dispatch to answer
 METRIC_SHADOW_AGREEMENT = "serveops_router_shadow_agreement"  # mirrored answer == served answer
-METRIC_TAGS = ("serveops_deployment", "version", "traffic")  # traffic: live | shadow
+# traffic: live | shadow | pinned (authenticated pins: smoke hooks; never analysed as live)
+METRIC_TAGS = ("serveops_deployment", "version", "traffic")
 METRIC_RECORDING_DROPPED = "serveops_router_recording_dropped"  # sampled, not recorded
 # 0.5 ms to ~55 s, 25% apart: a p95 regression of 20% is resolved by interpolation.
 LATENCY_BOUNDARIES_MS = [round(0.5 * 1.25**k, 3) for k in range(53)]
@@ -64,17 +65,49 @@ class ABTest(BaseModel):
     )
 
 
+# Headers a recording keeps unless a deployment lists others: what a replay needs to send the
+# same request, nothing that identifies a user or carries a credential.
+DEFAULT_RECORD_HEADERS = ("content-type", "content-encoding", "accept", "accept-encoding")
+
+
 class RecordingConfig(BaseModel):
     """What the router records (see controller/serving/recorder.py); rendered from the spec."""
 
     model_config = ConfigDict(extra="forbid")
 
     sample_rate: float = Field(gt=0, le=1, description="Share of live requests recorded.")
-    dir: str = Field(description="Directory, on the router's node, the files are written to.")
+    dir: str = Field(
+        description="Directory, on the router's node, the files are written to (`~` is the "
+        "replica's home); made 0700, files 0600."
+    )
     max_file_mb: float = Field(gt=0, description="A file is rotated once it reaches this size.")
-    keep_files: int = Field(ge=1, description="Files each router replica keeps; oldest go first.")
+    keep_files: int = Field(
+        ge=1,
+        description="Files of this deployment the directory keeps, across replicas and "
+        "restarts; oldest go first.",
+    )
     queue_size: int = Field(ge=1, description="Requests waiting for the writer; more are dropped.")
     deny_headers: list[str] = Field(description="Header names or globs never written.")
+    allow_headers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RECORD_HEADERS),
+        description="Header names or globs written (when not denied); no other header is.",
+    )
+    redact_query: list[str] = Field(
+        default_factory=list,
+        description="Query parameter names or globs whose values are masked, besides any "
+        "secret-looking name (token, key, password, ...).",
+    )
+    redact_fields: list[str] = Field(
+        default_factory=list,
+        description="JSON body fields masked, in requests and answers: a key glob at any depth "
+        "(`email`), or a dotted path from the top (`customer.*.ssn`).",
+    )
+    max_total_mb: float = Field(
+        default=1024,
+        gt=0,
+        description="Size of this deployment's files in the directory, across replicas and "
+        "restarts, beyond which the oldest are deleted.",
+    )
 
 
 def routing_id(targets: list[Target]) -> str:
@@ -116,6 +149,12 @@ class RouterConfig(BaseModel):
     )
     recording: RecordingConfig | None = Field(
         default=None, description="Record a sample of live requests; None records nothing."
+    )
+    pin_keys: list[str] = Field(
+        default_factory=list,
+        description="Public Ed25519 keys (base64url) whose tokens may pin a request to a "
+        "version (controller/serving/pinning.py). Public: the controller keeps the private key. "
+        "Empty: no request is ever pinned.",
     )
 
 

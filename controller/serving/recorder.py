@@ -4,17 +4,22 @@ The router hands each sampled request to `Recorder.offer`, which only puts it on
 queue: it never blocks and never raises. A writer thread turns the raw exchanges into records
 in the format `simulator/traffic.py` reads (`serveops replay` replays them as they are) and
 appends them to files rotated by size. When the queue is full, because the sink is slow or
-stuck, the request is dropped and counted, never waited for; a failed write is counted too.
+stuck, the request is dropped and counted, never waited for; a failed write (a full disk) loses
+its batch, counted too, and never reaches a request.
 
-Each recorder writes its own files, `<dir>/<deployment>-<UTC start>-<tag>-<n>.jsonl` (the tag
-tells router replicas apart), each starting with the traffic format's header line.
+Each recorder writes its own files, `<dir>/<deployment>--<UTC start>-<tag>-<n>.jsonl` (the tag
+tells router replicas apart), each starting with the traffic format's header line. Recordings
+hold what users sent, so by default they hold little: only allow-listed headers, secret-looking
+query parameters and the deployment's chosen body fields masked, files 0600 in a 0700
+directory, and the deployment's files in the directory capped in number and total size across
+every replica and restart (the oldest go first).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,27 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from controller.serving.privacy import TRANSPORT_HEADERS, HeaderFilter, Scrubber
 from controller.serving.protocol import RecordingConfig
+
+# simulator/imports.py reads TRANSPORT_HEADERS from here; tests, HeaderFilter.
+__all__ = ["TRANSPORT_HEADERS", "HeaderFilter", "Scrubber"]
 
 logger = logging.getLogger("ray.serve")
 
 TRAFFIC_FORMAT = "serveops-traffic/v1"  # simulator.traffic.FORMAT
-# Describe one connection, not the request: replaying them would be wrong (a re-encoded body
-# has another length) or meaningless. Never recorded, whatever the deny list says.
-TRANSPORT_HEADERS = frozenset(
-    {
-        "connection",
-        "content-length",
-        "expect",
-        "host",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 BATCH = 256  # records written (and flushed) at once by the writer thread
 ERROR_LOG_EVERY_S = 60.0
 
@@ -81,28 +74,6 @@ class Sink(Protocol):
     def files(self) -> list[str]: ...
 
 
-class HeaderFilter:
-    """Case-insensitive deny list of header names and globs (`*token*`), plus transport headers."""
-
-    def __init__(self, deny: Iterable[str]) -> None:
-        patterns = [d.lower() for d in deny]
-        self._exact = frozenset(p for p in patterns if not any(c in p for c in "*?[")) | (
-            TRANSPORT_HEADERS
-        )
-        self._globs = tuple(p for p in patterns if any(c in p for c in "*?["))
-
-    def denied(self, name: str) -> bool:
-        return name in self._exact or any(fnmatch.fnmatchcase(name, g) for g in self._globs)
-
-    def __call__(self, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-        kept: dict[str, str] = {}
-        for raw_name, raw_value in headers:
-            name = raw_name.decode("latin-1").lower()
-            if not self.denied(name):
-                kept[name] = raw_value.decode("latin-1")
-        return kept
-
-
 def decode_body(raw: bytes | None) -> Any:
     """JSON bodies as values; anything else as text (replayed as is); nothing as None."""
     if not raw:
@@ -114,49 +85,110 @@ def decode_body(raw: bytes | None) -> Any:
 
 
 class RotatingFileSink:
-    """JSON Lines files that rotate once they reach `max_bytes`; keeps the newest `keep_files`."""
+    """JSON Lines files that rotate once they reach `max_bytes`. The files matching `family`
+    (this deployment's, from every replica and every earlier process) are capped at `keep_files`
+    and `max_total_bytes` together: the oldest are deleted when a file is opened. The directory
+    is made 0700 and each file 0600; a write that fails (a full disk) is cut back out of the
+    file, so a file never holds half a line."""
 
-    def __init__(self, directory: Path, prefix: str, max_bytes: int, keep_files: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        prefix: str,
+        max_bytes: int,
+        keep_files: int,
+        *,
+        max_total_bytes: int | None = None,
+        family: str | None = None,
+    ) -> None:
         self.directory = directory
         self.prefix = prefix
         self.max_bytes = max_bytes
         self.keep_files = keep_files
+        self.max_total_bytes = max_total_bytes
+        self.family = family or f"{prefix}-*.jsonl"
         self.header: dict[str, Any] = {"kind": "header", "format": TRAFFIC_FORMAT}
-        self._written: list[Path] = []  # the files kept, oldest first
+        self._written: list[Path] = []  # this sink's files, oldest first
         self._opened = 0
-        self._file: Any = None
+        self._fd: int | None = None  # the open file, written unbuffered
         self._size = 0
 
     @property
     def files(self) -> list[str]:
-        return [str(p) for p in self._written]
+        return [str(p) for p in self._written if p.exists()]
 
     def _open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.directory.stat().st_mode & 0o077:  # made by someone else, or before: tighten
+            self.directory.chmod(0o700)
         self._opened += 1
         path = self.directory / f"{self.prefix}-{self._opened:04d}.jsonl"
-        self._file = path.open("x", encoding="utf-8")  # never appends to another's file
-        self._size = self._file.write(json.dumps(self.header) + "\n")
+        # Never appends to another's file; never readable by others, whatever the umask.
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._written.append(path)
-        for old in self._written[: -self.keep_files]:
-            old.unlink(missing_ok=True)
-        self._written = self._written[-self.keep_files :]
+        self._size = 0
+        self._append((json.dumps(self.header) + "\n").encode())
+        self._trim(path)
+
+    def _trim(self, current: Path) -> None:
+        """Delete the family's oldest files beyond `keep_files` or the total size (leaving room
+        for the file just opened to fill)."""
+        family = []
+        for p in self.directory.glob(self.family):
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # another replica deleted it meanwhile
+                continue
+            family.append((st.st_mtime, p.name, p, st.st_size))
+        family.sort()
+        count, total = len(family), sum(entry[3] for entry in family)
+        budget = None if self.max_total_bytes is None else self.max_total_bytes - self.max_bytes
+        for _, _, path, size in family:
+            over = count > self.keep_files or (budget is not None and total > budget)
+            if over and path != current:
+                path.unlink(missing_ok=True)
+                count, total = count - 1, total - size
+        self._written = [p for p in self._written if p.exists()]
+
+    def _append(self, data: bytes) -> None:
+        """Write `data` whole, or cut the file back to where it was, close it and raise."""
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)
+            finally:
+                self._close_file()
+            raise
+        self._size += len(data)
 
     def write(self, lines: list[str]) -> None:
+        chunk: list[str] = []
+        pending = 0
         for line in lines:
-            if self._file is None:
+            if self._fd is None:
                 self._open()
-            self._size += self._file.write(line)
-            if self._size >= self.max_bytes:
-                self._file.close()
-                self._file = None
-        if self._file is not None:
-            self._file.flush()
+            chunk.append(line)
+            pending += len(line)
+            if self._size + pending >= self.max_bytes:  # the line that crosses the size ends it
+                self._append("".join(chunk).encode())
+                chunk, pending = [], 0
+                self._close_file()
+        if chunk:
+            if self._fd is None:
+                self._open()
+            self._append("".join(chunk).encode())
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._close_file()
 
 
 class Recorder:
@@ -168,12 +200,15 @@ class Recorder:
         *,
         sample_rate: float = 1.0,
         deny_headers: Iterable[str] = (),
+        allow_headers: Iterable[str] | None = None,
+        scrubber: Scrubber | None = None,
         queue_size: int = 10_000,
         tag: str | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self._sink = sink
-        self._filter = HeaderFilter(deny_headers)
+        self._filter = HeaderFilter(deny_headers, allow_headers)
+        self._scrub = scrubber or Scrubber()
         self._queue: queue.Queue[Exchange] = queue.Queue(maxsize=queue_size)
         self._tag = tag or uuid.uuid4().hex[:8]
         self._seq = 0
@@ -217,16 +252,16 @@ class Recorder:
         if ex.status is not None:
             response["status"] = ex.status
         if ex.response_body is not None:
-            response["body"] = decode_body(ex.response_body)
+            response["body"] = self._scrub.body(decode_body(ex.response_body))
         if ex.version is not None:
             response["version"] = ex.version
         rec: dict[str, Any] = {
             "id": f"{self._tag}-{self._seq}",
             "ts": ex.arrived,
-            "route": ex.path,
+            "route": self._scrub.path(ex.path),
             "method": ex.method,
             "headers": self._filter(ex.headers),
-            "body": decode_body(ex.body),
+            "body": self._scrub.body(decode_body(ex.body)),
             "response": response,
         }
         return rec
@@ -270,11 +305,14 @@ def start(config: RecordingConfig, deployment: str) -> Recorder:
     """A recorder writing `config.dir`, its file names starting with the deployment's name."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     tag = uuid.uuid4().hex[:8]
+    # `--` ends the name (names never hold it), so one deployment's files are never another's.
     sink = RotatingFileSink(
-        Path(config.dir),
-        f"{deployment}-{stamp}-{tag}",
+        Path(config.dir).expanduser(),
+        f"{deployment}--{stamp}-{tag}",
         max_bytes=max(1, int(config.max_file_mb * 1024 * 1024)),
         keep_files=config.keep_files,
+        max_total_bytes=max(1, int(config.max_total_mb * 1024 * 1024)),
+        family=f"{deployment}--*.jsonl",
     )
     sink.header["source"] = f"recorded by the router of {deployment}"
     sink.header["notes"] = [f"sample rate {config.sample_rate:g}"]
@@ -282,6 +320,8 @@ def start(config: RecordingConfig, deployment: str) -> Recorder:
         sink,
         sample_rate=config.sample_rate,
         deny_headers=config.deny_headers,
+        allow_headers=config.allow_headers,
+        scrubber=Scrubber(config.redact_query, config.redact_fields),
         queue_size=config.queue_size,
         tag=tag,
     )

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controller.serving import code_origin
-from controller.serving.pinning import PIN_HEADER, awaits_status, pinned
+from controller.serving.pinning import authentic, awaits_status, pinned
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
     LATENCY_BOUNDARIES_MS,
@@ -173,8 +173,8 @@ class Router:
 
     async def _refresh_for_pin(self) -> None:
         """Read Serve's status now for a pin to a version not seen RUNNING, at most every
-        PIN_REFRESH_S: any client may send the pin header, and a read is a call to Serve's
-        controller."""
+        PIN_REFRESH_S: a read is a call to Serve's controller (and a token, though signed, may
+        be replayed until it expires)."""
         now = time.monotonic()
         if now - self._pin_refreshed >= PIN_REFRESH_S:
             self._pin_refreshed = now
@@ -190,8 +190,9 @@ class Router:
         recorder = self._recorder
         if recorder is None or not recorder.sampled(random.random()):
             return await self._answer(request)
-        headers = request.headers
-        if REPLAY_HEADER in headers or PIN_HEADER in headers:  # replays, smoke hooks: not live
+        headers, config = request.headers, self._config
+        # Replays and smoke hooks are not live traffic (an unauthenticated pin header is).
+        if REPLAY_HEADER in headers or (config is not None and authentic(config, headers)):
             return await self._answer(request)
         arrived, started = time.time(), time.perf_counter()
         try:
@@ -248,13 +249,15 @@ class Router:
         config, routing = self._config, self._routing
         if config is None:
             return _error(503, "router has no configuration yet", None)
-        # A pinned request (a rollout's smoke hook) goes to its version, weight or not. The
-        # controller may see the candidate RUNNING before this router's poll does: read again.
+        # A request the controller pinned (a smoke hook's, token checked) goes to its version,
+        # weight or not, and is counted apart. The controller may see the candidate RUNNING
+        # before this router's poll does: read again.
         if awaits_status(config, self._running, request.headers):
             await self._refresh_for_pin()
-        target = pinned(config, self._running, request.headers) or choose(
-            config, self._running, request.headers, random.random()
-        )
+        target = pinned(config, self._running, request.headers)
+        traffic = "live" if target is None else "pinned"
+        if target is None:
+            target = choose(config, self._running, request.headers, random.random())
         if target is None:
             return _error(503, f"no running version of {self._deployment}", None)
         try:
@@ -268,16 +271,17 @@ class Router:
                 handle.predict.remote(payload), timeout=config.timeout_s
             )
         except TimeoutError:
-            self._metrics.record(self._deployment, target, "live", 504, started)
+            self._metrics.record(self._deployment, target, traffic, 504, started)
             return _error(
                 504, f"version {target.version} did not answer in {config.timeout_s}s", target
             )
         except Exception:  # reaches the client as Serve's 500, as before; counted as an error
-            self._metrics.record(self._deployment, target, "live", 500, started)
+            self._metrics.record(self._deployment, target, traffic, 500, started)
             raise
         status, body = result["status"], result["body"]
-        self._metrics.record(self._deployment, target, "live", status, started)
-        for shadow in mirrors(config, self._running, random.random()):
+        self._metrics.record(self._deployment, target, traffic, status, started)
+        shadows = mirrors(config, self._running, random.random()) if traffic == "live" else []
+        for shadow in shadows:
             task = asyncio.get_running_loop().create_task(
                 self._mirror(shadow, payload, body, config.timeout_s)
             )

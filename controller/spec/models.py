@@ -8,7 +8,7 @@ docs/spec-reference.md from their descriptions (`serveops docs`).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from controller.serving.protocol import MODEL_DEPLOYMENT, MODEL_IMPORT_PATH
+from controller.serving.protocol import DEFAULT_RECORD_HEADERS, MODEL_DEPLOYMENT, MODEL_IMPORT_PATH
 from controller.spec.durations import DURATION_PATTERN
 from controller.spec.durations import parse_duration as parse_duration  # spec users read them
 
@@ -36,6 +36,13 @@ MODEL_URI_PATTERN = (
     r"^models:/([A-Za-z0-9][A-Za-z0-9_.\- ]*?)(?:/([0-9]+)|@([A-Za-z_][A-Za-z0-9_\-]*))$"
 )
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+# Length limits on free text a pull request writes (docs/security.md): what policies, plans,
+# notifications and Serve's config carry stays small whatever a file says.
+MAX_OWNER_LENGTH = 100
+MAX_LABELS = 64
+MAX_LABEL_VALUE_LENGTH = 256
+MAX_ROUTE_LENGTH = 200
+MAX_MODEL_URI_LENGTH = 300
 # `package.module:attribute`, as Ray Serve's `import_path` takes it.
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 # A pip requirement: a project name with optional extras, then an optional version specifier.
@@ -79,12 +86,15 @@ class Metadata(_Strict):
     )
     owner: str = Field(
         min_length=1,
+        max_length=MAX_OWNER_LENGTH,
         description="Team or person accountable for this deployment (used by policies and "
-        "notifications).",
+        f"notifications), at most {MAX_OWNER_LENGTH} characters.",
     )
-    labels: dict[str, str] = Field(
+    labels: dict[str, Annotated[str, Field(max_length=MAX_LABEL_VALUE_LENGTH)]] = Field(
         default_factory=dict,
-        description="Free-form key/value labels, matched by policies.",
+        max_length=MAX_LABELS,
+        description=f"Free-form key/value labels, matched by policies: at most {MAX_LABELS}, "
+        f"keys of at most 63 characters, values of at most {MAX_LABEL_VALUE_LENGTH}.",
     )
 
     @field_validator("labels")
@@ -225,8 +235,8 @@ class Hook(_Strict):
         default=None,
         min_length=1,
         description="Requests sent through the deployment's route, pinned to the candidate "
-        "version (header `x-serveops-pin-version`); each must get `expect_status` from the "
-        "candidate. Exclusive with `command`.",
+        "version (header `x-serveops-pin-version` with a token the controller signs); each "
+        "must get `expect_status` from the candidate. Exclusive with `command`.",
     )
     command: list[str] | None = Field(
         default=None,
@@ -234,7 +244,9 @@ class Hook(_Strict):
         description="Program and arguments (no shell) the controller runs; exit 0 passes. It "
         "gets SERVEOPS_ENVIRONMENT, SERVEOPS_DEPLOYMENT, SERVEOPS_STAGE, "
         "SERVEOPS_CANDIDATE_VERSION, SERVEOPS_STABLE_VERSION, SERVEOPS_COMMIT and SERVEOPS_URL "
-        "(the route's URL). Exclusive with `smoke`.",
+        "(the route's URL); of the controller's own environment only PATH, HOME, LANG, LC_ALL, "
+        "TZ, TMPDIR and the variables the operator lists in $SERVEOPS_HOOK_ENV. Exclusive with "
+        "`smoke`.",
     )
     timeout: str = Field(
         default="30s",
@@ -405,11 +417,13 @@ class Recording(_Strict):
         "every request, `0.01` one in a hundred.",
     )
     dir: str = Field(
-        default="/tmp/serveops-recordings",
-        pattern=r"^/",
-        description="Absolute directory, on the node of each router replica, the recordings go "
-        "to: `<dir>/<name>-<UTC start>-<tag>-<n>.jsonl`, one series per router replica, in the "
-        "format `serveops replay` reads (docs/simulator.md).",
+        default="~/.serveops/recordings",
+        pattern=r"^(/|~/)",
+        description="Absolute directory (or under `~/`, the router replica's home), on the node "
+        "of each router replica, the recordings go to: `<dir>/<name>--<UTC start>-<tag>-<n>."
+        "jsonl`, one series per router replica, in the format `serveops replay` reads "
+        "(docs/simulator.md). Made 0700, files 0600: recordings hold what users sent. Not "
+        "/tmp by default: a shared, world-listable directory.",
     )
     max_file_mb: float = Field(
         default=64,
@@ -421,7 +435,15 @@ class Recording(_Strict):
         default=20,
         ge=1,
         le=100000,
-        description="Files each router replica keeps; beyond it the oldest is deleted.",
+        description="Files of this deployment the directory keeps, across router replicas and "
+        "restarts; beyond it the oldest is deleted.",
+    )
+    max_total_mb: float = Field(
+        default=1024,
+        gt=0,
+        le=1048576,
+        description="Total size in MiB of this deployment's files in the directory, across "
+        "router replicas and restarts; beyond it the oldest files are deleted.",
     )
     queue_size: int = Field(
         default=10000,
@@ -437,6 +459,25 @@ class Recording(_Strict):
         "addition to the built-in ones: authorization, proxy-authorization, cookie, set-cookie, "
         "x-api-key, x-csrf-token and any name containing auth, cookie, token, secret, password "
         "or api-key. Connection headers (host, content-length, ...) are never recorded either.",
+    )
+    headers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RECORD_HEADERS),
+        description="Header names or globs recorded (an allow-list, case-insensitive): "
+        f"{', '.join(DEFAULT_RECORD_HEADERS)} unless listed otherwise. No other header is "
+        "written, and a denied one never is. Add an A/B deployment's `sticky_header` to replay "
+        "its users' routing; it identifies them.",
+    )
+    redact_query: list[str] = Field(
+        default_factory=list,
+        description="Query parameter names or globs whose values are written as `***`, in "
+        "addition to every name that looks secret (containing token, key, secret, password, "
+        "auth, signature, session, ...).",
+    )
+    redact_fields: list[str] = Field(
+        default_factory=list,
+        description="JSON body fields written as `***`, in requests and answers: a key or glob "
+        "matched at any depth (`email`, `*_ssn`), or a dotted path from the top with `*` for "
+        "any key or index (`customer.email`, `inputs.*.0`).",
     )
 
 
@@ -524,11 +565,13 @@ class Server(_Strict):
 class DeploymentSpec(_Strict):
     route: str = Field(
         pattern=ROUTE_PATTERN,
+        max_length=MAX_ROUTE_LENGTH,
         description="HTTP path prefix the model answers on, e.g. `/fraud`; unique within the "
         "environment. Lowercase, no trailing slash.",
     )
     model: str = Field(
         pattern=MODEL_URI_PATTERN,
+        max_length=MAX_MODEL_URI_LENGTH,
         description="MLflow registry URI: `models:/<name>/<version>` pins a version, "
         "`models:/<name>@<alias>` follows an alias, resolved to a version at plan time.",
     )

@@ -34,8 +34,10 @@ _RECONFIGURE_FIELDS = {
     "health_check_period_s",
     "health_check_timeout_s",
 }
-# Bookkeeping that changes on every apply and must not count as a difference.
-_IGNORED_ROUTER_KEYS = ("revision",)
+# Bookkeeping that must not count as a difference: the revision changes on every apply; the pin
+# key is the applier's own (a controller's, or none for `serveops apply`), written with any
+# change but never a change by itself.
+_IGNORED_ROUTER_KEYS = ("revision", "pin_keys")
 
 
 class FieldChange(BaseModel):

@@ -37,7 +37,7 @@ def read_manifests(repo: str, rev: str, environment: str) -> tuple[str, list[Man
     and parsing every file again (~60 ms of a 200-deployment pass, bench/controller_noop.py)."""
     if _FULL_SHA.fullmatch(rev):
         return _manifests_at(str(repo), rev, environment)
-    snapshot = read_snapshot(repo, rev)
+    snapshot = read_snapshot(repo, rev, environment=environment)
     return snapshot.commit, load_manifests(snapshot.files, environment)
 
 
@@ -46,7 +46,7 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 @functools.lru_cache(maxsize=8)
 def _manifests_at(repo: str, commit: str, environment: str) -> tuple[str, list[Manifest]]:
-    snapshot = read_snapshot(repo, commit)
+    snapshot = read_snapshot(repo, commit, environment=environment)
     return snapshot.commit, load_manifests(snapshot.files, environment)
 
 
@@ -59,12 +59,19 @@ class ReadRevision:
 
 
 def read_desired(
-    revision: Revision, registry: Registry, *, serving_code: ServingCode = INSTALLED
+    revision: Revision,
+    registry: Registry,
+    *,
+    serving_code: ServingCode = INSTALLED,
+    pin_key: str | None = None,
 ) -> ReadRevision:
     """A revision's desired state: files read from the commit, validated, models resolved in
-    the registry, rendered into Serve applications; with the specs by deployment."""
+    the registry, rendered into Serve applications; with the specs by deployment. `pin_key`:
+    the public key routers accept pinned requests with (the controller's hooks sign them)."""
     commit, manifests = read_manifests(revision.repo, revision.rev, revision.environment)
-    settings = RenderSettings(tracking_uri=registry.tracking_uri, serving_code=serving_code)
+    settings = RenderSettings(
+        tracking_uri=registry.tracking_uri, serving_code=serving_code, pin_key=pin_key
+    )
     desired = render_environment(revision.environment, manifests, registry, settings)
     specs = {m.name: m.deployment for m in manifests}
     return ReadRevision(commit, desired, specs, desired_digest(commit, desired, settings))
@@ -75,6 +82,7 @@ def desired_digest(commit: str, desired: DesiredState, settings: RenderSettings)
     versions its models resolved to and the render settings determine it (cheaper than
     hashing every rendered application at every pass)."""
     parts = [commit, settings.tracking_uri or "", settings.serving_code.describe()]
+    parts.append(settings.pin_key or "")
     parts += [f"{d.name}={d.model.version}" for d in desired.deployments.values()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

@@ -47,6 +47,7 @@ spec:
     sample_rate: 1
     dir: {recording_dir}
     max_file_mb: 0.02
+    headers: [content-type, x-user-id, x-tenant]  # an allow-list; x-tenant is denied all the same
     deny_headers: [x-tenant]
 """
 

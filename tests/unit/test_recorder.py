@@ -85,6 +85,7 @@ def test_records_are_traffic_records_that_the_simulator_reads(tmp_path: Path) ->
         keep_files=5,
         queue_size=100,
         deny_headers=list(RECORDING_DENY_HEADERS),
+        allow_headers=["content-type", "x-tenant", "authorization"],  # denied wins
     )
     rec = start(config, "fraud")
     rec.offer(exchange(0, headers=[(b"Authorization", b"Bearer s3cret"), (b"X-Tenant", b"a")]))

@@ -17,7 +17,7 @@ from controller.cluster.status import deployment_statuses
 from controller.errors import ValidationFailed
 from controller.gitops.reconciler import Controller
 from controller.rollout.hooks import HookContext, HookRunner, Hooks
-from controller.serving.pinning import PIN_HEADER, awaits_status, pinned
+from controller.serving.pinning import PIN_HEADER, PinSigner, awaits_status, pinned
 from controller.serving.protocol import VERSION_HEADER, RouterConfig, Target
 from controller.spec.manifest import load_manifests
 from controller.spec.models import Hook
@@ -245,7 +245,7 @@ def test_a_command_hook_runs_only_allowed_programs_in_a_minimal_environment(
 
     assert Hooks(allowed=frozenset({sys.executable})).run("pre_rollout", [hook], ctx).passed
     env = json.loads(seen.read_text())
-    assert set(env) - {"PATH", "LANG", "LC_CTYPE"} == {
+    assert set(env) - {"PATH", "LANG", "LC_CTYPE", "HOME", "LC_ALL", "TZ", "TMPDIR"} == {
         "SERVEOPS_ENVIRONMENT",
         "SERVEOPS_DEPLOYMENT",
         "SERVEOPS_STAGE",
@@ -258,27 +258,43 @@ def test_a_command_hook_runs_only_allowed_programs_in_a_minimal_environment(
     assert "s3cr3t" not in seen.read_text()
 
 
+SIGNER = PinSigner.generate()
+
+
+def pin(version: str) -> dict[str, str]:
+    return SIGNER.headers("fraud", version, ttl_s=60)
+
+
 def test_pinning_reaches_only_versions_the_router_knows_and_runs() -> None:
     v1 = Target(app="fraud--v1", version="1", weight=100)
     v2 = Target(app="fraud--v2", version="2", weight=0)
     v3 = Target(app="fraud--v3", version="3", weight=100)
-    config = RouterConfig(deployment="fraud", targets=[v1, v2], shadow=[v3], timeout_s=1)
+    config = RouterConfig(
+        deployment="fraud",
+        targets=[v1, v2],
+        shadow=[v3],
+        timeout_s=1,
+        pin_keys=[SIGNER.public_key],
+    )
     running = {"fraud--v1", "fraud--v2", "fraud--v3"}
-    assert pinned(config, running, {PIN_HEADER: "2"}) == v2  # 0% and still reachable
-    assert pinned(config, running, {PIN_HEADER: "3"}) == v3  # mirrored only (a preview)
-    assert pinned(config, running, {PIN_HEADER: "9"}) is None  # unknown: routed as usual
-    assert pinned(config, {"fraud--v1"}, {PIN_HEADER: "2"}) is None  # not running
+    assert pinned(config, running, pin("2")) == v2  # 0% and still reachable
+    assert pinned(config, running, pin("3")) == v3  # mirrored only (a preview)
+    assert pinned(config, running, pin("9")) is None  # unknown: routed as usual
+    assert pinned(config, {"fraud--v1"}, pin("2")) is None  # not running
     assert pinned(config, running, {}) is None
 
 
 def test_the_router_rereads_status_only_for_a_pin_it_routes_but_has_not_seen_running() -> None:
     v1 = Target(app="fraud--v1", version="1", weight=100)
     v2 = Target(app="fraud--v2", version="2", weight=0)
-    config = RouterConfig(deployment="fraud", targets=[v1, v2], timeout_s=1)
-    assert awaits_status(config, {"fraud--v1"}, {PIN_HEADER: "2"})  # its poll may be behind
-    assert not awaits_status(config, {"fraud--v1", "fraud--v2"}, {PIN_HEADER: "2"})
-    assert not awaits_status(config, {"fraud--v1"}, {PIN_HEADER: "9"})  # not one of its versions
+    config = RouterConfig(
+        deployment="fraud", targets=[v1, v2], timeout_s=1, pin_keys=[SIGNER.public_key]
+    )
+    assert awaits_status(config, {"fraud--v1"}, pin("2"))  # its poll may be behind
+    assert not awaits_status(config, {"fraud--v1", "fraud--v2"}, pin("2"))
+    assert not awaits_status(config, {"fraud--v1"}, pin("9"))  # not one of its versions
     assert not awaits_status(config, {"fraud--v1"}, {})
+    assert not awaits_status(config, {"fraud--v1"}, {PIN_HEADER: "2"})  # not the controller's
 
 
 class LateRouter:

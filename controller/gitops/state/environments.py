@@ -16,6 +16,7 @@ from controller.gitops.state.records import (
     parse_revision,
     parse_time,
 )
+from controller.redact import redact
 from controller.sync.plan import Plan
 
 
@@ -84,7 +85,7 @@ class Environments(StoreBase):
                 environment,
                 last_failed_commit=commit,
                 last_failed_at=iso(self.now()),
-                last_failed_message=message,
+                last_failed_message=redact(message),
             )
 
     def clear_failed(self, environment: str) -> None:
@@ -125,5 +126,5 @@ class Environments(StoreBase):
                     "INSERT INTO degraded (environment, deployment, message, since) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT (environment, deployment) "
                     "DO UPDATE SET message = excluded.message",
-                    (environment, name, message, now),
+                    (environment, name, redact(message), now),
                 )

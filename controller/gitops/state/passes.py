@@ -2,6 +2,8 @@
 
 A failure that repeats unchanged pass after pass (Serve down, say) counts repeats on its row
 instead of adding rows. An apply that spans passes keeps one `running` row until it ends.
+What a row says (repository URL, message, plan) is redacted first: a registry's or Git's error
+quoted in a message never stores a credential (controller/redact.py).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from controller.gitops.state.records import (
     parse_plan,
     parse_time,
 )
+from controller.redact import redact
 from controller.sync.plan import Plan
 
 _COLUMNS = (
     "id, environment, repo, rev, commit_sha, actor, trigger, result, message, plan_json, "
     "started_at, finished_at, repeats"
 )
+
+
+def _plan_json(plan: Plan | None) -> str | None:
+    return redact(plan.model_dump_json()) if plan is not None else None
 
 
 class PassLog(StoreBase):
@@ -34,12 +41,12 @@ class PassLog(StoreBase):
                 "plan_json, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                 (
                     start.environment,
-                    start.repo,
+                    redact(start.repo),
                     start.rev,
                     start.commit,
                     start.actor,
                     start.trigger,
-                    start.plan.model_dump_json() if start.plan else None,
+                    _plan_json(start.plan),
                     iso(self.now()),
                 ),
             )
@@ -55,9 +62,9 @@ class PassLog(StoreBase):
                 "plan_json = COALESCE(?, plan_json) WHERE id = ?",
                 (
                     result,
-                    message,
+                    redact(message),
                     iso(self.now()),
-                    plan.model_dump_json() if plan else None,
+                    _plan_json(plan),
                     pass_id,
                 ),
             )
@@ -68,6 +75,7 @@ class PassLog(StoreBase):
         """A finished pass in one write. Returns (row id, new): a pass that ends exactly like
         the environment's latest row (same commit, result and message) only counts a repeat."""
         finished = iso(self.now())
+        message = redact(message)
         with self._transaction() as db:
             last = db.execute(
                 "SELECT id, commit_sha, result, message FROM passes WHERE environment = ? "
@@ -86,14 +94,14 @@ class PassLog(StoreBase):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     start.environment,
-                    start.repo,
+                    redact(start.repo),
                     start.rev,
                     start.commit,
                     start.actor,
                     start.trigger,
                     result,
                     message,
-                    start.plan.model_dump_json() if start.plan else None,
+                    _plan_json(start.plan),
                     iso(started_at),
                     finished,
                 ),

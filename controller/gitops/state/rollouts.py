@@ -13,6 +13,7 @@ from controller.gitops.state.records import (
     StoredRollout,
     iso,
 )
+from controller.redact import redact
 from controller.rollout.state import Command, RolloutState
 
 
@@ -54,7 +55,7 @@ class Rollouts(StoreBase):
                             u.state.phase,
                             u.state.step,
                             u.state.weight,
-                            u.message,
+                            redact(u.message),
                         ),
                     )
             for command_id in consumed or []:
@@ -70,7 +71,7 @@ class Rollouts(StoreBase):
             cursor = db.execute(
                 "INSERT INTO rollout_commands (environment, deployment, command, note, at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (environment, deployment, command, note, iso(self.now())),
+                (environment, deployment, command, redact(note), iso(self.now())),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
