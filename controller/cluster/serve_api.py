@@ -73,6 +73,14 @@ class ServeClient:
                 f"{err}). Is Ray running there (`ray start --head --num-cpus N`)? "
                 "Set --address or SERVEOPS_ADDRESS."
             ) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            # Ray busy or restarting (the dashboard answers 5xx while its Serve controller
+            # recovers): transient, retried at the next pass, never the revision's fault.
+            raise Unreachable(
+                f"the Ray dashboard at {self.address} answered {method} {APPLICATIONS_PATH} "
+                f"with HTTP {response.status_code} (retried at the next pass): "
+                f"{response.text.strip()[:500]}"
+            )
         if response.status_code >= 400:
             raise ServeopsError(
                 f"Ray rejected {method} {APPLICATIONS_PATH} at {self.address} "

@@ -87,7 +87,11 @@ class Controller:
             actor=settings.actor or default_actor(),
         )
         self._crashes = 0  # passes crashed in a row: the backoff grows with them
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Who acts, as others see it: the same after a restart (so a restarted controller takes
+        # its lease back at once); the instance tells this process from the one it replaced.
+        self.holder = holder or f"{socket.gethostname()}:{store.path.resolve()}"
+        self.instance = f"{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._held = False  # this instance has held the lease: a newer one supersedes it
 
     @property
     def environment(self) -> str:
@@ -107,7 +111,7 @@ class Controller:
 
     def release(self) -> None:
         """Give the environment's lease up (on a clean shutdown)."""
-        self.store.release_lease(self.environment, self.holder)
+        self.store.release_lease(self.environment, self.holder, self.instance)
 
     def reconcile_once(self, *, retry: bool = False, trigger: str = "poll") -> PassResult:
         """One level-triggered pass. `retry` attempts a revision that failed before again.
@@ -152,16 +156,29 @@ class Controller:
 
     def _pass(self, *, retry: bool, trigger: str) -> PassResult:
         ctx, env = self.ctx, self.environment
-        lease = self.store.acquire_lease(env, self.holder, self.settings.lease_ttl)
+        lease = self.store.acquire_lease(
+            env, self.holder, self.settings.lease_ttl, self.instance, held=self._held
+        )
+        if lease.superseded:
+            return PassResult(
+                env,
+                "waiting",
+                f"this controller ({self.holder}, instance {self.instance}) was superseded by "
+                f"its restart, instance {lease.lease.instance} (lease epoch {lease.lease.epoch}):"
+                " it no longer writes; stop this process",
+                self.settings.interval_s,
+            )
         if not lease.acquired:
             other = lease.lease
             return PassResult(
                 env,
                 "waiting",
                 f"environment {env!r} is held by controller {other.holder} until "
-                f"{other.expires_at:%Y-%m-%d %H:%M:%S} UTC; waiting for its lease to end",
+                f"{other.expires_at:%Y-%m-%d %H:%M:%S} UTC; waiting for its lease to end "
+                f"(`serveops lease --break` if it will not come back)",
                 self.settings.interval_s,
             )
+        self._held = True
         state = self.store.environment(env)
         applying = state.applying.pass_id if state.applying else None
         if self.store.interrupt_running(env, keep=applying):
@@ -176,6 +193,14 @@ class Controller:
             # The admitted state cannot be planned (e.g. an emptying prune): nothing acts.
             failed = Admission(admission.target, "failed", err.message, err, revision_fault(err))
             return record(ctx, obs, failed, Decision("nothing"), Acted(None))
+        if not self.store.holds_lease(env, self.holder, self.instance):
+            # Fencing: the lease changed hands during this pass; whoever has it now acts.
+            return PassResult(
+                env,
+                "waiting",
+                f"the lease on {env!r} changed hands during this pass; nothing written",
+                self.settings.interval_s,
+            )
         acted = act(ctx, obs, admission, decision)
         return record(ctx, obs, admission, decision, acted)
 

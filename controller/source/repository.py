@@ -19,6 +19,9 @@ from controller.errors import BadInput, Unreachable
 from controller.source.git import open_repo, resolve_commit
 
 log = logging.getLogger("serveops.controller")
+# A clone or fetch that takes longer is killed and the pass fails (Unreachable: transient, the
+# revision is not marked failed); a hung Git server never holds a pass.
+GIT_TIMEOUT_S = 120
 
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
 _CREDENTIALS = re.compile(r"://[^/@\s]+@")  # https://user:token@host/...
@@ -89,21 +92,25 @@ class RepoSource:
             if repo.remotes:
                 remote = _remote(repo)
                 try:
-                    remote.fetch(prune=True)
+                    remote.fetch(prune=True, kill_after_timeout=GIT_TIMEOUT_S)
                 except git.GitCommandError as err:
-                    # A local directory stays readable: follow what was fetched last.
-                    log.warning("%s: fetching %s failed: %s", self.repo, remote.name, _short(err))
+                    # Following what was fetched last would report a stale head as in sync.
+                    raise Unreachable(
+                        f"cannot fetch {remote.name} of {self.display}: {_short(err)}"
+                    ) from None
             return repo
         if not (self.path / "HEAD").exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                git.Repo.clone_from(self.repo, self.path, mirror=True)
+                git.Repo.clone_from(
+                    self.repo, self.path, mirror=True, kill_after_timeout=GIT_TIMEOUT_S
+                )
             except git.GitCommandError as err:
                 raise Unreachable(f"cannot clone {self.display}: {_short(err)}") from None
             return open_repo(self.path)
         repo = open_repo(self.path)
         try:
-            repo.remote("origin").fetch(prune=True)
+            repo.remote("origin").fetch(prune=True, kill_after_timeout=GIT_TIMEOUT_S)
         except git.GitCommandError as err:
             raise Unreachable(f"cannot fetch {self.display}: {_short(err)}") from None
         return repo

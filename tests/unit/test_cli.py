@@ -13,6 +13,8 @@ from controller.cli import main as cli
 from controller.cli.main import app
 from controller.cluster.live import LiveState
 from controller.cluster.render import DesiredState
+from controller.cluster.serve_api import ServeClient
+from controller.errors import Unreachable
 from controller.registry.mlflow import FixedRegistry
 from controller.sync.plan import Source, make_plan
 from tests.support import FakeServe, commit, deployment_yaml, make_repo, unmanaged_app
@@ -206,6 +208,18 @@ def test_serve_client_reports_rays_rejection() -> None:
     assert "HTTP 400" in raised.value.message
     assert "route_prefix must start with /" in raised.value.message
     assert isinstance(live, LiveState)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_busy_dashboard_is_transient_not_a_rejected_config(status: int) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            return httpx.Response(status, text="Serve controller is recovering")
+        return httpx.Response(200, json={"applications": {}})
+
+    client = ServeClient("http://ray:8265", transport=httpx.MockTransport(handler))
+    with pytest.raises(Unreachable, match=f"HTTP {status} \\(retried at the next pass\\)"):
+        client.put([], client.get())
 
 
 def test_error_messages_print_brackets_as_written() -> None:

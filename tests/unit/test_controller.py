@@ -8,9 +8,12 @@ import sqlite3
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from controller.cli.main import app as cli
 from controller.cluster.live import LiveDeployment, LiveState
 from controller.errors import BadInput
 from controller.gitops.loop import Wakeup, jittered, run_forever
@@ -541,6 +544,70 @@ def test_lease_is_renewed_by_its_holder(tmp_path: Path) -> None:
         assert other.lease.holder == "a"
 
 
+def test_a_restarted_controller_takes_its_own_lease_back_at_once(tmp_path: Path) -> None:
+    world = World(tmp_path, latency=2)
+    first = world.controller(holder="host:state")
+    world.sync(ctl=first)
+    world.push("2")
+    assert world.pass_(ctl=first).outcome == "progressing"  # then SIGKILL: the lease stays
+
+    restarted = world.controller(holder="host:state")  # same identity, a new process
+    assert restarted.instance != first.instance
+    assert world.sync(ctl=restarted).outcome == "applied"  # no wait for the lease to run out
+    assert restarted.store.lease("staging").epoch == 2  # type: ignore[union-attr]
+
+
+def test_a_superseded_instance_stops_writing(world: World) -> None:
+    old = world.controller(holder="host:state")
+    assert world.sync(ctl=old).outcome == "applied"
+    new = world.controller(holder="host:state")  # restarted while the old one still runs
+    assert world.pass_(ctl=new).outcome == "in_sync"
+    world.push("2")
+    puts = len(world.serve.puts)
+
+    fenced = world.pass_(ctl=old)
+    assert fenced.outcome == "waiting"
+    assert f"superseded by its restart, instance {new.instance}" in fenced.message
+    assert len(world.serve.puts) == puts  # nothing written by the old instance
+
+
+def test_a_lease_that_changes_hands_mid_pass_fences_the_write(world: World) -> None:
+    a = world.controller(holder="ctl-a")
+    assert world.sync(ctl=a).outcome == "applied"
+    world.push("2")
+    puts = len(world.serve.puts)
+    took = a.store.acquire_lease
+
+    # Between a's lease check and its write, its lease is broken and b takes the environment.
+    def steal(*args: Any, **kwargs: Any) -> Any:
+        result = took(*args, **kwargs)
+        a.store.break_lease("staging")
+        took("staging", "ctl-b", 30, "b:1")
+        return result
+
+    a.store.acquire_lease = steal  # type: ignore[method-assign]
+    fenced = world.pass_(ctl=a)
+    assert fenced.outcome == "waiting"
+    assert "changed hands during this pass; nothing written" in fenced.message
+    assert len(world.serve.puts) == puts
+
+
+def test_an_operator_breaks_a_stale_lease(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    a = world.controller(holder="ctl-a")
+    assert world.sync(ctl=a).outcome == "applied"
+    b = world.controller(holder="ctl-b")
+    assert world.pass_(ctl=b).outcome == "waiting"
+    state = str(world.store().path)
+
+    shown = CliRunner().invoke(cli, ["lease", "--env", "staging", "--state", state])
+    assert shown.exit_code == 0, shown.output
+    assert f"ctl-a (process {a.instance}, epoch 1)" in shown.output  # the world's clock is not now
+    broken = CliRunner().invoke(cli, ["lease", "--env", "staging", "--state", state, "--break"])
+    assert broken.exit_code == 0, broken.output
+    assert f"broke the lease of ctl-a (process {a.instance}" in broken.output
+    assert world.pass_(ctl=b).outcome == "in_sync"
+
+
 # --- drift --------------------------------------------------------------------------------------
 
 
@@ -666,6 +733,26 @@ def test_local_clone_follows_its_remote_branch(tmp_path: Path) -> None:
     source = RepoSource(str(clone), branch="main")
     pushed = commit(upstream, {FRAUD: world.spec("2")}, "v2")
     assert source.head() == pushed  # fetched: origin/main, not the stale local main
+
+
+def test_a_local_clone_whose_remote_is_gone_fails_the_pass_not_the_revision(
+    tmp_path: Path,
+) -> None:
+    upstream = tmp_path / "upstream"
+    world = World(tmp_path)
+    make_repo(upstream, {FRAUD: world.spec("1")})
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(upstream), str(clone))
+    ctl = world.controller()
+    object.__setattr__(ctl.ctx, "source", RepoSource(str(clone), branch="main"))
+    assert world.sync(ctl=ctl).outcome == "applied"
+    commit(upstream, {FRAUD: world.spec("2")}, "v2")
+    (upstream / ".git").rename(tmp_path / "moved.git")  # the remote is unreachable
+
+    result = world.pass_(ctl=ctl)
+    assert result.outcome == "failed"  # not in_sync on what was fetched last
+    assert "cannot fetch origin" in result.message
+    assert ctl.store.environment("staging").last_failed_commit is None  # transient: no mark
 
 
 def test_missing_branch_is_bad_input(world: World) -> None:

@@ -203,15 +203,18 @@ class RolloutUpdate:
 @dataclass(frozen=True)
 class Lease:
     environment: str
-    holder: str
+    holder: str  # the controller's identity: the same after a restart
     acquired_at: dt.datetime
     expires_at: dt.datetime
+    instance: str = ""  # the process holding it now (a restart is a new instance)
+    epoch: int = 0  # raised at every change of instance: an older one is fenced off
 
 
 @dataclass(frozen=True)
 class LeaseResult:
     acquired: bool
-    lease: Lease  # ours when acquired, else the other holder's
+    lease: Lease  # ours when acquired, else the other holder's (or our successor's)
+    superseded: bool = False  # a newer instance of the same holder took it: stop writing
 
 
 def iso(when: dt.datetime | None) -> str | None:

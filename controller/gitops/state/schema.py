@@ -81,7 +81,11 @@ CREATE TABLE IF NOT EXISTS rollout_commands (
 );
 """
 # Columns added after version 1, for files an older serveops created.
-_ADDED_COLUMNS = {"environments": ("admitted_json TEXT", "applying_json TEXT")}
+_ADDED_COLUMNS = {
+    "environments": ("admitted_json TEXT", "applying_json TEXT"),
+    # Fencing: which process of the holder has the lease, and how many times it changed hands.
+    "leases": ("instance TEXT NOT NULL DEFAULT ''", "epoch INTEGER NOT NULL DEFAULT 0"),
+}
 
 
 def open_database(path: Path) -> sqlite3.Connection:
