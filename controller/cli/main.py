@@ -12,6 +12,7 @@ import typer
 from controller import __version__
 from controller.cli.display import plan_text, print_to
 from controller.cli.gitops import register as register_controller_commands
+from controller.cli.history import register as register_history_commands
 from controller.cli.lease import register as register_lease_commands
 from controller.cli.options import (
     DEFAULT_ADDRESS,
@@ -354,6 +355,7 @@ def version() -> None:
 app.command("check")(policy_check)
 app.add_typer(policy_app, name="policy")
 register_controller_commands(app)
+register_history_commands(app)
 register_simulator_commands(app)
 register_rollout_commands(app)
 register_lease_commands(app)

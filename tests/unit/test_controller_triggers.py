@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import controller.cli.gitops as controller_cli
 from controller.cli.gitops import register
+from controller.cli.history import register as register_history
 from controller.cli.options import seconds as parse_option
 from controller.errors import BadInput
 from controller.gitops.notify import Event, WebhookNotifier
@@ -29,6 +30,7 @@ runner = CliRunner()
 # The commands on an app of their own, so these tests do not depend on controller/cli/main.py.
 app = typer.Typer()
 register(app)
+register_history(app)
 
 
 # --- webhook ------------------------------------------------------------------------------------
