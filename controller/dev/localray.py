@@ -158,6 +158,7 @@ class LocalRay:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        last = "nothing"
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 log = (self.temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
@@ -172,11 +173,24 @@ class LocalRay:
                         f"the local Ray's dashboard at {self.address} requires authentication "
                         f"(HTTP {response.status_code}): its RAY_AUTH_MODE must be 'disabled'"
                     )
-            except httpx.HTTPError:
-                pass
+                last = f"HTTP {response.status_code}: {response.text.strip()[:300]}"
+            except httpx.HTTPError as err:
+                last = f"{type(err).__name__}: {err}"
             time.sleep(0.5)
+        dashboard = self._log_tail("dashboard.log")
         self.stop()
-        raise ServeopsError(f"local Ray did not become ready in {timeout_s:.0f}s")
+        raise ServeopsError(
+            f"local Ray did not become ready in {timeout_s:.0f}s: its dashboard at "
+            f"{self.address} last answered {last}\n{dashboard}"
+        )
+
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        """The end of one of Ray's session logs (gone once stop() removes the temp dir)."""
+        path = self.temp_dir / "session_latest" / "logs" / name
+        try:
+            return f"{path}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return f"({path} not written)"
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Terminate the whole tree (raylet's workers included), then kill what is left."""
