@@ -5,8 +5,9 @@ Pure. The input is what the router counted for each model version between two sc
 histogram. The output is a verdict with its reasons:
 
 - `inconclusive`: the candidate answered fewer than `min_requests` in the window. Too little
-  traffic never passes and never fails silently; the rollout engine holds the step, and pauses
-  after too many inconclusive windows in a row.
+  traffic never passes and never fails silently; the rollout engine holds the step and keeps
+  the window open (the next analysis judges every request since it began), and pauses after
+  too many inconclusive analyses in a row.
 - `fail`: a condition is broken: the candidate's p95 above `max_p95_latency_ms`, more than
   `max_p95_regression_pct` percent above the stable version's p95, or its error rate more than
   `max_error_rate_increase` percentage points above the stable version's.

@@ -26,8 +26,11 @@ Phases:
   up for `scale_down_delay`, so a rollback is a weight change. Analysis keeps running; a failure
   switches back.
 - An analysis `fail` counts a failure; at `failure_limit` the rollout aborts. `inconclusive`
-  (too little traffic) holds the step; after `inconclusive_limit` in a row the rollout pauses
-  until `serveops resume` or `promote`: too little traffic never passes or fails silently.
+  (too little traffic) holds the step and keeps the window open: the next analysis, one
+  `interval` later, covers every request since the window began, so a window is at least
+  `interval` long and holds `min_requests` candidate requests. After `inconclusive_limit`
+  intervals in a row without them the rollout pauses until `serveops resume` or `promote`: too
+  little traffic never passes or fails silently.
 - hooks (`rollout.hooks`): the caller runs them when `hooks_due` says so and passes the result.
   `pre_rollout` hooks run once the candidate is RUNNING, before it gets any traffic (the pass
   leaves `loading` only when they passed). `post_rollout` hooks run once the candidate takes all
@@ -149,7 +152,11 @@ def _decide(
 
     reset = False
     if analysis is not None:
-        reset = True
+        # The next window starts now, except after an inconclusive one: too little traffic to
+        # judge keeps its metrics baseline, so the next analysis, an interval later, judges
+        # every request since. A window lasts at least `interval` and until the candidate
+        # answered `min_requests`: a slow or lightly loaded service is judged later, not never.
+        reset = analysis.verdict != "inconclusive"
         state = dataclasses.replace(state, window_started_at=now)
         if analysis.verdict == "fail":
             failures = state.failures + 1

@@ -55,13 +55,14 @@ def _window_end(spec: Rollout, state: RolloutState) -> dt.datetime | None:
 
 
 def _needs(spec: Rollout, state: RolloutState) -> str:
-    """`, at least 20 candidate requests (last window: 7)` after an inconclusive window."""
+    """`, at least 20 candidate requests in the window (so far: 7)` after an inconclusive
+    analysis (the window stays open until it holds them)."""
     last = state.last_analysis
     if spec.analysis is None or last is None or last.verdict != "inconclusive":
         return ""
     return (
-        f", at least {spec.analysis.min_requests} candidate requests a window "
-        f"(last: {last.candidate.requests})"
+        f", at least {spec.analysis.min_requests} candidate requests in the window "
+        f"(so far: {last.candidate.requests})"
     )
 
 

@@ -161,13 +161,14 @@ class Analysis(_Strict):
     interval: str = Field(
         default="30s",
         pattern=DURATION_PATTERN,
-        description="Window of router metrics each analysis reads.",
+        description="How often an analysis reads the router's metrics: the shortest window.",
     )
     min_requests: int = Field(
         default=50,
         ge=1,
         description="Fewest candidate requests in a window for an analysis to be conclusive; "
-        "below it the rollout pauses rather than passing or failing.",
+        "below it the window stays open for another interval, and after the controller's "
+        "inconclusive limit the rollout pauses rather than passing or failing.",
     )
     max_error_rate_increase: float = Field(
         default=0.5,

@@ -153,6 +153,7 @@ class Story:
             if result.outcome not in ("applied", "progressing", "in_sync", "aborted"):
                 raise AssertionError(f"pass {result.outcome}: {result.message}")
             self.check()
+            self.check_views(result)
             stored = self.rollout()
             phase = stored.state.phase if stored else None
             if phase == until:

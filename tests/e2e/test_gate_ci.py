@@ -34,13 +34,19 @@ KEY = b"an evidence key, given out of band"
 def serveops(
     repo: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """The CLI in an environment of its own: none of the session's MLflow, serveops or GitHub
+    variables (other e2e tests' `mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which
+    `check` reads as --registry-uri), only `env`'s."""
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SERVEOPS_", "GITHUB_"))
+    }
     return subprocess.run(
         [SERVEOPS, *args, "--now", NOW] if args[0] == "check" else [SERVEOPS, *args],
         cwd=repo,
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env={**inherited, **(env or {})},
     )
 
 
@@ -182,7 +188,7 @@ def test_a_simulated_change_is_admitted_after_a_squash_merge(repo: Path, tmp_pat
         squashed,
         "--evidence",
         str(tmp_path / "evidence"),
-        env={**os.environ, "SERVEOPS_EVIDENCE_KEY": KEY.decode()},
+        env={"SERVEOPS_EVIDENCE_KEY": KEY.decode()},
     )
     assert result.returncode == 1
     assert "bad signature" in result.stdout

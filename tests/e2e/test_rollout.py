@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.cluster.status import deployment_statuses
+from controller.cluster.status import DeploymentStatus, deployment_statuses
 from controller.dev.demo import MODEL_NAME, sample_request
 from controller.gitops.loop import run_until_settled
 from controller.gitops.outcome import PassResult
@@ -272,6 +272,19 @@ def drive(
     )
 
 
+def settled_row(cluster: Cluster, timeout_s: float = 60.0) -> DeploymentStatus:
+    """The deployment's status once Serve has carried out the last write. An apply ends with
+    its clean write (the router's fallback removed), which Serve carries out after the PUT
+    returned: the router is reconfigured in place, DEPLOYING (Progressing) for a moment."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = deployment_statuses(cluster.client().get(), "staging")
+        [row] = [r for r in rows if r.name == NAME]
+        if row.health != "Progressing" or time.monotonic() > deadline:
+            return row
+        time.sleep(0.5)
+
+
 def weights(cluster: Cluster) -> dict[str, float]:
     live = cluster.client().get()
     config = live.apps[NAME].config["deployments"][0]["user_config"]
@@ -360,7 +373,7 @@ def test_canary_to_100_then_an_aborted_canary_under_load_without_a_failed_reques
     assert f"model models:/{MODEL_NAME}/{slow_version} -> models:/{MODEL_NAME}/{v2}" in back.stdout
     assert run_until_settled(ctl).outcome == "applied"
     assert weights(cluster) == {v2: 100}
-    [row] = [r for r in deployment_statuses(cluster.client().get(), "staging") if r.name == NAME]
+    row = settled_row(cluster)
     assert row.health == "Healthy", row.message
 
     print(

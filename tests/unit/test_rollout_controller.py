@@ -339,3 +339,30 @@ def test_rollback_commit_after_an_abort_brings_git_and_serve_back_to_stable(worl
     [row] = deployment_statuses(world.serve.get(), "staging")
     assert row.health == "Healthy"
     assert world.pass_().outcome == "in_sync"
+
+
+def test_a_thin_window_stays_open_until_it_holds_min_requests(world: World) -> None:
+    """12 candidate requests an interval where 20 are needed (a slow or lightly loaded
+    service): the first analysis is inconclusive and keeps its window open, the next one judges
+    all 24 and passes. A conclusive window closes: the next step's starts afresh."""
+    world.push("2")
+    world.pass_()
+    world.pass_()
+    assert world.weights() == {"1": 75, "2": 25}
+
+    def analysed() -> Any:
+        return world.ctl.store.rollouts("staging")["fraud"].state.last_analysis
+
+    world.metrics.serve("1", 36)
+    world.metrics.serve("2", 12)
+    world.pass_(30)
+    assert (analysed().verdict, analysed().candidate.requests) == ("inconclusive", 12)
+    world.metrics.serve("1", 36)
+    world.metrics.serve("2", 12)
+    world.pass_(30)
+    assert analysed().verdict == "pass"
+    assert (analysed().candidate.requests, analysed().stable.requests) == (24, 72)
+    assert world.weights() == {"1": 40, "2": 60}  # step 1 held its minute and passed
+    world.metrics.serve("2", 12)
+    world.pass_(30)
+    assert (analysed().verdict, analysed().candidate.requests) == ("inconclusive", 12)

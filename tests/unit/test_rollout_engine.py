@@ -238,6 +238,20 @@ def test_too_little_traffic_holds_then_pauses_never_passes_or_fails() -> None:
     assert run.step(30, analysis=PASS).action == "complete"
 
 
+def test_an_inconclusive_window_keeps_its_baseline_a_conclusive_one_starts_anew() -> None:
+    run = Run(canary((10, "0s"), (20, "0s"), analysis=ANALYSIS), new())
+    run.step()
+    d = run.step(30, analysis=THIN)
+    assert d.action == "wait"
+    assert not d.reset_window  # the metrics baseline stays: the next window judges both
+    assert not analysis_due(run.spec, run.state, run.now + dt.timedelta(seconds=29))
+    assert analysis_due(run.spec, run.state, run.now + dt.timedelta(seconds=30))
+    assert "at least 50 candidate requests in the window (so far: 3)" in run.state.waiting
+    d = run.step(30, analysis=FAIL)
+    assert d.reset_window
+    assert run.step(30, analysis=PASS).reset_window
+
+
 def test_a_pass_resets_the_inconclusive_count() -> None:
     run = Run(
         canary((10, "0s"), (20, "0s"), analysis=ANALYSIS), new(), Limits(inconclusive_limit=2)

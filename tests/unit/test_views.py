@@ -125,7 +125,7 @@ def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> 
     assert analysis.stable["requests"] == 90
     assert analysis.thresholds["min_requests"] == 20
     assert "fewer than min_requests 20" in analysis.reasons[0]
-    assert "at least 20 candidate requests a window (last: 7)" in fraud.rollout.waiting
+    assert "at least 20 candidate requests in the window (so far: 7)" in fraud.rollout.waiting
     rollouts = text(rollouts_renderable(Views(canary).view(), terminal=False))
     assert "step 1 (25%) inconclusive" in rollouts
     assert "held to min 20 req" in rollouts
