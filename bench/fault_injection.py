@@ -15,6 +15,11 @@ Printed: each kill (where, the time until the restarted controller held the leas
 until the rollout's next event), then the rollout's events read back from the audit (every step
 once, in order: none skipped or repeated), and the load's failed requests (target 0).
 
+Then (`--outage`, default 30 s) a canary back to v1, with the Ray dashboard stopped (SIGSTOP:
+it accepts connections and never answers) for that long at its third step: the controller's
+passes fail as transient meanwhile (the revision is not marked failed), and the rollout goes on
+when the dashboard answers again, every step once.
+
     flock /tmp/serveops-ray.lock .venv/bin/python bench/fault_injection.py [--kills 12] [--rate 20]
 """
 
@@ -30,6 +35,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -112,6 +119,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--jitter", type=float, default=1.5, help="seconds into a point")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--outage", type=float, default=30.0, help="seconds the dashboard is stopped (0: skip)"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"load before: {load_average()}", flush=True)
@@ -207,34 +217,74 @@ def main() -> None:
                     flush=True,
                 )
             time.sleep(2)
-        rollout = store.rollouts(ENV).get(NAME)
-        phase = rollout.state.phase if rollout else "none"
-        events = [
-            e for e in reversed(store.rollout_events(ENV, NAME, limit=1000)) if e.commit == head
-        ]
-        weights = [e.weight for e in events if e.action == "set_weight"]
-        print(f"\nrollout {phase}; events: {[(e.action, e.weight) for e in events]}")
-        repeated = len(weights) - len(set(weights))
-        skipped = [w for w in WEIGHTS if w not in weights]
-        out_of_order = weights != sorted(weights)
-        summary = load.summary()
-        resumed = [k.resumed_s for k in kills if k.resumed_s is not None]
-        print(
-            f"kills {len(kills)} at {len(set(k.point for k in kills))} distinct points; "
-            f"steps repeated {repeated}, skipped {len(skipped)} {skipped}, "
-            f"out of order {out_of_order}"
-        )
-        if resumed:
-            print(
-                f"lease back after a kill: median {sorted(resumed)[len(resumed) // 2]:.1f}s, "
-                f"max {max(resumed):.1f}s"
-            )
-        print(f"load: {summary.line()}")
+            kills_ended = time.time()
+            _verify(store, head, "SIGKILLs")
+            resumed = [k.resumed_s for k in kills if k.resumed_s is not None]
+            print(f"kills {len(kills)} at {len({k.point for k in kills})} distinct points")
+            if resumed:
+                print(
+                    f"lease back after a kill: median {sorted(resumed)[len(resumed) // 2]:.1f}s, "
+                    f"max {max(resumed):.1f}s"
+                )
+            if args.outage > 0:
+                back = commit(repo, {SPEC: spec_yaml(NAME, v1, ENV, CANARY)}, "canary back to v1")
+                outage(store, ray.temp_dir, back, args.outage)
+                _verify(store, back, f"a {args.outage:g}s dashboard outage")
+        print(f"load during the kills: {load.summary(until=kills_ended).line()}")
+        print(f"load, whole run: {load.summary().line()}")
         print(f"load after: {load_average()}")
         store.close()
     finally:
         ctl.stop()
         ray.stop()
+
+
+def _verify(store: StateStore, head: str, during: str) -> None:
+    """The rollout of `head` read back from the audit: completed, every step once, in order."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        rollout = store.rollouts(ENV).get(NAME)
+        if rollout and rollout.state.commit == head and rollout.state.phase in _ENDED:
+            break
+        time.sleep(0.5)
+    rollout = store.rollouts(ENV).get(NAME)
+    phase = rollout.state.phase if rollout and rollout.state.commit == head else "not ended"
+    events = [e for e in reversed(store.rollout_events(ENV, NAME, limit=1000)) if e.commit == head]
+    weights = [e.weight for e in events if e.action == "set_weight"]
+    repeated = len(weights) - len(set(weights))
+    skipped = [w for w in WEIGHTS if w not in weights]
+    print(
+        f"\nthrough {during}: rollout {phase}; steps repeated {repeated}, skipped {len(skipped)} "
+        f"{skipped}, in order {weights == sorted(weights)}; events "
+        f"{[(e.action, e.weight) for e in events]}",
+        flush=True,
+    )
+
+
+_ENDED = ("completed", "aborted")
+
+
+def outage(store: StateStore, ray_dir: Path, head: str, seconds: float) -> None:
+    """Stop the Ray dashboard (SIGSTOP: it accepts connections and never answers, the worse
+    case) for `seconds` once the rollout of `head` is at its third step, then let it go on."""
+    while True:
+        rollout = store.rollouts(ENV).get(NAME)
+        if rollout and rollout.state.commit == head and rollout.state.step >= 2:
+            break
+        time.sleep(0.2)
+    [dashboard] = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any("dashboard/dashboard.py" in c for c in p.info["cmdline"] or [])
+        and any(str(ray_dir) in c for c in p.info["cmdline"] or [])
+    ]
+    failed_before = sum(1 for r in store.history(ENV, 1000) if r.result == "failed")
+    print(f"\ndashboard (pid {dashboard.pid}) stopped for {seconds:g}s at step 3", flush=True)
+    dashboard.suspend()
+    time.sleep(seconds)
+    dashboard.resume()
+    failed = sum(1 for r in store.history(ENV, 1000) if r.result == "failed") - failed_before
+    print(f"dashboard answering again; failed passes recorded meanwhile: {failed}", flush=True)
 
 
 def _s(value: float | None) -> str:
