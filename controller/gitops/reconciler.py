@@ -3,7 +3,7 @@
 A pass reads everything it needs, gates, decides, acts at most once, records what it did, and
 says when to look again (`requeue_after`); it never sleeps or waits for replicas:
 
-    lease -> read -> gate -> decide -> act -> record        (controller/gitops/<step>.py)
+    lease -> read -> gate -> decide -> act -> monitor -> record   (controller/gitops/<step>.py)
 
 - read: the branch head's desired state (validated, models resolved), the durable state,
   live Serve.
@@ -12,6 +12,7 @@ says when to look again (`requeue_after`); it never sleeps or waits for replicas
 - decide: rollouts advance one decision; the plan; the intent (apply, continue an apply,
   restore or report drift, nothing).
 - act: store the admission and rollout decisions, then write at most one apply phase.
+- monitor: judge the due drift windows of the admitted deployments (controller/monitor/step.py).
 - record: the audit row, failure marks, notifications, the pass's result.
 
 Killed at any point and started again, the next pass reads the same inputs and converges from
@@ -41,6 +42,7 @@ from controller.gitops.record import record
 from controller.gitops.settings import ControllerSettings, default_actor
 from controller.gitops.state import PassStart, StateStore
 from controller.gitops.telemetry import METRICS, PassFigures
+from controller.monitor.step import run_monitor_step
 from controller.registry.mlflow import Registry
 from controller.rollout.hooks import PIN_KEY_FILE, HookRunner, Hooks, load_pin_signer
 from controller.rollout.router_metrics import MetricsSource, RayMetricsSource
@@ -177,6 +179,8 @@ class Controller:
             failed = Admission(admission.target, "failed", err.message, err, revision_fault(err))
             return record(ctx, obs, failed, Decision("nothing"), Acted(None))
         acted = act(ctx, obs, admission, decision)
+        # Monitoring reads only what was admitted; it never fails or blocks the pass.
+        run_monitor_step(ctx, admission.target, self.store.now())
         return record(ctx, obs, admission, decision, acted)
 
     def _metrics(self, result: PassResult | None, seconds: float) -> None:

@@ -72,11 +72,11 @@ class Reference(_Strict):
 
 class DriftTests(_Strict):
     max_psi: float | None = Field(
-        default=0.2,
+        default=0.1,
         gt=0,
         le=10,
         description="A feature drifts when its PSI against the reference exceeds this (0.1: "
-        "moderate shift, 0.25: large). Unset (`null`): PSI is reported, not judged.",
+        "moderate shift, 0.25: large; a shift of 0.5 standard deviations is about 0.25). Unset (`null`): PSI is reported, not judged.",
     )
     ks_p_value: float | None = Field(
         default=0.01,

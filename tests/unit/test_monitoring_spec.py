@@ -28,7 +28,7 @@ def test_monitoring_loads_with_defaults() -> None:
     mon = m.deployment.spec.monitoring
     assert mon is not None
     assert mon.features == ["amount", "age"]
-    assert mon.tests.max_psi == 0.2
+    assert mon.tests.max_psi == 0.1
     assert mon.tests.ks_p_value == 0.01
     assert mon.window_s == 3600
     assert mon.alert_targets == ["default"]
