@@ -12,6 +12,7 @@ import typer
 from controller import __version__
 from controller.cli.display import plan_text, print_to
 from controller.cli.gitops import register as register_controller_commands
+from controller.cli.monitor import register as register_monitor_commands
 from controller.cli.options import (
     DEFAULT_ADDRESS,
     DEFAULT_STATE,
@@ -355,6 +356,7 @@ app.add_typer(policy_app, name="policy")
 register_controller_commands(app)
 register_simulator_commands(app)
 register_rollout_commands(app)
+register_monitor_commands(app)
 
 
 def main() -> None:
