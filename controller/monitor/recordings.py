@@ -148,8 +148,8 @@ class RowReader:
             return
         self.out.requests += 1
         body = record.get("body")
-        split = body.get("dataframe_split") if isinstance(body, dict) else None
-        if self.features is not None and isinstance(split, dict) and len(body) == 1:
+        split = body.get("dataframe_split") if isinstance(body, dict) and len(body) == 1 else None
+        if self.features is not None and isinstance(split, dict):
             columns, data = split.get("columns"), split.get("data")
             if isinstance(columns, list) and isinstance(data, list):
                 self._split(columns, data)
