@@ -19,7 +19,7 @@ from pathlib import Path
 
 from controller.errors import ServeopsError
 from controller.gitops.context import PassContext
-from controller.gitops.notify import Event, EventKind, Notifier, WebhookNotifier
+from controller.gitops.notify import Event, EventKind, WebhookNotifier
 from controller.gitops.state import DesiredRevision
 from controller.gitops.telemetry import METRICS, ControllerMetrics
 from controller.monitor.drift import DriftReport, ReferenceProfile, judge_window
@@ -206,18 +206,28 @@ def _alert(ctx: PassContext, spec: ModelDeployment, report: DriftReport) -> None
     assert mon is not None
     event = Event(kind, env, report.commit, message, store.now(), ctx.source.display)
     for target in mon.alert_targets:
-        notifier = _target(ctx, target)
-        if notifier is None:
-            log.warning("%s: %s names alert target %r, which is not configured", env, name, target)
-            continue
         try:
-            notifier.notify(event)
+            _send(ctx, target, event, name)
         except Exception:
             log.exception("%s: alert %s to %r failed", env, kind, target)
 
 
-def _target(ctx: PassContext, target: str) -> Notifier | None:
+def _send(ctx: PassContext, target: str, event: Event, deployment: str) -> None:
+    """To the controller's notifier (`default`) or an operator-configured target."""
     if target == "default":
-        return ctx.notifier
+        ctx.notifier.notify(event)
+        return
     urls = [url for name, url in ctx.settings.alert_targets if name == target]
-    return WebhookNotifier(json_urls=urls) if urls else None
+    if not urls:
+        log.warning(
+            "%s: %s names alert target %r, which is not configured (--alert-target)",
+            event.environment,
+            deployment,
+            target,
+        )
+        return
+    notifier = WebhookNotifier(json_urls=urls)
+    try:
+        notifier.notify(event)
+    finally:
+        notifier.close()

@@ -14,6 +14,7 @@ import controller.monitor.step as step
 from controller.gitops.telemetry import ControllerMetrics
 from tests.monitor_support import sample, write_recording, write_reference
 from tests.support import World
+from tests.unit.test_notify import Receiver
 
 HOUR = 3600.0
 
@@ -24,14 +25,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.recordings = tmp_path / "recordings"  # type: ignore[attr-defined]
     w.refs = tmp_path / "refs"  # type: ignore[attr-defined]
     write_reference(w.refs / "fraud.csv", sample(5000, seed=0))  # type: ignore[attr-defined]
-    w.push(
-        "1",
-        f"recording: {{sample_rate: 1, dir: {w.recordings}}}\n"  # type: ignore[attr-defined]
-        "monitoring:\n"
-        "  reference: {kind: dataset, path: fraud.csv}\n"
-        "  window: 1h\n"
-        "  alert_targets: [default]\n",
-    )
+    monitored(w, "[default]")
     w.ctl = w.controller(monitor_reference_dir=str(w.refs))  # type: ignore[attr-defined]
     metrics = ControllerMetrics(CollectorRegistry())
     w.metrics_registry = metrics  # type: ignore[attr-defined]
@@ -41,6 +35,18 @@ def world(tmp_path: Path) -> Iterator[World]:
     yield w
     step.METRICS = original
     w.close()
+
+
+def monitored(world: World, targets: str) -> None:
+    """Push version 1 with recording and monitoring (alerting `targets`)."""
+    world.push(
+        "1",
+        f"recording: {{sample_rate: 1, dir: {world.recordings}}}\n"  # type: ignore[attr-defined]
+        "monitoring:\n"
+        "  reference: {kind: dataset, path: fraud.csv}\n"
+        "  window: 1h\n"
+        f"  alert_targets: {targets}\n",
+    )
 
 
 def window_of(world: World, ahead: float = 0) -> tuple[float, float]:
@@ -147,3 +153,24 @@ def test_due_window_is_aligned_and_judged_once() -> None:
         dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC),
     )
     assert step.due_window(HOUR, at, end) is None
+
+
+def test_alerts_go_to_the_targets_the_operator_configured(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    oncall = Receiver()
+    try:
+        monitored(world, "[default, oncall, pager]")
+        world.ctl = world.controller(
+            monitor_reference_dir=str(world.refs),  # type: ignore[attr-defined]
+            alert_targets=(("oncall", oncall.url),),
+        )
+        traffic(world, shift=0.5, seed=8, name="a")
+        world.sync()
+    finally:
+        oncall.close()
+    assert world.notes.kinds == ["deployed", "model_drift"]
+    [body] = oncall.bodies
+    assert body["event"] == "model_drift"
+    assert body["message"].startswith("inputs drifted: staging/fraud v1: drift (1000 rows")
+    assert "alert target 'pager', which is not configured" in caplog.text
