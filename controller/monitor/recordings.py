@@ -14,6 +14,7 @@ files last written before the window began are not opened.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from controller.monitor.features import MAX_COLUMNS, body_rows
 MIB = 1024 * 1024
 MAX_PROBLEMS = 5  # problems named; the rest only counted
 _CHECK_EVERY = 512  # lines between deadline checks
+# The start of a line as controller/serving/recorder.py writes it (the id is `<tag>-<n>`).
+_TS = re.compile(rb'\{"id":"[A-Za-z0-9_-]{1,64}","ts":(-?[0-9]{1,15}(?:\.[0-9]{1,9})?),')
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -70,6 +73,7 @@ class RowReader:
         # dataframe_split columns -> (index and column list of each watched feature, absent ones)
         self._plans: dict[tuple[str, ...], tuple[list[tuple[int, list[float]]], list[str]]] = {}
         self._deadline = time.monotonic() + limits.deadline_s
+        self.window: tuple[float, float] | None = None  # [start, end) epoch seconds, if any
 
     def problem(self, where: str, why: str) -> None:
         self.out.skipped_lines += 1
@@ -133,6 +137,12 @@ class RowReader:
                 return
 
     def _line(self, line: bytes, where: str, accept: RecordFilter) -> None:
+        if self.window is not None:
+            # The recorder writes `{"id":"...","ts":<number>,` first: a line outside the
+            # window is passed over without decoding it (files span several windows).
+            ts = _TS.match(line)
+            if ts is not None and not self.window[0] <= float(ts[1]) < self.window[1]:
+                return
         try:
             record = json.loads(line)
         except ValueError as err:
@@ -262,7 +272,9 @@ def read_window(
         return answered is not None and str(answered) == version
 
     paths = recording_files(directory, deployment, since=start)
-    return RowReader(features, limits).read(paths, accept)
+    reader = RowReader(features, limits)
+    reader.window = (start, end)
+    return reader.read(paths, accept)
 
 
 def read_traffic_file(

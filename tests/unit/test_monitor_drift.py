@@ -181,3 +181,15 @@ def test_the_dataframe_split_fast_path_reads_what_the_general_path_reads(tmp_pat
     assert fast.missing["f0"] == 1  # true is not a number
     assert fast.missing["f2"] == 2  # a column the odd request does not have
     assert fast.rows == 22  # the short row [9] is not a row of these columns
+
+
+def test_lines_outside_the_window_are_passed_over_undecoded(tmp_path: Path) -> None:
+    path = write_recording(tmp_path, "fraud", sample(10, 1), T0 - 10, T0)
+    # Outside the window and broken: never decoded, so neither read nor counted as a problem.
+    early = '{"id":"x-1","ts":%.1f,"body":{oops\n' % (T0 - 3600)
+    inside = '{"id":"x-2","ts":%.1f,"body":{oops\n' % (T0 - 5)
+    path.write_text(path.read_text() + early + inside)
+    got = read_window(tmp_path, "fraud", T0 - 10, T0)
+    assert got.rows == 10
+    assert got.skipped_lines == 1
+    assert got.problems[0].startswith(f"{path}:13: not JSON")
