@@ -114,13 +114,31 @@ def monitor(
     history: Annotated[
         int, typer.Option("--history", help="Windows shown per deployment, newest first.")
     ] = 1,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Judge now, by hand, from the deployment files at --rev of --repo and the "
+            "recordings (nothing stored), instead of printing the controller's reports.",
+        ),
+    ] = False,
+    repo: Annotated[
+        Path, typer.Option("--repo", help="With --check: the deployments repository.")
+    ] = Path("."),
+    rev: Annotated[str, typer.Option("--rev", help="With --check: the revision read.")] = "HEAD",
+    window: Annotated[
+        str | None,
+        typer.Option("--window", help="With --check: the window, ending now (default: spec's)."),
+    ] = None,
+    reference_dir: ReferenceDirOpt = None,
+    recordings_dir: RecordingsDirOpt = None,
+    registry_uri: RegistryOpt = None,
     output: OutputOpt = "text",
 ) -> None:
-    """The latest drift report of each monitored deployment, as the controller judged it.
-    Exit 1 when a deployment's latest window drifted."""
+    """The latest drift report of each monitored deployment, as the controller judged it (or,
+    with --check, judged now by hand). Exit 1 when a deployment's latest window drifted."""
 
-    def run() -> int:
-        check_output(output)
+    def stored() -> dict[str, list[DriftReport]]:
         if not 1 <= history <= 1000:
             raise BadInput(f"--history must be within 1..1000, not {history}")
         if not state.exists():
@@ -130,8 +148,18 @@ def monitor(
             names = [deployment] if deployment else sorted(latest)
             if deployment and deployment not in latest:
                 raise BadInput(f"no monitoring report for {deployment!r} in {env!r}")
-            reports = {n: store.drift_history(env, n, history) for n in names}
-        drifted = sorted(n for n in names if latest[n].drifted)
+            return {n: store.drift_history(env, n, history) for n in names}
+
+    def run() -> int:
+        check_output(output)
+        if check:
+            judged = check_now(
+                repo, rev, env, deployment, window, reference_dir, recordings_dir, registry_uri
+            )
+            reports = {r.deployment: [r] for r in judged}
+        else:
+            reports = stored()
+        drifted = sorted(n for n, rs in reports.items() if rs and rs[0].drifted)
         if output == "json":
             body = {
                 "environment": env,
@@ -139,7 +167,7 @@ def monitor(
                 "deployments": {n: [r.to_dict() for r in rs] for n, rs in reports.items()},
             }
             out.print_json(json.dumps(body, default=str))
-        elif not names:
+        elif not reports:
             out.print(f"no monitoring report in {env!r} yet")
         else:
             for rs in reports.values():
@@ -150,6 +178,61 @@ def monitor(
     code = run_command(run)
     if code:
         raise typer.Exit(code)
+
+
+def check_now(
+    repo: Path,
+    rev: str,
+    env: str,
+    only: str | None,
+    window: str | None,
+    reference_dir: Path | None,
+    recordings_dir: Path | None,
+    registry_uri: str | None,
+) -> list[DriftReport]:
+    """`monitor --check`: each monitored deployment of `env` at `rev`, its window ending now."""
+    import datetime as dt
+
+    from controller.cli.options import seconds
+    from controller.monitor.reference import load_reference
+    from controller.monitor.step import judge_recordings
+    from controller.registry.mlflow import registry_from_uri
+    from controller.spec.models import parse_model_uri
+    from controller.sync.read import read_manifests
+
+    commit, manifests = read_manifests(str(repo), rev, env)
+    chosen = [m for m in manifests if m.deployment.spec.monitoring is not None]
+    if only is not None:
+        chosen = [m for m in chosen if m.name == only]
+        if not chosen:
+            raise BadInput(f"{env}/{only} is not a monitored deployment at {rev}")
+    registry = registry_from_uri(registry_uri) if registry_uri else None
+    now = dt.datetime.now(dt.UTC)
+    reports = []
+    for m in chosen:
+        mon = m.deployment.spec.monitoring
+        assert mon is not None
+        name, version, alias = parse_model_uri(m.deployment.spec.model)
+        if version is None:
+            if registry is None:
+                raise BadInput(f"{m.path}: model follows @{alias}: pass --registry-uri")
+            version = registry.resolve(m.deployment.spec.model).version
+        length = seconds("--window", window) if window else mon.window_s
+        profile = load_reference(
+            mon, reference_dir=reference_dir, registry=registry, model_name=name, version=version
+        )
+        reports.append(
+            judge_recordings(
+                env,
+                m.deployment,
+                profile,
+                (now - dt.timedelta(seconds=length), now),
+                version=version,
+                commit=commit,
+                recordings_dir=str(recordings_dir) if recordings_dir else None,
+            )
+        )
+    return reports
 
 
 # --- serveops propose ---------------------------------------------------------------------------

@@ -100,20 +100,47 @@ def judge(
     budget_s: float,
 ) -> DriftReport:
     """One deployment's window judged against its reference."""
-    spec = admitted.specs[name].spec
+    deployment = admitted.specs[name]
+    model = admitted.desired.deployments[name].model
+    profile = _reference(ctx, name, deployment, model.name, model.version)
+    return judge_recordings(
+        ctx.environment,
+        deployment,
+        profile,
+        window,
+        version=model.version,
+        commit=admitted.commit,
+        recordings_dir=ctx.settings.monitor_recordings_dir,
+        budget_s=budget_s,
+    )
+
+
+def judge_recordings(
+    environment: str,
+    deployment: ModelDeployment,
+    profile: ReferenceProfile,
+    window: tuple[dt.datetime, dt.datetime],
+    *,
+    version: str | None,
+    commit: str | None,
+    recordings_dir: str | None = None,
+    budget_s: float = 30.0,
+) -> DriftReport:
+    """The recorded requests of `window` (answered by `version`, when given) judged against
+    `profile` with the deployment's tests: what the controller and `serveops monitor --check`
+    both do."""
+    spec, name = deployment.spec, deployment.metadata.name
     mon, recording = spec.monitoring, spec.recording
     assert mon is not None
     assert recording is not None
-    model = admitted.desired.deployments[name].model
-    profile = _reference(ctx, name, admitted.specs[name], model.name, model.version)
-    directory = Path(ctx.settings.monitor_recordings_dir or recording.dir).expanduser()
+    directory = Path(recordings_dir or recording.dir).expanduser()
     start, end = window
     rows = read_window(
         directory,
         name,
         start.timestamp(),
         end.timestamp(),
-        version=model.version,
+        version=version,
         features=list(profile.features),
         limits=ReadLimits(max_rows=mon.max_rows, deadline_s=max(budget_s, 0.1)),
     )
@@ -123,10 +150,10 @@ def judge(
     if rows.truncated:
         message = f"{message}; {rows.truncated}"
     return DriftReport(
-        environment=ctx.environment,
+        environment=environment,
         deployment=name,
-        version=model.version,
-        commit=admitted.commit,
+        version=version,
+        commit=commit,
         window_start=start,
         window_end=end,
         status=status,

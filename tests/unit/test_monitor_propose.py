@@ -215,3 +215,30 @@ def test_monitor_prints_the_latest_report_and_exits_1_on_drift(tmp_path: Path) -
     code, output = invoke("monitor", "--env", "production", "--state", str(state))
     assert code == 0
     assert "no monitoring report" in output
+
+
+def test_monitor_check_judges_the_last_window_by_hand(tmp_path: Path) -> None:
+    import time
+
+    from tests.monitor_support import sample, write_recording, write_reference
+
+    recordings, refs = tmp_path / "rec", tmp_path / "refs"
+    write_reference(refs / "fraud.csv", sample(5000, seed=0))
+    repo = tmp_path / "checked"
+    extra = (
+        f"recording: {{sample_rate: 1, dir: {recordings}}}\n"
+        "monitoring:\n  reference: {kind: dataset, path: fraud.csv}\n  window: 1h\n"
+    )
+    make_repo(repo, {PATH: deployment_yaml(extra_spec=extra)})
+    now = time.time()
+    write_recording(recordings, "fraud", sample(1000, 1, 0.5, 3), now - 3000, now - 60, name="a")
+    args = ("monitor", "--check", "--env", "staging", "--repo", str(repo))
+    code, output = invoke(*args, "--monitor-reference-dir", str(refs))
+    assert code == 1, output
+    assert output.startswith("fraud  v1  drift")
+    code, output = invoke(*args, "--monitor-reference-dir", str(refs), "--window", "30s")
+    assert code == 0, output  # nothing recorded in the last 30 seconds
+    assert "insufficient" in output
+    code, output = invoke(*args)  # by hand, a reference that cannot be read is bad input
+    assert code == 2, output
+    assert "no reference directory (--monitor-reference-dir)" in output
