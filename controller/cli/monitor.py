@@ -8,6 +8,7 @@ Also the controller's monitoring options (`--monitor-reference-dir`, `--monitor-
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,7 +167,7 @@ def monitor(
                 "drifted": drifted,
                 "deployments": {n: [r.to_dict() for r in rs] for n, rs in reports.items()},
             }
-            out.print_json(json.dumps(body, default=str))
+            out.print_json(json.dumps(_strict_json(body), default=str, allow_nan=False))
         elif not reports:
             out.print(f"no monitoring report in {env!r} yet")
         else:
@@ -178,6 +179,17 @@ def monitor(
     code = run_command(run)
     if code:
         raise typer.Exit(code)
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities (a feature with no rows in a window) as null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def check_now(

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from git import GitCommandError
+
 from controller.errors import BadInput, ServeopsError
 from controller.monitor.drift import DriftReport
+from controller.redact import redact
 from controller.source.git import DEPLOYMENTS_DIR, open_repo, resolve_commit
 from controller.spec.manifest import parse_manifest
 from controller.spec.models import parse_model_uri
@@ -216,15 +219,27 @@ def write_proposal(
         file.write_text(proposal.text, encoding="utf-8")
         message = Path(tmp) / "message"
         message.write_text(proposal.message, encoding="utf-8")
-        git.read_tree(proposal.base, env=env)
-        blob = git.hash_object("-w", "--no-filters", str(file), env=env)
-        mode = _mode(git, proposal.base, proposal.path)
-        git.update_index("--cacheinfo", f"{mode},{blob},{proposal.path}", env=env)
-        tree = git.write_tree(env=env)
-        sha: str = git.commit_tree(tree, "-p", proposal.base, "-F", str(message), env=env)
-        git.update_ref(ref, sha, "0" * 40)  # only when the branch does not exist yet
+        try:
+            git.read_tree(proposal.base, env=env)
+            blob = git.hash_object("-w", "--no-filters", str(file), env=env)
+            mode = _mode(git, proposal.base, proposal.path)
+            git.update_index("--cacheinfo", f"{mode},{blob},{proposal.path}", env=env)
+            tree = git.write_tree(env=env)
+            sha: str = git.commit_tree(tree, "-p", proposal.base, "-F", str(message), env=env)
+            git.update_ref(ref, sha, "0" * 40)  # only when the branch does not exist yet
+        except GitCommandError as err:
+            raise ServeopsError(
+                f"{proposal.repo}: writing branch {proposal.branch} failed (nothing was changed "
+                f"unless the branch now exists): {redact(str(err.stderr or err).strip())}"
+            ) from None
     if push is not None:
-        git.push(push, f"{ref}:{ref}")
+        try:
+            git.push(push, f"{ref}:{ref}")
+        except GitCommandError as err:
+            raise ServeopsError(
+                f"the proposal is committed ({sha[:12]} on {proposal.branch}) but pushing it to "
+                f"{push!r} failed: {redact(str(err.stderr or err).strip())}"
+            ) from None
     return sha
 
 

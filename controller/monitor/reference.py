@@ -15,7 +15,9 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from controller.errors import BadInput
 from controller.monitor.drift import ReferenceProfile
@@ -78,22 +80,30 @@ def _jsonl(path: Path, features: list[str] | None, limits: ReadLimits) -> Window
 
 def _csv(path: Path, features: list[str] | None, limits: ReadLimits) -> WindowRows:
     reader = RowReader(features, limits)
-    csv.field_size_limit(limits.max_line_bytes)
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f)
-        try:
-            header = next(rows)
-        except StopIteration:
-            raise BadInput(f"{path}: empty (a CSV reference needs a header row)") from None
-        except csv.Error as err:
-            raise BadInput(f"{path}:1: {err}") from None
-        try:
-            for row in rows:
-                values = {name: _float(v) for name, v in zip(header, row, strict=False)}
-                if not reader.add_row(values):
-                    break
-        except csv.Error as err:
-            raise BadInput(f"{path}:{rows.line_num}: {err}") from None
+    previous = csv.field_size_limit(limits.max_line_bytes)  # process-wide: put back below
+
+    def lines(f: TextIO) -> Iterator[str]:
+        """The file's lines, none longer than the limit (never read whole)."""
+        for number, line in enumerate(iter(lambda: f.readline(limits.max_line_bytes + 1), ""), 1):
+            if len(line) > limits.max_line_bytes:
+                raise BadInput(f"{path}:{number}: line longer than {limits.max_line_bytes:,} bytes")
+            yield line
+
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            rows = csv.reader(lines(f))
+            try:
+                header = next(rows)
+                for row in rows:
+                    values = {name: _float(v) for name, v in zip(header, row, strict=False)}
+                    if not reader.add_row(values):
+                        break
+            except StopIteration:
+                raise BadInput(f"{path}: empty (a CSV reference needs a header row)") from None
+            except csv.Error as err:
+                raise BadInput(f"{path}:{rows.line_num}: {err}") from None
+    finally:
+        csv.field_size_limit(previous)
     return reader.finish()
 
 

@@ -193,3 +193,18 @@ def test_lines_outside_the_window_are_passed_over_undecoded(tmp_path: Path) -> N
     assert got.rows == 10
     assert got.skipped_lines == 1
     assert got.problems[0].startswith(f"{path}:13: not JSON")
+
+
+def test_a_csv_reference_with_a_huge_line_is_refused_at_its_line(tmp_path: Path) -> None:
+    import csv
+
+    path = tmp_path / "ref.csv"
+    path.write_text("a,b\n1,2\n" + "3," + "9" * 200_000 + "\n")
+    before = csv.field_size_limit()
+    with pytest.raises(BadInput, match=r"ref.csv:3: line longer than 65,536 bytes"):
+        read_dataset(path, limits=ReadLimits(max_line_bytes=65_536))
+    assert csv.field_size_limit() == before  # the process-wide limit is put back
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(BadInput, match="empty"):
+        read_dataset(empty)

@@ -48,6 +48,7 @@ def repo(tmp_path: Path) -> Path:
 
 def drift_state(tmp_path: Path) -> Path:
     state = tmp_path / "state.db"
+    nan = float("nan")
     with StateStore(state) as store:
         store.record_drift(
             DriftReport(
@@ -60,7 +61,10 @@ def drift_state(tmp_path: Path) -> Path:
                 "drift",
                 "3 of 5 features drifted",
                 1000,
-                (FeatureDrift("amount", 1000, 0.31, 0.2, 1e-12, True, 0.0, 0.5),),
+                (
+                    FeatureDrift("amount", 1000, 0.31, 0.2, 1e-12, True, 0.0, 0.5),
+                    FeatureDrift("age", 0, nan, nan, nan, False, 40.0, nan),  # never sent
+                ),
             )
         )
     return state
@@ -212,6 +216,7 @@ def test_monitor_prints_the_latest_report_and_exits_1_on_drift(tmp_path: Path) -
     body = json.loads(output)
     assert body["drifted"] == ["fraud"]
     assert body["deployments"]["fraud"][0]["features"][0]["name"] == "amount"
+    assert body["deployments"]["fraud"][0]["features"][1]["psi"] is None  # strict JSON
     code, output = invoke("monitor", "--env", "production", "--state", str(state))
     assert code == 0
     assert "no monitoring report" in output
@@ -242,3 +247,50 @@ def test_monitor_check_judges_the_last_window_by_hand(tmp_path: Path) -> None:
     code, output = invoke(*args)  # by hand, a reference that cannot be read is bad input
     assert code == 2, output
     assert "no reference directory (--monitor-reference-dir)" in output
+
+
+def test_propose_pushes_its_branch_when_asked(registry: str, repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    code, output = invoke(
+        "propose",
+        "fraud",
+        "--env",
+        "staging",
+        "--repo",
+        str(repo),
+        "--registry-uri",
+        registry,
+        "--push",
+        "origin",
+        "-o",
+        "json",
+    )
+    assert code == 0, output
+    body = json.loads(output)
+    assert git(remote, "rev-parse", body["branch"]) == body["commit"]
+    assert git(remote, "branch", "--list", "main") == ""  # only the proposal's branch
+
+
+def test_a_failed_push_says_the_commit_is_there(registry: str, repo: Path) -> None:
+    git(repo, "remote", "add", "origin", "https://user:s3cret@127.0.0.1:9/nowhere.git")
+    code, output = invoke(
+        "propose",
+        "fraud",
+        "--env",
+        "staging",
+        "--repo",
+        str(repo),
+        "--registry-uri",
+        registry,
+        "--push",
+        "origin",
+    )
+    assert code == 1
+    assert "is committed" in output
+    assert "pushing it to 'origin' failed" in output
+    assert "s3cret" not in output
+    assert (
+        git(repo, "branch", "--list", "serveops/*").strip() == "serveops/propose/staging/fraud-v3"
+    )
