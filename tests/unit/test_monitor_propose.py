@@ -294,3 +294,18 @@ def test_a_failed_push_says_the_commit_is_there(registry: str, repo: Path) -> No
     assert (
         git(repo, "branch", "--list", "serveops/*").strip() == "serveops/propose/staging/fraud-v3"
     )
+
+
+def test_alert_target_options_are_name_equals_url() -> None:
+    from controller.cli.monitor import alert_targets, target_urls
+    from controller.errors import BadInput
+
+    given = ["oncall=https://hooks.example/T/secret", "pager=http://127.0.0.1:9/x"]
+    assert alert_targets(given) == (
+        ("oncall", "https://hooks.example/T/secret"),
+        ("pager", "http://127.0.0.1:9/x"),
+    )
+    assert target_urls(given) == ["https://hooks.example/T/secret", "http://127.0.0.1:9/x"]
+    for bad in ("oncall", "=https://x", "oncall=file:///etc/passwd", "default=https://x"):
+        with pytest.raises(BadInput, match="--alert-target"):
+            alert_targets([bad])
