@@ -180,7 +180,10 @@ class Controller:
             return record(ctx, obs, failed, Decision("nothing"), Acted(None))
         acted = act(ctx, obs, admission, decision)
         # Monitoring reads only what was admitted; it never fails or blocks the pass.
-        run_monitor_step(ctx, admission.target, self.store.now())
+        try:
+            run_monitor_step(ctx, admission.target, self.store.now())
+        except Exception:  # e.g. the store failing under it: the pass goes on and records
+            log.exception("%s: the monitoring step failed", env)
         return record(ctx, obs, admission, decision, acted)
 
     def _metrics(self, result: PassResult | None, seconds: float) -> None:

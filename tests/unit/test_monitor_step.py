@@ -174,3 +174,15 @@ def test_alerts_go_to_the_targets_the_operator_configured(
     assert body["event"] == "model_drift"
     assert body["message"].startswith("inputs drifted: staging/fraud v1: drift (1000 rows")
     assert "alert target 'pager', which is not configured" in caplog.text
+
+
+def test_a_failing_monitoring_step_never_fails_the_pass(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("the store is gone")
+
+    monkeypatch.setattr(world.ctl.store, "last_drift_window", broken)
+    traffic(world, shift=0.5, seed=9, name="a")
+    assert world.sync().outcome == "applied"
+    assert "model_drift" not in world.notes.kinds
