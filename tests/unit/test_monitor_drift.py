@@ -208,3 +208,43 @@ def test_a_csv_reference_with_a_huge_line_is_refused_at_its_line(tmp_path: Path)
     empty.write_text("")
     with pytest.raises(BadInput, match="empty"):
         read_dataset(empty)
+
+
+def test_the_monitor_reads_what_the_real_recorder_writes(tmp_path: Path) -> None:
+    """The router's own recorder (files rotated, as in production) and the monitor's reader
+    agree on the format: rows by time and version, features by column, and the recorder's
+    lines start the way the reader's undecoded time filter expects."""
+    from controller.cluster.render import recording_config
+    from controller.monitor import recordings
+    from controller.serving.recorder import Exchange, start
+    from controller.spec.models import Recording
+
+    config = recording_config(Recording(sample_rate=1, dir=str(tmp_path), max_file_mb=0.01))
+    assert config is not None
+    recorder = start(config, "fraud")
+    rows = sample(300, seed=1)
+    for i, row in enumerate(rows.tolist()):
+        body = {"dataframe_split": {"columns": list(FEATURES), "data": [row]}}
+        accepted = recorder.offer(
+            Exchange(
+                arrived=T0 - 300 + i,
+                method="POST",
+                path="/fraud",
+                headers=[(b"content-type", b"application/json")],
+                body=json.dumps(body).encode(),
+                status=200,
+                response_body=b'{"predictions": [0]}',
+                latency_ms=2.0,
+                version="1" if i % 3 else "2",
+            )
+        )
+        assert accepted
+    recorder.close(timeout_s=30)
+    files = sorted(tmp_path.glob("fraud--*.jsonl"))
+    assert len(files) > 1  # rotated
+    first_record = files[0].read_bytes().splitlines()[1]
+    assert recordings._TS.match(first_record) is not None
+    got = read_window(tmp_path, "fraud", T0 - 300, T0 - 150, version="1", features=list(FEATURES))
+    assert got.rows == 100  # 150 seconds, one request a second, two in three answered by v1
+    want = [r[0] for i, r in enumerate(rows.tolist()[:150]) if i % 3]
+    assert got.columns["f0"].tolist() == want
