@@ -17,6 +17,13 @@ from rich.markup import escape
 
 from controller.cli.display import plan_text, print_to
 from controller.cli.logs import setup_logging
+from controller.cli.monitor import (
+    AlertTargetOpt,
+    RecordingsDirOpt,
+    ReferenceDirOpt,
+    monitor_settings,
+    target_urls,
+)
 from controller.cli.options import (
     DEFAULT_ADDRESS,
     DEFAULT_STATE,
@@ -317,6 +324,9 @@ def controller_command(
     bootstrap_policies: BootstrapOpt = None,
     evidence: EvidenceOpt = None,
     hook_command: HookCommandsOpt = None,
+    monitor_reference_dir: ReferenceDirOpt = None,
+    monitor_recordings_dir: RecordingsDirOpt = None,
+    alert_target: AlertTargetOpt = None,
     verbose: VerboseOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
@@ -324,7 +334,11 @@ def controller_command(
 
     def run() -> None:
         setup_logging(verbose, log_format)
-        _guard_secrets(repo, registry_uri, webhooks=(notify_webhook or []) + (notify_slack or []))
+        _guard_secrets(
+            repo,
+            registry_uri,
+            webhooks=(notify_webhook or []) + (notify_slack or []) + target_urls(alert_target),
+        )
         if not 0 <= jitter < 1:
             raise BadInput(f"--jitter must be in [0, 1), not {jitter}")
         settings = ControllerSettings(
@@ -337,6 +351,7 @@ def controller_command(
             actor=actor or "",
             serving_code=parse_serving_code(serving_code),
             **_trust(policies, policies_branch, bootstrap_policies, evidence, hook_command, state),
+            **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
         )
         secret = os.environ.get(SECRET_ENV, "").encode()
         if webhook_port is not None and not secret:
@@ -441,6 +456,9 @@ def sync_command(
     bootstrap_policies: BootstrapOpt = None,
     evidence: EvidenceOpt = None,
     hook_command: HookCommandsOpt = None,
+    monitor_reference_dir: ReferenceDirOpt = None,
+    monitor_recordings_dir: RecordingsDirOpt = None,
+    alert_target: AlertTargetOpt = None,
     output: OutputOpt = "text",
 ) -> None:
     """One controller pass, recorded like the loop's. Exit 0 in sync, 1 not, 2 bad input."""
@@ -458,8 +476,13 @@ def sync_command(
             actor=actor or "",
             serving_code=parse_serving_code(serving_code),
             **_trust(policies, policies_branch, bootstrap_policies, evidence, hook_command, state),
+            **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
         )
-        _guard_secrets(repo, registry_uri, webhooks=(notify_webhook or []) + (notify_slack or []))
+        _guard_secrets(
+            repo,
+            registry_uri,
+            webhooks=(notify_webhook or []) + (notify_slack or []) + target_urls(alert_target),
+        )
         registry = _registry_factory(registry_uri)
         followed = branch if rev is None else None
         source = _source(repo, followed or ("main" if rev is None else None), rev, state, cache_dir)

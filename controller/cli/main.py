@@ -14,6 +14,7 @@ from controller.cli.display import plan_text, print_to
 from controller.cli.gitops import register as register_controller_commands
 from controller.cli.history import register as register_history_commands
 from controller.cli.lease import register as register_lease_commands
+from controller.cli.monitor import register as register_monitor_commands
 from controller.cli.options import (
     DEFAULT_ADDRESS,
     DEFAULT_STATE,
@@ -359,6 +360,7 @@ register_history_commands(app)
 register_simulator_commands(app)
 register_rollout_commands(app)
 register_lease_commands(app)
+register_monitor_commands(app)
 
 
 def main() -> None:

@@ -19,13 +19,23 @@ from controller.redact import redact
 
 log = logging.getLogger("serveops.controller")
 
-EventKind = Literal["deployed", "degraded", "sync_failed", "rollout_aborted", "drift_detected"]
+EventKind = Literal[
+    "deployed",
+    "degraded",
+    "sync_failed",
+    "rollout_aborted",
+    "drift_detected",
+    "model_drift",
+    "model_drift_resolved",
+]
 EVENT_KINDS: tuple[EventKind, ...] = (
     "deployed",  # a revision (or a new desired state) was applied
     "degraded",  # a deployment became Degraded (sent once, when it enters the state)
     "sync_failed",  # a pass failed, or the policy gate refused a revision
     "rollout_aborted",  # a rollout was aborted and traffic went back to the stable version
     "drift_detected",  # live Serve differs from Git (and, with drift enabled, was restored)
+    "model_drift",  # a monitored deployment's inputs drifted from its reference (once per episode)
+    "model_drift_resolved",  # the first healthy window after a drift episode
 )
 TIMEOUT_S = 5.0
 
@@ -35,6 +45,8 @@ _SLACK_ICON: dict[EventKind, str] = {
     "sync_failed": ":x:",
     "rollout_aborted": ":rewind:",
     "drift_detected": ":warning:",
+    "model_drift": ":chart_with_downwards_trend:",
+    "model_drift_resolved": ":chart_with_upwards_trend:",
 }
 
 

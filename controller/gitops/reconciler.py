@@ -3,7 +3,7 @@
 A pass reads everything it needs, gates, decides, acts at most once, records what it did, and
 says when to look again (`requeue_after`); it never sleeps or waits for replicas:
 
-    lease -> read -> gate -> decide -> act -> record        (controller/gitops/<step>.py)
+    lease -> read -> gate -> decide -> act -> monitor -> record   (controller/gitops/<step>.py)
 
 - read: the branch head's desired state (validated, models resolved), the durable state,
   live Serve.
@@ -12,6 +12,7 @@ says when to look again (`requeue_after`); it never sleeps or waits for replicas
 - decide: rollouts advance one decision; the plan; the intent (apply, continue an apply,
   restore or report drift, nothing).
 - act: store the admission and rollout decisions, then write at most one apply phase.
+- monitor: judge the due drift windows of the admitted deployments (controller/monitor/step.py).
 - record: the audit row, failure marks, notifications, the pass's result.
 
 Killed at any point and started again, the next pass reads the same inputs and converges from
@@ -41,6 +42,7 @@ from controller.gitops.record import record
 from controller.gitops.settings import ControllerSettings, default_actor
 from controller.gitops.state import PassStart, StateStore
 from controller.gitops.telemetry import METRICS, PassFigures
+from controller.monitor.step import run_monitor_step
 from controller.registry.mlflow import Registry
 from controller.rollout.hooks import PIN_KEY_FILE, HookRunner, Hooks, load_pin_signer
 from controller.rollout.router_metrics import MetricsSource, RayMetricsSource
@@ -202,6 +204,11 @@ class Controller:
                 self.settings.interval_s,
             )
         acted = act(ctx, obs, admission, decision)
+        # Monitoring reads only what was admitted; it never fails or blocks the pass.
+        try:
+            run_monitor_step(ctx, admission.target, self.store.now())
+        except Exception:  # e.g. the store failing under it: the pass goes on and records
+            log.exception("%s: the monitoring step failed", env)
         return record(ctx, obs, admission, decision, acted)
 
     def _metrics(self, result: PassResult | None, seconds: float) -> None:

@@ -46,6 +46,14 @@ class ControllerSettings:
     evidence: EvidenceStore | None = None  # signed simulation verdicts (`simulation` input)
     evidence_key: bytes | None = None  # None: $SERVEOPS_EVIDENCE_KEY(_FILE)
     hook_commands: frozenset[str] = frozenset()  # programs `command` hooks may run
+    # Monitoring (docs/monitoring.md): where `spec.monitoring.reference.path` files live, where
+    # the router's recordings are read (None: each deployment's `recording.dir`, as seen from
+    # this host), how long one pass may spend judging windows, and the alert targets a
+    # deployment may name (`--alert-target NAME=URL`; `default` is the controller's notifier).
+    monitor_reference_dir: str | None = None
+    monitor_recordings_dir: str | None = None
+    monitor_budget_s: float = 10.0
+    alert_targets: tuple[tuple[str, str], ...] = ()
 
     @property
     def lease_ttl(self) -> float:

@@ -28,6 +28,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from controller.monitor.drift import DriftReport
 from controller.rollout.state import Phase, RolloutState
 from controller.sync.plan import Plan
 
@@ -111,7 +112,27 @@ class ControllerMetrics:
             (*dep, "result"),
             registry=reg,
         )
+        self.drift = Gauge(
+            "serveops_monitor_drift",
+            "1 when the deployment's last judged monitoring window drifted from its reference, "
+            "0 when it was healthy (windows with too few rows leave it as it was).",
+            dep,
+            registry=reg,
+        )
+        self.feature_psi = Gauge(
+            "serveops_monitor_feature_psi",
+            "PSI of each watched feature in the last judged window, against the reference.",
+            (*dep, "feature"),
+            registry=reg,
+        )
+        self.window_rows = Gauge(
+            "serveops_monitor_window_rows",
+            "Input rows read from the recordings of the last monitoring window.",
+            dep,
+            registry=reg,
+        )
         self._lock = threading.Lock()
+        self._features: dict[tuple[str, str], set[str]] = {}  # (env, deployment) -> features
         self._synced: dict[str, set[str]] = {}  # environment -> deployments with a sync series
         self._rollouts: dict[str, set[str]] = {}  # environment -> deployments with rollout series
 
@@ -136,6 +157,21 @@ class ControllerMetrics:
 
     def record_analysis(self, environment: str, deployment: str, verdict: str) -> None:
         self.analyses.labels(environment, deployment, verdict).inc()
+
+    def record_drift(self, report: DriftReport) -> None:
+        """The gauges of one judged window (an error or too few rows changes only the rows)."""
+        env, name = report.environment, report.deployment
+        self.window_rows.labels(env, name).set(report.rows)
+        if report.status not in ("drift", "ok"):
+            return
+        self.drift.labels(env, name).set(1 if report.drifted else 0)
+        with self._lock:
+            features = {f.name: f.psi for f in report.features}
+            for gone in self._features.get((env, name), set()) - features.keys():
+                self.feature_psi.remove(env, name, gone)
+            for feature, value in features.items():
+                self.feature_psi.labels(env, name, feature).set(value)
+            self._features[(env, name)] = set(features)
 
     def _set_sync(self, env: str, statuses: Mapping[str, str]) -> None:
         for gone in self._synced.get(env, set()) - statuses.keys():

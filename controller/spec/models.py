@@ -23,6 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from controller.serving.protocol import DEFAULT_RECORD_HEADERS, MODEL_DEPLOYMENT, MODEL_IMPORT_PATH
 from controller.spec.durations import DURATION_PATTERN
 from controller.spec.durations import parse_duration as parse_duration  # spec users read them
+from controller.spec.monitoring import Monitoring
 
 API_VERSION = "serveops.dev/v1alpha1"
 KIND = "ModelDeployment"
@@ -619,11 +620,23 @@ class DeploymentSpec(_Strict):
         description="Thresholds `serveops simulate` judges a change of this deployment by; "
         "read from the base revision, so a change cannot loosen its own. Unset: defaults.",
     )
+    monitoring: Monitoring | None = Field(
+        default=None,
+        description="Watch live inputs for drift against a reference, from the router's "
+        "recordings (needs `recording`); see docs/monitoring.md. Unset: not monitored.",
+    )
 
     @model_validator(mode="after")
     def _scaling(self) -> DeploymentSpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("set either 'replicas' or 'autoscaling', not both")
+        return self
+
+    @model_validator(mode="after")
+    def _monitored_from_recordings(self) -> DeploymentSpec:
+        if self.monitoring is not None and self.recording is None:
+            why = "monitoring reads the router's recordings: set 'recording' too"
+            _raise_located([(("monitoring",), why, {})], "DeploymentSpec")
         return self
 
     @model_validator(mode="after")

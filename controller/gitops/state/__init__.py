@@ -6,6 +6,8 @@
   (`Environments`).
 - `rollouts`: rollout states, their events and operators' commands (`Rollouts`).
 - `leases`: one writer per environment (`Leases`).
+- `monitor`: drift reports per deployment and window, and open drift episodes
+  (`MonitorReports`).
 
 Nothing about an environment lives only in memory: a controller killed at any point and started
 again (a new process on the same file) reads where it stood. Typed records go in and out
@@ -17,6 +19,7 @@ from __future__ import annotations
 from controller.gitops.state.base import Clock, utcnow
 from controller.gitops.state.environments import Environments
 from controller.gitops.state.leases import Leases
+from controller.gitops.state.monitor import MonitorReports
 from controller.gitops.state.passes import PassLog
 from controller.gitops.state.records import (
     Applying,
@@ -35,7 +38,7 @@ from controller.gitops.state.records import (
 from controller.gitops.state.rollouts import Rollouts
 
 
-class StateStore(PassLog, Environments, Rollouts, Leases):
+class StateStore(PassLog, Environments, Rollouts, Leases, MonitorReports):
     """The state file at `path`; safe to open from several processes at once."""
 
     def __enter__(self) -> StateStore:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from controller.errors import BadInput
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _TABLES = """
 CREATE TABLE IF NOT EXISTS passes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,6 +78,21 @@ CREATE TABLE IF NOT EXISTS rollout_commands (
     note TEXT NOT NULL,
     at TEXT NOT NULL,
     consumed_at TEXT
+);
+CREATE TABLE IF NOT EXISTS monitor_reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    status TEXT NOT NULL,
+    report_json TEXT NOT NULL,
+    UNIQUE (environment, deployment, window_end)
+);
+CREATE TABLE IF NOT EXISTS monitor_episodes (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment)
 );
 """
 # Columns added after version 1, for files an older serveops created.

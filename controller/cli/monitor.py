@@ -1,0 +1,349 @@
+"""`serveops monitor`: the latest drift report per deployment, from the controller's state.
+`serveops propose`: a new model version as a commit on a branch (controller/monitor/propose.py).
+
+Also the controller's monitoring options (`--monitor-reference-dir`, `--monitor-recordings-dir`,
+`--alert-target`), shared by `serveops controller` and `serveops sync`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from controller.cli.options import (
+    DEFAULT_STATE,
+    EnvOpt,
+    OutputOpt,
+    RegistryOpt,
+    RepoPathOpt,
+    StateOpt,
+    check_output,
+    out,
+)
+from controller.cli.options import run as run_command
+from controller.errors import BadInput
+from controller.gitops.state import StateStore
+from controller.monitor.drift import DriftReport
+
+ReferenceDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--monitor-reference-dir",
+        envvar="SERVEOPS_MONITOR_REFERENCE_DIR",
+        help="Where the reference files `spec.monitoring.reference.path` names live; a "
+        "deployment's path cannot leave it.",
+    ),
+]
+RecordingsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--monitor-recordings-dir",
+        envvar="SERVEOPS_MONITOR_RECORDINGS_DIR",
+        help="Where the controller reads the routers' recordings (default: each deployment's "
+        "`recording.dir`, as seen from this host).",
+    ),
+]
+AlertTargetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--alert-target",
+        envvar="SERVEOPS_ALERT_TARGETS",
+        help="NAME=URL: a JSON webhook `spec.monitoring.alert_targets` may name (repeatable). "
+        "`default` is the controller's own notifications.",
+    ),
+]
+
+
+def alert_targets(values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """`NAME=URL` options as (name, url) pairs; bad input names the option."""
+    pairs = []
+    for value in values or []:
+        name, sep, url = value.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise BadInput(
+                f"--alert-target must be NAME=http(s)://..., not {value.split('=')[0]!r}=..."
+            )
+        if name == "default":
+            raise BadInput("--alert-target: 'default' is the controller's own notifications")
+        pairs.append((name, url))
+    return tuple(pairs)
+
+
+def monitor_settings(
+    reference_dir: Path | None, recordings_dir: Path | None, targets: list[str] | None
+) -> dict[str, Any]:
+    """The ControllerSettings fields of the monitoring options."""
+    return {
+        "monitor_reference_dir": str(reference_dir) if reference_dir else None,
+        "monitor_recordings_dir": str(recordings_dir) if recordings_dir else None,
+        "alert_targets": alert_targets(targets),
+    }
+
+
+def target_urls(targets: list[str] | None) -> list[str]:
+    """The URLs of `--alert-target` options (secrets: masked in everything said)."""
+    return [v.partition("=")[2] for v in targets or [] if "=" in v]
+
+
+# --- serveops monitor ---------------------------------------------------------------------------
+
+
+def report_line(report: DriftReport) -> str:
+    window = f"{report.window_start:%Y-%m-%d %H:%M}-{report.window_end:%H:%M} UTC"
+    head = f"{report.deployment}  v{report.version or '?'}  {report.status:<12} {window}  "
+    head += f"{report.rows} rows"
+    worst = [f for f in report.worst(3) if f.rows]
+    if report.status in ("drift", "ok") and worst:
+        figures = ", ".join(
+            f"{f.name} PSI {f.psi:.3f} KS p {f.ks_p_value:.2g}{' *' if f.drifted else ''}"
+            for f in worst
+        )
+        return f"{head}  {figures}"
+    return f"{head}  {report.message}"
+
+
+def monitor(
+    env: EnvOpt,
+    state: StateOpt = DEFAULT_STATE,
+    deployment: Annotated[
+        str | None, typer.Option("--deployment", help="Only this deployment.")
+    ] = None,
+    history: Annotated[
+        int, typer.Option("--history", help="Windows shown per deployment, newest first.")
+    ] = 1,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Judge now, by hand, from the deployment files at --rev of --repo and the "
+            "recordings (nothing stored), instead of printing the controller's reports.",
+        ),
+    ] = False,
+    repo: Annotated[
+        Path, typer.Option("--repo", help="With --check: the deployments repository.")
+    ] = Path("."),
+    rev: Annotated[str, typer.Option("--rev", help="With --check: the revision read.")] = "HEAD",
+    window: Annotated[
+        str | None,
+        typer.Option("--window", help="With --check: the window, ending now (default: spec's)."),
+    ] = None,
+    reference_dir: ReferenceDirOpt = None,
+    recordings_dir: RecordingsDirOpt = None,
+    registry_uri: RegistryOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """The latest drift report of each monitored deployment, as the controller judged it (or,
+    with --check, judged now by hand). Exit 1 when a deployment's latest window drifted."""
+
+    def stored() -> dict[str, list[DriftReport]]:
+        if not 1 <= history <= 1000:
+            raise BadInput(f"--history must be within 1..1000, not {history}")
+        if not state.exists():
+            raise BadInput(f"{state}: no controller state here (pass --state)")
+        with StateStore(state) as store:
+            latest = store.latest_drift(env)
+            names = [deployment] if deployment else sorted(latest)
+            if deployment and deployment not in latest:
+                raise BadInput(f"no monitoring report for {deployment!r} in {env!r}")
+            return {n: store.drift_history(env, n, history) for n in names}
+
+    def run() -> int:
+        check_output(output)
+        if check:
+            judged = check_now(
+                repo, rev, env, deployment, window, reference_dir, recordings_dir, registry_uri
+            )
+            reports = {r.deployment: [r] for r in judged}
+        else:
+            reports = stored()
+        drifted = sorted(n for n, rs in reports.items() if rs and rs[0].drifted)
+        if output == "json":
+            body = {
+                "environment": env,
+                "drifted": drifted,
+                "deployments": {n: [r.to_dict() for r in rs] for n, rs in reports.items()},
+            }
+            out.print_json(json.dumps(_strict_json(body), default=str, allow_nan=False))
+        elif not reports:
+            out.print(f"no monitoring report in {env!r} yet")
+        else:
+            for rs in reports.values():
+                for r in rs:
+                    out.print(report_line(r), markup=False)
+        return 1 if drifted else 0
+
+    code = run_command(run)
+    if code:
+        raise typer.Exit(code)
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities (a feature with no rows in a window) as null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def check_now(
+    repo: Path,
+    rev: str,
+    env: str,
+    only: str | None,
+    window: str | None,
+    reference_dir: Path | None,
+    recordings_dir: Path | None,
+    registry_uri: str | None,
+) -> list[DriftReport]:
+    """`monitor --check`: each monitored deployment of `env` at `rev`, its window ending now."""
+    import datetime as dt
+
+    from controller.cli.options import seconds
+    from controller.monitor.reference import load_reference
+    from controller.monitor.step import judge_recordings
+    from controller.registry.mlflow import registry_from_uri
+    from controller.spec.models import parse_model_uri
+    from controller.sync.read import read_manifests
+
+    commit, manifests = read_manifests(str(repo), rev, env)
+    chosen = [m for m in manifests if m.deployment.spec.monitoring is not None]
+    if only is not None:
+        chosen = [m for m in chosen if m.name == only]
+        if not chosen:
+            raise BadInput(f"{env}/{only} is not a monitored deployment at {rev}")
+    registry = registry_from_uri(registry_uri) if registry_uri else None
+    now = dt.datetime.now(dt.UTC)
+    reports = []
+    for m in chosen:
+        mon = m.deployment.spec.monitoring
+        assert mon is not None
+        name, version, alias = parse_model_uri(m.deployment.spec.model)
+        if version is None:
+            if registry is None:
+                raise BadInput(f"{m.path}: model follows @{alias}: pass --registry-uri")
+            version = registry.resolve(m.deployment.spec.model).version
+        length = seconds("--window", window) if window else mon.window_s
+        profile = load_reference(
+            mon, reference_dir=reference_dir, registry=registry, model_name=name, version=version
+        )
+        reports.append(
+            judge_recordings(
+                env,
+                m.deployment,
+                profile,
+                (now - dt.timedelta(seconds=length), now),
+                version=version,
+                commit=commit,
+                recordings_dir=str(recordings_dir) if recordings_dir else None,
+            )
+        )
+    return reports
+
+
+# --- serveops propose ---------------------------------------------------------------------------
+
+
+def propose(
+    deployment: Annotated[str, typer.Argument(help="The deployment (metadata.name).")],
+    env: EnvOpt,
+    repo: RepoPathOpt = Path("."),
+    registry_uri: RegistryOpt = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Propose this registered version.")
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option("--alias", help="Propose the version this alias points at.")
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", help="KEY=VALUE: propose the newest READY version with this tag."),
+    ] = None,
+    rev: Annotated[str, typer.Option("--rev", help="Revision the branch starts from.")] = "HEAD",
+    branch: Annotated[
+        str | None,
+        typer.Option("--branch", help="Branch to write (default serveops/propose/ENV/NAME-vN)."),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Controller state whose drift reports go in the message."),
+    ] = None,
+    push: Annotated[
+        str | None, typer.Option("--push", help="Push the branch to this remote.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the commit; write nothing.")
+    ] = False,
+    output: OutputOpt = "text",
+) -> None:
+    """Propose a new model version through Git: a commit on its own branch that bumps the
+    deployment's `model:` (drift evidence in the message). Nothing is applied: the branch goes
+    through the usual gate as a pull request."""
+    from controller.monitor.propose import (
+        NothingToPropose,
+        Rule,
+        current_model,
+        list_versions,
+        plan_proposal,
+        write_proposal,
+    )
+    from controller.registry.mlflow import absolute_tracking_uri
+    from controller.spec.models import parse_model_uri
+
+    def run() -> None:
+        check_output(output)
+        if sum(x is not None for x in (version, alias, tag)) > 1:
+            raise BadInput("pass at most one of --version, --alias, --tag")
+        if not registry_uri:
+            raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
+        pair = None
+        if tag is not None:
+            key, sep, value = tag.partition("=")
+            if not sep or not key:
+                raise BadInput(f"--tag must be KEY=VALUE, not {tag!r}")
+            pair = (key, value)
+        rule = Rule(version, alias, pair)
+        evidence: list[DriftReport] = []
+        if state is not None:
+            if not state.exists():
+                raise BadInput(f"{state}: no controller state here")
+            with StateStore(state) as store:
+                evidence = store.drift_history(env, deployment, 3)
+        name, _, _ = parse_model_uri(current_model(repo, env, deployment, rev))
+        versions = list_versions(absolute_tracking_uri(registry_uri), name)
+        try:
+            proposal = plan_proposal(
+                repo, env, deployment, versions, rule, rev=rev, evidence=evidence, branch=branch
+            )
+        except NothingToPropose as err:
+            out.print(err.message, markup=False)
+            return
+        sha = None if dry_run else write_proposal(proposal, push=push)
+        if output == "json":
+            body = {
+                "branch": proposal.branch,
+                "commit": sha,
+                "path": proposal.path,
+                "from": proposal.current,
+                "to": proposal.proposed,
+                "message": proposal.message,
+                "pushed_to": push,
+            }
+            out.print_json(json.dumps(body))
+            return
+        where = f"commit {sha[:12]} on branch {proposal.branch}" if sha else "(dry run)"
+        out.print(f"proposed {proposal.current} -> {proposal.proposed}: {where}", markup=False)
+        out.print(proposal.message, markup=False)
+
+    run_command(run)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)
+    app.command("propose")(propose)

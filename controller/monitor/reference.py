@@ -1,0 +1,205 @@
+"""The reference a deployment's live inputs are compared with, loaded within limits.
+
+- `recording`: a traffic file, read like the router's recordings.
+- `dataset`: a CSV file with a header row (one record a line) or JSON Lines of objects.
+- `mlflow`: an artifact of the run that logged the served model version (CSV or JSON Lines),
+  or the model's logged input example.
+
+Paths come from a pull request, so they are resolved under the operator's reference directory
+and must stay inside it (symbolic links included).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from controller.errors import BadInput
+from controller.monitor.drift import ReferenceProfile
+from controller.monitor.features import body_rows
+from controller.monitor.recordings import MIB, ReadLimits, RowReader, WindowRows, read_traffic_file
+from controller.registry.mlflow import Registry
+from controller.spec.monitoring import Monitoring
+
+REFERENCE_LIMITS = ReadLimits(
+    max_line_bytes=1 * MIB, max_rows=1_000_000, max_bytes=512 * MIB, max_files=1, deadline_s=60
+)
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root/relative`, refused when it leaves `root` (through `..` or a symbolic link)."""
+    base = root.expanduser().resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):
+        raise BadInput(f"reference {relative!r} leaves the reference directory {base}")
+    return path
+
+
+def read_dataset(
+    path: Path, features: list[str] | None = None, limits: ReadLimits = REFERENCE_LIMITS
+) -> WindowRows:
+    """Numeric columns of a CSV (header row) or JSON Lines file, within `limits`."""
+    if not path.is_file():
+        raise BadInput(f"{path}: no such reference file")
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise BadInput(
+            f"{path}: {size:,} bytes, more than a reference may have ({limits.max_bytes:,})"
+        )
+    if path.suffix in (".jsonl", ".json"):
+        return _jsonl(path, features, limits)
+    return _csv(path, features, limits)
+
+
+def _jsonl(path: Path, features: list[str] | None, limits: ReadLimits) -> WindowRows:
+    reader = RowReader(features, limits)
+    with path.open("rb") as f:
+        for number, line in enumerate(iter(lambda: f.readline(limits.max_line_bytes + 1), b""), 1):
+            if len(line) > limits.max_line_bytes:
+                raise BadInput(f"{path}:{number}: line longer than {limits.max_line_bytes:,} bytes")
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise BadInput(f"{path}:{number}: not JSON ({err})") from None
+            except RecursionError:
+                raise BadInput(f"{path}:{number}: JSON nested too deep") from None
+            rows = list(body_rows({"dataframe_records": [record]}))
+            if not rows:
+                raise BadInput(f"{path}:{number}: not a JSON object of features")
+            if not reader.add_row(rows[0]):
+                break
+    return reader.finish()
+
+
+def _csv(path: Path, features: list[str] | None, limits: ReadLimits) -> WindowRows:
+    reader = RowReader(features, limits)
+    previous = csv.field_size_limit(limits.max_line_bytes)  # process-wide: put back below
+
+    def lines(f: TextIO) -> Iterator[str]:
+        """The file's lines, none longer than the limit (never read whole)."""
+        for number, line in enumerate(iter(lambda: f.readline(limits.max_line_bytes + 1), ""), 1):
+            if len(line) > limits.max_line_bytes:
+                raise BadInput(f"{path}:{number}: line longer than {limits.max_line_bytes:,} bytes")
+            yield line
+
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            rows = csv.reader(lines(f))
+            try:
+                header = next(rows)
+                for row in rows:
+                    values = {name: _float(v) for name, v in zip(header, row, strict=False)}
+                    if not reader.add_row(values):
+                        break
+            except StopIteration:
+                raise BadInput(f"{path}: empty (a CSV reference needs a header row)") from None
+            except csv.Error as err:
+                raise BadInput(f"{path}:{rows.line_num}: {err}") from None
+    finally:
+        csv.field_size_limit(previous)
+    return reader.finish()
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def load_reference(
+    monitoring: Monitoring,
+    *,
+    reference_dir: Path | None,
+    registry: Registry | None,
+    model_name: str,
+    version: str,
+) -> ReferenceProfile:
+    """The reference profile a deployment declares. Raises BadInput when it cannot be read."""
+    ref = monitoring.reference
+    features = monitoring.features or None
+    if ref.kind in ("recording", "dataset"):
+        assert ref.path is not None
+        if reference_dir is None:
+            raise BadInput(
+                f"reference {ref.kind} {ref.path!r}: the controller has no reference directory "
+                "(--monitor-reference-dir)"
+            )
+        path = inside(reference_dir, ref.path)
+        if ref.kind == "recording":
+            if not path.is_file():
+                raise BadInput(f"{path}: no such reference file")
+            rows = read_traffic_file(path, features=features, limits=REFERENCE_LIMITS)
+        else:
+            rows = read_dataset(path, features)
+        source = f"{ref.kind} {ref.path}"
+    else:
+        rows, source = _mlflow_reference(monitoring, registry, model_name, version, features)
+    try:
+        return ReferenceProfile.build(
+            rows.columns, features=features, bins=monitoring.tests.bins, source=source
+        )
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
+def _mlflow_reference(
+    monitoring: Monitoring,
+    registry: Registry | None,
+    name: str,
+    version: str,
+    features: list[str] | None,
+) -> tuple[WindowRows, str]:
+    if registry is None or registry.tracking_uri is None:
+        raise BadInput("reference kind 'mlflow' needs the controller's MLflow registry")
+    import mlflow.artifacts
+
+    uri = f"models:/{name}/{version}"
+    artifact = monitoring.reference.artifact
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    with tempfile.TemporaryDirectory(prefix="serveops-reference-") as tmp:
+        if artifact is not None:
+            record = registry.describe(uri)
+            if not record.run_id:
+                raise BadInput(f"{uri}: the model version names no run to read {artifact!r} from")
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=record.run_id,
+                    artifact_path=artifact,
+                    dst_path=tmp,
+                    tracking_uri=registry.tracking_uri,
+                )
+            except Exception as err:  # MLflow raises many kinds; all mean "cannot read it"
+                raise BadInput(f"{uri}: cannot read run artifact {artifact!r}: {err}") from None
+            return read_dataset(Path(local), features), f"mlflow {uri} run artifact {artifact}"
+        return _input_example(
+            uri, registry.tracking_uri, tmp, features
+        ), f"mlflow {uri} input example"
+
+
+def _input_example(uri: str, tracking_uri: str, tmp: str, features: list[str] | None) -> WindowRows:
+    import mlflow
+    from mlflow.models import Model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        example = Model.load(local).load_input_example(local)
+    except Exception as err:
+        raise BadInput(f"{uri}: cannot read the model's input example: {err}") from None
+    if example is None:
+        raise BadInput(f"{uri}: the model has no input example; name a run artifact instead")
+    reader = RowReader(features, REFERENCE_LIMITS)
+    records = example.to_dict(orient="records") if hasattr(example, "to_dict") else example
+    for row in body_rows({"inputs": records if isinstance(records, list) else [records]}):
+        if not reader.add_row(row):
+            break
+    return reader.finish()

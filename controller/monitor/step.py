@@ -1,0 +1,260 @@
+"""The monitoring step of a controller pass: judge each monitored deployment's window once.
+
+Level-triggered like the rest of the pass: windows are aligned to the epoch (`window` 1h: every
+whole hour), and a deployment is due when its latest ended window has no stored report. A
+pass judges that window (a window missed while the controller was down is not caught up: the
+newest one speaks for now), stores the report, updates the gauges, and alerts when a drift
+episode opens or closes. It never blocks the pass: the whole step gets `monitor_budget_s`, the
+reading of each window what remains of it, and what does not fit waits for the next pass.
+Nothing here raises: a failure is stored as the window's `error` report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from controller.errors import ServeopsError
+from controller.gitops.context import PassContext
+from controller.gitops.notify import Event, EventKind, WebhookNotifier
+from controller.gitops.state import DesiredRevision
+from controller.gitops.telemetry import METRICS, ControllerMetrics
+from controller.monitor.drift import DriftReport, ReferenceProfile, judge_window
+from controller.monitor.recordings import ReadLimits, read_window
+from controller.monitor.reference import load_reference
+from controller.redact import redact
+from controller.spec.models import ModelDeployment
+
+log = logging.getLogger("serveops.controller")
+
+MAX_CACHED_REFERENCES = 64
+_references: dict[tuple[object, ...], ReferenceProfile] = {}
+
+
+def due_window(
+    window_s: float, now: dt.datetime, last_end: dt.datetime | None
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The newest ended window [start, end) when it has not been judged yet, else None."""
+    end_ts = (now.timestamp() // window_s) * window_s
+    end = dt.datetime.fromtimestamp(end_ts, dt.UTC)
+    if last_end is not None and last_end >= end:
+        return None
+    return end - dt.timedelta(seconds=window_s), end
+
+
+def run_monitor_step(
+    ctx: PassContext,
+    admitted: DesiredRevision | None,
+    now: dt.datetime,
+    *,
+    metrics: ControllerMetrics | None = None,
+) -> list[DriftReport]:
+    """Judge the due windows of the admitted revision's monitored deployments (gauges go to
+    `metrics`, by default the controller's registry)."""
+    if admitted is None:
+        return []
+    metrics = metrics or METRICS
+    env, store = ctx.environment, ctx.store
+    deadline = time.monotonic() + ctx.settings.monitor_budget_s
+    reports: list[DriftReport] = []
+    for name in sorted(admitted.specs):
+        spec = admitted.specs[name]
+        mon = spec.spec.monitoring
+        if mon is None or spec.spec.recording is None:
+            continue
+        window = due_window(mon.window_s, now, store.last_drift_window(env, name))
+        if window is None:
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.info("%s: monitoring budget spent; %s waits for the next pass", env, name)
+            break
+        try:
+            report = judge(ctx, admitted, name, window, remaining)
+        except ServeopsError as err:
+            report = _error(admitted, env, name, window, err.message)
+        except Exception as err:  # a bug must not stop the pass (or the next windows)
+            log.exception("%s: monitoring %s failed", env, name)
+            report = _error(admitted, env, name, window, f"{type(err).__name__}: {err}")
+        report = replace(report, computed_at=store.now())
+        try:
+            store.record_drift(report)
+            metrics.record_drift(report)
+            _alert(ctx, spec, report)
+        except Exception:
+            log.exception("%s: storing the monitoring report of %s failed", env, name)
+            continue
+        log.info("monitor %s", report.summary())
+        reports.append(report)
+    return reports
+
+
+def judge(
+    ctx: PassContext,
+    admitted: DesiredRevision,
+    name: str,
+    window: tuple[dt.datetime, dt.datetime],
+    budget_s: float,
+) -> DriftReport:
+    """One deployment's window judged against its reference."""
+    deployment = admitted.specs[name]
+    model = admitted.desired.deployments[name].model
+    profile = _reference(ctx, name, deployment, model.name, model.version)
+    return judge_recordings(
+        ctx.environment,
+        deployment,
+        profile,
+        window,
+        version=model.version,
+        commit=admitted.commit,
+        recordings_dir=ctx.settings.monitor_recordings_dir,
+        budget_s=budget_s,
+    )
+
+
+def judge_recordings(
+    environment: str,
+    deployment: ModelDeployment,
+    profile: ReferenceProfile,
+    window: tuple[dt.datetime, dt.datetime],
+    *,
+    version: str | None,
+    commit: str | None,
+    recordings_dir: str | None = None,
+    budget_s: float = 30.0,
+) -> DriftReport:
+    """The recorded requests of `window` (answered by `version`, when given) judged against
+    `profile` with the deployment's tests: what the controller and `serveops monitor --check`
+    both do."""
+    spec, name = deployment.spec, deployment.metadata.name
+    mon, recording = spec.monitoring, spec.recording
+    assert mon is not None
+    assert recording is not None
+    directory = Path(recordings_dir or recording.dir).expanduser()
+    start, end = window
+    rows = read_window(
+        directory,
+        name,
+        start.timestamp(),
+        end.timestamp(),
+        version=version,
+        features=list(profile.features),
+        limits=ReadLimits(max_rows=mon.max_rows, deadline_s=max(budget_s, 0.1)),
+    )
+    status, message, features = judge_window(
+        profile, rows.columns, rows.rows, mon.tests, mon.min_rows
+    )
+    if rows.truncated:
+        message = f"{message}; {rows.truncated}"
+    return DriftReport(
+        environment=environment,
+        deployment=name,
+        version=version,
+        commit=commit,
+        window_start=start,
+        window_end=end,
+        status=status,
+        message=message,
+        rows=rows.rows,
+        features=features,
+        reference=profile.source,
+        skipped_lines=rows.skipped_lines,
+        problems=tuple(rows.problems),
+        truncated=rows.truncated,
+    )
+
+
+def _reference(
+    ctx: PassContext, name: str, deployment: ModelDeployment, model_name: str, version: str
+) -> ReferenceProfile:
+    mon = deployment.spec.monitoring
+    assert mon is not None
+    root = ctx.settings.monitor_reference_dir
+    stamp: tuple[int, int] | None = None
+    if mon.reference.path is not None and root is not None:
+        try:
+            st = (Path(root).expanduser() / mon.reference.path).stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+    key = (ctx.environment, name, mon.model_dump_json(), model_name, version, root, stamp)
+    profile = _references.get(key)
+    if profile is None:
+        registry = ctx.registry() if mon.reference.kind == "mlflow" else None
+        profile = load_reference(
+            mon,
+            reference_dir=Path(root) if root is not None else None,
+            registry=registry,
+            model_name=model_name,
+            version=version,
+        )
+        if len(_references) >= MAX_CACHED_REFERENCES:
+            _references.pop(next(iter(_references)))
+        _references[key] = profile
+    return profile
+
+
+def _error(
+    admitted: DesiredRevision,
+    env: str,
+    name: str,
+    window: tuple[dt.datetime, dt.datetime],
+    message: str,
+) -> DriftReport:
+    model = admitted.desired.deployments[name].model
+    return DriftReport(
+        env, name, model.version, admitted.commit, window[0], window[1], "error", redact(message)
+    )
+
+
+def _alert(ctx: PassContext, spec: ModelDeployment, report: DriftReport) -> None:
+    """Once when a drift episode opens, once when it closes (hysteresis: too few rows or an
+    error neither opens nor closes one)."""
+    env, name, store = report.environment, report.deployment, ctx.store
+    kind: EventKind
+    if report.status == "drift":
+        if not store.set_drift_episode(env, name, report.window_end):
+            return
+        kind = "model_drift"
+        message = f"inputs drifted: {report.summary()}"
+    elif report.status == "ok":
+        since = store.drift_episode(env, name)
+        if since is None or not store.set_drift_episode(env, name, None):
+            return
+        kind = "model_drift_resolved"
+        message = f"inputs back to the reference (drifting since {since:%Y-%m-%d %H:%M} UTC): "
+        message += report.summary()
+    else:
+        return
+    mon = spec.spec.monitoring
+    assert mon is not None
+    event = Event(kind, env, report.commit, message, store.now(), ctx.source.display)
+    for target in mon.alert_targets:
+        try:
+            _send(ctx, target, event, name)
+        except Exception:
+            log.exception("%s: alert %s to %r failed", env, kind, target)
+
+
+def _send(ctx: PassContext, target: str, event: Event, deployment: str) -> None:
+    """To the controller's notifier (`default`) or an operator-configured target."""
+    if target == "default":
+        ctx.notifier.notify(event)
+        return
+    urls = [url for name, url in ctx.settings.alert_targets if name == target]
+    if not urls:
+        log.warning(
+            "%s: %s names alert target %r, which is not configured (--alert-target)",
+            event.environment,
+            deployment,
+            target,
+        )
+        return
+    notifier = WebhookNotifier(json_urls=urls)
+    try:
+        notifier.notify(event)
+    finally:
+        notifier.close()

@@ -1,0 +1,198 @@
+"""`spec.monitoring`: live drift monitoring of a deployment's inputs (docs/monitoring.md).
+
+The controller reads the router's recordings (`spec.recording`) one window at a time and
+compares each watched feature with a reference, per feature: the population stability index
+(PSI, on bins fixed from the reference's quantiles) and the two-sample Kolmogorov-Smirnov test
+(SciPy). A window drifts when at least `tests.min_drifted_features` features drift.
+
+Everything here comes from a pull request, so nothing here names a URL or reads a file outside
+the places the operator chose: reference files are paths relative to the controller's reference
+directory (`--monitor-reference-dir`), and alerts name targets the operator configured.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from controller.spec.durations import DURATION_PATTERN, parse_duration
+
+# A relative path below the reference directory: no `..`, no absolute path, no hidden parts.
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"  # never `.`, `..` or `.hidden`
+REFERENCE_PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+FEATURE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
+TARGET_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+MAX_FEATURES = 512
+MIN_WINDOW_S = 10.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Reference(_Strict):
+    kind: Literal["recording", "dataset", "mlflow"] = Field(
+        description="Where the reference distribution comes from. `recording`: a traffic file "
+        "recorded by the router (`serveops-traffic/v1` JSON Lines, e.g. a window of known-good "
+        "traffic); `dataset`: a CSV file with a header row, or JSON Lines of objects; "
+        "`mlflow`: the training data of the model version being served, as an artifact of the "
+        "run that logged it (`artifact`), or else the model's logged input example."
+    )
+    path: str | None = Field(
+        default=None,
+        pattern=REFERENCE_PATH_PATTERN,
+        max_length=300,
+        description="For `recording` and `dataset`: the file, relative to the controller's "
+        "reference directory (`serveops controller --monitor-reference-dir`, trusted "
+        "configuration); no `..`, no absolute path.",
+    )
+    artifact: str | None = Field(
+        default=None,
+        pattern=REFERENCE_PATH_PATTERN,
+        max_length=300,
+        description="For `mlflow`: path of the training-data artifact (CSV or JSON Lines) in the "
+        "run that logged the model version, e.g. `training/reference.csv`. Unset: the model's "
+        "input example (few rows: a weak reference).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Reference:
+        if self.kind in ("recording", "dataset") and self.path is None:
+            raise ValueError(f"reference kind {self.kind!r} needs 'path'")
+        if self.kind == "mlflow" and self.path is not None:
+            raise ValueError("reference kind 'mlflow' reads the run's artifact, not 'path'")
+        if self.kind != "mlflow" and self.artifact is not None:
+            raise ValueError(
+                f"'artifact' only applies to reference kind 'mlflow', not {self.kind!r}"
+            )
+        return self
+
+
+class DriftTests(_Strict):
+    max_psi: float | None = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="A feature drifts when its PSI against the reference exceeds this (0.1: "
+        "moderate shift, 0.25: large; a shift of 0.5 standard deviations is about 0.25). Unset (`null`): PSI is reported, not judged.",
+    )
+    ks_p_value: float | None = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="A feature drifts when the Kolmogorov-Smirnov test rejects 'same "
+        "distribution as the reference' at this level, Bonferroni-corrected over the features "
+        "watched (each test uses `ks_p_value / features`), so more features do not mean more "
+        "false alarms. Unset: KS is reported, not judged.",
+    )
+    require: Literal["any", "all"] = Field(
+        default="all",
+        description="With both tests set: `all` (default) flags a feature only when PSI and KS "
+        "both say drift (a large and a significant shift); `any` when either does.",
+    )
+    min_drifted_features: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_FEATURES,
+        description="Features that must drift for the window to count as drifted.",
+    )
+    bins: int = Field(
+        default=10,
+        ge=2,
+        le=100,
+        description="PSI bins, fixed once from the reference's quantiles.",
+    )
+
+    @model_validator(mode="after")
+    def _some_test(self) -> DriftTests:
+        if self.max_psi is None and self.ks_p_value is None:
+            raise ValueError("set 'max_psi' or 'ks_p_value' (or both): nothing would be judged")
+        return self
+
+
+class Monitoring(_Strict):
+    reference: Reference = Field(description="The distribution live inputs are compared with.")
+    features: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_FEATURES,
+        description="Input columns to watch (names as the requests' `dataframe_split` columns "
+        "or record keys). Empty: every numeric column of the reference.",
+    )
+    tests: DriftTests = Field(
+        default_factory=DriftTests, description="Per-feature drift tests and thresholds."
+    )
+    window: str = Field(
+        default="1h",
+        pattern=DURATION_PATTERN,
+        description="Length of a monitoring window: the controller judges the requests recorded "
+        "in each window once the window has ended, at most once per window. At least 10s.",
+    )
+    min_rows: int = Field(
+        default=200,
+        ge=10,
+        le=10_000_000,
+        description="Fewest recorded input rows a window needs to be judged; fewer: "
+        "`insufficient`, neither drift nor healthy.",
+    )
+    max_rows: int = Field(
+        default=200_000,
+        ge=100,
+        le=10_000_000,
+        description="Most rows read from one window (the newest files first are not "
+        "preferred: files are read oldest first); beyond it the window is judged on what was "
+        "read and says so.",
+    )
+    alert_targets: list[str] = Field(
+        default_factory=lambda: ["default"],
+        max_length=10,
+        description="Who hears of a drift episode (once when it starts, once when it ends): "
+        "names of targets the operator configured (`--alert-target NAME=URL`); `default` is "
+        "the controller's own notifications (`--notify-webhook`, `--notify-slack`). Empty: "
+        "nothing is sent; the result is still stored and exported.",
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, values: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for v in values:
+            if not re.match(FEATURE_PATTERN, v):
+                raise ValueError(f"feature {v!r} must match {FEATURE_PATTERN}")
+            if v in seen:
+                raise ValueError(f"feature {v!r} is listed twice")
+            seen.add(v)
+        return values
+
+    @field_validator("alert_targets")
+    @classmethod
+    def _targets(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not re.match(TARGET_PATTERN, v):
+                raise ValueError(f"alert target {v!r} must be a name such as 'default' or 'oncall'")
+        if len(set(values)) != len(values):
+            raise ValueError("an alert target is listed twice")
+        return values
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if parse_duration(value) < MIN_WINDOW_S:
+            raise ValueError(f"window must be at least {MIN_WINDOW_S:g}s")
+        return value
+
+    @model_validator(mode="after")
+    def _rows(self) -> Monitoring:
+        if self.min_rows > self.max_rows:
+            raise ValueError("min_rows must not exceed max_rows")
+        if self.tests.min_drifted_features > max(len(self.features), 1) and self.features:
+            raise ValueError(
+                f"tests.min_drifted_features ({self.tests.min_drifted_features}) exceeds the "
+                f"{len(self.features)} feature(s) watched"
+            )
+        return self
+
+    @property
+    def window_s(self) -> float:
+        return parse_duration(self.window)
