@@ -138,6 +138,75 @@ def traffic_slice(
     _run(lambda: out.print(f"wrote {slice_file(source, out_file, window)} requests to {out_file}"))
 
 
+def parse_fraction(text: str, what: str) -> float:
+    """'10%' or '0.1' -> 0.1; anything else is bad input naming the option."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise TrafficError(f"{what}: expected a fraction like 0.1 or a percentage like 10%, "
+                           f"got {text!r}") from None  # fmt: skip
+    if not 0 < value < 10:
+        raise TrafficError(f"{what}: {text!r} is out of range (0, 1000%)")
+    return value
+
+
+@traffic_app.command("power")
+def traffic_power(
+    source: Annotated[
+        Path, typer.Argument(help="Recorded traffic with recorded latencies: the pilot.")
+    ],
+    detect: Annotated[
+        str, typer.Option(help="Relative slowdown to catch, e.g. 10% or 0.1.")
+    ] = "15%",
+    quantile: Annotated[float, typer.Option(min=0.01, max=0.99, help="Quantile judged.")] = 0.95,
+    power: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Probability of catching it.")
+    ] = 0.95,
+    alpha: Annotated[float, typer.Option(min=0.001, max=0.5, help="1 - confidence.")] = 0.05,
+    budget: Annotated[
+        int | None, typer.Option(min=1, help="Most pairs a replay may use; exit 1 if short.")
+    ] = None,
+) -> None:
+    """Plan a simulation: how many paired requests catch a --detect slowdown at --quantile.
+
+    The recorded latencies are the pilot; the candidate is assumed as noisy as the baseline and
+    independent of it (conservative: pairing only removes shared noise)."""
+
+    def run() -> None:
+        import numpy as np
+
+        from simulator.power import latency_mde, pilot_sd, required_pairs
+
+        effect = parse_fraction(detect, "--detect")
+        _, records = read_traffic(source)
+        lat = [r.response.latency_ms for r in records if r.response and r.response.latency_ms]
+        try:
+            sd = pilot_sd(np.asarray(lat, dtype=np.float64), quantile)
+        except ValueError as e:
+            raise TrafficError(f"{source}: {e} (record traffic with responses)") from None
+        fixed = required_pairs(sd, effect, alpha, power)
+        seq = required_pairs(sd, effect, alpha, power, sequential=True)
+        label = f"p{round(quantile * 100)}"
+        out.print(
+            f"pilot: {len(lat)} recorded latencies, per-pair sd of log {label} ratio {sd:.3f}"
+        )
+        out.print(f"to catch a {effect:.0%} {label} slowdown with {power:.0%} probability "
+                  f"(alpha {alpha}):")  # fmt: skip
+        out.print(f"  fixed horizon:  {fixed} pairs")
+        out.print(f"  sequential:     at most {seq} pairs (stops earlier when the effect is "
+                  "clearly larger or clearly absent)")  # fmt: skip
+        n = len(lat)
+        mde = latency_mde(sd, n, alpha, power)
+        out.print(f"  this recording's {n} requests would catch a {label} slowdown of {mde:.1%}")
+        if budget is not None and fixed > budget:
+            have = latency_mde(sd, budget, alpha, power)
+            out.print(f"over budget: {budget} pairs catch only {have:.1%} at {label}")
+            raise typer.Exit(1)
+
+    _run(run)
+
+
 # --- replay ------------------------------------------------------------------------------------
 
 
@@ -401,6 +470,15 @@ def simulate_command(
         bool, typer.Option(help="Exit 1 on an inconclusive verdict too.")
     ] = False,
     workers: WorkersOpt = 1,
+    sequential: Annotated[
+        bool | None,
+        typer.Option(
+            "--sequential/--fixed-horizon",
+            help="Decide with the sequential judge (always-valid tests at every look; the "
+            "report says where it stopped) or one test over all pairs. Default: the "
+            "thresholds' `sequential` field (off).",
+        ),
+    ] = None,
 ) -> None:
     """Replay traffic to --base and --head side by side and decide; exit 1 on fail.
 
@@ -419,6 +497,9 @@ def simulate_command(
         thresholds, sources = resolve(
             [spec_source(c.path, c.base_text, base) for c in changed], thresholds_file
         )
+        if sequential is not None:
+            thresholds = thresholds.model_copy(update={"sequential": sequential})
+            sources["sequential"] = "command line"
         routes = {c.route for c in changed}
         header, records = _load(traffic, window, routes)
         registry = _registry(registry_uri)
