@@ -84,7 +84,7 @@ class Thresholds(BaseModel):
         "every look) instead of one fixed-horizon test over all pairs.",
     )
     detect_slowdown: float = Field(
-        default=0.15,
+        default=0.20,
         gt=0,
         description="Sequential judge: latency passes once every gated "
         "quantile's confidence sequence rules out a slowdown this large; also the default "

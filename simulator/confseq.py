@@ -124,10 +124,13 @@ def log_mixture_lr(k: int, n: int, p0: float, lo: float, hi: float) -> float:
     return _log_interval_mass(k, n, lo, hi) - math.log(hi - lo) - log_null
 
 
-def rate_above(k: int, n: int, p0: float, alpha: float, width: float = 3.0) -> bool:
+def rate_above(k: int, n: int, p0: float, alpha: float, width: float = 1.0) -> bool:
     """Always-valid evidence that a Bernoulli rate exceeds p0 (error <= alpha under p <= p0).
 
-    The prior spans (p0, p0 * (1 + width)] (capped at 1): the alternatives worth detecting fast.
+    The prior spans (p0, p0 * (1 + width)] (capped at 1): the alternatives hardest to catch in
+    time (twice the limit by default; larger rates still win, their likelihood ratio grows
+    faster). Any prior on the alternative keeps alpha; this one measured best at catching a
+    2x limit within 2,000 rows (bench/judge_power.py).
     """
     hi = min(1.0, p0 * (1.0 + width))
     return log_mixture_lr(k, n, p0, p0, hi) >= math.log(1.0 / alpha)
