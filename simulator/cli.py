@@ -250,6 +250,7 @@ def _replay(
     options: ReplayOptions,
     label: str,
     workers: int = 1,
+    extra_args: list[str] | None = None,
 ) -> ReplayResult:
     from simulator.replay_process import ReplayFailed, run_replay_process
 
@@ -259,8 +260,9 @@ def _replay(
         try:
             with _progress(label) as update:
                 return run_replay_process(
-                    path, targets, options, on_progress=update, workers=workers
-                )
+                    path, targets, options, on_progress=update, workers=workers,
+                    extra_args=extra_args,
+                )  # fmt: skip
         except ReplayFailed as e:
             raise ServeopsError(str(e)) from None
 
@@ -375,6 +377,31 @@ def replay_command(
         Path | None, typer.Option("--out", help="Write outcomes.jsonl and summary.json here.")
     ] = None,
     workers: WorkersOpt = 1,
+    master: Annotated[
+        bool,
+        typer.Option(
+            "--master",
+            help="With --url: serve the replay to workers on other hosts (`serveops "
+            "replay-worker`) over TCP instead of replaying here.",
+        ),
+    ] = False,
+    expect_workers: Annotated[
+        int, typer.Option(min=1, max=1024, help="With --master: workers to wait for.")
+    ] = 1,
+    master_bind: Annotated[
+        str, typer.Option(help="With --master: address to listen on.")
+    ] = "0.0.0.0",
+    master_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="With --master: TCP port to listen on.")
+    ] = 5557,
+    ready_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="With --master: seconds to wait for the workers; then start "
+            "with those present and say so.",
+        ),
+    ] = 120.0,
 ) -> None:
     """Replay recorded traffic open loop against a Git revision or a URL.
 
@@ -388,7 +415,19 @@ def replay_command(
         options = ReplayOptions(
             speed=speed, max_in_flight=max_in_flight, timeout_s=timeout, web_ui_port=web_ui
         )
-        if url is not None:
+        if master and url is None:
+            raise BadInput("--master serves a replay against --url (workers need a URL to reach)")
+        if master:
+            assert url is not None
+            extra = ["--master", "--master-bind", master_bind, "--master-port", str(master_port),
+                     "--expect-workers", str(expect_workers), "--ready-timeout", str(ready_timeout)]  # fmt: skip
+            err.print(
+                f"master on {master_bind}:{master_port}: waiting for {expect_workers} worker(s) "
+                f"(serveops replay-worker {traffic} --master-host <this host> "
+                f"--master-port {master_port})"
+            )
+            result = _replay(records, {"target": url}, options, "replay (master)", 1, extra)
+        elif url is not None:
             result = _replay(records, {"target": url}, options, "replay", workers)
         else:
             assert rev is not None
@@ -429,6 +468,47 @@ def replay_command(
             apply_plan(plan, client, log=lambda m: err.print(f"  {m}"))
             base = f"http://127.0.0.1:{_http_port(client)}"
             return _replay(records, {the_rev: base}, options, f"replay {the_rev}", workers)
+
+    _run(run)
+
+
+def replay_worker_command(
+    traffic: Annotated[Path, typer.Argument(help="The same recorded traffic the master replays.")],
+    master_host: Annotated[str, typer.Option(help="Host of `serveops replay --master`.")],
+    master_port: Annotated[int, typer.Option(min=1, max=65535, help="Its port.")] = 5557,
+    window: WindowOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Also keep this worker's summary.json here.")
+    ] = None,
+) -> None:
+    """Join a replay master on another host and replay the shard it assigns.
+
+    The master sends the targets, options and a shared start time; this worker sends its
+    outcomes back. Its traffic (after --window) must equal the master's (checked by digest)."""
+    from simulator.replay_process import ReplayFailed, run_remote_worker_process
+
+    def run() -> None:
+        _, records = _load(traffic, window)
+        with tempfile.TemporaryDirectory(prefix="serveops-traffic-") as tmp:
+            path = Path(tmp) / "traffic.jsonl"
+            write_jsonl(path, records)
+            err.print(f"joining the master at {master_host}:{master_port}")
+            try:
+                result = run_remote_worker_process(path, master_host, master_port)
+            except ReplayFailed as e:
+                raise ServeopsError(str(e)) from None
+        if result is None:
+            out.print("the master started without this worker: nothing to do")
+            return
+        sent = sum(1 for o in result.outcomes if not o.dropped)
+        out.print(
+            f"sent {sent} of {result.scheduled} scheduled requests; generator lag p99 "
+            f"{result.lag_p99_ms:.2f} ms: {'valid' if result.valid else 'INVALID'}"
+        )
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            summary = result.model_dump(exclude={"outcomes"})
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     _run(run)
 
@@ -554,4 +634,5 @@ def register(app: typer.Typer) -> None:
     """Add the simulator's commands to the `serveops` app."""
     app.add_typer(traffic_app, name="traffic")
     app.command("replay")(replay_command)
+    app.command("replay-worker")(replay_worker_command)
     app.command("simulate")(simulate_command)

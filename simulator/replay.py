@@ -431,10 +431,10 @@ def summarize(
             f"generator lag p99 {lag_p99:.2f} ms exceeds {options.max_lag_p99_ms} ms: "
             "the load generator did not keep the schedule"
         )
-    if any(dropped.values()):
+    capped = sum(1 for o in outcomes if o.dropped and not (o.error or "").startswith("not sent"))
+    if capped:
         problems.append(
-            f"{sum(dropped.values())} request(s) dropped at the cap of "
-            f"{options.max_in_flight} in flight"
+            f"{capped} request(s) dropped at the cap of {options.max_in_flight} in flight"
         )
     return ReplayResult(
         targets=targets,
