@@ -303,3 +303,15 @@ def test_power_command_without_recorded_latencies_is_bad_input(tmp_path: Path) -
     res = runner.invoke(app, ["traffic", "power", str(path)])
     assert res.exit_code == 2
     assert "at least 20" in res.output
+
+
+def test_noise_floor_widens_the_sequential_tolerance() -> None:
+    """An environment whose own A/A differs by 12% cannot fail a candidate 12% slower."""
+    rng = np.random.default_rng(14)
+    base, cand = _paired(rng, 2000, slowdown=0.12)
+    floor = Side(cand.latency_ms * rng.lognormal(0, 0.05, 2000), np.zeros(2000, dtype=bool))
+    alone = sequential_decision(base, cand)
+    assert alone.decision == "fail"
+    widened = sequential_decision(base, cand, noise_floor=floor)
+    assert widened.decision != "fail"
+    assert widened.checks["latency"].figures["effective_tolerance"] > 0.10
