@@ -89,11 +89,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = ap.parse_args()
     _, records = import_csv_trace(TRACE / TRACE_FILE, limit=args.requests)
+    n = len(records)  # the importer skips rows without a usable size
     span = records[-1].ts - records[0].ts
-    speed = args.rate * span / args.requests if span > 0 else 1.0  # n / (span / speed) = rate
+    speed = args.rate * span / n if span > 0 else 1.0  # n / (span / speed) = rate
     options = ReplayOptions(speed=speed, max_lag_p99_ms=1000, keep_bodies=False)
     print(
-        f"{args.requests} requests of {TRACE_FILE} at {speed:.1f}x (offered {args.rate:.0f}/s); "
+        f"{n} requests of {TRACE_FILE} at {speed:.1f}x (offered {args.rate:.0f}/s); "
         f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs"
     )
     print(f"{'workers':>7} {'sent':>7} {'dup':>4} {'missing':>7} {'lag p50':>8} {'lag p99':>8} "
@@ -109,7 +110,7 @@ def main() -> None:
             ids = Counter(o.id for o in res.outcomes if not o.dropped)
             answered = [o for o in res.outcomes if o.done is not None and o.status]
             dup = sum(c - 1 for c in ids.values() if c > 1)
-            missing = args.requests - len(ids)
+            missing = n - len(ids)
             lags = [lag for o in res.outcomes if (lag := o.lag_ms) is not None]
             end = max((o.done for o in answered if o.done is not None), default=0.0)
             rate = len(answered) / end if end > 0 else 0.0
