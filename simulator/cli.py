@@ -21,7 +21,7 @@ from rich.table import Table
 
 from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput, ServeopsError
-from simulator.replay import ReplayOptions, ReplayResult
+from simulator.replay import ReplayOptions, ReplayResult, StopWhenDecided
 from simulator.traffic import (
     TrafficError,
     TrafficRecord,
@@ -596,8 +596,16 @@ def simulate_command(
                     deploy.bring_up(sim_repo, client, registry, serving_code=code, log=_indented)
                     http = f"http://127.0.0.1:{_http_port(client)}"
                     targets = {role: http + prefix for role, prefix in prefixes.items()}
+                    stop = None
+                    if thresholds.sequential and workers == 1:
+                        stop = StopWhenDecided(
+                            thresholds=thresholds.model_dump(),
+                            noise="baseline_b" if noise_floor else None,
+                        )
                     options = ReplayOptions(
-                        speed=speed, max_lag_p99_ms=thresholds.max_generator_lag_p99_ms
+                        speed=speed,
+                        max_lag_p99_ms=thresholds.max_generator_lag_p99_ms,
+                        stop_when_decided=stop,
                     )
                     result = _replay(records, targets, options, "simulate", workers)
                 finally:

@@ -41,6 +41,18 @@ SPIN_GAP_S = 0.01  # ...when the request is at least this far from the one befor
 BEHIND_BATCH = 8  # behind schedule, yield to the sends after this many requests
 
 
+class StopWhenDecided(BaseModel):
+    """Run the sequential judge during a paired replay and stop sending once it decides."""
+
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict, description="`simulator.compare.Thresholds` fields."
+    )
+    baseline: str = Field(default="baseline", description="Target that is the baseline.")
+    candidate: str = Field(default="candidate", description="Target that is the candidate.")
+    noise: str | None = Field(default=None, description="Second baseline (A/A), if any.")
+    check_every_s: float = Field(default=0.25, gt=0, description="How often to look.")
+
+
 class ReplayOptions(BaseModel):
     speed: float = Field(default=1.0, gt=0, description="1 = recorded pace, 10 = ten times faster.")
     max_in_flight: int = Field(default=512, ge=1, description="Cap on requests in flight.")
@@ -56,6 +68,9 @@ class ReplayOptions(BaseModel):
         default=None,
         description="Set the replaying process's nice value (negative needs privilege): on a "
         "busy machine a higher priority keeps the schedule better.",
+    )
+    stop_when_decided: StopWhenDecided | None = Field(
+        default=None, description="Paired replays: stop once the sequential judge decides."
     )
 
 
@@ -102,6 +117,11 @@ class ReplayResult(BaseModel):
     lag_max_ms: float
     valid: bool
     problems: list[str] = Field(default_factory=list)
+    stopped_early: dict[str, Any] | None = Field(
+        default=None,
+        description="Set when the sequential judge stopped the replay: the look (`after_pairs`), "
+        "`decision`, `reason` and `unsent` (requests of the schedule never sent).",
+    )
     outcomes: list[Outcome]
 
     def by_target(self, name: str) -> list[Outcome]:
@@ -151,6 +171,8 @@ class _Schedule:
         self.end = 0.0
         self.cpu_s = 0.0
         self.rng = random.Random(options.seed)
+        self.stop: dict[str, Any] | None = None  # set by the sequential watcher
+        self.unsent = 0
 
     def shard(self, index: int, count: int) -> None:
         """Keep this shard's requests (by id, or by `key` to keep a key's order) and encode them."""
@@ -192,8 +214,14 @@ class _Schedule:
         previous = -1.0
         batch = 0
         cpu0 = time.process_time()
+        watcher = None
+        if opts.stop_when_decided is not None and len(names) > 1:
+            watcher = gevent.spawn(_watch, self, opts.stop_when_decided)
         try:
             for i, rec in enumerate(self.records):
+                if self.stop is not None:
+                    self.unsent = total - i
+                    break
                 offset = (rec.ts - self.first_ts) / opts.speed
                 due = self.t0 + offset
                 # Absolute schedule: sleep until just before the due time (the event loop's
@@ -227,6 +255,8 @@ class _Schedule:
                     self.progress(i + 1, total)
             self.idle.wait()
         finally:
+            if watcher is not None:
+                watcher.kill()
             gc.unfreeze()
             self.end = time.monotonic() - self.t0
             self.cpu_s = time.process_time() - cpu0
@@ -406,7 +436,64 @@ def _result(schedule: _Schedule) -> ReplayResult:
         started_at=schedule.t0_wall,
         duration_s=schedule.end,
         cpu_s=schedule.cpu_s,
+        stopped_early=(
+            None if schedule.stop is None else {**schedule.stop, "unsent": schedule.unsent}
+        ),
     )
+
+
+def _watch(schedule: _Schedule, stop: StopWhenDecided) -> None:
+    """Every `check_every_s`, judge the leading requests every target has answered, at the
+    sequential judge's looks not yet taken; on a decision, tell the schedule to stop sending.
+
+    Runs in the replay's event loop: each look costs about a millisecond of CPU, taken
+    between sends (the generator lag of the run shows it if it mattered)."""
+    import gevent
+    import numpy as np
+
+    from simulator.compare import Thresholds
+    from simulator.report import aligned_sides
+    from simulator.sequential import sequential_decision
+
+    t = Thresholds.model_validate(stop.thresholds)
+    names = list(schedule.targets)
+    roles = [stop.baseline, stop.candidate] + ([stop.noise] if stop.noise else [])
+    answered: dict[int, int] = {}
+    seen = 0
+    next_look = max(t.look_every, t.min_requests)
+    while schedule.stop is None:
+        gevent.sleep(stop.check_every_s)
+        outs = schedule.outcomes
+        for o in outs[seen:]:
+            answered[o.i] = answered.get(o.i, 0) + 1
+        seen = len(outs)
+        lead = 0
+        while answered.get(lead, 0) >= len(names):
+            lead += 1
+        if lead < next_look:
+            continue
+        rank = {name: k for k, name in enumerate(names)}
+        lead_outs = sorted(
+            (o for o in outs[:seen] if o.i < lead), key=lambda o: (o.i, rank[o.target])
+        )
+        done = [schedule.outcome(o) for o in lead_outs]
+        sides, _, _ = aligned_sides(done, roles, True)
+        for side in sides.values():
+            if np.isnan(side.latency_ms).any():
+                worst = float(np.nanmax(side.latency_ms, initial=0.0))
+                side.latency_ms = np.where(np.isnan(side.latency_ms), worst, side.latency_ms)
+        n = sides[stop.baseline].n
+        looks = list(range(next_look, n + 1, t.look_every))
+        if not looks:
+            continue
+        res = sequential_decision(
+            sides[stop.baseline], sides[stop.candidate], t,
+            noise_floor=sides.get(stop.noise) if stop.noise else None, looks=looks,
+        )  # fmt: skip
+        next_look = looks[-1] + t.look_every
+        if res.decision != "inconclusive":
+            schedule.stop = {"after_pairs": res.n_used, "decision": res.decision,
+                             "reason": res.reason}  # fmt: skip
 
 
 def summarize(
@@ -418,6 +505,7 @@ def summarize(
     started_at: float,
     duration_s: float,
     cpu_s: float,
+    stopped_early: dict[str, Any] | None = None,
 ) -> ReplayResult:
     """Lag, drops and timeouts over `outcomes` (in schedule order), and the run's validity."""
     lags = [lag for o in outcomes if (lag := o.lag_ms) is not None]
@@ -451,6 +539,7 @@ def summarize(
         lag_max_ms=max(lags, default=0.0),
         valid=lag_p99 <= options.max_lag_p99_ms,
         problems=problems,
+        stopped_early=stopped_early,
         outcomes=outcomes,
     )
 

@@ -48,6 +48,9 @@ class ReplaySummary(BaseModel):
     timed_out: dict[str, int]
     valid: bool
     problems: list[str] = Field(default_factory=list)
+    stopped_early: dict[str, Any] | None = Field(
+        default=None, description="Where the sequential judge stopped the replay, if it did."
+    )
 
 
 class SideSummary(BaseModel):
@@ -191,6 +194,7 @@ def build_report(
         checks = with_sequential(
             checks, sides[baseline], sides[candidate], t,
             noise_floor=sides[noise] if noise else None,
+            replay_stopped=getattr(result, "stopped_early", None),
         )  # fmt: skip
     v, reason = verdict(checks)
     m = dict(meta or {})
@@ -215,6 +219,7 @@ def build_report(
             timed_out=result.timed_out,
             valid=result.valid,
             problems=result.problems,
+            stopped_early=getattr(result, "stopped_early", None),
         ),
         sides={n: side_summary(sides[n], versions[n]) for n in names},
         thresholds=t,

@@ -242,7 +242,7 @@ REPLACED = ("latency", "errors", "agreement", "regression_diff")
 
 def with_sequential(
     checks: list[CheckResult], base: Side, cand: Side, t: Thresholds, *,
-    noise_floor: Side | None = None,
+    noise_floor: Side | None = None, replay_stopped: dict[str, Any] | None = None,
 ) -> list[CheckResult]:  # fmt: skip
     """`checks` plus a `sequential` check. With `t.sequential` it gates and the fixed-horizon
     checks it replaces are kept for reading but no longer gate; otherwise it is information:
@@ -251,6 +251,8 @@ def with_sequential(
     saved = 1 - res.n_used / res.n_available if res.n_available else 0.0
     figures = res.model_dump()
     figures["saved_fraction"] = saved
+    if replay_stopped is not None:
+        figures["replay_stopped_early"] = replay_stopped
     if not t.sequential:
         check = CheckResult(
             name="sequential", status="info", gating=False, figures=figures,
@@ -266,8 +268,11 @@ def with_sequential(
                 "reason": f"(fixed horizon, all {res.n_available} pairs; not gating) {c.reason}",
             })  # fmt: skip
         out.append(c)
+    tail = f"looked {res.looks} times; {saved:.0%} of the pairs not needed"
+    if replay_stopped is not None:
+        tail += f"; the replay stopped there, {replay_stopped.get('unsent', 0)} requests unsent"
     check = CheckResult(
         name="sequential", status=res.decision, gating=True, figures=figures,
-        reason=f"{res.reason} (looked {res.looks} times; {saved:.0%} of the pairs not needed)",
+        reason=f"{res.reason} ({tail})",
     )  # fmt: skip
     return [*out, check]
