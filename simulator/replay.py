@@ -216,7 +216,9 @@ class _Schedule:
         cpu0 = time.process_time()
         watcher = None
         if opts.stop_when_decided is not None and len(names) > 1:
-            watcher = gevent.spawn(_watch, self, opts.stop_when_decided)
+            from simulator.early_stop import watch
+
+            watcher = gevent.spawn(watch, self, opts.stop_when_decided)
         try:
             for i, rec in enumerate(self.records):
                 if self.stop is not None:
@@ -440,60 +442,6 @@ def _result(schedule: _Schedule) -> ReplayResult:
             None if schedule.stop is None else {**schedule.stop, "unsent": schedule.unsent}
         ),
     )
-
-
-def _watch(schedule: _Schedule, stop: StopWhenDecided) -> None:
-    """Every `check_every_s`, judge the leading requests every target has answered, at the
-    sequential judge's looks not yet taken; on a decision, tell the schedule to stop sending.
-
-    Runs in the replay's event loop: each look costs about a millisecond of CPU, taken
-    between sends (the generator lag of the run shows it if it mattered)."""
-    import gevent
-    import numpy as np
-
-    from simulator.compare import Thresholds
-    from simulator.report import aligned_sides
-    from simulator.sequential import sequential_decision
-
-    t = Thresholds.model_validate(stop.thresholds)
-    names = list(schedule.targets)
-    roles = [stop.baseline, stop.candidate] + ([stop.noise] if stop.noise else [])
-    answered: dict[int, int] = {}
-    seen = 0
-    next_look = max(t.look_every, t.min_requests)
-    while schedule.stop is None:
-        gevent.sleep(stop.check_every_s)
-        outs = schedule.outcomes
-        for o in outs[seen:]:
-            answered[o.i] = answered.get(o.i, 0) + 1
-        seen = len(outs)
-        lead = 0
-        while answered.get(lead, 0) >= len(names):
-            lead += 1
-        if lead < next_look:
-            continue
-        rank = {name: k for k, name in enumerate(names)}
-        lead_outs = sorted(
-            (o for o in outs[:seen] if o.i < lead), key=lambda o: (o.i, rank[o.target])
-        )
-        done = [schedule.outcome(o) for o in lead_outs]
-        sides, _, _ = aligned_sides(done, roles, True)
-        for side in sides.values():
-            if np.isnan(side.latency_ms).any():
-                worst = float(np.nanmax(side.latency_ms, initial=0.0))
-                side.latency_ms = np.where(np.isnan(side.latency_ms), worst, side.latency_ms)
-        n = sides[stop.baseline].n
-        looks = list(range(next_look, n + 1, t.look_every))
-        if not looks:
-            continue
-        res = sequential_decision(
-            sides[stop.baseline], sides[stop.candidate], t,
-            noise_floor=sides.get(stop.noise) if stop.noise else None, looks=looks,
-        )  # fmt: skip
-        next_look = looks[-1] + t.look_every
-        if res.decision != "inconclusive":
-            schedule.stop = {"after_pairs": res.n_used, "decision": res.decision,
-                             "reason": res.reason}  # fmt: skip
 
 
 def summarize(
