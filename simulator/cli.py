@@ -559,6 +559,18 @@ def simulate_command(
             "thresholds' `sequential` field (off).",
         ),
     ] = None,
+    detect: Annotated[
+        str | None,
+        typer.Option(
+            help="With --sequential: the slowdown a pass must rule out, e.g. 10% (the "
+            "thresholds' detect_slowdown; plan the traffic it needs with `serveops traffic "
+            "power`).",
+        ),
+    ] = None,
+    max_requests: Annotated[
+        int | None,
+        typer.Option(min=1, help="Budget: replay at most the first N requests of the traffic."),
+    ] = None,
 ) -> None:
     """Replay traffic to --base and --head side by side and decide; exit 1 on fail.
 
@@ -572,6 +584,7 @@ def simulate_command(
         from simulator.report import build_report, reference_features, write_reports
         from simulator.thresholds import resolve, spec_source
 
+        detect_value = parse_fraction(detect, "--detect") if detect is not None else None
         changed = deploy.changed_deployments(repo, base, head, env)
         deploy.require_changes(changed, base, head, env)
         thresholds, sources = resolve(
@@ -580,8 +593,13 @@ def simulate_command(
         if sequential is not None:
             thresholds = thresholds.model_copy(update={"sequential": sequential})
             sources["sequential"] = "command line"
+        if detect_value is not None:
+            thresholds = thresholds.model_copy(update={"detect_slowdown": detect_value})
+            sources["detect_slowdown"] = "command line"
         routes = {c.route for c in changed}
         header, records = _load(traffic, window, routes)
+        if max_requests is not None:
+            records = sorted(records, key=lambda r: r.ts)[:max_requests]
         registry = _registry(registry_uri)
         code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
         err.print(f"changed in {env!r}: {', '.join(c.name for c in changed)}")

@@ -315,3 +315,14 @@ def test_noise_floor_widens_the_sequential_tolerance() -> None:
     widened = sequential_decision(base, cand, noise_floor=floor)
     assert widened.decision != "fail"
     assert widened.checks["latency"].figures["effective_tolerance"] > 0.10
+
+
+def test_simulate_refuses_a_bad_detect_before_reading_anything(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        ["simulate", "--traffic", str(tmp_path / "t.jsonl"), "--base", "main", "--head", "HEAD",
+         "--repo", str(tmp_path / "no-repo"), "--sequential", "--detect", "lots"],
+    )  # fmt: skip
+    assert res.exit_code == 2
+    assert "--detect" in res.output
+    assert "no-repo" not in res.output
