@@ -291,16 +291,31 @@ def _summary_table(result: ReplayResult) -> Table:
 
 
 @contextlib.contextmanager
-def _cluster(address: str | None, num_cpus: int) -> Iterator[tuple[str, bool]]:
-    """The given Ray dashboard, or a local Ray we start and stop."""
+def _cluster(
+    address: str | None, num_cpus: int, reserve: int = 0
+) -> Iterator[tuple[str, bool, list[int] | None]]:
+    """The given Ray dashboard, or a local Ray we start and stop; with `reserve`, the local Ray
+    is pinned to all but the last `reserve` cores, which are yielded for the load generator."""
     if address:
-        yield address, False
+        yield address, False, None
         return
-    from controller.dev.localray import LocalRay
+    from controller.dev.localray import LocalRay, reserve_cpus
 
-    err.print(f"starting a local Ray (--num-cpus {num_cpus})")
-    with LocalRay(num_cpus) as ray:
-        yield ray.address, True
+    split = reserve_cpus(reserve)
+    if split is None:
+        if reserve:
+            err.print(f"not reserving {reserve} core(s) for the generator: too few cores")
+        err.print(f"starting a local Ray (--num-cpus {num_cpus})")
+        with LocalRay(num_cpus) as ray:
+            yield ray.address, True, None
+        return
+    ray_cores, gen_cores = split
+    err.print(
+        f"starting a local Ray (--num-cpus {num_cpus}) on cores {sorted(ray_cores)}; cores "
+        f"{sorted(gen_cores)} kept for the load generator"
+    )
+    with LocalRay(num_cpus, cpu_affinity=ray_cores) as ray:
+        yield ray.address, True, sorted(gen_cores)
 
 
 def _registry(uri: str | None) -> Any:
@@ -344,6 +359,15 @@ WindowOpt = Annotated[
     str | None, typer.Option(help="Only this window, A..B (seconds from start or timestamps).")
 ]
 NumCpusOpt = Annotated[int, typer.Option(help="CPUs for a local Ray we start.")]
+ReserveCpusOpt = Annotated[
+    int,
+    typer.Option(
+        "--reserve-cpus",
+        min=0,
+        help="With a local Ray we start: cores kept free of Ray for the load generator (it is "
+        "pinned to them, Ray to the rest); 0 shares every core.",
+    ),
+]
 WorkersOpt = Annotated[
     int,
     typer.Option(help="Locust worker processes (master/worker, sharded by request id)."),
@@ -368,6 +392,7 @@ def replay_command(
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
+    reserve_cpus: ReserveCpusOpt = 0,
     max_in_flight: Annotated[int, typer.Option(help="Cap on requests in flight.")] = 512,
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 10.0,
     web_ui: Annotated[
@@ -459,7 +484,7 @@ def replay_command(
         registry = _registry(registry_uri)
         code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
         with (
-            _cluster(address, num_cpus) as (addr, _ours),
+            _cluster(address, num_cpus, reserve_cpus) as (addr, _ours, gen_cpus),
             ServeClient(addr, http_port=free_port()) as client,
         ):
             target = Revision(str(repo), the_rev, env)
@@ -467,6 +492,7 @@ def replay_command(
             err.print(f"deploying {the_rev} ({plan.source.commit[:12]}) of {env!r} on {addr}")
             apply_plan(plan, client, log=lambda m: err.print(f"  {m}"))
             base = f"http://127.0.0.1:{_http_port(client)}"
+            options = options.model_copy(update={"cpu_affinity": gen_cpus})
             return _replay(records, {the_rev: base}, options, f"replay {the_rev}", workers)
 
     _run(run)
@@ -532,6 +558,7 @@ def simulate_command(
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
+    reserve_cpus: ReserveCpusOpt = 0,
     noise_floor: Annotated[
         bool, typer.Option(help="Also replay to a second baseline (A/A noise floor).")
     ] = False,
@@ -606,7 +633,7 @@ def simulate_command(
         with tempfile.TemporaryDirectory(prefix="serveops-sim-") as tmp:
             sim_repo, prefixes = deploy.write_sim_repo(Path(tmp), changed, noise_floor)
             with (
-                _cluster(address, num_cpus) as (addr, ours),
+                _cluster(address, num_cpus, reserve_cpus) as (addr, ours, gen_cpus),
                 ServeClient(addr, http_port=free_port()) as client,
             ):
                 err.print(f"bringing up {base} and {head} side by side on {addr}")
@@ -624,6 +651,7 @@ def simulate_command(
                         speed=speed,
                         max_lag_p99_ms=thresholds.max_generator_lag_p99_ms,
                         stop_when_decided=stop,
+                        cpu_affinity=gen_cpus,
                     )
                     result = _replay(records, targets, options, "simulate", workers)
                 finally:
@@ -638,6 +666,7 @@ def simulate_command(
             reference_inputs=reference_features(),
             header=header,
             meta={"base": base, "head": head, "environment": env, "traffic": str(traffic),
+                  "generator_cpus": result.generator_cpus,
                   "deployments": [c.name for c in changed]},
         )  # fmt: skip
         written = write_reports(report, out_dir, sides=sides, outcomes=result.outcomes)

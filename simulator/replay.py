@@ -69,6 +69,11 @@ class ReplayOptions(BaseModel):
         description="Set the replaying process's nice value (negative needs privilege): on a "
         "busy machine a higher priority keeps the schedule better.",
     )
+    cpu_affinity: list[int] | None = Field(
+        default=None,
+        description="Pin the replaying process (and its local workers) to these cores, e.g. "
+        "the ones kept free of a local Ray.",
+    )
     stop_when_decided: StopWhenDecided | None = Field(
         default=None, description="Paired replays: stop once the sequential judge decides."
     )
@@ -117,6 +122,9 @@ class ReplayResult(BaseModel):
     lag_max_ms: float
     valid: bool
     problems: list[str] = Field(default_factory=list)
+    generator_cpus: list[int] | None = Field(
+        default=None, description="Cores the replaying process was pinned to, if any."
+    )
     stopped_early: dict[str, Any] | None = Field(
         default=None,
         description="Set when the sequential judge stopped the replay: the look (`after_pairs`), "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.master or args.remote_worker:
         _distributed(args)
         return
+    pinned = _pin(ReplayOptions.model_validate_json(args.options).cpu_affinity)
 
     # These import Locust: only here, in the child.
     from simulator.replay import replay, replay_master, replay_worker
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers > 1:
         with tempfile.TemporaryDirectory(prefix="serveops-shards-") as tmp:
             result = replay_master(str(args.traffic), targets, options, args.workers, tmp)
+        result.generator_cpus = pinned
         args.out.write_text(result.model_dump_json())
         return
 
@@ -128,7 +131,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"progress {done} {total}", flush=True)
 
     result = replay(records, targets, options, progress=progress)
+    result.generator_cpus = pinned
     args.out.write_text(result.model_dump_json())
+
+
+def _pin(cpus: list[int] | None) -> list[int] | None:
+    """Pin this process (and the workers it starts) to `cpus`; the cores it runs on after."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    os.sched_setaffinity(0, set(cpus))
+    return sorted(os.sched_getaffinity(0))
 
 
 def _distributed(args: argparse.Namespace) -> None:

@@ -195,3 +195,21 @@ def test_sequential_stop_ends_a_paired_replay_once_the_judge_decides(tmp_path: P
     assert seq.figures["n_used"] == result.stopped_early["after_pairs"]
     assert "the replay stopped there" in seq.reason
     assert report.verdict == "fail"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no affinity")
+def test_the_replaying_process_pins_itself_to_the_reserved_cores(tmp_path: Path) -> None:
+    import os
+
+    from simulator.replay import ReplayOptions
+    from simulator.replay_process import run_replay_process
+
+    core = max(os.sched_getaffinity(0))
+    traffic = _records(tmp_path, 30)
+    with FakeEndpoint(version="1") as ep:
+        result = run_replay_process(
+            traffic, {"target": ep.url},
+            ReplayOptions(speed=50, max_lag_p99_ms=1000, cpu_affinity=[core]), timeout_s=60,
+        )  # fmt: skip
+    assert result.generator_cpus == [core]
+    assert {o.status for o in result.outcomes} == {200}
