@@ -17,7 +17,6 @@ Importing this module imports Locust (gevent patches): only in the replaying pro
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +39,37 @@ RESULT = "serveops_remote_result"
 UNNEEDED = "serveops_remote_unneeded"
 CHUNK = 2000  # outcomes per result message
 MAX_WORKERS = 1024
+MAX_RESULT_BYTES = 1 << 30  # what one worker may send back (about 2 million outcomes)
+
+
+class Collector:
+    """A worker's result arriving in chunks, with a size cap: a worker sending more than
+    `limit` bytes is cut off and reported (its shard then counts as not sent)."""
+
+    def __init__(self, limit: int = MAX_RESULT_BYTES) -> None:
+        self.limit = limit
+        self.parts: dict[str, list[str]] = {}
+        self.size: dict[str, int] = {}
+        self.done: set[str] = set()
+        self.refused: dict[str, str] = {}
+
+    def add(self, node: str, chunk: Any, last: Any) -> None:
+        if node in self.refused or node in self.done:
+            return
+        if not isinstance(chunk, str):
+            self.refused[node] = "sent a malformed result"
+            return
+        self.size[node] = self.size.get(node, 0) + len(chunk)
+        if self.size[node] > self.limit:
+            self.refused[node] = f"sent more than {self.limit} bytes of results"
+            self.parts.pop(node, None)
+            return
+        self.parts.setdefault(node, []).append(chunk)
+        if last is True:
+            self.done.add(node)
+
+    def result(self, node: str) -> ReplayResult:
+        return ReplayResult.model_validate_json("".join(self.parts[node]))
 
 
 def digest(records: Sequence[TrafficRecord]) -> str:
@@ -64,6 +94,34 @@ def _not_sent(
     ]  # fmt: skip
 
 
+def _lost_shard(
+    records: Sequence[TrafficRecord], targets: dict[str, str], options: ReplayOptions,
+    index: int, count: int, why: str, t0_wall: float,
+) -> ReplayResult:  # fmt: skip
+    scheduled = sum(1 for r in records if shard_of(r.key or r.id, count) == index)
+    return summarize(
+        _not_sent(records, targets, options, index, count, why), targets=targets,
+        options=options, scheduled=scheduled, started_at=t0_wall, duration_s=0.0, cpu_s=0.0,
+    )  # fmt: skip
+
+
+def _only_shard(
+    result: ReplayResult, records: Sequence[TrafficRecord], targets: dict[str, str],
+    index: int, count: int,
+) -> ReplayResult:  # fmt: skip
+    """A worker's outcomes, kept only for its own shard's requests and the run's targets, each
+    (request, target) once: a confused or hostile worker cannot add or double requests."""
+    mine = {r.id for r in records if shard_of(r.key or r.id, count) == index}
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for o in result.outcomes:
+        key = (o.id, o.target)
+        if o.id in mine and o.target in targets and key not in seen:
+            seen.add(key)
+            kept.append(o)
+    return result.model_copy(update={"outcomes": kept})
+
+
 def run_master(
     records: Sequence[TrafficRecord],
     targets: dict[str, str],
@@ -85,15 +143,14 @@ def run_master(
     user = _user_class(placeholder, next(iter(targets.values())))
     env = Environment(user_classes=[user], host=user.host)
     master = env.create_master_runner(bind_host, port)
-    parts: dict[str, list[str]] = {}
-    done: set[str] = set()
+    collected = Collector()
+    done = collected.done
     problems: list[str] = []
     started = False
 
     def on_result(environment: Any, msg: Any, **_kw: Any) -> None:
-        parts.setdefault(msg.node_id, []).append(msg.data["chunk"])
-        if msg.data["last"]:
-            done.add(msg.node_id)
+        data = msg.data if isinstance(msg.data, dict) else {}
+        collected.add(str(msg.node_id), data.get("chunk"), data.get("last"))
 
     def on_ready(client_id: str, **_kw: Any) -> None:
         if started:
@@ -139,7 +196,9 @@ def run_master(
             for k, client in enumerate(ready):
                 if k in lost or client in done:
                     continue
-                if client in gone:
+                if client in collected.refused:
+                    lost[k] = f"worker {client} lost: {collected.refused[client]}"
+                elif client in gone:
                     lost[k] = f"worker {client} lost (no heartbeat)"
                 elif time.monotonic() > end_by:
                     lost[k] = f"worker {client} sent no result by the deadline"
@@ -149,20 +208,14 @@ def run_master(
     for k, client in enumerate(ready):
         if k in lost:
             problems.append(f"{lost[k]}: its shard {k + 1}/{count} counted as not sent")
-            results.append(
-                summarize(
-                    _not_sent(records, targets, options, k, count, lost[k]),
-                    targets=targets,
-                    options=options,
-                    scheduled=sum(1 for r in records if shard_of(r.key or r.id, count) == k),
-                    started_at=t0_wall,
-                    duration_s=0.0,
-                    cpu_s=0.0,
-                )
-            )
+            results.append(_lost_shard(records, targets, options, k, count, lost[k], t0_wall))
             continue
-        data = json.loads("".join(parts[client]))
-        results.append(ReplayResult.model_validate(data))
+        try:
+            results.append(_only_shard(collected.result(client), records, targets, k, count))
+        except ValueError as e:  # pydantic's ValidationError included
+            why = f"worker {client} lost: its result is not a replay result ({str(e)[:200]})"
+            problems.append(f"{why}: its shard {k + 1}/{count} counted as not sent")
+            results.append(_lost_shard(records, targets, options, k, count, why, t0_wall))
     merged = merge(results, targets, options)
     merged.problems = problems + merged.problems
     merged.valid = merged.valid and not any("lost" in p or "sent no" in p for p in problems)

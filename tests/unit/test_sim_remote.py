@@ -85,3 +85,37 @@ def test_expect_workers_is_bounded(tmp_path: Path) -> None:
         app, ["replay", str(path), "--url", "http://x", "--master", "--expect-workers", "5000"]
     )
     assert res.exit_code == 2
+
+
+def test_collector_caps_what_a_worker_may_send() -> None:
+    from simulator.distributed import Collector
+
+    c = Collector(limit=10)
+    c.add("w1", "12345", False)
+    c.add("w1", "678901", True)  # 11 bytes in all
+    assert "w1" in c.refused
+    assert "w1" not in c.done
+    c.add("w2", 42, True)  # not text
+    assert c.refused["w2"] == "sent a malformed result"
+    c.add("w3", "ab", True)
+    c.add("w3", "cd", True)  # after the last chunk: ignored
+    assert c.done == {"w3"}
+    assert "".join(c.parts["w3"]) == "ab"
+
+
+def test_a_worker_cannot_add_or_double_requests() -> None:
+    from simulator.distributed import _only_shard
+    from simulator.replay import Outcome, ReplayResult
+
+    recs = _records(20)
+    mine = [r.id for r in recs if shard_of(r.id, 2) == 0]
+    other = next(r.id for r in recs if shard_of(r.id, 2) == 1)
+    outs = [Outcome(id=i, target="a", intended=0.0) for i in mine]
+    outs += [Outcome(id=mine[0], target="a", intended=0.0),  # a duplicate
+             Outcome(id=other, target="a", intended=0.0),  # another shard's
+             Outcome(id=mine[1], target="zz", intended=0.0)]  # fmt: skip  # no such target
+    res = summarize(outs, targets={"a": "http://a"}, options=ReplayOptions(), scheduled=20,
+                    started_at=0.0, duration_s=1.0, cpu_s=0.0)  # fmt: skip
+    assert isinstance(res, ReplayResult)
+    kept = _only_shard(res, recs, {"a": "http://a"}, 0, 2)
+    assert sorted(o.id for o in kept.outcomes) == sorted(mine)
