@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from simulator.confseq import log_ratio_sd
-from simulator.power import error_mde, latency_mde, rate_mde
+from simulator.power import block_chance, error_mde, latency_mde, rate_mde
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -312,13 +312,14 @@ def latency_check(
         figures["effective_tolerance"] = tolerance
 
     n_pairs = min(b.size, c.size)
-    mde = {
-        f"p{round(q * 100):d}": latency_mde(
-            log_ratio_sd(b, c, q, paired=paired), n_pairs, t.alpha, t.power
-        )
-        for q in t.gate_quantiles
-    }
+    sds = {f"p{round(q * 100):d}": log_ratio_sd(b, c, q, paired=paired) for q in t.gate_quantiles}
+    mde = {k: latency_mde(sd, n_pairs, t.alpha, t.power) for k, sd in sds.items()}
     figures["mde"] = mde  # smallest slowdown caught with probability t.power at this n
+    # The chance this run's rule blocks a candidate slower by half the tolerance, any quantile.
+    keep = 1.0
+    for sd in sds.values():
+        keep *= 1 - block_chance(sd, n_pairs, tolerance / 2, tolerance, t.alpha)
+    figures["block_chance_at_half_tolerance"] = 1 - keep
     failed, unresolved = [], []
     for q in t.gate_quantiles:
         pt, lo, hi = deltas[float(q)]

@@ -99,3 +99,13 @@ def required_pairs(
         else:
             hi = mid
     return lo
+
+
+def block_chance(sd: float, n: int, true_slowdown: float, tolerance: float, alpha: float) -> float:
+    """Probability that the fixed-horizon latency rule (interval above 0 and point estimate over
+    the tolerance) fails a candidate whose true slowdown at this quantile is `true_slowdown`."""
+    if n <= 1 or not math.isfinite(sd) or sd <= 0:
+        return 0.0
+    se = sd / math.sqrt(n)
+    bar = max(math.log1p(tolerance), _z(1 - alpha / 2) * se)
+    return float(stats.norm.sf((bar - math.log1p(true_slowdown)) / se))

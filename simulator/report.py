@@ -253,6 +253,13 @@ def sensitivity_line(report: SimulationReport) -> str | None:
         f"Sensitivity: with {n} pairs this run catches, with {report.thresholds.power:.0%} "
         f"probability, {', '.join(parts)}."
     )
+    lat = by.get("latency", {})
+    if "block_chance_at_half_tolerance" in lat:
+        tol = lat.get("effective_tolerance", report.thresholds.latency_tolerance)
+        line += (
+            f" A candidate {tol / 2:.1%} slower (half the tolerance) would be blocked "
+            f"{lat['block_chance_at_half_tolerance']:.0%} of the time."
+        )
     seq = by.get("sequential")
     if seq:
         line += (

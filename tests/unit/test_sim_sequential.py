@@ -326,3 +326,18 @@ def test_simulate_refuses_a_bad_detect_before_reading_anything(tmp_path: Path) -
     assert res.exit_code == 2
     assert "--detect" in res.output
     assert "no-repo" not in res.output
+
+
+def test_block_chance_at_half_the_tolerance_matches_monte_carlo() -> None:
+    """The printed chance that the fixed rule blocks a candidate 2.5% slower (tolerance 5%)
+    agrees with how often it does, within Monte-Carlo error plus the approximation's."""
+    rng = np.random.default_rng(15)
+    runs, n = 150, 1000
+    printed, blocked = [], 0
+    for r in range(runs):
+        base, cand = _paired(rng, n, slowdown=0.025, shared_sigma=0.0, own_sigma=0.3)
+        check = latency_check(base, cand, Thresholds(seed=r, bootstrap_resamples=200), paired=True)
+        printed.append(check.figures["block_chance_at_half_tolerance"])
+        blocked += check.status == "fail"
+    assert 0.0 < float(np.mean(printed)) < 1.0
+    assert abs(blocked / runs - float(np.mean(printed))) < 0.08
