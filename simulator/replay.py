@@ -203,6 +203,9 @@ class _Schedule:
         import gevent
 
         opts = self.options
+        watch: Callable[[_Schedule, StopWhenDecided], None] | None = None
+        if opts.stop_when_decided is not None:  # imported before t0: it loads SciPy
+            from simulator.early_stop import watch
         self._warm_up(client)
         # Recorded traffic is millions of objects; a full collection walking them takes tens of
         # milliseconds mid-schedule. Frozen, they are never scanned again.
@@ -223,9 +226,7 @@ class _Schedule:
         batch = 0
         cpu0 = time.process_time()
         watcher = None
-        if opts.stop_when_decided is not None and len(names) > 1:
-            from simulator.early_stop import watch
-
+        if watch is not None and opts.stop_when_decided is not None and len(names) > 1:
             watcher = gevent.spawn(watch, self, opts.stop_when_decided)
         try:
             for i, rec in enumerate(self.records):

@@ -23,6 +23,7 @@ repeated at each look would not; bench/judge_power.py measures both).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -161,6 +162,18 @@ def _error_step(base: Side, cand: Side, n: int, t: Thresholds) -> tuple[Step, st
     return "pass", f"{text}; would catch an increase of {mde:.2%} (95% power)", figures
 
 
+MAX_LOOKS = 400  # each look sorts its prefix: beyond this many, looks are spread out
+
+
+def looks_for(n: int, every: int, first: int, max_looks: int | None = MAX_LOOKS) -> list[int]:
+    """The look grid: every `every` pairs from `first`, and the last pair. With more than
+    `max_looks` looks, a multiple of `every` instead (a subset of the same grid, so a replay
+    stopped on the fine grid and this walk agree)."""
+    if max_looks is not None and n > every * max_looks:
+        every *= math.ceil(n / (every * max_looks))
+    return _looks(n, every, first)
+
+
 def _looks(n: int, every: int, first: int) -> list[int]:
     marks = list(range(max(every, first), n + 1, every))
     if not marks or marks[-1] != n:
@@ -178,7 +191,7 @@ def sequential_decision(
         raise ValueError("the sequential judge needs paired sides of the same length")
     floor = noise_floor if noise_floor is not None and noise_floor.n == base.n else None
     n_all = base.n
-    marks = list(looks) if looks is not None else _looks(n_all, t.look_every, t.min_requests)
+    marks = list(looks) if looks is not None else looks_for(n_all, t.look_every, t.min_requests)
     if n_all < t.min_requests or not marks:
         return SequentialResult(
             decision="inconclusive", n_used=n_all, n_available=n_all, looks=0,
@@ -247,7 +260,11 @@ def with_sequential(
     """`checks` plus a `sequential` check. With `t.sequential` it gates and the fixed-horizon
     checks it replaces are kept for reading but no longer gate; otherwise it is information:
     where the replay could have stopped."""
-    res = sequential_decision(base, cand, t, noise_floor=noise_floor)
+    # A replay the judge stopped: judge the same prefix at the same look, to agree with it.
+    grid = None
+    if replay_stopped is not None and 0 < int(replay_stopped.get("after_pairs", 0)) <= base.n:
+        grid = [int(replay_stopped["after_pairs"])]
+    res = sequential_decision(base, cand, t, noise_floor=noise_floor, looks=grid)
     saved = 1 - res.n_used / res.n_available if res.n_available else 0.0
     figures = res.model_dump()
     figures["saved_fraction"] = saved

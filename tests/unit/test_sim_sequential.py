@@ -341,3 +341,15 @@ def test_block_chance_at_half_the_tolerance_matches_monte_carlo() -> None:
         blocked += check.status == "fail"
     assert 0.0 < float(np.mean(printed)) < 1.0
     assert abs(blocked / runs - float(np.mean(printed))) < 0.08
+
+
+def test_the_look_grid_is_bounded_and_a_subset_of_the_fine_grid() -> None:
+    from simulator.sequential import MAX_LOOKS, looks_for
+
+    fine = looks_for(2000, 100, 200)
+    assert fine[:3] == [200, 300, 400]
+    assert fine[-1] == 2000
+    big = looks_for(1_000_000, 100, 200)
+    assert len(big) <= MAX_LOOKS + 2
+    assert all(m % 100 == 0 for m in big)
+    assert big[-1] == 1_000_000
