@@ -16,7 +16,10 @@ Shapes: `lognormal` is bench/decision_quality.py's (a shared per-request part an
 per-side part); `bimodal` is a cache: each side independently hits (70%, ~5 ms) or misses
 (~50 ms); `heavy` has a Pareto tail of stalls (5% of requests) per side.
 
-Run: .venv/bin/python bench/judge_power.py [--runs 200] [--requests 2000]
+With --plot FILE, also draws the operating characteristic (share failed and passed against the
+true slowdown, both judges, per shape; and the sequential judge's mean pairs) as a PNG.
+
+Run: .venv/bin/python bench/judge_power.py [--runs 200] [--requests 2000] [--plot FILE]
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--plot", default=None, help="Write the power curves to this PNG.")
     args = ap.parse_args()
     runs, n = args.runs, args.requests
     t = Thresholds()
@@ -190,6 +194,46 @@ def main() -> None:
             f"(sample saved {1 - np.mean(all_used) / n:.0%})"
         )
     print(f"\n({took:.0f}s for the tables)")
+    if args.plot:
+        plot(summary, runs, n, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def plot(
+    summary: dict[tuple[str, float, float], tuple[Counter[str], Counter[str], list[int]]],
+    runs: int, n: int, path: str,
+) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(SHAPES), figsize=(4 * len(SHAPES), 6.5), sharex=True)
+    for col, shape_name in enumerate(SHAPES):
+        keys = sorted(k for k in summary if k[0] == shape_name and k[2] == 0.0)
+        xs = [100 * k[1] for k in keys]
+        ax = axes[0][col]
+        for idx, label, style in ((0, "fixed", "-"), (1, "sequential", "--")):
+            fails = [summary[k][idx]["fail"] / runs for k in keys]
+            passes = [summary[k][idx]["pass"] / runs for k in keys]
+            ax.plot(xs, fails, style, color="tab:red", marker="o", label=f"fail ({label})")
+            ax.plot(xs, passes, style, color="tab:green", marker="o", label=f"pass ({label})")
+        ax.axvline(5, color="grey", lw=0.8)
+        ax.axvline(20, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{shape_name}: verdict vs true slowdown")
+        ax.set_ylim(-0.02, 1.02)
+        if col == 0:
+            ax.set_ylabel(f"share of {runs} runs")
+            ax.legend(fontsize=7)
+        ax2 = axes[1][col]
+        ax2.plot(xs, [float(np.mean(summary[k][2])) for k in keys], "--o", label="sequential")
+        ax2.axhline(n, color="grey", lw=0.8, label="fixed horizon")
+        ax2.set_xlabel("true slowdown of every quantile (%)")
+        if col == 0:
+            ax2.set_ylabel("mean pairs used")
+            ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":
