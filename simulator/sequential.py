@@ -159,7 +159,7 @@ def _error_step(base: Side, cand: Side, n: int, t: Thresholds) -> tuple[Step, st
     worse = disc and rc - rb > t.max_error_rate_increase
     if worse and rate_above(only_c, disc, 0.5, t.alpha, width=1.0):
         return "fail", f"{text} exceeds the {t.max_error_rate_increase:.2%} allowance", figures
-    return "pass", f"{text}; would catch an increase of {mde:.2%} (95% power)", figures
+    return "pass", f"{text}; would catch an increase of {mde:.2%} ({t.power:.0%} power)", figures
 
 
 MAX_LOOKS = 400  # each look sorts its prefix: beyond this many, looks are spread out
