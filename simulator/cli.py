@@ -21,7 +21,7 @@ from rich.table import Table
 
 from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput, ServeopsError
-from simulator.replay import ReplayOptions, ReplayResult
+from simulator.replay import ReplayOptions, ReplayResult, StopWhenDecided
 from simulator.traffic import (
     TrafficError,
     TrafficRecord,
@@ -138,6 +138,75 @@ def traffic_slice(
     _run(lambda: out.print(f"wrote {slice_file(source, out_file, window)} requests to {out_file}"))
 
 
+def parse_fraction(text: str, what: str) -> float:
+    """'10%' or '0.1' -> 0.1; anything else is bad input naming the option."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise TrafficError(f"{what}: expected a fraction like 0.1 or a percentage like 10%, "
+                           f"got {text!r}") from None  # fmt: skip
+    if not 0 < value < 10:
+        raise TrafficError(f"{what}: {text!r} is out of range (0, 1000%)")
+    return value
+
+
+@traffic_app.command("power")
+def traffic_power(
+    source: Annotated[
+        Path, typer.Argument(help="Recorded traffic with recorded latencies: the pilot.")
+    ],
+    detect: Annotated[
+        str, typer.Option(help="Relative slowdown to catch, e.g. 10% or 0.1.")
+    ] = "15%",
+    quantile: Annotated[float, typer.Option(min=0.01, max=0.99, help="Quantile judged.")] = 0.95,
+    power: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Probability of catching it.")
+    ] = 0.95,
+    alpha: Annotated[float, typer.Option(min=0.001, max=0.5, help="1 - confidence.")] = 0.05,
+    budget: Annotated[
+        int | None, typer.Option(min=1, help="Most pairs a replay may use; exit 1 if short.")
+    ] = None,
+) -> None:
+    """Plan a simulation: how many paired requests catch a --detect slowdown at --quantile.
+
+    The recorded latencies are the pilot; the candidate is assumed as noisy as the baseline and
+    independent of it (conservative: pairing only removes shared noise)."""
+
+    def run() -> None:
+        import numpy as np
+
+        from simulator.power import latency_mde, pilot_sd, required_pairs
+
+        effect = parse_fraction(detect, "--detect")
+        _, records = read_traffic(source)
+        lat = [r.response.latency_ms for r in records if r.response and r.response.latency_ms]
+        try:
+            sd = pilot_sd(np.asarray(lat, dtype=np.float64), quantile)
+        except ValueError as e:
+            raise TrafficError(f"{source}: {e} (record traffic with responses)") from None
+        fixed = required_pairs(sd, effect, alpha, power)
+        seq = required_pairs(sd, effect, alpha, power, sequential=True)
+        label = f"p{round(quantile * 100)}"
+        out.print(
+            f"pilot: {len(lat)} recorded latencies, per-pair sd of log {label} ratio {sd:.3f}"
+        )
+        out.print(f"to catch a {effect:.0%} {label} slowdown with {power:.0%} probability "
+                  f"(alpha {alpha}):")  # fmt: skip
+        out.print(f"  fixed horizon:  {fixed} pairs")
+        out.print(f"  sequential:     at most {seq} pairs (stops earlier when the effect is "
+                  "clearly larger or clearly absent)")  # fmt: skip
+        n = len(lat)
+        mde = latency_mde(sd, n, alpha, power)
+        out.print(f"  this recording's {n} requests would catch a {label} slowdown of {mde:.1%}")
+        if budget is not None and fixed > budget:
+            have = latency_mde(sd, budget, alpha, power)
+            out.print(f"over budget: {budget} pairs catch only {have:.1%} at {label}")
+            raise typer.Exit(1)
+
+    _run(run)
+
+
 # --- replay ------------------------------------------------------------------------------------
 
 
@@ -181,6 +250,7 @@ def _replay(
     options: ReplayOptions,
     label: str,
     workers: int = 1,
+    extra_args: list[str] | None = None,
 ) -> ReplayResult:
     from simulator.replay_process import ReplayFailed, run_replay_process
 
@@ -190,8 +260,9 @@ def _replay(
         try:
             with _progress(label) as update:
                 return run_replay_process(
-                    path, targets, options, on_progress=update, workers=workers
-                )
+                    path, targets, options, on_progress=update, workers=workers,
+                    extra_args=extra_args,
+                )  # fmt: skip
         except ReplayFailed as e:
             raise ServeopsError(str(e)) from None
 
@@ -220,16 +291,31 @@ def _summary_table(result: ReplayResult) -> Table:
 
 
 @contextlib.contextmanager
-def _cluster(address: str | None, num_cpus: int) -> Iterator[tuple[str, bool]]:
-    """The given Ray dashboard, or a local Ray we start and stop."""
+def _cluster(
+    address: str | None, num_cpus: int, reserve: int = 0
+) -> Iterator[tuple[str, bool, list[int] | None]]:
+    """The given Ray dashboard, or a local Ray we start and stop; with `reserve`, the local Ray
+    is pinned to all but the last `reserve` cores, which are yielded for the load generator."""
     if address:
-        yield address, False
+        yield address, False, None
         return
-    from controller.dev.localray import LocalRay
+    from controller.dev.localray import LocalRay, reserve_cpus
 
-    err.print(f"starting a local Ray (--num-cpus {num_cpus})")
-    with LocalRay(num_cpus) as ray:
-        yield ray.address, True
+    split = reserve_cpus(reserve)
+    if split is None:
+        if reserve:
+            err.print(f"not reserving {reserve} core(s) for the generator: too few cores")
+        err.print(f"starting a local Ray (--num-cpus {num_cpus})")
+        with LocalRay(num_cpus) as ray:
+            yield ray.address, True, None
+        return
+    ray_cores, gen_cores = split
+    err.print(
+        f"starting a local Ray (--num-cpus {num_cpus}) on cores {sorted(ray_cores)}; cores "
+        f"{sorted(gen_cores)} kept for the load generator"
+    )
+    with LocalRay(num_cpus, cpu_affinity=ray_cores) as ray:
+        yield ray.address, True, sorted(gen_cores)
 
 
 def _registry(uri: str | None) -> Any:
@@ -273,6 +359,15 @@ WindowOpt = Annotated[
     str | None, typer.Option(help="Only this window, A..B (seconds from start or timestamps).")
 ]
 NumCpusOpt = Annotated[int, typer.Option(help="CPUs for a local Ray we start.")]
+ReserveCpusOpt = Annotated[
+    int,
+    typer.Option(
+        "--reserve-cpus",
+        min=0,
+        help="With a local Ray we start: cores kept free of Ray for the load generator (it is "
+        "pinned to them, Ray to the rest); 0 shares every core.",
+    ),
+]
 WorkersOpt = Annotated[
     int,
     typer.Option(help="Locust worker processes (master/worker, sharded by request id)."),
@@ -297,6 +392,7 @@ def replay_command(
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
+    reserve_cpus: ReserveCpusOpt = 0,
     max_in_flight: Annotated[int, typer.Option(help="Cap on requests in flight.")] = 512,
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 10.0,
     web_ui: Annotated[
@@ -306,6 +402,31 @@ def replay_command(
         Path | None, typer.Option("--out", help="Write outcomes.jsonl and summary.json here.")
     ] = None,
     workers: WorkersOpt = 1,
+    master: Annotated[
+        bool,
+        typer.Option(
+            "--master",
+            help="With --url: serve the replay to workers on other hosts (`serveops "
+            "replay-worker`) over TCP instead of replaying here.",
+        ),
+    ] = False,
+    expect_workers: Annotated[
+        int, typer.Option(min=1, max=1024, help="With --master: workers to wait for.")
+    ] = 1,
+    master_bind: Annotated[
+        str, typer.Option(help="With --master: address to listen on.")
+    ] = "0.0.0.0",
+    master_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="With --master: TCP port to listen on.")
+    ] = 5557,
+    ready_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="With --master: seconds to wait for the workers; then start "
+            "with those present and say so.",
+        ),
+    ] = 120.0,
 ) -> None:
     """Replay recorded traffic open loop against a Git revision or a URL.
 
@@ -319,7 +440,19 @@ def replay_command(
         options = ReplayOptions(
             speed=speed, max_in_flight=max_in_flight, timeout_s=timeout, web_ui_port=web_ui
         )
-        if url is not None:
+        if master and url is None:
+            raise BadInput("--master serves a replay against --url (workers need a URL to reach)")
+        if master:
+            assert url is not None
+            extra = ["--master", "--master-bind", master_bind, "--master-port", str(master_port),
+                     "--expect-workers", str(expect_workers), "--ready-timeout", str(ready_timeout)]  # fmt: skip
+            err.print(
+                f"master on {master_bind}:{master_port}: waiting for {expect_workers} worker(s) "
+                f"(serveops replay-worker {traffic} --master-host <this host> "
+                f"--master-port {master_port})"
+            )
+            result = _replay(records, {"target": url}, options, "replay (master)", 1, extra)
+        elif url is not None:
             result = _replay(records, {"target": url}, options, "replay", workers)
         else:
             assert rev is not None
@@ -351,7 +484,7 @@ def replay_command(
         registry = _registry(registry_uri)
         code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
         with (
-            _cluster(address, num_cpus) as (addr, _ours),
+            _cluster(address, num_cpus, reserve_cpus) as (addr, _ours, gen_cpus),
             ServeClient(addr, http_port=free_port()) as client,
         ):
             target = Revision(str(repo), the_rev, env)
@@ -359,7 +492,49 @@ def replay_command(
             err.print(f"deploying {the_rev} ({plan.source.commit[:12]}) of {env!r} on {addr}")
             apply_plan(plan, client, log=lambda m: err.print(f"  {m}"))
             base = f"http://127.0.0.1:{_http_port(client)}"
+            options = options.model_copy(update={"cpu_affinity": gen_cpus})
             return _replay(records, {the_rev: base}, options, f"replay {the_rev}", workers)
+
+    _run(run)
+
+
+def replay_worker_command(
+    traffic: Annotated[Path, typer.Argument(help="The same recorded traffic the master replays.")],
+    master_host: Annotated[str, typer.Option(help="Host of `serveops replay --master`.")],
+    master_port: Annotated[int, typer.Option(min=1, max=65535, help="Its port.")] = 5557,
+    window: WindowOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Also keep this worker's summary.json here.")
+    ] = None,
+) -> None:
+    """Join a replay master on another host and replay the shard it assigns.
+
+    The master sends the targets, options and a shared start time; this worker sends its
+    outcomes back. Its traffic (after --window) must equal the master's (checked by digest)."""
+    from simulator.replay_process import ReplayFailed, run_remote_worker_process
+
+    def run() -> None:
+        _, records = _load(traffic, window)
+        with tempfile.TemporaryDirectory(prefix="serveops-traffic-") as tmp:
+            path = Path(tmp) / "traffic.jsonl"
+            write_jsonl(path, records)
+            err.print(f"joining the master at {master_host}:{master_port}")
+            try:
+                result = run_remote_worker_process(path, master_host, master_port)
+            except ReplayFailed as e:
+                raise ServeopsError(str(e)) from None
+        if result is None:
+            out.print("the master started without this worker: nothing to do")
+            return
+        sent = sum(1 for o in result.outcomes if not o.dropped)
+        out.print(
+            f"sent {sent} of {result.scheduled} scheduled requests; generator lag p99 "
+            f"{result.lag_p99_ms:.2f} ms: {'valid' if result.valid else 'INVALID'}"
+        )
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            summary = result.model_dump(exclude={"outcomes"})
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     _run(run)
 
@@ -383,6 +558,7 @@ def simulate_command(
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
+    reserve_cpus: ReserveCpusOpt = 0,
     noise_floor: Annotated[
         bool, typer.Option(help="Also replay to a second baseline (A/A noise floor).")
     ] = False,
@@ -401,6 +577,27 @@ def simulate_command(
         bool, typer.Option(help="Exit 1 on an inconclusive verdict too.")
     ] = False,
     workers: WorkersOpt = 1,
+    sequential: Annotated[
+        bool | None,
+        typer.Option(
+            "--sequential/--fixed-horizon",
+            help="Decide with the sequential judge (always-valid tests at every look; the "
+            "report says where it stopped) or one test over all pairs. Default: the "
+            "thresholds' `sequential` field (off).",
+        ),
+    ] = None,
+    detect: Annotated[
+        str | None,
+        typer.Option(
+            help="With --sequential: the slowdown a pass must rule out, e.g. 10% (the "
+            "thresholds' detect_slowdown; plan the traffic it needs with `serveops traffic "
+            "power`).",
+        ),
+    ] = None,
+    max_requests: Annotated[
+        int | None,
+        typer.Option(min=1, help="Budget: replay at most the first N requests of the traffic."),
+    ] = None,
 ) -> None:
     """Replay traffic to --base and --head side by side and decide; exit 1 on fail.
 
@@ -414,20 +611,29 @@ def simulate_command(
         from simulator.report import build_report, reference_features, write_reports
         from simulator.thresholds import resolve, spec_source
 
+        detect_value = parse_fraction(detect, "--detect") if detect is not None else None
         changed = deploy.changed_deployments(repo, base, head, env)
         deploy.require_changes(changed, base, head, env)
         thresholds, sources = resolve(
             [spec_source(c.path, c.base_text, base) for c in changed], thresholds_file
         )
+        if sequential is not None:
+            thresholds = thresholds.model_copy(update={"sequential": sequential})
+            sources["sequential"] = "command line"
+        if detect_value is not None:
+            thresholds = thresholds.model_copy(update={"detect_slowdown": detect_value})
+            sources["detect_slowdown"] = "command line"
         routes = {c.route for c in changed}
         header, records = _load(traffic, window, routes)
+        if max_requests is not None:
+            records = sorted(records, key=lambda r: r.ts)[:max_requests]
         registry = _registry(registry_uri)
         code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
         err.print(f"changed in {env!r}: {', '.join(c.name for c in changed)}")
         with tempfile.TemporaryDirectory(prefix="serveops-sim-") as tmp:
             sim_repo, prefixes = deploy.write_sim_repo(Path(tmp), changed, noise_floor)
             with (
-                _cluster(address, num_cpus) as (addr, ours),
+                _cluster(address, num_cpus, reserve_cpus) as (addr, ours, gen_cpus),
                 ServeClient(addr, http_port=free_port()) as client,
             ):
                 err.print(f"bringing up {base} and {head} side by side on {addr}")
@@ -435,8 +641,17 @@ def simulate_command(
                     deploy.bring_up(sim_repo, client, registry, serving_code=code, log=_indented)
                     http = f"http://127.0.0.1:{_http_port(client)}"
                     targets = {role: http + prefix for role, prefix in prefixes.items()}
+                    stop = None
+                    if thresholds.sequential and workers == 1:
+                        stop = StopWhenDecided(
+                            thresholds=thresholds.model_dump(),
+                            noise="baseline_b" if noise_floor else None,
+                        )
                     options = ReplayOptions(
-                        speed=speed, max_lag_p99_ms=thresholds.max_generator_lag_p99_ms
+                        speed=speed,
+                        max_lag_p99_ms=thresholds.max_generator_lag_p99_ms,
+                        stop_when_decided=stop,
+                        cpu_affinity=gen_cpus,
                     )
                     result = _replay(records, targets, options, "simulate", workers)
                 finally:
@@ -451,6 +666,7 @@ def simulate_command(
             reference_inputs=reference_features(),
             header=header,
             meta={"base": base, "head": head, "environment": env, "traffic": str(traffic),
+                  "generator_cpus": result.generator_cpus,
                   "deployments": [c.name for c in changed]},
         )  # fmt: skip
         written = write_reports(report, out_dir, sides=sides, outcomes=result.outcomes)
@@ -473,4 +689,5 @@ def register(app: typer.Typer) -> None:
     """Add the simulator's commands to the `serveops` app."""
     app.add_typer(traffic_app, name="traffic")
     app.command("replay")(replay_command)
+    app.command("replay-worker")(replay_worker_command)
     app.command("simulate")(simulate_command)

@@ -20,6 +20,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
+from simulator.confseq import log_ratio_sd
+from simulator.power import block_chance, error_mde, latency_mde, rate_mde
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 Status = Literal["pass", "fail", "inconclusive", "info"]
@@ -62,6 +65,34 @@ class Thresholds(BaseModel):
     )
     max_generator_lag_p99_ms: float = Field(default=5.0, gt=0)
     max_dropped_fraction: float = Field(default=0.0, ge=0)
+    power: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Probability of catching an effect that a "
+        "minimum detectable effect (MDE) and sample-size planning refer to.",
+    )
+    max_detectable_slowdown: float | None = Field(
+        default=0.25,
+        gt=0,
+        description="A latency pass whose p50/p95 MDE exceeds this is "
+        "inconclusive (underpowered); None turns the rule off.",
+    )
+    sequential: bool = Field(
+        default=False,
+        description="Decide with the sequential judge (always-valid tests at "
+        "every look) instead of one fixed-horizon test over all pairs.",
+    )
+    detect_slowdown: float = Field(
+        default=0.20,
+        gt=0,
+        description="Sequential judge: latency passes once every gated "
+        "quantile's confidence sequence rules out a slowdown this large; also the default "
+        "target of sample-size planning.",
+    )
+    look_every: int = Field(
+        default=100, ge=10, description="Sequential judge: pairs between two looks."
+    )
 
 
 class CheckResult(BaseModel):
@@ -280,6 +311,15 @@ def latency_check(
         tolerance = max(tolerance, floor)
         figures["effective_tolerance"] = tolerance
 
+    n_pairs = min(b.size, c.size)
+    sds = {f"p{round(q * 100):d}": log_ratio_sd(b, c, q, paired=paired) for q in t.gate_quantiles}
+    mde = {k: latency_mde(sd, n_pairs, t.alpha, t.power) for k, sd in sds.items()}
+    figures["mde"] = mde  # smallest slowdown caught with probability t.power at this n
+    # The chance this run's rule blocks a candidate slower by half the tolerance, any quantile.
+    keep = 1.0
+    for sd in sds.values():
+        keep *= 1 - block_chance(sd, n_pairs, tolerance / 2, tolerance, t.alpha)
+    figures["block_chance_at_half_tolerance"] = 1 - keep
     failed, unresolved = [], []
     for q in t.gate_quantiles:
         pt, lo, hi = deltas[float(q)]
@@ -306,6 +346,17 @@ def latency_check(
     summary = ", ".join(
         f"p{round(q * 100):d} {_pct(deltas[float(q)][0])}" for q in t.gate_quantiles
     )
+    blind = {k: v for k, v in mde.items() if not v <= (t.max_detectable_slowdown or math.inf)}
+    if blind:
+        return CheckResult(
+            name="latency",
+            status="inconclusive",
+            reason=f"underpowered: {n_pairs} pairs would catch (with {t.power:.0%} probability) "
+            "only a slowdown of "
+            + ", ".join(f"{k} {v:.0%}" for k, v in blind.items())
+            + f", more than {t.max_detectable_slowdown:.0%} ({summary})",
+            figures=figures,
+        )
     return CheckResult(
         name="latency",
         status="pass",
@@ -351,6 +402,7 @@ def error_check(base: Side, cand: Side, t: Thresholds, *, paired: bool) -> Check
         figures["fisher"] = {"p_value": p}
     diff = rc - rb
     figures["rate_increase"] = diff
+    figures["mde"] = error_mde(rb, min(base.n, cand.n), t.alpha, t.power)
     if p < t.alpha and diff > t.max_error_rate_increase:
         return CheckResult(
             name="errors",
@@ -362,7 +414,7 @@ def error_check(base: Side, cand: Side, t: Thresholds, *, paired: bool) -> Check
     return CheckResult(
         name="errors",
         status="pass",
-        reason=f"error rate {rb:.2%} -> {rc:.2%} (p={p:.2g})",
+        reason=f"error rate {rb:.2%} -> {rc:.2%} (p={p:.2g}); would catch +{figures['mde']:.2%}",
         figures=figures,
     )
 
@@ -446,6 +498,8 @@ def _classification_check(a: list[Any], b: list[Any], skipped: int, t: Threshold
         "labels": [str(x) for x in labels],
         "flip_matrix": flips,
     }
+    if t.min_agreement is not None:  # the smallest flip rate caught with probability t.power
+        figures["mde_flip_rate"] = rate_mde(1 - t.min_agreement, n, t.alpha, t.power)
     gating = t.min_agreement is not None
     if t.min_agreement is None:
         status: Status = "info"

@@ -41,6 +41,18 @@ SPIN_GAP_S = 0.01  # ...when the request is at least this far from the one befor
 BEHIND_BATCH = 8  # behind schedule, yield to the sends after this many requests
 
 
+class StopWhenDecided(BaseModel):
+    """Run the sequential judge during a paired replay and stop sending once it decides."""
+
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict, description="`simulator.compare.Thresholds` fields."
+    )
+    baseline: str = Field(default="baseline", description="Target that is the baseline.")
+    candidate: str = Field(default="candidate", description="Target that is the candidate.")
+    noise: str | None = Field(default=None, description="Second baseline (A/A), if any.")
+    check_every_s: float = Field(default=0.25, gt=0, description="How often to look.")
+
+
 class ReplayOptions(BaseModel):
     speed: float = Field(default=1.0, gt=0, description="1 = recorded pace, 10 = ten times faster.")
     max_in_flight: int = Field(default=512, ge=1, description="Cap on requests in flight.")
@@ -56,6 +68,14 @@ class ReplayOptions(BaseModel):
         default=None,
         description="Set the replaying process's nice value (negative needs privilege): on a "
         "busy machine a higher priority keeps the schedule better.",
+    )
+    cpu_affinity: list[int] | None = Field(
+        default=None,
+        description="Pin the replaying process (and its local workers) to these cores, e.g. "
+        "the ones kept free of a local Ray.",
+    )
+    stop_when_decided: StopWhenDecided | None = Field(
+        default=None, description="Paired replays: stop once the sequential judge decides."
     )
 
 
@@ -102,6 +122,14 @@ class ReplayResult(BaseModel):
     lag_max_ms: float
     valid: bool
     problems: list[str] = Field(default_factory=list)
+    generator_cpus: list[int] | None = Field(
+        default=None, description="Cores the replaying process was pinned to, if any."
+    )
+    stopped_early: dict[str, Any] | None = Field(
+        default=None,
+        description="Set when the sequential judge stopped the replay: the look (`after_pairs`), "
+        "`decision`, `reason` and `unsent` (requests of the schedule never sent).",
+    )
     outcomes: list[Outcome]
 
     def by_target(self, name: str) -> list[Outcome]:
@@ -151,6 +179,8 @@ class _Schedule:
         self.end = 0.0
         self.cpu_s = 0.0
         self.rng = random.Random(options.seed)
+        self.stop: dict[str, Any] | None = None  # set by the sequential watcher
+        self.unsent = 0
 
     def shard(self, index: int, count: int) -> None:
         """Keep this shard's requests (by id, or by `key` to keep a key's order) and encode them."""
@@ -173,6 +203,9 @@ class _Schedule:
         import gevent
 
         opts = self.options
+        watch: Callable[[_Schedule, StopWhenDecided], None] | None = None
+        if opts.stop_when_decided is not None:  # imported before t0: it loads SciPy
+            from simulator.early_stop import watch
         self._warm_up(client)
         # Recorded traffic is millions of objects; a full collection walking them takes tens of
         # milliseconds mid-schedule. Frozen, they are never scanned again.
@@ -192,8 +225,14 @@ class _Schedule:
         previous = -1.0
         batch = 0
         cpu0 = time.process_time()
+        watcher = None
+        if watch is not None and opts.stop_when_decided is not None and len(names) > 1:
+            watcher = gevent.spawn(watch, self, opts.stop_when_decided)
         try:
             for i, rec in enumerate(self.records):
+                if self.stop is not None:
+                    self.unsent = total - i
+                    break
                 offset = (rec.ts - self.first_ts) / opts.speed
                 due = self.t0 + offset
                 # Absolute schedule: sleep until just before the due time (the event loop's
@@ -227,6 +266,8 @@ class _Schedule:
                     self.progress(i + 1, total)
             self.idle.wait()
         finally:
+            if watcher is not None:
+                watcher.kill()
             gc.unfreeze()
             self.end = time.monotonic() - self.t0
             self.cpu_s = time.process_time() - cpu0
@@ -406,6 +447,9 @@ def _result(schedule: _Schedule) -> ReplayResult:
         started_at=schedule.t0_wall,
         duration_s=schedule.end,
         cpu_s=schedule.cpu_s,
+        stopped_early=(
+            None if schedule.stop is None else {**schedule.stop, "unsent": schedule.unsent}
+        ),
     )
 
 
@@ -418,6 +462,7 @@ def summarize(
     started_at: float,
     duration_s: float,
     cpu_s: float,
+    stopped_early: dict[str, Any] | None = None,
 ) -> ReplayResult:
     """Lag, drops and timeouts over `outcomes` (in schedule order), and the run's validity."""
     lags = [lag for o in outcomes if (lag := o.lag_ms) is not None]
@@ -431,10 +476,10 @@ def summarize(
             f"generator lag p99 {lag_p99:.2f} ms exceeds {options.max_lag_p99_ms} ms: "
             "the load generator did not keep the schedule"
         )
-    if any(dropped.values()):
+    capped = sum(1 for o in outcomes if o.dropped and not (o.error or "").startswith("not sent"))
+    if capped:
         problems.append(
-            f"{sum(dropped.values())} request(s) dropped at the cap of "
-            f"{options.max_in_flight} in flight"
+            f"{capped} request(s) dropped at the cap of {options.max_in_flight} in flight"
         )
     return ReplayResult(
         targets=targets,
@@ -451,6 +496,7 @@ def summarize(
         lag_max_ms=max(lags, default=0.0),
         valid=lag_p99 <= options.max_lag_p99_ms,
         problems=problems,
+        stopped_early=stopped_early,
         outcomes=outcomes,
     )
 

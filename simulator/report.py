@@ -29,6 +29,7 @@ from simulator.compare import (
     replay_validity_check,
     verdict,
 )
+from simulator.sequential import with_sequential
 from simulator.traffic import TrafficHeader, TrafficRecord
 
 REPORT_FORMAT = "serveops-simulation-report/v1"
@@ -47,6 +48,9 @@ class ReplaySummary(BaseModel):
     timed_out: dict[str, int]
     valid: bool
     problems: list[str] = Field(default_factory=list)
+    stopped_early: dict[str, Any] | None = Field(
+        default=None, description="Where the sequential judge stopped the replay, if it did."
+    )
 
 
 class SideSummary(BaseModel):
@@ -186,6 +190,12 @@ def build_report(
             replayed_inputs=dataframe_split_features(bodies) if reference_inputs else None,
         ),
     ]
+    if result.paired:
+        checks = with_sequential(
+            checks, sides[baseline], sides[candidate], t,
+            noise_floor=sides[noise] if noise else None,
+            replay_stopped=getattr(result, "stopped_early", None),
+        )  # fmt: skip
     v, reason = verdict(checks)
     m = dict(meta or {})
     if header is not None:
@@ -209,6 +219,7 @@ def build_report(
             timed_out=result.timed_out,
             valid=result.valid,
             problems=result.problems,
+            stopped_early=getattr(result, "stopped_early", None),
         ),
         sides={n: side_summary(sides[n], versions[n]) for n in names},
         thresholds=t,
@@ -225,6 +236,39 @@ def build_report(
 ICON = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️", "info": "💬"}
 
 
+def sensitivity_line(report: SimulationReport) -> str | None:
+    """One line: the smallest effects this run would catch with `thresholds.power`."""
+    by = {c.name: c.figures for c in report.checks}
+    parts = []
+    mde = by.get("latency", {}).get("mde") or {}
+    n = by.get("latency", {}).get("n_candidate")
+    parts += [f"a {k} slowdown of {v:.1%}" for k, v in mde.items()]
+    if "mde_flip_rate" in by.get("agreement", {}):
+        parts.append(f"{by['agreement']['mde_flip_rate']:.2%} flipped predictions")
+    if "mde" in by.get("errors", {}):
+        parts.append(f"+{by['errors']['mde']:.2%} errors")
+    if not parts:
+        return None
+    line = (
+        f"Sensitivity: with {n} pairs this run catches, with {report.thresholds.power:.0%} "
+        f"probability, {', '.join(parts)}."
+    )
+    lat = by.get("latency", {})
+    if "block_chance_at_half_tolerance" in lat:
+        tol = lat.get("effective_tolerance", report.thresholds.latency_tolerance)
+        line += (
+            f" A candidate {tol / 2:.1%} slower (half the tolerance) would be blocked "
+            f"{lat['block_chance_at_half_tolerance']:.0%} of the time."
+        )
+    seq = by.get("sequential")
+    if seq:
+        line += (
+            f" Sequential judge: {seq['decision']} at {seq['n_used']} of {seq['n_available']} "
+            "pairs."
+        )
+    return line
+
+
 def to_markdown(report: SimulationReport) -> str:
     lines = [
         f"## Simulation: {ICON[report.verdict]} {report.verdict.upper()}",
@@ -232,6 +276,9 @@ def to_markdown(report: SimulationReport) -> str:
         report.reason,
         "",
     ]
+    sensitivity = sensitivity_line(report)
+    if sensitivity:
+        lines += [sensitivity, ""]
     if report.meta.get("base") or report.meta.get("head"):
         lines += [
             f"Baseline `{report.meta.get('base')}` vs candidate `{report.meta.get('head')}`",

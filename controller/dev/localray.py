@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -64,6 +65,29 @@ def watch(owner_pid: int, target_pid: int, poll_s: float = 1.0) -> None:
     kill_tree(target_pid)
 
 
+def _pin(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A preexec function pinning the child (and everything it starts) to `cpus`."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    chosen = set(cpus)
+
+    def pin() -> None:
+        os.sched_setaffinity(0, chosen)
+
+    return pin
+
+
+def reserve_cpus(generator: int) -> tuple[set[int], set[int]] | None:
+    """Split this process's cores: (for Ray, for the load generator), the generator taking the
+    last `generator` cores; None when there are too few to split (or no affinity support)."""
+    if generator <= 0 or not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) <= generator:
+        return None
+    return set(cores[:-generator]), set(cores[-generator:])
+
+
 class LocalRay:
     """`ray start --head --block` in its own process group, torn down with all its children."""
 
@@ -73,8 +97,12 @@ class LocalRay:
         *,
         dashboard_port: int | None = None,
         env: dict[str, str] | None = None,
+        cpu_affinity: set[int] | None = None,
     ) -> None:
         self.num_cpus = num_cpus
+        # Cores Ray's processes (and so the replicas) may run on; the rest stay free, e.g. for
+        # a load generator beside the cluster. None: all of them.
+        self.cpu_affinity = cpu_affinity
         self.dashboard_port = dashboard_port or free_port()
         self.env = env or {}
         # Unix socket paths under it must stay short, so not under a deep work tree.
@@ -139,6 +167,7 @@ class LocalRay:
             env=env,
             start_new_session=True,
             cwd=self.temp_dir,
+            preexec_fn=_pin(self.cpu_affinity),
         )
         log.close()
         # If our process is SIGKILLed, stop() never runs: a watchdog outside Ray's tree stops it.

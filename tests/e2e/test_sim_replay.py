@@ -157,3 +157,59 @@ def test_distributed_replay_shards_every_request_exactly_once(tmp_path: Path) ->
     assert {shard_of(i, 2) for i in expected} == {0, 1}
     assert all(abs(o.intended - expected[o.id]) < 1e-9 for o in result.outcomes)
     assert all(o.sent is not None and o.sent >= o.intended for o in result.outcomes)
+
+
+def test_sequential_stop_ends_a_paired_replay_once_the_judge_decides(tmp_path: Path) -> None:
+    """A candidate three times slower: the judge in the replay decides at an early look, the
+    schedule stops sending, and the report's own walk reaches the same decision there."""
+    from simulator.compare import Thresholds
+    from simulator.replay import ReplayOptions, StopWhenDecided
+    from simulator.replay_process import run_replay_process
+    from simulator.report import build_report
+    from simulator.traffic import read_jsonl
+
+    path = tmp_path / "traffic.jsonl"
+    records = [TrafficRecord(id=f"r{i}", ts=1.7e9 + i * 0.004, route="/m",
+                             body={"inputs": [[1.0]]}) for i in range(3000)]  # fmt: skip
+    write_jsonl(path, records)
+    t = Thresholds(sequential=True, min_agreement=None, max_generator_lag_p99_ms=1000)
+    stop = StopWhenDecided(thresholds=t.model_dump())
+    with (
+        FakeEndpoint(version="1", delay_ms=2, sigma=0.3, seed=1) as a,
+        FakeEndpoint(version="2", delay_ms=2, sigma=0.3, seed=2, slowdown=2.0) as b,
+    ):
+        result = run_replay_process(
+            path, {"baseline": a.url, "candidate": b.url},
+            ReplayOptions(speed=1, max_lag_p99_ms=1000, stop_when_decided=stop), timeout_s=120,
+        )  # fmt: skip
+    assert result.stopped_early is not None
+    assert result.stopped_early["decision"] == "fail"
+    assert result.stopped_early["unsent"] > 1000
+    sent = {o.id for o in result.outcomes}
+    assert len(sent) == 3000 - result.stopped_early["unsent"]
+    _, recs = read_jsonl(path)
+    report, _ = build_report(result, recs, t)
+    seq = {c.name: c for c in report.checks}["sequential"]
+    assert seq.gating
+    assert seq.status == "fail"
+    assert seq.figures["n_used"] == result.stopped_early["after_pairs"]
+    assert "the replay stopped there" in seq.reason
+    assert report.verdict == "fail"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no affinity")
+def test_the_replaying_process_pins_itself_to_the_reserved_cores(tmp_path: Path) -> None:
+    import os
+
+    from simulator.replay import ReplayOptions
+    from simulator.replay_process import run_replay_process
+
+    core = max(os.sched_getaffinity(0))
+    traffic = _records(tmp_path, 30)
+    with FakeEndpoint(version="1") as ep:
+        result = run_replay_process(
+            traffic, {"target": ep.url},
+            ReplayOptions(speed=50, max_lag_p99_ms=1000, cpu_affinity=[core]), timeout_s=60,
+        )  # fmt: skip
+    assert result.generator_cpus == [core]
+    assert {o.status for o in result.outcomes} == {200}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.compare import Thresholds
 from simulator.replay import Outcome, ReplayResult
 from simulator.report import aligned_sides, build_report, reference_features, write_reports
 from simulator.traffic import PayloadSource, TrafficHeader, TrafficRecord
@@ -108,3 +109,28 @@ def test_report_fails_a_slow_candidate_that_flips_predictions() -> None:
     assert not drift.gating
     # Payloads are drawn from the reference data set itself: no feature drifts much.
     assert drift.figures["worst_psi"] < 0.1
+
+
+def test_report_says_what_the_run_could_see_and_where_it_could_have_stopped(
+    tmp_path: Path,
+) -> None:
+    result, records = _fake_result(1000, 0.5)
+    report, sides = build_report(result, records)
+    seq = {c.name: c for c in report.checks}["sequential"]
+    assert seq.status == "info"
+    assert not seq.gating
+    assert seq.figures["decision"] == "fail"
+    assert seq.figures["n_used"] < seq.figures["n_available"] == 999
+    write_reports(report, tmp_path, sides=sides)
+    md = (tmp_path / "report.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("Sensitivity:"))
+    assert "with 999 pairs" in line
+    assert "p95 slowdown of" in line
+    assert "Sequential judge: fail at" in line
+    # Asked to decide sequentially, the sequential check gates and the fixed ones inform.
+    report, _ = build_report(result, records, Thresholds(sequential=True, max_dropped_fraction=1))
+    by = {c.name: c for c in report.checks}
+    assert by["sequential"].gating
+    assert not by["latency"].gating
+    assert report.verdict == "fail"
+    assert report.reason.startswith("sequential: stopped at")
