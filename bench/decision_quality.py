@@ -21,7 +21,8 @@ from collections import Counter
 
 import numpy as np
 
-from simulator.compare import Side, Thresholds, compare, verdict
+from simulator.checks import Side, Thresholds
+from simulator.compare import compare, verdict
 
 
 def simulate(

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from simulator.compare import Thresholds
+from simulator.checks import Thresholds
 from simulator.fake_endpoint import FakeEndpoint
 from simulator.replay import ReplayOptions, StopWhenDecided
 from simulator.replay_process import run_replay_process

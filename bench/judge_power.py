@@ -32,7 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from simulator.compare import Side, Thresholds, compare, verdict
+from simulator.checks import Side, Thresholds
+from simulator.compare import compare, verdict
 from simulator.confseq import log_ratio_sd, quantile_ratio_cs
 from simulator.power import latency_mde
 from simulator.sequential import sequential_decision

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gevent  # type: ignore[import-untyped]
 import numpy as np
 
-from simulator.compare import Thresholds
+from simulator.checks import Thresholds
 from simulator.replay import StopWhenDecided, _Schedule, quantile
 from simulator.report import aligned_sides
 from simulator.sequential import sequential_decision

@@ -18,18 +18,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from simulator.compare import (
-    CheckResult,
-    FloatArray,
-    Side,
-    Thresholds,
-    Verdict,
-    compare,
-    dataframe_split_features,
-    replay_validity_check,
-    verdict,
-)
+from simulator.checks import CheckResult, Side, Thresholds, Verdict
+from simulator.compare import compare, replay_validity_check, verdict
+from simulator.drift import dataframe_split_features
 from simulator.sequential import with_sequential
+from simulator.stats import FloatArray
 from simulator.traffic import TrafficHeader, TrafficRecord
 
 REPORT_FORMAT = "serveops-simulation-report/v1"

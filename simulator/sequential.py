@@ -30,8 +30,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from simulator.compare import CheckResult, Side, Thresholds, Verdict, output_kind
+from simulator.checks import CheckResult, Side, Thresholds, Verdict
 from simulator.confseq import quantile_ratio_cs, rate_above, rate_below
+from simulator.outputs import output_kind
 from simulator.power import error_mde, latency_mde, rate_mde
 
 Step = Literal["pass", "fail", "continue"]

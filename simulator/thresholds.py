@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from controller.errors import BadInput
 from controller.spec.models import ModelDeployment
-from simulator.compare import Thresholds
+from simulator.checks import Thresholds
 
 DEFAULT = "default"
 

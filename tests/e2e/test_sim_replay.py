@@ -162,7 +162,7 @@ def test_distributed_replay_shards_every_request_exactly_once(tmp_path: Path) ->
 def test_sequential_stop_ends_a_paired_replay_once_the_judge_decides(tmp_path: Path) -> None:
     """A candidate three times slower: the judge in the replay decides at an early look, the
     schedule stops sending, and the report's own walk reaches the same decision there."""
-    from simulator.compare import Thresholds
+    from simulator.checks import Thresholds
     from simulator.replay import ReplayOptions, StopWhenDecided
     from simulator.replay_process import run_replay_process
     from simulator.report import build_report

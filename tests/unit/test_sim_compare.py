@@ -1,4 +1,4 @@
-"""simulator.compare: the statistics and the verdict, on synthetic data with known answers."""
+"""simulator.compare and what it draws on (stats, outputs, drift): the statistics and the verdict, on synthetic data with known answers."""
 
 from __future__ import annotations
 
@@ -6,22 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simulator.compare import (
-    CheckResult,
-    Side,
-    Thresholds,
-    cohen_kappa,
-    compare,
-    dataframe_split_features,
-    error_check,
-    input_drift_check,
-    latency_check,
-    output_checks,
-    psi,
-    replay_validity_check,
-    verdict,
-    wilson_interval,
-)
+from simulator.checks import CheckResult, Side, Thresholds
+from simulator.compare import compare, error_check, latency_check, replay_validity_check, verdict
+from simulator.drift import dataframe_split_features, input_drift_check
+from simulator.outputs import output_checks
+from simulator.stats import cohen_kappa, psi, wilson_interval
 
 
 def _paired(

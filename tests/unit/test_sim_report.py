@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.compare import Thresholds
+from simulator.checks import Thresholds
 from simulator.replay import Outcome, ReplayResult
 from simulator.report import aligned_sides, build_report, reference_features, write_reports
 from simulator.traffic import PayloadSource, TrafficHeader, TrafficRecord

@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.cli.main import app
-from simulator.compare import Side, Thresholds, compare, latency_check, verdict
+from simulator.checks import Side, Thresholds
+from simulator.compare import compare, latency_check, verdict
 from simulator.confseq import (
     cs_multiplier,
     log_mixture_lr,

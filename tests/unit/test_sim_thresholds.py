@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from controller.errors import BadInput
-from simulator.compare import Thresholds
+from simulator.checks import Thresholds
 from simulator.deploy import _renamed
 from simulator.replay import Outcome, ReplayResult
 from simulator.report import build_report, to_html, to_markdown
