@@ -19,9 +19,9 @@ from pathlib import Path
 
 from simulator.checks import Thresholds
 from simulator.fake_endpoint import FakeEndpoint
-from simulator.replay import ReplayOptions, StopWhenDecided
 from simulator.replay_process import run_replay_process
 from simulator.report import build_report
+from simulator.results import ReplayOptions, StopWhenDecided
 from simulator.traffic import TrafficRecord, write_jsonl
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from simulator.fake_endpoint import FakeEndpoint
-from simulator.replay import ReplayOptions, replay
+from simulator.replay import replay
+from simulator.results import ReplayOptions
 from simulator.traffic import import_csv_trace, parse_window, slice_records
 
 TRACE = (

@@ -22,7 +22,8 @@ import statistics
 import time
 
 from simulator.fake_endpoint import FakeEndpoint
-from simulator.replay import ReplayOptions, replay
+from simulator.replay import replay
+from simulator.results import ReplayOptions
 from simulator.traffic import PayloadSource, TrafficRecord
 
 

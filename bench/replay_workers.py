@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from simulator.fake_endpoint import FakeEndpoint
-from simulator.replay import ReplayOptions, ReplayResult, quantile
+from simulator.results import ReplayOptions, ReplayResult, quantile
 from simulator.traffic import import_csv_trace, write_jsonl
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces"

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput, ServeopsError
-from simulator.replay import ReplayOptions, ReplayResult, StopWhenDecided
+from simulator.results import ReplayOptions, ReplayResult, StopWhenDecided
 from simulator.traffic import (
     TrafficError,
     TrafficRecord,

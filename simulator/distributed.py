@@ -21,17 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from simulator.replay import (
-    Outcome,
-    ReplayOptions,
-    ReplayResult,
-    _result,
-    _Schedule,
-    _user_class,
-    merge,
-    shard_of,
-    summarize,
-)
+from simulator.replay import _result, _Schedule, _user_class
+from simulator.results import Outcome, ReplayOptions, ReplayResult, merge, shard_of, summarize
 from simulator.traffic import TrafficRecord
 
 SHARD = "serveops_remote_shard"

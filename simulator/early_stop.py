@@ -11,8 +11,9 @@ import gevent  # type: ignore[import-untyped]
 import numpy as np
 
 from simulator.checks import Thresholds
-from simulator.replay import StopWhenDecided, _Schedule, quantile
+from simulator.replay import _Schedule
 from simulator.report import aligned_sides
+from simulator.results import StopWhenDecided, quantile
 from simulator.sequential import sequential_decision
 
 

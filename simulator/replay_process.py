@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from simulator.replay import ReplayOptions, ReplayResult
+from simulator.results import ReplayOptions, ReplayResult
 
 
 class ReplayFailed(RuntimeError):

@@ -63,7 +63,8 @@ def test_paired_replay_keeps_schedule_order_and_catches_flips(tmp_path: Path) ->
             f"""
             import json
             from pathlib import Path
-            from simulator.replay import replay, ReplayOptions
+            from simulator.replay import replay
+            from simulator.results import ReplayOptions
             from simulator.report import build_report
             from simulator.traffic import read_jsonl
             header, recs = read_jsonl(Path({str(traffic)!r}))
@@ -113,7 +114,8 @@ def test_cap_drops_are_counted_and_timeouts_censored(tmp_path: Path) -> None:
             f"""
             import json
             from pathlib import Path
-            from simulator.replay import replay, ReplayOptions
+            from simulator.replay import replay
+            from simulator.results import ReplayOptions
             from simulator.traffic import read_jsonl
             _, recs = read_jsonl(Path({str(traffic)!r}))
             r = replay(recs, {{"only": {slow.url!r}}},
@@ -133,8 +135,8 @@ def test_cap_drops_are_counted_and_timeouts_censored(tmp_path: Path) -> None:
 
 
 def test_distributed_replay_shards_every_request_exactly_once(tmp_path: Path) -> None:
-    from simulator.replay import ReplayOptions, shard_of
     from simulator.replay_process import run_replay_process
+    from simulator.results import ReplayOptions, shard_of
     from simulator.traffic import read_jsonl
 
     traffic = _records(tmp_path, 120)
@@ -163,9 +165,9 @@ def test_sequential_stop_ends_a_paired_replay_once_the_judge_decides(tmp_path: P
     """A candidate three times slower: the judge in the replay decides at an early look, the
     schedule stops sending, and the report's own walk reaches the same decision there."""
     from simulator.checks import Thresholds
-    from simulator.replay import ReplayOptions, StopWhenDecided
     from simulator.replay_process import run_replay_process
     from simulator.report import build_report
+    from simulator.results import ReplayOptions, StopWhenDecided
     from simulator.traffic import read_jsonl
 
     path = tmp_path / "traffic.jsonl"
@@ -201,8 +203,8 @@ def test_sequential_stop_ends_a_paired_replay_once_the_judge_decides(tmp_path: P
 def test_the_replaying_process_pins_itself_to_the_reserved_cores(tmp_path: Path) -> None:
     import os
 
-    from simulator.replay import ReplayOptions
     from simulator.replay_process import run_replay_process
+    from simulator.results import ReplayOptions
 
     core = max(os.sched_getaffinity(0))
     traffic = _records(tmp_path, 30)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from controller.cli.main import app
-from simulator.replay import ReplayOptions, shard_of, summarize
+from simulator.results import ReplayOptions, shard_of, summarize
 from simulator.traffic import TrafficRecord, write_jsonl
 
 runner = CliRunner()
@@ -43,7 +43,7 @@ def test_digest_ignores_file_order_and_sees_any_change() -> None:
 def test_a_lost_shard_is_counted_not_sent_not_dropped_at_the_cap() -> None:
     out = _distributed(
         "from simulator.distributed import _not_sent\n"
-        "from simulator.replay import ReplayOptions\n"
+        "from simulator.results import ReplayOptions\n"
         "from simulator.traffic import TrafficRecord as R\n"
         "recs = [R(id=f'r{i}', ts=100.0 + i, route='/m') for i in range(40)]\n"
         "outs = _not_sent(recs, {'a': 'http://a'}, ReplayOptions(speed=2), 1, 2, 'worker x lost')\n"
@@ -54,7 +54,7 @@ def test_a_lost_shard_is_counted_not_sent_not_dropped_at_the_cap() -> None:
 
 
 def test_summarize_reports_cap_drops_apart_from_requests_not_sent() -> None:
-    from simulator.replay import Outcome
+    from simulator.results import Outcome
 
     outs = [Outcome(id="1", target="a", intended=0.0, dropped=True, error="not sent: lost"),
             Outcome(id="2", target="a", intended=0.1, dropped=True)]  # fmt: skip
@@ -105,7 +105,7 @@ def test_collector_caps_what_a_worker_may_send() -> None:
 
 def test_a_worker_cannot_add_or_double_requests() -> None:
     from simulator.distributed import _only_shard
-    from simulator.replay import Outcome, ReplayResult
+    from simulator.results import Outcome, ReplayResult
 
     recs = _records(20)
     mine = [r.id for r in recs if shard_of(r.id, 2) == 0]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from simulator.checks import Thresholds
-from simulator.replay import Outcome, ReplayResult
 from simulator.report import aligned_sides, build_report, reference_features, write_reports
+from simulator.results import Outcome, ReplayResult
 from simulator.traffic import PayloadSource, TrafficHeader, TrafficRecord
 
 

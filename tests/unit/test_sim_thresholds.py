@@ -12,8 +12,8 @@ import yaml
 from controller.errors import BadInput
 from simulator.checks import Thresholds
 from simulator.deploy import _renamed
-from simulator.replay import Outcome, ReplayResult
 from simulator.report import build_report, to_html, to_markdown
+from simulator.results import Outcome, ReplayResult
 from simulator.thresholds import DEFAULT, SpecSource, resolve, spec_source
 from tests.support import deployment_yaml
 
