@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.cli.views import load_view
-from controller.cluster.serve_api import ServeClient, merged_config
+from controller.cluster.serve_api import ServeClient
 from controller.dev import tour_repo as files
 from controller.dev.demo import MODEL_NAME, register_model, sample_request, train_and_register
 from controller.dev.load import Load, Window
@@ -351,12 +351,19 @@ class Tour:
         self._controller = None
 
     def _remove_applications(self) -> None:
-        """On a cluster the tour did not start: remove the staging applications it deployed."""
+        """On a cluster the tour did not start: remove the applications it deployed (the
+        deployment's router and versions), and nothing else."""
         assert self.address is not None
         _note(f"removing the tour's applications from {self.address}")
         with ServeClient(self.address, http_port=self.http_port or 8000) as client:
             live = client.get()
-            client.put(merged_config(live, ENV, []), live)
+            keep = [
+                app.config
+                for name, app in live.apps.items()
+                if name != MODEL_NAME and not name.startswith(f"{MODEL_NAME}--")
+            ]
+            if len(keep) < len(live.apps):
+                client.put(keep, live)
 
     def _controller_tail(self, lines: int = 15) -> None:
         if self.controller_log.exists():
