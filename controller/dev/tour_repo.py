@@ -92,6 +92,9 @@ def make_repo(repo: Path, staging: str) -> None:
     shutil.copy(PRODUCTION_EXAMPLE, repo / PRODUCTION)
     shutil.copytree(POLICIES, repo / "policies", ignore=shutil.ignore_patterns("tests"))
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    # Commits serveops writes (rollback) name an author too.
+    git(repo, "config", "user.name", "demo")
+    git(repo, "config", "user.email", "demo@example.com")
     git(repo, "add", ".")
     commit_file(repo, STAGING, staging, f"Deploy {MODEL_NAME} v1 to staging")
 
