@@ -137,6 +137,7 @@ class Tour:
             timing.outcome = "skipped"
             timing.seconds = time.monotonic() - began
             _note(f"skipped: {why}")
+            print(f"  ({timing.seconds:.1f}s, skipped)", flush=True)
             return
         except BaseException as err:
             timing.outcome = "failed"
