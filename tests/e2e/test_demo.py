@@ -11,6 +11,7 @@ user meets it. On a cluster it did not start, the tour removes its applications 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -33,9 +34,13 @@ def test_the_tour_tells_the_whole_story(
 
     outcomes = {(t.number, t.outcome) for t in timings}
     assert outcomes == {(n, "ok") for n in (0, 1, 2, 3, 4, 5, 7)} | {(6, "skipped")}
-    # Step 2: refused by the production rule it breaks, as a GitHub annotation.
-    assert f"title={tour_repo.RULE_BROKEN}" in out or f"{tour_repo.RULE_BROKEN}" in out
-    assert "::error file=deployments/production/breast-cancer.yaml" in out
+    # Step 2: refused by the production rule it breaks, at the file, line and field.
+    assert re.search(
+        rf"^{tour_repo.PRODUCTION}:\d+: spec.rollout.steps\[0\].weight: error "
+        rf"\[{tour_repo.RULE_BROKEN}\]",
+        out,
+        re.M,
+    ), out
     # Step 3: v2 fails the simulation on agreement, with its report written.
     report = json.loads((workdir / "reports" / "simulate-v2" / "report.json").read_text())
     assert report["verdict"] == "fail"
