@@ -164,7 +164,7 @@ class Tour:
                 env={"RAY_metrics_report_interval_ms": "1000"},
             )
             _note(f"starting a local Ray head with --num-cpus {self.num_cpus}")
-            self._ray.start()
+            self._ray.start(timeout_s=300)  # a busy 2-core machine can take minutes
             self.address, self.http_port = self._ray.address, free_port()
         self.http_port = self.http_port or free_port()
         _note(f"Ray dashboard {self.address}, Serve HTTP on 127.0.0.1:{self.http_port}")
