@@ -118,7 +118,16 @@ class LocalRay:
             "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
         ]  # fmt: skip
         cmd += [f"{flag}={port}" for flag, port in ports.items()]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **self.env}
+        # RAY_AUTH_MODE: once any local `ray.init()` wrote ~/.ray/auth_token, `ray start` with
+        # the mode unset turns token authentication on, and the dashboard answers 401 to
+        # serveops, which sends no token. This head listens on 127.0.0.1 for this machine's
+        # tools, as it did before that file existed: explicitly without tokens.
+        env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled",
+            **self.env,
+        }
         log = open(self.temp_dir / "ray-start.log", "ab")  # noqa: SIM115
         # Ray puts its driver's working directory on every worker's sys.path: started from a
         # checkout, workers would import `controller` from it and not from what is installed
@@ -154,11 +163,15 @@ class LocalRay:
                 log = (self.temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
                 raise RayExitedEarly(f"ray start exited early:\n{log}")
             try:
-                if (
-                    httpx.get(f"{self.address}/api/serve/applications/", timeout=2).status_code
-                    == 200
-                ):
+                response = httpx.get(f"{self.address}/api/serve/applications/", timeout=2)
+                if response.status_code == 200:
                     return
+                if response.status_code in (401, 403):
+                    self.stop()
+                    raise ServeopsError(
+                        f"the local Ray's dashboard at {self.address} requires authentication "
+                        f"(HTTP {response.status_code}): its RAY_AUTH_MODE must be 'disabled'"
+                    )
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
