@@ -240,6 +240,7 @@ class Tour:
             "--reason", "demo: back to the version that served before",
         )  # fmt: skip
         print(files.git(self.repo, "log", "-1", "--format=%h %s%n%n%b"))
+        _note("(no push here: the controller follows this local repository's main itself)")
         _note(f"the controller moves Serve back from v{v3} to v{v1}")
         self._follow_rollout(v1, since)
 
@@ -437,7 +438,7 @@ class Tour:
         _note(
             f"Serve holds v{version} alone (commit {files.git(self.repo, 'rev-parse', '--short', 'main')})"
         )
-        self.serveops("history", "--env", ENV, "--limit", "3")
+        self.serveops("rollouts", "--env", ENV, "--limit", "1")  # the last step: completed
         assert self._load is not None
         window: Window = self._load.window(since)
         _note("load during the rollout: " + window.line())
