@@ -472,6 +472,8 @@ class Tour:
         for path in sorted(self.recordings.glob("*.jsonl")):
             data = path.read_bytes()
             data = data[: data.rfind(b"\n") + 1]
+            if data.count(b"\n") < 2:  # a file just started: its header at most
+                continue
             (target / path.name).write_bytes(data)
             records += max(0, data.count(b"\n") - 1)  # each file starts with a header line
         _note(f"{records} recorded requests copied to {target}")

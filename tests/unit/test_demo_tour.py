@@ -169,3 +169,18 @@ def test_a_request_without_an_answer_is_a_failure() -> None:
 def test_a_load_needs_a_positive_rate_and_a_thread(rate: float, threads: int) -> None:
     with pytest.raises(ValueError, match="positive rate"):
         Load("http://127.0.0.1:9/", rate=rate, threads=threads)
+
+
+def test_the_simulated_traffic_is_the_recording_up_to_each_files_last_complete_line(
+    tmp_path: Path,
+) -> None:
+    tour = Tour(tmp_path / "demo")
+    tour.recordings.mkdir(parents=True)
+    (tour.recordings / "a.jsonl").write_text('{"kind": "header"}\n{"r": 1}\n{"r": 2}\n{"r": 3, "bo')
+    (tour.recordings / "b.jsonl").write_text('{"kind": "header"}\n{"r": 4}\n')
+    (tour.recordings / "c.jsonl").write_text('{"kind": "hea')  # files being started
+    (tour.recordings / "d.jsonl").write_text('{"kind": "header"}\n')
+    target = tour._snapshot_recordings()
+    assert (target / "a.jsonl").read_text() == '{"kind": "header"}\n{"r": 1}\n{"r": 2}\n'
+    assert (target / "b.jsonl").read_text() == '{"kind": "header"}\n{"r": 4}\n'
+    assert sorted(p.name for p in target.iterdir()) == ["a.jsonl", "b.jsonl"]
