@@ -21,18 +21,18 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.cli.views import load_view
-from controller.cluster.serve_api import ServeClient
 from controller.dev import tour_repo as files
+from controller.dev import tour_support as support
 from controller.dev.demo import MODEL_NAME, register_model, sample_request, train_and_register
 from controller.dev.load import Load, Window
-from controller.dev.localray import LocalRay, free_port, kill_tree
+from controller.dev.localray import LocalRay, free_port
+from controller.dev.tour_support import Background, serveops_bin
 from controller.errors import ServeopsError
 from controller.gitops.view import DeploymentView
 
@@ -91,8 +91,7 @@ class Tour:
         self.tracking_uri = f"sqlite:///{self.workdir / 'mlflow.db'}"
         self.versions: list[str] = []
         self._ray: LocalRay | None = None
-        self._controller: subprocess.Popen[bytes] | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._controller: Background | None = None
         self._load: Load | None = None
         self._deployed = False
 
@@ -180,7 +179,8 @@ class Tour:
         self._start_controller()
         v1 = self.versions[0]
         self._wait(lambda d: self._serves(d, v1), 240, f"v{v1} to serve {self.url}")
-        self._post_until_ok()
+        if not support.post_until_ok(self.url, sample_request(1), 60):
+            raise StepFailed(f"{self.url} did not answer 200 in 60s")
         self._load = Load(self.url, rate=LOAD_RATE).start()
         _note(f"load: {LOAD_RATE:g} requests/s through {self.url}, one data set row each")
         self._wait_recorded(RECORDED, 120)
@@ -207,7 +207,9 @@ class Tour:
         files.branch(self.repo, name, files.STAGING, text, f"{MODEL_NAME} v2 (C=0.001)")
         _note(f"pull request {name}: {files.STAGING} moves to v{v2}")
         out = self.reports / "simulate-v2"
-        traffic = self._snapshot_recordings()
+        traffic = self.workdir / "traffic"
+        records = support.snapshot_recordings(self.recordings, traffic)
+        _note(f"{records} recorded requests copied to {traffic}")
         code = self.serveops(
             "simulate", "--repo", str(self.repo), "--base", "main", "--head", name,
             "--env", ENV, "--traffic", str(traffic), "--speed", "2",
@@ -275,13 +277,17 @@ class Tour:
         if self._load is not None:
             self._load.stop()
             _note("load, whole tour: " + self._load.window(self._load.started_at).line())
-        self._stop_controller()
+        if self._controller is not None:
+            _note(f"stopping the controller (pid {self._controller.pid})")
+            self._controller.stop()
+            self._controller = None
         if self._ray is not None:
             _note("stopping the local Ray we started")
             self._ray.stop()
             self._ray = None
         elif self.address is not None and self._deployed:
-            self._remove_applications()
+            _note(f"removing the tour's applications from {self.address}")
+            support.remove_applications(self.address, self.http_port or 8000, MODEL_NAME)
 
     def report(self, seconds: float, finished: bool) -> None:
         _say(f"Done in {seconds:.0f}s" if finished else f"Stopped after {seconds:.0f}s")
@@ -324,7 +330,7 @@ class Tour:
     def serveops(self, *args: str, ok: tuple[int, ...] = (0,)) -> int:
         """Run a serveops command as a user would, printing what it prints."""
         print("$ serveops " + " ".join(args), flush=True)
-        cmd = [str(Path(sys.executable).with_name("serveops")), *args]
+        cmd = [serveops_bin(), *args]
         code = subprocess.run(cmd, env=self.env(), check=False, timeout=600).returncode
         if code not in ok:
             raise StepFailed(f"`serveops {args[0]}` exited {code}")
@@ -337,50 +343,8 @@ class Tour:
             "--policies", str(self.workdir / "platform-policies"),
         ]  # fmt: skip
         print("$ serveops " + " ".join(args) + f"  > {self.controller_log} &", flush=True)
-        log = self.controller_log.open("ab")
-        cmd = [str(Path(sys.executable).with_name("serveops")), *args]
-        self._controller = subprocess.Popen(
-            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        self._controller = Background(args, self.env(), self.controller_log)
         self._deployed = True
-        # If the tour is killed, stop() never runs: a watchdog stops the controller then.
-        self._watchdog = subprocess.Popen(
-            [sys.executable, "-m", "controller.dev.localray", str(os.getpid()),
-             str(self._controller.pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-
-    def _stop_controller(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.kill()
-            self._watchdog.wait(timeout=5)
-            self._watchdog = None
-        if self._controller is None:
-            return
-        _note(f"stopping the controller (pid {self._controller.pid})")
-        self._controller.terminate()  # SIGTERM: it finishes its pass and gives up its lease
-        try:
-            self._controller.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            kill_tree(self._controller.pid)
-            self._controller.wait(timeout=5)
-        self._controller = None
-
-    def _remove_applications(self) -> None:
-        """On a cluster the tour did not start: remove the applications it deployed (the
-        deployment's router and versions), and nothing else."""
-        assert self.address is not None
-        _note(f"removing the tour's applications from {self.address}")
-        with ServeClient(self.address, http_port=self.http_port or 8000) as client:
-            live = client.get()
-            keep = [
-                app.config
-                for name, app in live.apps.items()
-                if name != MODEL_NAME and not name.startswith(f"{MODEL_NAME}--")
-            ]
-            if len(keep) < len(live.apps):
-                client.put(keep, live)
 
     def _controller_tail(self, lines: int = 15) -> None:
         if self.controller_log.exists():
@@ -401,8 +365,8 @@ class Tour:
         deadline = time.monotonic() + timeout_s
         d = None
         while time.monotonic() < deadline:
-            if self._controller is not None and self._controller.poll() is not None:
-                raise StepFailed(f"the controller exited ({self._controller.returncode})")
+            if self._controller is not None and self._controller.exited() is not None:
+                raise StepFailed(f"the controller exited ({self._controller.exited()})")
             d = self._view()
             if d is not None and done(d):
                 return d
@@ -449,42 +413,12 @@ class Tour:
                 f"status {first.status} {first.error}"
             )
 
-    def _post_until_ok(self, timeout_s: float = 60) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.post(self.url, json=sample_request(1), timeout=30).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{self.url} did not answer 200 in {timeout_s:.0f}s")
-            time.sleep(0.5)
-
-    def _snapshot_recordings(self) -> Path:
-        """The recording as it is now, in a directory of its own: the router keeps appending to
-        its files, so each is copied up to its last complete line."""
-        target = self.workdir / "traffic"
-        target.mkdir(exist_ok=True)
-        records = 0
-        for path in sorted(self.recordings.glob("*.jsonl")):
-            data = path.read_bytes()
-            data = data[: data.rfind(b"\n") + 1]
-            if data.count(b"\n") < 2:  # a file just started: its header at most
-                continue
-            (target / path.name).write_bytes(data)
-            records += max(0, data.count(b"\n") - 1)  # each file starts with a header line
-        _note(f"{records} recorded requests copied to {target}")
-        return target
-
     def _wait_recorded(self, n: int, timeout_s: float) -> None:
         """Until the router has written `n` records (its writer flushes in batches)."""
         deadline = time.monotonic() + timeout_s
         count = 0
         while time.monotonic() < deadline:
-            count = sum(sum(1 for _ in path.open()) - 1 for path in self.recordings.glob("*.jsonl"))
+            count = support.count_recorded(self.recordings)
             if count >= n:
                 _note(f"the router recorded {count} requests in {self.recordings}")
                 return

@@ -5,6 +5,7 @@ and the files the tour starts from are where it reads them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from controller.dev import demo, tour_repo
+from controller.dev import tour_support as support
 from controller.dev.load import Load
 from controller.dev.tour import StepFailed, Tour
 from controller.serving.protocol import VERSION_HEADER
@@ -174,13 +176,27 @@ def test_a_load_needs_a_positive_rate_and_a_thread(rate: float, threads: int) ->
 def test_the_simulated_traffic_is_the_recording_up_to_each_files_last_complete_line(
     tmp_path: Path,
 ) -> None:
-    tour = Tour(tmp_path / "demo")
-    tour.recordings.mkdir(parents=True)
-    (tour.recordings / "a.jsonl").write_text('{"kind": "header"}\n{"r": 1}\n{"r": 2}\n{"r": 3, "bo')
-    (tour.recordings / "b.jsonl").write_text('{"kind": "header"}\n{"r": 4}\n')
-    (tour.recordings / "c.jsonl").write_text('{"kind": "hea')  # files being started
-    (tour.recordings / "d.jsonl").write_text('{"kind": "header"}\n')
-    target = tour._snapshot_recordings()
+    recordings, target = tmp_path / "recordings", tmp_path / "traffic"
+    recordings.mkdir()
+    (recordings / "a.jsonl").write_text('{"kind": "header"}\n{"r": 1}\n{"r": 2}\n{"r": 3, "bo')
+    (recordings / "b.jsonl").write_text('{"kind": "header"}\n{"r": 4}\n')
+    (recordings / "c.jsonl").write_text('{"kind": "hea')  # files being started
+    (recordings / "d.jsonl").write_text('{"kind": "header"}\n')
+    assert support.count_recorded(recordings) == 4  # the partial line counts: a record coming
+    assert support.snapshot_recordings(recordings, target) == 3
     assert (target / "a.jsonl").read_text() == '{"kind": "header"}\n{"r": 1}\n{"r": 2}\n'
     assert (target / "b.jsonl").read_text() == '{"kind": "header"}\n{"r": 4}\n'
     assert sorted(p.name for p in target.iterdir()) == ["a.jsonl", "b.jsonl"]
+
+
+def test_a_background_process_logs_and_is_stopped_with_its_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(support, "serveops_bin", lambda: "/bin/sh")
+    log = tmp_path / "bg.log"
+    bg = support.Background(["-c", "echo started; exec sleep 60"], dict(os.environ), log)
+    while "started" not in log.read_text():
+        threading.Event().wait(0.05)
+    assert bg.exited() is None
+    bg.stop(timeout_s=10)
+    assert bg.exited() is not None
