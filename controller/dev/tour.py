@@ -274,17 +274,30 @@ class Tour:
         raise StepSkipped("`serveops batch` exists; its step is not written yet (Tour.batch_run)")
 
     def stop(self) -> None:
+        """Stop the load, the controller and Ray (or remove the tour's applications), each
+        even when stopping an earlier one failed; the first failure is raised at the end."""
+        with contextlib.ExitStack() as stack:  # runs in reverse: load first, Ray last
+            stack.callback(self._stop_cluster)
+            stack.callback(self._stop_controller)
+            stack.callback(self._stop_load)
+
+    def _stop_load(self) -> None:
         if self._load is not None:
-            self._load.stop()
-            _note("load, whole tour: " + self._load.window(self._load.started_at).line())
+            load, self._load = self._load, None
+            load.stop()
+            _note("load, whole tour: " + load.window(load.started_at).line())
+
+    def _stop_controller(self) -> None:
         if self._controller is not None:
-            _note(f"stopping the controller (pid {self._controller.pid})")
-            self._controller.stop()
-            self._controller = None
+            controller, self._controller = self._controller, None
+            _note(f"stopping the controller (pid {controller.pid})")
+            controller.stop()
+
+    def _stop_cluster(self) -> None:
         if self._ray is not None:
+            ray, self._ray = self._ray, None
             _note("stopping the local Ray we started")
-            self._ray.stop()
-            self._ray = None
+            ray.stop()
         elif self.address is not None and self._deployed:
             _note(f"removing the tour's applications from {self.address}")
             support.remove_applications(self.address, self.http_port or 8000, MODEL_NAME)

@@ -200,3 +200,25 @@ def test_a_background_process_logs_and_is_stopped_with_its_watchdog(
     assert bg.exited() is None
     bg.stop(timeout_s=10)
     assert bg.exited() is not None
+
+
+def test_stopping_goes_on_when_stopping_one_part_fails(tmp_path: Path) -> None:
+    stopped: list[str] = []
+
+    class Part:
+        def __init__(self, name: str, fails: bool = False) -> None:
+            self.name, self.fails, self.pid = name, fails, 1
+
+        def stop(self, *args: object, **kwargs: object) -> None:
+            stopped.append(self.name)
+            if self.fails:
+                raise RuntimeError(f"{self.name} would not stop")
+
+    tour = Tour(tmp_path / "demo")
+    tour._load = Part("load", fails=True)  # type: ignore[assignment]
+    tour._controller = Part("controller")  # type: ignore[assignment]
+    tour._ray = Part("ray")  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="load would not stop"):
+        tour.stop()
+    assert stopped == ["load", "controller", "ray"]
+    assert (tour._load, tour._controller, tour._ray) == (None, None, None)
