@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import httpx
 
 from controller.cluster.serve_api import ServeClient
 from controller.dev.localray import kill_tree
+from controller.errors import ServeopsError
 
 
 def serveops_bin() -> str:
@@ -100,12 +102,23 @@ def post_until_ok(url: str, body: Any, timeout_s: float) -> bool:
         time.sleep(0.5)
 
 
-def remove_applications(address: str, http_port: int, deployment: str) -> int:
+def remove_applications(
+    address: str, http_port: int, deployment: str, timeout_s: float = 120
+) -> int:
     """Remove a deployment's applications (its router and versions), and nothing else, from
-    a cluster; returns how many."""
+    a cluster, and wait until Serve has deleted them; returns how many there were."""
+
+    def ours(names: Iterable[str]) -> set[str]:
+        return {n for n in names if n == deployment or n.startswith(f"{deployment}--")}
+
     with ServeClient(address, http_port=http_port) as client:
         live = client.get()
-        ours = {n for n in live.apps if n == deployment or n.startswith(f"{deployment}--")}
-        if ours:
-            client.put([a.config for n, a in live.apps.items() if n not in ours], live)
-        return len(ours)
+        removed = ours(live.apps)
+        if removed:
+            client.put([a.config for n, a in live.apps.items() if n not in removed], live)
+        deadline = time.monotonic() + timeout_s
+        while ours(client.get().apps):  # deleting replicas takes Serve a few seconds
+            if time.monotonic() > deadline:
+                raise ServeopsError(f"Serve did not delete {deployment} in {timeout_s:.0f}s")
+            time.sleep(1)
+        return len(removed)
