@@ -24,6 +24,8 @@ from controller.serving.protocol import VERSION_HEADER
 MODEL_NAME = "breast-cancer"
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: controller/dev/ is two below
 EXAMPLE = ROOT / "deployments" / "staging" / "breast-cancer.yaml"
+# The policies name production: a repository without that environment fails their check.
+PRODUCTION_EXAMPLE = ROOT / "deployments" / "production" / "breast-cancer.yaml"
 POLICIES = ROOT / "policies"
 
 
@@ -156,11 +158,13 @@ def _tour(workdir: Path, address: str, http_port: int) -> None:
     versions = train_and_register(tracking_uri, workdir / "artifacts")
     print(f"  registered {MODEL_NAME} versions {', '.join(versions)}")
 
-    _say("Making a Git repository from deployments/staging/ and policies/")
+    _say("Making a Git repository from deployments/ (staging, production) and policies/")
     repo = workdir / "repo"
     (repo / "deployments" / "staging").mkdir(parents=True)
     spec_path = repo / "deployments" / "staging" / "breast-cancer.yaml"
     shutil.copy(EXAMPLE, spec_path)
+    (repo / "deployments" / "production").mkdir()
+    shutil.copy(PRODUCTION_EXAMPLE, repo / "deployments" / "production" / "breast-cancer.yaml")
     shutil.copytree(POLICIES, repo / "policies", ignore=shutil.ignore_patterns("tests"))
     _git(repo.parent, "init", "-q", "-b", "main", str(repo))
     _git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.com", "add", ".")

@@ -15,11 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from controller.dev.demo import MODEL_NAME
+from controller.dev.demo import MODEL_NAME, POLICIES, PRODUCTION_EXAMPLE
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: controller/dev/ is two below
-PRODUCTION_EXAMPLE = ROOT / "deployments" / "production" / "breast-cancer.yaml"
-POLICIES = ROOT / "policies"
 STAGING = "deployments/staging/breast-cancer.yaml"
 PRODUCTION = "deployments/production/breast-cancer.yaml"
 # The pull request of step 2: a first canary step above production's 10% ceiling.
