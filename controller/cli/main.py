@@ -336,14 +336,28 @@ def schema(
 @app.command()
 def demo(
     workdir: Annotated[
-        Path, typer.Option(help="Where the demo keeps its Ray, MLflow and Git state.")
+        Path,
+        typer.Option(help="Where the demo keeps its repository, MLflow store, state and reports."),
     ] = Path(".demo"),
     num_cpus: Annotated[int, typer.Option(help="CPUs the local Ray may use.")] = 2,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="The short tour: apply v1, requests, v2 by hand, status (2 minutes)."
+        ),
+    ] = False,
 ) -> None:
-    """The tour: local Ray + MLflow + Git, apply v1, send requests, move to v2, status."""
-    from controller.dev.demo import run_demo
+    """The tour: a local Ray, MLflow and Git; v1 through the controller under load, a pull
+    request refused by a policy, a simulation that fails v2, a canary to v3 with analysis, a
+    rollback. Each step prints its duration; the first that fails stops the tour."""
+    if quick:
+        from controller.dev.demo import run_demo
 
-    run_command(lambda: run_demo(workdir, num_cpus))
+        run_command(lambda: run_demo(workdir, num_cpus))
+    else:
+        from controller.dev.tour import run_tour
+
+        run_command(lambda: run_tour(workdir, num_cpus))
 
 
 @app.command()

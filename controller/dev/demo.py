@@ -22,16 +22,33 @@ from controller.dev.localray import LocalRay, free_port
 from controller.serving.protocol import VERSION_HEADER
 
 MODEL_NAME = "breast-cancer"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: controller/dev/ is two below
 EXAMPLE = ROOT / "deployments" / "staging" / "breast-cancer.yaml"
+# The policies name production: a repository without that environment fails their check.
+PRODUCTION_EXAMPLE = ROOT / "deployments" / "production" / "breast-cancer.yaml"
 POLICIES = ROOT / "policies"
 
 
 def train_and_register(tracking_uri: str, artifact_dir: Path, name: str = MODEL_NAME) -> list[str]:
-    """Register two versions of a breast-cancer classifier: v1 weakly regularised, v2 strongly.
+    """Register two versions of a breast-cancer classifier: v1 weakly regularised, v2 strongly
+    (v2 answers differently on about one row in ten).
 
     Uses scikit-learn's bundled data set, so nothing is downloaded.
     """
+    return [register_model(tracking_uri, artifact_dir, c=c, name=name) for c in (1.0, 0.001)]
+
+
+def register_model(
+    tracking_uri: str,
+    artifact_dir: Path,
+    *,
+    c: float,
+    solver: str = "lbfgs",
+    name: str = MODEL_NAME,
+) -> str:
+    """Train a logistic regression (regularisation `c`, `solver`) on the bundled breast-cancer
+    data set, log it with its accuracy, register it as the next version of `name` and return
+    that version."""
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -55,22 +72,21 @@ def train_and_register(tracking_uri: str, artifact_dir: Path, name: str = MODEL_
     # Logged models go to the current experiment: without this, MLflow 3 puts their artifacts
     # in ./mlruns of whatever directory the caller runs in.
     mlflow.set_experiment(experiment_id=experiment_id)
-    versions = []
-    for c in (1.0, 0.001):
-        with mlflow.start_run(experiment_id=experiment_id):
-            model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
-            model.fit(x_train, y_train)
-            accuracy = float(model.score(x_test, y_test))
-            mlflow.log_params({"C": c})
-            mlflow.log_metric("accuracy", accuracy)
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                registered_model_name=name,
-                signature=infer_signature(x_train, model.predict(x_train)),
-            )
-            versions.append(str(info.registered_model_version))
-    return versions
+    with mlflow.start_run(experiment_id=experiment_id):
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, solver=solver, max_iter=5000)
+        )
+        model.fit(x_train, y_train)
+        accuracy = float(model.score(x_test, y_test))
+        mlflow.log_params({"C": c, "solver": solver})
+        mlflow.log_metric("accuracy", accuracy)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            signature=infer_signature(x_train, model.predict(x_train)),
+        )
+    return str(info.registered_model_version)
 
 
 def sample_request(rows: int = 3) -> dict[str, Any]:
@@ -142,11 +158,13 @@ def _tour(workdir: Path, address: str, http_port: int) -> None:
     versions = train_and_register(tracking_uri, workdir / "artifacts")
     print(f"  registered {MODEL_NAME} versions {', '.join(versions)}")
 
-    _say("Making a Git repository from deployments/staging/ and policies/")
+    _say("Making a Git repository from deployments/ (staging, production) and policies/")
     repo = workdir / "repo"
     (repo / "deployments" / "staging").mkdir(parents=True)
     spec_path = repo / "deployments" / "staging" / "breast-cancer.yaml"
     shutil.copy(EXAMPLE, spec_path)
+    (repo / "deployments" / "production").mkdir()
+    shutil.copy(PRODUCTION_EXAMPLE, repo / "deployments" / "production" / "breast-cancer.yaml")
     shutil.copytree(POLICIES, repo / "policies", ignore=shutil.ignore_patterns("tests"))
     _git(repo.parent, "init", "-q", "-b", "main", str(repo))
     _git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.com", "add", ".")
