@@ -294,8 +294,10 @@ def _deployment(
     elif row is not None:
         weights = ", ".join(f"v{v.version} {v.weight:g}%" for v in versions if v.role != "fallback")
         summary = f"{health.lower()}: {weights}" if weights else health.lower()
-    else:
+    elif have_live:
         summary = "not running"
+    else:  # Serve was not read (no address, or it did not answer): say nothing false
+        summary = "admitted (Serve not read)"
     return DeploymentView(
         name=name,
         route=row.route if row is not None else None,

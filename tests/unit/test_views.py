@@ -163,3 +163,19 @@ def test_blue_green_and_an_aborted_canary_read_the_same_everywhere(tmp_path: Pat
     data = json.loads(view.model_dump_json())
     assert data["deployments"][0]["rollout"]["phase"] == "aborted"
     ab.close()
+
+
+def test_without_serve_the_view_says_it_did_not_read_it_not_that_nothing_runs(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, env="views-unread")
+    assert world.sync().outcome == "applied"
+    unread, _ = load_view(world.env, state=world.state, address=None, now=world.clock.now())
+    read, _ = load_view(
+        world.env, state=world.state, address=None, live=world.serve.get(), now=world.clock.now()
+    )
+    world.close()
+    [fraud] = unread.deployments
+    assert fraud.summary == "admitted (Serve not read)"
+    assert fraud.health == "Unknown"
+    assert read.deployments[0].summary != fraud.summary
