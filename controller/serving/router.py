@@ -23,20 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controller.serving import code_origin
+from controller.serving.counters import RouterMetrics
 from controller.serving.pinning import authentic, awaits_status, pinned
 from controller.serving.pressure import InFlight, MirrorGovernor, admit, movable
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
-    LATENCY_BOUNDARIES_MS,
-    METRIC_ERRORS,
-    METRIC_LATENCY,
-    METRIC_MIRROR_DROPPED,
-    METRIC_OVERFLOW,
-    METRIC_RECORDING_DROPPED,
-    METRIC_REQUESTS,
-    METRIC_SHADOW_AGREEMENT,
-    METRIC_SHED,
-    METRIC_TAGS,
     REPLAY_HEADER,
     RETRY_AFTER_S,
     ROUTING_HEADER,
@@ -132,7 +123,7 @@ class Router:
         self._pin_refreshed = 0.0  # monotonic time of the last status read for a pin
         self._poller: asyncio.Task[None] | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
-        self._metrics = _Metrics()
+        self._metrics = RouterMetrics()
         self._in_flight = InFlight()
         self._governor = MirrorGovernor(time.monotonic)
         self._recording: RecordingConfig | None = None
@@ -365,78 +356,6 @@ class Router:
         finally:
             self._in_flight.release(target.app)
             self._metrics.record(self._deployment, target, "shadow", status, started)
-
-
-class _Metrics:
-    """Per-version counters and a latency histogram through Ray Serve's metrics API."""
-
-    def __init__(self) -> None:
-        from ray.serve import metrics
-
-        # Ray annotates tag_keys as `tuple[str]` but takes any number of keys.
-        tags: Any = METRIC_TAGS
-        agreement_tags: Any = ("serveops_deployment", "version", "agree")
-        mirror_tags: Any = ("serveops_deployment", "version", "reason")
-        self.requests = metrics.Counter(
-            METRIC_REQUESTS, description="Requests answered, by version.", tag_keys=tags
-        )
-        self.errors = metrics.Counter(
-            METRIC_ERRORS, description="5xx answers (failures, timeouts).", tag_keys=tags
-        )
-        self.latency = metrics.Histogram(
-            METRIC_LATENCY,
-            description="Latency of a version's answer through the router, ms.",
-            boundaries=LATENCY_BOUNDARIES_MS,
-            tag_keys=tags,
-        )
-        self.recording_dropped = metrics.Counter(
-            METRIC_RECORDING_DROPPED,
-            description="Sampled requests not recorded: the recorder's queue was full.",
-            tag_keys=("serveops_deployment",),
-        )
-        self.shed = metrics.Counter(
-            METRIC_SHED,
-            description="Requests answered 503 at once: their version had max_in_flight.",
-            tag_keys=tags,
-        )
-        self.overflow = metrics.Counter(
-            METRIC_OVERFLOW,
-            description="Live requests moved to the other weighted version: theirs was full.",
-            tag_keys=tags,
-        )
-        self.mirror_dropped = metrics.Counter(
-            METRIC_MIRROR_DROPPED,
-            description="Mirrors not sent: the stable version under pressure, or theirs full.",
-            tag_keys=mirror_tags,
-        )
-        self.agreement_total = metrics.Counter(
-            METRIC_SHADOW_AGREEMENT,
-            description="Mirrored answers equal to the served one (agree=true) or not.",
-            tag_keys=agreement_tags,
-        )
-
-    def record(
-        self, deployment: str, target: Target, traffic: str, status: int, started: float
-    ) -> None:
-        tags = {"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
-        self.requests.inc(tags=tags)
-        if status >= 500:
-            self.errors.inc(tags=tags)
-        self.latency.observe((time.perf_counter() - started) * 1000.0, tags=tags)
-
-    def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:
-        counter.inc(
-            tags={"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
-        )
-
-    def agreement(self, deployment: str, target: Target, agree: bool) -> None:
-        self.agreement_total.inc(
-            tags={
-                "serveops_deployment": deployment,
-                "version": target.version,
-                "agree": "true" if agree else "false",
-            }
-        )
 
 
 def app_statuses(apps: list[str]) -> dict[str, str]:
