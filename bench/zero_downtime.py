@@ -157,6 +157,9 @@ def main() -> None:
         "--concurrency", type=int, default=8, help="closed loop measuring the saturation"
     )
     parser.add_argument(
+        "--scenario-timeout", type=float, default=300.0, help="seconds a rollout may take"
+    )
+    parser.add_argument(
         "--steady-seconds", type=float, default=15.0, help="load before the rollouts (p99 before)"
     )
     parser.add_argument(
@@ -233,6 +236,7 @@ def main() -> None:
         if args.record_get:
             args.record_get.write_text(httpx.get(f"{ray.address}/api/serve/applications/").text)
         story = Story(ctl, store, repo, SPEC, NAME, ray.address, ENV)
+        story.drive_timeout_s = args.scenario_timeout
         router_before = story.processes()[NAME]
         rate = args.rate
         if args.load_fraction is not None:
