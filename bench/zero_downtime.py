@@ -300,13 +300,12 @@ def main() -> None:
             f"open loop: offered {rate:.1f} req/s, sent late p50 {load.lag_ms(0.5):.1f} ms "
             f"p99 {load.lag_ms(0.99):.1f} ms max {load.lag_ms(1.0):.0f} ms"
         )
+        during = load.summary(
+            story.scenarios[0].started_at if story.scenarios else steady[1], load.stopped_at
+        )
         print(
             f"failed client requests in the four scenarios: {failed_total} (target 0), of them "
-            f"shed {shed_total}; p99 before {before.p99_ms:.0f} ms, during "
-            f"{load.summary(story.scenarios[0].started_at, story.scenarios[-1].ended_at).p99_ms:.0f}"
-            " ms"
-            if story.scenarios
-            else "no scenario ran"
+            f"shed {shed_total}; p99 before {before.p99_ms:.0f} ms, during {during.p99_ms:.0f} ms"
         )
         print(
             "the router counted during the rollouts: "
