@@ -6,6 +6,7 @@ not own exactly as they are live: it never deletes what it did not create.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Protocol
@@ -104,11 +105,14 @@ class ServeClient:
         if self._cpus is not None and now - self._cpus[0] < CPUS_READ_EVERY_S:
             return self._cpus[1]
         try:
-            response = self._client.get(NODES_PATH, timeout=5.0)
-            response.raise_for_status()
-            if len(response.content) > MAX_NODES_BYTES:
-                raise ValueError("node list too large")
-            cpus = cluster_cpus(response.json())
+            with self._client.stream("GET", NODES_PATH, timeout=5.0) as response:
+                response.raise_for_status()
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_NODES_BYTES:
+                        raise ValueError("node list too large")
+            cpus = cluster_cpus(json.loads(body))
         except (httpx.HTTPError, ValueError):
             cpus = None
         self._cpus = (now, cpus)

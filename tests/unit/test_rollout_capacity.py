@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from controller.cli.views import rollouts_renderable
+from controller.cluster import serve_api
 from controller.cluster.capacity import app_cpus, cluster_cpus, room_for
 from controller.cluster.live import LiveState
+from controller.cluster.serve_api import ServeClient
 from tests.support import World
 from tests.unit.test_rollout_controller import CANARY
 from tests.unit.test_views import Views, text
@@ -95,3 +98,56 @@ def test_cluster_cpus_read_from_the_dashboards_node_summary() -> None:
     assert cluster_cpus({"data": {}}) is None
     assert cluster_cpus({"data": {"summary": [{"raylet": {"resourcesTotal": "junk"}}]}}) is None
     assert cluster_cpus({"data": {"summary": []}}) is None
+
+
+def client_answering(nodes: httpx.Response | Exception) -> tuple[ServeClient, list[str]]:
+    """A ServeClient against a dashboard that answers the node list with `nodes`."""
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/nodes":
+            if isinstance(nodes, Exception):
+                raise nodes
+            return nodes
+        return httpx.Response(200, json={"applications": {}})
+
+    return ServeClient("http://ray:8265", transport=httpx.MockTransport(handler)), asked
+
+
+def summary(cpus: float) -> dict[str, object]:
+    return {"data": {"summary": [{"raylet": {"state": "ALIVE", "resourcesTotal": {"CPU": cpus}}}]}}
+
+
+def test_the_client_reads_the_cpus_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(serve_api.time, "monotonic", lambda: clock[0])
+    client, asked = client_answering(httpx.Response(200, json=summary(2.0)))
+    assert client.get().cpus == 2.0
+    assert client.get().cpus == 2.0
+    assert asked.count("/nodes") == 1
+    clock[0] += serve_api.CPUS_READ_EVERY_S
+    client.get()
+    assert asked.count("/nodes") == 2
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        httpx.Response(500, text="boom"),
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, json=["a", "list"]),
+        httpx.Response(
+            200, json={"data": {"summary": [{"raylet": {"resourcesTotal": {"CPU": "x"}}}]}}
+        ),
+        httpx.Response(200, content=b" " * (serve_api.MAX_NODES_BYTES + 1)),
+        httpx.ReadTimeout("slow dashboard"),
+        httpx.ConnectError("refused"),
+    ],
+)
+def test_a_node_list_that_cannot_be_read_means_unknown_cpus(
+    nodes: httpx.Response | Exception,
+) -> None:
+    client, _ = client_answering(nodes)
+    live = client.get()  # the applications are still read; nothing waits for room
+    assert (live.apps, live.cpus) == ({}, None)
