@@ -255,8 +255,8 @@ class _DeploymentStep:
         pending). None: go on (it fits, it runs already, or the CPUs are unknown)."""
         if state.phase != "loading" or state.candidate_app in self.live.apps or state.abort:
             return None
-        candidate = next(a for a in self.dep.apps if a["name"] == state.candidate_app)
-        room = room_for(candidate, self.live)
+        candidate = next((a for a in self.dep.apps if a["name"] == state.candidate_app), None)
+        room = room_for(candidate, self.live) if candidate is not None else None
         if room is None or room.fits:
             return None
         says = room.says(state.candidate_app)
