@@ -11,11 +11,16 @@ whenever `requeue_after` asks, at most 1 s apart) moves one deployment through:
 4. its rollback: `serveops abort` while switched (v2 kept for the scale-down delay).
 
 An open loop (its own process, aiohttp) sends `--rate` requests per second through the route for
-the whole run, whatever the answers take. Prints, per scenario and for the whole run: requests,
-failed requests (target 0), the rate answered, latency; and whether the stable version's
-replicas (and the router's) kept their processes (same Ray actor, same PID) at every pass.
+the whole run, whatever the answers take. With `--load-fraction F` the rate is F times the
+router path's saturation throughput, measured first in the same run (bench/saturation.py's
+closed loop). Prints, per scenario and for the whole run: requests, failed requests (target 0;
+of them shed: 503 at once by the router), the rate answered, latency p50/p99, with the p99 of
+a steady window before the rollouts; what the router counted (shed, moved, mirrors dropped);
+and whether the stable version's replicas (and the router's) kept their processes (same Ray
+actor, same PID) at every pass.
 
-    .venv/bin/python bench/zero_downtime.py [--rate 60] [--max-ongoing 64] [--shadow-percent 25]
+    flock /tmp/serveops-ray.lock .venv/bin/python bench/zero_downtime.py [--rate 60]
+        [--load-fraction 0.8] [--max-ongoing 64] [--max-queued 16] [--shadow-percent 25]
         [--ray-env RAY_SERVE_ENABLE_HA_PROXY=1]
 """
 
@@ -32,6 +37,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.saturation import saturation
 from bench.serving_setup import (
     env_pairs,
     load_average,
@@ -48,6 +54,8 @@ from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.policy.source import PoliciesGiven
 from controller.registry.mlflow import MlflowRegistry
+from controller.rollout.router_metrics import RayMetricsSource
+from controller.serving.protocol import METRIC_MIRROR_DROPPED, METRIC_OVERFLOW, METRIC_SHED
 from controller.source.repository import RepoSource
 from tests.e2e.load import LoadProcess
 from tests.e2e.story import Story, register_slow
@@ -122,14 +130,46 @@ def cpu_use(
     return f"machine {100 * total / s:.0f}% of 200%: {top}"
 
 
+def router_counted(address: str) -> dict[str, float]:
+    """The routers' pressure counters, summed over the cluster's nodes (Ray's metrics export)."""
+    source = RayMetricsSource(address)
+    totals = {METRIC_SHED: 0.0, METRIC_OVERFLOW: 0.0, METRIC_MIRROR_DROPPED: 0.0}
+    for url in source.endpoints():
+        for line in httpx.get(url, timeout=10).text.splitlines():
+            for name in totals:
+                if line.startswith(f"ray_{name}_total{{"):
+                    totals[name] += float(line.rsplit(" ", 1)[1])
+    return {"shed": totals[METRIC_SHED], "moved": totals[METRIC_OVERFLOW],
+            "mirrors dropped": totals[METRIC_MIRROR_DROPPED]}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=60.0, help="requests per second")
+    parser.add_argument(
+        "--load-fraction",
+        type=float,
+        default=None,
+        help="offer this fraction of the router path's saturation throughput (measured first, "
+        "same run) instead of --rate",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="closed loop measuring the saturation"
+    )
+    parser.add_argument(
+        "--scenario-timeout", type=float, default=300.0, help="seconds a rollout may take"
+    )
+    parser.add_argument(
+        "--steady-seconds", type=float, default=15.0, help="load before the rollouts (p99 before)"
+    )
     parser.add_argument(
         "--request-timeout", type=float, default=10.0, help="spec.request_timeout_s (router)"
     )
     parser.add_argument(
         "--max-ongoing", type=int, default=8, help="spec.max_ongoing_requests (model replicas)"
+    )
+    parser.add_argument(
+        "--max-queued", type=int, default=16, help="spec.max_queued_requests (router's bound)"
     )
     parser.add_argument(
         "--shadow-percent",
@@ -159,6 +199,7 @@ def main() -> None:
         serving = (
             f"  request_timeout_s: {args.request_timeout:g}\n"
             f"  max_ongoing_requests: {args.max_ongoing}\n"
+            f"  max_queued_requests: {args.max_queued}\n"
         )
         slow_canary = spec_yaml(NAME, slow, ENV, serving + SLOW_CANARY)
 
@@ -199,12 +240,26 @@ def main() -> None:
         if args.record_get:
             args.record_get.write_text(httpx.get(f"{ray.address}/api/serve/applications/").text)
         story = Story(ctl, store, repo, SPEC, NAME, ray.address, ENV)
+        story.drive_timeout_s = args.scenario_timeout
         router_before = story.processes()[NAME]
+        rate = args.rate
+        if args.load_fraction is not None:
+            saturation(url, args.concurrency, 3)  # warm up
+            sat = saturation(url, args.concurrency, 15)
+            rate = args.load_fraction * sat.rate
+            print(
+                f"router path saturation: {sat.rate:.1f} req/s at concurrency {args.concurrency} "
+                f"(p50 {sat.p50_ms:.1f} ms); offering {args.load_fraction:g} x = {rate:.1f} req/s"
+            )
         load_start = load_average()
 
         stopped = ""
-        with LoadProcess(url, args.rate, sample_request(), args.request_timeout + 30) as load:
-            time.sleep(3)
+        with LoadProcess(url, rate, sample_request(), args.request_timeout + 30) as load:
+            time.sleep(2)
+            steady_from = time.time()
+            time.sleep(args.steady_seconds)
+            steady = (steady_from, time.time())
+            counted_before = router_counted(ray.address)
             cpu = [cpu_by_process()]
             try:
                 story.watch(NAME, f"{NAME}--v{v1}")
@@ -222,10 +277,14 @@ def main() -> None:
                 stopped = str(err)[:2000]
             time.sleep(2)
 
-        failed_total = 0
+        counted = router_counted(ray.address)
+        before = load.summary(*steady)
+        print(f"steady, before the rollouts: {before.line()}")
+        failed_total = shed_total = 0
         for i, s in enumerate(story.scenarios):
             summary = load.summary(s.started_at, s.ended_at)
             failed_total += len(summary.failed)
+            shed_total += summary.shed
             print(f"{s.name} ({s.passes} passes): {summary.line()}")
             print(f"    steps: {', '.join(s.events)}")
             if i + 1 < len(cpu):
@@ -242,10 +301,20 @@ def main() -> None:
                 + ", ".join(f"+{5 * k}s {n}" for k, n in sorted(buckets.items()))
             )
         print(
-            f"open loop: offered {args.rate:g} req/s, sent late p50 {load.lag_ms(0.5):.1f} ms "
+            f"open loop: offered {rate:.1f} req/s, sent late p50 {load.lag_ms(0.5):.1f} ms "
             f"p99 {load.lag_ms(0.99):.1f} ms max {load.lag_ms(1.0):.0f} ms"
         )
-        print(f"failed client requests in the four scenarios: {failed_total} (target 0)")
+        during = load.summary(
+            story.scenarios[0].started_at if story.scenarios else steady[1], load.stopped_at
+        )
+        print(
+            f"failed client requests in the four scenarios: {failed_total} (target 0), of them "
+            f"shed {shed_total}; p99 before {before.p99_ms:.0f} ms, during {during.p99_ms:.0f} ms"
+        )
+        print(
+            "the router counted during the rollouts: "
+            + ", ".join(f"{k} {v - counted_before[k]:.0f}" for k, v in counted.items())
+        )
         print(f"router kept its processes: {story.processes().get(NAME) == router_before}")
         print(
             f"stable replicas kept their processes at every pass: {not story.restarts}"

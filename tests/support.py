@@ -114,6 +114,7 @@ class FakeServe:
         self.unschedulable: set[str] = set()
         self.puts: list[list[dict[str, Any]]] = []
         self.down = False
+        self.cpus: float | None = None  # the cluster's CPUs; None: unknown, as a dashboard
         self._settling: dict[str, int] = {}  # app -> reads left before its status settles
         self._deleting: dict[str, tuple[dict[str, Any], int]] = {}
 
@@ -165,7 +166,7 @@ class FakeServe:
                 "deployed_app_config": copy.deepcopy(config),
                 "deployments": {},
             }
-        return LiveState.from_api(payload)
+        return LiveState.from_api(payload, self.cpus)
 
     def put(self, apps: list[dict[str, Any]], live: LiveState) -> None:
         self._check_up()

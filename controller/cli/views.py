@@ -121,10 +121,10 @@ def status_renderable(view: EnvironmentView, terminal: bool) -> RenderableType:
 
 
 def _figures(side: dict[str, float | int | None]) -> str:
-    p95 = side.get("p95_ms")
+    p95, shed = side.get("p95_ms"), side.get("shed")
     return (
         f"{side.get('requests', 0)} req, {side.get('error_rate_pct', 0)}% err, "
-        f"p95 {'n/a' if p95 is None else f'{p95} ms'}"
+        f"p95 {'n/a' if p95 is None else f'{p95} ms'}" + (f", {shed} shed" if shed else "")
     )
 
 

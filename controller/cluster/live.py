@@ -83,9 +83,10 @@ class LiveApp:
 class LiveState:
     apps: dict[str, LiveApp]
     http_options: dict[str, Any] | None = None
+    cpus: float | None = None  # the cluster's CPUs (alive nodes); None: unknown
 
     @classmethod
-    def from_api(cls, payload: dict[str, Any]) -> LiveState:
+    def from_api(cls, payload: dict[str, Any], cpus: float | None = None) -> LiveState:
         apps: dict[str, LiveApp] = {}
         for name, raw in (payload.get("applications") or {}).items():
             deployments = {
@@ -106,7 +107,7 @@ class LiveState:
             )
         http = payload.get("http_options")
         http_options = {"host": http["host"], "port": http["port"]} if http else None
-        return cls(apps=apps, http_options=http_options)
+        return cls(apps=apps, http_options=http_options, cpus=cpus)
 
     def managed(self, environment: str) -> dict[str, LiveApp]:
         return {n: a for n, a in self.apps.items() if a.managed_in(environment)}

@@ -6,6 +6,7 @@ diff of dicts. The output is what Ray's REST API takes (`ServeApplicationSchema`
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,7 +28,12 @@ from controller.serving.protocol import (
     Target,
 )
 from controller.spec.manifest import Manifest
-from controller.spec.models import RECORDING_DENY_HEADERS, ModelDeployment, Recording
+from controller.spec.models import (
+    RECORDING_DENY_HEADERS,
+    DeploymentSpec,
+    ModelDeployment,
+    Recording,
+)
 
 AppConfig = dict[str, Any]
 
@@ -160,6 +166,23 @@ def recording_config(recording: Recording | None) -> RecordingConfig | None:
     )
 
 
+def max_in_flight(spec: DeploymentSpec) -> int:
+    """What one router replica may have in flight to a version of this deployment: the
+    version's replicas (the autoscaling maximum) times what each runs and queues, shared by the
+    router replicas. Beyond it a request would wait for a slot long enough to time out; the
+    router sheds it instead (controller/serving/pressure.py)."""
+    replicas = spec.autoscaling.max_replicas if spec.autoscaling else (spec.replicas or 1)
+    per_replica = spec.max_ongoing_requests + spec.max_queued_requests
+    return max(1, math.ceil(replicas * per_replica / spec.router_replicas))
+
+
+def bounded(targets: list[Target], bound: int) -> list[Target]:
+    """`targets` with `max_in_flight` set where it is not."""
+    return [
+        t if t.max_in_flight else t.model_copy(update={"max_in_flight": bound}) for t in targets
+    ]
+
+
 def render_router_app(
     dep: ModelDeployment,
     targets: list[Target],
@@ -172,12 +195,13 @@ def render_router_app(
     pin_key: str | None = None,
 ) -> AppConfig:
     spec, meta = dep.spec, dep.metadata
+    bound = max_in_flight(spec)
     config = RouterConfig(
         deployment=meta.name,
-        targets=targets,
+        targets=bounded(targets, bound),
         timeout_s=spec.request_timeout_s,
         revision=revision,
-        shadow=shadow or [],
+        shadow=bounded(shadow or [], bound),
         rollout=rollout,
         ab=ab,
         recording=recording_config(spec.recording),

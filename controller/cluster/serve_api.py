@@ -6,16 +6,24 @@ not own exactly as they are live: it never deletes what it did not create.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any, Protocol
 
 import httpx
 
+from controller.cluster.capacity import cluster_cpus
 from controller.cluster.live import LiveApp, LiveState
 from controller.errors import ServeopsError, Unreachable
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 APPLICATIONS_PATH = "/api/serve/applications/"
+NODES_PATH = "/nodes?view=summary"
+CPUS_READ_EVERY_S = 30.0
+MAX_NODES_BYTES = (
+    32 * 1024 * 1024
+)  # the node list of a large cluster, with room  # the cluster's CPUs change with its nodes: read at most this often
 
 
 def default_address() -> str:
@@ -54,6 +62,7 @@ class ServeClient:
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             transport=transport,
         )
+        self._cpus: tuple[float, float | None] | None = None  # (monotonic read time, CPUs)
 
     def close(self) -> None:
         self._client.close()
@@ -95,7 +104,27 @@ class ServeClient:
             raise ServeopsError(
                 f"{self.address} did not answer with JSON: is it a Ray dashboard?"
             ) from None
-        return LiveState.from_api(payload)
+        return LiveState.from_api(payload, self.cpus())
+
+    def cpus(self) -> float | None:
+        """The cluster's CPUs from the dashboard's node list, read at most every
+        CPUS_READ_EVERY_S; None when it cannot say (then no rollout waits for room)."""
+        now = time.monotonic()
+        if self._cpus is not None and now - self._cpus[0] < CPUS_READ_EVERY_S:
+            return self._cpus[1]
+        try:
+            with self._client.stream("GET", NODES_PATH, timeout=5.0) as response:
+                response.raise_for_status()
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_NODES_BYTES:
+                        raise ValueError("node list too large")
+            cpus = cluster_cpus(json.loads(body))
+        except (httpx.HTTPError, ValueError):
+            cpus = None
+        self._cpus = (now, cpus)
+        return cpus
 
     def put(self, apps: list[dict[str, Any]], live: LiveState) -> None:
         """Replace Serve's config with `apps` (which must already include every app to keep)."""

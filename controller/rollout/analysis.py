@@ -13,6 +13,13 @@ histogram. The output is a verdict with its reasons:
   `max_error_rate_increase` percentage points above the stable version's.
 - `pass`: none is.
 
+Shed requests (the router answered 503 at once: a version had `max_in_flight` requests in
+flight, controller/serving/pressure.py) never reached a version: they are no one's errors and
+have no latency. They mean the serving path was saturated in the window. Then relative
+conditions still judge (both versions shared the saturation), but an absolute p95 ceiling
+broken under saturation is the load's doing as much as the candidate's: alone, it makes the
+window `inconclusive` (the step holds), never `fail`.
+
 Relative conditions need a baseline: with fewer than `min_requests` stable requests in the
 window (blue-green after the switch, say) the error rate is compared with 0% and the latency
 regression is not checked.
@@ -37,6 +44,7 @@ class VersionWindow:
     requests: int = 0
     errors: int = 0
     buckets: tuple[tuple[float, int], ...] = ()
+    shed: int = 0  # answered 503 at once by the router, this version full: not in `requests`
 
     @property
     def error_rate_pct(self) -> float:
@@ -75,6 +83,11 @@ class AnalysisResult:
     stable: VersionWindow = field(default_factory=VersionWindow)
 
     @property
+    def shed(self) -> int:
+        """Requests the router shed in the window (either version full): saturation."""
+        return self.candidate.shed + self.stable.shed
+
+    @property
     def summary(self) -> str:
         c, s = self.candidate, self.stable
         figures = (
@@ -82,6 +95,8 @@ class AnalysisResult:
             f"{_ms(c.quantile_ms(0.95))}; stable {s.requests} req, {s.error_rate_pct:.2f}% "
             f"errors, p95 {_ms(s.quantile_ms(0.95))}"
         )
+        if self.shed:
+            figures += f"; saturated: {c.shed} + {s.shed} shed"
         if not self.reasons:
             return f"{self.verdict}: {figures}"
         return f"{self.verdict}: {'; '.join(self.reasons)} ({figures})"
@@ -93,6 +108,7 @@ def _ms(value: float | None) -> str:
 
 def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> AnalysisResult:
     """Judge one window. Every broken condition is listed, not only the first."""
+    shed = candidate.shed + stable.shed
     if candidate.requests < spec.min_requests:
         return AnalysisResult(
             "inconclusive",
@@ -103,6 +119,7 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
             candidate,
             stable,
         )
+    held: list[str] = []  # broken only because of saturation: holds the step
     reasons: list[str] = []
     baseline = stable.requests >= spec.min_requests
     stable_rate = stable.error_rate_pct if baseline else 0.0
@@ -115,9 +132,14 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
         )
     p95 = candidate.quantile_ms(0.95)
     if spec.max_p95_latency_ms is not None and p95 is not None and p95 > spec.max_p95_latency_ms:
-        reasons.append(
-            f"p95 latency {p95:.1f} ms above max_p95_latency_ms {spec.max_p95_latency_ms}"
-        )
+        broken = f"p95 latency {p95:.1f} ms above max_p95_latency_ms {spec.max_p95_latency_ms}"
+        if shed:
+            held.append(
+                f"{broken} while the serving path was saturated ({shed} request(s) shed): "
+                "not judged"
+            )
+        else:
+            reasons.append(broken)
     stable_p95 = stable.quantile_ms(0.95)
     relative = spec.max_p95_regression_pct is not None and baseline
     if relative and p95 is not None and stable_p95 is not None and stable_p95 > 0:
@@ -128,4 +150,8 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
                 f"{stable_p95:.1f} ms, more than max_p95_regression_pct "
                 f"{spec.max_p95_regression_pct}%"
             )
-    return AnalysisResult("fail" if reasons else "pass", reasons, candidate, stable)
+    if reasons:
+        return AnalysisResult("fail", reasons, candidate, stable)
+    if held:
+        return AnalysisResult("inconclusive", held, candidate, stable)
+    return AnalysisResult("pass", [], candidate, stable)

@@ -213,7 +213,7 @@ def _loading(
     limits: Limits,
     hooks: HookResult | None,
 ) -> Decision:
-    waited = _since(now, state.started_at)
+    waited = _since(now, state.phase_started_at)  # from when the candidate was started
     if candidate != "ready":
         if waited > limits.progress_deadline_s:
             return _abort(

@@ -22,6 +22,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from controller.cluster.capacity import room_for
 from controller.cluster.live import LiveApp, LiveState
 from controller.cluster.render import (
     AppConfig,
@@ -46,6 +47,7 @@ from controller.rollout.state import (
     Readiness,
     RolloutState,
     start,
+    started_message,
     traffic,
     with_command,
 )
@@ -247,6 +249,22 @@ class _DeploymentStep:
         self.result.updates.append(RolloutUpdate(started, None, "start", started.message))
         return started
 
+    def hold_for_room(self, state: RolloutState) -> Decision | None:
+        """A rollout about to start its candidate waits, and says so, while the candidate's
+        replicas would not fit in the cluster's CPUs next to what runs (Ray would leave them
+        pending). None: go on (it fits, it runs already, or the CPUs are unknown)."""
+        if state.phase != "loading" or state.candidate_app in self.live.apps or state.abort:
+            return None
+        candidate = next((a for a in self.dep.apps if a["name"] == state.candidate_app), None)
+        room = room_for(candidate, self.live) if candidate is not None else None
+        if room is None or room.fits:
+            return None
+        says = room.says(state.candidate_app)
+        held = dataclasses.replace(
+            state, held_for_room=True, message=says, waiting=says, until=None
+        )
+        return Decision("wait", held, f"waiting for {says}", self.limits.loading_poll_s)
+
     def analyse(
         self, state: RolloutState, baseline: str | None, metrics: MetricsOnce
     ) -> tuple[RolloutState, AnalysisResult | None, str | None]:
@@ -306,6 +324,16 @@ def _one(
             step.end(state, f"{state.stable_app} is no longer running")
         return None
 
+    held = step.hold_for_room(state)
+    if held is not None:
+        if held.state != stored_state:
+            step.record(held, baseline)
+        step.result.requeue_after = min(step.result.requeue_after, held.requeue_after)
+        return _render(step.dep, step.spec, step.live, held.state, with_candidate=False)
+    if state.held_for_room:  # it fits now: the candidate starts, its deadline from now
+        state = dataclasses.replace(
+            state, held_for_room=False, phase_started_at=step.now, message=started_message(state)
+        )
     state, analysis, new_baseline = step.analyse(state, baseline, metrics)
     ready, why = readiness(step.live.apps.get(state.candidate_app))
     stage = hooks_due(step.rollout, state, ready) if ready != "failed" else None
@@ -339,11 +367,18 @@ def _ended(state: RolloutState, now: dt.datetime, why: str) -> RolloutState:
 
 
 def _render(
-    dep: DesiredDeployment, spec: ModelDeployment, live: LiveState, state: RolloutState
+    dep: DesiredDeployment,
+    spec: ModelDeployment,
+    live: LiveState,
+    state: RolloutState,
+    *,
+    with_candidate: bool = True,
 ) -> list[AppConfig] | None:
     t = traffic(spec.spec.rollout, state)
     if t is None:
         return None
+    if not with_candidate:
+        t = dataclasses.replace(t, keep_candidate=False)
     stable_app = live.apps[state.stable_app].config
     candidate_app = next(a for a in dep.apps if a["args"][MARKER_KEY]["role"] != "router")
     stable = RouteTarget(app=state.stable_app, version=state.stable_version, weight=t.stable_weight)

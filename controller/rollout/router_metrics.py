@@ -1,7 +1,8 @@
 """Reading the routers' per-version metrics: scrape, keep a baseline, diff into a window.
 
 The router records per version (controller/serving/router.py, through `ray.serve.metrics`):
-requests, 5xx errors and a latency histogram, labelled by traffic (live, shadow, pinned).
+requests, 5xx errors, a latency histogram and requests shed (503 at once: the version had no
+room, controller/serving/pressure.py), labelled by traffic (live, shadow, pinned).
 Pinned requests (the controller's own smoke hooks) are left out here: a window holds only what
 clients sent and the router mirrored. Ray exports them on every node's metrics export
 port in Prometheus text format, where a cluster's Prometheus scrapes them too. The controller
@@ -28,7 +29,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.errors import Unreachable
 from controller.rollout.analysis import VersionWindow
-from controller.serving.protocol import METRIC_ERRORS, METRIC_LATENCY, METRIC_REQUESTS
+from controller.serving.protocol import (
+    METRIC_ERRORS,
+    METRIC_LATENCY,
+    METRIC_REQUESTS,
+    METRIC_SHED,
+)
 
 PREFIX = "ray_"  # Ray prefixes application metrics
 
@@ -40,6 +46,7 @@ class Counts:
     requests: float = 0.0
     errors: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)  # upper bound (ms) -> cumulative
+    shed: float = 0.0  # answered 503 at once by the router: this version had no room
 
 
 Snapshot = dict[str, dict[str, Counts]]  # deployment -> version -> counts
@@ -58,6 +65,7 @@ def parse(text: str) -> Snapshot:
         f"{PREFIX}{METRIC_REQUESTS}_total": "requests",
         f"{PREFIX}{METRIC_ERRORS}_total": "errors",
         f"{PREFIX}{METRIC_LATENCY}_bucket": "bucket",
+        f"{PREFIX}{METRIC_SHED}_total": "shed",
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -75,6 +83,8 @@ def parse(text: str) -> Snapshot:
                 counts.requests += sample.value
             elif kind == "errors":
                 counts.errors += sample.value
+            elif kind == "shed":
+                counts.shed += sample.value
             else:
                 le = float(sample.labels.get("le", "+Inf"))
                 counts.buckets[le] = counts.buckets.get(le, 0.0) + sample.value
@@ -89,6 +99,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
                 total = out.setdefault(dep, {}).setdefault(version, Counts())
                 total.requests += c.requests
                 total.errors += c.errors
+                total.shed += c.shed
                 for le, n in c.buckets.items():
                     total.buckets[le] = total.buckets.get(le, 0.0) + n
     return out
@@ -111,7 +122,7 @@ def window(
     buckets = tuple((le, delta(now.buckets[le], then.buckets.get(le, 0.0))) for le in bounds)
     if buckets and not math.isinf(buckets[-1][0]):
         buckets = (*buckets, (math.inf, requests))
-    return VersionWindow(requests, errors, buckets)
+    return VersionWindow(requests, errors, buckets, delta(now.shed, then.shed))
 
 
 def to_json(snapshot: Snapshot) -> str:
@@ -121,6 +132,7 @@ def to_json(snapshot: Snapshot) -> str:
                 v: {
                     "requests": c.requests,
                     "errors": c.errors,
+                    "shed": c.shed,
                     "buckets": [
                         [("+Inf" if math.isinf(le) else le), n] for le, n in c.buckets.items()
                     ],
@@ -137,7 +149,12 @@ def from_json(text: str) -> Snapshot:
     data = json.loads(text)
     return {
         dep: {
-            v: Counts(c["requests"], c["errors"], {float(le): n for le, n in c["buckets"]})
+            v: Counts(
+                c["requests"],
+                c["errors"],
+                {float(le): n for le, n in c["buckets"]},
+                c.get("shed", 0.0),  # baselines persisted before shedding existed have none
+            )
             for v, c in versions.items()
         }
         for dep, versions in data.items()

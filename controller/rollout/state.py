@@ -52,6 +52,7 @@ class VersionFigures:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    shed: int = 0  # requests the router shed while this version was full (saturation)
 
     @classmethod
     def of(cls, window: VersionWindow) -> VersionFigures:
@@ -62,6 +63,7 @@ class VersionFigures:
             _round(window.quantile_ms(0.5)),
             _round(window.quantile_ms(0.95)),
             _round(window.quantile_ms(0.99)),
+            window.shed,
         )
 
 
@@ -143,6 +145,9 @@ class RolloutState:
     message: str = ""
     ended_at: dt.datetime | None = None
     post_hooks_passed: bool = False
+    # Loading, the candidate not started yet: it would overcommit the cluster's CPUs. The
+    # progress deadline counts from when it starts (`phase_started_at`), not from this wait.
+    held_for_room: bool = False
     # What the rollout waits for now, in words that do not change pass to pass, and when a
     # time-bound wait ends: what every view shows as "waiting for".
     waiting: str = ""
@@ -238,6 +243,10 @@ def start(
         phase_started_at=now,
         message=f"starting {candidate[0]} next to {stable[0]}",
     )
+
+
+def started_message(state: RolloutState) -> str:
+    return f"starting {state.candidate_app} next to {state.stable_app}"
 
 
 def with_command(state: RolloutState, command: Command, note: str = "") -> RolloutState:

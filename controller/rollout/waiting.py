@@ -23,8 +23,10 @@ def waiting_for(
     if state.paused:
         return f"an operator: {state.message or 'paused'} (`serveops resume` or `promote`)", None
     if state.phase == "loading":
+        if state.held_for_room:
+            return state.message, None
         if candidate != "ready":
-            deadline = state.started_at + dt.timedelta(seconds=limits.progress_deadline_s)
+            deadline = state.phase_started_at + dt.timedelta(seconds=limits.progress_deadline_s)
             return f"{state.candidate_app} to run (progress deadline)", deadline
         return "the pre-rollout hooks", None
     if state.phase == "verifying":

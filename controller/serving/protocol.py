@@ -31,6 +31,15 @@ METRIC_SHADOW_AGREEMENT = "serveops_router_shadow_agreement"  # mirrored answer 
 # traffic: live | shadow | pinned (authenticated pins: smoke hooks; never analysed as live)
 METRIC_TAGS = ("serveops_deployment", "version", "traffic")
 METRIC_RECORDING_DROPPED = "serveops_router_recording_dropped"  # sampled, not recorded
+# Pressure (controller/serving/pressure.py): requests answered 503 at once because the version
+# they were routed to had `max_in_flight` requests in flight (tags METRIC_TAGS, `version`: the
+# full one); live requests moved to the other weighted version instead; mirrored copies the
+# config asked for but the router did not send (reason: pressure | full).
+METRIC_SHED = "serveops_router_shed"
+METRIC_OVERFLOW = "serveops_router_overflow"
+METRIC_MIRROR_DROPPED = "serveops_router_mirror_dropped"
+SHED_HEADER = "x-serveops-shed"  # on a shed 503: the version that was full
+RETRY_AFTER_S = 1  # Retry-After of a shed 503, seconds
 # 0.5 ms to ~55 s, 25% apart: a p95 regression of 20% is resolved by interpolation.
 LATENCY_BOUNDARIES_MS = [round(0.5 * 1.25**k, 3) for k in range(53)]
 
@@ -41,6 +50,13 @@ class Target(BaseModel):
     app: str = Field(description="Serve application of one model version, e.g. `fraud--v7`.")
     version: str = Field(description="Registry version it serves, echoed in the response header.")
     weight: float = Field(ge=0, le=100, description="Share of traffic, in percent.")
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests this router replica may have in flight to the version (sent, "
+        "not answered: running or queued in its replicas); one more is shed at once with 503 "
+        "and Retry-After (or, during a canary, moved to the other version). None: no bound.",
+    )
 
 
 class RolloutNote(BaseModel):

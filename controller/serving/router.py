@@ -23,18 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controller.serving import code_origin
+from controller.serving.counters import RouterMetrics
 from controller.serving.pinning import authentic, awaits_status, pinned
+from controller.serving.pressure import InFlight, MirrorGovernor, admit, movable
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
-    LATENCY_BOUNDARIES_MS,
-    METRIC_ERRORS,
-    METRIC_LATENCY,
-    METRIC_RECORDING_DROPPED,
-    METRIC_REQUESTS,
-    METRIC_SHADOW_AGREEMENT,
-    METRIC_TAGS,
     REPLAY_HEADER,
+    RETRY_AFTER_S,
     ROUTING_HEADER,
+    SHED_HEADER,
     STATUS_POLL_S,
     VARIANT_HEADER,
     VERSION_HEADER,
@@ -126,7 +123,9 @@ class Router:
         self._pin_refreshed = 0.0  # monotonic time of the last status read for a pin
         self._poller: asyncio.Task[None] | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
-        self._metrics = _Metrics()
+        self._metrics = RouterMetrics()
+        self._in_flight = InFlight()
+        self._governor = MirrorGovernor(time.monotonic)
         self._recording: RecordingConfig | None = None
         self._recorder: Recorder | None = None
         logger.info("router %s (%s)", deployment, code_origin())
@@ -260,15 +259,26 @@ class Router:
             target = choose(config, self._running, request.headers, random.random())
         if target is None:
             return _error(503, f"no running version of {self._deployment}", None)
+        admission = admit(config, self._running, target, self._in_flight, movable(config, traffic))
+        if admission.full is not None:
+            self._metrics.count(
+                self._metrics.overflow if admission.moved else self._metrics.shed,
+                self._deployment,
+                admission.full,
+                traffic,
+            )
+        if admission.target is None:
+            return _shed(target)
+        target = admission.target
         try:
             payload = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "request body is not valid JSON", target)
-        handle = self._handle(target.app)
         started = time.perf_counter()
+        self._in_flight.acquire(target.app)
         try:
             result = await asyncio.wait_for(
-                handle.predict.remote(payload), timeout=config.timeout_s
+                self._handle(target.app).predict.remote(payload), timeout=config.timeout_s
             )
         except TimeoutError:
             self._metrics.record(self._deployment, target, traffic, 504, started)
@@ -278,23 +288,59 @@ class Router:
         except Exception:  # reaches the client as Serve's 500, as before; counted as an error
             self._metrics.record(self._deployment, target, traffic, 500, started)
             raise
+        finally:
+            self._in_flight.release(target.app)
         status, body = result["status"], result["body"]
         self._metrics.record(self._deployment, target, traffic, status, started)
-        shadows = mirrors(config, self._running, random.random()) if traffic == "live" else []
-        for shadow in shadows:
-            task = asyncio.get_running_loop().create_task(
-                self._mirror(shadow, payload, body, config.timeout_s)
-            )
-            self._shadow_tasks.add(task)
-            task.add_done_callback(self._shadow_tasks.discard)
+        if traffic == "live":
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self._governor.observe(latency_ms, self._in_flight.load(target))
+            self._send_mirrors(config, payload, body)
         headers = _headers(self._deployment, target)
         headers[ROUTING_HEADER] = routing
         if config.ab is not None and target.app in config.ab.variants:
             headers[VARIANT_HEADER] = config.ab.variants[target.app]
         return JSONResponse(body, status_code=status, headers=headers)
 
+    def _send_mirrors(self, config: RouterConfig, payload: Any, served: Any) -> None:
+        """Copies of a live request to the shadow versions the config asks for, as tasks the
+        answer never waits on; unless the stable version is under pressure (the governor's
+        share) or the shadow version is full: then dropped, and counted."""
+        for shadow in mirrors(config, self._running, random.random()):
+            reason = (
+                "full"
+                if self._in_flight.full(shadow)
+                else ("" if self._governor.admit(random.random()) else "pressure")
+            )
+            if reason:
+                self._metrics.mirror_dropped.inc(
+                    tags={
+                        "serveops_deployment": self._deployment,
+                        "version": shadow.version,
+                        "reason": reason,
+                    }
+                )
+                continue
+            self._in_flight.acquire(shadow.app)
+            task = asyncio.get_running_loop().create_task(
+                self._mirror(shadow, payload, served, config.timeout_s)
+            )
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+
+    def mirror_stats(self) -> dict[str, Any]:
+        """The governor's share of mirrors sent and what it judges by, and what is in flight."""
+        g = self._governor
+        return {
+            "share": g.share,
+            "latency_ms": g.latency_ms,
+            "baseline_ms": g.baseline_ms,
+            "shadow_tasks": len(self._shadow_tasks),
+        }
+
     async def _mirror(self, target: Target, payload: Any, served: Any, timeout_s: float) -> None:
-        """Send a copy to a shadow version; its answer is compared and counted, never returned."""
+        """Send a copy to a shadow version (its in-flight slot taken by the caller); its answer
+        is compared and counted, never returned."""
         started = time.perf_counter()
         status = 500
         try:
@@ -308,58 +354,8 @@ class Router:
         except Exception:
             logger.exception("shadow request to %s failed", target.app)
         finally:
+            self._in_flight.release(target.app)
             self._metrics.record(self._deployment, target, "shadow", status, started)
-
-
-class _Metrics:
-    """Per-version counters and a latency histogram through Ray Serve's metrics API."""
-
-    def __init__(self) -> None:
-        from ray.serve import metrics
-
-        # Ray annotates tag_keys as `tuple[str]` but takes any number of keys.
-        tags: Any = METRIC_TAGS
-        agreement_tags: Any = ("serveops_deployment", "version", "agree")
-        self.requests = metrics.Counter(
-            METRIC_REQUESTS, description="Requests answered, by version.", tag_keys=tags
-        )
-        self.errors = metrics.Counter(
-            METRIC_ERRORS, description="5xx answers (failures, timeouts).", tag_keys=tags
-        )
-        self.latency = metrics.Histogram(
-            METRIC_LATENCY,
-            description="Latency of a version's answer through the router, ms.",
-            boundaries=LATENCY_BOUNDARIES_MS,
-            tag_keys=tags,
-        )
-        self.recording_dropped = metrics.Counter(
-            METRIC_RECORDING_DROPPED,
-            description="Sampled requests not recorded: the recorder's queue was full.",
-            tag_keys=("serveops_deployment",),
-        )
-        self.agreement_total = metrics.Counter(
-            METRIC_SHADOW_AGREEMENT,
-            description="Mirrored answers equal to the served one (agree=true) or not.",
-            tag_keys=agreement_tags,
-        )
-
-    def record(
-        self, deployment: str, target: Target, traffic: str, status: int, started: float
-    ) -> None:
-        tags = {"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
-        self.requests.inc(tags=tags)
-        if status >= 500:
-            self.errors.inc(tags=tags)
-        self.latency.observe((time.perf_counter() - started) * 1000.0, tags=tags)
-
-    def agreement(self, deployment: str, target: Target, agree: bool) -> None:
-        self.agreement_total.inc(
-            tags={
-                "serveops_deployment": deployment,
-                "version": target.version,
-                "agree": "true" if agree else "false",
-            }
-        )
 
 
 def app_statuses(apps: list[str]) -> dict[str, str]:
@@ -393,6 +389,19 @@ def _headers(deployment: str, target: Target | None) -> dict[str, str]:
 def _error(status: int, message: str, target: Target | None) -> JSONResponse:
     body = {"error_code": status, "message": message}
     return JSONResponse(body, status_code=status, headers=_headers("", target))
+
+
+def _shed(full: Target) -> JSONResponse:
+    """503 at once for a request whose version has no room: retry in a moment."""
+    response = _error(
+        503,
+        f"version {full.version} is at capacity ({full.max_in_flight} requests in flight); "
+        f"retry after {RETRY_AFTER_S}s",
+        full,
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    response.headers[SHED_HEADER] = full.version
+    return response
 
 
 def build(args: dict[str, Any]) -> Any:

@@ -593,6 +593,15 @@ class DeploymentSpec(_Strict):
     max_ongoing_requests: int = Field(
         default=8, ge=1, le=10000, description="Requests one replica handles at once."
     )
+    max_queued_requests: int = Field(
+        default=16,
+        ge=0,
+        le=100000,
+        description="Requests one replica may have waiting beyond `max_ongoing_requests`. The "
+        "router sheds more at once (503 with Retry-After; during a canary it moves them to the "
+        "other version when that one has room) instead of holding them until "
+        "`request_timeout_s`.",
+    )
     request_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from controller.serving.protocol import ROUTING_HEADER, VERSION_HEADER
+from controller.serving.protocol import ROUTING_HEADER, SHED_HEADER, VERSION_HEADER
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Answer:
     version: str | None
     error: str = ""
     routing: str | None = None  # the router's x-serveops-routing: which weights routed it
+    shed: bool = False  # a 503 the router answered at once: the version was full
 
     @property
     def received_at(self) -> float:
@@ -55,6 +56,7 @@ class Summary:
     versions: Counter[str]
     p50_ms: float
     p99_ms: float
+    shed: int = 0  # of `failed`: 503 at once, the router shedding (not a timeout)
 
     @property
     def rate(self) -> float:
@@ -64,7 +66,7 @@ class Summary:
     def line(self) -> str:
         return (
             f"{self.requests} requests in {self.seconds:.1f}s ({self.rate:.1f} req/s answered OK), "
-            f"failed {len(self.failed)}, statuses {dict(self.statuses)}, versions "
+            f"failed {len(self.failed)} (shed {self.shed}), statuses {dict(self.statuses)}, versions "
             f"{dict(self.versions)}, latency p50 {self.p50_ms:.0f} ms p99 {self.p99_ms:.0f} ms"
         )
 
@@ -87,6 +89,7 @@ def summarize(answers: Iterable[Answer], since: float, until: float) -> Summary:
         versions=Counter(a.version for a in window if a.version),
         p50_ms=pct(0.5),
         p99_ms=pct(0.99),
+        shed=sum(a.shed for a in window),
     )
 
 
@@ -168,11 +171,12 @@ class OpenLoop:
                 text = await response.text()
                 status, version = response.status, response.headers.get(VERSION_HEADER)
                 routing = response.headers.get(ROUTING_HEADER)
+                shed = SHED_HEADER in response.headers
                 error = "" if status == 200 else text[:300]
         except (aiohttp.ClientError, TimeoutError) as err:
-            status, version, error, routing = 0, None, repr(err)[:300], None
+            status, version, error, routing, shed = 0, None, repr(err)[:300], None, False
         latency = time.monotonic() - began
-        self.answers.append(Answer(sent_at, latency, status, version, error, routing))
+        self.answers.append(Answer(sent_at, latency, status, version, error, routing, shed))
 
 
 def closed_loop(url: str, body: Any, concurrency: int, seconds: float) -> list[Answer]:

@@ -104,6 +104,7 @@ class Story:
     restarts: list[str] = field(default_factory=list)  # watched replicas that changed
     scenarios: list[Scenario] = field(default_factory=list)
     view_checks: int = 0  # passes whose views were checked against each other
+    drive_timeout_s: float = 300.0  # a scenario's rollout must reach its phase within this
 
     def processes(self) -> Processes:
         return processes(self.address, self.deployment)
@@ -183,7 +184,7 @@ class Story:
             done = subprocess.run([serveops, *command], capture_output=True, text=True)
             if done.returncode != 0:
                 raise AssertionError(f"serveops {' '.join(command)}: {done.stderr}")
-        passes = self.drive(until, since)
+        passes = self.drive(until, since, self.drive_timeout_s)
         time.sleep(self.settle_s)
         self.check()
         events = [

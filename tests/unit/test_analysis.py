@@ -84,3 +84,32 @@ def test_every_broken_condition_is_reported() -> None:
     result = analyse(s, window(100, errors=50, latency_ms=1000), window(1000, latency_ms=5))
     assert result.verdict == "fail"
     assert len(result.reasons) == 3
+
+
+def saturated(w: VersionWindow, shed: int) -> VersionWindow:
+    return VersionWindow(w.requests, w.errors, w.buckets, shed)
+
+
+def test_shed_requests_are_saturation_not_the_candidates_errors() -> None:
+    s = spec(max_error_rate_increase=0.5, max_p95_latency_ms=50)
+    result = analyse(s, saturated(window(100), 40), saturated(window(1000), 300))
+    assert result.verdict == "pass"  # 340 shed, none of them an error of either version
+    assert result.candidate.error_rate_pct == 0.0
+    assert "saturated: 40 + 300 shed" in result.summary
+
+
+def test_an_absolute_ceiling_broken_under_saturation_holds_the_step() -> None:
+    s = spec(max_p95_latency_ms=50)
+    held = analyse(s, saturated(window(100, latency_ms=100), 5), window(1000, latency_ms=100))
+    assert held.verdict == "inconclusive"
+    assert "saturated (5 request(s) shed): not judged" in held.reasons[0]
+    # Without saturation the same window fails; errors fail whatever the saturation.
+    assert analyse(s, window(100, latency_ms=100), window(1000)).verdict == "fail"
+    erring = analyse(s, saturated(window(100, errors=10), 5), window(1000))
+    assert erring.verdict == "fail"
+
+
+def test_a_relative_regression_fails_under_saturation_too() -> None:
+    s = spec(max_p95_regression_pct=50)
+    slow = analyse(s, saturated(window(100, latency_ms=100), 5), window(1000, latency_ms=10))
+    assert slow.verdict == "fail"  # both versions shared the saturation

@@ -61,3 +61,17 @@ def test_unknown_versions_are_empty_and_snapshots_round_trip() -> None:
     snap = parse(exposition("a", "1", 10, 0, 10))
     assert window(None, snap, "fraud", "9").requests == 0
     assert from_json(to_json(snap)) == snap
+
+
+def test_shed_requests_are_counted_apart_and_survive_the_baseline() -> None:
+    labels = LABELS.format(replica="a", version="2")
+    shed = f"""\
+# TYPE ray_serveops_router_shed_total counter
+ray_serveops_router_shed_total{{{labels}}} 7.0
+"""
+    before = parse(exposition("a", "2", 100, 0, 90))
+    after = parse(exposition("a", "2", 200, 0, 180) + shed)
+    w = window(from_json(to_json(before)), after, "fraud", "2")
+    assert (w.requests, w.errors, w.shed) == (100, 0, 7)  # shed: no request, no error
+    legacy = '{"fraud": {"2": {"requests": 1, "errors": 0, "buckets": []}}}'  # before shedding
+    assert from_json(legacy)["fraud"]["2"].shed == 0

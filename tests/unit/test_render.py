@@ -113,3 +113,18 @@ def test_every_rendered_config_validates_against_rays_schema() -> None:
 def test_rendering_is_deterministic() -> None:
     text = deployment_yaml(model="models:/fraud/7")
     assert render(text) == render(text)
+
+
+def bound_of(text: str) -> int | None:
+    _, router = render(text)
+    [target] = RouterConfig.model_validate(router["deployments"][0]["user_config"]).targets
+    return target.max_in_flight
+
+
+def test_the_router_bounds_what_it_has_in_flight_to_a_version() -> None:
+    fixed = deployment_yaml(model="models:/fraud/7")  # 1 replica, 8 ongoing + 16 queued
+    assert bound_of(fixed) == 24
+    tuned = fixed + "  max_ongoing_requests: 4\n  max_queued_requests: 0\n  router_replicas: 3\n"
+    assert bound_of(tuned) == 2  # ceil(1 * 4 / 3): each router replica holds its share
+    scaled = fixed.replace("  replicas: 1\n", "  autoscaling: {min_replicas: 1, max_replicas: 4}\n")
+    assert bound_of(scaled) == 96  # the autoscaling maximum

@@ -1,0 +1,95 @@
+"""The router's counters and latency histogram, per version, through Ray Serve's metrics API.
+
+Names and tags are in protocol.py (the controller reads them back: rollout/router_metrics.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from controller.serving.protocol import (
+    LATENCY_BOUNDARIES_MS,
+    METRIC_ERRORS,
+    METRIC_LATENCY,
+    METRIC_MIRROR_DROPPED,
+    METRIC_OVERFLOW,
+    METRIC_RECORDING_DROPPED,
+    METRIC_REQUESTS,
+    METRIC_SHADOW_AGREEMENT,
+    METRIC_SHED,
+    METRIC_TAGS,
+    Target,
+)
+
+
+class RouterMetrics:
+    """Per-version counters and a latency histogram through Ray Serve's metrics API."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        # Ray annotates tag_keys as `tuple[str]` but takes any number of keys.
+        tags: Any = METRIC_TAGS
+        agreement_tags: Any = ("serveops_deployment", "version", "agree")
+        mirror_tags: Any = ("serveops_deployment", "version", "reason")
+        self.requests = metrics.Counter(
+            METRIC_REQUESTS, description="Requests answered, by version.", tag_keys=tags
+        )
+        self.errors = metrics.Counter(
+            METRIC_ERRORS, description="5xx answers (failures, timeouts).", tag_keys=tags
+        )
+        self.latency = metrics.Histogram(
+            METRIC_LATENCY,
+            description="Latency of a version's answer through the router, ms.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=tags,
+        )
+        self.recording_dropped = metrics.Counter(
+            METRIC_RECORDING_DROPPED,
+            description="Sampled requests not recorded: the recorder's queue was full.",
+            tag_keys=("serveops_deployment",),
+        )
+        self.shed = metrics.Counter(
+            METRIC_SHED,
+            description="Requests answered 503 at once: their version had max_in_flight.",
+            tag_keys=tags,
+        )
+        self.overflow = metrics.Counter(
+            METRIC_OVERFLOW,
+            description="Live requests moved to the other weighted version: theirs was full.",
+            tag_keys=tags,
+        )
+        self.mirror_dropped = metrics.Counter(
+            METRIC_MIRROR_DROPPED,
+            description="Mirrors not sent: the stable version under pressure, or theirs full.",
+            tag_keys=mirror_tags,
+        )
+        self.agreement_total = metrics.Counter(
+            METRIC_SHADOW_AGREEMENT,
+            description="Mirrored answers equal to the served one (agree=true) or not.",
+            tag_keys=agreement_tags,
+        )
+
+    def record(
+        self, deployment: str, target: Target, traffic: str, status: int, started: float
+    ) -> None:
+        tags = {"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
+        self.requests.inc(tags=tags)
+        if status >= 500:
+            self.errors.inc(tags=tags)
+        self.latency.observe((time.perf_counter() - started) * 1000.0, tags=tags)
+
+    def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:
+        counter.inc(
+            tags={"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
+        )
+
+    def agreement(self, deployment: str, target: Target, agree: bool) -> None:
+        self.agreement_total.inc(
+            tags={
+                "serveops_deployment": deployment,
+                "version": target.version,
+                "agree": "true" if agree else "false",
+            }
+        )

@@ -1,0 +1,146 @@
+"""The router under pressure: shed before timing out, and mirror only what the stable can spare.
+
+Pure (a clock is passed in); the router (controller/serving/router.py) holds one `InFlight` and
+one `MirrorGovernor` per replica.
+
+- Shedding. Every request the router sends to a version is counted in flight until it is
+  answered. A version's `max_in_flight` (rendered from its replicas, `max_ongoing_requests` and
+  `max_queued_requests`) bounds that count: a request beyond it would wait in the version's
+  queue long enough to reach the router's timeout and end as a 504 after `timeout_s`. The
+  router answers it 503 with Retry-After at once instead, or, when the rollout splits live
+  traffic between two weighted versions (a canary step), sends it to the other one if that one
+  has room (`admit`). A/B and pinned requests never move: their version is the point.
+- Mirroring. Shadow and blue-green preview copies are best-effort. The governor keeps a share
+  in [0, 1] of the configured mirrors that is actually sent: it halves (down to 0) while the
+  stable version is under pressure (its smoothed latency well above its unloaded latency, or a
+  queue forming in front of it) and grows back slowly (AIMD, as TCP's congestion window) once
+  it is not. A mirror also goes unsent when its own version is full. Unsent mirrors are counted;
+  a user request never waits on a mirror (they are sent after its answer, as tasks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controller.serving.protocol import RouterConfig, Target
+
+# The governor, tuned on a 2-core machine (docs/benchmarks.md, bench/saturation.py).
+LATENCY_FACTOR = 1.5  # pressured when the smoothed latency exceeds the unloaded one this much
+QUEUE_SHARE = 0.5  # ... or when a version has this share of its max_in_flight in flight
+EWMA_ALPHA = 0.1  # weight of one answer in the smoothed latency
+BASELINE_DRIFT_PER_S = 0.02  # the unloaded latency may rise this share a second (a new model)
+ADJUST_EVERY_S = 0.2  # the share changes at most this often
+DECREASE = 0.5  # multiplicative decrease under pressure
+INCREASE = 0.05  # additive increase otherwise (0 -> 1 in 4 s)
+
+
+class InFlight:
+    """Requests this router replica sent to each application and not yet got answered."""
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+
+    def __getitem__(self, app: str) -> int:
+        return self._count.get(app, 0)
+
+    def acquire(self, app: str) -> None:
+        self._count[app] = self._count.get(app, 0) + 1
+
+    def release(self, app: str) -> None:
+        left = self._count.get(app, 0) - 1
+        if left > 0:
+            self._count[app] = left
+        else:
+            self._count.pop(app, None)
+
+    def full(self, target: Target) -> bool:
+        return target.max_in_flight is not None and self[target.app] >= target.max_in_flight
+
+    def load(self, target: Target) -> float:
+        """Share of its bound in flight (0 without a bound)."""
+        return self[target.app] / target.max_in_flight if target.max_in_flight else 0.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Where one request goes. `target` None: shed (503 at once). `full`: the version that had
+    no room (the chosen one), when the request was shed or moved."""
+
+    target: Target | None
+    full: Target | None = None
+
+    @property
+    def moved(self) -> bool:
+        return self.target is not None and self.full is not None
+
+
+def admit(
+    config: RouterConfig, running: set[str], chosen: Target, in_flight: InFlight, movable: bool
+) -> Admission:
+    """Send `chosen` a request if it has room; else, when `movable`, the least loaded other
+    RUNNING target with weight and room; else shed."""
+    if not in_flight.full(chosen):
+        return Admission(chosen)
+    if movable:
+        others = [
+            t
+            for t in config.targets
+            if t.app != chosen.app and t.weight > 0 and t.app in running and not in_flight.full(t)
+        ]
+        if others:
+            return Admission(min(others, key=in_flight.load), chosen)
+    return Admission(None, chosen)
+
+
+def movable(config: RouterConfig, traffic: str) -> bool:
+    """May a live request go to another version than the one its weights chose? Only between
+    the weighted targets of a rollout (a canary step), never for A/B or pinned requests."""
+    return traffic == "live" and config.ab is None and config.rollout is not None
+
+
+class MirrorGovernor:
+    """The share of configured mirrors actually sent, from what the stable version's live
+    answers show (`observe`). Starts at 1: nothing is dropped before pressure shows."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.share = 1.0
+        self.latency_ms: float | None = None  # smoothed (EWMA)
+        self.baseline_ms: float | None = None  # unloaded: the lowest smoothed, drifting up
+        self._adjusted = clock()
+        self._seen = self._adjusted
+
+    def pressured(self, queue_share: float) -> bool:
+        if queue_share >= QUEUE_SHARE:
+            return True
+        if self.latency_ms is None or self.baseline_ms is None:
+            return False
+        return self.latency_ms > LATENCY_FACTOR * self.baseline_ms
+
+    def observe(self, latency_ms: float, queue_share: float) -> None:
+        """One live answer of a stable (weighted) version: its latency, and the share of its
+        `max_in_flight` in flight when it was answered."""
+        now = self._clock()
+        if self.latency_ms is None:
+            self.latency_ms = latency_ms
+        else:
+            self.latency_ms += EWMA_ALPHA * (latency_ms - self.latency_ms)
+        drifted = (
+            self.latency_ms
+            if self.baseline_ms is None
+            else self.baseline_ms * (1 + BASELINE_DRIFT_PER_S * max(0.0, now - self._seen))
+        )
+        self.baseline_ms = min(drifted, self.latency_ms)
+        self._seen = now
+        if now - self._adjusted < ADJUST_EVERY_S:
+            return
+        self._adjusted = now
+        if self.pressured(queue_share):
+            self.share = self.share * DECREASE if self.share > INCREASE / 2 else 0.0
+        else:
+            self.share = min(1.0, self.share + INCREASE)
+
+    def admit(self, rand: float) -> bool:
+        """Send a mirror the config asks for? `rand` in [0, 1)."""
+        return rand < self.share

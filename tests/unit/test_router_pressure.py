@@ -1,0 +1,287 @@
+"""The router under pressure (controller/serving/pressure.py, router.py): it sheds at once with
+503 and Retry-After instead of timing out, moves canary traffic to the version with room, and
+mirrors only what the stable version can spare. Pure functions, then the router's class driven
+outside Serve with fake handles (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+from controller.serving import pressure
+from controller.serving.pressure import InFlight, MirrorGovernor, admit, movable
+from controller.serving.protocol import (
+    RETRY_AFTER_S,
+    SHED_HEADER,
+    ABTest,
+    RolloutNote,
+    RouterConfig,
+    Target,
+)
+
+STABLE = Target(app="fraud--v1", version="1", weight=90, max_in_flight=2)
+CANDIDATE = Target(app="fraud--v2", version="2", weight=10, max_in_flight=2)
+CANARY_NOTE = RolloutNote(strategy="canary", phase="steps", candidate="2")
+
+
+def canary(**update: Any) -> RouterConfig:
+    fields: dict[str, Any] = {"targets": [STABLE, CANDIDATE], "rollout": CANARY_NOTE}
+    return RouterConfig(deployment="fraud", timeout_s=10, **{**fields, **update})
+
+
+def loaded(**counts: int) -> InFlight:
+    in_flight = InFlight()
+    for app, n in counts.items():
+        for _ in range(n):
+            in_flight.acquire(app.replace("_", "--"))
+    return in_flight
+
+
+RUNNING = {STABLE.app, CANDIDATE.app}
+
+
+def test_in_flight_counts_until_answered() -> None:
+    in_flight = InFlight()
+    in_flight.acquire("a")
+    in_flight.acquire("a")
+    assert (in_flight["a"], in_flight.full(STABLE.model_copy(update={"app": "a"}))) == (2, True)
+    in_flight.release("a")
+    in_flight.release("a")
+    in_flight.release("a")  # never below zero
+    assert in_flight["a"] == 0
+
+
+def test_a_version_with_room_gets_the_request() -> None:
+    assert admit(canary(), RUNNING, STABLE, loaded(fraud_v1=1), movable=True).target == STABLE
+
+
+def test_a_full_version_sheds_when_the_request_may_not_move() -> None:
+    steady = RouterConfig(deployment="fraud", targets=[STABLE], timeout_s=10)
+    admission = admit(steady, {STABLE.app}, STABLE, loaded(fraud_v1=2), movable=False)
+    assert (admission.target, admission.full, admission.moved) == (None, STABLE, False)
+
+
+def test_a_canary_moves_a_request_to_the_version_with_room() -> None:
+    admission = admit(canary(), RUNNING, STABLE, loaded(fraud_v1=2), movable=True)
+    assert (admission.target, admission.full, admission.moved) == (CANDIDATE, STABLE, True)
+    both_full = loaded(fraud_v1=2, fraud_v2=2)
+    assert admit(canary(), RUNNING, STABLE, both_full, movable=True).target is None
+    # Not to a version that does not run, nor to one without weight.
+    assert admit(canary(), {STABLE.app}, STABLE, loaded(fraud_v1=2), movable=True).target is None
+    unweighted = canary(targets=[STABLE, CANDIDATE.model_copy(update={"weight": 0})])
+    assert admit(unweighted, RUNNING, STABLE, loaded(fraud_v1=2), movable=True).target is None
+
+
+def test_only_live_rollout_traffic_moves() -> None:
+    assert movable(canary(), "live")
+    assert not movable(canary(), "pinned")  # a smoke hook's request is for its version
+    assert not movable(canary(rollout=None), "live")
+    ab = canary(rollout=None, ab=ABTest(header="x-user", variants={STABLE.app: "a"}))
+    assert not movable(ab, "live")  # an A/B variant is the experiment
+
+
+def test_no_bound_never_sheds() -> None:
+    unbounded = STABLE.model_copy(update={"max_in_flight": None})
+    config = RouterConfig(deployment="fraud", targets=[unbounded], timeout_s=10)
+    assert admit(config, {STABLE.app}, unbounded, loaded(fraud_v1=10_000), False).target
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def feed(governor: MirrorGovernor, clock: Clock, latency_ms: float, seconds: float) -> None:
+    """Answers every 50 ms for `seconds`, all with `latency_ms`, no queue."""
+    for _ in range(int(seconds / 0.05)):
+        clock.now += 0.05
+        governor.observe(latency_ms, 0.0)
+
+
+def test_mirror_share_falls_to_zero_under_latency_pressure_and_comes_back() -> None:
+    clock = Clock()
+    governor = MirrorGovernor(clock)
+    feed(governor, clock, 10.0, 2.0)  # unloaded: 10 ms
+    assert governor.share == 1.0
+    feed(governor, clock, 40.0, 3.0)  # the stable version slows down 4x
+    assert governor.share == 0.0  # floor 0: no mirror at all
+    assert not governor.admit(0.0)
+    feed(governor, clock, 10.0, 2.0)  # pressure gone: additive increase
+    assert 0.0 < governor.share < 1.0
+    feed(governor, clock, 10.0, 10.0)
+    assert governor.share == 1.0
+
+
+def test_a_queue_in_front_of_the_stable_version_is_pressure() -> None:
+    clock = Clock()
+    governor = MirrorGovernor(clock)
+    for _ in range(20):
+        clock.now += 0.25
+        governor.observe(10.0, pressure.QUEUE_SHARE)  # latency flat, half its bound in flight
+    assert governor.share == 0.0
+
+
+class FakeMetrics:
+    """Stands in for the router's Ray metrics: counts what it is told."""
+
+    def __init__(self) -> None:
+        self.counted: Counter[tuple[str, ...]] = Counter()
+        self.shed, self.overflow = "shed", "overflow"
+        self.mirror_dropped = self
+
+    def count(self, counter: str, deployment: str, target: Target, traffic: str) -> None:
+        self.counted[(counter, target.version, traffic)] += 1
+
+    def inc(self, tags: dict[str, str]) -> None:
+        self.counted[("mirror_dropped", tags["version"], tags["reason"])] += 1
+
+    def record(self, deployment: str, target: Target, traffic: str, status: int, _: float) -> None:
+        self.counted[("answered", target.version, traffic, str(status))] += 1
+
+    def agreement(self, *args: Any) -> None:
+        pass
+
+
+class FakeHandle:
+    """A version application: answers after `delay_s`, or never (`hang`)."""
+
+    def __init__(self, version: str, delay_s: float = 0.0, hang: bool = False) -> None:
+        self.version, self.delay_s, self.hang, self.calls = version, delay_s, hang, 0
+        self.predict = self
+
+    def remote(self, payload: Any) -> Any:
+        self.calls += 1
+
+        async def answer() -> dict[str, Any]:
+            if self.hang:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.delay_s)
+            return {"status": 200, "body": {"predictions": [self.version]}}
+
+        return answer()
+
+
+def request(body: Any) -> Request:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/fraud", "headers": [], "query_string": b""}
+    return Request(scope, receive)
+
+
+def replica(config: RouterConfig, handles: dict[str, FakeHandle]) -> Any:
+    from controller.serving import router
+
+    r = router.Router.func_or_class("fraud")  # the class behind the Serve deployment
+    r._config, r._running = config, {t.app for t in [*config.targets, *config.shadow]}
+    r._poller = object()  # no status polling outside Serve
+    r._metrics = FakeMetrics()
+    r._handle = handles.__getitem__
+    return r
+
+
+def test_a_full_version_is_answered_503_with_retry_after_at_once() -> None:
+    steady = RouterConfig(deployment="fraud", targets=[STABLE], timeout_s=10)
+    stuck = FakeHandle("1", hang=True)
+    r = replica(steady, {STABLE.app: stuck})
+
+    async def scenario() -> list[Any]:
+        waiting = [asyncio.create_task(r._answer(request({"inputs": [1]}))) for _ in range(2)]
+        await asyncio.sleep(0.01)  # both sent: the version has max_in_flight=2 in flight
+        answer = await asyncio.wait_for(r._answer(request({"inputs": [1]})), timeout=0.5)
+        for task in waiting:
+            task.cancel()
+        return [answer, stuck.calls]
+
+    answer, calls = asyncio.run(scenario())
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == str(RETRY_AFTER_S)
+    assert answer.headers[SHED_HEADER] == "1"
+    assert calls == 2  # the shed request never reached the version
+    assert r._metrics.counted[("shed", "1", "live")] == 1
+    assert r._in_flight[STABLE.app] == 0  # cancelled requests gave their slots back
+
+
+def test_a_canary_request_moves_to_the_candidate_when_the_stable_is_full() -> None:
+    stable, candidate = FakeHandle("1", hang=True), FakeHandle("2")
+    r = replica(canary(), {STABLE.app: stable, CANDIDATE.app: candidate})
+
+    async def scenario() -> Any:
+        r._in_flight.acquire(STABLE.app)
+        r._in_flight.acquire(STABLE.app)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("controller.serving.router.random.random", lambda: 0.0)  # picks v1
+            return await r._answer(request({"inputs": [1]}))
+
+    answer = asyncio.run(scenario())
+    assert (answer.status_code, json.loads(answer.body)) == (200, {"predictions": ["2"]})
+    assert r._metrics.counted[("overflow", "1", "live")] == 1
+    assert stable.calls == 0
+
+
+def test_a_user_never_waits_on_a_mirror_and_pressure_drops_mirrors() -> None:
+    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": 100})
+    preview = RouterConfig(
+        deployment="fraud",
+        targets=[STABLE.model_copy(update={"weight": 100})],
+        shadow=[shadow],
+        timeout_s=10,
+    )
+    hanging_shadow = FakeHandle("2", hang=True)
+    r = replica(preview, {STABLE.app: FakeHandle("1"), shadow.app: hanging_shadow})
+
+    async def scenario() -> list[int]:
+        first = await asyncio.wait_for(r._answer(request({"inputs": [1]})), timeout=0.5)
+        await asyncio.sleep(0)
+        sent = hanging_shadow.calls
+        r._governor.share = 0.0  # the stable version under pressure
+        for _ in range(3):
+            await r._answer(request({"inputs": [1]}))
+        for task in list(r._shadow_tasks):
+            task.cancel()
+        await asyncio.sleep(0)
+        return [first.status_code, sent, hanging_shadow.calls]
+
+    status, sent, calls = asyncio.run(scenario())
+    assert (status, sent) == (200, 1)  # answered while its mirror hangs
+    assert calls == 1  # no mirror sent under pressure
+    assert r._metrics.counted[("mirror_dropped", "2", "pressure")] == 3
+    assert r._in_flight[shadow.app] == 0
+
+
+def test_a_full_shadow_version_gets_no_more_mirrors() -> None:
+    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": 1})
+    preview = RouterConfig(
+        deployment="fraud",
+        targets=[STABLE.model_copy(update={"weight": 100})],
+        shadow=[shadow],
+        timeout_s=10,
+    )
+    hanging_shadow = FakeHandle("2", hang=True)
+    r = replica(preview, {STABLE.app: FakeHandle("1"), shadow.app: hanging_shadow})
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await r._answer(request({"inputs": [1]}))
+            await asyncio.sleep(0)
+        for task in list(r._shadow_tasks):
+            task.cancel()
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert hanging_shadow.calls == 1
+    assert r._metrics.counted[("mirror_dropped", "2", "full")] == 2
