@@ -43,6 +43,7 @@ from controller.gitops.state import DesiredRevision, EnvironmentState
 from controller.gitops.view import environment_view
 from controller.registry.mlflow import registry_from_uri
 from controller.source.git import open_repo, read_worktree, resolve_commit
+from controller.spec.batchfile import load_batches
 from controller.spec.manifest import is_deployment_file, load_manifests
 from controller.spec.yamldoc import MIB, Limits, read_file
 from controller.sync.apply import apply_plan
@@ -69,7 +70,8 @@ def validate(
         list[Path] | None, typer.Argument(help="Files or folders (default: deployments/).")
     ] = None,
 ) -> None:
-    """Check deployment files: YAML, schema, and rules across files (unique names and routes)."""
+    """Check deployment and batch inference files: YAML, schema, and rules across files (unique
+    names, routes and outputs)."""
 
     def run() -> None:
         files = read_worktree(paths or [Path("deployments")])
@@ -77,7 +79,9 @@ def validate(
         if not files:
             raise BadInput("no deployment files found (expected deployments/<env>/<name>.yaml)")
         manifests = load_manifests(files)
-        out.print(f"ok: {len(manifests)} deployment file(s) valid")
+        batches = load_batches(files)
+        extra = f" and {len(batches)} batch inference file(s)" if batches else ""
+        out.print(f"ok: {len(manifests)} deployment file(s){extra} valid")
 
     run_command(run)
 
