@@ -27,9 +27,9 @@ BATCH_KIND = "BatchInference"
 MAX_URI_LENGTH = 1000
 MAX_CRON_LENGTH = 100
 MAX_COLUMNS = 1000
-# A local path (relative to where the job runs, or absolute), `file://`, or an object store
-# pyarrow's filesystems read (`s3://`, `gs://`, `abfs://`, `hdfs://`). No credentials in it.
-URI_PATTERN = r"^(?:(?:file|s3|gs|gcs|abfs|abfss|hdfs)://[^\s@?#]+|[A-Za-z0-9_./-][^\s:@?#]*)$"
+# An absolute local path on the cluster's nodes, `file://`, or an object store pyarrow's
+# filesystems read (`s3://`, `gs://`, `abfs://`, `hdfs://`). No credentials, query or `..`.
+URI_PATTERN = r"^(?:(?:file|s3|gs|gcs|abfs|abfss|hdfs)://[^\s@?#]+|/[^\s:@?#]*)$"
 COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_. -]{0,127}$"
 Format = Literal["parquet", "csv", "jsonl"]
 
@@ -38,11 +38,13 @@ class BatchInput(_Strict):
     uri: str = Field(
         pattern=URI_PATTERN,
         max_length=MAX_URI_LENGTH,
-        description="Where the table is read from: a file or a folder of files; a local path, "
-        "`file://`, or object storage through pyarrow's filesystems (`s3://`, `gs://`, "
+        description="Where the table is read from: a file or a folder of files; an absolute "
+        "path on the cluster's nodes, `file://`, or object storage through pyarrow's filesystems (`s3://`, `gs://`, "
         "`abfs://`, `hdfs://`). Credentials never go here: the cluster's environment holds them.",
     )
     format: Format = Field(default="parquet", description="How the input is written.")
+
+    _no_parent = field_validator("uri")(lambda cls, uri: _no_dotdot(uri))
     columns: list[str] | None = Field(
         default=None,
         max_length=MAX_COLUMNS,
@@ -67,6 +69,8 @@ class BatchOutput(_Strict):
         "environment's batch deployments.",
     )
     format: Format = Field(default="parquet", description="How the output is written.")
+
+    _no_parent = field_validator("uri")(lambda cls, uri: _no_dotdot(uri))
     id_column: str | None = Field(
         default=None,
         pattern=COLUMN_PATTERN,
@@ -214,6 +218,12 @@ class BatchInference(_Strict):
     kind: Literal["BatchInference"] = Field(description=f"Always `{BATCH_KIND}`.")
     metadata: Metadata = Field(description="Who and where: name, environment, owner, labels.")
     spec: BatchSpec = Field(description="What is scored, by which model, when, where to.")
+
+
+def _no_dotdot(uri: str) -> str:
+    if ".." in uri.split("/"):
+        raise ValueError("a path segment `..` is not allowed: write the path it means")
+    return uri
 
 
 def _norm(uri: str) -> str:

@@ -30,7 +30,7 @@ spec:
 """
 
 
-def doc(name: str = "nightly", input: str = "data/in.csv", output: str = "data/out") -> str:
+def doc(name: str = "nightly", input: str = "/data/in.csv", output: str = "/data/out") -> str:
     return GOOD.format(name=name, input=input, output=output)
 
 
@@ -66,8 +66,10 @@ def test_endpoint_loader_leaves_batch_files_out_but_reports_their_errors() -> No
         ("Europe/Paris", "Mars/Olympus", 16, "spec.schedule.timezone", "unknown time zone"),
         ("models:/fraud/3", "runs:/abc/model", 8, "spec.model", "pattern"),
         ("format: csv", "format: xlsx", 11, "spec.input.format", "parquet"),
-        ("uri: data/out", "uri: s3://bucket?x=1", 13, "spec.output.uri", "pattern"),
-        ("uri: data/out", "uri: data/in.csv", 13, "spec.output.uri", "must differ"),
+        ("uri: /data/out", "uri: s3://bucket?x=1", 13, "spec.output.uri", "pattern"),
+        ("uri: /data/out", "uri: file:///data/in.csv", 13, "spec.output.uri", "must differ"),
+        ("uri: /data/out", "uri: data/out", 13, "spec.output.uri", "pattern"),
+        ("uri: /data/out", "uri: /data/../etc", 13, "spec.output.uri", "`..`"),
         ("  resources:\n", "  resourcez:\n", 17, "spec.resourcez", "unknown field"),
     ],
 )
@@ -83,13 +85,13 @@ def test_bad_fields_are_named_at_their_line(
 
 def test_names_and_outputs_are_unique_and_an_output_never_overwrites_an_input() -> None:
     files = {
-        "deployments/staging/a.yaml": doc("a", "in/a", "out/a"),
-        "deployments/staging/b.yaml": doc("a", "in/b", "out/a/"),
-        "deployments/staging/c.yaml": doc("c", "in/c", "in/a"),
+        "deployments/staging/a.yaml": doc("a", "/in/a", "/out/a"),
+        "deployments/staging/b.yaml": doc("a", "/in/b", "/out/a/"),
+        "deployments/staging/c.yaml": doc("c", "/in/c", "file:///in/a"),
     }
     found = problems(files)
     assert any("b.yaml:4: metadata.name: name 'a' is already used" in p for p in found), found
-    assert any("b.yaml:13: spec.output.uri: output 'out/a' is already used" in p for p in found)
+    assert any("b.yaml:13: spec.output.uri: output '/out/a' is already used" in p for p in found)
     assert any("c.yaml:13: spec.output.uri" in p and "input of a" in p for p in found), found
 
 
@@ -121,7 +123,7 @@ def test_hostile_files_are_refused_at_a_line_not_read_whole() -> None:
 
 def test_too_many_batch_documents_in_one_environment_are_refused() -> None:
     files = {
-        f"deployments/staging/b{i:04d}.yaml": doc(f"b{i}", f"in/{i}", f"out/{i}")
+        f"deployments/staging/b{i:04d}.yaml": doc(f"b{i}", f"/in/{i}", f"/out/{i}")
         for i in range(MAX_BATCH_DOCS + 1)
     }
     [p] = problems(files)

@@ -6,6 +6,7 @@
   (`Environments`).
 - `rollouts`: rollout states, their events and operators' commands (`Rollouts`).
 - `leases`: one writer per environment (`Leases`).
+- `batch_runs`, `batch_schedules`: batch inference runs and when schedules started (`BatchRuns`).
 
 Nothing about an environment lives only in memory: a controller killed at any point and started
 again (a new process on the same file) reads where it stood. Typed records go in and out
@@ -15,6 +16,7 @@ again (a new process on the same file) reads where it stood. Typed records go in
 from __future__ import annotations
 
 from controller.gitops.state.base import Clock, utcnow
+from controller.gitops.state.batch import BatchRun, BatchRuns
 from controller.gitops.state.environments import Environments
 from controller.gitops.state.leases import Leases
 from controller.gitops.state.passes import PassLog
@@ -35,7 +37,7 @@ from controller.gitops.state.records import (
 from controller.gitops.state.rollouts import Rollouts
 
 
-class StateStore(PassLog, Environments, Rollouts, Leases):
+class StateStore(PassLog, Environments, Rollouts, Leases, BatchRuns):
     """The state file at `path`; safe to open from several processes at once."""
 
     def __enter__(self) -> StateStore:
@@ -48,6 +50,7 @@ class StateStore(PassLog, Environments, Rollouts, Leases):
 __all__ = [
     "Applying",
     "AuditResult",
+    "BatchRun",
     "Clock",
     "DesiredRevision",
     "EnvironmentState",
