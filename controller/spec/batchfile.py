@@ -29,6 +29,11 @@ class BatchManifest:
     batch: BatchInference
 
     @property
+    def deployment(self) -> BatchInference:
+        """The document (named like Manifest's, for code that reads either kind)."""
+        return self.batch
+
+    @property
     def path(self) -> str:
         return self.doc.path
 
