@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from controller import __version__
+from controller.cli.batch import register as register_batch_commands
 from controller.cli.display import plan_text, print_to
 from controller.cli.gitops import register as register_controller_commands
 from controller.cli.options import (
@@ -359,6 +360,7 @@ app.add_typer(policy_app, name="policy")
 register_controller_commands(app)
 register_simulator_commands(app)
 register_rollout_commands(app)
+register_batch_commands(app)
 
 
 def main() -> None:

@@ -84,6 +84,13 @@ class BatchRuns(StoreBase):
             ).fetchall()
         return {r[0]: dt.datetime.fromisoformat(r[1]) for r in rows if r[0] in set(names)}
 
+    def batch_since(self, environment: str) -> dict[str, dt.datetime]:
+        """When the controller first saw each batch deployment (read only)."""
+        rows = self._read(
+            "SELECT deployment, since FROM batch_schedules WHERE environment = ?", (environment,)
+        )
+        return {r[0]: dt.datetime.fromisoformat(r[1]) for r in rows}
+
     def claim_batch_run(self, run: BatchRun) -> bool:
         """Insert the run unless its (environment, deployment, run key) exists: True when this
         caller claimed it and may submit it."""
