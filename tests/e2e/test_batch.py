@@ -107,7 +107,8 @@ def test_scheduled_run_on_ray_data_then_a_model_change_held_by_its_sample_check(
     latest = store.batch_runs("staging")[0]
     assert latest.status == "rejected", latest.message
     assert latest.previous_model_uri == "models:/breast-cancer/1"
-    assert latest.agreement is not None and latest.agreement < 0.99
+    assert latest.agreement is not None
+    assert latest.agreement < 0.99
     assert not (out / "run=20261203T020000Z").exists()
     assert store.promoted_models("staging") == {"nightly": "models:/breast-cancer/1"}
     jobs.close()
