@@ -17,7 +17,7 @@ from controller.spec.yamldoc import YamlDoc, load_yaml, validate_doc
 
 # A repository is untrusted: however many files it holds, one environment's batch deployments
 # stay within this many (each may become a Ray Job).
-MAX_BATCH_DOCS = 500
+MAX_BATCH_DOCS = 2000
 BATCH_KIND = "BatchInference"
 
 
