@@ -32,6 +32,7 @@ MAX_LISTED_FILES = 100_000
 # Read and write tasks are light next to scoring: small reservations leave the CPUs to the
 # scoring actors (a 2-CPU cluster runs 2 actors of 0.5 CPU plus reads and writes).
 IO_CPUS = 0.25
+LIST_CPUS = 1.0  # Ray Data's file listing task: one CPU, whatever the read asks for
 
 
 def _fs(uri: str) -> tuple[Any, str]:
@@ -210,6 +211,20 @@ def committed(final: str) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def check_fits(request: RunRequest, cpus: float) -> None:
+    """Refuse a run whose actors would starve its own reads: Ray Data starts the actor pool
+    first, and listing the input's files takes a whole CPU (Ray 2.60, not configurable). Seen
+    on a 2-CPU cluster with 2 actors of 0.75 CPU: the run waited forever, never failed."""
+    res = request.resources
+    actors = res.concurrency * res.num_cpus
+    if actors + LIST_CPUS > cpus:
+        raise ValueError(
+            f"{res.concurrency} actors of {res.num_cpus:g} CPU reserve {actors:g} of the "
+            f"cluster's {cpus:g} CPUs; reading the input needs {LIST_CPUS:g} more: lower "
+            "resources.concurrency or resources.num_cpus"
+        )
+
+
 def run(request: RunRequest) -> RunResult:
     import ray
     import ray.data
@@ -229,6 +244,7 @@ def run(request: RunRequest) -> RunResult:
         ray.init(log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
+    check_fits(request, float(ray.cluster_resources().get("CPU", 0.0)))  # type: ignore[no-untyped-call]
     check = promotion_check(request)
     if check is not None and check.status == "rejected":
         return check

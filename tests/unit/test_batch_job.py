@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.batch.job import MANIFEST, agreement, main, run, score
+from controller.batch.job import MANIFEST, agreement, check_fits, main, run, score
 from controller.batch.request import RunRequest, RunResult, parse_result
 from controller.spec.batch import BatchOutput
 
@@ -72,3 +72,16 @@ def test_a_failure_is_the_last_line_of_the_log(
     assert result is not None
     assert result.status == "failed"
     assert "does not exist" in result.message
+
+
+def test_actors_that_would_starve_the_reads_are_refused(tmp_path: Path) -> None:
+    req = request(tmp_path).model_copy(
+        update={
+            "resources": request(tmp_path).resources.model_copy(
+                update={"concurrency": 2, "num_cpus": 0.75}
+            )
+        }
+    )
+    with pytest.raises(ValueError, match=r"reserve 1\.5 of the cluster's 2 CPUs"):
+        check_fits(req, 2.0)
+    check_fits(req, 3.0)
