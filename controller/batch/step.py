@@ -71,6 +71,7 @@ class BatchEdges:
     serving_code: ServingCode = INSTALLED
     entrypoint: str = ENTRYPOINT
     poll_s: float = POLL_S
+    notify: Callable[[BatchRun], None] | None = None  # a run failed or was rejected
 
 
 @functools.lru_cache(maxsize=8)
@@ -103,6 +104,11 @@ def run_batch_step(
         environment=ctx.environment,
         serving_code=ctx.settings.serving_code,
         poll_s=ctx.settings.interval_s,
+        notify=lambda run: ctx.notify(
+            "batch_failed",
+            run.commit,
+            f"batch {run.deployment} run {run.run_key} {run.status}: {run.message}",
+        ),
     )
     try:
         return batch_step(edges, batches, admitted.commit, now)
@@ -298,13 +304,15 @@ def _finish(
             run.run_key,
             result.message,
         )
-        return edges.store.update_batch_run(
+        rejected = edges.store.update_batch_run(
             run,
             status="rejected",
             agreement=result.agreement,
             finished_at=now,
             message=result.message,
         )
+        _notify(edges, rejected)
+        return rejected
     why = (
         result.message
         if result is not None and result.message
@@ -334,4 +342,11 @@ def _attempt_failed(
         )
         return submit(edges, again, now)
     log.warning("%s: batch %s run %s failed: %s", run.environment, run.deployment, run.run_key, why)
-    return edges.store.update_batch_run(run, status="failed", finished_at=now, message=why)
+    failed = edges.store.update_batch_run(run, status="failed", finished_at=now, message=why)
+    _notify(edges, failed)
+    return failed
+
+
+def _notify(edges: BatchEdges, run: BatchRun) -> None:
+    if edges.notify is not None:
+        edges.notify(run)

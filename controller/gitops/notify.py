@@ -19,13 +19,16 @@ from controller.redact import redact
 
 log = logging.getLogger("serveops.controller")
 
-EventKind = Literal["deployed", "degraded", "sync_failed", "rollout_aborted", "drift_detected"]
+EventKind = Literal[
+    "deployed", "degraded", "sync_failed", "rollout_aborted", "drift_detected", "batch_failed"
+]
 EVENT_KINDS: tuple[EventKind, ...] = (
     "deployed",  # a revision (or a new desired state) was applied
     "degraded",  # a deployment became Degraded (sent once, when it enters the state)
     "sync_failed",  # a pass failed, or the policy gate refused a revision
     "rollout_aborted",  # a rollout was aborted and traffic went back to the stable version
     "drift_detected",  # live Serve differs from Git (and, with drift enabled, was restored)
+    "batch_failed",  # a batch run failed (its retries spent) or its sample check rejected it
 )
 TIMEOUT_S = 5.0
 
@@ -35,6 +38,7 @@ _SLACK_ICON: dict[EventKind, str] = {
     "sync_failed": ":x:",
     "rollout_aborted": ":rewind:",
     "drift_detected": ":warning:",
+    "batch_failed": ":x:",
 }
 
 

@@ -13,7 +13,7 @@ from controller.batch.jobs import MAX_LOG_BYTES, JobInfo, JobSpec, RayJobs
 from controller.batch.request import RunRequest, RunResult, parse_result
 from controller.batch.step import BatchEdges, batch_step
 from controller.errors import ServeopsError
-from controller.gitops.state import StateStore
+from controller.gitops.state import BatchRun, StateStore
 from controller.registry.mlflow import FixedRegistry, Registry
 from controller.spec.batchfile import BatchManifest, load_batches
 
@@ -84,12 +84,19 @@ class World:
         self.store = StateStore(self.path, clock=lambda: self.now)
         self.jobs = FakeJobs()
         self.version = "1"
+        self.notes: list[BatchRun] = []
         self.batches: list[BatchManifest] = load_batches(
             {"deployments/staging/nightly.yaml": FILE.format(retries=retries)}
         )
 
     def edges(self) -> BatchEdges:
-        return BatchEdges(self.store, self.jobs, lambda: registry(self.version), "staging")
+        return BatchEdges(
+            self.store,
+            self.jobs,
+            lambda: registry(self.version),
+            "staging",
+            notify=self.notes.append,
+        )
 
     def step(self, at: dt.datetime):  # type: ignore[no-untyped-def]
         self.now = at
@@ -169,6 +176,7 @@ def test_a_failed_attempt_is_retried_then_the_run_fails(world: World) -> None:
     step = world.step(DUE + dt.timedelta(seconds=40))
     assert step.finished == ["nightly/20261202T020000Z: failed"]
     assert world.store.batch_runs("staging")[0].status == "failed"
+    assert [(n.run_key, n.status) for n in world.notes] == [("20261202T020000Z", "failed")]
     # A failed run is not run again for the same scheduled time.
     world.step(DUE + dt.timedelta(minutes=2))
     assert len(world.jobs.jobs) == 2
@@ -212,6 +220,7 @@ def test_a_model_change_carries_the_previous_version_and_a_rejection_is_kept(wor
     world.step(nxt + dt.timedelta(seconds=20))
     latest = world.store.batch_runs("staging")[0]
     assert (latest.status, latest.agreement) == ("rejected", 0.4)
+    assert [n.status for n in world.notes] == ["rejected"]
     assert world.store.promoted_models("staging") == {"nightly": "models:/fraud/1"}
 
 

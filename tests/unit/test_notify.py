@@ -87,6 +87,7 @@ def test_every_kind_reaches_both_webhooks_in_their_format(
         "sync_failed",
         "rollout_aborted",
         "drift_detected",
+        "batch_failed",
     }
     for kind in EVENT_KINDS:
         notifier.notify(Event(kind, "staging", "a" * 40, f"what {kind} says", AT, "repo"))
