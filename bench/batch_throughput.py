@@ -1,6 +1,6 @@
 """Batch inference throughput: a run on Ray Data vs the same model's `predict` in one process.
 
-    flock /tmp/serveops-ray.lock .venv/bin/python bench/batch_throughput.py [--rows 400000]
+    flock /tmp/serveops-ray.lock .venv/bin/python bench/batch_throughput.py [--rows 2000000]
 
 Same machine, same run, same parquet files (the breast-cancer features, repeated): first the
 baseline, a plain loop in this process (read each file with pandas, `predict`, write parquet),
@@ -114,7 +114,7 @@ def ray_run(edges: BatchEdges, text: str, name: str, jobs: RayJobs) -> tuple[int
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=400_000)
+    parser.add_argument("--rows", type=int, default=2_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
