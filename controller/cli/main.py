@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from controller import __version__
+from controller.cli.batch import register as register_batch_commands
 from controller.cli.display import plan_text, print_to
 from controller.cli.gitops import register as register_controller_commands
 from controller.cli.history import register as register_history_commands
@@ -46,6 +47,7 @@ from controller.gitops.state import DesiredRevision, EnvironmentState
 from controller.gitops.view import environment_view
 from controller.registry.mlflow import registry_from_uri
 from controller.source.git import open_repo, read_worktree, resolve_commit
+from controller.spec.batchfile import load_batches
 from controller.spec.manifest import is_deployment_file, load_manifests
 from controller.spec.yamldoc import MIB, Limits, read_file
 from controller.sync.apply import apply_plan
@@ -72,7 +74,8 @@ def validate(
         list[Path] | None, typer.Argument(help="Files or folders (default: deployments/).")
     ] = None,
 ) -> None:
-    """Check deployment files: YAML, schema, and rules across files (unique names and routes)."""
+    """Check deployment and batch inference files: YAML, schema, and rules across files (unique
+    names, routes and outputs)."""
 
     def run() -> None:
         files = read_worktree(paths or [Path("deployments")])
@@ -80,7 +83,9 @@ def validate(
         if not files:
             raise BadInput("no deployment files found (expected deployments/<env>/<name>.yaml)")
         manifests = load_manifests(files)
-        out.print(f"ok: {len(manifests)} deployment file(s) valid")
+        batches = load_batches(files)
+        extra = f" and {len(batches)} batch inference file(s)" if batches else ""
+        out.print(f"ok: {len(manifests)} deployment file(s){extra} valid")
 
     run_command(run)
 
@@ -375,6 +380,7 @@ register_simulator_commands(app)
 register_rollout_commands(app)
 register_lease_commands(app)
 register_monitor_commands(app)
+register_batch_commands(app)
 
 
 def main() -> None:

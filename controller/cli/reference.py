@@ -38,7 +38,7 @@ def _command(lines: list[str], name: str, command: Any, parent: typer.Context) -
         for sub in command.list_commands(ctx):
             child = command.get_command(ctx, sub)
             if child is not None and not child.hidden:
-                _command(lines, f"{name} {sub}", child, ctx)
+                _command(lines, sub, child, ctx)  # its path is the parent's + sub
         return
     lines += [f"### `{ctx.command_path}`", ""]
     if command.help:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller.batch.jobs import JobsAPI
 from controller.cluster.serve_api import ServeAPI
 from controller.gitops.notify import Event, EventKind, Notifier
 from controller.gitops.settings import ControllerSettings
@@ -26,6 +27,7 @@ class PassContext:
     hooks: HookRunner
     metrics: MetricsSource
     actor: str
+    jobs: JobsAPI | None = None  # Ray Jobs for batch runs; None: the dashboard's, made per pass
 
     @property
     def environment(self) -> str:

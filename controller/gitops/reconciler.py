@@ -3,7 +3,9 @@
 A pass reads everything it needs, gates, decides, acts at most once, records what it did, and
 says when to look again (`requeue_after`); it never sleeps or waits for replicas:
 
-    lease -> read -> gate -> decide -> act -> monitor -> record   (controller/gitops/<step>.py)
+    lease -> read -> gate -> decide -> act -> monitor -> record -> batch
+                                               (controller/gitops/<step>.py, monitor/step.py,
+                                                batch/step.py)
 
 - read: the branch head's desired state (validated, models resolved), the durable state,
   live Serve.
@@ -14,6 +16,7 @@ says when to look again (`requeue_after`); it never sleeps or waits for replicas
 - act: store the admission and rollout decisions, then write at most one apply phase.
 - monitor: judge the due drift windows of the admitted deployments (controller/monitor/step.py).
 - record: the audit row, failure marks, notifications, the pass's result.
+- batch: batch inference runs of the admitted commit: submit those due, poll those under way.
 
 Killed at any point and started again, the next pass reads the same inputs and converges from
 there: an apply under way is continued, an apply that completed is not repeated (live already
@@ -22,6 +25,7 @@ matches), a revision that failed is not attempted again until a new commit or an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -29,6 +33,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from controller.batch.jobs import JobsAPI
+from controller.batch.step import BatchStep, run_batch_step
 from controller.cluster.serve_api import ServeAPI
 from controller.errors import ServeopsError
 from controller.gitops.act import Acted, act
@@ -40,7 +46,7 @@ from controller.gitops.outcome import PassResult
 from controller.gitops.read import read
 from controller.gitops.record import record
 from controller.gitops.settings import ControllerSettings, default_actor
-from controller.gitops.state import PassStart, StateStore
+from controller.gitops.state import DesiredRevision, PassStart, StateStore
 from controller.gitops.telemetry import METRICS, PassFigures
 from controller.monitor.step import run_monitor_step
 from controller.registry.mlflow import Registry
@@ -68,6 +74,7 @@ class Controller:
         holder: str | None = None,
         hooks: HookRunner | None = None,
         metrics: MetricsSource | None = None,
+        jobs: JobsAPI | None = None,
     ) -> None:
         self.ctx = PassContext(
             source=source,
@@ -87,6 +94,7 @@ class Controller:
             # Router metrics for rollout analysis; scraped only when an analysis window is due.
             metrics=metrics if metrics is not None else RayMetricsSource(client.address),
             actor=settings.actor or default_actor(),
+            jobs=jobs,
         )
         self._crashes = 0  # passes crashed in a row: the backoff grows with them
         # Who acts, as others see it: the same after a restart (so a restarted controller takes
@@ -194,7 +202,8 @@ class Controller:
         except ServeopsError as err:
             # The admitted state cannot be planned (e.g. an emptying prune): nothing acts.
             failed = Admission(admission.target, "failed", err.message, err, revision_fault(err))
-            return record(ctx, obs, failed, Decision("nothing"), Acted(None))
+            result = record(ctx, obs, failed, Decision("nothing"), Acted(None))
+            return self._batch(result, admission.target)
         if not self.store.holds_lease(env, self.holder, self.instance):
             # Fencing: the lease changed hands during this pass; whoever has it now acts.
             return PassResult(
@@ -209,7 +218,23 @@ class Controller:
             run_monitor_step(ctx, admission.target, self.store.now())
         except Exception:  # e.g. the store failing under it: the pass goes on and records
             log.exception("%s: the monitoring step failed", env)
-        return record(ctx, obs, admission, decision, acted)
+        return self._batch(record(ctx, obs, admission, decision, acted), admission.target)
+
+    def _batch(self, result: PassResult, admitted: DesiredRevision | None) -> PassResult:
+        """Batch runs of what was admitted: submit those due, poll those under way. Never
+        blocks or fails the pass; the next scheduled run shortens its requeue."""
+        try:
+            step = run_batch_step(self.ctx, admitted, self.store.now())
+        except Exception as err:
+            log.exception("%s: the batch step failed", self.environment)
+            step = BatchStep(errors=[f"{type(err).__name__}: {err}"])
+        summary = step.summary()
+        if summary:
+            message = f"{result.message}; {summary}" if result.message else summary
+            result = dataclasses.replace(result, message=message)
+        if step.requeue_after is not None and step.requeue_after < result.requeue_after:
+            result = dataclasses.replace(result, requeue_after=max(1.0, step.requeue_after))
+        return result
 
     def _metrics(self, result: PassResult | None, seconds: float) -> None:
         """Metrics of a pass (None: it crashed). Never fails the pass."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.policy.celrt import cel
+from controller.spec.batch import BatchInference
 from controller.spec.models import ModelDeployment
 
 # A field tree: the known fields of a value; None means "anything below" (maps, free-form
@@ -69,9 +70,14 @@ def _schema_tree(schema: dict[str, Any], defs: dict[str, Any]) -> Tree:
     return {}  # a scalar: no fields
 
 
-def _deployment_tree() -> Tree:
-    schema = ModelDeployment.model_json_schema()
+def _deployment_tree(kind: str = "ModelDeployment") -> Tree:
+    schema = document_model(kind).model_json_schema()
     return _schema_tree(schema, schema.get("$defs", {}))
+
+
+def document_model(kind: str) -> type[ModelDeployment] | type[BatchInference]:
+    """The model of a kind of deployment file, whose fields `object` has."""
+    return BatchInference if kind == "BatchInference" else ModelDeployment
 
 
 _ANY = None
@@ -107,8 +113,8 @@ REQUEST_TREE: Tree = {
 }
 
 
-def variable_trees() -> dict[str, Tree]:
-    deployment = _deployment_tree()
+def variable_trees(kind: str = "ModelDeployment") -> dict[str, Tree]:
+    deployment = _deployment_tree(kind)
     return {
         "object": deployment,
         "oldObject": deployment,

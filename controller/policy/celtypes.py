@@ -238,11 +238,12 @@ def _map(**fields: CelType) -> CelType:
     return CelType("map", DYN, fields)
 
 
-def variable_types() -> dict[str, CelType]:
-    """The types of the variables rules see (docs/policy.md, "What a rule sees")."""
-    from controller.spec.models import ModelDeployment
+def variable_types(kind: str = "ModelDeployment") -> dict[str, CelType]:
+    """The types of the variables rules see (docs/policy.md, "What a rule sees"); `object` and
+    `oldObject` are documents of `kind`."""
+    from controller.policy.celexpr import document_model
 
-    schema = ModelDeployment.model_json_schema()
+    schema = document_model(kind).model_json_schema()
     deployment = schema_type(schema, schema.get("$defs", {}))
     strings = CelType("list", STRING)
     text_map = CelType("map", STRING)

@@ -9,6 +9,7 @@ from typing import Any
 from controller.errors import Problem
 from controller.policy.model import ChangeKind
 from controller.policy.parallel import parallel_map
+from controller.spec.batchfile import BatchManifest, load_batches, may_be_batch, parse_batch
 from controller.spec.manifest import (
     Manifest,
     Parser,
@@ -26,16 +27,21 @@ class Subject:
     environment: str
     name: str
     kind: ChangeKind
-    head: Manifest | None
-    base: Manifest | None
+    head: Manifest | BatchManifest | None
+    base: Manifest | BatchManifest | None
     fields: tuple[str, ...]  # changed field paths, e.g. ("spec.model", "spec.replicas")
+
+    @property
+    def document_kind(self) -> str:
+        """`ModelDeployment` or `BatchInference`: which rules judge it (match.kind)."""
+        return "BatchInference" if isinstance(self.manifest, BatchManifest) else "ModelDeployment"
 
     @property
     def key(self) -> str:
         return f"{self.environment}/{self.name}"
 
     @property
-    def manifest(self) -> Manifest:
+    def manifest(self) -> Manifest | BatchManifest:
         manifest = self.head or self.base
         assert manifest is not None
         return manifest
@@ -55,7 +61,7 @@ class Subject:
         return _dump(self.base)
 
 
-def _dump(manifest: Manifest | None) -> dict[str, Any] | None:
+def _dump(manifest: Manifest | BatchManifest | None) -> dict[str, Any] | None:
     return None if manifest is None else manifest.deployment.model_dump(mode="json")
 
 
@@ -129,22 +135,61 @@ def subjects_between(
     parses in that many processes (fork) when there are enough files; the result is the
     same. Only for a process that may fork (the CLI)."""
     parse = parse_ahead(base_files, head_files, environment, workers)
-    head = {
+    head: dict[tuple[str, str], Manifest | BatchManifest] = {
         (m.deployment.metadata.environment, m.name): m
         for m in load_manifests(head_files, environment, parse)
     }
-    base: dict[tuple[str, str], Manifest] = {}
+    base: dict[tuple[str, str], Manifest | BatchManifest] = {}
     head_by_path = {m.path: m for m in head.values()}
     for path, text in (base_files or {}).items():
         env = environment_of(path)
         if env is None or (environment is not None and env != environment):
             continue
         if head_files.get(path) == text and path in head_by_path:
-            m: Manifest | None = head_by_path[path]  # same bytes: same deployment, no re-parse
+            m: Manifest | BatchManifest | None = head_by_path[path]  # same bytes: no re-parse
         else:
             m, _ = parse(path, text)
         if m is not None and m.deployment.metadata.environment == env:
             base[(env, m.name)] = m
+    subjects = _subjects(head, base, include_unchanged)
+    return subjects + batch_subjects(base_files, head_files, environment, include_unchanged)
+
+
+def batch_subjects(
+    base_files: Mapping[str, str] | None,
+    head_files: Mapping[str, str],
+    environment: str | None,
+    include_unchanged: bool = False,
+) -> list[Subject]:
+    """The BatchInference documents created, updated or deleted (rules with
+    `match.kind: BatchInference` judge them). Head files must be valid."""
+    head: dict[tuple[str, str], Manifest | BatchManifest] = {
+        (b.environment, b.name): b for b in load_batches(head_files, environment)
+    }
+    base: dict[tuple[str, str], Manifest | BatchManifest] = {}
+    by_path = {b.path: b for b in head.values()}
+    for path, text in (base_files or {}).items():
+        env = environment_of(path)
+        if (
+            env is None
+            or (environment is not None and env != environment)
+            or not may_be_batch(text)
+        ):
+            continue
+        if head_files.get(path) == text and path in by_path:
+            b: Manifest | BatchManifest | None = by_path[path]
+        else:
+            b = parse_batch(path, text)[0]
+        if isinstance(b, BatchManifest) and b.environment == env:
+            base[(env, b.name)] = b
+    return _subjects(head, base, include_unchanged)
+
+
+def _subjects(
+    head: Mapping[tuple[str, str], Manifest | BatchManifest],
+    base: Mapping[tuple[str, str], Manifest | BatchManifest],
+    include_unchanged: bool = False,
+) -> list[Subject]:
     subjects: list[Subject] = []
     for key in sorted(set(head) | set(base)):
         new, old = head.get(key), base.get(key)

@@ -192,7 +192,7 @@ def simulation_for(report: Mapping[str, Any] | None, subject: Subject) -> dict[s
 def matches(rule: CompiledRule, subject: Subject) -> bool:
     """The rule's `match` selects the subject."""
     m = rule.rule.match
-    if subject.kind not in m.changes:
+    if subject.document_kind != m.kind or subject.kind not in m.changes:
         return False
     if m.environments and subject.environment not in m.environments:
         return False

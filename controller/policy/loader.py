@@ -249,9 +249,14 @@ class RuleCompiler:
 
     def __init__(self, environments: Collection[str] | None) -> None:
         self.environments = set(environments) if environments is not None else None
-        self.trees = variable_trees()
-        self.types = variable_types()
+        self._by_kind: dict[str, tuple[dict[str, Tree], dict[str, CelType]]] = {}
         self.seen = 0  # rules compiled so far: each gets its own params variable
+
+    def shapes(self, kind: str) -> tuple[dict[str, Tree], dict[str, CelType]]:
+        """The variables' shapes and types for rules on documents of `kind`."""
+        if kind not in self._by_kind:
+            self._by_kind[kind] = (variable_trees(kind), variable_types(kind))
+        return self._by_kind[kind]
 
     def _environment(self, where: Location, env: str) -> list[Problem]:
         if self.environments is None or env in self.environments or any(c in env for c in "*?["):
@@ -273,14 +278,15 @@ class RuleCompiler:
         base = ("rules", index)
         params_var = f"__params{self.seen}"  # this rule's own name for its params
         self.seen += 1
+        trees, types = self.shapes(rule.match.kind)
 
         def compile_at(source: str, want: str, *where: str | int) -> Compiled | None:
             try:
-                compiled = compile_expression(source, self.trees, params_var)
+                compiled = compile_expression(source, trees, params_var)
             except CelError as err:
                 problems.append(_cel_problem(doc, text, (*base, *where), err))
                 return None
-            found = _type_problems(source, self.types, want)
+            found = _type_problems(source, types, want)
             if found:
                 problems.append(Problem(doc.location(*base, *where), found))
                 return None
@@ -307,7 +313,7 @@ class RuleCompiler:
             if v.fieldExpression:
                 field_expression = compile_at(v.fieldExpression, "string", *at, "fieldExpression")
             if v.field is not None:
-                reason = _field_problem(v.field, self.trees["object"])
+                reason = _field_problem(v.field, trees["object"])
                 if reason:
                     problems.append(Problem(doc.location(*base, *at, "field"), reason))
             if expression is not None:

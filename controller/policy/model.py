@@ -48,6 +48,12 @@ class Match(_Strict):
         description="Labels the deployment must carry with these values (all of them). "
         "The value `*` only requires the key.",
     )
+    kind: Literal["ModelDeployment", "BatchInference"] = Field(
+        default="ModelDeployment",
+        description="Kind of deployment file the rule judges: `ModelDeployment` (endpoints) or "
+        "`BatchInference` (batch runs). `object` has that kind's fields, and `field` paths are "
+        "checked against them.",
+    )
     changes: list[ChangeKind] = Field(
         default_factory=lambda: list[ChangeKind](["created", "updated", "unchanged"]),
         description="Kinds of change the rule applies to: `created`, `updated`, `deleted`, "

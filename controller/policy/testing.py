@@ -13,6 +13,8 @@ from controller.policy.changes import Subject, changed_fields
 from controller.policy.engine import RequestContext, Status, evaluate_rule, subject_context
 from controller.policy.loader import CompiledRule, PolicyInvalid, PolicySet
 from controller.policy.model import ChangeKind, TestCase
+from controller.spec.batch import BatchInference
+from controller.spec.batchfile import BatchManifest
 from controller.spec.manifest import Manifest
 from controller.spec.models import ModelDeployment
 from controller.spec.yamldoc import YamlDoc, validate_doc
@@ -39,10 +41,17 @@ def _sub_doc(doc: YamlDoc, prefix: tuple[str | int, ...], data: Any) -> YamlDoc:
 
 def _manifest(
     doc: YamlDoc, prefix: tuple[str | int, ...], data: Any
-) -> tuple[Manifest | None, list[Problem]]:
+) -> tuple[Manifest | BatchManifest | None, list[Problem]]:
     sub = _sub_doc(doc, prefix, data)
+    if isinstance(data, dict) and data.get("kind") == "BatchInference":
+        batch, problems = validate_doc(sub, BatchInference)
+        return (BatchManifest(sub, batch) if batch else None), _prefixed(prefix, problems)
     deployment, problems = validate_doc(sub, ModelDeployment)
-    fixed = [
+    return (Manifest(sub, deployment) if deployment else None), _prefixed(prefix, problems)
+
+
+def _prefixed(prefix: tuple[str | int, ...], problems: list[Problem]) -> list[Problem]:
+    return [
         Problem(
             Location(
                 p.location.file,
@@ -53,7 +62,6 @@ def _manifest(
         )
         for p in problems
     ]
-    return (Manifest(sub, deployment) if deployment else None), fixed
 
 
 def _model(data: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -89,7 +97,9 @@ def _request(data: dict[str, Any]) -> RequestContext:
     return RequestContext(when, str(data.get("author", "")), str(data.get("branch", "")), "", "")
 
 
-def _subject(head: Manifest | None, base: Manifest | None) -> Subject:
+def _subject(
+    head: Manifest | BatchManifest | None, base: Manifest | BatchManifest | None
+) -> Subject:
     manifest = head or base
     assert manifest is not None
     meta = manifest.deployment.metadata

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from controller.errors import Location, Problem, ValidationFailed
+from controller.spec.batchfile import is_batch_doc, validate_batch
 from controller.spec.models import ModelDeployment
 from controller.spec.yamldoc import YamlDoc, load_yaml, validate_doc
 
@@ -31,10 +32,13 @@ class Manifest:
 
 
 def parse_manifest(path: str, text: str) -> tuple[Manifest | None, list[Problem]]:
-    """Parse one file. Returns the manifest (None when invalid) and the problems found."""
+    """Parse one file. Returns the manifest (None when invalid) and the problems found. A
+    BatchInference file is validated as one, and gives no manifest."""
     doc, problems = load_yaml(path, text)
     if doc is None:
         return None, problems
+    if is_batch_doc(doc):  # another kind: its own problems, and no endpoint (spec/batchfile.py)
+        return None, validate_batch(doc)[1]
     deployment, problems = validate_doc(doc, ModelDeployment)
     if deployment is None:
         return None, problems

@@ -9,20 +9,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from controller.spec.batch import BatchInference
 from controller.spec.models import ModelDeployment
 
 SCHEMA_PATH = "schema/modeldeployment.schema.json"
+BATCH_SCHEMA_PATH = "schema/batchinference.schema.json"
 REFERENCE_PATH = "docs/spec-reference.md"
 SCHEMA_ID = "https://serveops.dev/schema/modeldeployment.schema.json"
+BATCH_SCHEMA_ID = "https://serveops.dev/schema/batchinference.schema.json"
 
 
-def json_schema() -> dict[str, Any]:
-    schema = ModelDeployment.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+def json_schema(
+    model: type[BaseModel] = ModelDeployment, schema_id: str = SCHEMA_ID
+) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id, **schema}
 
 
-def schema_text() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+def batch_json_schema() -> dict[str, Any]:
+    return json_schema(BatchInference, BATCH_SCHEMA_ID)
+
+
+def schema_text(schema: dict[str, Any] | None = None) -> str:
+    return json.dumps(schema or json_schema(), indent=2, sort_keys=False) + "\n"
 
 
 def _type_of(prop: dict[str, Any]) -> str:
@@ -79,13 +90,31 @@ def reference_text() -> str:
     lines += _section("ModelDeployment", schema)
     for name, model in schema.get("$defs", {}).items():
         lines += _section(name, model)
+    batch = batch_json_schema()
+    lines += [
+        "# Batch inference file reference",
+        "",
+        "`kind: BatchInference` files live beside deployments in `deployments/<environment>/`",
+        f"(docs/batch.md). Editors validate them with `{BATCH_SCHEMA_PATH}`.",
+        "",
+    ]
+    lines += _section("BatchInference", batch)
+    shared = set(schema.get("$defs", {}))
+    for name, model in batch.get("$defs", {}).items():
+        if name not in shared:  # Metadata is ModelDeployment's, above
+            lines += _section(name, model)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def write_generated(root: Path, check: bool = False) -> list[str]:
     """Write (or with check, only compare) the generated files; return those that differed."""
     stale = []
-    for rel, text in ((SCHEMA_PATH, schema_text()), (REFERENCE_PATH, reference_text())):
+    generated = (
+        (SCHEMA_PATH, schema_text()),
+        (BATCH_SCHEMA_PATH, schema_text(batch_json_schema())),
+        (REFERENCE_PATH, reference_text()),
+    )
+    for rel, text in generated:
         path = root / rel
         if not path.exists() or path.read_text() != text:
             stale.append(rel)

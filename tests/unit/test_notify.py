@@ -89,6 +89,7 @@ def test_every_kind_reaches_both_webhooks_in_their_format(
         "drift_detected",
         "model_drift",
         "model_drift_resolved",
+        "batch_failed",
     }
     for kind in EVENT_KINDS:
         notifier.notify(Event(kind, "staging", "a" * 40, f"what {kind} says", AT, "repo"))

@@ -9,13 +9,22 @@ import jsonschema
 import yaml
 
 from controller.cli import reference as cli_reference
-from controller.spec.schema import REFERENCE_PATH, SCHEMA_PATH, reference_text, schema_text
+from controller.spec.schema import (
+    BATCH_SCHEMA_PATH,
+    REFERENCE_PATH,
+    SCHEMA_PATH,
+    batch_json_schema,
+    reference_text,
+    schema_text,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_schema_is_fresh() -> None:
     assert (ROOT / SCHEMA_PATH).read_text() == schema_text(), "run `serveops schema`"
+    batch = schema_text(batch_json_schema())
+    assert (ROOT / BATCH_SCHEMA_PATH).read_text() == batch, "run `serveops schema`"
 
 
 def test_committed_reference_is_fresh() -> None:
@@ -34,12 +43,20 @@ def test_committed_cli_reference_is_fresh_and_lists_every_command() -> None:
 
 
 def test_example_deployments_validate_against_the_json_schema() -> None:
-    schema = json.loads((ROOT / SCHEMA_PATH).read_text())
+    schemas = {
+        "ModelDeployment": SCHEMA_PATH,
+        "BatchInference": BATCH_SCHEMA_PATH,
+    }
     examples = sorted((ROOT / "deployments").rglob("*.yaml"))
     assert examples
+    kinds = set()
     for path in examples:
-        assert f"$schema=../../{SCHEMA_PATH}" in path.read_text(), path
-        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+        doc = yaml.safe_load(path.read_text())
+        kinds.add(doc["kind"])
+        rel = schemas[doc["kind"]]
+        assert f"$schema=../../{rel}" in path.read_text(), path
+        jsonschema.validate(doc, json.loads((ROOT / rel).read_text()))
+    assert kinds == set(schemas)
 
 
 def test_json_schema_rejects_what_pydantic_rejects() -> None:

@@ -8,6 +8,7 @@
 - `leases`: one writer per environment (`Leases`).
 - `monitor`: drift reports per deployment and window, and open drift episodes
   (`MonitorReports`).
+- `batch_runs`, `batch_schedules`: batch inference runs and when schedules started (`BatchRuns`).
 
 Nothing about an environment lives only in memory: a controller killed at any point and started
 again (a new process on the same file) reads where it stood. Typed records go in and out
@@ -17,6 +18,7 @@ again (a new process on the same file) reads where it stood. Typed records go in
 from __future__ import annotations
 
 from controller.gitops.state.base import Clock, utcnow
+from controller.gitops.state.batch import BatchRun, BatchRuns
 from controller.gitops.state.environments import Environments
 from controller.gitops.state.leases import Leases
 from controller.gitops.state.monitor import MonitorReports
@@ -38,7 +40,7 @@ from controller.gitops.state.records import (
 from controller.gitops.state.rollouts import Rollouts
 
 
-class StateStore(PassLog, Environments, Rollouts, Leases, MonitorReports):
+class StateStore(PassLog, Environments, Rollouts, Leases, MonitorReports, BatchRuns):
     """The state file at `path`; safe to open from several processes at once."""
 
     def __enter__(self) -> StateStore:
@@ -51,6 +53,7 @@ class StateStore(PassLog, Environments, Rollouts, Leases, MonitorReports):
 __all__ = [
     "Applying",
     "AuditResult",
+    "BatchRun",
     "Clock",
     "DesiredRevision",
     "EnvironmentState",

@@ -94,6 +94,35 @@ CREATE TABLE IF NOT EXISTS monitor_episodes (
     since TEXT NOT NULL,
     PRIMARY KEY (environment, deployment)
 );
+CREATE TABLE IF NOT EXISTS batch_schedules (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment)
+);
+CREATE TABLE IF NOT EXISTS batch_runs (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    run_key TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    scheduled_at TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    model_uri TEXT NOT NULL,
+    previous_model_uri TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    job_id TEXT,
+    message TEXT NOT NULL DEFAULT '',
+    rows INTEGER,
+    output TEXT,
+    agreement REAL,
+    created_at TEXT NOT NULL,
+    submitted_at TEXT,
+    finished_at TEXT,
+    request_json TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment, run_key)
+);
+CREATE INDEX IF NOT EXISTS batch_runs_by_status ON batch_runs (environment, status);
 """
 # Columns added after version 1, for files an older serveops created.
 _ADDED_COLUMNS = {

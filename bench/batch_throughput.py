@@ -1,0 +1,158 @@
+"""Batch inference throughput: a run on Ray Data vs the same model's `predict` in one process.
+
+    flock /tmp/serveops-ray.lock .venv/bin/python bench/batch_throughput.py [--rows 2000000]
+
+Same machine, same run, same parquet files (the breast-cancer features, repeated): first the
+baseline, a plain loop in this process (read each file with pandas, `predict`, write parquet),
+then the same input as a serveops batch run submitted as a Ray Job to a local Ray started with
+`--num-cpus 2`, with one scoring actor and then with two (0.5 CPU each: Ray Data's file listing needs a whole CPU beside them). Prints rows per second
+for each, the ratio of each run to the baseline, and the ratio between 2 actors and 1.
+
+A run's rows/s counts from its submission to the job's end (what a user waits for: job start,
+actors loading the model, reading, scoring, writing, the commit); the job's own figure (from
+its manifest, the run inside the job) is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from controller.batch.jobs import RayJobs  # noqa: E402
+from controller.batch.request import parse_result  # noqa: E402
+from controller.batch.step import ENTRYPOINT, BatchEdges, start_run  # noqa: E402
+from controller.dev.demo import MODEL_NAME, train_and_register  # noqa: E402
+from controller.dev.localray import LocalRay  # noqa: E402
+from controller.gitops.state import StateStore  # noqa: E402
+from controller.registry.mlflow import MlflowRegistry  # noqa: E402
+from controller.spec.batchfile import load_batches  # noqa: E402
+
+FILES = 8
+
+
+def make_input(root: Path, rows: int) -> Path:
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    base = load_breast_cancer(as_frame=True).data
+    reps = -(-rows // (len(base) * FILES))
+    folder = root / "input"
+    folder.mkdir()
+    start = 0
+    for i in range(FILES):
+        part = pd.concat([base] * reps, ignore_index=True).head(rows // FILES)
+        part.insert(0, "row_id", range(start, start + len(part)))
+        start += len(part)
+        part.to_parquet(folder / f"part-{i}.parquet", index=False)
+    return folder
+
+
+def baseline(folder: Path, out: Path, model_uri: str, tracking_uri: str) -> tuple[int, float]:
+    """The plain loop: pandas in, predict, parquet out, one process."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(tracking_uri)
+    began = time.monotonic()
+    model = mlflow.pyfunc.load_model(model_uri)
+    out.mkdir()
+    rows = 0
+    for path in sorted(folder.glob("*.parquet")):
+        frame = pd.read_parquet(path)
+        scored = pd.DataFrame(
+            {"row_id": frame["row_id"], "prediction": model.predict(frame.drop(columns=["row_id"]))}
+        )
+        scored.to_parquet(out / path.name, index=False)
+        rows += len(frame)
+    return rows, time.monotonic() - began
+
+
+def spec(folder: Path, out: Path, model: str, actors: int, cpus: float) -> str:
+    return f"""\
+apiVersion: serveops.dev/v1alpha1
+kind: BatchInference
+metadata: {{name: bench-a{actors}, environment: bench, owner: bench}}
+spec:
+  model: {model}
+  input: {{uri: {folder}, format: parquet}}
+  output: {{uri: {out}, format: parquet, id_column: row_id}}
+  resources: {{num_cpus: {cpus}, batch_size: 4096, concurrency: {actors}}}
+  timeout: 30m
+  retries: 0
+"""
+
+
+def ray_run(edges: BatchEdges, text: str, name: str, jobs: RayJobs) -> tuple[int, float, float]:
+    [batch] = load_batches({f"deployments/bench/{name}.yaml": text}, "bench")
+    now = dt.datetime.now(dt.UTC)
+    began = time.monotonic()
+    run = start_run(edges, batch, "bench", now, "manual", now)
+    assert run is not None
+    assert run.status == "running", run
+    while True:
+        info = jobs.info(run.submission_id)
+        if info is not None and info.done:
+            break
+        time.sleep(0.5)
+    wall = time.monotonic() - began
+    result = parse_result(jobs.logs(run.submission_id))
+    assert result is not None, (info, jobs.logs(run.submission_id)[-3000:])
+    assert result.status == "succeeded", result
+    assert result.output is not None
+    manifest = json.loads((Path(result.output) / "_manifest.json").read_text())
+    return int(result.rows or 0), wall, float(manifest["duration_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        train_and_register(tracking_uri, root / "artifacts")
+        model = f"models:/{MODEL_NAME}/1"
+        folder = make_input(root, args.rows)
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        print(
+            f"input: {args.rows:,} rows in {FILES} parquet files, {size / 1e6:.1f} MB; load {os.getloadavg()[0]:.2f}"
+        )
+        rows, seconds = baseline(folder, root / "baseline", model, tracking_uri)
+        base_rate = rows / seconds
+        print(f"in-process pandas loop: {rows:,} rows in {seconds:.2f} s = {base_rate:,.0f} rows/s")
+        with (
+            LocalRay(num_cpus=2) as ray,
+            RayJobs(ray.address) as jobs,
+            StateStore(root / "state.db") as store,
+        ):
+            registry = MlflowRegistry(tracking_uri)
+            entrypoint = ENTRYPOINT.replace("python", sys.executable, 1)
+            edges = BatchEdges(store, jobs, lambda: registry, "bench", entrypoint=entrypoint)
+            rates = {}
+            for actors in (1, 2):
+                out = root / f"out-a{actors}"
+                n, wall, inside = ray_run(
+                    edges, spec(folder, out, model, actors, 0.5), f"bench-a{actors}", jobs
+                )
+                assert n == rows, (n, rows)
+                rates[actors] = n / wall
+                print(
+                    f"Ray Data, {actors} actor(s) of 0.5 CPU: {n:,} rows in {wall:.2f} s from submission "
+                    f"= {n / wall:,.0f} rows/s ({n / wall / base_rate:.2f}x the loop); "
+                    f"inside the job {inside:.2f} s = {n / inside:,.0f} rows/s ({n / inside / base_rate:.2f}x)"
+                )
+            print(f"2 actors / 1 actor: {rates[2] / rates[1]:.2f}x")
+        print(f"load at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

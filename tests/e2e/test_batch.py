@@ -1,0 +1,115 @@
+"""Batch inference on a real local Ray (2 CPUs, actors of 0.5 CPU) and the demo's MLflow model:
+a scheduled run submitted as a Ray Job through the dashboard's REST API, scored on Ray Data,
+its output committed with a manifest and checked row by row against in-process predictions;
+the same run never submitted twice; a model change rejected by its sample check, leaving no
+output and the previous version promoted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from controller.batch.jobs import RayJobs
+from controller.batch.step import ENTRYPOINT, BatchEdges, batch_step
+from controller.gitops.state import StateStore
+from controller.registry.mlflow import MlflowRegistry
+from controller.spec.batchfile import load_batches
+from tests.e2e.conftest import Cluster, Registry
+
+DUE = dt.datetime(2026, 12, 2, 2, tzinfo=dt.UTC)
+ROWS = 300
+
+
+def batch_yaml(data: Path, out: Path, model: str) -> str:
+    return textwrap.dedent(
+        f"""\
+        apiVersion: serveops.dev/v1alpha1
+        kind: BatchInference
+        metadata: {{name: nightly, environment: staging, owner: ml}}
+        spec:
+          model: {model}
+          input: {{uri: {data}, format: csv}}
+          output: {{uri: {out}, format: parquet, id_column: row_id}}
+          schedule: {{cron: "0 2 * * *"}}
+          resources: {{num_cpus: 0.5, batch_size: 100, concurrency: 2}}
+          timeout: 5m
+          retries: 0
+          promotion: {{sample_rows: 200, min_agreement: 0.99}}
+        """
+    )
+
+
+def until_done(edges: BatchEdges, batches: list, at: dt.datetime, limit_s: float = 90.0) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + limit_s
+    while edges.store.active_batch_runs("staging"):
+        assert time.monotonic() < deadline, edges.store.active_batch_runs("staging")
+        time.sleep(2.0)
+        batch_step(edges, batches, "c0ffee", at)
+
+
+def test_scheduled_run_on_ray_data_then_a_model_change_held_by_its_sample_check(
+    cluster: Cluster, registry: Registry, tmp_path: Path
+) -> None:
+    import mlflow
+    from sklearn.datasets import load_breast_cancer
+
+    features = load_breast_cancer(as_frame=True).data.head(ROWS)
+    table = features.copy()
+    table.insert(0, "row_id", range(1000, 1000 + ROWS))
+    data, out = tmp_path / "in.csv", tmp_path / "out"
+    table.to_csv(data, index=False)
+    files = {"deployments/staging/nightly.yaml": batch_yaml(data, out, "models:/breast-cancer/1")}
+    batches = load_batches(files, "staging")
+    clock = [DUE - dt.timedelta(hours=1)]
+    store = StateStore(tmp_path / "state.db", clock=lambda: clock[0])
+    jobs = RayJobs(cluster.address)
+    mlflow_registry = MlflowRegistry(registry.tracking_uri)
+    # The cluster's Python runs the job (its nodes import serveops from the venv).
+    entrypoint = ENTRYPOINT.replace("python", sys.executable, 1)
+    edges = BatchEdges(store, jobs, lambda: mlflow_registry, "staging", entrypoint=entrypoint)
+    batch_step(edges, batches, "c0ffee", clock[0])  # first seen before 02:00
+
+    # The scheduled run: submitted once, however many passes look at it.
+    clock[0] = DUE + dt.timedelta(seconds=3)
+    step = batch_step(edges, batches, "c0ffee", clock[0])
+    assert step.submitted == ["nightly/20261202T020000Z"], step.errors
+    assert batch_step(edges, batches, "c0ffee", clock[0]).submitted == []
+    until_done(edges, batches, clock[0])
+    [run] = store.batch_runs("staging")
+    assert run.status == "succeeded", run.message
+    assert run.rows == ROWS
+    assert jobs.info(run.submission_id).status == "SUCCEEDED"  # type: ignore[union-attr]
+
+    # Output and manifest, row by row against the same model in this process.
+    final = out / "run=20261202T020000Z"
+    manifest = json.loads((final / "_manifest.json").read_text())
+    assert manifest["model"] == "models:/breast-cancer/1"
+    assert (manifest["rows"], manifest["commit"]) == (ROWS, "c0ffee")
+    scored = pd.read_parquet(final).sort_values("row_id").reset_index(drop=True)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    expected = mlflow.pyfunc.load_model("models:/breast-cancer/1").predict(features)
+    assert scored["row_id"].tolist() == list(range(1000, 1000 + ROWS))
+    assert scored["prediction"].tolist() == list(expected)
+    assert list((out / "_staging").iterdir()) == []  # the staging folder was moved whole
+
+    # A model change: v2 agrees with v1 on less than 99% of the sample -> rejected, no output.
+    files = {"deployments/staging/nightly.yaml": batch_yaml(data, out, "models:/breast-cancer/2")}
+    batches = load_batches(files, "staging")
+    clock[0] = DUE + dt.timedelta(days=1, seconds=3)
+    assert batch_step(edges, batches, "c0ffee", clock[0]).submitted == ["nightly/20261203T020000Z"]
+    until_done(edges, batches, clock[0])
+    latest = store.batch_runs("staging")[0]
+    assert latest.status == "rejected", latest.message
+    assert latest.previous_model_uri == "models:/breast-cancer/1"
+    assert latest.agreement is not None
+    assert latest.agreement < 0.99
+    assert not (out / "run=20261203T020000Z").exists()
+    assert store.promoted_models("staging") == {"nightly": "models:/breast-cancer/1"}
+    jobs.close()
+    store.close()

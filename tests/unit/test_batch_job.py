@@ -1,0 +1,87 @@
+"""The run program's pure parts, without Ray: scoring a batch, agreement, the request round trip,
+and a run already committed answering without writing (or starting Ray)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from controller.batch.job import MANIFEST, agreement, check_fits, main, run, score
+from controller.batch.request import RunRequest, RunResult, parse_result
+from controller.spec.batch import BatchOutput
+
+
+class Doubler:
+    def predict(self, frame: Any) -> Any:
+        return frame.sum(axis=1).to_numpy() * 2
+
+
+def request(out: Path) -> RunRequest:
+    return RunRequest.model_validate(
+        {
+            "environment": "staging", "deployment": "nightly", "run_key": "20261202T020000Z",
+            "commit": "abc", "model_uri": "models:/m/2", "previous_model_uri": "models:/m/1",
+            "input": {"uri": "/nowhere/in.csv", "format": "csv"},
+            "output": {"uri": str(out), "id_column": "id"},
+            "resources": {}, "promotion": {},
+        }
+    )  # fmt: skip
+
+
+def test_score_carries_the_id_and_reads_only_the_features() -> None:
+    batch = pd.DataFrame({"id": [7, 8], "a": [1.0, 2.0], "b": [3.0, 4.0]})
+    out = score(Doubler(), batch, None, BatchOutput(uri="/o", id_column="id"))
+    assert out.to_dict("list") == {"id": [7, 8], "prediction": [8.0, 12.0]}
+    named = score(Doubler(), batch, ["a"], BatchOutput(uri="/o", prediction_column="p"))
+    assert named.to_dict("list") == {"p": [2.0, 4.0]}
+    with pytest.raises(KeyError, match="no column"):
+        score(Doubler(), batch, ["zz"], BatchOutput(uri="/o"))
+
+
+def test_agreement_counts_equal_labels_and_numbers_within_tolerance() -> None:
+    assert agreement(np.array([1, 0, 1, 1]), np.array([1, 1, 1, 1]), 0) == 0.75
+    assert agreement(np.array([0.5, 1.0]), np.array([0.55, 1.2]), 0.1) == 0.5
+    assert agreement(np.array(["a", "b"]), np.array(["a", "b"]), 0) == 1.0
+    assert agreement(np.array([]), np.array([]), 0) == 1.0
+
+
+def test_a_committed_run_is_not_written_again(tmp_path: Path) -> None:
+    final = tmp_path / "run=20261202T020000Z"
+    final.mkdir()
+    (final / MANIFEST).write_text(json.dumps({"rows": 42}))
+    result = run(request(tmp_path))  # never reaches Ray: the input does not even exist
+    assert result == RunResult(
+        status="succeeded",
+        rows=42,
+        output=str(final),
+        message="already committed; nothing written again",
+    )
+
+
+def test_a_failure_is_the_last_line_of_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["job", request(tmp_path).encode()])
+    assert code == 1
+    result = parse_result(capsys.readouterr().out)
+    assert result is not None
+    assert result.status == "failed"
+    assert "does not exist" in result.message
+
+
+def test_actors_that_would_starve_the_reads_are_refused(tmp_path: Path) -> None:
+    req = request(tmp_path).model_copy(
+        update={
+            "resources": request(tmp_path).resources.model_copy(
+                update={"concurrency": 2, "num_cpus": 0.75}
+            )
+        }
+    )
+    with pytest.raises(ValueError, match=r"reserve 1\.5 of the cluster's 2 CPUs"):
+        check_fits(req, 2.0)
+    check_fits(req, 3.0)

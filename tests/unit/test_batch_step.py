@@ -1,0 +1,264 @@
+"""The batch step against a fake Ray Jobs API and a real SQLite store: submission, polling,
+retries, timeouts, and idempotence across controller restarts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.batch.jobs import MAX_LOG_BYTES, JobInfo, JobSpec, RayJobs
+from controller.batch.request import RunRequest, RunResult, parse_result
+from controller.batch.step import BatchEdges, batch_step
+from controller.errors import ServeopsError
+from controller.gitops.state import BatchRun, StateStore
+from controller.registry.mlflow import FixedRegistry, Registry
+from controller.spec.batchfile import BatchManifest, load_batches
+
+UTC = dt.UTC
+DUE = dt.datetime(2026, 12, 2, 2, tzinfo=UTC)
+FILE = """\
+apiVersion: serveops.dev/v1alpha1
+kind: BatchInference
+metadata: {{name: nightly, environment: staging, owner: ml}}
+spec:
+  model: models:/fraud@champion
+  input: {{uri: /data/in, format: csv}}
+  output: {{uri: /data/out, id_column: id}}
+  schedule: {{cron: "0 2 * * *"}}
+  timeout: 10m
+  retries: {retries}
+"""
+
+
+class FakeJobs:
+    """The Jobs API's behaviour that matters: ids are unique, jobs end as told."""
+
+    address = "http://fake:8265"
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobSpec] = {}
+        self.status: dict[str, str] = {}
+        self.log: dict[str, str] = {}
+        self.stopped: list[str] = []
+        self.submits = 0
+        self.down = False
+
+    def submit(self, job: JobSpec) -> bool:
+        if self.down:
+            raise ServeopsError("cannot reach the Ray dashboard")
+        self.submits += 1
+        if job.submission_id in self.jobs:
+            return False
+        self.jobs[job.submission_id] = job
+        self.status[job.submission_id] = "RUNNING"
+        return True
+
+    def info(self, submission_id: str) -> JobInfo | None:
+        if submission_id not in self.jobs:
+            return None
+        return JobInfo(submission_id, self.status[submission_id])  # type: ignore[arg-type]
+
+    def logs(self, submission_id: str) -> str:
+        return self.log.get(submission_id, "")
+
+    def stop(self, submission_id: str) -> None:
+        self.stopped.append(submission_id)
+        self.status[submission_id] = "STOPPED"
+
+    def finish(self, submission_id: str, result: RunResult, status: str = "SUCCEEDED") -> None:
+        self.status[submission_id] = status
+        self.log[submission_id] = f"some output\n{result.line()}\n"
+
+
+def registry(version: str = "1") -> Registry:
+    return FixedRegistry({"fraud": {"1": "1", "2": "2", "@champion": version}}, "sqlite:///m.db")
+
+
+class World:
+    def __init__(self, tmp_path: Path, retries: int = 1) -> None:
+        self.path = tmp_path / "state.db"
+        self.now = DUE - dt.timedelta(hours=12)
+        self.store = StateStore(self.path, clock=lambda: self.now)
+        self.jobs = FakeJobs()
+        self.version = "1"
+        self.notes: list[BatchRun] = []
+        self.batches: list[BatchManifest] = load_batches(
+            {"deployments/staging/nightly.yaml": FILE.format(retries=retries)}
+        )
+
+    def edges(self) -> BatchEdges:
+        return BatchEdges(
+            self.store,
+            self.jobs,
+            lambda: registry(self.version),
+            "staging",
+            notify=self.notes.append,
+        )
+
+    def step(self, at: dt.datetime):  # type: ignore[no-untyped-def]
+        self.now = at
+        return batch_step(self.edges(), self.batches, "c1", at)
+
+    def restart(self) -> None:
+        self.store.close()
+        self.store = StateStore(self.path, clock=lambda: self.now)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    w.step(w.now)  # first seen a day before the run is due
+    return w
+
+
+def test_a_due_run_is_submitted_with_its_request_and_polled_to_success(world: World) -> None:
+    step = world.step(DUE + dt.timedelta(seconds=5))
+    assert step.submitted == ["nightly/20261202T020000Z"]
+    [(sid, job)] = world.jobs.jobs.items()
+    assert sid == "serveops-batch-staging-nightly-20261202T020000Z-a0"
+    request = RunRequest.decode(job.entrypoint.split()[-1])
+    assert request.model_uri == "models:/fraud/1"  # the alias, resolved and pinned
+    assert request.output.id_column == "id"
+    assert job.runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "sqlite:///m.db"
+    assert world.store.active_batch_runs("staging")[0].status == "running"
+    world.jobs.finish(sid, RunResult(status="succeeded", rows=569, output="/data/out/run=x"))
+    step = world.step(DUE + dt.timedelta(seconds=30))
+    assert step.finished == ["nightly/20261202T020000Z: succeeded"]
+    [run] = world.store.batch_runs("staging", "nightly")
+    assert (run.status, run.rows, run.output) == ("succeeded", 569, "/data/out/run=x")
+    assert world.store.promoted_models("staging") == {"nightly": "models:/fraud/1"}
+
+
+def test_a_restart_between_claim_and_submission_submits_once(world: World) -> None:
+    world.jobs.down = True  # the claim is stored, the submission fails (as if killed there)
+    world.step(DUE + dt.timedelta(seconds=5))
+    assert world.jobs.jobs == {}
+    assert world.store.active_batch_runs("staging")[0].status == "pending"
+    world.jobs.down = False
+    world.restart()
+    world.step(DUE + dt.timedelta(seconds=20))
+    world.restart()
+    world.step(DUE + dt.timedelta(seconds=40))
+    assert list(world.jobs.jobs) == ["serveops-batch-staging-nightly-20261202T020000Z-a0"]
+    assert len(world.store.batch_runs("staging")) == 1
+
+
+def test_a_lost_answer_resubmits_the_same_id_and_ray_refuses_a_duplicate(world: World) -> None:
+    world.step(DUE + dt.timedelta(seconds=5))
+    [run] = world.store.batch_runs("staging")
+    # The store lost the 'running' mark (killed after submit, before the update).
+    world.store.update_batch_run(run, status="pending", job_id=None)
+    world.step(DUE + dt.timedelta(seconds=20))
+    assert world.jobs.submits == 2
+    assert len(world.jobs.jobs) == 1
+    assert world.store.batch_runs("staging")[0].status == "running"
+
+
+def test_a_failed_attempt_is_retried_then_the_run_fails(world: World) -> None:
+    world.step(DUE + dt.timedelta(seconds=5))
+    world.jobs.finish(
+        "serveops-batch-staging-nightly-20261202T020000Z-a0",
+        RunResult(status="failed", message="KeyError: x"),
+        "FAILED",
+    )
+    world.step(DUE + dt.timedelta(seconds=20))
+    [run] = world.store.batch_runs("staging")
+    assert (run.attempt, run.status) == (1, "running")
+    assert "attempt 1 failed: KeyError: x" in run.message
+    world.jobs.finish(
+        "serveops-batch-staging-nightly-20261202T020000Z-a1",
+        RunResult(status="failed", message="KeyError: x"),
+        "FAILED",
+    )
+    step = world.step(DUE + dt.timedelta(seconds=40))
+    assert step.finished == ["nightly/20261202T020000Z: failed"]
+    assert world.store.batch_runs("staging")[0].status == "failed"
+    assert [(n.run_key, n.status) for n in world.notes] == [("20261202T020000Z", "failed")]
+    # A failed run is not run again for the same scheduled time.
+    world.step(DUE + dt.timedelta(minutes=2))
+    assert len(world.jobs.jobs) == 2
+
+
+def test_a_run_past_its_timeout_is_stopped(tmp_path: Path) -> None:
+    w = World(tmp_path, retries=0)
+    w.step(w.now)
+    w.step(DUE + dt.timedelta(seconds=5))
+    w.step(DUE + dt.timedelta(minutes=11))
+    assert w.jobs.stopped == ["serveops-batch-staging-nightly-20261202T020000Z-a0"]
+    [run] = w.store.batch_runs("staging")
+    assert run.status == "failed"
+    assert "timed out after 10m" in run.message
+
+
+def test_a_killed_job_without_a_result_counts_as_failed(tmp_path: Path) -> None:
+    w = World(tmp_path, retries=0)
+    w.step(w.now)
+    w.step(DUE + dt.timedelta(seconds=5))
+    w.jobs.status["serveops-batch-staging-nightly-20261202T020000Z-a0"] = (
+        "SUCCEEDED"  # no result line
+    )
+    w.step(DUE + dt.timedelta(seconds=20))
+    assert w.store.batch_runs("staging")[0].status == "failed"
+
+
+def test_a_model_change_carries_the_previous_version_and_a_rejection_is_kept(world: World) -> None:
+    world.step(DUE + dt.timedelta(seconds=5))
+    world.jobs.finish(
+        "serveops-batch-staging-nightly-20261202T020000Z-a0", RunResult(status="succeeded", rows=3)
+    )
+    world.step(DUE + dt.timedelta(seconds=20))
+    world.version = "2"
+    nxt = DUE + dt.timedelta(days=1)
+    world.step(nxt + dt.timedelta(seconds=5))
+    sid = "serveops-batch-staging-nightly-20261203T020000Z-a0"
+    request = RunRequest.decode(world.jobs.jobs[sid].entrypoint.split()[-1])
+    assert (request.model_uri, request.previous_model_uri) == ("models:/fraud/2", "models:/fraud/1")
+    world.jobs.finish(sid, RunResult(status="rejected", agreement=0.4, message="agrees on 40%"))
+    world.step(nxt + dt.timedelta(seconds=20))
+    latest = world.store.batch_runs("staging")[0]
+    assert (latest.status, latest.agreement) == ("rejected", 0.4)
+    assert [n.status for n in world.notes] == ["rejected"]
+    assert world.store.promoted_models("staging") == {"nightly": "models:/fraud/1"}
+
+
+def test_an_unknown_model_is_an_error_of_the_step_not_a_crash(world: World) -> None:
+    world.version = "9"  # the alias points at a version FixedRegistry does not have
+    world.batches = load_batches(
+        {"deployments/staging/nightly.yaml": FILE.format(retries=0).replace("@champion", "/9")}
+    )
+    step = world.step(DUE + dt.timedelta(seconds=5))
+    assert step.submitted == []
+    assert any("no version 9" in e for e in step.errors), step.errors
+    assert world.store.batch_runs("staging") == []
+
+
+def test_results_are_read_from_the_last_line_and_bounded() -> None:
+    line = RunResult(status="succeeded", rows=5).line()
+    assert parse_result(f"noise SERVEOPS_RESULT nope\n{line}\n") == RunResult(
+        status="succeeded", rows=5
+    )
+    assert parse_result("SERVEOPS_RESULT {" + "x" * 100_000 + "}") is None
+    assert parse_result("killed") is None
+    with pytest.raises(ValueError, match="larger than"):
+        RunRequest.decode("A" * 100_000)
+
+
+def test_job_logs_are_read_no_further_than_the_limit() -> None:
+    huge = b"x" * (3 * MAX_LOG_BYTES) + b'\nSERVEOPS_RESULT {"status": "succeeded"}\n'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/logs"):
+            return httpx.Response(200, content=huge)
+        if request.method == "POST":
+            return httpx.Response(400, text="Job with submission_id x already exists. ...")
+        return httpx.Response(404)
+
+    with RayJobs("http://ray:8265", transport=httpx.MockTransport(handler)) as jobs:
+        logs = jobs.logs("x")
+        assert len(logs) <= MAX_LOG_BYTES
+        assert parse_result(logs) == RunResult(status="succeeded")
+        assert jobs.submit(JobSpec("x", "python -m x", {}, {})) is False
+        assert jobs.info("x") is None
