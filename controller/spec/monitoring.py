@@ -22,7 +22,9 @@ from controller.spec.durations import DURATION_PATTERN, parse_duration
 # A relative path below the reference directory: no `..`, no absolute path, no hidden parts.
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"  # never `.`, `..` or `.hidden`
 REFERENCE_PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
-FEATURE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
+# Column names as data frames have them (scikit-learn's `mean radius`): letters, digits,
+# `_ . : -` and inner spaces; at most 128 characters.
+FEATURE_PATTERN = r"^[A-Za-z0-9_]([A-Za-z0-9_.: -]{0,126}[A-Za-z0-9_.:-])?$"
 TARGET_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 MAX_FEATURES = 512
 MIN_WINDOW_S = 10.0

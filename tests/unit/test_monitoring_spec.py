@@ -75,3 +75,21 @@ def test_more_drifted_features_than_watched_is_refused() -> None:
     )
     [p] = problems(extra)
     assert p.startswith(f"{PATH}:14: spec.monitoring: tests.min_drifted_features (2) exceeds")
+
+
+@pytest.mark.parametrize(
+    ("feature", "ok"),
+    [("mean radius", True), ("worst area", True), (" lead", False), ("trail ", False),
+     ("a\tb", False), ("x" * 129, False)],
+)  # fmt: skip
+def test_feature_names_as_data_frames_have_them(feature: str, ok: bool) -> None:
+    extra = (
+        RECORDING
+        + "monitoring:\n  reference: {kind: dataset, path: fraud/train.csv}\n"
+        + f"  features: [{feature!r}]\n"
+    )
+    if ok:
+        [m] = load_manifests({PATH: deployment_yaml(extra_spec=extra)})
+        assert m.deployment.spec.monitoring.features == [feature]  # type: ignore[union-attr]
+    else:
+        assert any("must match" in p for p in problems(extra))
