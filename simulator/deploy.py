@@ -70,7 +70,8 @@ def _renamed(text: str, suffix: str, prefix: str) -> str:
     doc["metadata"]["environment"] = SIM_ENV
     doc["spec"]["route"] = prefix + doc["spec"]["route"]
     doc["spec"].pop("rollout", None)  # side by side, each at 100%: no progressive delivery
-    doc["spec"].pop("recording", None)  # replayed traffic is not live traffic
+    doc["spec"].pop("recording", None)  # replayed traffic is not live traffic...
+    doc["spec"].pop("monitoring", None)  # ...so nothing of it is recorded or monitored
     return yaml.safe_dump(doc, sort_keys=False)
 
 

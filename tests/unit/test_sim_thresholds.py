@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from controller.errors import BadInput
+from controller.spec.manifest import load_manifests
 from simulator.checks import Thresholds
 from simulator.deploy import _renamed
 from simulator.report import build_report, to_html, to_markdown
@@ -151,11 +152,16 @@ def test_a_bad_simulation_block_is_refused_by_the_spec() -> None:
         source("simulation: {min_agreement_pct: 120}\n")
 
 
-def test_simulated_copies_do_not_record() -> None:
-    text = deployment_yaml(extra_spec="recording: {sample_rate: 1}\n")
+def test_simulated_copies_neither_record_nor_monitor() -> None:
+    text = deployment_yaml(
+        extra_spec="recording: {sample_rate: 1}\n"
+        "monitoring:\n  reference: {kind: dataset, path: fraud/train.csv}\n"
+    )
     doc = yaml.safe_load(_renamed(text, "head", "/sim-head"))
     assert "recording" not in doc["spec"]
-    assert doc["metadata"]["name"] == "fraud-head"
+    assert "monitoring" not in doc["spec"]  # it needs recording: the copy would not validate
+    [copy] = load_manifests({"deployments/sim/fraud-head.yaml": yaml.safe_dump(doc)}, "sim")
+    assert copy.name == "fraud-head"
 
 
 def _result(n: int = 300) -> ReplayResult:
