@@ -40,6 +40,13 @@ def batch_yaml(input_uri: str, columns: str = "", id_column: str = "row_id") -> 
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`batch plan` resolves models only given a registry; these tests give none (a user's
+    MLFLOW_TRACKING_URI would be one)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     path = tmp_path / "in.csv"
