@@ -173,9 +173,10 @@ class Controller:
             return PassResult(
                 env,
                 "waiting",
-                f"this controller ({self.holder}, instance {self.instance}) was superseded by "
-                f"its restart, instance {lease.lease.instance} (lease epoch {lease.lease.epoch}):"
-                " it no longer writes; stop this process",
+                f"this controller ({self.holder}, instance {self.instance}) is superseded by "
+                f"instance {lease.lease.instance} of the same identity (lease epoch "
+                f"{lease.lease.epoch}: a restart, or `serveops sync` on this state file); it "
+                "writes nothing while that one holds the lease",
                 self.settings.interval_s,
             )
         if not lease.acquired:

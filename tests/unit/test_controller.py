@@ -567,8 +567,19 @@ def test_a_superseded_instance_stops_writing(world: World) -> None:
 
     fenced = world.pass_(ctl=old)
     assert fenced.outcome == "waiting"
-    assert f"superseded by its restart, instance {new.instance}" in fenced.message
+    assert f"superseded by instance {new.instance} of the same identity" in fenced.message
     assert len(world.serve.puts) == puts  # nothing written by the old instance
+
+
+def test_a_sync_on_the_same_state_file_takes_the_lease_and_gives_it_back(world: World) -> None:
+    running = world.controller(holder="host:state")
+    assert world.sync(ctl=running).outcome == "applied"
+    by_hand = world.controller(holder="host:state")  # `serveops sync`: same identity
+    assert world.pass_(ctl=by_hand).outcome == "in_sync"
+    assert world.pass_(ctl=running).outcome == "waiting"  # while the sync holds it
+    by_hand.release()  # the sync ends
+    world.push("2")
+    assert world.pass_(ctl=running).outcome == "progressing"  # the controller goes on
 
 
 def test_a_lease_that_changes_hands_mid_pass_fences_the_write(world: World) -> None:
