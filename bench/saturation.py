@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.router_overhead import latency  # (p50 ms, failed) of an open loop
 from bench.serving_setup import (
     load_average,
     new_client,
@@ -39,7 +39,7 @@ from bench.serving_setup import (
     wait_running,
 )
 from controller.dev.demo import sample_request
-from tests.e2e.load import OpenLoop, closed_loop, summarize
+from tests.e2e.load import closed_loop
 
 NAME = "sat"
 
@@ -59,14 +59,6 @@ def saturation(url: str, concurrency: int, seconds: float) -> Saturation:
     p50 = 1000 * ok[len(ok) // 2] if ok else 0.0
     shed = sum(1 for a in answers if a.status == 503)
     return Saturation(len(ok) / seconds, p50, len(answers) - len(ok), shed)
-
-
-def p50_at(url: str, rate: float, seconds: float) -> tuple[float, int]:
-    """(p50 ms, failed) of an open loop at `rate`."""
-    with OpenLoop(url, rate, sample_request()) as load:
-        time.sleep(seconds)
-    s = summarize(load.answers, load.started_at, load.stopped_at)
-    return s.p50_ms, len(s.failed)
 
 
 def main() -> None:
@@ -100,7 +92,7 @@ def main() -> None:
                 sat[path].append(saturation(paths[path], args.concurrency, args.seconds))
                 failed += sat[path][-1].failed
             for path in order:
-                median, bad = p50_at(paths[path], args.rate, args.seconds)
+                median, bad = latency(paths[path], args.rate, args.seconds)
                 p50[path].append(median)
                 failed += bad
             print(
