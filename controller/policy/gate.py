@@ -224,7 +224,8 @@ def check_revisions(
     base_files = read_snapshot(repo, request.base, environment=environment).files if base else None
     if base is None:
         notes.append(NO_BASE_NOTE)
-    known = environment_names(repo, request.head)
+    head_environments = environment_names(repo, request.head)
+    known = set(head_environments)
     if base:
         known |= environment_names(repo, request.base)
     if environment is not None and environment not in known:
@@ -242,7 +243,7 @@ def check_revisions(
         change = check_policy_change(
             read_snapshot(repo, request.base, root=POLICIES_DIR).files,
             read_snapshot(repo, request.head, root=POLICIES_DIR).files,
-            environment_names(repo, request.head),
+            head_environments,
         )
     subjects = subjects_between(
         base_files,
