@@ -57,11 +57,12 @@ class Leases(StoreBase):
 
     def holds_lease(self, environment: str, holder: str, instance: str = "") -> bool:
         """Is the lease still ours, and unexpired? Checked again just before writing to Serve."""
-        rows = self._read(f"SELECT {_COLUMNS} FROM leases WHERE environment = ?", (environment,))
-        if not rows:
-            return False
-        row = rows[0]
-        return bool(row[0] == holder and row[3] == instance and row[2] > self.now().timestamp())
+        lease = self.lease(environment)
+        return (
+            lease is not None
+            and (lease.holder, lease.instance) == (holder, instance)
+            and lease.expires_at > self.now()
+        )
 
     def release_lease(self, environment: str, holder: str, instance: str = "") -> None:
         with self._transaction() as db:
