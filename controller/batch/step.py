@@ -90,6 +90,8 @@ def run_batch_step(
         return BatchStep()
     batches = list(batches_at(str(ctx.source.path), admitted.commit, ctx.environment))
     if not batches and not ctx.store.active_batch_runs(ctx.environment):
+        if ctx.store.batch_since(ctx.environment):  # the last batch file was deleted
+            ctx.store.note_batch_plan(ctx.environment, [])
         return BatchStep()
     own: RayJobs | None = None
     jobs: JobsAPI
@@ -145,6 +147,7 @@ def batch_step(
         promoted=store.promoted_models(env),
     )
     step.plan = plan
+    store.note_batch_plan(env, [(i.name, i.model, i.next_at, i.reason) for i in plan.items])
     for item in plan.due[:MAX_SUBMITS]:
         assert item.due is not None
         try:

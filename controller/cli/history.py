@@ -14,17 +14,22 @@ from controller.cli.options import run as run_command
 from controller.cli.views import load_view
 from controller.errors import BadInput
 from controller.gitops.state import PassRecord, StateStore
+from controller.gitops.state.batch import BatchRun
+from controller.gitops.view import BatchRunView
 
 
 def history_command(
     env: Annotated[
         str | None, typer.Option("--env", help="Only this environment (default: all).")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="How many passes, newest first.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", help="How many passes (and batch runs), newest first.")
+    ] = 20,
     state: StateOpt = DEFAULT_STATE,
     output: OutputOpt = "text",
 ) -> None:
-    """The controller's audit: passes that changed something or failed, newest first."""
+    """The controller's audit: passes that changed something or failed, and batch runs,
+    newest first."""
 
     def run() -> None:
         check_output(output)
@@ -34,6 +39,7 @@ def history_command(
             raise BadInput(f"{state}: no controller state here (pass --state)")
         with StateStore(state) as store:
             records = store.history(env, limit)
+            runs = store.batch_history(env, limit)
         if output == "json":
             print(json.dumps([record_json(r) for r in records], indent=2))
             return
@@ -41,6 +47,8 @@ def history_command(
             view, _ = load_view(env, state=state, address=None)
             out.print(f"now: {view.summary}", highlight=False, markup=False)
         out.print(history_table(records, terminal=out.is_terminal), highlight=False)
+        if runs:
+            out.print(batch_table(runs, terminal=out.is_terminal), highlight=False)
 
     run_command(run)
 
@@ -100,6 +108,43 @@ def history_table(records: list[PassRecord], terminal: bool = True) -> Table | T
             r.actor,
             r.trigger,
             message,
+        )
+    return table
+
+
+def batch_table(runs: list[BatchRun], terminal: bool = True) -> Table | Text:
+    """Batch runs, newest first: result, rows, duration, model, why."""
+    views = [(r, BatchRunView.of(r)) for r in runs]
+
+    def figures(v: BatchRunView) -> str:
+        rows = f"{v.rows:,} rows" if v.rows is not None else "-"
+        return rows + (f" in {v.duration_s:.0f}s" if v.duration_s is not None else "")
+
+    if not terminal:
+        return Text(
+            "\n".join(
+                f"batch {r.created_at:%Y-%m-%d %H:%M:%S} {r.environment}/{r.deployment} "
+                f"{v.run} {v.status} (attempt {v.attempt}, {v.trigger}) {figures(v)} "
+                f"{v.model} {r.commit[:12]}"
+                + (f": {v.message.splitlines()[0]}" if v.message else "")
+                for r, v in views
+            )
+        )
+    table = Table(title="batch runs", title_justify="left")
+    for column in ("created (UTC)", "batch", "run", "result", "rows", "model", "commit"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="fold", min_width=20)
+    for r, v in views:
+        style = "green" if v.status == "succeeded" else "yellow" if r.active else "red"
+        table.add_row(
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+            f"{r.environment}/{r.deployment}",
+            f"{v.run} ({v.trigger})",
+            f"[{style}]{v.status}[/]",
+            figures(v),
+            v.model,
+            r.commit[:12],
+            v.message.splitlines()[0] if v.message else "",
         )
     return table
 

@@ -54,12 +54,14 @@ def load_view(
                 live = client.get()
         except ServeopsError as err:
             problem = err.message
-    env_state = rollouts = lease = None
+    env_state = rollouts = lease = batches = batch_runs = None
     if state is not None and state.exists():
         with StateStore(state) as store:
             env_state = store.environment(environment)
             rollouts = {name: r.state for name, r in store.rollouts(environment).items()}
             lease = store.lease(environment)
+            batches = store.batch_schedules(environment)
+            batch_runs = store.last_batch_runs(environment)
     view = environment_view(
         environment,
         now or dt.datetime.now(dt.UTC),
@@ -67,6 +69,8 @@ def load_view(
         state=env_state,
         rollouts=rollouts,
         lease=lease,
+        batches=batches,
+        batch_runs=batch_runs,
     )
     return view, problem
 
@@ -94,8 +98,9 @@ def header(view: EnvironmentView) -> list[str]:
 def status_renderable(view: EnvironmentView, terminal: bool) -> RenderableType:
     """The environment, one row per deployment: sync, health, versions, and where it stands."""
     head = [Text(line) for line in header(view)]
+    batches = batch_renderable(view, terminal)
     if not view.deployments:
-        return Group(*head, Text("no deployments"))
+        return Group(*head, Text("no deployments"), *batches)
     if not terminal:
         rows = [
             Text(
@@ -104,7 +109,7 @@ def status_renderable(view: EnvironmentView, terminal: bool) -> RenderableType:
             )
             for d in view.deployments
         ]
-        return Group(*head, *rows)
+        return Group(*head, *rows, *batches)
     table = Table(title_justify="left", show_lines=False)
     for column in ("DEPLOYMENT", "SYNC", "HEALTH", "REVISION", "VERSIONS", "NOW"):
         table.add_column(column, overflow="fold")
@@ -117,7 +122,33 @@ def status_renderable(view: EnvironmentView, terminal: bool) -> RenderableType:
             _versions(d),
             d.summary,
         )
-    return Group(*head, table)
+    return Group(*head, table, *batches)
+
+
+_BATCH_STYLE = {"succeeded": "green", "running": "yellow", "pending": "yellow"}
+
+
+def batch_renderable(view: EnvironmentView, terminal: bool) -> list[RenderableType]:
+    """Batch deployments: last run (result, rows, duration) and next run."""
+    if not view.batches:
+        return []
+    if not terminal:
+        return [Text(f"batch {b.name} ({b.model or '-'}): {b.summary}") for b in view.batches]
+    table = Table(title="batch", title_justify="left")
+    for column in ("BATCH", "MODEL", "LAST RUN", "RESULT", "ROWS", "DURATION", "NEXT (UTC)"):
+        table.add_column(column, overflow="fold")
+    for b in view.batches:
+        last = b.last
+        table.add_row(
+            b.name,
+            last.model if last is not None else (b.model or "-"),
+            last.run if last is not None else "-",
+            Text(last.status, style=_BATCH_STYLE.get(last.status, "red")) if last else "-",
+            f"{last.rows:,}" if last is not None and last.rows is not None else "-",
+            f"{last.duration_s:.0f}s" if last is not None and last.duration_s is not None else "-",
+            f"{b.next_at:%Y-%m-%d %H:%M}" if b.next_at is not None else "by hand",
+        )
+    return [table]
 
 
 def _figures(side: dict[str, float | int | None]) -> str:

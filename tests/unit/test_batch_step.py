@@ -262,3 +262,46 @@ def test_job_logs_are_read_no_further_than_the_limit() -> None:
         assert parse_result(logs) == RunResult(status="succeeded")
         assert jobs.submit(JobSpec("x", "python -m x", {}, {})) is False
         assert jobs.info("x") is None
+
+
+def test_status_and_history_show_the_last_run_and_the_next(world: World) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from controller.cli.main import app
+    from controller.cli.views import load_view, status_renderable
+
+    world.step(DUE + dt.timedelta(seconds=5))
+    world.jobs.finish(
+        "serveops-batch-staging-nightly-20261202T020000Z-a0",
+        RunResult(status="succeeded", rows=569, output="/data/out/run=x"),
+    )
+    world.step(DUE + dt.timedelta(seconds=47))
+    [schedule] = world.store.batch_schedules("staging")
+    assert schedule.next_at == DUE + dt.timedelta(days=1)
+    # What `serveops status` prints (Serve not read here: the batch lines come from the state).
+    view, _ = load_view("staging", state=world.path, address=None)
+    console = Console(record=True, width=200)
+    console.print(status_renderable(view, terminal=False))
+    assert (
+        "batch nightly (models:/fraud@champion): last run 20261202T020000Z succeeded, "
+        "569 rows in 42s; next 2026-12-03 02:00 UTC" in console.export_text()
+    )
+    assert view.batches[0].last is not None and view.batches[0].last.rows == 569
+    console.print(status_renderable(view, terminal=True))  # the table renders too
+    assert "NEXT (UTC)" in console.export_text()
+    runner = CliRunner()
+    state = ["--env", "staging", "--state", str(world.path)]
+    history = runner.invoke(app, ["history", *state])
+    assert history.exit_code == 0, history.output
+    assert "staging/nightly 20261202T020000Z succeeded (attempt 1, schedule) 569 rows in 42s" in (
+        history.output
+    )
+
+
+def test_a_deleted_batch_file_leaves_status(world: World) -> None:
+    world.step(DUE - dt.timedelta(hours=1))
+    assert [s.deployment for s in world.store.batch_schedules("staging")] == ["nightly"]
+    world.batches = []
+    world.step(DUE - dt.timedelta(minutes=30))
+    assert world.store.batch_schedules("staging") == []

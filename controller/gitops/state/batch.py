@@ -56,6 +56,17 @@ class BatchRun:
         return f"serveops-batch-{self.environment}-{self.deployment}-{self.run_key}-a{self.attempt}"
 
 
+@dataclass(frozen=True)
+class BatchSchedule:
+    """A batch deployment of the admitted commit as the last batch step planned it."""
+
+    deployment: str
+    since: dt.datetime  # first seen: its schedule counts from then
+    model: str | None  # as the spec says
+    next_at: dt.datetime | None  # the next scheduled time (None: by hand only)
+    plan: str  # what the step decided, e.g. "due at 2026-12-02 02:00 UTC"
+
+
 def _row(row: tuple[Any, ...]) -> BatchRun:
     (env, dep, key, trig, sched, commit, model, prev, attempt, status, job, msg, rows, out,
      agree, created, submitted, finished, req) = row  # fmt: skip
@@ -90,6 +101,49 @@ class BatchRuns(StoreBase):
             "SELECT deployment, since FROM batch_schedules WHERE environment = ?", (environment,)
         )
         return {r[0]: dt.datetime.fromisoformat(r[1]) for r in rows}
+
+    def note_batch_plan(
+        self, environment: str, planned: list[tuple[str, str, dt.datetime | None, str]]
+    ) -> None:
+        """Record what the batch step planned for each deployment (name, model, next time,
+        decision), and forget deployments no longer in the admitted commit: their runs stay,
+        and one added again later counts as new."""
+        names = [p[0] for p in planned]
+        with self._transaction() as db:
+            for name, model, next_at, plan in planned:
+                db.execute(
+                    "UPDATE batch_schedules SET model = ?, next_at = ?, plan = ? "
+                    "WHERE environment = ? AND deployment = ?",
+                    (model, iso(next_at), plan[:MAX_MESSAGE], environment, name),
+                )
+            marks = ", ".join("?" * len(names))
+            db.execute(
+                f"DELETE FROM batch_schedules WHERE environment = ? AND deployment NOT IN ({marks})",
+                (environment, *names),
+            )
+
+    def batch_schedules(self, environment: str) -> list[BatchSchedule]:
+        rows = self._read(
+            "SELECT deployment, since, model, next_at, plan FROM batch_schedules "
+            "WHERE environment = ? ORDER BY deployment",
+            (environment,),
+        )
+        return [
+            BatchSchedule(
+                name, dt.datetime.fromisoformat(since), model, parse_time(nxt), plan or ""
+            )
+            for name, since, model, nxt, plan in rows
+        ]
+
+    def last_batch_runs(self, environment: str) -> dict[str, BatchRun]:
+        """Each deployment's newest run, whatever started it."""
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM batch_runs AS r WHERE environment = ? AND created_at = "
+            "(SELECT MAX(created_at) FROM batch_runs WHERE environment = r.environment AND "
+            "deployment = r.deployment)",
+            (environment,),
+        )
+        return {r.deployment: r for r in map(_row, rows)}
 
     def claim_batch_run(self, run: BatchRun) -> bool:
         """Insert the run unless its (environment, deployment, run key) exists: True when this
@@ -135,6 +189,16 @@ class BatchRuns(StoreBase):
             query += " AND deployment = ?"
             params += (deployment,)
         rows = self._read(query + " ORDER BY scheduled_at DESC LIMIT ?", (*params, limit))
+        return [_row(r) for r in rows]
+
+    def batch_history(self, environment: str | None, limit: int = 20) -> list[BatchRun]:
+        """Runs of one environment or all, newest created first (for `serveops history`)."""
+        query = f"SELECT {_COLUMNS} FROM batch_runs"
+        params: tuple[object, ...] = ()
+        if environment is not None:
+            query += " WHERE environment = ?"
+            params = (environment,)
+        rows = self._read(query + " ORDER BY created_at DESC LIMIT ?", (*params, limit))
         return [_row(r) for r in rows]
 
     def active_batch_runs(self, environment: str) -> list[BatchRun]:

@@ -129,6 +129,8 @@ _ADDED_COLUMNS = {
     "environments": ("admitted_json TEXT", "applying_json TEXT"),
     # Fencing: which process of the holder has the lease, and how many times it changed hands.
     "leases": ("instance TEXT NOT NULL DEFAULT ''", "epoch INTEGER NOT NULL DEFAULT 0"),
+    # What the last batch step planned, for `serveops status` (which reads no Git).
+    "batch_schedules": ("model TEXT", "next_at TEXT", "plan TEXT"),
 }
 
 
