@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from controller.batch.schedule import last_at_or_before, next_after
@@ -17,6 +17,7 @@ from controller.spec.batch import BatchInference
 # controller was down) and the deployment's `missed` setting decides.
 DEFAULT_GRACE_S = 300.0
 Action = Literal["run", "wait", "running", "skip", "manual"]
+Trigger = Literal["schedule", "model-change"]
 
 
 def run_key(moment: dt.datetime) -> str:
@@ -33,10 +34,13 @@ class BatchItem:
     next_at: dt.datetime | None = None  # the next scheduled time after now
     promoted: str | None = None  # the version of the last committed run
     changes: tuple[str, ...] = ()  # what changed since the last run: "new", "model", ...
+    trigger: Trigger = "schedule"  # what makes the run due (action "run")
 
     @property
     def key(self) -> str | None:
-        return run_key(self.due) if self.due is not None else None
+        if self.due is None:
+            return None
+        return run_key(self.due) if self.trigger == "schedule" else f"model-{run_key(self.due)}"
 
 
 @dataclass(frozen=True)
@@ -71,18 +75,22 @@ def plan_batches(
     active: list[BatchRun],
     promoted: Mapping[str, str],
     resolved: Mapping[str, str] | None = None,
+    last: Mapping[str, BatchRun] | None = None,
     grace_s: float = DEFAULT_GRACE_S,
 ) -> BatchPlan:
     """`since`: when each deployment was first seen (runs never fall due before); `latest`: the
     latest scheduled run of each; `active`: runs pending or running; `promoted`: the model
     version of each one's latest committed run; `resolved`: the version each spec's model
-    resolves to now (a changed version means a promotion check)."""
+    resolves to now (a changed version means a promotion check, and a run when the spec asks
+    `on_model_change`); `last`: each one's newest run, whatever started it."""
     busy = {r.deployment: r for r in active}
     items = []
     for b in sorted(batches, key=lambda b: b.metadata.name):
-        items.append(
-            _item(b, now, since, latest.get(b.metadata.name), busy, promoted, resolved, grace_s)
-        )
+        name = b.metadata.name
+        item = _item(b, now, since, latest.get(name), busy, promoted, resolved, grace_s)
+        if item.action in ("wait", "manual", "skip") and b.spec.on_model_change:
+            item = _model_change(item, (resolved or {}).get(name), (last or {}).get(name), now)
+        items.append(item)
     names = {b.metadata.name for b in batches}
     gone = sorted({r.deployment for r in [*latest.values(), *active]} - names)
     return BatchPlan(environment, now, items, gone)
@@ -133,6 +141,26 @@ def _item(
     if spec.schedule.missed == "run_once":
         return item("run", f"missed at {at}: running it once (missed: run_once)", last_due)
     return item("skip", f"missed at {at}: skipped (missed: skip)")
+
+
+def _model_change(
+    item: BatchItem, version: str | None, newest: BatchRun | None, now: dt.datetime
+) -> BatchItem:
+    """Run now for a version that has no run yet; once per version: a version whose run
+    failed or was rejected waits for the next version (or a run by hand)."""
+    if version is None or version == item.promoted:
+        return item
+    if newest is not None and newest.model_uri == version:
+        return replace(
+            item,
+            reason=f"{item.reason}; {version} ran already ({newest.run_key} {newest.status})",
+        )
+    why = (
+        f"model changed: {item.promoted} -> {version} (sample check first)"
+        if item.promoted is not None
+        else f"model-change: first run, for {version}"
+    )
+    return replace(item, action="run", reason=why, due=now, trigger="model-change")
 
 
 def _running(run: BatchRun) -> str:

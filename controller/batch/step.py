@@ -26,7 +26,7 @@ from controller.cluster.serving_code import INSTALLED, ServingCode
 from controller.errors import ServeopsError
 from controller.gitops.context import PassContext
 from controller.gitops.state import DesiredRevision, StateStore
-from controller.gitops.state.batch import BatchRun
+from controller.gitops.state.batch import BatchRun, RunTrigger
 from controller.registry.mlflow import Registry
 from controller.source.git import read_snapshot
 from controller.spec.batchfile import BatchManifest, load_batches
@@ -35,6 +35,7 @@ log = logging.getLogger("serveops.batch")
 
 MAX_SUBMITS = 10
 MAX_POLLS = 50
+MAX_RESOLVES = 50  # registry look-ups per pass for `on_model_change` deployments
 POLL_S = 5.0
 ENTRYPOINT = "python -m controller.batch.job"
 
@@ -145,13 +146,15 @@ def batch_step(
         latest=store.latest_batch_runs(env),
         active=store.active_batch_runs(env),
         promoted=store.promoted_models(env),
+        resolved=_resolve_followed(edges, batches, step),
+        last=store.last_batch_runs(env),
     )
     step.plan = plan
     store.note_batch_plan(env, [(i.name, i.model, i.next_at, i.reason) for i in plan.items])
     for item in plan.due[:MAX_SUBMITS]:
         assert item.due is not None
         try:
-            started = start_run(edges, by_name[item.name], commit, item.due, "schedule", now)
+            started = start_run(edges, by_name[item.name], commit, item.due, item.trigger, now)
         except ServeopsError as err:
             step.errors.append(f"{item.name}: {err.message}")
             continue
@@ -164,12 +167,30 @@ def batch_step(
     return step
 
 
+def _resolve_followed(
+    edges: BatchEdges, batches: list[BatchManifest], step: BatchStep
+) -> dict[str, str]:
+    """The version each `on_model_change` deployment's model resolves to now (at most
+    MAX_RESOLVES per pass; one that cannot be resolved is an error of this pass, not a run)."""
+    followed = [b for b in batches if b.batch.spec.on_model_change][:MAX_RESOLVES]
+    if not followed:
+        return {}
+    registry = edges.registry()
+    resolved = {}
+    for b in followed:
+        try:
+            resolved[b.name] = registry.resolve(b.batch.spec.model).pinned_uri
+        except ServeopsError as err:
+            step.errors.append(f"{b.name}: {err.message}")
+    return resolved
+
+
 def start_run(
     edges: BatchEdges,
     batch: BatchManifest,
     commit: str,
     scheduled_at: dt.datetime,
-    trigger: str,
+    trigger: RunTrigger,
     now: dt.datetime,
 ) -> BatchRun | None:
     """Claim the run (deployment, scheduled time) and submit its first attempt; None when it
@@ -178,7 +199,11 @@ def start_run(
     registry = edges.registry()
     model = registry.resolve(spec.model)
     previous = store.promoted_models(edges.environment).get(batch.name)
-    key = run_key(scheduled_at) if trigger == "schedule" else f"manual-{run_key(now)}"
+    key = {
+        "schedule": run_key(scheduled_at),
+        "model-change": f"model-{run_key(now)}",
+        "manual": f"manual-{run_key(now)}",
+    }[trigger]
     request = RunRequest(
         environment=edges.environment,
         deployment=batch.name,
@@ -196,7 +221,7 @@ def start_run(
         environment=edges.environment,
         deployment=batch.name,
         run_key=key,
-        trigger="schedule" if trigger == "schedule" else "manual",
+        trigger=trigger,
         scheduled_at=scheduled_at,
         commit=commit,
         model_uri=model.pinned_uri,

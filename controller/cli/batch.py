@@ -110,6 +110,7 @@ def plan_command(
             registry = registry_from_uri(registry_uri)
             resolved = {b.name: registry.resolve(b.batch.spec.model).pinned_uri for b in batches}
         runs: tuple[dict[str, BatchRun], list[BatchRun]] = ({}, [])
+        last: dict[str, BatchRun] = {}
         promoted: dict[str, str] = {}
         since: dict[str, dt.datetime] = {}  # a deployment the controller never saw: new now
         if state.exists():
@@ -117,6 +118,7 @@ def plan_command(
                 runs = (store.latest_batch_runs(env), store.active_batch_runs(env))
                 promoted = store.promoted_models(env)
                 since = store.batch_since(env)
+                last = store.last_batch_runs(env)
         plan = plan_batches(
             env,
             [b.batch for b in batches],
@@ -126,6 +128,7 @@ def plan_command(
             active=runs[1],
             promoted=promoted,
             resolved=resolved,
+            last=last,
         )
         if output == "json":
             print(json.dumps({"commit": commit, **_plan_json(plan)}, indent=2, default=str))

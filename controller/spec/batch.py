@@ -178,6 +178,13 @@ class BatchSpec(_Strict):
         default=None,
         description="When runs are due. Unset: runs only by hand (`serveops batch run`).",
     )
+    on_model_change: bool = Field(
+        default=False,
+        description="Also run when `model` resolves to a new version (an alias moved to "
+        "another version): once per version, after the promotion check, and once for the "
+        "version it resolves to when it has no run yet. (Not `on:`, which YAML 1.1 reads as "
+        "`true`.)",
+    )
     resources: BatchResources = Field(
         default_factory=BatchResources, description="What the scoring actors reserve."
     )

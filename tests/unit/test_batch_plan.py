@@ -16,12 +16,16 @@ NOW = dt.datetime(2026, 12, 2, 2, 1, tzinfo=UTC)  # one minute after a 02:00 run
 
 
 def batch(
-    name: str = "nightly", cron: str | None = "0 2 * * *", missed: str = "run_once"
+    name: str = "nightly",
+    cron: str | None = "0 2 * * *",
+    missed: str = "run_once",
+    on_model_change: bool = False,
 ) -> BatchInference:
     spec: dict[str, object] = {
         "model": "models:/fraud@champion",
         "input": {"uri": "/data/in", "format": "csv"},
         "output": {"uri": f"/data/out/{name}"},
+        "on_model_change": on_model_change,
     }
     if cron is not None:
         spec["schedule"] = {"cron": cron, "missed": missed}
@@ -114,6 +118,42 @@ def test_one_run_at_a_time_and_a_requeue_for_the_next_time() -> None:
 def test_a_model_version_change_is_shown_with_its_sample_check() -> None:
     p = plan(promoted={"nightly": "models:/fraud/1"}, resolved={"nightly": "models:/fraud/2"})
     assert p.items[0].changes == ("model models:/fraud/1 -> models:/fraud/2 (sample check first)",)
+
+
+def test_a_followed_model_runs_once_per_new_version() -> None:
+    followed = [batch(cron=None, on_model_change=True)]
+    moved = {"nightly": "models:/fraud/2"}
+    [item] = plan(batches=followed, promoted={"nightly": "models:/fraud/1"}, resolved=moved).items
+    assert (item.action, item.trigger, item.due) == ("run", "model-change", NOW)
+    assert item.key == f"model-{run_key(NOW)}"
+    assert item.reason == "model changed: models:/fraud/1 -> models:/fraud/2 (sample check first)"
+    # The version it runs already: nothing more.
+    same = plan(batches=followed, promoted={"nightly": "models:/fraud/2"}, resolved=moved)
+    assert same.items[0].action == "manual"
+    # Its run was rejected (or failed): that version is not tried again by itself.
+    rejected = stored("nightly", NOW, "rejected")
+    rejected = BatchRun(**{**vars(rejected), "model_uri": "models:/fraud/2"})
+    again = plan(
+        batches=followed,
+        promoted={"nightly": "models:/fraud/1"},
+        resolved=moved,
+        last={"nightly": rejected},
+    )
+    assert again.items[0].action == "manual"
+    assert "models:/fraud/2 ran already" in again.items[0].reason
+    # Never run yet: once, for the version it resolves to.
+    first = plan(batches=followed, resolved=moved).items[0]
+    assert (first.action, first.reason) == ("run", "model-change: first run, for models:/fraud/2")
+
+
+def test_without_on_model_change_a_moved_alias_waits_for_the_schedule() -> None:
+    [item] = plan(
+        batches=[batch(cron="0 3 * * *")],
+        latest={"nightly": stored("nightly", NOW - dt.timedelta(hours=23))},
+        promoted={"nightly": "models:/fraud/1"},
+        resolved={"nightly": "models:/fraud/2"},
+    ).items
+    assert item.action == "wait"
 
 
 def test_manual_only_deployments_and_deleted_ones() -> None:

@@ -305,3 +305,37 @@ def test_a_deleted_batch_file_leaves_status(world: World) -> None:
     world.batches = []
     world.step(DUE - dt.timedelta(minutes=30))
     assert world.store.batch_schedules("staging") == []
+
+
+def test_a_moved_alias_starts_a_model_change_run_once(tmp_path: Path) -> None:
+    w = World(tmp_path, retries=0)
+    w.batches = load_batches(
+        {
+            "deployments/staging/nightly.yaml": FILE.format(retries=0).replace(
+                '  schedule: {cron: "0 2 * * *"}\n', "  on_model_change: true\n"
+            )
+        }
+    )
+    first = w.step(DUE)
+    assert first.submitted == ["nightly/model-20261202T020000Z"]
+    w.jobs.finish(
+        "serveops-batch-staging-nightly-model-20261202T020000Z-a0",
+        RunResult(status="succeeded", rows=10),
+    )
+    assert w.step(DUE + dt.timedelta(minutes=1)).submitted == []  # v1 has run
+    w.version = "2"  # the alias moved
+    moved = w.step(DUE + dt.timedelta(minutes=2))
+    assert moved.submitted == ["nightly/model-20261202T020200Z"]
+    [run, _] = w.store.batch_runs("staging")
+    assert (run.trigger, run.model_uri, run.previous_model_uri) == (
+        "model-change",
+        "models:/fraud/2",
+        "models:/fraud/1",
+    )
+    w.jobs.finish(
+        "serveops-batch-staging-nightly-model-20261202T020200Z-a0",
+        RunResult(status="rejected", agreement=0.5, message="below 95%"),
+    )
+    w.step(DUE + dt.timedelta(minutes=3))
+    assert w.step(DUE + dt.timedelta(minutes=4)).submitted == []  # not tried again
+    assert len(w.jobs.jobs) == 2

@@ -15,6 +15,7 @@ from controller.gitops.state.records import iso, parse_time
 from controller.redact import redact
 
 BatchStatus = Literal["pending", "running", "succeeded", "failed", "rejected"]
+RunTrigger = Literal["schedule", "manual", "model-change"]
 ACTIVE: tuple[BatchStatus, ...] = ("pending", "running")
 MAX_MESSAGE = 2000
 _COLUMNS = (
@@ -28,8 +29,10 @@ _COLUMNS = (
 class BatchRun:
     environment: str
     deployment: str
-    run_key: str  # 20261202T020000Z for a scheduled run, manual-20261202T153000Z by hand
-    trigger: Literal["schedule", "manual"]
+    # 20261202T020000Z for a scheduled run, manual-20261202T153000Z by hand,
+    # model-20261202T153000Z for a model change
+    run_key: str
+    trigger: RunTrigger
     scheduled_at: dt.datetime
     commit: str
     model_uri: str  # models:/<name>/<version>
