@@ -35,6 +35,7 @@ from typing import Protocol
 
 import httpx
 
+from controller.errors import BadInput
 from controller.redact import is_secret_name, redact, register_secret
 from controller.rollout.state import HookResult, HookStage
 from controller.serving.pinning import PinSigner
@@ -82,14 +83,36 @@ def pin_key_of(runner: HookRunner | None) -> str | None:
     return signer.public_key if isinstance(signer, PinSigner) else None
 
 
+# A key is 43 characters; anything much longer is not one (and is never read whole).
+MAX_PIN_KEY_BYTES = 1024
+
+
+def _signer(text: str, where: str) -> PinSigner:
+    if len(text) > MAX_PIN_KEY_BYTES:
+        raise BadInput(f"{where}: longer than {MAX_PIN_KEY_BYTES} bytes, not a serveops pin key")
+    try:
+        return PinSigner.from_text(text)
+    except ValueError as err:
+        raise BadInput(f"{where}: {err}") from None
+
+
+def _read_signer(path: Path) -> PinSigner:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_PIN_KEY_BYTES + 1)
+    except OSError as err:
+        raise BadInput(f"{path}: cannot read the pin key: {err.strerror or err}") from None
+    return _signer(data.decode("ascii", errors="replace"), str(path))
+
+
 def load_pin_signer(path: Path) -> PinSigner:
     """The controller's pin key: $SERVEOPS_PIN_KEY when set (controllers that share an
     environment share it), else the key in `path`, made on first use (0600), so a restarted
     controller keeps the key its routers hold."""
     if text := os.environ.get(PIN_KEY_ENV):
-        return PinSigner.from_text(text)
+        return _signer(text[: MAX_PIN_KEY_BYTES + 1], f"${PIN_KEY_ENV}")
     if path.exists():
-        return PinSigner.from_text(path.read_text())
+        return _read_signer(path)
     signer = PinSigner.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written whole under a temporary name, then linked: a second process making its key at
@@ -101,7 +124,7 @@ def load_pin_signer(path: Path) -> PinSigner:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        return PinSigner.from_text(path.read_text())
+        return _read_signer(path)
     finally:
         tmp.unlink()
     return signer
