@@ -126,6 +126,8 @@ def _item(
     if name in busy:
         return item("running", _running(busy[name]))
     if spec.schedule is None or upcoming is None:
+        if spec.on_model_change:
+            return item("manual", "runs when its model resolves to a new version, or by hand")
         return item("manual", "runs by hand only (serveops batch run)")
     last_due = last_at_or_before(spec.schedule.cron, spec.schedule.timezone, now)
     at = f"{last_due:%Y-%m-%d %H:%M} UTC"

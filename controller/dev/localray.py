@@ -98,8 +98,10 @@ class LocalRay:
         dashboard_port: int | None = None,
         env: dict[str, str] | None = None,
         cpu_affinity: set[int] | None = None,
+        object_store_bytes: int | None = None,
     ) -> None:
         self.num_cpus = num_cpus
+        self.object_store_bytes = object_store_bytes  # None: Ray's default (30% of memory)
         # Cores Ray's processes (and so the replicas) may run on; the rest stay free, e.g. for
         # a load generator beside the cluster. None: all of them.
         self.cpu_affinity = cpu_affinity
@@ -146,12 +148,17 @@ class LocalRay:
             "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
         ]  # fmt: skip
         cmd += [f"{flag}={port}" for flag, port in ports.items()]
+        if self.object_store_bytes is not None:
+            cmd.append(f"--object-store-memory={self.object_store_bytes}")
         # RAY_AUTH_MODE: once any local `ray.init()` wrote ~/.ray/auth_token, `ray start` with
         # the mode unset turns token authentication on, and the dashboard answers 401 to
         # serveops, which sends no token. This head listens on 127.0.0.1 for this machine's
         # tools, as it did before that file existed: explicitly without tokens.
+        # PATH: a Ray Job's entrypoint (`python -m controller.batch.job`) runs in a shell with
+        # Ray's environment; this cluster runs serveops' own Python, so its `python` comes first.
         env = {
             **os.environ,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "disabled",
             **self.env,

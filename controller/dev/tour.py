@@ -8,7 +8,9 @@
 4. A v3 that agrees with v1, registered and merged: the controller's canary with analysis under
    the load, shown step by step (`serveops rollouts`), no request failed.
 5. `serveops rollback`: a revert commit; the controller moves Serve back to v1.
-6. Monitoring and batch inference (issues 12 and 13): run when their commands exist.
+6. Monitoring: inputs drift, `serveops monitor --check` flags it. Batch inference: a batch
+   deployment following an alias is merged; the controller runs it on Ray Data, and again when
+   the alias moves to v3 (after its sample check against v1).
 7. Stop everything the tour started; the repository, store and reports stay.
 
 Every step prints its duration. A failing step stops the tour, naming the step, after
@@ -18,6 +20,7 @@ everything started is stopped. `serveops demo --quick` runs the short tour (cont
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +37,8 @@ from controller.dev.load import Load, Window, row_bodies
 from controller.dev.localray import LocalRay, free_port
 from controller.dev.tour_support import Background, serveops_bin
 from controller.errors import ServeopsError
+from controller.gitops.state import StateStore
+from controller.gitops.state.batch import BatchRun
 from controller.gitops.view import DeploymentView
 
 ENV = "staging"
@@ -283,9 +288,68 @@ class Tour:
         _note("the load sends the training data's distribution again")
 
     def batch_run(self) -> None:
-        """Step 6, batch inference (issue 13): a batch job declared in Git, run on Ray Data by
-        the controller, its output shown. Its place in the tour, to be written with it."""
-        raise StepSkipped("`serveops batch` exists; its step is not written yet (Tour.batch_run)")
+        """Step 6, batch inference (issue 13): a batch deployment following the alias
+        `champion` is merged; the controller runs it on Ray Data for v1, then again when the
+        alias moves to v3, after v3 passed the sample check against v1. Each run's output is
+        checked against its manifest."""
+        v1, v3 = self.versions[0], self.versions[-1]
+        self._set_alias(v1)
+        data, rows = files.write_batch_input(self.workdir / "batch" / "input")
+        out = self.workdir / "batch" / "scores"
+        sha = files.commit_file(
+            self.repo, files.BATCH, files.batch_spec(data, out), "Score the table nightly"
+        )
+        _note(f"merged {files.BATCH} ({sha}): {rows:,} rows scored by @{files.BATCH_ALIAS} (v{v1})")
+        first = self._wait_batch_run(1, 300)
+        self._check_batch_output(first, rows)
+        _note(f"moving @{files.BATCH_ALIAS} to v{v3}: the controller runs again, v3 checked first")
+        self._set_alias(v3)
+        second = self._wait_batch_run(2, 300)
+        self._check_batch_output(second, rows)
+        self.serveops("batch", "runs", files.BATCH_NAME, "--env", ENV)
+        self.serveops("status", "--env", ENV)
+
+    def _set_alias(self, version: str) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(self.tracking_uri).set_registered_model_alias(
+            MODEL_NAME, files.BATCH_ALIAS, version
+        )
+
+    def _wait_batch_run(self, n: int, timeout_s: float) -> BatchRun:
+        """Until the controller's `n`th run of the tour's batch deployment has ended."""
+        deadline = time.monotonic() + timeout_s
+        seen = ""
+        while time.monotonic() < deadline:
+            with StateStore(self.state) as store:
+                runs = store.batch_runs(ENV, files.BATCH_NAME)
+            if len(runs) >= n:
+                run = runs[0]
+                line = f"run {run.run_key} ({run.trigger}, {run.model_uri}): {run.status}"
+                if line != seen:
+                    _note(line)
+                    seen = line
+                if not run.active:
+                    if run.status != "succeeded":
+                        raise StepFailed(f"batch run {run.run_key} {run.status}: {run.message}")
+                    return run
+            time.sleep(1.0)
+        raise StepFailed(f"the controller's batch run {n} did not end in {timeout_s:.0f}s")
+
+    def _check_batch_output(self, run: BatchRun, rows: int) -> None:
+        import pandas as pd
+
+        assert run.output is not None
+        manifest = json.loads((Path(run.output) / "_manifest.json").read_text())
+        scored = pd.read_parquet(run.output)
+        if len(scored) != rows or manifest["rows"] != rows:
+            raise StepFailed(f"{run.output}: {len(scored)} rows, manifest {manifest['rows']}")
+        agreement = manifest.get("agreement")
+        _note(
+            f"{run.output}: {len(scored):,} rows, model {manifest['model']}, commit "
+            f"{manifest['commit'][:12]}, {manifest['duration_s']:.0f}s"
+            + (f", agreement with the previous version {agreement:.1%}" if agreement else "")
+        )
 
     def stop(self) -> None:
         """Stop the load, the controller and Ray (or remove the tour's applications), each
@@ -331,6 +395,7 @@ class Tour:
     serveops rollouts --state {self.state} --env {ENV}  the last rollout and its analyses
     {self.controller_log}                              what the controller logged
     {self.recordings}/                                 the recorded traffic (JSON Lines)
+    {self.workdir / "batch" / "scores"}/               the batch runs' output and manifests
     mlflow ui --backend-store-uri {self.tracking_uri}  the registered versions""",
             flush=True,
         )

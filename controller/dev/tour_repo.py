@@ -90,6 +90,47 @@ spec:
 """
 
 
+BATCH = "deployments/staging/breast-cancer-scores.yaml"
+BATCH_NAME = "breast-cancer-scores"
+BATCH_ALIAS = "champion"
+
+
+def write_batch_input(folder: Path, copies: int = 10) -> tuple[Path, int]:
+    """Step 6's table to score: the data set's rows `copies` times, with a `row_id`, as one
+    parquet file (one file: Ray Data lists it without a task of its own)."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    data = pd.concat([load_breast_cancer(as_frame=True).data] * copies, ignore_index=True)
+    data.insert(0, "row_id", range(len(data)))
+    folder.mkdir(parents=True, exist_ok=True)
+    data.to_parquet(folder / "part-0.parquet", index=False)
+    return folder, len(data)
+
+
+def batch_spec(input_dir: Path, output_dir: Path) -> str:
+    """Step 6's batch deployment: the alias followed (a run for each version it points to),
+    a small actor beside the serving replicas on 2 CPUs."""
+    return f"""\
+# yaml-language-server: $schema=../../schema/batchinference.schema.json
+apiVersion: serveops.dev/v1alpha1
+kind: BatchInference
+metadata:
+  name: {BATCH_NAME}
+  environment: staging
+  owner: ml-platform
+spec:
+  model: models:/{MODEL_NAME}@{BATCH_ALIAS}
+  input: {{uri: {input_dir}, format: parquet}}
+  output: {{uri: {output_dir}, format: parquet, id_column: row_id}}
+  on_model_change: true        # a run for each version the alias moves to
+  resources: {{num_cpus: 0.25, batch_size: 2000, concurrency: 1}}
+  timeout: 5m
+  retries: 1
+  promotion: {{sample_rows: 1000, min_agreement: 0.95}}
+"""
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *AUTHOR, *args], check=True, capture_output=True, text=True

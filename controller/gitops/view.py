@@ -308,8 +308,8 @@ def _batch(schedule: BatchSchedule, run: BatchRun | None) -> BatchView:
         )
     if schedule.next_at is not None:
         parts.append(f"next {schedule.next_at:%Y-%m-%d %H:%M} UTC")
-    else:
-        parts.append("by hand only")
+    else:  # by hand, or on a model change: the plan says which
+        parts.append(schedule.plan or "by hand only")
     return BatchView(
         name=schedule.deployment,
         model=schedule.model,
