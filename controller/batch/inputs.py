@@ -1,5 +1,6 @@
-"""Plan-time checks of a batch deployment's input on this machine: that it exists, and that the
-columns the spec names are in it. Only local paths (and `file://`) are checked here: object
+"""Plan-time checks of a batch deployment's input on this machine: that it exists, that the
+columns the spec names are in it, and that the model's signature finds the columns it reads
+(`check_signature`). Only local paths (and `file://`) are checked here: object
 stores are the job's to read, with the cluster's credentials.
 
 The reader is bounded: at most MAX_FILES entries of a folder are listed, and at most
@@ -117,3 +118,31 @@ def _parquet_columns(path: Path, where: str) -> list[str]:
         return list(pq.read_schema(path).names)
     except Exception as err:  # pyarrow raises its own kinds for a broken file
         raise BadInput(f"{where}: cannot read the Parquet schema of {path}: {err}") from None
+
+
+def check_signature(
+    spec: BatchSpec, info: InputInfo, model: str, inputs: list[str] | None, where: str
+) -> None:
+    """Raise BadInput naming `where` when the columns a run hands the model (the spec's
+    `columns`, else every input column but the id) are not the model signature's `inputs`.
+    Nothing to check when the input was not read or the model logged no named inputs."""
+    if info.columns is None or not inputs:
+        return
+    given = list(spec.input.columns or [c for c in info.columns if c != spec.output.id_column])
+    missing = [c for c in inputs if c not in given]
+    extra = [c for c in given if c not in inputs]
+    if not missing and not extra:
+        return
+    parts = []
+    if missing:
+        parts.append(f"lacks {_names(missing)}")
+    if extra:
+        parts.append(f"has {_names(extra)} the model does not take (name them in input.columns)")
+    raise BadInput(
+        f"{where}: the input does not match {model}'s signature: it {'; it '.join(parts)}"
+    )
+
+
+def _names(columns: list[str]) -> str:
+    shown = ", ".join(repr(c) for c in columns[:10])
+    return shown + (f" and {len(columns) - 10} more" if len(columns) > 10 else "")

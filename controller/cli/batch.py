@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from controller.batch.inputs import check_input
+from controller.batch.inputs import check_input, check_signature
 from controller.batch.jobs import RayJobs
 from controller.batch.plan import BatchPlan, plan_batches
 from controller.batch.step import BatchEdges, poll, start_run
@@ -103,12 +103,18 @@ def plan_command(
         check_output(output)
         now = _time(at) if at else dt.datetime.now(dt.UTC)
         commit, batches = read_batches(repo, rev, env)
-        for b in batches:
-            check_input(b.batch.spec, str(b.doc.location("spec", "input", "uri")))
+        inputs = {
+            b.name: check_input(b.batch.spec, str(b.doc.location("spec", "input", "uri")))
+            for b in batches
+        }
         resolved: dict[str, str] = {}
         if registry_uri:
             registry = registry_from_uri(registry_uri)
             resolved = {b.name: registry.resolve(b.batch.spec.model).pinned_uri for b in batches}
+            for b in batches:  # the columns a run hands the model are the ones it takes
+                spec, pinned = b.batch.spec, resolved[b.name]
+                where = str(b.doc.location("spec", "input"))
+                check_signature(spec, inputs[b.name], pinned, registry.input_names(pinned), where)
         runs: tuple[dict[str, BatchRun], list[BatchRun]] = ({}, [])
         last: dict[str, BatchRun] = {}
         promoted: dict[str, str] = {}

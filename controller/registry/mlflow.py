@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,29 @@ class MlflowRegistry:
         if uri not in self._cache:
             self._cache[uri] = self._resolve(uri)
         return self._cache[uri]
+
+    def input_names(self, uri: str) -> list[str] | None:
+        """The named inputs of a version's logged signature (None: no named inputs logged).
+        Reads the version's MLmodel file only, not the model."""
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        model = self.resolve(uri)
+        with (
+            self._client_errors(f"{uri}: cannot read the model's signature"),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            source = self._client.get_model_version_download_uri(model.name, model.version)
+            path = download_artifacts(
+                artifact_uri=f"{str(source).rstrip('/')}/MLmodel",
+                dst_path=tmp,
+                tracking_uri=self._tracking_uri,
+                registry_uri=self._registry_uri,
+            )
+            signature = Model.load(path).signature
+        if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
+            return None
+        return [str(n) for n in signature.inputs.input_names()]
 
     def _resolve(self, uri: str) -> ResolvedModel:
         name, version, alias = parse_model_uri(uri)

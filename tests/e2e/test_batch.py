@@ -113,3 +113,33 @@ def test_scheduled_run_on_ray_data_then_a_model_change_held_by_its_sample_check(
     assert store.promoted_models("staging") == {"nightly": "models:/breast-cancer/1"}
     jobs.close()
     store.close()
+
+
+def test_plan_refuses_columns_the_registered_model_cannot_read(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """`serveops batch plan --registry-uri` reads the version's logged signature (a real
+    MLflow store) and names the columns that do not match, at the file's `spec.input` line."""
+    from sklearn.datasets import load_breast_cancer
+    from typer.testing import CliRunner
+
+    from controller.cli.main import app
+    from tests.support import make_repo
+
+    table = load_breast_cancer(as_frame=True).data.head(5)
+    table.insert(0, "row_id", range(5))
+    data = tmp_path / "in.csv"
+    table.rename(columns={"mean radius": "radius"}).to_csv(data, index=False)
+    repo = tmp_path / "repo"
+    text = batch_yaml(data, tmp_path / "out", "models:/breast-cancer/1")
+    make_repo(repo, {"deployments/staging/nightly.yaml": text})
+    args = ["batch", "plan", "--env", "staging", "--repo", str(repo)]
+    args += ["--registry-uri", registry.tracking_uri, "--state", str(tmp_path / "state.db")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert (
+        "deployments/staging/nightly.yaml:6: spec.input: the input does not match "
+        "models:/breast-cancer/1's signature: it lacks 'mean radius'; it has 'radius'"
+    ) in result.output
+    table.to_csv(data, index=False)
+    assert CliRunner().invoke(app, args).exit_code == 0
