@@ -85,3 +85,24 @@ def test_actors_that_would_starve_the_reads_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"reserve 1\.5 of the cluster's 2 CPUs"):
         check_fits(req, 2.0)
     check_fits(req, 3.0)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_the_promotion_sample_is_the_head_of_the_files_ray_data_reads(
+    tmp_path: Path, fmt: str
+) -> None:
+    from controller.batch.job import head
+
+    frame = pd.DataFrame({"id": range(50), "x": [float(i) for i in range(50)]})
+    (tmp_path / "_staging").mkdir()  # never read: not input
+    for name in ("part-0", "_staging/part-9"):
+        path = tmp_path / f"{name}.{'json' if fmt == 'jsonl' else fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        elif fmt == "jsonl":
+            frame.to_json(path, orient="records", lines=True)
+        else:
+            frame.to_parquet(path, index=False)
+    sample = head(str(tmp_path), fmt, 20)
+    assert list(sample["id"]) == list(range(20))
+    assert len(head(str(tmp_path), fmt, 1000)) == 50  # one file: the staging one is not input
