@@ -16,15 +16,18 @@ nothing is written. The last line of the log is the result (controller/batch/req
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from controller.batch.request import RunRequest, RunResult
+from controller.batch.request import Progress, RunRequest, RunResult
 
 MANIFEST = "_manifest.json"
 STAGING = "_staging"
@@ -33,6 +36,7 @@ MAX_LISTED_FILES = 100_000
 # scoring actors (a 2-CPU cluster runs 2 actors of 0.5 CPU plus reads and writes).
 IO_CPUS = 0.25
 LIST_CPUS = 1.0  # Ray Data's file listing task: one CPU, whatever the read asks for
+PROGRESS_S = 2.0
 
 
 def _fs(uri: str) -> tuple[Any, str]:
@@ -200,6 +204,36 @@ def _dataset(uri: str, fmt: str) -> Any:
     )
 
 
+@contextlib.contextmanager
+def progress_lines(
+    request: RunRequest, staging: str, every_s: float = PROGRESS_S
+) -> Iterator[None]:
+    """Print a Progress line every `every_s` while the body runs: rows in the files written to
+    staging so far (Ray Data writes each file whole), of the input's rows when its format
+    says them cheaply (Parquet footers)."""
+    total = None
+    if request.input.format == "parquet":
+        with contextlib.suppress(Exception):
+            total = count_rows(request.input.uri, "parquet")
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(every_s):
+            try:
+                rows = count_rows(staging, request.output.format)
+            except Exception:  # the folder is being written: next time
+                continue
+            print(Progress(rows=rows, total=total).line(), flush=True)
+
+    thread = threading.Thread(target=report, name="serveops-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def count_rows(uri: str, fmt: str) -> int:
     return int(_dataset(uri, fmt).count_rows())
 
@@ -287,7 +321,8 @@ def run(request: RunRequest) -> RunResult:
         compute=ray.data.ActorPoolStrategy(size=res.concurrency),
         num_cpus=res.num_cpus,
     )
-    write(scored, request, staging)
+    with progress_lines(request, staging):
+        write(scored, request, staging)
     phase("read_score_write")
     rows = count_rows(staging, request.output.format)
     manifest = {

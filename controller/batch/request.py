@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.spec.batch import BatchInput, BatchOutput, BatchResources, Promotion
 
 RESULT_PREFIX = "SERVEOPS_RESULT "
+# While it runs, the job prints `SERVEOPS_PROGRESS {"rows": n, "total": m}` now and then.
+PROGRESS_PREFIX = "SERVEOPS_PROGRESS "
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_RESULT_BYTES = 16 * 1024
 RunStatus = Literal["succeeded", "rejected", "failed"]
@@ -73,5 +75,30 @@ def parse_result(logs: str) -> RunResult | None:
         return None
     try:
         return RunResult.model_validate(json.loads(line))
+    except ValueError:
+        return None
+
+
+class Progress(BaseModel):
+    """Rows written to the run's staging folder so far, of the input's rows (None: unknown
+    without reading the whole input, e.g. CSV)."""
+
+    rows: int = Field(ge=0)
+    total: int | None = Field(default=None, ge=0)
+
+    def line(self) -> str:
+        return PROGRESS_PREFIX + self.model_dump_json()
+
+
+def parse_progress(logs: str) -> Progress | None:
+    """The last progress line of a job's log, if any."""
+    at = logs.rfind(PROGRESS_PREFIX)
+    if at < 0:
+        return None
+    line = logs[at + len(PROGRESS_PREFIX) :].split("\n", 1)[0]
+    if len(line) > 200:
+        return None
+    try:
+        return Progress.model_validate(json.loads(line))
     except ValueError:
         return None

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.batch.inputs import check_input, check_signature
 from controller.batch.jobs import RayJobs
 from controller.batch.plan import BatchPlan, plan_batches
+from controller.batch.request import parse_progress
 from controller.batch.step import BatchEdges, poll, start_run
 from controller.cli.options import (
     DEFAULT_ADDRESS,
@@ -199,17 +201,34 @@ def run_by_hand(
 
 
 def _follow(edges: BatchEdges, run: BatchRun, batch: BatchManifest, limit_s: float) -> BatchRun:
+    """Poll the run to its end: its status on change, and a bar of rows written (of the input's
+    rows) from the job's progress lines; plain lines without a terminal."""
     deadline = time.monotonic() + limit_s
     shown = ""
-    while run.active:
-        if time.monotonic() > deadline:
-            raise ServeopsError(f"gave up waiting after {limit_s:.0f}s; the run goes on")
-        time.sleep(2.0)
-        run = poll(edges, run, batch, dt.datetime.now(dt.UTC))
-        line = f"{run.run_key}: {run.status} (attempt {run.attempt + 1})"
-        if line != shown:
-            out.print(line, markup=False)
-            shown = line
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        disable=not out.is_terminal,
+    ) as bar:
+        task = bar.add_task(f"{run.run_key} rows", total=None)
+        while run.active:
+            if time.monotonic() > deadline:
+                raise ServeopsError(f"gave up waiting after {limit_s:.0f}s; the run goes on")
+            time.sleep(2.0)
+            run = poll(edges, run, batch, dt.datetime.now(dt.UTC))
+            line = f"{run.run_key}: {run.status} (attempt {run.attempt + 1})"
+            progress = parse_progress(edges.jobs.logs(run.submission_id)) if run.active else None
+            if progress is not None:
+                bar.update(task, completed=progress.rows, total=progress.total)
+                of = f" of {progress.total:,}" if progress.total is not None else ""
+                line += f": {progress.rows:,}{of} rows written"
+            if line != shown:
+                if not out.is_terminal or progress is None:
+                    out.print(line, markup=False)
+                shown = line
     rows = f", {run.rows} rows to {run.output}" if run.rows is not None else ""
     out.print(f"{run.run_key}: {run.status}{rows} {run.message}".rstrip(), markup=False)
     return run

@@ -106,3 +106,44 @@ def test_the_promotion_sample_is_the_head_of_the_files_ray_data_reads(
     sample = head(str(tmp_path), fmt, 20)
     assert list(sample["id"]) == list(range(20))
     assert len(head(str(tmp_path), fmt, 1000)) == 50  # one file: the staging one is not input
+
+
+def test_progress_lines_count_rows_written_of_the_inputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from controller.batch.job import progress_lines
+    from controller.batch.request import parse_progress
+
+    source, staging = tmp_path / "in", tmp_path / "staging"
+    source.mkdir()
+    staging.mkdir()
+    pd.DataFrame({"id": range(30), "x": 1.0}).to_parquet(source / "a.parquet")
+    req = request(tmp_path / "out").model_copy(
+        update={
+            "input": request(tmp_path).input.model_copy(
+                update={"uri": str(source), "format": "parquet"}
+            )
+        }
+    )
+    seen = ""
+    with progress_lines(req, str(staging), every_s=0.01):
+        pd.DataFrame({"id": range(12), "prediction": 0}).to_parquet(staging / "part-0.parquet")
+        for _ in range(500):  # until the reporter has seen the file (no timing asserted)
+            seen += capsys.readouterr().out
+            if '"rows":12' in seen:
+                break
+            time.sleep(0.01)
+    progress = parse_progress(seen)
+    assert progress is not None
+    assert (progress.rows, progress.total) == (12, 30)
+
+
+def test_a_progress_line_is_read_bounded() -> None:
+    from controller.batch.request import PROGRESS_PREFIX, parse_progress
+
+    assert parse_progress("nothing here") is None
+    assert parse_progress(PROGRESS_PREFIX + '{"rows": 5, "total": null}\nmore') is not None
+    assert parse_progress(PROGRESS_PREFIX + '{"rows": -1}') is None
+    assert parse_progress(PROGRESS_PREFIX + '{"rows": 1, "x": "' + "a" * 10_000 + '"}') is None

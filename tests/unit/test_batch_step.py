@@ -287,7 +287,9 @@ def test_status_and_history_show_the_last_run_and_the_next(world: World) -> None
         "batch nightly (models:/fraud@champion): last run 20261202T020000Z succeeded, "
         "569 rows in 42s; next 2026-12-03 02:00 UTC" in console.export_text()
     )
-    assert view.batches[0].last is not None and view.batches[0].last.rows == 569
+    last = view.batches[0].last
+    assert last is not None
+    assert last.rows == 569
     console.print(status_renderable(view, terminal=True))  # the table renders too
     assert "NEXT (UTC)" in console.export_text()
     runner = CliRunner()
