@@ -148,34 +148,75 @@ def agreement(old: Any, new: Any, tolerance: float) -> float:
 
 
 def promotion_check(request: RunRequest) -> RunResult | None:
-    """Score the head of the input with the previous and the new version; a rejection, or None."""
+    """Score the head of the input with the previous and the new version and compare them with
+    the simulator's output checks; a rejection, or None when the version did not change.
+    Rejected below `min_agreement` (the share of the sample that agrees) or when a gating check
+    fails (e.g. the output distribution shifted)."""
     if request.previous_model_uri in (None, request.model_uri):
         return None
     assert request.previous_model_uri is not None
     sample = head(request.input.uri, request.input.format, request.promotion.sample_rows)
-    new = score(
-        load_model(request.model_uri, request.tracking_uri),
-        sample,
-        request.input.columns,
-        request.output,
-    )
-    old = score(
-        load_model(request.previous_model_uri, request.tracking_uri),
-        sample,
-        request.input.columns,
-        request.output,
-    )
-    column = request.output.prediction_column
-    share = agreement(old[column], new[column], request.promotion.tolerance)
-    if share < request.promotion.min_agreement:
+    timed: dict[str, tuple[Any, float]] = {}
+    for side, uri in (("new", request.model_uri), ("previous", request.previous_model_uri)):
+        model = load_model(uri, request.tracking_uri)
+        began = time.perf_counter()
+        scored = score(model, sample, request.input.columns, request.output)
+        timed[side] = (scored[request.output.prediction_column], time.perf_counter() - began)
+    (old, old_s), (new, new_s) = timed["previous"], timed["new"]
+    share = agreement(old, new, request.promotion.tolerance)
+    comparison = compare(old, new, request.promotion)
+    rows = max(1, len(sample))
+    comparison["us_per_row"] = {"previous": old_s / rows * 1e6, "new": new_s / rows * 1e6}
+    failed = [c["reason"] for c in comparison["checks"] if c["gating"] and c["status"] == "fail"]
+    if share < request.promotion.min_agreement or failed:
+        why = "; ".join(failed) or f"below the {request.promotion.min_agreement:.1%} required"
         return RunResult(
             status="rejected",
             agreement=share,
+            comparison=comparison,
             message=f"{request.model_uri} agrees with {request.previous_model_uri} on "
-            f"{share:.1%} of {len(sample)} sampled rows, below {request.promotion.min_agreement:.1%}: "
-            "nothing written, the previous version stays",
+            f"{share:.1%} of {len(sample)} sampled rows: {why}; nothing written, the previous "
+            "version stays",
         )
-    return RunResult(status="succeeded", agreement=share)
+    return RunResult(status="succeeded", agreement=share, comparison=comparison)
+
+
+MAX_FLIPS_SHOWN = 50
+
+
+def compare(old: Any, new: Any, promotion: Any) -> dict[str, Any]:
+    """The simulator's output checks (simulator/outputs.py) on two columns of predictions, one
+    row per paired request: for labels agreement with its Wilson interval, Cohen's kappa, the
+    flip matrix and the class shift (PSI, JS); for numbers the share outside `tolerance` and
+    the shift. Thresholds in the simulator's format, from the spec's `promotion`."""
+    import numpy as np
+
+    a, b = np.asarray(old).tolist(), np.asarray(new).tolist()
+    try:  # the simulator needs SciPy, which a node with serveops[serving] only may lack
+        from simulator.checks import Side, Thresholds
+        from simulator.outputs import output_checks
+    except ImportError as err:
+        return {"rows": len(a), "checks": [], "note": f"agreement only: {err}"}
+    zeros = np.zeros(len(a))
+    thresholds = Thresholds(
+        min_agreement=promotion.min_agreement,
+        regression_abs_tol=promotion.tolerance,
+        regression_rel_tol=0.0,
+        max_out_of_tolerance=1 - promotion.min_agreement,
+    )
+    sides = [Side(zeros, zeros.astype(bool), outputs=[[v] for v in values]) for values in (a, b)]
+    checks = []
+    for check in output_checks(sides[0], sides[1], thresholds):
+        figures = dict(check.figures)
+        if "flip_matrix" in figures:  # only the cells that happened, most frequent first
+            cells = sorted(((v, k) for k, v in figures["flip_matrix"].items() if v), reverse=True)
+            figures["flip_matrix"] = {k: v for v, k in cells[:MAX_FLIPS_SHOWN]}
+        figures.pop("labels", None)
+        checks.append(
+            {"name": check.name, "status": check.status, "gating": check.gating,
+             "reason": check.reason, "figures": figures}
+        )  # fmt: skip
+    return {"rows": len(a), "checks": checks}
 
 
 def write(ds: Any, request: RunRequest, staging: str) -> None:
@@ -318,6 +359,7 @@ def run(request: RunRequest) -> RunResult:
         },
         batch_size=res.batch_size,
         batch_format="pandas",
+        zero_copy_batch=True,  # score() builds new frames, never writes to the batch
         compute=ray.data.ActorPoolStrategy(size=res.concurrency),
         num_cpus=res.num_cpus,
     )
@@ -332,6 +374,7 @@ def run(request: RunRequest) -> RunResult:
         "model": request.model_uri,
         "previous_model": request.previous_model_uri,
         "agreement": check.agreement if check else None,
+        "comparison": check.comparison if check else None,
         "commit": request.commit,
         "input": request.input.uri,
         "input_fingerprint": digest,

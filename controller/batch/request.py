@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,9 +60,15 @@ class RunResult(BaseModel):
     output: str | None = None  # the committed run's folder
     agreement: float | None = None  # the promotion sample's, when the version changed
     duration_s: float | None = None
+    # The promotion sample's comparison (the simulator's output checks and per-row latency),
+    # left out of the line when it would not fit; the manifest keeps it whole.
+    comparison: dict[str, Any] | None = None
 
     def line(self) -> str:
-        return RESULT_PREFIX + self.model_dump_json()
+        text = RESULT_PREFIX + self.model_dump_json()
+        if len(text) > MAX_RESULT_BYTES - 1 and self.comparison is not None:
+            return self.model_copy(update={"comparison": None}).line()
+        return text
 
 
 def parse_result(logs: str) -> RunResult | None:

@@ -106,6 +106,7 @@ def test_scheduled_run_on_ray_data_then_a_model_change_held_by_its_sample_check(
     until_done(edges, batches, clock[0])
     latest = store.batch_runs("staging")[0]
     assert latest.status == "rejected", latest.message
+    assert "predictions flipped" in latest.message  # the simulator's agreement check says why
     assert latest.previous_model_uri == "models:/breast-cancer/1"
     assert latest.agreement is not None
     assert latest.agreement < 0.99

@@ -147,3 +147,66 @@ def test_a_progress_line_is_read_bounded() -> None:
     assert parse_progress(PROGRESS_PREFIX + '{"rows": 5, "total": null}\nmore') is not None
     assert parse_progress(PROGRESS_PREFIX + '{"rows": -1}') is None
     assert parse_progress(PROGRESS_PREFIX + '{"rows": 1, "x": "' + "a" * 10_000 + '"}') is None
+
+
+class Fixed:
+    """A model answering the labels it was given, row by row."""
+
+    def __init__(self, labels: list[int]) -> None:
+        self.labels = labels
+
+    def predict(self, frame: Any) -> Any:
+        return np.asarray(self.labels[: len(frame)])
+
+
+def test_a_version_change_is_judged_with_the_simulators_output_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.batch import job
+
+    old = [0, 1] * 50
+    new = list(old)
+    new[0], new[3] = 1, 0  # two flips in 100 rows: 98% agreement
+    models = {"models:/m/1": Fixed(old), "models:/m/2": Fixed(new)}
+    monkeypatch.setattr(job, "load_model", lambda uri, tracking: models[uri])
+    monkeypatch.setattr(
+        job, "head", lambda uri, fmt, rows: pd.DataFrame({"id": range(100), "x": 1.0})
+    )
+    req = request(tmp_path / "out")
+    passed = job.promotion_check(
+        req.model_copy(
+            update={"promotion": req.promotion.model_copy(update={"min_agreement": 0.9})}
+        )
+    )
+    assert passed is not None
+    assert passed.status == "succeeded"
+    assert passed.agreement == 0.98
+    assert passed.comparison is not None
+    checks = {c["name"]: c for c in passed.comparison["checks"]}
+    flips = {"0->0": 49, "1->1": 49, "0->1": 1, "1->0": 1}  # previous -> new
+    assert checks["agreement"]["figures"]["flip_matrix"] == flips
+    assert 0.9 < checks["agreement"]["figures"]["cohen_kappa"] < 1
+    assert "output_shift" in checks
+    assert set(passed.comparison["us_per_row"]) == {"previous", "new"}
+
+    strict = req.model_copy(
+        update={"promotion": req.promotion.model_copy(update={"min_agreement": 0.99})}
+    )
+    rejected = job.promotion_check(strict)
+    assert rejected is not None
+    assert rejected.status == "rejected"
+    assert "agrees with models:/m/1 on 98.0% of 100 sampled rows" in rejected.message
+    assert "below the 99.0% required; nothing written" in rejected.message
+    # Clearly below: the simulator's check fails it, with its interval and the flips.
+    worse = dict(models, **{"models:/m/2": Fixed([1 - v for v in old[:20]] + old[20:])})
+    monkeypatch.setattr(job, "load_model", lambda uri, tracking: worse[uri])
+    clear = job.promotion_check(strict)
+    assert clear is not None
+    assert "20 of 100 predictions flipped" in clear.message
+
+
+def test_a_result_line_too_long_for_the_log_drops_the_comparison() -> None:
+    big = RunResult(status="succeeded", agreement=1.0, comparison={"x": "a" * 20_000})
+    parsed = parse_result("log\n" + big.line() + "\n")
+    assert parsed is not None
+    assert (parsed.status, parsed.agreement, parsed.comparison) == ("succeeded", 1.0, None)
