@@ -52,7 +52,10 @@ class RunRequest(BaseModel):
 
 
 class RunResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Fields this controller does not know are ignored: the job on the cluster may run a newer
+    # serveops than the controller reading its result (seen: a field added to the result made
+    # an older reader count a run that succeeded as failed).
+    model_config = ConfigDict(extra="ignore")
 
     status: RunStatus
     message: str = ""

@@ -210,3 +210,10 @@ def test_a_result_line_too_long_for_the_log_drops_the_comparison() -> None:
     parsed = parse_result("log\n" + big.line() + "\n")
     assert parsed is not None
     assert (parsed.status, parsed.agreement, parsed.comparison) == ("succeeded", 1.0, None)
+
+
+def test_a_result_from_a_newer_job_with_fields_unknown_here_still_parses() -> None:
+    line = 'SERVEOPS_RESULT {"status": "succeeded", "rows": 3, "field_of_the_future": [1]}'
+    parsed = parse_result("log\n" + line + "\n")
+    assert parsed is not None
+    assert (parsed.status, parsed.rows) == ("succeeded", 3)
