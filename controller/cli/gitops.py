@@ -327,6 +327,14 @@ def controller_command(
     monitor_reference_dir: ReferenceDirOpt = None,
     monitor_recordings_dir: RecordingsDirOpt = None,
     alert_target: AlertTargetOpt = None,
+    lease_in_git: Annotated[
+        bool,
+        typer.Option(
+            "--lease-in-git",
+            help="Also hold the environment's lease as a ref in the repository (pushed to its "
+            "remote), so controllers with other state files see it and wait.",
+        ),
+    ] = False,
     verbose: VerboseOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
@@ -350,6 +358,7 @@ def controller_command(
             apply_timeout_s=seconds("--timeout", timeout),
             actor=actor or "",
             serving_code=parse_serving_code(serving_code),
+            lease_in_git=lease_in_git,
             **_trust(policies, policies_branch, bootstrap_policies, evidence, hook_command, state),
             **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
         )

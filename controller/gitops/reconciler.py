@@ -41,6 +41,7 @@ from controller.gitops.act import Acted, act
 from controller.gitops.context import PassContext
 from controller.gitops.decide import Decision, decide
 from controller.gitops.gate import Admission, gate, revision_fault
+from controller.gitops.git_lease import RefLeases, lease_ref
 from controller.gitops.notify import NoNotifier, Notifier
 from controller.gitops.outcome import PassResult
 from controller.gitops.read import read
@@ -122,6 +123,11 @@ class Controller:
     def release(self) -> None:
         """Give the environment's lease up (on a clean shutdown)."""
         self.store.release_lease(self.environment, self.holder, self.instance)
+        if self.settings.lease_in_git:
+            try:
+                RefLeases(self.source).release(self.environment, self.holder, self.instance)
+            except ServeopsError as err:  # it expires by itself
+                log.warning("%s: could not release the lease in Git: %s", self.environment, err)
 
     def reconcile_once(self, *, retry: bool = False, trigger: str = "poll") -> PassResult:
         """One level-triggered pass. `retry` attempts a revision that failed before again.
@@ -164,6 +170,33 @@ class Controller:
             pass_id=pass_id,
         )
 
+    def _git_lease(self) -> PassResult | None:
+        """Take or renew the lease kept in the repository; a PassResult to wait with when
+        another controller (another state file) holds it, or it cannot be confirmed."""
+        env = self.environment
+        try:
+            taken = RefLeases(self.source).acquire(
+                env, self.holder, self.instance, self.settings.lease_ttl, self.store.now()
+            )
+        except ServeopsError as err:  # unconfirmed: acting could mean two writers
+            return PassResult(
+                env,
+                "waiting",
+                f"cannot renew the lease on {env!r} in Git, so nothing is written: {err.message}",
+                self.settings.interval_s,
+            )
+        if taken.acquired:
+            return None
+        other = taken.lease
+        return PassResult(
+            env,
+            "waiting",
+            f"environment {env!r} is held in Git ({lease_ref(env)}) by controller "
+            f"{other.holder} until {other.expires_at:%Y-%m-%d %H:%M:%S} UTC; waiting for its "
+            "lease to end (`serveops lease --break --in-git` if it will not come back)",
+            self.settings.interval_s,
+        )
+
     def _pass(self, *, retry: bool, trigger: str) -> PassResult:
         ctx, env = self.ctx, self.environment
         lease = self.store.acquire_lease(
@@ -189,6 +222,10 @@ class Controller:
                 f"(`serveops lease --break` if it will not come back)",
                 self.settings.interval_s,
             )
+        if self.settings.lease_in_git:
+            waiting = self._git_lease()
+            if waiting is not None:
+                return waiting
         self._held = True
         state = self.store.environment(env)
         applying = state.applying.pass_id if state.applying else None

@@ -32,6 +32,9 @@ class ControllerSettings:
     allow_empty: bool = False  # with prune: may an empty desired state delete everything?
     apply_timeout_s: float = 300.0
     lease_ttl_s: float | None = None  # default: three intervals, at least 30 s
+    # Also hold the lease as a ref in the repository (gitops/git_lease.py), where controllers
+    # with other state files see it.
+    lease_in_git: bool = False
     actor: str = ""
     # Rollouts: the progress deadline is apply_timeout_s (a candidate must run by then).
     inconclusive_limit: int = 3  # inconclusive analyses in a row before a rollout pauses

@@ -78,7 +78,7 @@ class RepoSource:
         assert self.branch is not None
         candidates = [self.branch]
         if not self.mirror and repo.remotes:
-            candidates.insert(0, f"{_remote(repo).name}/{self.branch}")
+            candidates.insert(0, f"{default_remote(repo).name}/{self.branch}")
         for ref in candidates:
             try:
                 return str(repo.commit(ref).hexsha)
@@ -86,17 +86,23 @@ class RepoSource:
                 continue
         raise BadInput(f"{self.display}: branch {self.branch!r} does not exist")
 
+    def repository(self) -> git.Repo:
+        """The local repository (a URL's mirror cloned first if it is not there yet)."""
+        if self.mirror and not (self.path / "HEAD").exists():
+            return self._fetch()
+        return open_repo(self.path)
+
     def _fetch(self) -> git.Repo:
         if not self.mirror:
             repo = open_repo(self.path)
             if repo.remotes:
-                remote = _remote(repo)
+                remote = default_remote(repo)
                 try:
                     remote.fetch(prune=True, kill_after_timeout=GIT_TIMEOUT_S)
                 except git.GitCommandError as err:
                     # Following what was fetched last would report a stale head as in sync.
                     raise Unreachable(
-                        f"cannot fetch {remote.name} of {self.display}: {_short(err)}"
+                        f"cannot fetch {remote.name} of {self.display}: {short_error(err)}"
                     ) from None
             return repo
         if not (self.path / "HEAD").exists():
@@ -106,21 +112,21 @@ class RepoSource:
                     self.repo, self.path, mirror=True, kill_after_timeout=GIT_TIMEOUT_S
                 )
             except git.GitCommandError as err:
-                raise Unreachable(f"cannot clone {self.display}: {_short(err)}") from None
+                raise Unreachable(f"cannot clone {self.display}: {short_error(err)}") from None
             return open_repo(self.path)
         repo = open_repo(self.path)
         try:
             repo.remote("origin").fetch(prune=True, kill_after_timeout=GIT_TIMEOUT_S)
         except git.GitCommandError as err:
-            raise Unreachable(f"cannot fetch {self.display}: {_short(err)}") from None
+            raise Unreachable(f"cannot fetch {self.display}: {short_error(err)}") from None
         return repo
 
 
-def _remote(repo: git.Repo) -> git.Remote:
+def default_remote(repo: git.Repo) -> git.Remote:
     names = [r.name for r in repo.remotes]
     return repo.remote("origin") if "origin" in names else repo.remotes[0]
 
 
-def _short(err: git.GitCommandError) -> str:
+def short_error(err: git.GitCommandError) -> str:
     text = str(err.stderr or err).strip().replace("\n", " ")
     return redact(text[:500])
