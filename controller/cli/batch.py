@@ -11,15 +11,16 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.batch.inputs import check_input, check_signature
+from controller.batch.job import promotion_check
 from controller.batch.jobs import RayJobs
 from controller.batch.plan import BatchPlan, plan_batches
-from controller.batch.request import parse_progress
+from controller.batch.request import RunRequest, RunResult, parse_progress
 from controller.batch.step import BatchEdges, poll, start_run
 from controller.cli.options import (
     DEFAULT_ADDRESS,
@@ -96,10 +97,20 @@ def plan_command(
         str | None,
         typer.Option("--at", help="Plan as of this time (ISO 8601, e.g. 2026-12-02T02:00Z)."),
     ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare/--no-compare",
+            help="With --registry-uri: run a model change's sample check here, on the local "
+            "input, and show its verdict.",
+        ),
+    ] = True,
     output: OutputOpt = "text",
 ) -> None:
     """What the controller would run at a revision, and what changed since the last runs;
-    inputs on this machine are checked (exist, have the named columns). Changes nothing."""
+    inputs on this machine are checked (exist, have the named columns, match the model's
+    signature). A model change's sample check is run here when the input is local: exit 1
+    when it would reject the new version. Changes nothing."""
 
     def run() -> None:
         check_output(output)
@@ -138,13 +149,54 @@ def plan_command(
             resolved=resolved,
             last=last,
         )
+        checks: dict[str, RunResult] = {}
+        if registry_uri and compare:
+            by_name = {b.name: b for b in batches}
+            for item in plan.items:
+                version = resolved.get(item.name)
+                local = inputs[item.name].columns is not None
+                if item.promoted is None or version in (None, item.promoted) or not local:
+                    continue
+                spec = by_name[item.name].batch.spec
+                request = RunRequest(
+                    environment=env, deployment=item.name, run_key="plan", commit=commit,
+                    model_uri=str(version), previous_model_uri=item.promoted,
+                    tracking_uri=registry.tracking_uri, input=spec.input, output=spec.output,
+                    resources=spec.resources, promotion=spec.promotion,
+                )  # fmt: skip
+                result = promotion_check(request)
+                if result is not None:
+                    checks[item.name] = result
         if output == "json":
-            print(json.dumps({"commit": commit, **_plan_json(plan)}, indent=2, default=str))
+            data = _plan_json(plan)
+            for item_json in data["items"]:
+                check = checks.get(item_json["name"])
+                item_json["sample_check"] = check.model_dump() if check is not None else None
+            print(json.dumps({"commit": commit, **data}, indent=2, default=str))
         else:
             out.print(f"{env} at {commit[:12]}:", markup=False)
             out.print(plan_text(plan), markup=False)
+            for name, check in checks.items():
+                out.print(f"{name}: sample check: {_verdict(check)}", markup=False)
+        if any(c.status == "rejected" for c in checks.values()):
+            raise typer.Exit(1)
 
     run_command(run)
+
+
+def _verdict(check: RunResult) -> str:
+    """One line: what the sample check would decide, and on what."""
+    if check.status == "rejected":
+        return f"would reject: {check.message}"
+    checks = (check.comparison or {}).get("checks", [])
+    figures: dict[str, Any] = next((c["figures"] for c in checks if c["name"] == "agreement"), {})
+    kappa = figures.get("cohen_kappa")
+    ci = figures.get("agreement_ci")
+    return (
+        f"passes: agreement {check.agreement:.1%}"
+        + (f" [CI {ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
+        + (f", kappa {kappa:.3f}" if kappa is not None else "")
+    )
 
 
 @batch_app.command("run")
@@ -282,7 +334,7 @@ def _time(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _plan_json(plan: BatchPlan) -> dict[str, object]:
+def _plan_json(plan: BatchPlan) -> dict[str, Any]:
     return {
         "environment": plan.environment,
         "now": plan.now.isoformat(),

@@ -144,3 +144,43 @@ def test_plan_refuses_columns_the_registered_model_cannot_read(
     ) in result.output
     table.to_csv(data, index=False)
     assert CliRunner().invoke(app, args).exit_code == 0
+
+
+def test_plan_runs_a_model_changes_sample_check_on_the_local_input(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """After a committed run of v1, a file moved to v2 plans with v2's sample check run here,
+    on the local input, against the real registry: v2 flips predictions, so exit 1 and why."""
+    from sklearn.datasets import load_breast_cancer
+    from typer.testing import CliRunner
+
+    from controller.cli.main import app
+    from controller.gitops.state.batch import BatchRun
+    from tests.support import make_repo
+
+    table = load_breast_cancer(as_frame=True).data.head(ROWS)
+    table.insert(0, "row_id", range(ROWS))
+    data = tmp_path / "in.csv"
+    table.to_csv(data, index=False)
+    repo = tmp_path / "repo"
+    text = batch_yaml(data, tmp_path / "out", "models:/breast-cancer/2")
+    make_repo(repo, {"deployments/staging/nightly.yaml": text})
+    state = tmp_path / "state.db"
+    run = BatchRun(
+        "staging", "nightly", "20261201T020000Z", "schedule", DUE, "c0", "models:/breast-cancer/1",
+        None, 0, "succeeded", "j", "", ROWS, "/o", None, DUE, DUE, DUE, "{}",
+    )  # fmt: skip
+    with StateStore(state) as store:
+        store.claim_batch_run(run)
+    args = ["batch", "plan", "--env", "staging", "--repo", str(repo), "--state", str(state)]
+    args += ["--registry-uri", registry.tracking_uri, "--at", "2026-12-02T01:00Z"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "model models:/breast-cancer/1 -> models:/breast-cancer/2" in result.output
+    assert "nightly: sample check: would reject: models:/breast-cancer/2 agrees with" in (
+        result.output
+    )
+    assert "predictions flipped" in result.output
+    skipped = CliRunner().invoke(app, [*args, "--no-compare"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "nightly: sample check:" not in skipped.output
