@@ -8,7 +8,8 @@
 4. A v3 that agrees with v1, registered and merged: the controller's canary with analysis under
    the load, shown step by step (`serveops rollouts`), no request failed.
 5. `serveops rollback`: a revert commit; the controller moves Serve back to v1.
-6. Monitoring: inputs drift, `serveops monitor --check` flags it. Batch inference: a batch
+6. Monitoring: inputs drift, `serveops monitor --check` flags it, `serveops propose` writes a
+   newer version as a branch with the drift evidence. Batch inference: a batch
    deployment following an alias is merged; the controller runs it on Ray Data, and again when
    the alias moves to v3 (after its sample check against v1).
 7. Stop everything the tour started; the repository, store and reports stay.
@@ -286,6 +287,16 @@ class Tour:
         )  # fmt: skip
         self._load.send(row_bodies())
         _note("the load sends the training data's distribution again")
+        # The loop closes through Git: a version trained since (here v3) proposed as a branch,
+        # the drift evidence in its message, for the usual pull-request gate. Nothing applied.
+        v3 = self.versions[-1]
+        _note(f"proposing v{v3} for {MODEL_NAME} through Git (serveops propose)")
+        self.serveops(
+            "propose", MODEL_NAME, "--env", ENV, "--repo", str(self.repo), "--rev", "main",
+            "--version", v3, "--state", str(self.state),
+        )  # fmt: skip
+        branch = f"serveops/propose/{ENV}/{MODEL_NAME}-v{v3}"
+        print(files.git(self.repo, "log", "-1", "--format=  %h %s%n%n%b", branch), flush=True)
 
     def batch_run(self) -> None:
         """Step 6, batch inference (issue 13): a batch deployment following the alias

@@ -36,6 +36,11 @@ def test_the_tour_tells_the_whole_story(
     assert outcomes == [(n, "ok") for n in (0, 1, 2, 3, 4, 5, 6, 6, 7)]  # 6: drift, batch
     # Step 6: the drifted inputs are judged drift, the scaled features named.
     assert re.search(r"^breast-cancer\s+v\d+\s+drift\s.*mean radius PSI", out, re.M), out
+    # Step 6: the drift closes through Git: v3 proposed on a branch, the drift in its message.
+    proposal = tour_repo.git(
+        workdir / "repo", "log", "-1", "--format=%s%n%b", f"serveops/propose/{ENV}/{MODEL_NAME}-v3"
+    )
+    assert "v3" in proposal, proposal
     # Step 6: the batch deployment ran twice, for v1, then for v3 after its sample check.
     manifests = [
         json.loads(p.read_text())
