@@ -295,8 +295,10 @@ class Tour:
             "propose", MODEL_NAME, "--env", ENV, "--repo", str(self.repo), "--rev", "main",
             "--version", v3, "--state", str(self.state),
         )  # fmt: skip
-        branch = f"serveops/propose/{ENV}/{MODEL_NAME}-v{v3}"
-        print(files.git(self.repo, "log", "-1", "--format=  %h %s%n%n%b", branch), flush=True)
+        _note(
+            f"branch serveops/propose/{ENV}/{MODEL_NAME}-v{v3}: a pull request to open; its "
+            "message cites the controller's monitoring windows judged so far"
+        )
 
     def batch_run(self) -> None:
         """Step 6, batch inference (issue 13): a batch deployment following the alias
