@@ -102,7 +102,8 @@ def simulate_command(
         from controller.cluster.serve_api import ServeClient
         from controller.dev.localray import free_port
         from simulator import deploy
-        from simulator.report import build_report, reference_features, write_reports
+        from simulator.report import build_report, reference_features
+        from simulator.report_files import write_reports
         from simulator.thresholds import resolve, spec_source
 
         detect_value = parse_fraction(detect, "--detect") if detect is not None else None
