@@ -21,8 +21,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from simulator.replay import _result, _Schedule, _user_class
+from simulator.replay import user_class
 from simulator.results import Outcome, ReplayOptions, ReplayResult, merge, shard_of, summarize
+from simulator.schedule import Schedule, schedule_result
 from simulator.traffic import TrafficRecord
 
 SHARD = "serveops_remote_shard"
@@ -130,8 +131,8 @@ def run_master(
 
     if not 1 <= expect_workers <= MAX_WORKERS:
         raise ValueError(f"--expect-workers must be between 1 and {MAX_WORKERS}")
-    placeholder = _Schedule([], targets, options, None)
-    user = _user_class(placeholder, next(iter(targets.values())))
+    placeholder = Schedule([], targets, options, None)
+    user = user_class(placeholder, next(iter(targets.values())))
     env = Environment(user_classes=[user], host=user.host)
     master = env.create_master_runner(bind_host, port)
     collected = Collector()
@@ -258,7 +259,7 @@ def run_worker(
             return
         options = ReplayOptions.model_validate_json(data["options"])
         targets = dict(data["targets"])
-        schedule = _Schedule(records, targets, options, None)
+        schedule = Schedule(records, targets, options, None)
         schedule.shard(int(data["index"]), int(data["count"]))
         schedule.start_wall = float(data["t0_wall"])
         ReplayUser.host = next(iter(targets.values()))
@@ -284,7 +285,7 @@ def run_worker(
             raise RuntimeError(failure[0])
         schedule = holder["schedule"]
         schedule.finished.wait()
-        result = _result(schedule)
+        result = schedule_result(schedule)
         body = result.model_dump_json()
         pieces = [body[i : i + CHUNK * 400] for i in range(0, len(body), CHUNK * 400)] or [""]
         for k, piece in enumerate(pieces):

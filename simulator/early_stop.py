@@ -11,13 +11,13 @@ import gevent  # type: ignore[import-untyped]
 import numpy as np
 
 from simulator.checks import Thresholds
-from simulator.replay import _Schedule
 from simulator.report import aligned_sides
 from simulator.results import StopWhenDecided, quantile
+from simulator.schedule import Schedule
 from simulator.sequential import sequential_decision
 
 
-def watch(schedule: _Schedule, stop: StopWhenDecided) -> None:
+def watch(schedule: Schedule, stop: StopWhenDecided) -> None:
     """Every `check_every_s`, judge the leading requests every target has answered at the newest
     look of the grid reached (looks skipped in between cost nothing: every look is valid on
     its own); on a decision, tell the schedule to stop sending.

@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     pinned = _pin(ReplayOptions.model_validate_json(args.options).cpu_affinity)
 
     # These import Locust: only here, in the child.
-    from simulator.replay import replay, replay_master, replay_worker
+    from simulator.replay import replay
+    from simulator.replay_workers import replay_master, replay_worker
     from simulator.traffic import read_jsonl
 
     targets = json.loads(args.targets)

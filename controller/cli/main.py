@@ -12,9 +12,9 @@ import typer
 from controller import __version__
 from controller.cli.batch import register as register_batch_commands
 from controller.cli.display import plan_text, print_to
-from controller.cli.gitops import register as register_controller_commands
 from controller.cli.history import register as register_history_commands
 from controller.cli.lease import register as register_lease_commands
+from controller.cli.loop import register as register_loop_command
 from controller.cli.monitor import register as register_monitor_commands
 from controller.cli.options import (
     DEFAULT_ADDRESS,
@@ -39,6 +39,7 @@ from controller.cli.options import run as run_command
 from controller.cli.policy import check as policy_check
 from controller.cli.policy import policy_app
 from controller.cli.rollouts import register as register_rollout_commands
+from controller.cli.sync import register as register_sync_command
 from controller.cli.views import load_view, print_view, status_renderable
 from controller.cluster.serve_api import ServeClient, default_address
 from controller.cluster.serving_code import build_bundle, parse_serving_code
@@ -374,7 +375,8 @@ def version() -> None:
 # Command groups defined next to what they drive.
 app.command("check")(policy_check)
 app.add_typer(policy_app, name="policy")
-register_controller_commands(app)
+register_loop_command(app)
+register_sync_command(app)
 register_history_commands(app)
 register_simulator_commands(app)
 register_rollout_commands(app)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from controller.policy.celexpr import Compiled, FieldPathT, path_variable
+from controller.policy.celexpr import Compiled
+from controller.policy.celrewrite import FieldPathT, path_variable
 from controller.policy.celrt import cel
 from controller.policy.changes import Subject
 from controller.policy.loader import CompiledRule, CompiledValidation
@@ -217,7 +218,7 @@ class Activation:
     only the deployment's variables change from one deployment to the next. The runtime
     rebuilds its activation whenever a variable changes, so this is one rebuild per
     deployment instead of one per rule and deployment. The sub-objects the rules read
-    (`object.spec.model`, see celexpr.bind_paths) are bound once per deployment too."""
+    (`object.spec.model`, see celrewrite.bind_paths) are bound once per deployment too."""
 
     def __init__(self, rules: list[CompiledRule], request: RequestContext) -> None:
         self.ctx = cel.Context({"request": request.as_cel(), "params": {}}, functions=FUNCTIONS)

@@ -4,7 +4,8 @@ The CEL runtime is `common-expression-language` (Rust bindings): about 50 times 
 the pure-Python `cel-python` on the rules here (see docs/benchmarks.md). It checks syntax at
 compile time but not names, so this module also checks, statically, that an expression only
 uses the variables rules see, only the fields those variables have, and only functions the
-runtime knows; a typo is then an error at file:line before any rule runs.
+runtime knows (what rules see: celfields.py); a typo is then an error at file:line before any
+rule runs.
 """
 
 from __future__ import annotations
@@ -14,23 +15,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from controller.policy.celrt import cel
-from controller.spec.batch import BatchInference
-from controller.spec.models import ModelDeployment
-
-# A field tree: the known fields of a value; None means "anything below" (maps, free-form
-# dicts); the key "[]" is the item of a list.
-Tree = dict[str, Any] | None
-
-VARIABLES = ("object", "oldObject", "change", "model", "simulation", "request", "params")
-
-_FUNCTION_NAMES = (
-    "size matches contains startsWith endsWith timestamp duration string int double uint "
-    "bool bytes type dyn getFullYear getMonth getDate getDayOfMonth getDayOfWeek getDayOfYear "
-    "getHours getMinutes getSeconds getMilliseconds max min search findStrings findKeys"
+from controller.policy.celfields import (
+    FUNCTIONS,
+    MACRO_VARIABLE,
+    VARIABLES,
+    Tree,
+    field_problems,
+    strip_strings,
 )
-FUNCTIONS = frozenset(_FUNCTION_NAMES.split(" "))
-_MACROS = ("all", "exists", "exists_one", "map", "filter")
+from controller.policy.celrewrite import FieldPathT, bind_paths, path_variable, rename_variable
+from controller.policy.celrt import cel
 
 
 class CelError(Exception):
@@ -40,139 +34,6 @@ class CelError(Exception):
     def __init__(self, message: str, offset: int | None = None) -> None:
         super().__init__(message)
         self.offset = offset
-
-
-def _schema_tree(schema: dict[str, Any], defs: dict[str, Any]) -> Tree:
-    if "$ref" in schema:
-        return _schema_tree(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
-    for key in ("anyOf", "oneOf", "allOf"):
-        if key in schema:
-            merged: dict[str, Any] = {}
-            for option in schema[key]:
-                sub = _schema_tree(option, defs)
-                if sub is None and option.get("type") not in (
-                    "null",
-                    "string",
-                    "number",
-                    "integer",
-                    "boolean",
-                ):
-                    return None
-                if sub:
-                    merged.update(sub)
-            return merged
-    if "properties" in schema:
-        return {k: _schema_tree(v, defs) for k, v in schema["properties"].items()}
-    if schema.get("type") == "array":
-        return {"[]": _schema_tree(schema.get("items", {}), defs)}
-    if schema.get("type") == "object":
-        return None  # a map: any key
-    return {}  # a scalar: no fields
-
-
-def _deployment_tree(kind: str = "ModelDeployment") -> Tree:
-    schema = document_model(kind).model_json_schema()
-    return _schema_tree(schema, schema.get("$defs", {}))
-
-
-def document_model(kind: str) -> type[ModelDeployment] | type[BatchInference]:
-    """The model of a kind of deployment file, whose fields `object` has."""
-    return BatchInference if kind == "BatchInference" else ModelDeployment
-
-
-_ANY = None
-_SCALAR: dict[str, Any] = {}
-MODEL_TREE: Tree = {
-    "name": _SCALAR,
-    "version": _SCALAR,
-    "uri": _SCALAR,
-    "alias": _SCALAR,
-    "status": _SCALAR,
-    "aliases": {"[]": _SCALAR},
-    "tags": _ANY,
-    "description": _SCALAR,
-    "source": _SCALAR,
-    "run_id": _SCALAR,
-    "creation_time": _SCALAR,
-    "run": {"metrics": _ANY, "params": _ANY, "tags": _ANY},
-}
-CHANGE_TREE: Tree = {
-    "kind": _SCALAR,
-    "fields": {"[]": _SCALAR},
-    "modelChanged": _SCALAR,
-    "environment": _SCALAR,
-    "name": _SCALAR,
-    "path": _SCALAR,
-}
-REQUEST_TREE: Tree = {
-    "time": _SCALAR,
-    "author": _SCALAR,
-    "branch": _SCALAR,
-    "base": _SCALAR,
-    "head": _SCALAR,
-}
-
-
-def variable_trees(kind: str = "ModelDeployment") -> dict[str, Tree]:
-    deployment = _deployment_tree(kind)
-    return {
-        "object": deployment,
-        "oldObject": deployment,
-        "change": CHANGE_TREE,
-        "model": MODEL_TREE,
-        "simulation": _ANY,
-        "request": REQUEST_TREE,
-        "params": _ANY,
-    }
-
-
-_STRING = re.compile(r"""[rR]?("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
-_ROOT = re.compile(r"(?<![.\w])(" + "|".join(VARIABLES) + r")\b")
-_SEGMENT = re.compile(r"\s*(?:\.\s*([A-Za-z_]\w*)(\s*\()?|\[([^\[\]]*)\])")
-_BOUND = re.compile(r"\.\s*(?:" + "|".join(_MACROS) + r")\s*\(\s*([A-Za-z_]\w*)\s*,")
-
-
-def _strip_strings(source: str) -> str:
-    """String literals blanked out, every offset kept."""
-    return _STRING.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', source)
-
-
-def field_problems(source: str, trees: dict[str, Tree]) -> list[tuple[int, str]]:
-    """(offset, reason) of field references (`object.spec.replica`) that do not exist in the
-    variable's shape."""
-    text = _strip_strings(source)
-    problems: list[tuple[int, str]] = []
-    for root in _ROOT.finditer(text):
-        tree: Tree = trees[root.group(1)]
-        path = root.group(1)
-        pos = root.end()
-        while True:
-            seg = _SEGMENT.match(text, pos)
-            if seg is None:
-                break
-            pos = seg.end()
-            name, call, index = seg.group(1), seg.group(2), seg.group(3)
-            if call:  # a method: `.startsWith(`, `.exists(`: the chain ends here
-                break
-            if tree is None:
-                break  # a map or free-form value: anything goes below
-            if index is not None:
-                if "[]" in tree:
-                    tree, path = tree["[]"], f"{path}[{index.strip()}]"
-                    continue
-                if tree == {}:
-                    problems.append((seg.start(), f"{path} is not a list or map"))
-                break
-            if name in tree:
-                tree, path = tree[name], f"{path}.{name}"
-                continue
-            known = ", ".join(sorted(k for k in tree if k != "[]")) or "none"
-            problems.append((seg.start(), f"{path} has no field {name!r} (known: {known})"))
-            break
-    return problems
-
-
-FieldPathT = tuple[str, ...]  # ("object", "spec", "rollout"): a variable and fields below it
 
 
 @dataclass(frozen=True)
@@ -211,139 +72,6 @@ class Compiled:
         if self.bound is None or (unavailable and not self.paths.isdisjoint(unavailable)):
             return self.program.execute(ctx)
         return self.bound.execute(ctx)
-
-
-# Tokens of a CEL expression, enough to rename identifiers: strings (raw, bytes,
-# triple-quoted) and comments are kept whole.
-_TOKEN = re.compile(
-    r"(?P<str>[rRbB]{0,2}(?:'''|\"\"\"|'|\"))"
-    r"|(?P<comment>//[^\n]*)"
-    r"|(?P<space>\s+)"
-    r"|(?P<num>[0-9][0-9A-Za-z_]*)"
-    r"|(?P<ident>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<punct>.)",
-    re.DOTALL,
-)
-Token = tuple[str, str]  # (kind, text)
-
-
-def _string_end(source: str, start: int, delim: str, raw: bool) -> int:
-    """Index just past the literal whose opening `delim` ends at `start`."""
-    i = start
-    while i < len(source):
-        if not raw and source[i] == "\\":
-            i += 2
-        elif source.startswith(delim, i):
-            return i + len(delim)
-        else:
-            i += 1
-    return len(source)
-
-
-def tokens(source: str) -> list[Token]:
-    out: list[Token] = []
-    i = 0
-    while i < len(source):
-        m = _TOKEN.match(source, i)
-        assert m is not None  # `punct` matches any character
-        kind = m.lastgroup or "punct"
-        if kind == "str":
-            opening = m.group()
-            delim = opening.lstrip("rRbB")
-            end = _string_end(source, m.end(), delim, raw="r" in opening.lower())
-            out.append(("str", source[i:end]))
-            i = end
-            continue
-        out.append((kind, m.group()))
-        i = m.end()
-    return out
-
-
-def _significant(toks: list[Token], i: int, step: int) -> int:
-    """Index of the nearest token from i (going by step) that is not space or comment."""
-    while 0 <= i < len(toks) and toks[i][0] in ("space", "comment"):
-        i += step
-    return i
-
-
-def _is(toks: list[Token], i: int, text: str) -> bool:
-    return 0 <= i < len(toks) and toks[i][1] == text and toks[i][0] in ("punct", "ident")
-
-
-def _is_variable(toks: list[Token], i: int) -> bool:
-    """An identifier that names a variable, not a field (`x.name`)."""
-    return toks[i][0] == "ident" and not _is(toks, _significant(toks, i - 1, -1), ".")
-
-
-def rename_variable(source: str, old: str, new: str) -> str:
-    """`source` with every reference to the variable `old` renamed `new`. String literals,
-    comments and fields (`x.old`) are left as written."""
-    toks = tokens(source)
-    return "".join(
-        new if text == old and _is_variable(toks, i) else text for i, (_, text) in enumerate(toks)
-    )
-
-
-def _is_has_argument(toks: list[Token], start: int, end: int) -> bool:
-    """toks[start:end] is the whole argument of has()."""
-    opening = _significant(toks, start - 1, -1)
-    return (
-        _is(toks, opening, "(")
-        and _is(toks, _significant(toks, opening - 1, -1), "has")
-        and _is(toks, _significant(toks, end, 1), ")")
-    )
-
-
-def path_variable(path: FieldPathT) -> str:
-    return "__" + "__".join(path)
-
-
-def bind_paths(source: str, trees: dict[str, Tree]) -> tuple[str, frozenset[FieldPathT]]:
-    """`source` with chains of fields below `object` and `oldObject` (`object.spec.model`)
-    read from one variable each (`__object__spec__model`), and those paths.
-
-    The runtime copies a map each time a field of it is read: `object.spec.x` copies spec
-    (about 2 us), every time; a variable is read without a copy. And with every chain bound,
-    `object` itself need not be converted for the runtime (about 60 us per deployment). A
-    chain stops at an index, a method call, or below a map (whose keys are data)."""
-    toks = tokens(source)
-    bound_names = set(_BOUND.findall(_strip_strings(source)))
-    out: list[str] = []
-    paths: set[FieldPathT] = set()
-    i = 0
-    while i < len(toks):
-        text = toks[i][1]
-        if text not in ("object", "oldObject") or text in bound_names or not _is_variable(toks, i):
-            out.append(text)
-            i += 1
-            continue
-        path: FieldPathT = (text,)
-        tree = trees[text]
-        end = i + 1  # toks[i:end] is the chain as written
-        names: list[int] = []  # token index of each field name of the chain
-        while isinstance(tree, dict):
-            dot = _significant(toks, end, 1)
-            name = _significant(toks, dot + 1, 1)
-            if not (_is(toks, dot, ".") and name < len(toks) and toks[name][0] == "ident"):
-                break
-            field = toks[name][1]
-            if _is(toks, _significant(toks, name + 1, 1), "("):
-                break  # a method call
-            if field not in tree:
-                break  # below a scalar, or an unknown field (an error as written)
-            path, tree, end = (*path, field), tree[field], name + 1
-            names.append(name)
-        if names and _is_has_argument(toks, i, end):
-            # has() tests a field: keep the last one as written
-            path, end = path[:-1], _significant(toks, names[-1] - 1, -1)
-        if len(path) == 1:
-            out.append(text)
-            i += 1
-            continue
-        out.append(path_variable(path))
-        paths.add(path)
-        i = end
-    return "".join(out), frozenset(paths)
 
 
 def _compile(source: str) -> cel.Program:
@@ -399,7 +127,7 @@ def _bound_program(
 
 def _check(source: str, variables: set[str], functions: list[str], trees: dict[str, Tree]) -> None:
     """Only the variables, functions and fields rules can see."""
-    bound = set(_BOUND.findall(_strip_strings(source)))
+    bound = set(MACRO_VARIABLE.findall(strip_strings(source)))
     unknown_vars = sorted(variables - set(trees) - bound)
     if unknown_vars:
         raise CelError(

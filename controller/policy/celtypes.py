@@ -89,7 +89,7 @@ def schema_type(schema: dict[str, Any], defs: dict[str, Any]) -> CelType:
 
 
 def shape_type(tree: Any) -> CelType:
-    """A CelType from a field tree of celexpr (None: anything; {}: a scalar of unknown kind)."""
+    """A CelType from a field tree of celfields (None: anything; {}: a scalar of unknown kind)."""
     if tree is None or tree == {}:
         return DYN
     if "[]" in tree:
@@ -241,7 +241,7 @@ def _map(**fields: CelType) -> CelType:
 def variable_types(kind: str = "ModelDeployment") -> dict[str, CelType]:
     """The types of the variables rules see (docs/policy.md, "What a rule sees"); `object` and
     `oldObject` are documents of `kind`."""
-    from controller.policy.celexpr import document_model
+    from controller.policy.celfields import document_model
 
     schema = document_model(kind).model_json_schema()
     deployment = schema_type(schema, schema.get("$defs", {}))

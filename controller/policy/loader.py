@@ -11,14 +11,8 @@ from typing import Any
 import yaml
 
 from controller.errors import BadInput, Location, Problem, ValidationFailed
-from controller.policy.celexpr import (
-    CelError,
-    Compiled,
-    Tree,
-    compile_expression,
-    non_cel_values,
-    variable_trees,
-)
+from controller.policy.celexpr import CelError, Compiled, compile_expression, non_cel_values
+from controller.policy.celfields import Tree, variable_trees
 from controller.policy.celparse import ParseError, parse
 from controller.policy.celtypes import CelType, check_result, variable_types
 from controller.policy.locate import position_in_value

@@ -5,7 +5,8 @@ Nothing here reads a clock, Serve, metrics or the state store. `decide` takes th
 (when a window of metrics is complete) an analysis result, and returns a `Decision`: the next
 state to persist and what it means for the router. The controller persists the state first
 and then renders the router from it (`traffic`), so a controller killed between the two
-converges to the same weights at its next pass: no step is repeated or skipped.
+converges to the same weights at its next pass: no step is repeated or skipped. What each phase
+does next is in phases.py.
 
 Phases:
 
@@ -47,20 +48,27 @@ import dataclasses
 import datetime as dt
 
 from controller.rollout.analysis import AnalysisResult
+from controller.rollout.phases import (
+    abort,
+    finish,
+    in_loading,
+    in_preview,
+    in_steps,
+    in_switched,
+    in_verifying,
+    window_s,
+)
 from controller.rollout.state import (
     DEFAULT_LIMITS,
-    MIN_REQUEUE_S,
     AnalysisRecord,
     Decision,
     HookResult,
     HookStage,
     Limits,
-    Phase,
     Readiness,
     RolloutState,
-    mirror_percent,
 )
-from controller.rollout.waiting import pause_s, waiting_for
+from controller.rollout.waiting import waiting_for
 from controller.spec.durations import parse_duration
 from controller.spec.models import Rollout
 
@@ -84,10 +92,6 @@ def hooks_due(spec: Rollout, state: RolloutState, candidate: Readiness) -> HookS
     if post and state.phase in ("switched", "verifying"):
         return "post_rollout"
     return None
-
-
-def _since(now: dt.datetime, then: dt.datetime | None) -> float:
-    return (now - then).total_seconds() if then is not None else 0.0
 
 
 def decide(
@@ -134,21 +138,21 @@ def _decide(
     if not state.active:
         return Decision("wait", state, state.message, float("inf"))
     if state.abort:
-        return _abort(state, now, f"aborted by {state.abort}")
+        return abort(state, now, f"aborted by {state.abort}")
     if candidate == "failed":
-        return _abort(
+        return abort(
             state, now, f"candidate {state.candidate_app} failed: {candidate_message}".rstrip(": ")
         )
     if hooks is not None and not hooks.passed:
-        return _abort(state, now, f"{hooks.label} failed: {hooks.summary}")
+        return abort(state, now, f"{hooks.label} failed: {hooks.summary}")
     if state.phase == "loading":
-        return _loading(spec, state, now, candidate, limits, hooks)
+        return in_loading(spec, state, now, candidate, limits, hooks)
     if hooks is not None:  # post-rollout hooks passed
         state = dataclasses.replace(
             state, post_hooks_passed=True, message=f"{hooks.label} passed: {hooks.summary}"
         )
     if state.phase == "verifying":
-        return _verifying(spec, state, now)
+        return in_verifying(spec, state, now)
 
     reset = False
     if analysis is not None:
@@ -163,7 +167,7 @@ def _decide(
             limit = spec.analysis.failure_limit if spec.analysis else 1
             state = dataclasses.replace(state, failures=failures, inconclusive=0)
             if failures >= limit:
-                return _abort(
+                return abort(
                     state,
                     now,
                     f"analysis failed ({failures}/{limit}): {analysis.summary}",
@@ -187,7 +191,7 @@ def _decide(
                     f"{analysis.summary}; `serveops resume` to keep analysing, `serveops "
                     "promote` to go on without it, `serveops abort` to roll back",
                 )
-                return Decision("pause", paused, paused.message, _window_s(spec), reset)
+                return Decision("pause", paused, paused.message, window_s(spec), reset)
         else:
             state = dataclasses.replace(
                 state,
@@ -197,226 +201,9 @@ def _decide(
             )
 
     if state.promote == "full":
-        return _finish(spec, state, now, "promoted to 100% by `serveops promote --full`")
+        return finish(spec, state, now, "promoted to 100% by `serveops promote --full`")
     if state.phase == "steps":
-        return _steps(spec, state, now, reset)
+        return in_steps(spec, state, now, reset)
     if state.phase == "preview":
-        return _preview(spec, state, now, reset)
-    return _switched(spec, state, now, reset)
-
-
-def _loading(
-    spec: Rollout,
-    state: RolloutState,
-    now: dt.datetime,
-    candidate: Readiness,
-    limits: Limits,
-    hooks: HookResult | None,
-) -> Decision:
-    waited = _since(now, state.phase_started_at)  # from when the candidate was started
-    if candidate != "ready":
-        if waited > limits.progress_deadline_s:
-            return _abort(
-                state,
-                now,
-                f"candidate {state.candidate_app} did not become ready within the progress "
-                f"deadline of {limits.progress_deadline_s:.0f}s",
-            )
-        return Decision(
-            "wait",
-            dataclasses.replace(state, message=f"waiting for {state.candidate_app} to run"),
-            f"waiting for {state.candidate_app} to run ({waited:.0f}s)",
-            limits.loading_poll_s,
-        )
-    if spec.hooks.pre_rollout and hooks is None:
-        # Not run this pass (the caller runs them when `hooks_due` says so): hold, no traffic.
-        return Decision(
-            "wait",
-            dataclasses.replace(state, message="waiting for the pre-rollout hooks"),
-            "waiting for the pre-rollout hooks",
-            limits.loading_poll_s,
-        )
-    ran = f"; {hooks.label} passed: {hooks.summary}" if hooks is not None else ""
-    if state.strategy == "canary":
-        return _enter_step(spec, state, now, 0, f"candidate running{ran}")
-    entered = _phase(state, now, "preview", 0.0, f"{state.candidate_app} running; previewing")
-    return Decision(
-        "set_weight",
-        entered,
-        f"previewing {state.candidate_app}{ran}: {mirror_percent(spec):.0f}% of requests "
-        "mirrored to it, no client traffic",
-        _first_requeue(spec),
-        reset_window=True,
-    )
-
-
-def _phase(
-    state: RolloutState, now: dt.datetime, phase: Phase, weight: float, message: str
-) -> RolloutState:
-    return dataclasses.replace(
-        state,
-        phase=phase,
-        weight=weight,
-        phase_started_at=now,
-        window_started_at=now,
-        passes=0,
-        inconclusive=0,
-        promote="",
-        message=message,
-    )
-
-
-def _enter_step(
-    spec: Rollout, state: RolloutState, now: dt.datetime, step: int, why: str
-) -> Decision:
-    weight = float(spec.steps[step].weight)
-    entered = dataclasses.replace(
-        _phase(state, now, "steps", weight, ""),
-        step=step,
-        message=f"step {step + 1}/{len(spec.steps)}: {weight:g}% to {state.candidate_app}",
-    )
-    pause = pause_s(spec, step)
-    requeue = _first_requeue(spec) if pause is None else max(pause, _first_requeue(spec))
-    return Decision("set_weight", entered, f"{why}; {entered.message}", requeue, True)
-
-
-def _first_requeue(spec: Rollout) -> float:
-    return _window_s(spec) if spec.analysis else MIN_REQUEUE_S
-
-
-def _window_s(spec: Rollout) -> float:
-    return parse_duration(spec.analysis.interval) if spec.analysis else float("inf")
-
-
-def _wait(
-    spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool, reason: str, until: float
-) -> Decision:
-    """Hold; look again when the pause ends or the analysis window completes."""
-    candidates = [until] if until > 0 else []
-    if spec.analysis is not None and state.window_started_at is not None:
-        candidates.append(_window_s(spec) - _since(now, state.window_started_at))
-    requeue = max(MIN_REQUEUE_S, min(candidates)) if candidates else float("inf")
-    return Decision("wait", state, reason, requeue, reset)
-
-
-def _steps(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) -> Decision:
-    step = state.step
-    n = len(spec.steps)
-    if state.promote == "step":
-        return _advance(spec, state, now, "promoted by `serveops promote`")
-    if state.paused:
-        return _wait(spec, state, now, reset, state.message, 0.0)
-    pause = pause_s(spec, step)
-    label = f"step {step + 1}/{n} ({state.weight:g}%)"
-    if pause is None:
-        return _wait(
-            spec, state, now, reset, f"{label} waits for `serveops promote` (pause: indefinite)", 0
-        )
-    held = _since(now, state.phase_started_at)
-    if held < pause:
-        return _wait(
-            spec, state, now, reset, f"{label}: paused, {pause - held:.0f}s left", pause - held
-        )
-    if spec.analysis is not None and state.passes < 1:
-        return _wait(spec, state, now, reset, f"{label}: waiting for a passing analysis", 0)
-    return _advance(spec, state, now, f"{label} done")
-
-
-def _advance(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:
-    if state.step + 1 < len(spec.steps):
-        return _enter_step(spec, state, now, state.step + 1, why)
-    return _finish(spec, state, now, f"{why}; last step passed, 100% to {state.candidate_app}")
-
-
-def _preview(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) -> Decision:
-    if state.promote == "step":
-        return _switch(spec, state, now, "promoted by `serveops promote`")
-    if state.paused:
-        return _wait(spec, state, now, reset, state.message, 0.0)
-    if spec.analysis is None:
-        if state.strategy == "blue_green":
-            return _switch(spec, state, now, f"{state.candidate_app} running")
-        return _wait(spec, state, now, reset, "shadowing; waits for `serveops promote`", 0.0)
-    if state.passes >= 1:
-        return _switch(spec, state, now, "pre-promotion analysis passed")
-    return _wait(spec, state, now, reset, f"previewing: {state.message or 'analysing'}", 0.0)
-
-
-def _switch(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:
-    delay = parse_duration(spec.scale_down_delay)
-    switched = _phase(
-        state,
-        now,
-        "switched",
-        100.0,
-        f"switched to {state.candidate_app}; {state.stable_app} kept {delay:.0f}s for rollback",
-    )
-    # With post-rollout hooks, the next pass runs them as soon as the switch is written.
-    requeue = MIN_REQUEUE_S if spec.hooks.post_rollout else max(MIN_REQUEUE_S, delay)
-    return Decision("switch", switched, f"{why}; {switched.message}", requeue, True)
-
-
-def _switched(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) -> Decision:
-    if state.promote == "step":
-        return _finish(spec, state, now, "promoted by `serveops promote`")
-    delay = parse_duration(spec.scale_down_delay)
-    held = _since(now, state.phase_started_at)
-    if state.paused:
-        return _wait(spec, state, now, reset, state.message, 0.0)
-    if held < delay:
-        return _wait(
-            spec,
-            state,
-            now,
-            reset,
-            f"{state.stable_app} kept for rollback, {delay - held:.0f}s left",
-            delay - held,
-        )
-    return _finish(spec, state, now, f"scale-down delay over; removing {state.stable_app}")
-
-
-def _finish(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:
-    """Complete, or first hold 100% on the candidate with the stable version still up until the
-    post-rollout hooks passed (they run at the next pass, once the weights are written)."""
-    if not spec.hooks.post_rollout or state.post_hooks_passed:
-        return _complete(spec, state, now, why)
-    entered = _phase(
-        state,
-        now,
-        "verifying",
-        100.0,
-        f"100% to {state.candidate_app}; {state.stable_app} kept until the post-rollout hooks pass",
-    )
-    return Decision("set_weight", entered, f"{why}; {entered.message}", MIN_REQUEUE_S)
-
-
-def _verifying(spec: Rollout, state: RolloutState, now: dt.datetime) -> Decision:
-    if state.post_hooks_passed:
-        return _complete(spec, state, now, state.message)
-    return Decision("wait", state, "waiting for the post-rollout hooks", MIN_REQUEUE_S)
-
-
-def _complete(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:
-    done = dataclasses.replace(
-        state,
-        phase="completed",
-        weight=100.0,
-        promote="",
-        paused=False,
-        ended_at=now,
-        message=f"completed: {why}",
-    )
-    return Decision("complete", done, done.message, float("inf"))
-
-
-def _abort(state: RolloutState, now: dt.datetime, reason: str) -> Decision:
-    aborted = dataclasses.replace(
-        state,
-        phase="aborted",
-        weight=0.0,
-        paused=False,
-        promote="",
-        ended_at=now,
-        message=f"aborted: {reason}; traffic back on {state.stable_app}",
-    )
-    return Decision("abort", aborted, aborted.message, float("inf"))
+        return in_preview(spec, state, now, reset)
+    return in_switched(spec, state, now, reset)

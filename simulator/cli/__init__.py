@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from simulator.cli.run import replay_command, replay_worker_command, simulate_command
+from simulator.cli.replay import replay_command, replay_worker_command
+from simulator.cli.simulate import simulate_command
 from simulator.cli.traffic import traffic_app
 
 

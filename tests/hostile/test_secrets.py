@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli.gitops import _guard_secrets, _hooks
+from controller.cli.gitops_options import guard_secrets, pass_hooks
 from controller.gitops.notify import WebhookNotifier
 from controller.gitops.reconciler import Controller, ControllerSettings, PassResult
 from controller.gitops.state import StateStore
@@ -124,7 +124,7 @@ def test_no_canary_secret_reaches_any_output(
     serve, registries = FakeServe(), Registries()
     results: list[PassResult] = []
     with git_http(repo, tmp_path) as url, Sink() as sink, StateStore(state) as store:
-        _guard_secrets(url, TRACKING_URI, webhooks=[sink.url])  # as `serveops controller`
+        guard_secrets(url, TRACKING_URI, webhooks=[sink.url])  # as `serveops controller`
         source = RepoSource(url, branch="main", cache_dir=tmp_path / "cache")
         ctl = Controller(
             source,
@@ -138,7 +138,7 @@ def test_no_canary_secret_reaches_any_output(
                 policies=PoliciesInDirectory(no_rules),  # no gate test: the operator's, empty
             ),
             notifier=WebhookNotifier([sink.url]),
-            hooks=_hooks(source, state, frozenset({sys.executable})),
+            hooks=pass_hooks(source, state, frozenset({sys.executable})),
         )
         results += run_until(ctl, "applied")  # v1
         commit(repo, {FRAUD: canary_spec("2")}, "v2 with a leaky hook")

@@ -16,7 +16,7 @@ from controller.cluster.render import DesiredState, RenderSettings, render_envir
 from controller.errors import ValidationFailed
 from controller.registry.mlflow import FixedRegistry
 from controller.serving.protocol import ABTest, RouterConfig, Target
-from controller.serving.router import choose, pick_sticky, sticky_point
+from controller.serving.routing import choose, pick_sticky, sticky_point
 from controller.spec.manifest import load_manifests
 from controller.sync.plan import Plan, Source, make_plan
 from tests.support import deployment_yaml

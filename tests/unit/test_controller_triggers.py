@@ -14,8 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import controller.cli.gitops as controller_cli
-from controller.cli.gitops import register
+import controller.cli.loop as loop_cli
+import controller.cli.sync as sync_cli
 from controller.cli.history import register as register_history
 from controller.cli.options import seconds as parse_option
 from controller.errors import BadInput
@@ -29,7 +29,8 @@ FRAUD = "deployments/staging/fraud.yaml"
 runner = CliRunner()
 # The commands on an app of their own, so these tests do not depend on controller/cli/main.py.
 app = typer.Typer()
-register(app)
+loop_cli.register(app)
+sync_cli.register(app)
 register_history(app)
 
 
@@ -179,7 +180,8 @@ class Cluster:
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
     c = Cluster()
-    monkeypatch.setattr(controller_cli, "ServeClient", c.client)
+    monkeypatch.setattr(loop_cli, "ServeClient", c.client)
+    monkeypatch.setattr(sync_cli, "ServeClient", c.client)
 
     def registry(_uri: str | None) -> Any:
         def make() -> Registry:
@@ -187,7 +189,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
 
         return make
 
-    monkeypatch.setattr(controller_cli, "_registry_factory", registry)
+    monkeypatch.setattr(loop_cli, "registry_factory", registry)
+    monkeypatch.setattr(sync_cli, "registry_factory", registry)
     return c
 
 

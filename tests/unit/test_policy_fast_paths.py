@@ -16,7 +16,8 @@ import pytest
 
 from controller.errors import ValidationFailed
 from controller.policy import changes, engine, parallel
-from controller.policy.celexpr import bind_paths, rename_variable, variable_trees
+from controller.policy.celfields import variable_trees
+from controller.policy.celrewrite import bind_paths, rename_variable
 from controller.policy.changes import Subject, subjects_between
 from controller.policy.engine import (
     ModelCache,

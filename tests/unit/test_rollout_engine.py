@@ -1,4 +1,4 @@
-"""The pure rollout engine (controller/rollout/engine.py): canary, blue-green, shadow, no Ray."""
+"""The pure rollout engine (controller/rollout/engine.py, phases.py): canary, blue-green, shadow, no Ray."""
 
 from __future__ import annotations
 

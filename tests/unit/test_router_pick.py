@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from controller.serving.protocol import RouterConfig, Target
-from controller.serving.router import pick
+from controller.serving.routing import pick
 
 V1 = Target(app="fraud--v1", version="1", weight=90)
 V2 = Target(app="fraud--v2", version="2", weight=10)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from controller.serving.protocol import RouterConfig, Target
-from controller.serving.router import mirrors, routable
+from controller.serving.routing import mirrors, routable
 
 
 def test_a_put_marking_running_apps_deploying_does_not_drop_them() -> None:

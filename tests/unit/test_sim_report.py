@@ -1,4 +1,4 @@
-"""simulator.report: outcomes to aligned sides, the report model and its writers (no Locust)."""
+"""simulator.report and its writers: outcomes to aligned sides, the report model, the files (no Locust)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from simulator.checks import Thresholds
-from simulator.report import aligned_sides, build_report, reference_features, write_reports
+from simulator.report import aligned_sides, build_report, reference_features
+from simulator.report_files import write_reports
 from simulator.results import Outcome, ReplayResult
 from simulator.traffic import PayloadSource, TrafficHeader, TrafficRecord
 

@@ -13,7 +13,9 @@ from controller.errors import BadInput
 from controller.spec.manifest import load_manifests
 from simulator.checks import Thresholds
 from simulator.deploy import _renamed
-from simulator.report import build_report, to_html, to_markdown
+from simulator.report import build_report
+from simulator.report_html import to_html
+from simulator.report_markdown import to_markdown
 from simulator.results import Outcome, ReplayResult
 from simulator.thresholds import DEFAULT, SpecSource, resolve, spec_source
 from tests.support import deployment_yaml
