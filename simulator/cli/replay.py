@@ -30,6 +30,7 @@ from simulator.cli.options import (
     SpeedOpt,
     WindowOpt,
     WorkersOpt,
+    reserve_count,
 )
 from simulator.results import ReplayOptions, ReplayResult
 from simulator.traffic import (
@@ -79,7 +80,7 @@ def replay_command(
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
-    reserve_cpus: ReserveCpusOpt = 0,
+    reserve_cpus: ReserveCpusOpt = "auto",
     max_in_flight: Annotated[int, typer.Option(help="Cap on requests in flight.")] = 512,
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 10.0,
     web_ui: Annotated[
@@ -171,7 +172,11 @@ def replay_command(
         registry = registry_from(registry_uri)
         code = parse_serving_code(serving_code if address else None)  # a local Ray has the venv
         with (
-            replay_cluster(address, num_cpus, reserve_cpus) as (addr, _ours, gen_cpus),
+            replay_cluster(address, num_cpus, reserve_count(reserve_cpus)) as (
+                addr,
+                _ours,
+                gen_cpus,
+            ),
             ServeClient(addr, http_port=free_port()) as client,
         ):
             target = Revision(str(repo), the_rev, env)

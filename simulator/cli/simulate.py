@@ -28,6 +28,7 @@ from simulator.cli.options import (
     SpeedOpt,
     WindowOpt,
     WorkersOpt,
+    reserve_count,
 )
 from simulator.cli.traffic import parse_fraction
 from simulator.results import ReplayOptions, StopWhenDecided
@@ -52,7 +53,7 @@ def simulate_command(
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     num_cpus: NumCpusOpt = 2,
-    reserve_cpus: ReserveCpusOpt = 0,
+    reserve_cpus: ReserveCpusOpt = "auto",
     noise_floor: Annotated[
         bool, typer.Option(help="Also replay to a second baseline (A/A noise floor).")
     ] = False,
@@ -128,7 +129,11 @@ def simulate_command(
         with tempfile.TemporaryDirectory(prefix="serveops-sim-") as tmp:
             sim_repo, prefixes = deploy.write_sim_repo(Path(tmp), changed, noise_floor)
             with (
-                replay_cluster(address, num_cpus, reserve_cpus) as (addr, ours, gen_cpus),
+                replay_cluster(address, num_cpus, reserve_count(reserve_cpus)) as (
+                    addr,
+                    ours,
+                    gen_cpus,
+                ),
                 ServeClient(addr, http_port=free_port()) as client,
             ):
                 err.print(f"bringing up {base} and {head} side by side on {addr}")

@@ -49,3 +49,19 @@ def test_a_pinned_child_and_its_children_stay_on_the_cores() -> None:
 def test_no_cores_no_pinning() -> None:
     assert _pin(None) is None
     assert _pin(set()) is None
+
+
+def test_reserve_cpus_auto_keeps_one_core_when_there_are_two(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from controller.errors import BadInput
+    from simulator.cli.options import reserve_count
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert reserve_count("auto") == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert reserve_count("auto") == 0
+    assert (reserve_count("0"), reserve_count("2")) == (0, 2)
+    for bad in ("-1", "one", ""):
+        with pytest.raises(BadInput, match="--reserve-cpus must be auto or a number"):
+            reserve_count(bad)
