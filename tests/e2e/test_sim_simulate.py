@@ -75,7 +75,7 @@ def test_simulate_compares_two_revisions_and_writes_reports(tmp_path: Path) -> N
         env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "SERVEOPS_TEST_MARK": mark},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,  # one core kept for the generator (the default): Ray deploys on the other
         check=False,
     )  # fmt: skip
     assert _marked(mark) == [], "simulate left processes running"
