@@ -9,6 +9,10 @@ verdict for both judges and the pairs the sequential judge used (median, mean), 
   100 pairs: how often the lower bound of its p50/p95 delta ever clears the tolerance, with
   the sequential judge's confidence sequence against a fixed-horizon 95% interval (looked at
   once, and at every look);
+- false fails under peeking at the flip limit: flips exactly at the 1% limit, the flip check
+  looked at every 100 pairs and at the last look (the sequential judge: mixture SPRT, then the
+  last look's critical count, simulator/final_look.py) against the fixed judge's rule (Wilson
+  interval above the limit) once and at every look; with the exact figure for the grid;
 - the minimum detectable effect a report prints (p95, fixed horizon), checked: the share of
   runs of a candidate slowed by exactly that much which the fixed judge fails.
 
@@ -17,7 +21,8 @@ per-side part); `bimodal` is a cache: each side independently hits (70%, ~5 ms) 
 (~50 ms); `heavy` has a Pareto tail of stalls (5% of requests) per side.
 
 With --plot FILE, also draws the operating characteristic (share failed and passed against the
-true slowdown, both judges, per shape; and the sequential judge's mean pairs) as a PNG.
+true slowdown, both judges, per shape; the sequential judge's mean pairs; and each verdict's
+share against the true flip rate) as a PNG.
 
 Run: .venv/bin/python bench/judge_power.py [--runs 200] [--requests 2000] [--plot FILE]
 """
@@ -35,8 +40,10 @@ import numpy as np
 from simulator.checks import Side, Thresholds
 from simulator.compare import compare, verdict
 from simulator.confseq import log_ratio_sd, quantile_ratio_cs
+from simulator.final_look import final_look
 from simulator.power import latency_mde
-from simulator.sequential import sequential_decision
+from simulator.sequential import looks_for, output_events, rate_steps, sequential_decision
+from simulator.stats import wilson_interval
 
 Shape = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
@@ -164,6 +171,35 @@ def main() -> None:
             f"{cs / runs:.1%} (bound: 2 quantiles x {t.alpha / 2:.1%})"
         )
 
+    flip_runs = 5 * runs
+    marks = looks_for(n, t.look_every, t.min_requests)
+    p0 = 1 - (t.min_agreement or 0.99)
+    exact = final_look(marks, p0, t.alpha).fail_level
+    print(
+        f"\nfalse fails under peeking at the flip limit: flips exactly {p0:.0%}, looked at all "
+        f"{len(marks)} looks; share of {flip_runs} runs whose flip check ever fails"
+    )
+    for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        rng = np.random.default_rng(6000 + k)
+        seq = once = every = 0
+        for _ in range(flip_runs):
+            events = output_events(*replay(rng, shape, n, 0.0, p0), t)
+            assert events is not None
+            name, _, rows, bad = events
+            r = [int(rows[m - 1]) for m in marks]
+            b = [int(bad[m - 1]) for m in marks]
+            seq += "fail" in rate_steps(name, p0, r, b, t)
+            wilson = [
+                wilson_interval(x - y, x, t.alpha)[1] < 1 - p0 for x, y in zip(r, b, strict=True)
+            ]
+            once += wilson[-1]
+            every += any(wilson)
+        print(
+            f"  {shape_name:<10} fixed rule once {once / flip_runs:.1%}, fixed rule at all "
+            f"{len(marks)} looks {every / flip_runs:.1%}, sequential (mSPRT, then the last look) "
+            f"{seq / flip_runs:.1%} (exact for this grid: {exact:.1%}; bound {t.alpha:.0%})"
+        )
+
     print("\nminimum detectable effect (p95, fixed horizon) checked by simulation")
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
         rng = np.random.default_rng(7000 + k)
@@ -184,13 +220,15 @@ def main() -> None:
         slow2 = summary[(shape_name, 0.02, 0.0)]
         slow15 = summary[(shape_name, 0.15, 0.0)]
         flips2 = summary[(shape_name, 0.0, 0.02)]
+        flips1 = summary[(shape_name, 0.0, 0.01)]
         all_used = [u for key, v in summary.items() if key[0] == shape_name for u in v[2]]
         print(
             f"  {shape_name:<10} A/A pass {aa[1]['pass'] / runs:.0%} (fixed {aa[0]['pass'] / runs:.0%})"
             f", 2% slower pass {slow2[1]['pass'] / runs:.0%} (fixed {slow2[0]['pass'] / runs:.0%})"
             f", 15% slower caught {slow15[1]['fail'] / runs:.0%} "
             f"(fixed {slow15[0]['fail'] / runs:.0%}), 2% flips caught "
-            f"{flips2[1]['fail'] / runs:.0%} (fixed {flips2[0]['fail'] / runs:.0%}); "
+            f"{flips2[1]['fail'] / runs:.0%} (fixed {flips2[0]['fail'] / runs:.0%}), 1% flips "
+            f"(the limit) failed {flips1[1]['fail'] / runs:.0%} (fixed {flips1[0]['fail'] / runs:.0%}); "
             f"median pairs {np.median(all_used):.0f} of {n} "
             f"(sample saved {1 - np.mean(all_used) / n:.0%})"
         )
@@ -209,7 +247,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(SHAPES), figsize=(4 * len(SHAPES), 6.5), sharex=True)
+    fig, axes = plt.subplots(3, len(SHAPES), figsize=(4 * len(SHAPES), 9.5), sharex="row")
     for col, shape_name in enumerate(SHAPES):
         keys = sorted(k for k in summary if k[0] == shape_name and k[2] == 0.0)
         xs = [100 * k[1] for k in keys]
@@ -233,6 +271,21 @@ def plot(
         if col == 0:
             ax2.set_ylabel("mean pairs used")
             ax2.legend(fontsize=7)
+        flips = sorted(k for k in summary if k[0] == shape_name and k[1] == 0.0)
+        ax3 = axes[2][col]
+        for idx, label, style in ((0, "fixed", "-"), (1, "sequential", "--")):
+            for verdict_, color in (("fail", "tab:red"), ("pass", "tab:green"),
+                                    ("inconclusive", "tab:grey")):  # fmt: skip
+                shares = [summary[k][idx][verdict_] / runs for k in flips]
+                ax3.plot([100 * k[2] for k in flips], shares, style, color=color, marker="o",
+                         label=f"{verdict_} ({label})")  # fmt: skip
+        ax3.axvline(1, color="grey", lw=0.8)
+        ax3.set_title(f"{shape_name}: verdict vs true flip rate")
+        ax3.set_xlabel("rows flipped (%); limit 1%")
+        ax3.set_ylim(-0.02, 1.02)
+        if col == 0:
+            ax3.set_ylabel(f"share of {runs} runs")
+            ax3.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
