@@ -25,11 +25,14 @@ true slowdown, both judges, per shape; the sequential judge's mean pairs; and ea
 share against the true flip rate) as a PNG.
 
 Run: .venv/bin/python bench/judge_power.py [--runs 200] [--requests 2000] [--plot FILE]
+(--shapes A,B runs a subset with the same seeds; --save / --plot-from split a run across
+processes and draw one plot from their counts.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections import Counter
@@ -114,7 +117,19 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--plot", default=None, help="Write the power curves to this PNG.")
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="Comma-separated subset to run.")
+    ap.add_argument("--save", default=None, help="Write the verdict counts to this JSON.")
+    ap.add_argument(
+        "--plot-from", nargs="+", default=None, help="Only plot, from --save files (to --plot)."
+    )
     args = ap.parse_args()
+    if args.plot_from:
+        loaded = [load(path) for path in args.plot_from]
+        merged = {key: v for part, _, _ in loaded for key, v in part.items()}
+        plot(merged, loaded[0][1], loaded[0][2], args.plot)
+        print(f"wrote {args.plot}")
+        return
+    chosen = {k: SHAPES[k] for k in args.shapes.split(",")}
     runs, n = args.runs, args.requests
     t = Thresholds()
     print(
@@ -132,6 +147,8 @@ def main() -> None:
     summary: dict[tuple[str, float, float], tuple[Counter[str], Counter[str], list[int]]] = {}
     started = time.perf_counter()
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen:
+            continue
         for j, (slow, flip) in enumerate(cases):
             rng = np.random.default_rng(1000 * k + j)
             fixed: Counter[str] = Counter()
@@ -158,6 +175,8 @@ def main() -> None:
     )
     looks = list(range(t.min_requests, n + 1, t.look_every))
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen:
+            continue
         rng = np.random.default_rng(5000 + k)
         once = every = cs = 0
         for _ in range(runs):
@@ -180,6 +199,8 @@ def main() -> None:
         f"{len(marks)} looks; share of {flip_runs} runs whose flip check ever fails"
     )
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen:
+            continue
         rng = np.random.default_rng(6000 + k)
         seq = once = every = 0
         for _ in range(flip_runs):
@@ -202,6 +223,8 @@ def main() -> None:
 
     print("\nminimum detectable effect (p95, fixed horizon) checked by simulation")
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen:
+            continue
         rng = np.random.default_rng(7000 + k)
         sds = [
             log_ratio_sd(*(s.latency_ms for s in replay(rng, shape, n, 0, 0)), 0.95, paired=True)
@@ -215,7 +238,7 @@ def main() -> None:
         print(f"  {shape_name:<10} printed MDE {mde:.1%}: failed in {caught / runs:.0%} of runs")
 
     print("\nissue 19 targets (sequential judge)")
-    for shape_name in SHAPES:
+    for shape_name in chosen:
         aa = summary[(shape_name, 0.0, 0.0)]
         slow2 = summary[(shape_name, 0.02, 0.0)]
         slow15 = summary[(shape_name, 0.15, 0.0)]
@@ -233,9 +256,31 @@ def main() -> None:
             f"(sample saved {1 - np.mean(all_used) / n:.0%})"
         )
     print(f"\n({took:.0f}s for the tables)")
+    if args.save:
+        rows = [
+            {"shape": key[0], "slow": key[1], "flip": key[2], "fixed": dict(v[0]),
+             "sequential": dict(v[1]), "used": v[2]}
+            for key, v in summary.items()
+        ]  # fmt: skip
+        with open(args.save, "w") as f:
+            json.dump({"runs": runs, "requests": n, "rows": rows}, f)
     if args.plot:
         plot(summary, runs, n, args.plot)
         print(f"wrote {args.plot}")
+
+
+Summary = dict[tuple[str, float, float], tuple[Counter[str], Counter[str], list[int]]]
+
+
+def load(path: str) -> tuple[Summary, int, int]:
+    with open(path) as f:
+        data = json.load(f)
+    summary: Summary = {
+        (r["shape"], r["slow"], r["flip"]): (Counter(r["fixed"]), Counter(r["sequential"]),
+                                              r["used"])
+        for r in data["rows"]
+    }  # fmt: skip
+    return summary, data["runs"], data["requests"]
 
 
 def plot(
@@ -247,8 +292,11 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, len(SHAPES), figsize=(4 * len(SHAPES), 9.5), sharex="row")
-    for col, shape_name in enumerate(SHAPES):
+    shapes = [name for name in SHAPES if any(k[0] == name for k in summary)]
+    fig, axes = plt.subplots(
+        3, len(shapes), figsize=(4 * len(shapes), 9.5), sharex="row", squeeze=False
+    )
+    for col, shape_name in enumerate(shapes):
         keys = sorted(k for k in summary if k[0] == shape_name and k[2] == 0.0)
         xs = [100 * k[1] for k in keys]
         ax = axes[0][col]
@@ -260,6 +308,7 @@ def plot(
         ax.axvline(5, color="grey", lw=0.8)
         ax.axvline(20, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{shape_name}: verdict vs true slowdown")
+        ax.set_xlabel("true slowdown of every quantile (%)")
         ax.set_ylim(-0.02, 1.02)
         if col == 0:
             ax.set_ylabel(f"share of {runs} runs")
