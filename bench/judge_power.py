@@ -9,6 +9,10 @@ verdict for both judges and the pairs the sequential judge used (median, mean), 
   100 pairs: how often the lower bound of its p50/p95 delta ever clears the tolerance, with
   the sequential judge's confidence sequence against a fixed-horizon 95% interval (looked at
   once, and at every look);
+- false fails under peeking at the flip limit: flips exactly at the 1% limit, the flip check
+  looked at every 100 pairs and at the last look (the sequential judge: mixture SPRT, then the
+  last look's critical count, simulator/final_look.py) against the fixed judge's rule (Wilson
+  interval above the limit) once and at every look; with the exact figure for the grid;
 - the minimum detectable effect a report prints (p95, fixed horizon), checked: the share of
   runs of a candidate slowed by exactly that much which the fixed judge fails.
 
@@ -17,14 +21,18 @@ per-side part); `bimodal` is a cache: each side independently hits (70%, ~5 ms) 
 (~50 ms); `heavy` has a Pareto tail of stalls (5% of requests) per side.
 
 With --plot FILE, also draws the operating characteristic (share failed and passed against the
-true slowdown, both judges, per shape; and the sequential judge's mean pairs) as a PNG.
+true slowdown, both judges, per shape; the sequential judge's mean pairs; and each verdict's
+share against the true flip rate) as a PNG.
 
 Run: .venv/bin/python bench/judge_power.py [--runs 200] [--requests 2000] [--plot FILE]
+(--shapes A,B runs a subset with the same seeds; --save / --plot-from split a run across
+processes and draw one plot from their counts.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections import Counter
@@ -35,8 +43,10 @@ import numpy as np
 from simulator.checks import Side, Thresholds
 from simulator.compare import compare, verdict
 from simulator.confseq import log_ratio_sd, quantile_ratio_cs
+from simulator.final_look import final_look
 from simulator.power import latency_mde
-from simulator.sequential import sequential_decision
+from simulator.sequential import looks_for, output_events, rate_steps, sequential_decision
+from simulator.stats import wilson_interval
 
 Shape = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
@@ -99,7 +109,12 @@ def ever_above(base: Side, cand: Side, t: Thresholds, looks: list[int], crit: fl
 
 
 def row(name: str, counts: Counter[str], runs: int) -> str:
-    return " ".join(f"{counts[k] / runs:>5.0%}" for k in ("pass", "fail", "inconclusive"))
+    return " ".join(pct(counts, k, runs, 5) for k in ("pass", "fail", "inconclusive"))
+
+
+def pct(counts: Counter[str], key: str, runs: int, width: int = 0) -> str:
+    """A verdict's share, or '-' for a judge not run on this row."""
+    return f"{counts[key] / runs:>{width}.0%}" if counts else f"{'-':>{width}}"
 
 
 def main() -> None:
@@ -107,7 +122,28 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--plot", default=None, help="Write the power curves to this PNG.")
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="Comma-separated subset to run.")
+    ap.add_argument(
+        "--fixed", choices=("all", "flips"), default="all",
+        help="Rows the fixed-horizon judge runs on (flips: only the flip rows, and no MDE check; "
+        "the sequential judge's latency figures do not depend on it).",
+    )  # fmt: skip
+    ap.add_argument(
+        "--changes", choices=("all", "flips"), default="all",
+        help="Rows to run: all, or only the flip rows (0-3% flips).",
+    )  # fmt: skip
+    ap.add_argument("--save", default=None, help="Write the verdict counts to this JSON.")
+    ap.add_argument(
+        "--plot-from", nargs="+", default=None, help="Only plot, from --save files (to --plot)."
+    )
     args = ap.parse_args()
+    if args.plot_from:
+        loaded = [load(path) for path in args.plot_from]
+        merged = {key: v for part, _, _ in loaded for key, v in part.items()}
+        plot(merged, loaded[0][1], loaded[0][2], args.plot)
+        print(f"wrote {args.plot}")
+        return
+    chosen = {k: SHAPES[k] for k in args.shapes.split(",")}
     runs, n = args.runs, args.requests
     t = Thresholds()
     print(
@@ -125,14 +161,19 @@ def main() -> None:
     summary: dict[tuple[str, float, float], tuple[Counter[str], Counter[str], list[int]]] = {}
     started = time.perf_counter()
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen:
+            continue
         for j, (slow, flip) in enumerate(cases):
+            if args.changes == "flips" and not flip:
+                continue
             rng = np.random.default_rng(1000 * k + j)
             fixed: Counter[str] = Counter()
             seq: Counter[str] = Counter()
             used: list[int] = []
             for r in range(runs):
                 base, cand = replay(rng, shape, n, slow, flip)
-                fixed[verdict(compare(base, cand, Thresholds(seed=r)))[0]] += 1
+                if args.fixed == "all" or flip:
+                    fixed[verdict(compare(base, cand, Thresholds(seed=r)))[0]] += 1
                 res = sequential_decision(base, cand, t)
                 seq[res.decision] += 1
                 used.append(res.n_used)
@@ -151,6 +192,8 @@ def main() -> None:
     )
     looks = list(range(t.min_requests, n + 1, t.look_every))
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen or args.changes != "all":
+            continue
         rng = np.random.default_rng(5000 + k)
         once = every = cs = 0
         for _ in range(runs):
@@ -164,8 +207,41 @@ def main() -> None:
             f"{cs / runs:.1%} (bound: 2 quantiles x {t.alpha / 2:.1%})"
         )
 
+    flip_runs = 5 * runs
+    marks = looks_for(n, t.look_every, t.min_requests)
+    p0 = 1 - (t.min_agreement or 0.99)
+    exact = final_look(marks, p0, t.alpha).fail_level
+    print(
+        f"\nfalse fails under peeking at the flip limit: flips exactly {p0:.0%}, looked at all "
+        f"{len(marks)} looks; share of {flip_runs} runs whose flip check ever fails"
+    )
+    for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen:
+            continue
+        rng = np.random.default_rng(6000 + k)
+        seq = once = every = 0
+        for _ in range(flip_runs):
+            events = output_events(*replay(rng, shape, n, 0.0, p0), t)
+            assert events is not None
+            name, _, rows, bad = events
+            r = [int(rows[m - 1]) for m in marks]
+            b = [int(bad[m - 1]) for m in marks]
+            seq += "fail" in rate_steps(name, p0, r, b, t)
+            wilson = [
+                wilson_interval(x - y, x, t.alpha)[1] < 1 - p0 for x, y in zip(r, b, strict=True)
+            ]
+            once += wilson[-1]
+            every += any(wilson)
+        print(
+            f"  {shape_name:<10} fixed rule once {once / flip_runs:.1%}, fixed rule at all "
+            f"{len(marks)} looks {every / flip_runs:.1%}, sequential (mSPRT, then the last look) "
+            f"{seq / flip_runs:.1%} (exact for this grid: {exact:.1%}; bound {t.alpha:.0%})"
+        )
+
     print("\nminimum detectable effect (p95, fixed horizon) checked by simulation")
     for k, (shape_name, shape) in enumerate(SHAPES.items()):
+        if shape_name not in chosen or args.fixed != "all":
+            continue
         rng = np.random.default_rng(7000 + k)
         sds = [
             log_ratio_sd(*(s.latency_ms for s in replay(rng, shape, n, 0, 0)), 0.95, paired=True)
@@ -179,25 +255,49 @@ def main() -> None:
         print(f"  {shape_name:<10} printed MDE {mde:.1%}: failed in {caught / runs:.0%} of runs")
 
     print("\nissue 19 targets (sequential judge)")
-    for shape_name in SHAPES:
+    for shape_name in chosen if args.changes == "all" else ():
         aa = summary[(shape_name, 0.0, 0.0)]
         slow2 = summary[(shape_name, 0.02, 0.0)]
         slow15 = summary[(shape_name, 0.15, 0.0)]
         flips2 = summary[(shape_name, 0.0, 0.02)]
+        flips1 = summary[(shape_name, 0.0, 0.01)]
         all_used = [u for key, v in summary.items() if key[0] == shape_name for u in v[2]]
         print(
-            f"  {shape_name:<10} A/A pass {aa[1]['pass'] / runs:.0%} (fixed {aa[0]['pass'] / runs:.0%})"
-            f", 2% slower pass {slow2[1]['pass'] / runs:.0%} (fixed {slow2[0]['pass'] / runs:.0%})"
-            f", 15% slower caught {slow15[1]['fail'] / runs:.0%} "
-            f"(fixed {slow15[0]['fail'] / runs:.0%}), 2% flips caught "
-            f"{flips2[1]['fail'] / runs:.0%} (fixed {flips2[0]['fail'] / runs:.0%}); "
+            f"  {shape_name:<10} A/A pass {pct(aa[1], 'pass', runs)} (fixed {pct(aa[0], 'pass', runs)})"
+            f", 2% slower pass {pct(slow2[1], 'pass', runs)} (fixed {pct(slow2[0], 'pass', runs)})"
+            f", 15% slower caught {pct(slow15[1], 'fail', runs)} "
+            f"(fixed {pct(slow15[0], 'fail', runs)}), 2% flips caught "
+            f"{pct(flips2[1], 'fail', runs)} (fixed {pct(flips2[0], 'fail', runs)}), 1% flips "
+            f"(the limit) failed {pct(flips1[1], 'fail', runs)} (fixed {pct(flips1[0], 'fail', runs)}); "
             f"median pairs {np.median(all_used):.0f} of {n} "
             f"(sample saved {1 - np.mean(all_used) / n:.0%})"
         )
     print(f"\n({took:.0f}s for the tables)")
+    if args.save:
+        rows = [
+            {"shape": key[0], "slow": key[1], "flip": key[2], "fixed": dict(v[0]),
+             "sequential": dict(v[1]), "used": v[2]}
+            for key, v in summary.items()
+        ]  # fmt: skip
+        with open(args.save, "w") as f:
+            json.dump({"runs": runs, "requests": n, "rows": rows}, f)
     if args.plot:
         plot(summary, runs, n, args.plot)
         print(f"wrote {args.plot}")
+
+
+Summary = dict[tuple[str, float, float], tuple[Counter[str], Counter[str], list[int]]]
+
+
+def load(path: str) -> tuple[Summary, int, int]:
+    with open(path) as f:
+        data = json.load(f)
+    summary: Summary = {
+        (r["shape"], r["slow"], r["flip"]): (Counter(r["fixed"]), Counter(r["sequential"]),
+                                              r["used"])
+        for r in data["rows"]
+    }  # fmt: skip
+    return summary, data["runs"], data["requests"]
 
 
 def plot(
@@ -209,8 +309,11 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(SHAPES), figsize=(4 * len(SHAPES), 6.5), sharex=True)
-    for col, shape_name in enumerate(SHAPES):
+    shapes = [name for name in SHAPES if any(k[0] == name for k in summary)]
+    fig, axes = plt.subplots(
+        3, len(shapes), figsize=(4 * len(shapes), 9.5), sharex="row", squeeze=False
+    )
+    for col, shape_name in enumerate(shapes):
         keys = sorted(k for k in summary if k[0] == shape_name and k[2] == 0.0)
         xs = [100 * k[1] for k in keys]
         ax = axes[0][col]
@@ -222,6 +325,7 @@ def plot(
         ax.axvline(5, color="grey", lw=0.8)
         ax.axvline(20, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{shape_name}: verdict vs true slowdown")
+        ax.set_xlabel("true slowdown of every quantile (%)")
         ax.set_ylim(-0.02, 1.02)
         if col == 0:
             ax.set_ylabel(f"share of {runs} runs")
@@ -233,6 +337,21 @@ def plot(
         if col == 0:
             ax2.set_ylabel("mean pairs used")
             ax2.legend(fontsize=7)
+        flips = sorted(k for k in summary if k[0] == shape_name and k[1] == 0.0)
+        ax3 = axes[2][col]
+        for idx, label, style in ((0, "fixed", "-"), (1, "sequential", "--")):
+            for verdict_, color in (("fail", "tab:red"), ("pass", "tab:green"),
+                                    ("inconclusive", "tab:grey")):  # fmt: skip
+                shares = [summary[k][idx][verdict_] / runs for k in flips]
+                ax3.plot([100 * k[2] for k in flips], shares, style, color=color, marker="o",
+                         label=f"{verdict_} ({label})")  # fmt: skip
+        ax3.axvline(1, color="grey", lw=0.8)
+        ax3.set_title(f"{shape_name}: verdict vs true flip rate")
+        ax3.set_xlabel("rows flipped (%); limit 1%")
+        ax3.set_ylim(-0.02, 1.02)
+        if col == 0:
+            ax3.set_ylabel(f"share of {runs} runs")
+            ax3.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
+from scipy import special, stats
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -107,9 +107,29 @@ def _log_interval_mass(k: int, n: int, a: float, b: float) -> float:
         mass = cb - ca
     else:  # both ends deep in the upper tail: the survival functions keep the precision
         mass = float(special.betaincc(pa, pb, a)) - float(special.betaincc(pa, pb, b))
-    if mass <= 0:
+    if mass > 1e-250:
+        return float(special.betaln(pa, pb)) + math.log(mass)
+    # Both ends far on one side of the observed rate k/n (e.g. 400 of 2,000 rows against a prior
+    # on (1%, 2%]): the incomplete beta underflows to 0. It is a binomial tail,
+    # I_x(k + 1, n - k + 1) = P(Binomial(n + 1, x) > k); sum that in log space instead.
+    if k >= b * n:
+        near, far = _log_binomial_tail(k, n, b, upper=True), _log_binomial_tail(k, n, a, upper=True)
+    else:
+        near, far = (
+            _log_binomial_tail(k, n, a, upper=False),
+            _log_binomial_tail(k, n, b, upper=False),
+        )
+    if not far < near:
         return -math.inf
-    return float(special.betaln(pa, pb)) + math.log(mass)
+    return float(special.betaln(pa, pb)) + near + math.log1p(-math.exp(far - near))
+
+
+def _log_binomial_tail(k: int, n: int, x: float, *, upper: bool) -> float:
+    """log P(Binomial(n + 1, x) > k) (upper) or log P(Binomial(n + 1, x) <= k)."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if (x >= 1.0) == upper else -math.inf
+    j = np.arange(k + 1, n + 2) if upper else np.arange(0, k + 1)
+    return float(special.logsumexp(stats.binom.logpmf(j, n + 1, x)))
 
 
 def log_mixture_lr(k: int, n: int, p0: float, lo: float, hi: float) -> float:

@@ -10,13 +10,17 @@ At each look (n = look_every, 2 * look_every, ..., all pairs), per gating check:
   `detect_slowdown`: a slowdown that large is ruled out. Between the two lies the indifference
   zone, where the run goes on to its last look;
 - outputs (flips for classification, out-of-tolerance rows for regression), a mixture SPRT on
-  the rate against its threshold p0 (`confseq.rate_above` / `rate_below`);
+  the rate against its threshold p0 (`confseq.rate_above` / `rate_below`); at the last look,
+  the replay's maximum, critical counts that spend the alpha the earlier looks left
+  (`final_look`, a group sequential design's closing look), so a rate near twice the limit
+  is decided there instead of left open;
 - paired errors, a one-sided mixture SPRT on the discordant pairs (sequential McNemar): *fail*
   when it rejects and the increase exceeds the allowance. Errors never hold a decision open:
   their minimum detectable increase is reported instead (see `power.error_mde`).
 
 Any check failing stops the run with *fail*; every check passing stops it with *pass*; at the
-last look an undecided check leaves the run *inconclusive*. Because each CS / mSPRT holds at
+last look an undecided check (latency in its indifference zone, a rate at its limit) leaves
+the run *inconclusive*. Because each CS / mSPRT holds at
 every n at once, looking after every batch keeps the false-positive rate at alpha (a fixed test
 repeated at each look would not; bench/judge_power.py measures both).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +37,7 @@ from pydantic import BaseModel, Field
 
 from simulator.checks import CheckResult, Side, Thresholds, Verdict
 from simulator.confseq import quantile_ratio_cs, rate_above, rate_below
+from simulator.final_look import FinalLook, final_look
 from simulator.outputs import output_kind
 from simulator.power import error_mde, latency_mde, rate_mde
 
@@ -137,7 +143,10 @@ def _latency_step(
     return "pass", f"a {t.detect_slowdown:.0%} slowdown ruled out: " + "; ".join(bounds), figures
 
 
-def _rate_step(name: str, p0: float, rows: int, bad: int, t: Thresholds) -> tuple[Step, str]:
+def _rate_step(
+    name: str, p0: float, rows: int, bad: int, t: Thresholds, last: FinalLook | None = None
+) -> tuple[Step, str]:
+    """The mixture SPRT at this look; at the last look (`last`), its critical counts too."""
     share = bad / rows if rows else 0.0
     text = f"{bad} of {rows} rows ({share:.2%}) against a limit of {p0:.2%}"
     what = "flipped" if name == "agreement" else "outside tolerance"
@@ -145,7 +154,37 @@ def _rate_step(name: str, p0: float, rows: int, bad: int, t: Thresholds) -> tupl
         return "fail", f"more than {p0:.2%} {what}: {text}"
     if rows and rate_below(bad, rows, p0, t.alpha):
         return "pass", f"fewer than {p0:.2%} {what}: {text}"
+    if last is not None and bad >= last.fail_at:
+        return "fail", (
+            f"more than {p0:.2%} {what} at the last look: {text}, at least {last.fail_at} "
+            f"(spends the alpha the earlier looks left; false-fail chance at the limit "
+            f"{last.fail_level:.1%})"
+        )
+    if last is not None and bad <= last.pass_at:
+        return "pass", (
+            f"fewer than {p0:.2%} {what} at the last look: {text}, at most {last.pass_at} "
+            f"(false-pass chance at the limit {last.pass_level:.1%})"
+        )
+    if last is not None:
+        return "continue", (
+            f"still not clear at the last look whether above or below {p0:.2%} {what}: {text} "
+            f"(fails from {last.fail_at}, passes up to {last.pass_at})"
+        )
     return "continue", f"not yet clear whether above or below {p0:.2%} {what}: {text}"
+
+
+def rate_steps(
+    name: str, p0: float, rows: Sequence[int], bad: Sequence[int], t: Thresholds,
+    *, final: bool = True,
+) -> list[Step]:  # fmt: skip
+    """The rate check's step at every look of a grid (cumulative rows and bad rows at each),
+    as if the run went on to the last whatever it said: the worst case for its error rates,
+    which bench/judge_power.py and the tests measure."""
+    last = final_look(rows, p0, t.alpha) if final and rows and rows[-1] > 0 else None
+    return [
+        _rate_step(name, p0, r, k, t, last if j == len(rows) - 1 else None)[0]
+        for j, (r, k) in enumerate(zip(rows, bad, strict=True))
+    ]
 
 
 def _error_step(base: Side, cand: Side, n: int, t: Thresholds) -> tuple[Step, str, dict[str, Any]]:
@@ -184,9 +223,14 @@ def _looks(n: int, every: int, first: int) -> list[int]:
 
 def sequential_decision(
     base: Side, cand: Side, t: Thresholds | None = None, *, noise_floor: Side | None = None,
-    looks: Sequence[int] | None = None,
+    looks: Sequence[int] | None = None, final: bool | None = None,
 ) -> SequentialResult:  # fmt: skip
-    """Walk a paired replay in schedule order and stop at the first look that decides."""
+    """Walk a paired replay in schedule order and stop at the first look that decides.
+
+    `final`: the last look is the replay's maximum, where the rate checks spend the alpha the
+    earlier looks left (`final_look`). By default so when the grid is the judge's own (`looks`
+    not given: the replay's pairs are all it will get); a caller looking at a prefix (the live
+    watcher, a replay stopped early) passes `looks` and gets no final look."""
     t = t or Thresholds()
     if base.n != cand.n:
         raise ValueError("the sequential judge needs paired sides of the same length")
@@ -203,6 +247,7 @@ def sequential_decision(
     c = np.where(ok, cand.latency_ms, np.nanmax(cand.latency_ms, initial=0.0))
     outputs = output_events(base, cand, t)
     n_opt = max(marks[-1] / 2, marks[0])
+    final = looks is None if final is None else final
     checks: dict[str, CheckAtStop] = {}
     for k, n in enumerate(marks, start=1):
         steps: dict[str, Step] = {}
@@ -212,13 +257,17 @@ def sequential_decision(
         if outputs is not None:
             name, p0, rows, bad = outputs
             r, bd = int(rows[n - 1]), int(bad[n - 1])
-            st, why = _rate_step(name, p0, r, bd, t)
+            last = None
+            if final and k == len(marks) and 0 < p0 < 1 and r > 0:
+                last = final_look([int(rows[m - 1]) for m in marks], p0, t.alpha)
+            st, why = _rate_step(name, p0, r, bd, t, last)
             steps[name] = st
-            checks[name] = CheckAtStop(
-                status=_status(st), reason=why,
-                figures={"rows": r, "bad": bd, "limit": p0,
-                         "mde": rate_mde(p0, r, t.alpha, t.power)},
-            )  # fmt: skip
+            figures: dict[str, Any] = {
+                "rows": r, "bad": bd, "limit": p0, "mde": rate_mde(p0, r, t.alpha, t.power),
+            }  # fmt: skip
+            if last is not None:
+                figures["last_look"] = asdict(last)
+            checks[name] = CheckAtStop(status=_status(st), reason=why, figures=figures)
         st, why, figs = _error_step(base, cand, n, t)
         steps["errors"] = st
         checks["errors"] = CheckAtStop(status=_status(st), reason=why, figures=figs)
