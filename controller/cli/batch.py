@@ -17,9 +17,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.batch.inputs import check_input, check_signature
-from controller.batch.job import promotion_check
 from controller.batch.jobs import RayJobs
 from controller.batch.plan import BatchPlan, plan_batches
+from controller.batch.promotion import promotion_check
 from controller.batch.request import RunRequest, RunResult, parse_progress
 from controller.batch.step import BatchEdges, poll, start_run
 from controller.cli.options import (

@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.batch.job import MANIFEST, agreement, check_fits, main, run, score
+from controller.batch.job import check_fits, main, run
+from controller.batch.promotion import agreement
 from controller.batch.request import RunRequest, RunResult, parse_result
+from controller.batch.scoring import score
+from controller.batch.storage import MANIFEST
 from controller.spec.batch import BatchOutput
 
 
@@ -91,7 +94,7 @@ def test_actors_that_would_starve_the_reads_are_refused(tmp_path: Path) -> None:
 def test_the_promotion_sample_is_the_head_of_the_files_ray_data_reads(
     tmp_path: Path, fmt: str
 ) -> None:
-    from controller.batch.job import head
+    from controller.batch.storage import head
 
     frame = pd.DataFrame({"id": range(50), "x": [float(i) for i in range(50)]})
     (tmp_path / "_staging").mkdir()  # never read: not input
@@ -162,18 +165,18 @@ class Fixed:
 def test_a_version_change_is_judged_with_the_simulators_output_checks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from controller.batch import job
+    from controller.batch import promotion
 
     old = [0, 1] * 50
     new = list(old)
     new[0], new[3] = 1, 0  # two flips in 100 rows: 98% agreement
     models = {"models:/m/1": Fixed(old), "models:/m/2": Fixed(new)}
-    monkeypatch.setattr(job, "load_model", lambda uri, tracking: models[uri])
+    monkeypatch.setattr(promotion, "load_model", lambda uri, tracking: models[uri])
     monkeypatch.setattr(
-        job, "head", lambda uri, fmt, rows: pd.DataFrame({"id": range(100), "x": 1.0})
+        promotion, "head", lambda uri, fmt, rows: pd.DataFrame({"id": range(100), "x": 1.0})
     )
     req = request(tmp_path / "out")
-    passed = job.promotion_check(
+    passed = promotion.promotion_check(
         req.model_copy(
             update={"promotion": req.promotion.model_copy(update={"min_agreement": 0.9})}
         )
@@ -192,15 +195,15 @@ def test_a_version_change_is_judged_with_the_simulators_output_checks(
     strict = req.model_copy(
         update={"promotion": req.promotion.model_copy(update={"min_agreement": 0.99})}
     )
-    rejected = job.promotion_check(strict)
+    rejected = promotion.promotion_check(strict)
     assert rejected is not None
     assert rejected.status == "rejected"
     assert "agrees with models:/m/1 on 98.0% of 100 sampled rows" in rejected.message
     assert "below the 99.0% required; nothing written" in rejected.message
     # Clearly below: the simulator's check fails it, with its interval and the flips.
     worse = dict(models, **{"models:/m/2": Fixed([1 - v for v in old[:20]] + old[20:])})
-    monkeypatch.setattr(job, "load_model", lambda uri, tracking: worse[uri])
-    clear = job.promotion_check(strict)
+    monkeypatch.setattr(promotion, "load_model", lambda uri, tracking: worse[uri])
+    clear = promotion.promotion_check(strict)
     assert clear is not None
     assert "20 of 100 predictions flipped" in clear.message
 
