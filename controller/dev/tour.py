@@ -21,7 +21,6 @@ everything started is stopped. `serveops demo --quick` runs the short tour (cont
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -32,14 +31,12 @@ from pathlib import Path
 
 from controller.cli.views import load_view
 from controller.dev import tour_repo as files
+from controller.dev import tour_step6
 from controller.dev import tour_support as support
 from controller.dev.demo import MODEL_NAME, register_model, sample_request, train_and_register
-from controller.dev.load import Load, Window, row_bodies
+from controller.dev.load import Load, Window
 from controller.dev.localray import LocalRay, free_port
-from controller.dev.tour_support import Background, serveops_bin
-from controller.errors import ServeopsError
-from controller.gitops.state import StateStore
-from controller.gitops.state.batch import BatchRun
+from controller.dev.tour_support import Background, StepFailed, serveops_bin
 from controller.gitops.view import DeploymentView
 
 ENV = "staging"
@@ -50,11 +47,6 @@ ENV = "staging"
 DEMO_NOW = "2026-06-15T12:00:00Z"
 LOAD_RATE = 20.0  # requests per second through the route, for the whole tour
 RECORDED = 400  # requests the router must have recorded before step 3 replays them
-DRIFT_WINDOW_S = 15  # step 6: seconds of drifted inputs judged (300 requests at LOAD_RATE)
-
-
-class StepFailed(ServeopsError):
-    pass
 
 
 class StepSkipped(Exception):
@@ -271,98 +263,12 @@ class Tour:
                 run()
 
     def drift_alert(self) -> None:
-        """Step 6, monitoring (issue 12): the load's inputs drift (four features scaled by 1.5),
-        and `serveops monitor --check` judges the live recordings against the training data:
-        drift, exit 1, the features named. The controller judges the same windows on its own
-        (`window: 1m`) and `serveops monitor` prints its reports."""
-        assert self._load is not None
-        _note(f"the load now sends inputs that drifted: {', '.join(files.DRIFT_FEATURES)} x1.5")
-        self._load.send(row_bodies({f: 1.5 for f in files.DRIFT_FEATURES}))
-        time.sleep(DRIFT_WINDOW_S + 2)  # a window of drifted traffic only
-        self.serveops(
-            "monitor", "--check", "--env", ENV, "--repo", str(self.repo), "--rev", "main",
-            "--window", f"{DRIFT_WINDOW_S}s",
-            "--monitor-reference-dir", str(self.references),
-            ok=(1,),  # exit 1: drift, as expected
-        )  # fmt: skip
-        self._load.send(row_bodies())
-        _note("the load sends the training data's distribution again")
-        # The loop closes through Git: a version trained since (here v3) proposed as a branch,
-        # the drift evidence in its message, for the usual pull-request gate. Nothing applied.
-        v3 = self.versions[-1]
-        _note(f"proposing v{v3} for {MODEL_NAME} through Git (serveops propose)")
-        self.serveops(
-            "propose", MODEL_NAME, "--env", ENV, "--repo", str(self.repo), "--rev", "main",
-            "--version", v3, "--state", str(self.state),
-        )  # fmt: skip
-        _note(
-            f"branch serveops/propose/{ENV}/{MODEL_NAME}-v{v3}: a pull request to open; its "
-            "message cites the controller's monitoring windows judged so far"
-        )
+        """Step 6, monitoring (issue 12): controller/dev/tour_step6.py."""
+        tour_step6.drift_alert(self)
 
     def batch_run(self) -> None:
-        """Step 6, batch inference (issue 13): a batch deployment following the alias
-        `champion` is merged; the controller runs it on Ray Data for v1, then again when the
-        alias moves to v3, after v3 passed the sample check against v1. Each run's output is
-        checked against its manifest."""
-        v1, v3 = self.versions[0], self.versions[-1]
-        self._set_alias(v1)
-        data, rows = files.write_batch_input(self.workdir / "batch" / "input")
-        out = self.workdir / "batch" / "scores"
-        sha = files.commit_file(
-            self.repo, files.BATCH, files.batch_spec(data, out), "Score the table nightly"
-        )
-        _note(f"merged {files.BATCH} ({sha}): {rows:,} rows scored by @{files.BATCH_ALIAS} (v{v1})")
-        first = self._wait_batch_run(1, 300)
-        self._check_batch_output(first, rows)
-        _note(f"moving @{files.BATCH_ALIAS} to v{v3}: the controller runs again, v3 checked first")
-        self._set_alias(v3)
-        second = self._wait_batch_run(2, 300)
-        self._check_batch_output(second, rows)
-        self.serveops("batch", "runs", files.BATCH_NAME, "--env", ENV)
-        self.serveops("status", "--env", ENV)
-
-    def _set_alias(self, version: str) -> None:
-        from mlflow import MlflowClient
-
-        MlflowClient(self.tracking_uri).set_registered_model_alias(
-            MODEL_NAME, files.BATCH_ALIAS, version
-        )
-
-    def _wait_batch_run(self, n: int, timeout_s: float) -> BatchRun:
-        """Until the controller's `n`th run of the tour's batch deployment has ended."""
-        deadline = time.monotonic() + timeout_s
-        seen = ""
-        while time.monotonic() < deadline:
-            with StateStore(self.state) as store:
-                runs = store.batch_runs(ENV, files.BATCH_NAME)
-            if len(runs) >= n:
-                run = runs[0]
-                line = f"run {run.run_key} ({run.trigger}, {run.model_uri}): {run.status}"
-                if line != seen:
-                    _note(line)
-                    seen = line
-                if not run.active:
-                    if run.status != "succeeded":
-                        raise StepFailed(f"batch run {run.run_key} {run.status}: {run.message}")
-                    return run
-            time.sleep(1.0)
-        raise StepFailed(f"the controller's batch run {n} did not end in {timeout_s:.0f}s")
-
-    def _check_batch_output(self, run: BatchRun, rows: int) -> None:
-        import pandas as pd
-
-        assert run.output is not None
-        manifest = json.loads((Path(run.output) / "_manifest.json").read_text())
-        scored = pd.read_parquet(run.output)
-        if len(scored) != rows or manifest["rows"] != rows:
-            raise StepFailed(f"{run.output}: {len(scored)} rows, manifest {manifest['rows']}")
-        agreement = manifest.get("agreement")
-        _note(
-            f"{run.output}: {len(scored):,} rows, model {manifest['model']}, commit "
-            f"{manifest['commit'][:12]}, {manifest['duration_s']:.0f}s"
-            + (f", agreement with the previous version {agreement:.1%}" if agreement else "")
-        )
+        """Step 6, batch inference (issue 13): controller/dev/tour_step6.py."""
+        tour_step6.batch_run(self)
 
     def stop(self) -> None:
         """Stop the load, the controller and Ray (or remove the tour's applications), each
@@ -414,6 +320,11 @@ class Tour:
         )
 
     # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def load(self) -> Load | None:
+        """The tour's load, while it runs (steps 1 to 6)."""
+        return self._load
 
     @property
     def url(self) -> str:

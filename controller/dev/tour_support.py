@@ -23,6 +23,10 @@ def serveops_bin() -> str:
     return str(Path(sys.executable).with_name("serveops"))
 
 
+class StepFailed(ServeopsError):
+    """A step of the tour did not do what it shows; the tour stops there."""
+
+
 class Background:
     """`serveops ARGS` in a session of its own, its output appended to `log`, with a watchdog
     that stops it if the tour's process dies without stopping it."""
