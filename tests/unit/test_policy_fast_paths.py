@@ -247,7 +247,9 @@ def test_parallel_and_serial_parsing_give_the_same_subjects_and_errors(
     assert len(errors[0]) > 7
 
 
-def test_parallel_map_shares_the_parts_with_children_and_keeps_order() -> None:
+def shares_the_parts_with_children() -> None:
+    """Run in a fresh interpreter: parallel_map forks only a single-threaded process, and an
+    earlier test in this one may have left a thread (MLflow's artifact pool does)."""
     parent = os.getpid()
     ctx = multiprocessing.get_context("fork")
     child_took_a_part = ctx.Event()
@@ -266,6 +268,15 @@ def test_parallel_map_shares_the_parts_with_children_and_keeps_order() -> None:
     # otherwise wait for) depends on the machine's load; the list never does
     assert parallel.parallel_map(where, 40, 2) == [i * i for i in range(40)]
     assert parts_in_children.value >= 1
+
+
+def test_parallel_map_shares_the_parts_with_children_and_keeps_order() -> None:
+    code = "from tests.unit.test_policy_fast_paths import shares_the_parts_with_children as t; t()"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_parallel_map_does_not_wait_for_a_child_that_is_stuck() -> None:
