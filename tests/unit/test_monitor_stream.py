@@ -164,3 +164,38 @@ def test_a_line_longer_than_the_limit_across_blocks_is_skipped_and_numbered(
         f"{path}:6: line longer than 2,000 bytes, skipped",
         f"{path}:13: line longer than 2,000 bytes, skipped",
     ]
+
+
+def test_hostile_lines_in_a_streamed_window_are_counted_not_taken(tmp_path: Path) -> None:
+    path = write_recording(tmp_path, "fraud", sample(10, 1), T0 - 10, T0)
+    deep = '{"id":"h-1","ts":%.1f,"body":%s1%s}' % (T0 - 5, "[" * 100_000, "]" * 100_000)
+    nan = '{"id":"h-2","ts":%.1f,"body":{"inputs":[{"f0":NaN,"f1":1.5}]}}' % (T0 - 4)
+    unhashable = json.dumps(
+        {
+            "id": "h-3",
+            "ts": T0 - 3,
+            "body": {"dataframe_split": {"columns": [["f0"]], "data": [[1]]}},
+        }
+    )
+    no_newline = "x" * 3_000_000  # the file ends inside a 3 MB line
+    path.write_text(path.read_text() + "\n".join([deep, nan, unhashable, "   ", no_newline]))
+    prof = profile()
+    counts = WindowCounts(prof)
+    got = read_window(
+        tmp_path,
+        "fraud",
+        T0 - 10,
+        T0,
+        features=list(FEATURES),
+        sink=counts,
+        limits=ReadLimits(max_line_bytes=1_000_000),
+    )
+    assert got.rows == 10 + 1 + 1  # the ten, the NaN row (json's fallback), the odd columns' row
+    for name, n in got.missing.items():
+        counts.add_missing(name, n)
+    assert counts.features["f0"].missing == 2  # NaN is not a finite number; [["f0"]] is no name
+    assert counts.features["f1"].rows == 11
+    assert got.problems == [
+        f"{path}:12: JSON nested too deep",
+        f"{path}:16: line longer than 1,000,000 bytes, skipped",
+    ]
