@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -129,7 +128,9 @@ def child(side: str, directory: Path, k: int, end: float) -> None:
     else:
         rows, status = monitor(directory, reference, end)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, this process's own peak: ru_maxrss carries the parent's peak across fork + exec.
+    status = Path("/proc/self/status").read_text()
+    rss_kib = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")))
     print(
         json.dumps(
             {"cpu": cpu, "wall": wall, "rss_mib": rss_kib / 1024, "rows": rows, "status": status}
