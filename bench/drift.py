@@ -1,5 +1,5 @@
 """Drift monitoring: cost of a window against a pandas baseline, memory as the window grows,
-and the detection figures of the default thresholds. In process, no Ray.
+and the detection figures of the default thresholds. No Ray.
 
 1. Cost. A router recording of `--rows` requests (one input row of `--features` numeric columns
    each, `dataframe_split` bodies, as the router writes them) in a temporary directory. Each
@@ -129,8 +129,8 @@ def child(side: str, directory: Path, k: int, end: float) -> None:
         rows, status = monitor(directory, reference, end)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     # VmHWM, this process's own peak: ru_maxrss carries the parent's peak across fork + exec.
-    status = Path("/proc/self/status").read_text()
-    rss_kib = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")))
+    proc = Path("/proc/self/status").read_text()
+    rss_kib = int(next(ln.split()[1] for ln in proc.splitlines() if ln.startswith("VmHWM:")))
     print(
         json.dumps(
             {"cpu": cpu, "wall": wall, "rss_mib": rss_kib / 1024, "rows": rows, "status": status}
