@@ -168,7 +168,7 @@ def test_a_line_longer_than_the_limit_across_blocks_is_skipped_and_numbered(
 
 def test_hostile_lines_in_a_streamed_window_are_counted_not_taken(tmp_path: Path) -> None:
     path = write_recording(tmp_path, "fraud", sample(10, 1), T0 - 10, T0)
-    deep = '{"id":"h-1","ts":%.1f,"body":%s1%s}' % (T0 - 5, "[" * 100_000, "]" * 100_000)
+    deep = f'{{"id":"h-1","ts":{T0 - 5:.1f},"body":' + "[" * 100_000 + "1" + "]" * 100_000 + "}"
     nan = '{"id":"h-2","ts":%.1f,"body":{"inputs":[{"f0":NaN,"f1":1.5}]}}' % (T0 - 4)
     unhashable = json.dumps(
         {
