@@ -1,18 +1,21 @@
-"""Drift monitoring: cost of a window (reading vs judging), against a pandas baseline, and the
-detection figures of the default thresholds. In process, no Ray.
+"""Drift monitoring: cost of a window against a pandas baseline, memory as the window grows,
+and the detection figures of the default thresholds. No Ray.
 
 1. Cost. A router recording of `--rows` requests (one input row of `--features` numeric columns
-   each, `dataframe_split` bodies, as the router writes them) in a temporary directory. Timed,
-   best of `--rounds`:
-   - read: `read_window` (the bounded reader: lines, JSON, the window's time and version filter,
-     columns);
-   - judge: `judge_window` on what was read (PSI on the reference's bins, KS per feature);
-   - baseline: what one would write without serveops: every line `json.loads`-ed into a pandas
-     DataFrame, then `scipy.stats.ks_2samp` and a quantile-binned PSI (`np.histogram`) per
-     feature, bins computed again each time.
-   Reported: each time, judge/read (how much of a window is statistics, how much I/O and
-   parsing), and baseline/(read + judge). Also the read of a window that holds a quarter of
-   the file's records (files span several windows; lines outside it are not decoded).
+   each, `dataframe_split` bodies, as the router writes them) in a temporary directory. Each
+   side runs in its own fresh Python process (so each one's peak RSS is its own), `--rounds`
+   times, best CPU time kept (CPU seconds of one process: "per core", and steady under the
+   load of other work on the machine):
+   - monitor: `read_window` streaming into `WindowCounts` (the bounded reader: blocks, orjson,
+     the window's time and version filter, per-window histograms on the reference's bins) and
+     `judge_window` on the counts (PSI, binned KS, JS per feature);
+   - baseline: what one would write without serveops: every line `json.loads`-ed into a list
+     of row dicts, a pandas DataFrame, then `scipy.stats.ks_2samp` and a quantile-binned PSI
+     (`np.histogram`) per feature.
+   Reported: each side's CPU and wall time and peak RSS, baseline CPU / monitor CPU. Run it at
+   `--rows 100000` and `--rows 1000000`: the monitor's RSS should not grow with the rows.
+   Also the read of a window holding a quarter of the file's records (lines outside the window
+   are not decoded).
 2. Detection. `--trials` trials of the defaults (`max_psi` 0.1 and KS at 0.01 Bonferroni, both
    required; a 5,000-row reference; windows of 1,000 rows): in each, a mean shift of 0.5
    standard deviations in 3 of the features; detected within two windows when one of the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.monitor.drift import ReferenceProfile, judge_window
+from controller.monitor.drift import ReferenceProfile, WindowCounts, judge_window
 from controller.monitor.recordings import ReadLimits, read_window
 from controller.spec.monitoring import DriftTests
 
@@ -87,61 +91,105 @@ def baseline(directory: Path, reference: dict[str, np.ndarray], names: list[str]
     return drifted
 
 
-def best(fn, rounds: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    times, result = [], None
+def reference_of(k: int) -> dict[str, np.ndarray]:
+    ref = np.random.default_rng(0).standard_normal((5000, k))
+    return {f"f{i}": ref[:, i] for i in range(k)}
+
+
+def monitor(directory: Path, reference: dict[str, np.ndarray], end: float) -> tuple[int, str]:
+    """What the controller does with a window: stream it into histograms, judge them."""
+    names = list(reference)
+    profile = ReferenceProfile.build(reference, features=None, bins=10, source="bench")
+    counts = WindowCounts(profile)
+    got = read_window(
+        directory,
+        "fraud",
+        T0,
+        end,
+        version="1",
+        features=names,
+        limits=ReadLimits(max_rows=10**8, deadline_s=3600),
+        sink=counts,
+    )
+    status, _, _ = judge_window(profile, counts, got.rows, DriftTests(), 200)
+    return got.rows, status
+
+
+def child(side: str, directory: Path, k: int, end: float) -> None:
+    """One measurement in this fresh process: CPU, wall, peak RSS, as JSON on stdout."""
+    import pandas  # noqa: F401  # imported before the clock starts, on both sides: a running
+    import scipy.spatial.distance  # controller has them loaded already
+    import scipy.stats  # noqa: F401
+
+    reference = reference_of(k)
+    cpu, wall = time.process_time(), time.perf_counter()
+    if side == "baseline":
+        rows, status = -1, f"{baseline(directory, reference, list(reference))} drifted"
+    else:
+        rows, status = monitor(directory, reference, end)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    # VmHWM, this process's own peak: ru_maxrss carries the parent's peak across fork + exec.
+    proc = Path("/proc/self/status").read_text()
+    rss_kib = int(next(ln.split()[1] for ln in proc.splitlines() if ln.startswith("VmHWM:")))
+    print(
+        json.dumps(
+            {"cpu": cpu, "wall": wall, "rss_mib": rss_kib / 1024, "rows": rows, "status": status}
+        )
+    )
+
+
+def measure(side: str, directory: Path, k: int, rounds: int, end: float) -> dict[str, float]:
+    runs = []
     for _ in range(rounds):
-        began = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - began)
-    return min(times), result
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                side,
+                "--dir",
+                str(directory),
+                "--features",
+                str(k),
+                "--end",
+                str(end),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best_run = min(runs, key=lambda r: r["cpu"])
+    return {**best_run, "rss_mib": max(r["rss_mib"] for r in runs)}
 
 
 def cost(n: int, k: int, rounds: int) -> None:
     names = [f"f{i}" for i in range(k)]
-    rng = np.random.default_rng(0)
-    ref = rng.standard_normal((5000, k))
-    reference = {name: ref[:, i] for i, name in enumerate(names)}
-    profile = ReferenceProfile.build(reference, features=None, bins=10, source="bench")
+    rng = np.random.default_rng(1)
     live = rng.standard_normal((n, k))
     live[:, :3] += 0.5
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         write(directory, live, names)
         size = sum(p.stat().st_size for p in directory.iterdir())
-        limits = ReadLimits(max_rows=10 * n, deadline_s=600)
-        read_s, rows = best(
-            lambda: read_window(
-                directory, "fraud", T0, T0 + 3600, version="1", features=names, limits=limits
-            ),
-            rounds,
-        )
-        got = rows
-        assert got.rows == n, got.rows  # type: ignore[attr-defined]
-        judge_s, verdict = best(
-            lambda: judge_window(profile, got.columns, got.rows, DriftTests(), 200),
-            rounds,  # type: ignore[attr-defined]
-        )
-        base_s, _ = best(lambda: baseline(directory, reference, names), rounds)
-        quarter_s, part = best(
-            lambda: read_window(
-                directory, "fraud", T0, T0 + 900, version="1", features=names, limits=limits
-            ),
-            rounds,
-        )
-    status = verdict[0]  # type: ignore[index]
+        mon = measure("monitor", directory, k, rounds, T0 + 3600)
+        assert mon["rows"] == n, mon
+        base = measure("baseline", directory, k, rounds, T0 + 3600)
+        quarter = measure("monitor", directory, k, rounds, T0 + 900)
     print(
         f"cost: {n:,} recorded requests x {k} features ({size / 2**20:.1f} MiB), best of "
-        f"{rounds}; verdict {status}"
+        f"{rounds} (CPU seconds of one process); verdict {mon['status']}"
     )
-    print(f"  read  (bounded reader)      {read_s:7.3f} s  {n / read_s:10,.0f} rows/s")
-    print(f"  judge (PSI + KS, {k} feat.)  {judge_s:7.3f} s  {n / judge_s:10,.0f} rows/s")
-    print(f"  judge / read                {judge_s / read_s:7.3f}")
-    print(f"  baseline (pandas + scipy)   {base_s:7.3f} s")
-    print(f"  baseline / (read + judge)   {base_s / (read_s + judge_s):7.2f}x")
+    for label, r in (("monitor (stream + judge)", mon), ("baseline (pandas + scipy)", base)):
+        print(
+            f"  {label:26} CPU {r['cpu']:7.3f} s  wall {r['wall']:7.3f} s  "
+            f"{n / r['cpu']:10,.0f} rows/CPU-s  peak RSS {r['rss_mib']:7.1f} MiB"
+        )
+    print(f"  baseline CPU / monitor CPU  {base['cpu'] / mon['cpu']:7.2f}x")
     print(
-        f"  read of a window holding a quarter of the file: {quarter_s:.3f} s "
-        f"({part.rows:,} rows; {quarter_s / read_s:.2f} of the whole file's read)"
-    )  # type: ignore[attr-defined]
+        f"  a window holding a quarter of the file: CPU {quarter['cpu']:.3f} s "
+        f"({quarter['rows']:,} rows; {quarter['cpu'] / mon['cpu']:.2f} of the whole file's)"
+    )
 
 
 def detection(trials: int, k: int) -> None:
@@ -187,7 +235,13 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--child", choices=["monitor", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--end", type=float, default=T0 + 3600, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args.child, args.dir, args.features, args.end)
+        return
     cost(args.rows, args.features, args.rounds)
     detection(args.trials, args.features)
 

@@ -125,6 +125,24 @@ class ControllerMetrics:
             (*dep, "feature"),
             registry=reg,
         )
+        self.feature_js = Gauge(
+            "serveops_monitor_feature_js",
+            "Jensen-Shannon distance (base 2) of each watched feature in the last judged window.",
+            (*dep, "feature"),
+            registry=reg,
+        )
+        self.feature_missing = Gauge(
+            "serveops_monitor_feature_missing_share",
+            "Share of the last judged window's rows without a number for each watched feature.",
+            (*dep, "feature"),
+            registry=reg,
+        )
+        self.feature_out_of_range = Gauge(
+            "serveops_monitor_feature_out_of_range_share",
+            "Share of each watched feature's values outside the reference's range, last window.",
+            (*dep, "feature"),
+            registry=reg,
+        )
         self.window_rows = Gauge(
             "serveops_monitor_window_rows",
             "Input rows read from the recordings of the last monitoring window.",
@@ -166,11 +184,19 @@ class ControllerMetrics:
             return
         self.drift.labels(env, name).set(1 if report.drifted else 0)
         with self._lock:
-            features = {f.name: f.psi for f in report.features}
+            features = {f.name: f for f in report.features}
+            gauges = (
+                (self.feature_psi, "psi"),
+                (self.feature_js, "js_distance"),
+                (self.feature_missing, "missing_share"),
+                (self.feature_out_of_range, "out_of_range_share"),
+            )
             for gone in self._features.get((env, name), set()) - features.keys():
-                self.feature_psi.remove(env, name, gone)
-            for feature, value in features.items():
-                self.feature_psi.labels(env, name, feature).set(value)
+                for gauge, _ in gauges:
+                    gauge.remove(env, name, gone)
+            for feature, figures in features.items():
+                for gauge, field in gauges:
+                    gauge.labels(env, name, feature).set(getattr(figures, field))
             self._features[(env, name)] = set(features)
 
     def _set_sync(self, env: str, statuses: Mapping[str, str]) -> None:

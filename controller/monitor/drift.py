@@ -1,8 +1,17 @@
-"""Per-feature drift of a window of live inputs against a reference: PSI and KS (SciPy).
+"""Per-feature drift of a window of live inputs against a reference: PSI, Kolmogorov-Smirnov,
+Jensen-Shannon, and the shares of missing and out-of-range values.
 
 A `ReferenceProfile` is built once per reference: PSI's bin edges from the reference's
-quantiles, the reference's share per bin, and a sorted sample for the Kolmogorov-Smirnov test.
-Judging a window is then a `searchsorted` and a `bincount` per feature plus one KS test.
+quantiles and its share per bin, and a finer grid (`KS_GRID` reference quantiles) with the
+reference's exact CDF on it. A window is never held: `WindowCounts` adds each chunk of values
+read to per-feature histograms on those fixed bins (a `searchsorted` and a `bincount`), so its
+memory is the bins', whatever the traffic.
+
+KS is computed from the binned CDFs, not from a reservoir sample: the statistic is the largest
+gap between the two CDFs at the grid's points (exact there: a lower bound on the exact
+statistic, short of it by at most one grid cell's mass, 1/1024 of the reference), and its
+p-value uses every row of the window. A reservoir of k values would test k rows instead of all
+of them (less power), and would give a different verdict each time a window is judged again.
 """
 
 from __future__ import annotations
@@ -13,12 +22,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from controller.monitor.recordings import FloatArray
 from controller.spec.monitoring import DriftTests
 
 EPS = 1e-4  # share given to an empty bin, so PSI stays finite
-MAX_KS_SAMPLE = 100_000  # reference values kept for KS (a fixed-seed subsample beyond)
+KS_GRID = 1024  # reference quantiles the KS statistic is evaluated at
 
 DriftStatus = Literal["drift", "ok", "insufficient", "error"]
 
@@ -27,8 +37,12 @@ DriftStatus = Literal["drift", "ok", "insufficient", "error"]
 class FeatureProfile:
     inner_edges: FloatArray  # bin boundaries without the outer ones: len(bins) - 1
     shares: FloatArray  # reference share per bin
-    sample: FloatArray  # sorted reference values for KS
+    ks_edges: FloatArray  # the KS grid: reference quantiles, increasing
+    ks_cdf: FloatArray  # the reference's share <= each grid point
+    rows: int  # reference values (KS's second sample size)
     mean: float
+    low: float  # the reference's range: values outside it are out of range
+    high: float
 
 
 @dataclass(frozen=True)
@@ -45,7 +59,6 @@ class ReferenceProfile:
         features: list[str] | None,
         bins: int,
         source: str,
-        seed: int = 0,
     ) -> ReferenceProfile:
         """Profile the reference's `features` (all its numeric columns when None or empty).
         Raises ValueError naming a watched feature the reference lacks."""
@@ -56,18 +69,25 @@ class ReferenceProfile:
                 f"the reference ({source}) has no numeric values for feature(s) "
                 + ", ".join(missing[:10])
             )
-        rng = np.random.default_rng(seed)
         out: dict[str, FeatureProfile] = {}
         for name in names:
-            ref = columns[name][np.isfinite(columns[name])]
+            ref = np.sort(columns[name][np.isfinite(columns[name])])
             edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
             inner = edges[1:-1] if edges.size > 2 else edges[:1]
             counts = np.bincount(
                 np.searchsorted(inner, ref, side="right"), minlength=inner.size + 1
             )
-            sample = ref if ref.size <= MAX_KS_SAMPLE else rng.choice(ref, MAX_KS_SAMPLE, False)
+            grid = np.unique(np.quantile(ref, np.linspace(0, 1, KS_GRID + 1)))
+            cdf = np.searchsorted(ref, grid, side="right") / ref.size
             out[name] = FeatureProfile(
-                inner, counts / counts.sum(), np.sort(sample), float(np.mean(ref))
+                inner,
+                counts / counts.sum(),
+                grid,
+                cdf,
+                int(ref.size),
+                float(np.mean(ref)),
+                float(ref[0]),
+                float(ref[-1]),
             )
         rows = max((c.size for c in columns.values()), default=0)
         return cls(out, rows, source)
@@ -83,6 +103,10 @@ class FeatureDrift:
     drifted: bool
     reference_mean: float
     mean: float
+    js_distance: float = float("nan")  # Jensen-Shannon distance on PSI's bins (base 2: 0..1)
+    missing_share: float = 0.0  # rows without a number for this feature
+    out_of_range_share: float = 0.0  # values outside the reference's [min, max]
+    flags: tuple[str, ...] = ()  # the tests that flagged it (psi, ks, js, missing, out_of_range)
 
 
 @dataclass(frozen=True)
@@ -142,7 +166,10 @@ class DriftReport:
         for key in ("window_start", "window_end", "computed_at"):
             if data.get(key) is not None:
                 data[key] = dt.datetime.fromisoformat(data[key])
-        data["features"] = tuple(FeatureDrift(**f) for f in data.get("features", []))
+        data["features"] = tuple(
+            FeatureDrift(**{**f, "flags": tuple(f.get("flags", ()))})
+            for f in data.get("features", [])
+        )
         data["problems"] = tuple(data.get("problems", []))
         return cls(**data)
 
@@ -151,56 +178,169 @@ def _finite(x: float) -> float:
     return x if np.isfinite(x) else -1.0
 
 
-def psi(profile: FeatureProfile, values: FloatArray) -> float:
-    """Population stability index of `values` on the reference's bins."""
-    bins = profile.shares.size
-    counts = np.bincount(np.searchsorted(profile.inner_edges, values, side="right"), minlength=bins)
-    q = np.clip(counts / max(values.size, 1), EPS, None)
+class FeatureCounts:
+    """One feature's window so far: counts on the reference's PSI bins and KS grid."""
+
+    __slots__ = ("bins", "grid", "high", "low", "missing", "rows", "total")
+
+    def __init__(self, profile: FeatureProfile) -> None:
+        self.bins = np.zeros(profile.shares.size, dtype=np.int64)
+        self.grid = np.zeros(profile.ks_edges.size + 1, dtype=np.int64)
+        self.rows = 0
+        self.total = 0.0
+        self.low = self.high = 0
+        self.missing = 0  # rows without a finite number
+
+
+class WindowCounts:
+    """Per-feature histograms of a window on the reference's fixed bins, added chunk by chunk
+    (`add`): memory is the bins', not the window's rows."""
+
+    def __init__(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        self.features = {name: FeatureCounts(fp) for name, fp in profile.features.items()}
+
+    def add(self, name: str, values: FloatArray) -> None:
+        counts = self.features.get(name)
+        if counts is None:
+            return
+        fp = self.profile.features[name]
+        finite = values[np.isfinite(values)]
+        counts.missing += values.size - finite.size
+        if finite.size == 0:
+            return
+        counts.rows += finite.size
+        counts.total += float(finite.sum())
+        counts.bins += np.bincount(
+            np.searchsorted(fp.inner_edges, finite, side="right"), minlength=counts.bins.size
+        )
+        # side="left": bin k holds values in (edge[k-1], edge[k]], so the running sum at k is
+        # the number of values <= edge[k], the CDF KS compares.
+        counts.grid += np.bincount(
+            np.searchsorted(fp.ks_edges, finite, side="left"), minlength=counts.grid.size
+        )
+        counts.low += int(np.count_nonzero(finite < fp.low))
+        counts.high += int(np.count_nonzero(finite > fp.high))
+
+    def add_missing(self, name: str, n: int) -> None:
+        counts = self.features.get(name)
+        if counts is not None:
+            counts.missing += n
+
+    @classmethod
+    def of(cls, profile: ReferenceProfile, columns: dict[str, FloatArray]) -> WindowCounts:
+        out = cls(profile)
+        for name, values in columns.items():
+            out.add(name, values)
+        return out
+
+
+def psi_of_counts(profile: FeatureProfile, counts: FloatArray | npt.NDArray[np.int64]) -> float:
+    """Population stability index of a window's counts on the reference's bins."""
+    q = np.clip(counts / max(int(counts.sum()), 1), EPS, None)
     p = np.clip(profile.shares, EPS, None)
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def judge_feature(
-    name: str, profile: FeatureProfile, values: FloatArray, tests: DriftTests, n_features: int
-) -> FeatureDrift:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        nan = float("nan")
-        return FeatureDrift(name, 0, nan, nan, nan, False, profile.mean, nan)
-    from scipy import stats  # here: the state store imports this module, commands need no SciPy
+def ks_of_counts(profile: FeatureProfile, grid: npt.NDArray[np.int64]) -> tuple[float, float]:
+    """Two-sample KS statistic and asymptotic p-value from the window's grid counts (what
+    `scipy.stats.ks_2samp(method="asymp")` computes from the samples, on the grid's points)."""
+    from scipy import stats
 
-    p = psi(profile, values)
-    ks = stats.ks_2samp(values, profile.sample, method="asymp")
-    ks_stat, ks_p = float(ks.statistic), float(ks.pvalue)
-    votes = []
+    n = int(grid.sum())
+    live = np.cumsum(grid[:-1]) / n
+    d = float(np.max(np.abs(live - profile.ks_cdf)))
+    m = profile.rows
+    en = round(n * m / (n + m))
+    return d, float(np.clip(stats.kstwo.sf(d, max(en, 1)), 0.0, 1.0))
+
+
+def psi(profile: FeatureProfile, values: FloatArray) -> float:
+    """Population stability index of `values` on the reference's bins."""
+    bins = profile.shares.size
+    counts = np.bincount(np.searchsorted(profile.inner_edges, values, side="right"), minlength=bins)
+    return psi_of_counts(profile, counts)
+
+
+def judge_feature(
+    name: str,
+    profile: FeatureProfile,
+    counts: FeatureCounts,
+    tests: DriftTests,
+    n_features: int,
+    rows: int,
+) -> FeatureDrift:
+    """One feature's figures and verdict; `rows` is the window's input rows (for shares)."""
+    from scipy.spatial.distance import jensenshannon
+
+    seen = counts.rows + counts.missing
+    missing_share = counts.missing / seen if seen else (1.0 if rows else 0.0)
+    if counts.rows == 0:
+        nan = float("nan")
+        empty = ("missing",) if _over(missing_share, tests.max_missing_share) else ()
+        return FeatureDrift(
+            name, 0, nan, nan, nan, bool(empty), profile.mean, nan, nan, missing_share, 0.0, empty
+        )
+    p = psi_of_counts(profile, counts.bins)
+    ks_stat, ks_p = ks_of_counts(profile, counts.grid)
+    js = float(jensenshannon(profile.shares, counts.bins / counts.rows, base=2))
+    out_of_range = (counts.low + counts.high) / counts.rows
+    votes: list[tuple[str, bool]] = []
     if tests.max_psi is not None:
-        votes.append(p > tests.max_psi)
+        votes.append(("psi", p > tests.max_psi))
     if tests.ks_p_value is not None:
-        votes.append(ks_p < tests.ks_p_value / max(n_features, 1))  # Bonferroni
-    drifted = all(votes) if tests.require == "all" else any(votes)
+        votes.append(("ks", ks_p < tests.ks_p_value / max(n_features, 1)))  # Bonferroni
+    if tests.max_js is not None:
+        votes.append(("js", js > tests.max_js))
+    shifted = all(v for _, v in votes) if tests.require == "all" else any(v for _, v in votes)
+    flags: list[str] = [k for k, v in votes if v] if shifted else []
+    # Data quality is judged on its own: a column going empty is a problem whatever its shape.
+    if _over(missing_share, tests.max_missing_share):
+        flags.append("missing")
+    if _over(out_of_range, tests.max_out_of_range_share):
+        flags.append("out_of_range")
     return FeatureDrift(
-        name, int(values.size), p, ks_stat, ks_p, drifted, profile.mean, float(np.mean(values))
+        name,
+        counts.rows,
+        p,
+        ks_stat,
+        ks_p,
+        bool(flags),
+        profile.mean,
+        counts.total / counts.rows,
+        js,
+        missing_share,
+        out_of_range,
+        tuple(flags),
     )
+
+
+def _over(share: float, limit: float | None) -> bool:
+    return limit is not None and share > limit
 
 
 def judge_window(
     profile: ReferenceProfile,
-    columns: dict[str, FloatArray],
+    columns: dict[str, FloatArray] | WindowCounts,
     rows: int,
     tests: DriftTests,
     min_rows: int,
 ) -> tuple[DriftStatus, str, tuple[FeatureDrift, ...]]:
-    """The window's status, a message, and each feature's figures."""
+    """The window's status, a message, and each feature's figures; the window as its columns
+    or as the histograms the reader streamed them into."""
     if rows < min_rows:
         return (
             "insufficient",
             f"{rows} input rows in the window, fewer than min_rows {min_rows}",
             (),
         )
+    counts = columns if isinstance(columns, WindowCounts) else WindowCounts.of(profile, columns)
+    if not isinstance(columns, WindowCounts):
+        for _name, fc in counts.features.items():
+            fc.missing += max(rows - fc.rows - fc.missing, 0)  # absent columns: missing rows
     n = len(profile.features)
-    empty = np.empty(0, dtype=np.float64)
     judged = tuple(
-        judge_feature(name, fp, columns.get(name, empty), tests, n)
+        judge_feature(name, fp, counts.features[name], tests, n, rows)
         for name, fp in profile.features.items()
     )
     drifted = [f.name for f in judged if f.drifted]

@@ -22,7 +22,7 @@ from controller.gitops.context import PassContext
 from controller.gitops.notify import Event, EventKind, WebhookNotifier
 from controller.gitops.state import DesiredRevision
 from controller.gitops.telemetry import METRICS, ControllerMetrics
-from controller.monitor.drift import DriftReport, ReferenceProfile, judge_window
+from controller.monitor.drift import DriftReport, ReferenceProfile, WindowCounts, judge_window
 from controller.monitor.recordings import ReadLimits, read_window
 from controller.monitor.reference import load_reference
 from controller.redact import redact
@@ -135,6 +135,7 @@ def judge_recordings(
     assert recording is not None
     directory = Path(recordings_dir or recording.dir).expanduser()
     start, end = window
+    counts = WindowCounts(profile)
     rows = read_window(
         directory,
         name,
@@ -143,10 +144,11 @@ def judge_recordings(
         version=version,
         features=list(profile.features),
         limits=ReadLimits(max_rows=mon.max_rows, deadline_s=max(budget_s, 0.1)),
+        sink=counts,
     )
-    status, message, features = judge_window(
-        profile, rows.columns, rows.rows, mon.tests, mon.min_rows
-    )
+    for name, n in rows.missing.items():
+        counts.add_missing(name, n)
+    status, message, features = judge_window(profile, counts, rows.rows, mon.tests, mon.min_rows)
     if rows.truncated:
         message = f"{message}; {rows.truncated}"
     return DriftReport(

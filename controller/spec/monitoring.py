@@ -89,10 +89,35 @@ class DriftTests(_Strict):
         "watched (each test uses `ks_p_value / features`), so more features do not mean more "
         "false alarms. Unset: KS is reported, not judged.",
     )
+    max_js: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="A feature drifts when the Jensen-Shannon distance (base 2, 0 to 1) between "
+        "its share per PSI bin and the reference's exceeds this (0.1: a noticeable shift). "
+        "Unset (default): reported, not judged.",
+    )
     require: Literal["any", "all"] = Field(
         default="all",
-        description="With both tests set: `all` (default) flags a feature only when PSI and KS "
-        "both say drift (a large and a significant shift); `any` when either does.",
+        description="With more than one of PSI, KS and JS set: `all` (default) flags a feature "
+        "only when every one of them says drift (a large and a significant shift); `any` when "
+        "one does.",
+    )
+    max_missing_share: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="A feature is flagged when more than this share of the window's rows have "
+        "no number for it (absent, null, or not a number), whatever PSI and KS say. Unset "
+        "(default): reported, not judged.",
+    )
+    max_out_of_range_share: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="A feature is flagged when more than this share of its values fall outside "
+        "the reference's range (below its minimum or above its maximum). Unset (default): "
+        "reported, not judged.",
     )
     min_drifted_features: int = Field(
         default=1,
@@ -109,8 +134,10 @@ class DriftTests(_Strict):
 
     @model_validator(mode="after")
     def _some_test(self) -> DriftTests:
-        if self.max_psi is None and self.ks_p_value is None:
-            raise ValueError("set 'max_psi' or 'ks_p_value' (or both): nothing would be judged")
+        if self.max_psi is None and self.ks_p_value is None and self.max_js is None:
+            raise ValueError(
+                "set 'max_psi', 'ks_p_value' or 'max_js' (or several): no shift would be judged"
+            )
         return self
 
 

@@ -83,6 +83,10 @@ def test_drift_alerts_once_per_episode_and_resolves_once(world: World) -> None:
     assert gauge(world, "serveops_monitor_drift") == 1
     f0 = next(f for f in report.features if f.name == "f0")
     assert gauge(world, "serveops_monitor_feature_psi", feature="f0") == pytest.approx(f0.psi)
+    assert gauge(world, "serveops_monitor_feature_js", feature="f0") == pytest.approx(
+        f0.js_distance
+    )
+    assert gauge(world, "serveops_monitor_feature_missing_share", feature="f0") == 0.0
 
     world.pass_(60)  # the same window: not judged again
     assert len(world.ctl.store.drift_history("staging", "fraud")) == 1
