@@ -134,6 +134,8 @@ def render_version_app(
         },
         "deployments": [deployment],
     }
+    if spec.server.warmup is not None:  # unset: the server's default, and configs unchanged
+        app["args"]["warmup"] = spec.server.warmup
     runtime_env = settings.serving_code.runtime_env()
     env_vars = {name: f"${{{ref}}}" for name, ref in settings.credentials}
     if settings.tracking_uri:
@@ -176,11 +178,29 @@ def max_in_flight(spec: DeploymentSpec) -> int:
     return max(1, math.ceil(replicas * per_replica / spec.router_replicas))
 
 
-def bounded(targets: list[Target], bound: int) -> list[Target]:
-    """`targets` with `max_in_flight` set where it is not."""
-    return [
-        t if t.max_in_flight else t.model_copy(update={"max_in_flight": bound}) for t in targets
-    ]
+def max_running(spec: DeploymentSpec) -> int | None:
+    """What one router replica hands a version's replicas at once: their slots
+    (`max_ongoing_requests` each), shared by the router replicas; the router queues the rest
+    itself (controller/serving/slots.py). None for an autoscaled version: Serve's autoscaler
+    sizes it by what waits in Serve's handles, which a router-side queue would hide."""
+    if spec.autoscaling is not None:
+        return None
+    return max(
+        1, math.ceil((spec.replicas or 1) * spec.max_ongoing_requests / spec.router_replicas)
+    )
+
+
+def bounded(targets: list[Target], bound: int, running: int | None = None) -> list[Target]:
+    """`targets` with `max_in_flight` (and `max_running`) set where they are not."""
+    out = []
+    for t in targets:
+        update: dict[str, int] = {}
+        if not t.max_in_flight:
+            update["max_in_flight"] = bound
+        if running is not None and not t.max_running:
+            update["max_running"] = min(running, t.max_in_flight or bound)
+        out.append(t.model_copy(update=update) if update else t)
+    return out
 
 
 def render_router_app(
@@ -195,13 +215,13 @@ def render_router_app(
     pin_key: str | None = None,
 ) -> AppConfig:
     spec, meta = dep.spec, dep.metadata
-    bound = max_in_flight(spec)
+    bound, running = max_in_flight(spec), max_running(spec)
     config = RouterConfig(
         deployment=meta.name,
-        targets=bounded(targets, bound),
+        targets=bounded(targets, bound, running),
         timeout_s=spec.request_timeout_s,
         revision=revision,
-        shadow=bounded(shadow or [], bound),
+        shadow=bounded(shadow or [], bound, running),
         rollout=rollout,
         ab=ab,
         recording=recording_config(spec.recording),

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from controller.serving import code_origin
 from controller.serving.inputs import InputParser
 from controller.serving.protocol import VERSION_HEADER
+from controller.serving.warmup import DEFAULT_WARMUP_PREDICTIONS, warm
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,7 +36,9 @@ def to_jsonable(predictions: Any) -> Any:
 
 @serve.deployment
 class ModelServer:
-    def __init__(self, model_uri: str, version: str) -> None:
+    def __init__(
+        self, model_uri: str, version: str, warmup: int = DEFAULT_WARMUP_PREDICTIONS
+    ) -> None:
         import mlflow.pyfunc
 
         self._uri = model_uri
@@ -43,6 +46,8 @@ class ModelServer:
         self._model = mlflow.pyfunc.load_model(model_uri)
         self._inputs = InputParser(self._model.metadata.get_input_schema())
         logger.info("loaded %s (%s)", model_uri, code_origin())
+        # Before the constructor returns: Serve sends no request to a replica still starting.
+        logger.info("%s: %s", model_uri, warm(self._model, warmup).line())
 
     def predict(self, payload: Any) -> dict[str, Any]:
         """Score one request. Returns {"status", "body"} so errors cross the handle as values."""
@@ -79,4 +84,7 @@ def _bad_request(message: str) -> dict[str, Any]:
 
 
 def build(args: dict[str, Any]) -> Any:
-    return ModelServer.bind(args["model_uri"], args["version"])  # type: ignore[attr-defined]
+    # `warmup` is rendered only when the spec sets it, so configs rendered before it existed
+    # (and the replicas they run) do not change.
+    warmup = int(args.get("warmup", DEFAULT_WARMUP_PREDICTIONS))
+    return ModelServer.bind(args["model_uri"], args["version"], warmup)  # type: ignore[attr-defined]

@@ -57,6 +57,14 @@ class Target(BaseModel):
         "not answered: running or queued in its replicas); one more is shed at once with 503 "
         "and Retry-After (or, during a canary, moved to the other version). None: no bound.",
     )
+    max_running: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests this router replica hands the version's replicas at once (their "
+        "slots); the rest of `max_in_flight` waits in the router, first in first out, for an "
+        "answer to free a slot (controller/serving/slots.py). None: all go to Serve's handle "
+        "(autoscaled versions: Serve's autoscaler counts what waits there).",
+    )
 
 
 class RolloutNote(BaseModel):

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray import serve
@@ -41,6 +42,7 @@ from controller.serving.protocol import (
 )
 from controller.serving.recorder import Exchange, Recorder, replace_recorder
 from controller.serving.routing import choose, mirrors, routable
+from controller.serving.slots import Slots
 
 logger = logging.getLogger("ray.serve")
 PIN_REFRESH_S = 0.1  # the least time between two status reads asked for by pinned requests
@@ -53,12 +55,15 @@ class Router:
         self._config: RouterConfig | None = None
         self._routing = ""  # routing_id of self._config, echoed in every answer
         self._handles: dict[str, DeploymentHandle[Any]] = {}
+        # Serve's handle factory; unit tests replace it (outside Serve it would start Ray).
+        self._get_handle: Callable[[str], DeploymentHandle[Any]] = serve.get_app_handle
         self._running: set[str] = set()
         self._pin_refreshed = 0.0  # monotonic time of the last status read for a pin
         self._poller: asyncio.Task[None] | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._metrics = RouterMetrics()
         self._in_flight = InFlight()
+        self._slots = Slots()
         self._governor = MirrorGovernor(time.monotonic)
         self._recording: RecordingConfig | None = None
         self._recorder: Recorder | None = None
@@ -79,10 +84,21 @@ class Router:
         )
 
     def _handle(self, app: str) -> DeploymentHandle[Any]:
-        # Created on first use: the app is known to be RUNNING by then.
+        # Normally made by `_prepare_handles` as soon as the app is seen RUNNING; made here when
+        # a request comes first (a blocking call to Serve's controller, on the event loop).
         if app not in self._handles:
-            self._handles[app] = serve.get_app_handle(app)
+            self._handles[app] = self._get_handle(app)
         return self._handles[app]
+
+    async def _prepare_handles(self) -> None:
+        """Handles to versions newly seen RUNNING, made in a thread: getting one asks Serve's
+        controller, which would otherwise stall every request in flight on this replica the
+        first time a canary's candidate is routed to."""
+        for app in sorted(self._running - self._handles.keys()):
+            try:
+                self._handles[app] = await asyncio.to_thread(self._get_handle, app)
+            except Exception:  # the first request makes it, or says why
+                logger.exception("router %s could not get a handle to %s", self._deployment, app)
 
     async def _read_status(self) -> set[str]:
         config = self._config
@@ -98,6 +114,8 @@ class Router:
             self._running = await self._read_status()
         except Exception:  # keep the last known set; the next read retries
             logger.exception("router %s could not read Serve status", self._deployment)
+            return
+        await self._prepare_handles()
 
     async def _poll_status(self) -> None:
         while True:
@@ -211,9 +229,7 @@ class Router:
         started = time.perf_counter()
         self._in_flight.acquire(target.app)
         try:
-            result = await asyncio.wait_for(
-                self._handle(target.app).predict.remote(payload), timeout=config.timeout_s
-            )
+            result = await asyncio.wait_for(self._call(target, payload), timeout=config.timeout_s)
         except TimeoutError:
             self._metrics.record(self._deployment, target, traffic, 504, started)
             return _error(
@@ -235,6 +251,16 @@ class Router:
         if config.ab is not None and target.app in config.ab.variants:
             headers[VARIANT_HEADER] = config.ab.variants[target.app]
         return JSONResponse(body, status_code=status, headers=headers)
+
+    async def _call(self, target: Target, payload: Any) -> Any:
+        """The version's answer, once one of its `max_running` slots is free (the wait counts
+        against the caller's timeout)."""
+        await self._slots.acquire(target.app, target.max_running)
+        try:
+            return await self._handle(target.app).predict.remote(payload)
+        finally:
+            if target.max_running is not None:
+                self._slots.release(target.app)
 
     def _send_mirrors(self, config: RouterConfig, payload: Any, served: Any) -> None:
         """Copies of a live request to the shadow versions the config asks for, as tasks the
@@ -278,9 +304,7 @@ class Router:
         started = time.perf_counter()
         status = 500
         try:
-            result = await asyncio.wait_for(
-                self._handle(target.app).predict.remote(payload), timeout=timeout_s
-            )
+            result = await asyncio.wait_for(self._call(target, payload), timeout=timeout_s)
             status = int(result["status"])
             self._metrics.agreement(self._deployment, target, result["body"] == served)
         except TimeoutError:

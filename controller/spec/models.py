@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from controller.serving.protocol import DEFAULT_RECORD_HEADERS, MODEL_DEPLOYMENT, MODEL_IMPORT_PATH
+from controller.serving.warmup import DEFAULT_WARMUP_PREDICTIONS, MAX_WARMUP_PREDICTIONS
 from controller.spec.durations import DURATION_PATTERN
 from controller.spec.durations import parse_duration as parse_duration  # spec users read them
 from controller.spec.monitoring import Monitoring
@@ -550,6 +551,16 @@ class Server(_Strict):
         description="Python packages the server needs, installed by Ray into the replicas' "
         "runtime environment (`runtime_env.pip`), e.g. `fraud-serving==1.4.2`. Pin exact "
         "versions (`==`): a version range can change the code that serves without a commit.",
+    )
+    warmup: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_WARMUP_PREDICTIONS,
+        description="Predictions each model replica of serveops' server runs while it loads, "
+        "before Serve sends it traffic, on the model's logged input example (else one row of "
+        "zeros shaped by its signature), so a canary's first users and a scaled-up replica's "
+        "do not pay for a cold model. Unset: "
+        f"{DEFAULT_WARMUP_PREDICTIONS}; `0` turns warm-up off.",
     )
 
     @field_validator("pip")

@@ -65,10 +65,15 @@ def test_pinned_requests_refresh_the_status_at_most_every_interval(
     reads = StatusReads({"fraud--v1", "fraud--v2"})
     replica._read_status = reads
     replica._running = {"fraud--v1"}
+    made: list[str] = []  # stands in for serve.get_app_handle (outside Serve it starts Ray)
+    replica._get_handle = lambda app: made.append(app) or f"handle to {app}"
 
     asyncio.run(replica._refresh_for_pin())
     assert reads.reads == 1
     assert replica._running == {"fraud--v1", "fraud--v2"}
+    # Handles to the apps seen running are made then, off the event loop, not by a request.
+    assert sorted(made) == ["fraud--v1", "fraud--v2"]
+    assert replica._handles["fraud--v2"] == "handle to fraud--v2"
     asyncio.run(replica._refresh_for_pin())  # a burst of pins: no second read yet
     assert reads.reads == 1
     clock[0] += router.PIN_REFRESH_S * 1.5
@@ -76,3 +81,4 @@ def test_pinned_requests_refresh_the_status_at_most_every_interval(
     asyncio.run(replica._refresh_for_pin())  # read again; a failed read keeps the last set
     assert reads.reads == 2
     assert replica._running == {"fraud--v1", "fraud--v2"}
+    assert len(made) == 2  # a handle is made once per app

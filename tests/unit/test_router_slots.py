@@ -1,0 +1,110 @@
+"""The router's own FIFO in front of a version (controller/serving/slots.py), on a real event
+loop with no cluster: at most `limit` at Serve, the oldest waiter served first, a timed-out
+waiter never loses or leaks a slot."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controller.cluster.render import max_running
+from controller.serving.slots import Slots
+from controller.spec.manifest import load_manifests
+
+APP = "fraud--v7"
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_at_most_limit_run_and_the_oldest_waiter_goes_first() -> None:
+    async def scenario() -> list[int]:
+        slots, order = Slots(), []
+
+        async def request(i: int) -> None:
+            await slots.acquire(APP, 2)
+            order.append(i)
+
+        tasks = [asyncio.create_task(request(i)) for i in range(5)]
+        await settle()
+        assert (order, slots.running(APP), slots.waiting(APP)) == ([0, 1], 2, 3)
+        for expected in ([0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4]):
+            slots.release(APP)  # an answer: its slot goes to the oldest waiter
+            await settle()
+            assert order == expected
+            assert slots.running(APP) == 2
+        slots.release(APP)
+        slots.release(APP)
+        await asyncio.gather(*tasks)
+        assert (slots.running(APP), slots.waiting(APP)) == (0, 0)
+        return order
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3, 4]
+
+
+def test_a_waiter_that_times_out_leaves_the_queue_without_taking_a_slot() -> None:
+    async def scenario() -> None:
+        slots = Slots()
+        await slots.acquire(APP, 1)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(slots.acquire(APP, 1), timeout=0.01)
+        assert slots.waiting(APP) == 0
+        slots.release(APP)
+        assert slots.running(APP) == 0  # the slot was not handed to the one that left
+        await asyncio.wait_for(slots.acquire(APP, 1), timeout=1)  # free at once
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_granted_as_its_waiter_is_cancelled_is_passed_on() -> None:
+    async def scenario() -> None:
+        slots = Slots()
+        await slots.acquire(APP, 1)
+        first = asyncio.create_task(slots.acquire(APP, 1))
+        second = asyncio.create_task(slots.acquire(APP, 1))
+        await settle()
+        slots.release(APP)  # grants `first` ...
+        first.cancel()  # ... which gives up before it runs
+        await settle()
+        assert first.cancelled()
+        assert second.done()  # it got the slot `first` could not use
+        assert slots.running(APP) == 1
+
+    asyncio.run(scenario())
+
+
+def test_no_limit_means_no_queue() -> None:
+    async def scenario() -> None:
+        slots = Slots()
+        for _ in range(100):
+            await asyncio.wait_for(slots.acquire(APP, None), timeout=1)
+        assert slots.running(APP) == 0
+
+    asyncio.run(scenario())
+
+
+SPEC = """\
+apiVersion: serveops.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: fraud, environment: staging, owner: risk}
+spec:
+  route: /fraud
+  model: models:/fraud/7
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("", 8),  # one replica, 8 ongoing each
+        ("  replicas: 3\n  max_ongoing_requests: 4\n", 12),
+        ("  replicas: 3\n  max_ongoing_requests: 4\n  router_replicas: 2\n", 6),
+        ("  autoscaling: {min_replicas: 1, max_replicas: 4}\n", None),  # Serve's autoscaler
+    ],
+)
+def test_the_rendered_running_bound_is_the_replicas_slots(extra: str, expected: int | None) -> None:
+    [manifest] = load_manifests({"deployments/staging/fraud.yaml": SPEC + extra}, "staging")
+    assert max_running(manifest.deployment.spec) == expected
