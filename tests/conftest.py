@@ -29,6 +29,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         else:
             item.add_marker(pytest.mark.unit)
+    # A test with a Ray of its own runs after every other (stable order otherwise): its
+    # `ray stop` ends the session's shared cluster too.
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +44,20 @@ def _tracking_uri_restored() -> Iterator[None]:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_in_unit_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A unit test that reaches Ray by accident (Serve's `get_app_handle`, Ray Data outside a
+    job) starts a whole local cluster inside pytest, unlocked and never stopped; when it later
+    dies, Ray's driver exits pytest itself with status 1 and no summary. Fail the test that did
+    it instead, and stop the cluster."""
+    yield
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        ray.shutdown()
+        pytest.fail("this unit test started Ray: replace the call that reached it with a fake")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -45,7 +46,7 @@ from controller.cluster.serve_api import ServeClient, default_address
 from controller.cluster.serving_code import build_bundle, parse_serving_code
 from controller.errors import BadInput, StalePlan
 from controller.gitops.state import DesiredRevision, EnvironmentState
-from controller.gitops.view import environment_view
+from controller.gitops.view import EnvironmentView, environment_view
 from controller.registry.mlflow import registry_from_uri
 from controller.source.git import open_repo, read_worktree, resolve_commit
 from controller.spec.batchfile import load_batches
@@ -260,13 +261,20 @@ def status(
     registry_uri: RegistryOpt = None,
     serving_code: ServingCodeOpt = "installed",
     output: OutputOpt = "text",
+    wait: Annotated[
+        str | None,
+        typer.Option(
+            "--wait",
+            help="Poll until every deployment is Synced and Healthy with no rollout in flight "
+            "(kubectl wait's role), at most this long (3m, 90s); exit 1 if it is not by then.",
+        ),
+    ] = None,
 ) -> None:
     """Where each deployment stands: sync against what the controller admitted (its --state)
     or against Git (--repo), health from Serve, and what a rollout or apply waits for.
     Exit 1 when a deployment is Degraded or Missing."""
 
-    def run() -> None:
-        check_output(output)
+    def read() -> EnvironmentView:
         with ServeClient(address) as client:
             live = client.get()
             if repo is not None:
@@ -286,14 +294,38 @@ def status(
                 )
             else:
                 view, _ = load_view(env, state=state, address=None, live=live)
+        return view
+
+    def run() -> None:
+        check_output(output)
+        limit = seconds("--wait", wait) if wait is not None else None
+        view = read()
+        if limit is not None:
+            deadline = time.monotonic() + limit
+            while not settled(view) and time.monotonic() < deadline:
+                time.sleep(STATUS_POLL_S)
+                view = read()
         if output == "json":
             print(view.model_dump_json(indent=2))
         else:
             print_view(out, status_renderable(view, out.is_terminal))
+        if limit is not None and not settled(view):
+            err.print(f"not settled after {wait}: {view.summary}")
+            raise typer.Exit(1)
         if any(d.health in ("Degraded", "Missing") for d in view.deployments):
             raise typer.Exit(1)
 
     run_command(run)
+
+
+STATUS_POLL_S = 2.0
+
+
+def settled(view: EnvironmentView) -> bool:
+    """What `status --wait` waits for: deployments, all Synced and Healthy, none rolling out."""
+    return bool(view.deployments) and all(
+        d.sync == "Synced" and d.health == "Healthy" and d.rollout is None for d in view.deployments
+    )
 
 
 @app.command()

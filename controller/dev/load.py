@@ -137,3 +137,35 @@ class Load:
                     answer = Answer(sent, 0, None, repr(err)[:200])
                 with self._lock:
                     self.answers.append(answer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m controller.dev.load URL [--rate R]`: the tour's load by hand (docs/
+    getting-started.md), until SIGTERM or Ctrl-C; then one line: requests, failures, versions."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m controller.dev.load", description=main.__doc__)
+    parser.add_argument("url", help="the route, e.g. http://localhost:8000/breast-cancer")
+    parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    args = parser.parse_args(argv)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    load = Load(args.url, rate=args.rate).start()
+    print(f"sending {args.rate:g} requests/s to {args.url}, one data set row each", flush=True)
+    done.wait()
+    load.stop()
+    window = load.window(load.started_at)
+    print(window.line(), flush=True)
+    for answer in window.failed[:10]:  # when, and what came back instead of an answer
+        print(
+            f"  failed {answer.at - load.started_at:.1f}s after the start: "
+            f"{answer.status or 'no answer'} {answer.error[:120]}",
+            flush=True,
+        )
+    return 1 if window.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -50,6 +50,16 @@ class Registry:
     versions: list[str]
 
 
+_SESSION_RAYS: list[LocalRay] = []
+
+
+def stop_session_cluster() -> None:
+    """Stop the session's shared Ray now (a test with a Ray of its own, run last, frees the
+    machine's 2 CPUs for it); the fixture's own stop at the session's end is then a no-op."""
+    for ray in _SESSION_RAYS:
+        ray.stop()
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     ray = LocalRay(
@@ -62,6 +72,7 @@ def cluster() -> Iterator[Cluster]:
         },
     )
     ray.start()
+    _SESSION_RAYS.append(ray)
     try:
         yield Cluster(ray.address, free_port(), ray.temp_dir)
     finally:

@@ -179,3 +179,19 @@ def test_without_serve_the_view_says_it_did_not_read_it_not_that_nothing_runs(
     assert fraud.summary == "admitted (Serve not read)"
     assert fraud.health == "Unknown"
     assert read.deployments[0].summary != fraud.summary
+
+
+def test_status_wait_waits_for_synced_healthy_and_no_rollout(canary: World) -> None:
+    from controller.cli.main import settled
+
+    views = Views(canary)
+    assert settled(views.view())  # v1 applied, nothing in flight
+    canary.push("2")
+    canary.pass_()
+    assert not settled(views.view())  # the canary has started
+    for _ in range(12):
+        canary.pass_()
+        canary.traffic(30)
+    assert settled(views.view())
+    empty, _ = load_view("nowhere", state=canary.state, address=None, live=canary.serve.get())
+    assert not settled(empty)  # nothing deployed yet is not "settled"
