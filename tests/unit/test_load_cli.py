@@ -50,6 +50,8 @@ def test_the_load_runs_until_sigterm_and_counts_answers_and_failures() -> None:
         server.shutdown()
     assert load.returncode == 1, out  # a failure was counted
     assert "1 failed" in out
-    assert "failed" in out.splitlines()[-1] and "503" in out.splitlines()[-1]
+    last = out.splitlines()[-1]  # the failure itself: when, and what came back
+    assert last.startswith("  failed ")
+    assert "503" in last
     rows = {json.dumps(b, sort_keys=True) for b in bodies}
     assert len(rows) == len(bodies)  # a different data set row with each request
