@@ -190,3 +190,17 @@ def test_a_failing_or_slow_command_is_a_failure_not_a_crash(tmp_path: Path) -> N
     missing = RetrainTarget("x", "command", os.path.join(str(tmp_path), "nope"))
     with pytest.raises(RetrainFailed, match="command not found"):
         send_retrain(missing, {}, RetrainConfig())
+
+
+def test_the_deployment_file_names_targets_never_urls_or_commands() -> None:
+    from pydantic import ValidationError
+
+    from controller.spec.monitoring import Monitoring
+
+    base = {"reference": {"kind": "dataset", "path": "ref.csv"}}
+    ok = Monitoring.model_validate({**base, "actions": {"retrain": ["nightly-train"]}})
+    assert ok.actions.retrain == ["nightly-train"]
+    assert Monitoring.model_validate(base).actions.retrain == []
+    for bad in (["https://ci.example/hook"], ["/bin/sh"], ["a", "a"]):
+        with pytest.raises(ValidationError, match="retrain target"):
+            Monitoring.model_validate({**base, "actions": {"retrain": bad}})
