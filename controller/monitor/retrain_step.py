@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from controller.gitops.context import PassContext
@@ -64,7 +65,11 @@ def send_due(
     (event, deployment) hears of a request given up on; default: the controller's notifier."""
     store, env, config = ctx.store, ctx.environment, ctx.settings.retrain
     done: list[tuple[Trigger, str]] = []
+    # The step's budget again for sending: what does not fit waits for the next pass.
+    deadline = time.monotonic() + ctx.settings.monitor_budget_s
     for trigger in store.due_triggers(env, MAX_SENDS_PER_PASS):
+        if time.monotonic() >= deadline:
+            break
         target = config.target(trigger.target)
         try:
             if target is None:
