@@ -54,6 +54,13 @@ from controller.cli.options import (
     seconds,
 )
 from controller.cli.options import run as run_command
+from controller.cli.retrain import (
+    HtmlDirOpt,
+    RetrainApiOpt,
+    RetrainTargetOpt,
+    RetrainTokenOpt,
+    retrain_settings,
+)
 from controller.cluster.serve_api import ServeClient
 from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput
@@ -64,6 +71,7 @@ from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.gitops.telemetry import serve as serve_metrics
 from controller.gitops.webhook import SECRET_ENV, PushEvent, WebhookServer
+from controller.monitor.retrain_targets import DEFAULT_GITHUB_API
 
 log = logging.getLogger("serveops.controller")
 
@@ -119,6 +127,10 @@ def controller_command(
     monitor_reference_dir: ReferenceDirOpt = None,
     monitor_recordings_dir: RecordingsDirOpt = None,
     alert_target: AlertTargetOpt = None,
+    retrain_target: RetrainTargetOpt = None,
+    retrain_github_api: RetrainApiOpt = DEFAULT_GITHUB_API,
+    retrain_token_env: RetrainTokenOpt = None,
+    monitor_html_dir: HtmlDirOpt = None,
     lease_in_git: Annotated[
         bool,
         typer.Option(
@@ -155,6 +167,9 @@ def controller_command(
                 policies, policies_branch, bootstrap_policies, evidence, hook_command, state
             ),
             **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
+            **retrain_settings(
+                retrain_target, retrain_github_api, retrain_token_env, monitor_html_dir
+            ),
         )
         secret = os.environ.get(SECRET_ENV, "").encode()
         if webhook_port is not None and not secret:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from controller.cli.display import print_error
 from controller.cli.options import (
     DEFAULT_STATE,
     EnvOpt,
@@ -22,12 +23,22 @@ from controller.cli.options import (
     RepoPathOpt,
     StateOpt,
     check_output,
+    err,
     out,
 )
 from controller.cli.options import run as run_command
+from controller.cli.retrain import (
+    RetrainApiOpt,
+    RetrainTargetOpt,
+    RetrainTokenOpt,
+    request_retraining,
+    retrain_settings,
+)
 from controller.errors import BadInput
-from controller.gitops.state import StateStore
+from controller.gitops.state import StateStore, Trigger
 from controller.monitor.drift import DriftReport
+from controller.monitor.report_html import write_report_html
+from controller.monitor.retrain_targets import DEFAULT_GITHUB_API
 
 ReferenceDirOpt = Annotated[
     Path | None,
@@ -134,10 +145,21 @@ def monitor(
     reference_dir: ReferenceDirOpt = None,
     recordings_dir: RecordingsDirOpt = None,
     registry_uri: RegistryOpt = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write each report shown as an HTML page here."),
+    ] = None,
+    retrain_target: RetrainTargetOpt = None,
+    retrain_github_api: RetrainApiOpt = DEFAULT_GITHUB_API,
+    retrain_token_env: RetrainTokenOpt = None,
     output: OutputOpt = "text",
 ) -> None:
     """The latest drift report of each monitored deployment, as the controller judged it (or,
-    with --check, judged now by hand). Exit 1 when a deployment's latest window drifted."""
+    with --check, judged now by hand). Exit 1 when a deployment's latest window drifted, 2 when
+    a deployment names a retraining target --retrain-target does not configure or (--check) a
+    retraining request failed."""
+    retrain_names: dict[str, list[str]] = {}
+    requests: dict[str, list[dict[str, Any]]] = {}
 
     def stored() -> dict[str, list[DriftReport]]:
         if not 1 <= history <= 1000:
@@ -149,36 +171,100 @@ def monitor(
             names = [deployment] if deployment else sorted(latest)
             if deployment and deployment not in latest:
                 raise BadInput(f"no monitoring report for {deployment!r} in {env!r}")
-            return {n: store.drift_history(env, n, history) for n in names}
+            admitted = store.environment(env).admitted
+            for n in names:
+                spec = admitted.specs.get(n) if admitted is not None else None
+                mon = spec.spec.monitoring if spec is not None else None
+                retrain_names[n] = list(mon.actions.retrain) if mon is not None else []
+                requests[n] = [_trigger_dict(t) for t in store.triggers(env, n, 5)]
+            return {n: store.drift_history(env, n, max(history, 48 if html else 1)) for n in names}
 
     def run() -> int:
         check_output(output)
+        config = retrain_settings(retrain_target, retrain_github_api, retrain_token_env)["retrain"]
         if check:
             judged = check_now(
                 repo, rev, env, deployment, window, reference_dir, recordings_dir, registry_uri
             )
             reports = {r.deployment: [r] for r in judged}
+            retrain_names.update(_retrain_names(repo, rev, env))
         else:
             reports = stored()
+        if html is not None:
+            for rs in reports.values():
+                for r in rs[:history]:
+                    write_report_html(html, r, rs)
+            reports = {n: rs[:history] for n, rs in reports.items()}
         drifted = sorted(n for n, rs in reports.items() if rs and rs[0].drifted)
+        problems = []
+        for n in sorted(reports):
+            unknown = config.unknown(retrain_names.get(n, [])) if config.targets else []
+            if unknown:
+                problems.append(
+                    f"{env}/{n} names retrain target(s) {', '.join(map(repr, unknown))}, not "
+                    "configured here (--retrain-target NAME=...)"
+                )
+            if check and n in drifted and config.targets and retrain_names.get(n):
+                done = request_retraining(config, reports[n][0], retrain_names[n])
+                requests[n] = [{"target": t, "ok": ok, "said": said} for t, ok, said in done]
+                problems += [f"{env}/{n}: retrain {t}: {said}" for t, ok, said in done if not ok]
         if output == "json":
             body = {
                 "environment": env,
                 "drifted": drifted,
                 "deployments": {n: [r.to_dict() for r in rs] for n, rs in reports.items()},
+                "retrain_requests": requests,
+                "problems": problems,
             }
             out.print_json(json.dumps(_strict_json(body), default=str, allow_nan=False))
         elif not reports:
             out.print(f"no monitoring report in {env!r} yet")
         else:
-            for rs in reports.values():
+            for n, rs in reports.items():
                 for r in rs:
                     out.print(report_line(r), markup=False)
-        return 1 if drifted else 0
+                for req in requests.get(n, []):
+                    out.print(_request_line(req), markup=False)
+        for problem in problems:
+            print_error(err, problem)
+        return 2 if problems else 1 if drifted else 0
 
     code = run_command(run)
     if code:
         raise typer.Exit(code)
+
+
+def _trigger_dict(t: Trigger) -> dict[str, Any]:
+    return {
+        "target": t.target,
+        "episode": t.episode.isoformat(),
+        "status": t.status,
+        "attempts": t.attempts,
+        "next_attempt": t.next_attempt.isoformat() if t.next_attempt else None,
+        "last_error": t.last_error,
+    }
+
+
+def _request_line(req: dict[str, Any]) -> str:
+    """A retraining request: stored (status, attempts) or sent now (ok, what was said)."""
+    if "status" in req:
+        line = f"  retrain {req['target']}: {req['status']} ({req['attempts']} attempt(s))"
+        if req["status"] == "pending" and req["next_attempt"]:
+            line += f", next {req['next_attempt']}"
+        return line + (f": {req['last_error']}" if req["last_error"] else "")
+    return f"  retrain {req['target']}: {'sent' if req['ok'] else 'failed'}: {req['said']}"
+
+
+def _retrain_names(repo: Path, rev: str, env: str) -> dict[str, list[str]]:
+    """The retraining targets each monitored deployment of `env` at `rev` names."""
+    from controller.sync.read import read_manifests
+
+    _, manifests = read_manifests(str(repo), rev, env)
+    return {
+        m.name: list(m.deployment.spec.monitoring.actions.retrain)
+        for m in manifests
+        if m.deployment.spec.monitoring is not None
+    }
 
 
 def _strict_json(value: Any) -> Any:

@@ -56,6 +56,13 @@ from controller.cli.options import (
     seconds,
 )
 from controller.cli.options import run as run_command
+from controller.cli.retrain import (
+    HtmlDirOpt,
+    RetrainApiOpt,
+    RetrainTargetOpt,
+    RetrainTokenOpt,
+    retrain_settings,
+)
 from controller.cluster.serve_api import ServeClient
 from controller.cluster.serving_code import parse_serving_code
 from controller.errors import BadInput
@@ -64,6 +71,7 @@ from controller.gitops.outcome import PassResult
 from controller.gitops.reconciler import Controller
 from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
+from controller.monitor.retrain_targets import DEFAULT_GITHUB_API
 
 
 def print_result(result: PassResult) -> None:
@@ -123,6 +131,10 @@ def sync_command(
     monitor_reference_dir: ReferenceDirOpt = None,
     monitor_recordings_dir: RecordingsDirOpt = None,
     alert_target: AlertTargetOpt = None,
+    retrain_target: RetrainTargetOpt = None,
+    retrain_github_api: RetrainApiOpt = DEFAULT_GITHUB_API,
+    retrain_token_env: RetrainTokenOpt = None,
+    monitor_html_dir: HtmlDirOpt = None,
     output: OutputOpt = "text",
 ) -> None:
     """One controller pass, recorded like the loop's. Exit 0 in sync, 1 not, 2 bad input."""
@@ -143,6 +155,9 @@ def sync_command(
                 policies, policies_branch, bootstrap_policies, evidence, hook_command, state
             ),
             **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
+            **retrain_settings(
+                retrain_target, retrain_github_api, retrain_token_env, monitor_html_dir
+            ),
         )
         guard_secrets(
             repo,

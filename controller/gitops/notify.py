@@ -27,6 +27,7 @@ EventKind = Literal[
     "drift_detected",
     "model_drift",
     "model_drift_resolved",
+    "retrain_failed",
     "batch_failed",
 ]
 EVENT_KINDS: tuple[EventKind, ...] = (
@@ -37,6 +38,7 @@ EVENT_KINDS: tuple[EventKind, ...] = (
     "drift_detected",  # live Serve differs from Git (and, with drift enabled, was restored)
     "model_drift",  # a monitored deployment's inputs drifted from its reference (once per episode)
     "model_drift_resolved",  # the first healthy window after a drift episode
+    "retrain_failed",  # a drift episode's retraining request failed every attempt
     "batch_failed",  # a batch run failed (its retries spent) or its sample check rejected it
 )
 TIMEOUT_S = 5.0
@@ -49,6 +51,7 @@ _SLACK_ICON: dict[EventKind, str] = {
     "drift_detected": ":warning:",
     "model_drift": ":chart_with_downwards_trend:",
     "model_drift_resolved": ":chart_with_upwards_trend:",
+    "retrain_failed": ":x:",
     "batch_failed": ":x:",
 }
 

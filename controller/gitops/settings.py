@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.cluster.serving_code import INSTALLED, ServingCode
+from controller.monitor.retrain_targets import NO_RETRAIN, RetrainConfig
 from controller.policy.evidence import EvidenceStore
 from controller.policy.source import PolicySource
 
@@ -57,6 +58,10 @@ class ControllerSettings:
     monitor_recordings_dir: str | None = None
     monitor_budget_s: float = 10.0
     alert_targets: tuple[tuple[str, str], ...] = ()
+    # Retraining targets `spec.monitoring.actions.retrain` may name (`--retrain-target`), and
+    # where an HTML report of each judged window is written (None: none).
+    retrain: RetrainConfig = NO_RETRAIN
+    monitor_html_dir: str | None = None
 
     @property
     def lease_ttl(self) -> float:

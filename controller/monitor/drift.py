@@ -107,6 +107,11 @@ class FeatureDrift:
     missing_share: float = 0.0  # rows without a number for this feature
     out_of_range_share: float = 0.0  # values outside the reference's [min, max]
     flags: tuple[str, ...] = ()  # the tests that flagged it (psi, ks, js, missing, out_of_range)
+    # PSI's bins, for reports that draw them: edges (the reference's min, the inner edges, its
+    # max: one more than bins), the reference's share and the window's count per bin.
+    bin_edges: tuple[float, ...] = ()
+    reference_shares: tuple[float, ...] = ()
+    window_counts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,8 +171,9 @@ class DriftReport:
         for key in ("window_start", "window_end", "computed_at"):
             if data.get(key) is not None:
                 data[key] = dt.datetime.fromisoformat(data[key])
+        tuples = ("flags", "bin_edges", "reference_shares", "window_counts")
         data["features"] = tuple(
-            FeatureDrift(**{**f, "flags": tuple(f.get("flags", ()))})
+            FeatureDrift(**{**f, **{k: tuple(f.get(k, ())) for k in tuples}})
             for f in data.get("features", [])
         )
         data["problems"] = tuple(data.get("problems", []))
@@ -279,7 +285,19 @@ def judge_feature(
         nan = float("nan")
         empty = ("missing",) if _over(missing_share, tests.max_missing_share) else ()
         return FeatureDrift(
-            name, 0, nan, nan, nan, bool(empty), profile.mean, nan, nan, missing_share, 0.0, empty
+            name,
+            0,
+            nan,
+            nan,
+            nan,
+            bool(empty),
+            profile.mean,
+            nan,
+            nan,
+            missing_share,
+            0.0,
+            empty,
+            **_bins(profile, counts),
         )
     p = psi_of_counts(profile, counts.bins)
     ks_stat, ks_p = ks_of_counts(profile, counts.grid)
@@ -312,7 +330,17 @@ def judge_feature(
         missing_share,
         out_of_range,
         tuple(flags),
+        **_bins(profile, counts),
     )
+
+
+def _bins(profile: FeatureProfile, counts: FeatureCounts) -> dict[str, Any]:
+    edges = (profile.low, *profile.inner_edges.tolist(), profile.high)
+    return {
+        "bin_edges": tuple(float(e) for e in edges),
+        "reference_shares": tuple(float(x) for x in profile.shares),
+        "window_counts": tuple(int(x) for x in counts.bins),
+    }
 
 
 def _over(share: float, limit: float | None) -> bool:

@@ -4,7 +4,9 @@ Level-triggered like the rest of the pass: windows are aligned to the epoch (`wi
 whole hour), and a deployment is due when its latest ended window has no stored report. A
 pass judges that window (a window missed while the controller was down is not caught up: the
 newest one speaks for now), stores the report, updates the gauges, and alerts when a drift
-episode opens or closes. It never blocks the pass: the whole step gets `monitor_budget_s`, the
+episode opens or closes; an opening episode also queues the retraining requests the
+deployment asks for (retrain_step.py), sent in the same pass and retried in later ones. With
+`--monitor-html-dir`, each judged window is also written as an HTML page. It never blocks the pass: the whole step gets `monitor_budget_s`, the
 reading of each window what remains of it, and what does not fit waits for the next pass.
 Nothing here raises: a failure is stored as the window's `error` report.
 """
@@ -25,12 +27,15 @@ from controller.gitops.telemetry import METRICS, ControllerMetrics
 from controller.monitor.drift import DriftReport, ReferenceProfile, WindowCounts, judge_window
 from controller.monitor.recordings import ReadLimits, read_window
 from controller.monitor.reference import load_reference
+from controller.monitor.report_html import write_report_html
+from controller.monitor.retrain_step import queue_retraining, send_due, unknown_targets
 from controller.redact import redact
 from controller.spec.models import ModelDeployment
 
 log = logging.getLogger("serveops.controller")
 
 MAX_CACHED_REFERENCES = 64
+HTML_HISTORY = 48  # earlier windows drawn in an HTML report's scores over time
 _references: dict[tuple[object, ...], ReferenceProfile] = {}
 
 
@@ -80,6 +85,13 @@ def run_monitor_step(
             log.exception("%s: monitoring %s failed", env, name)
             report = _error(admitted, env, name, window, f"{type(err).__name__}: {err}")
         report = replace(report, computed_at=store.now())
+        if unknown := unknown_targets(ctx, spec):
+            problem = (
+                f"retrain target(s) {', '.join(map(repr, unknown))} not configured on this "
+                "controller (--retrain-target): no retraining is requested of them"
+            )
+            log.error("%s: %s: %s", env, name, problem)
+            report = replace(report, problems=(*report.problems, problem))
         try:
             store.record_drift(report)
             metrics.record_drift(report)
@@ -88,8 +100,39 @@ def run_monitor_step(
             log.exception("%s: storing the monitoring report of %s failed", env, name)
             continue
         log.info("monitor %s", report.summary())
+        _write_html(ctx, report)
         reports.append(report)
+    try:
+        send_due(ctx, notify=lambda event, name: _notify_all(ctx, admitted, event, name))
+    except Exception:  # a broken store must not fail the pass
+        log.exception("%s: sending retraining requests failed", env)
     return reports
+
+
+def _write_html(ctx: PassContext, report: DriftReport) -> None:
+    """The window's HTML page under --monitor-html-dir (with the deployment's recent windows
+    for the scores over time)."""
+    directory = ctx.settings.monitor_html_dir
+    if directory is None:
+        return
+    try:
+        history = ctx.store.drift_history(report.environment, report.deployment, HTML_HISTORY)
+        write_report_html(Path(directory).expanduser(), report, history)
+    except Exception:
+        log.exception(
+            "%s: writing the HTML report of %s failed", ctx.environment, report.deployment
+        )
+
+
+def _notify_all(ctx: PassContext, admitted: DesiredRevision, event: Event, name: str) -> None:
+    """To the alert targets the deployment names (the controller's notifier when it is gone)."""
+    spec = admitted.specs.get(name)
+    mon = spec.spec.monitoring if spec is not None else None
+    for target in mon.alert_targets if mon is not None else ["default"]:
+        try:
+            _send(ctx, target, event, name)
+        except Exception:
+            log.exception("%s: %s to %r failed", event.environment, event.kind, target)
 
 
 def judge(
@@ -222,6 +265,10 @@ def _alert(ctx: PassContext, spec: ModelDeployment, report: DriftReport) -> None
             return
         kind = "model_drift"
         message = f"inputs drifted: {report.summary()}"
+        try:
+            queue_retraining(ctx, spec, report)
+        except Exception:
+            log.exception("%s: queueing the retraining of %s failed", env, name)
     elif report.status == "ok":
         since = store.drift_episode(env, name)
         if since is None or not store.set_drift_episode(env, name, None):

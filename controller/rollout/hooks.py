@@ -35,6 +35,7 @@ from typing import Protocol
 
 import httpx
 
+from controller.command_env import COMMAND_BASE_ENV, COMMAND_PATH, command_env
 from controller.errors import BadInput
 from controller.redact import is_secret_name, redact, register_secret
 from controller.rollout.state import HookResult, HookStage
@@ -49,10 +50,8 @@ PIN_RETRY_S = 0.25
 PIN_KEY_FILE = "pin-key"  # next to the state file, unless $SERVEOPS_PIN_KEY gives the key
 PIN_KEY_ENV = "SERVEOPS_PIN_KEY"  # the controller's pin key (PinSigner.to_text), shared or not
 HOOK_ENV = "SERVEOPS_HOOK_ENV"  # names of the controller's variables command hooks also get
-# Where a command hook's program is looked up (its PATH), whatever the controller's is.
-HOOK_PATH = "/usr/local/bin:/usr/bin:/bin"
-# What a command hook inherits from the controller's environment, besides `pass_env`.
-HOOK_BASE_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+HOOK_PATH = COMMAND_PATH  # a command hook's PATH (controller/command_env.py)
+HOOK_BASE_ENV = COMMAND_BASE_ENV  # what it inherits besides `pass_env`
 OUTPUT_LIMIT = 300  # characters of a failing command's output kept in its message
 
 
@@ -193,18 +192,18 @@ class Hooks:
                 f"allows hooks to run (allowed: {allowed}; the controller's "
                 "--allow-hook-command, not Git, decides)"
             )
-        inherited = (*HOOK_BASE_ENV, *self.pass_env)
-        env = {
-            "PATH": HOOK_PATH,
-            **{name: os.environ[name] for name in inherited if name in os.environ},
-            "SERVEOPS_ENVIRONMENT": ctx.environment,
-            "SERVEOPS_DEPLOYMENT": ctx.deployment,
-            "SERVEOPS_STAGE": stage,
-            "SERVEOPS_CANDIDATE_VERSION": ctx.candidate_version,
-            "SERVEOPS_STABLE_VERSION": ctx.stable_version,
-            "SERVEOPS_COMMIT": ctx.commit,
-            "SERVEOPS_URL": ctx.url,
-        }
+        env = command_env(
+            self.pass_env,
+            {
+                "SERVEOPS_ENVIRONMENT": ctx.environment,
+                "SERVEOPS_DEPLOYMENT": ctx.deployment,
+                "SERVEOPS_STAGE": stage,
+                "SERVEOPS_CANDIDATE_VERSION": ctx.candidate_version,
+                "SERVEOPS_STABLE_VERSION": ctx.stable_version,
+                "SERVEOPS_COMMIT": ctx.commit,
+                "SERVEOPS_URL": ctx.url,
+            },
+        )
         try:
             done = subprocess.run(
                 argv,

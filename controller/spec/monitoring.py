@@ -141,6 +141,27 @@ class DriftTests(_Strict):
         return self
 
 
+class MonitoringActions(_Strict):
+    retrain: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Retraining targets to trigger when a drift episode opens (once per "
+        "episode), with the drift report attached: names of targets the operator configured "
+        "on the controller (`--retrain-target NAME=webhook:URL`, `github-dispatch:OWNER/REPO`, "
+        "`command:PATH`), never URLs or commands. Empty (default): no retraining is triggered.",
+    )
+
+    @field_validator("retrain")
+    @classmethod
+    def _retrain(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not re.match(TARGET_PATTERN, v):
+                raise ValueError(f"retrain target {v!r} must be a name such as 'nightly-train'")
+        if len(set(values)) != len(values):
+            raise ValueError("a retrain target is listed twice")
+        return values
+
+
 class Monitoring(_Strict):
     reference: Reference = Field(description="The distribution live inputs are compared with.")
     features: list[str] = Field(
@@ -180,6 +201,10 @@ class Monitoring(_Strict):
         "names of targets the operator configured (`--alert-target NAME=URL`); `default` is "
         "the controller's own notifications (`--notify-webhook`, `--notify-slack`). Empty: "
         "nothing is sent; the result is still stored and exported.",
+    )
+    actions: MonitoringActions = Field(
+        default_factory=MonitoringActions,
+        description="What else a drift episode sets off (a retraining request).",
     )
 
     @field_validator("features")

@@ -89,6 +89,7 @@ def test_every_kind_reaches_both_webhooks_in_their_format(
         "drift_detected",
         "model_drift",
         "model_drift_resolved",
+        "retrain_failed",
         "batch_failed",
     }
     for kind in EVENT_KINDS:

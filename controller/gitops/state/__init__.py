@@ -8,6 +8,8 @@
 - `leases`: one writer per environment (`Leases`).
 - `monitor`: drift reports per deployment and window, and open drift episodes
   (`MonitorReports`).
+- `monitor_triggers`: retraining requests per drift episode, their attempts and retries
+  (`MonitorTriggers`).
 - `batch_runs`, `batch_schedules`: batch inference runs and when schedules started (`BatchRuns`).
 
 Nothing about an environment lives only in memory: a controller killed at any point and started
@@ -38,9 +40,12 @@ from controller.gitops.state.records import (
     StoredRollout,
 )
 from controller.gitops.state.rollouts import Rollouts
+from controller.gitops.state.triggers import MonitorTriggers, Trigger
 
 
-class StateStore(PassLog, Environments, Rollouts, Leases, MonitorReports, BatchRuns):
+class StateStore(
+    PassLog, Environments, Rollouts, Leases, MonitorReports, MonitorTriggers, BatchRuns
+):
     """The state file at `path`; safe to open from several processes at once."""
 
     def __enter__(self) -> StateStore:
@@ -66,5 +71,6 @@ __all__ = [
     "RolloutUpdate",
     "StateStore",
     "StoredRollout",
+    "Trigger",
     "utcnow",
 ]

@@ -94,6 +94,19 @@ CREATE TABLE IF NOT EXISTS monitor_episodes (
     since TEXT NOT NULL,
     PRIMARY KEY (environment, deployment)
 );
+CREATE TABLE IF NOT EXISTS monitor_triggers (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    target TEXT NOT NULL,
+    episode TEXT NOT NULL,
+    payload_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL,
+    last_error TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment, target, episode)
+);
 CREATE TABLE IF NOT EXISTS batch_schedules (
     environment TEXT NOT NULL,
     deployment TEXT NOT NULL,
