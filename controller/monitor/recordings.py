@@ -67,6 +67,8 @@ class WindowRows:
 
 
 RecordFilter = Callable[[dict[str, Any]], bool]
+# Sees each accepted record whole (the predictions' reader, the labels' join).
+RecordHook = Callable[[dict[str, Any]], None]
 
 
 def all_str(values: list[Any]) -> bool:
@@ -88,8 +90,10 @@ class RowReader:
         features: Sequence[str] | None,
         limits: ReadLimits,
         sink: ColumnSink | None = None,
+        outputs: RecordHook | None = None,
     ) -> None:
         self.features = set(features) if features else None
+        self.outputs = outputs
         self.limits = limits
         self.out = WindowRows()
         self.sink = sink
@@ -215,7 +219,7 @@ class RowReader:
     ) -> None:
         """The records of a block's lines: one loop, the per-line work inline (this is the
         monitor's hot path)."""
-        window, ts_match, loads = self.window, _TS.match, orjson.loads
+        window, ts_match, loads, outputs = self.window, _TS.match, orjson.loads, self.outputs
         streaming = self.sink is not None and self.features is not None
         blocks, max_rows = self._blocks, self.limits.max_rows
         # Lines are written in time order, give or take a request's latency: when the block's
@@ -248,6 +252,8 @@ class RowReader:
             if record.get("kind") == "header" or not accept(record):
                 continue
             self.out.requests += 1
+            if outputs is not None:
+                outputs(record)
             body = record.get("body")
             split = body.get("dataframe_split") if type(body) is dict and len(body) == 1 else None
             if self.features is not None and type(split) is dict:
@@ -442,10 +448,11 @@ def read_window(
     features: Sequence[str] | None = None,
     limits: ReadLimits = ReadLimits(),
     sink: ColumnSink | None = None,
+    outputs: RecordHook | None = None,
 ) -> WindowRows:
     """Input rows of the requests recorded in [start, end) (epoch seconds), answered by
     `version` when given: as columns, or with a `sink` streamed into it chunk by chunk (the
-    columns are then empty)."""
+    columns are then empty); `outputs` sees each of those records whole."""
 
     def accept(record: dict[str, Any]) -> bool:
         ts = record.get("ts")
@@ -458,13 +465,18 @@ def read_window(
         return answered is not None and str(answered) == version
 
     paths = recording_files(directory, deployment, since=start)
-    reader = RowReader(features, limits, sink)
+    reader = RowReader(features, limits, sink, outputs)
     reader.window = (start, end)
     return reader.read(paths, accept)
 
 
 def read_traffic_file(
-    path: Path, *, features: Sequence[str] | None = None, limits: ReadLimits = ReadLimits()
+    path: Path,
+    *,
+    features: Sequence[str] | None = None,
+    limits: ReadLimits = ReadLimits(),
+    outputs: RecordHook | None = None,
 ) -> WindowRows:
-    """Every input row of one recorded traffic file (a reference)."""
-    return RowReader(features, limits).read([path], lambda record: True)
+    """Every input row of one recorded traffic file (a reference); `outputs` sees each
+    record whole."""
+    return RowReader(features, limits, outputs=outputs).read([path], lambda record: True)

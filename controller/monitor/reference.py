@@ -22,6 +22,7 @@ from typing import TextIO
 from controller.errors import BadInput
 from controller.monitor.drift import ReferenceProfile
 from controller.monitor.features import body_rows
+from controller.monitor.predictions import PredictionColumn
 from controller.monitor.recordings import MIB, ReadLimits, RowReader, WindowRows, read_traffic_file
 from controller.registry.mlflow import Registry
 from controller.spec.monitoring import Monitoring
@@ -125,6 +126,7 @@ def load_reference(
     """The reference profile a deployment declares. Raises BadInput when it cannot be read."""
     ref = monitoring.reference
     features = monitoring.features or None
+    outputs: PredictionColumn | None = None  # a recorded reference's predictions
     if ref.kind in ("recording", "dataset"):
         assert ref.path is not None
         if reference_dir is None:
@@ -136,18 +138,21 @@ def load_reference(
         if ref.kind == "recording":
             if not path.is_file():
                 raise BadInput(f"{path}: no such reference file")
-            rows = read_traffic_file(path, features=features, limits=REFERENCE_LIMITS)
+            outputs = PredictionColumn()
+            rows = read_traffic_file(
+                path, features=features, limits=REFERENCE_LIMITS, outputs=outputs
+            )
         else:
             rows = read_dataset(path, features)
         source = f"{ref.kind} {ref.path}"
     else:
         rows, source = _mlflow_reference(monitoring, registry, model_name, version, features)
+    bins = monitoring.tests.bins
     try:
-        return ReferenceProfile.build(
-            rows.columns, features=features, bins=monitoring.tests.bins, source=source
-        )
+        profile = ReferenceProfile.build(rows.columns, features=features, bins=bins, source=source)
     except ValueError as err:
         raise BadInput(str(err)) from None
+    return profile.with_predictions(outputs, bins)
 
 
 def _mlflow_reference(

@@ -59,6 +59,8 @@ def render_report(report: DriftReport, history: Sequence[DriftReport] = ()) -> s
         + (f"; judged {_e(report.computed_at.isoformat())}" if report.computed_at else "")
         + "</small></p>",
     ]
+    if report.extra.get("prediction_skipped"):
+        parts.append(f"<p>{_e(report.extra['prediction_skipped'])}</p>")
     if report.truncated:
         parts.append(f"<p>Read stopped: {_e(report.truncated)}</p>")
     if report.problems:
@@ -137,6 +139,8 @@ def _histogram(f: FeatureDrift) -> str:
 
 
 def _bin(f: FeatureDrift, i: int) -> str:
+    if len(f.categories) == len(f.reference_shares):
+        return f.categories[i]
     if len(f.bin_edges) == len(f.reference_shares) + 1:
         return f"{f.bin_edges[i]:.4g} .. {f.bin_edges[i + 1]:.4g}"
     return f"bin {i + 1}"

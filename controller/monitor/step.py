@@ -188,7 +188,9 @@ def judge_recordings(
         features=list(profile.features),
         limits=ReadLimits(max_rows=mon.max_rows, deadline_s=max(budget_s, 0.1)),
         sink=counts,
+        outputs=counts.predictions if _has_predictions(profile) else None,
     )
+    counts.predictions.flush()
     for name, n in rows.missing.items():
         counts.add_missing(name, n)
     status, message, features = judge_window(profile, counts, rows.rows, mon.tests, mon.min_rows)
@@ -209,7 +211,20 @@ def judge_recordings(
         skipped_lines=rows.skipped_lines,
         problems=tuple(rows.problems),
         truncated=rows.truncated,
+        extra=_extra(profile, counts),
     )
+
+
+def _has_predictions(profile: ReferenceProfile) -> bool:
+    return profile.prediction is not None or profile.prediction_classes is not None
+
+
+def _extra(profile: ReferenceProfile, counts: WindowCounts) -> dict[str, object]:
+    """What the report says beyond the features: why predictions were not judged, or how
+    many response items could not be read as one."""
+    if not _has_predictions(profile):
+        return {"prediction_skipped": profile.prediction_note} if profile.prediction_note else {}
+    return {"prediction_unreadable": counts.predictions.unreadable}
 
 
 def _reference(
