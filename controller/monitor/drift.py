@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from controller.monitor.predictions import OTHER, PREDICTION, PredictionColumn
 from controller.monitor.recordings import FloatArray
+from controller.monitor.schema import Signature
 from controller.spec.monitoring import DriftTests
 
 EPS = 1e-4  # share given to an empty bin, so PSI stays finite
@@ -54,6 +55,8 @@ class ReferenceProfile:
     prediction: FeatureProfile | None = None  # numeric predictions
     prediction_classes: dict[str, float] | None = None  # class labels: the share of each
     prediction_note: str = ""  # why prediction drift is not judged, when it is not
+    signature: Signature | None = None  # the model's declared inputs (schema violations)
+    signature_note: str = ""  # why there is none, when there is none
 
     @classmethod
     def build(
