@@ -34,7 +34,8 @@ import numpy as np
 
 from controller.errors import BadInput
 from controller.monitor.predictions import MAX_LABEL, record_predictions
-from controller.monitor.recordings import FloatArray, ReadLimits, read_window
+from controller.monitor.recordings import FloatArray, ReadLimits
+from controller.monitor.window import read_window
 
 MIB = 1024 * 1024
 Task = Literal["auto", "classification", "regression"]

@@ -24,8 +24,9 @@ from controller.errors import BadInput
 from controller.monitor.drift import ReferenceProfile
 from controller.monitor.features import body_rows
 from controller.monitor.predictions import PredictionColumn
-from controller.monitor.recordings import MIB, ReadLimits, RowReader, WindowRows, read_traffic_file
+from controller.monitor.recordings import MIB, ReadLimits, RowReader, WindowRows
 from controller.monitor.schema import Signature, signature_of
+from controller.monitor.window import read_traffic_file
 from controller.registry.mlflow import Registry
 from controller.spec.monitoring import Monitoring
 

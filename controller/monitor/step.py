@@ -26,11 +26,12 @@ from controller.gitops.notify import Event, EventKind, WebhookNotifier
 from controller.gitops.state import DesiredRevision
 from controller.gitops.telemetry import METRICS, ControllerMetrics
 from controller.monitor.drift import DriftReport, ReferenceProfile, WindowCounts, judge_window
-from controller.monitor.recordings import ReadLimits, RecordHook, read_window
+from controller.monitor.recordings import ReadLimits, RecordHook
 from controller.monitor.reference import load_reference
 from controller.monitor.report_html import write_report_html
 from controller.monitor.retrain_step import queue_retraining, send_due, unknown_targets
 from controller.monitor.schema import SchemaCheck
+from controller.monitor.window import read_window
 from controller.redact import redact
 from controller.spec.models import ModelDeployment
 
