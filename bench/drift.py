@@ -39,7 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.monitor.drift import ReferenceProfile, WindowCounts, judge_window
-from controller.monitor.recordings import ReadLimits, read_window
+from controller.monitor.recordings import ReadLimits
+from controller.monitor.window import read_window
 from controller.spec.monitoring import DriftTests
 
 T0 = 1_772_366_400.0

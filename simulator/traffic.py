@@ -61,6 +61,11 @@ class TrafficRecord(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Filtered headers.")
     body: Any = Field(default=None, description="Request body (parsed JSON).")
     key: str | None = Field(default=None, description="Ordering key (e.g. a session); optional.")
+    request_id: str | None = Field(
+        default=None,
+        description="The client's X-Request-Id, as the router recorded it (delayed labels are "
+        "joined on it); absent in older recordings.",
+    )
     response: RecordedResponse | None = None
     attrs: dict[str, Any] = Field(
         default_factory=dict, description="Source-specific facts, e.g. token counts of a trace."

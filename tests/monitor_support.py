@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +39,12 @@ def write_recording(
     version: str = "1",
     name: str = "0001",
     per_request: int = 1,
+    outputs: Sequence[Any] | None = None,
+    request_ids: Sequence[str] | None = None,
 ) -> Path:
-    """A router recording: requests of `per_request` rows spread evenly over [start, end)."""
+    """A router recording: requests of `per_request` rows spread evenly over [start, end);
+    with `outputs`, request i answered `{"predictions": outputs[i]}`; with `request_ids`,
+    request i carries `request_id` request_ids[i]."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{deployment}--20260301T000000Z-test-{name}.jsonl"
     chunks = [rows[i : i + per_request] for i in range(0, len(rows), per_request)]
@@ -55,5 +61,9 @@ def write_recording(
                 "body": {"dataframe_split": {"columns": list(FEATURES), "data": chunk.tolist()}},
                 "response": {"status": 200, "latency_ms": 1.0, "version": version},
             }
+            if outputs is not None:
+                record["response"]["body"] = {"predictions": outputs[i]}
+            if request_ids is not None:
+                record["request_id"] = request_ids[i]
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
     return path

@@ -152,6 +152,23 @@ def monitor(
     retrain_target: RetrainTargetOpt = None,
     retrain_github_api: RetrainApiOpt = DEFAULT_GITHUB_API,
     retrain_token_env: RetrainTokenOpt = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="With --check: delayed ground truth, a CSV or JSON Lines file (or a directory "
+            "of them) with `request_id` and `label`, joined with the window's recorded requests "
+            "for live quality per model version.",
+        ),
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="With --labels: auto (default), classification (accuracy, ROC AUC) or "
+            "regression (MAE).",
+        ),
+    ] = "auto",
     output: OutputOpt = "text",
 ) -> None:
     """The latest drift report of each monitored deployment, as the controller judged it (or,
@@ -160,6 +177,7 @@ def monitor(
     retraining request failed."""
     retrain_names: dict[str, list[str]] = {}
     requests: dict[str, list[dict[str, Any]]] = {}
+    quality: dict[str, dict[str, Any]] = {}
 
     def stored() -> dict[str, list[DriftReport]]:
         if not 1 <= history <= 1000:
@@ -182,9 +200,22 @@ def monitor(
     def run() -> int:
         check_output(output)
         config = retrain_settings(retrain_target, retrain_github_api, retrain_token_env)["retrain"]
+        if labels is not None and not check:
+            raise BadInput("--labels joins recorded requests: pass --check too")
+        if task not in ("auto", "classification", "regression"):
+            raise BadInput(f"--task must be auto, classification or regression, not {task!r}")
         if check:
             judged = check_now(
-                repo, rev, env, deployment, window, reference_dir, recordings_dir, registry_uri
+                repo,
+                rev,
+                env,
+                deployment,
+                window,
+                reference_dir,
+                recordings_dir,
+                registry_uri,
+                labels=(labels, task) if labels is not None else None,
+                quality=quality,
             )
             reports = {r.deployment: [r] for r in judged}
             retrain_names.update(_retrain_names(repo, rev, env))
@@ -216,6 +247,8 @@ def monitor(
                 "retrain_requests": requests,
                 "problems": problems,
             }
+            if labels is not None:
+                body["quality"] = quality
             out.print_json(json.dumps(_strict_json(body), default=str, allow_nan=False))
         elif not reports:
             out.print(f"no monitoring report in {env!r} yet")
@@ -225,6 +258,8 @@ def monitor(
                     out.print(report_line(r), markup=False)
                 for req in requests.get(n, []):
                     out.print(_request_line(req), markup=False)
+                for line in quality_lines(quality.get(n)):
+                    out.print(line, markup=False)
         for problem in problems:
             print_error(err, problem)
         return 2 if problems else 1 if drifted else 0
@@ -232,6 +267,28 @@ def monitor(
     code = run_command(run)
     if code:
         raise typer.Exit(code)
+
+
+def quality_lines(q: dict[str, Any] | None) -> list[str]:
+    """Live quality per version, and what was joined, as text."""
+    if q is None:
+        return []
+    lines = [
+        f"  labels: {q['joined']} of {q['labels']} joined ({q['unjoined_labels']} unjoined, "
+        f"{q['multi_row']} multi-row, {q['unanswered']} unanswered; {q['requests']} requests)"
+    ]
+    for version, v in q["versions"].items():
+        if v["task"] == "regression":
+            figure = f"MAE {_fmt(v['mae'])}"
+        else:
+            figure = f"accuracy {_fmt(v['accuracy'])}"
+            figure += f", ROC AUC {_fmt(v['roc_auc'])}" if v.get("roc_auc") is not None else ""
+        lines.append(f"  v{version}: {v['task']}, {v['joined']} labelled rows: {figure}")
+    return lines
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _trigger_dict(t: Trigger) -> dict[str, Any]:
@@ -287,11 +344,16 @@ def check_now(
     reference_dir: Path | None,
     recordings_dir: Path | None,
     registry_uri: str | None,
+    *,
+    labels: tuple[Path, str] | None = None,
+    quality: dict[str, dict[str, Any]] | None = None,
 ) -> list[DriftReport]:
-    """`monitor --check`: each monitored deployment of `env` at `rev`, its window ending now."""
+    """`monitor --check`: each monitored deployment of `env` at `rev`, its window ending now;
+    with `labels` (path, task), each window's requests joined with them into `quality`."""
     import datetime as dt
 
     from controller.cli.options import seconds
+    from controller.monitor.labels import join_labels, read_labels
     from controller.monitor.reference import load_reference
     from controller.monitor.step import judge_recordings
     from controller.registry.mlflow import registry_from_uri
@@ -305,6 +367,7 @@ def check_now(
         if not chosen:
             raise BadInput(f"{env}/{only} is not a monitored deployment at {rev}")
     registry = registry_from_uri(registry_uri) if registry_uri else None
+    truth = read_labels(labels[0]) if labels is not None else None
     now = dt.datetime.now(dt.UTC)
     reports = []
     for m in chosen:
@@ -319,17 +382,24 @@ def check_now(
         profile = load_reference(
             mon, reference_dir=reference_dir, registry=registry, model_name=name, version=version
         )
+        start = now - dt.timedelta(seconds=length)
         reports.append(
             judge_recordings(
                 env,
                 m.deployment,
                 profile,
-                (now - dt.timedelta(seconds=length), now),
+                (start, now),
                 version=version,
                 commit=commit,
                 recordings_dir=str(recordings_dir) if recordings_dir else None,
             )
         )
+        if truth is not None and labels is not None and quality is not None:
+            recording = m.deployment.spec.recording
+            assert recording is not None
+            where = Path(recordings_dir or recording.dir).expanduser()
+            join = join_labels(where, m.name, start.timestamp(), now.timestamp(), truth)
+            quality[m.name] = join.report(labels[1])  # type: ignore[arg-type]
     return reports
 
 

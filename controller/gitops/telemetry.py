@@ -143,6 +143,12 @@ class ControllerMetrics:
             (*dep, "feature"),
             registry=reg,
         )
+        self.schema_violations = Gauge(
+            "serveops_monitor_schema_violation_share",
+            "Share of the last judged window's input rows that break the model's signature.",
+            dep,
+            registry=reg,
+        )
         self.window_rows = Gauge(
             "serveops_monitor_window_rows",
             "Input rows read from the recordings of the last monitoring window.",
@@ -183,6 +189,9 @@ class ControllerMetrics:
         if report.status not in ("drift", "ok"):
             return
         self.drift.labels(env, name).set(1 if report.drifted else 0)
+        schema = report.extra.get("schema")
+        if isinstance(schema, dict) and isinstance(schema.get("share"), int | float):
+            self.schema_violations.labels(env, name).set(schema["share"])
         with self._lock:
             features = {f.name: f for f in report.features}
             gauges = (

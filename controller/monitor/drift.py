@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from controller.monitor.predictions import OTHER, PREDICTION, PredictionColumn
 from controller.monitor.recordings import FloatArray
+from controller.monitor.schema import Signature
 from controller.spec.monitoring import DriftTests
 
 EPS = 1e-4  # share given to an empty bin, so PSI stays finite
@@ -50,6 +52,11 @@ class ReferenceProfile:
     features: dict[str, FeatureProfile]
     rows: int
     source: str  # what it was built from, for reports
+    prediction: FeatureProfile | None = None  # numeric predictions
+    prediction_classes: dict[str, float] | None = None  # class labels: the share of each
+    prediction_note: str = ""  # why prediction drift is not judged, when it is not
+    signature: Signature | None = None  # the model's declared inputs (schema violations)
+    signature_note: str = ""  # why there is none, when there is none
 
     @classmethod
     def build(
@@ -69,28 +76,53 @@ class ReferenceProfile:
                 f"the reference ({source}) has no numeric values for feature(s) "
                 + ", ".join(missing[:10])
             )
-        out: dict[str, FeatureProfile] = {}
-        for name in names:
-            ref = np.sort(columns[name][np.isfinite(columns[name])])
-            edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
-            inner = edges[1:-1] if edges.size > 2 else edges[:1]
-            counts = np.bincount(
-                np.searchsorted(inner, ref, side="right"), minlength=inner.size + 1
-            )
-            grid = np.unique(np.quantile(ref, np.linspace(0, 1, KS_GRID + 1)))
-            cdf = np.searchsorted(ref, grid, side="right") / ref.size
-            out[name] = FeatureProfile(
-                inner,
-                counts / counts.sum(),
-                grid,
-                cdf,
-                int(ref.size),
-                float(np.mean(ref)),
-                float(ref[0]),
-                float(ref[-1]),
-            )
+        out = {name: feature_profile(columns[name], bins) for name in names}
         rows = max((c.size for c in columns.values()), default=0)
         return cls(out, rows, source)
+
+    def with_predictions(self, column: PredictionColumn | None, bins: int) -> ReferenceProfile:
+        """The profile with the reference's predictions (numbers binned like a feature, labels
+        as their shares), or with the reason there are none."""
+        if column is None:
+            note = (
+                f"prediction drift skipped: the reference ({self.source}) holds no predictions; "
+                "it needs a recorded reference (kind 'recording')"
+            )
+            return replace(self, prediction_note=note)
+        if column.kind == "categorical":
+            counts = column.label_counts()
+            total = sum(counts.values())
+            return replace(self, prediction_classes={k: v / total for k, v in counts.items()})
+        if column.kind is None:
+            note = (
+                f"prediction drift skipped: no readable prediction in the reference ({self.source})"
+            )
+            return replace(self, prediction_note=note)
+        values = np.asarray(column.numbers, dtype=np.float64)
+        if not np.isfinite(values).any():
+            note = f"prediction drift skipped: no prediction in the reference ({self.source})"
+            return replace(self, prediction_note=note)
+        return replace(self, prediction=feature_profile(values, bins))
+
+
+def feature_profile(values: FloatArray, bins: int) -> FeatureProfile:
+    """PSI bins from the values' quantiles, the KS grid, the mean and the range."""
+    ref = np.sort(values[np.isfinite(values)])
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
+    inner = edges[1:-1] if edges.size > 2 else edges[:1]
+    counts = np.bincount(np.searchsorted(inner, ref, side="right"), minlength=inner.size + 1)
+    grid = np.unique(np.quantile(ref, np.linspace(0, 1, KS_GRID + 1)))
+    cdf = np.searchsorted(ref, grid, side="right") / ref.size
+    return FeatureProfile(
+        inner,
+        counts / counts.sum(),
+        grid,
+        cdf,
+        int(ref.size),
+        float(np.mean(ref)),
+        float(ref[0]),
+        float(ref[-1]),
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +144,7 @@ class FeatureDrift:
     bin_edges: tuple[float, ...] = ()
     reference_shares: tuple[float, ...] = ()
     window_counts: tuple[int, ...] = ()
+    categories: tuple[str, ...] = ()  # class labels, one per bin (categorical predictions)
 
 
 @dataclass(frozen=True)
@@ -171,7 +204,7 @@ class DriftReport:
         for key in ("window_start", "window_end", "computed_at"):
             if data.get(key) is not None:
                 data[key] = dt.datetime.fromisoformat(data[key])
-        tuples = ("flags", "bin_edges", "reference_shares", "window_counts")
+        tuples = ("flags", "bin_edges", "reference_shares", "window_counts", "categories")
         data["features"] = tuple(
             FeatureDrift(**{**f, **{k: tuple(f.get(k, ())) for k in tuples}})
             for f in data.get("features", [])
@@ -205,28 +238,21 @@ class WindowCounts:
     def __init__(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         self.features = {name: FeatureCounts(fp) for name, fp in profile.features.items()}
+        pred = profile.prediction
+        self.prediction = FeatureCounts(pred) if pred is not None else None
+        # The predictions' reader: numbers streamed here, labels counted (a categorical one).
+        self.predictions = PredictionColumn(
+            sink=self, as_labels=profile.prediction_classes is not None
+        )
 
     def add(self, name: str, values: FloatArray) -> None:
         counts = self.features.get(name)
-        if counts is None:
-            return
-        fp = self.profile.features[name]
-        finite = values[np.isfinite(values)]
-        counts.missing += values.size - finite.size
-        if finite.size == 0:
-            return
-        counts.rows += finite.size
-        counts.total += float(finite.sum())
-        counts.bins += np.bincount(
-            np.searchsorted(fp.inner_edges, finite, side="right"), minlength=counts.bins.size
-        )
-        # side="left": bin k holds values in (edge[k-1], edge[k]], so the running sum at k is
-        # the number of values <= edge[k], the CDF KS compares.
-        counts.grid += np.bincount(
-            np.searchsorted(fp.ks_edges, finite, side="left"), minlength=counts.grid.size
-        )
-        counts.low += int(np.count_nonzero(finite < fp.low))
-        counts.high += int(np.count_nonzero(finite > fp.high))
+        if counts is not None:
+            _add(counts, self.profile.features[name], values)
+
+    def add_prediction(self, values: FloatArray) -> None:
+        if self.prediction is not None and self.profile.prediction is not None:
+            _add(self.prediction, self.profile.prediction, values)
 
     def add_missing(self, name: str, n: int) -> None:
         counts = self.features.get(name)
@@ -239,6 +265,25 @@ class WindowCounts:
         for name, values in columns.items():
             out.add(name, values)
         return out
+
+
+def _add(counts: FeatureCounts, fp: FeatureProfile, values: FloatArray) -> None:
+    finite = values[np.isfinite(values)]
+    counts.missing += values.size - finite.size
+    if finite.size == 0:
+        return
+    counts.rows += finite.size
+    counts.total += float(finite.sum())
+    counts.bins += np.bincount(
+        np.searchsorted(fp.inner_edges, finite, side="right"), minlength=counts.bins.size
+    )
+    # side="left": bin k holds values in (edge[k-1], edge[k]], so the running sum at k is
+    # the number of values <= edge[k], the CDF KS compares.
+    counts.grid += np.bincount(
+        np.searchsorted(fp.ks_edges, finite, side="left"), minlength=counts.grid.size
+    )
+    counts.low += int(np.count_nonzero(finite < fp.low))
+    counts.high += int(np.count_nonzero(finite > fp.high))
 
 
 def psi_of_counts(profile: FeatureProfile, counts: FloatArray | npt.NDArray[np.int64]) -> float:
@@ -372,14 +417,79 @@ def judge_window(
         for name, fp in profile.features.items()
     )
     drifted = [f.name for f in judged if f.drifted]
+    prediction = judge_prediction(profile, counts, tests)
+    said = ""
+    if prediction is not None:
+        judged = (*judged, prediction)
+        said = f"; predictions PSI {prediction.psi:.3f}"
+        said += " (drifted)" if prediction.drifted else ""
     if len(drifted) >= tests.min_drifted_features:
         return (
             "drift",
-            f"{len(drifted)} of {n} features drifted: " + ", ".join(drifted[:10]),
+            f"{len(drifted)} of {n} features drifted: " + ", ".join(drifted[:10]) + said,
             judged,
         )
+    if prediction is not None and prediction.drifted:
+        return ("drift", f"predictions drifted; {len(drifted)} of {n} features drifted", judged)
     return (
         "ok",
-        f"{len(drifted)} of {n} features drifted (alert at {tests.min_drifted_features})",
+        f"{len(drifted)} of {n} features drifted (alert at {tests.min_drifted_features})" + said,
         judged,
+    )
+
+
+def judge_prediction(
+    profile: ReferenceProfile, counts: WindowCounts, tests: DriftTests
+) -> FeatureDrift | None:
+    """The window's predictions against the reference's (`PREDICTION`), flagged by
+    `tests.prediction` (unset: reported, never flagged); None without reference predictions."""
+    pt = tests.prediction
+    max_psi, max_js = (pt.max_psi, pt.max_js) if pt is not None else (None, None)
+    if profile.prediction is not None and counts.prediction is not None:
+        # PSI and JS only: a classifier's few distinct outputs make KS meaningless.
+        rules = DriftTests.model_construct(
+            max_psi=max_psi,
+            ks_p_value=None,
+            max_js=max_js,
+            require="any",
+            max_missing_share=None,
+            max_out_of_range_share=None,
+        )
+        return judge_feature(PREDICTION, profile.prediction, counts.prediction, rules, 1, 0)
+    classes = profile.prediction_classes
+    if classes is None:
+        return None
+    window = counts.predictions.labels
+    names = sorted(set(classes) | set(window), key=lambda k: (k == OTHER, -classes.get(k, 0), k))
+    ref = np.array([classes.get(k, 0.0) for k in names])
+    got = np.array([window.get(k, 0) for k in names], dtype=np.int64)
+    total = int(got.sum())
+    nan = float("nan")
+    psi_, js = nan, nan
+    flags: list[str] = []
+    if total:
+        from scipy.spatial.distance import jensenshannon
+
+        q, p = np.clip(got / total, EPS, None), np.clip(ref, EPS, None)
+        psi_ = float(np.sum((q - p) * np.log(q / p)))
+        js = float(jensenshannon(ref, got / total, base=2))
+        flags = [
+            k
+            for k, v in (("psi", psi_ > (max_psi or np.inf)), ("js", js > (max_js or np.inf)))
+            if v
+        ]
+    return FeatureDrift(
+        PREDICTION,
+        total,
+        psi_,
+        nan,
+        nan,
+        bool(flags),
+        nan,
+        nan,
+        js,
+        flags=tuple(flags),
+        reference_shares=tuple(float(x) for x in ref),
+        window_counts=tuple(int(x) for x in got),
+        categories=tuple(names),
     )

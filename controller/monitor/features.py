@@ -9,7 +9,7 @@ as missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 MAX_COLUMNS = 4096  # a body with more columns is not a tabular model's input
@@ -23,6 +23,19 @@ def _number(v: Any) -> float | None:
 
 def body_rows(body: Any) -> Iterator[dict[str, float | None]]:
     """Each input row of a request body as {column: number or None}."""
+    return _rows(body, _number)
+
+
+def raw_rows(body: Any) -> Iterator[dict[str, Any]]:
+    """Each input row of a request body as {column: value as sent} (the schema check)."""
+    return _rows(body, _same)
+
+
+def _same(v: Any) -> Any:
+    return v
+
+
+def _rows(body: Any, convert: Callable[[Any], Any]) -> Iterator[dict[str, Any]]:
     if not isinstance(body, dict):
         return
     split = body.get("dataframe_split")
@@ -31,7 +44,7 @@ def body_rows(body: Any) -> Iterator[dict[str, float | None]]:
         data = split.get("data")
         if isinstance(data, list):
             for row in data:
-                yield from _row(row, columns)
+                yield from _row(row, columns, convert)
         return
     for key in ("dataframe_records", "inputs", "instances"):
         value = body.get(key)
@@ -39,28 +52,28 @@ def body_rows(body: Any) -> Iterator[dict[str, float | None]]:
             continue
         if isinstance(value, list):
             for row in value:
-                yield from _row(row, None)
+                yield from _row(row, None, convert)
         elif isinstance(value, dict):  # an object of columns
-            yield from _columns(value)
+            yield from _columns(value, convert)
         return
 
 
-def _row(row: Any, columns: Any) -> Iterator[dict[str, float | None]]:
+def _row(row: Any, columns: Any, convert: Callable[[Any], Any]) -> Iterator[dict[str, Any]]:
     if isinstance(row, dict):
         if len(row) <= MAX_COLUMNS:
-            yield {str(k): _number(v) for k, v in row.items()}
+            yield {str(k): convert(v) for k, v in row.items()}
     elif isinstance(row, list) and len(row) <= MAX_COLUMNS:
         names = columns if isinstance(columns, list) and len(columns) == len(row) else None
-        yield {(str(names[i]) if names else str(i)): _number(v) for i, v in enumerate(row)}
+        yield {(str(names[i]) if names else str(i)): convert(v) for i, v in enumerate(row)}
 
 
-def _columns(value: dict[str, Any]) -> Iterator[dict[str, float | None]]:
+def _columns(value: dict[str, Any], convert: Callable[[Any], Any]) -> Iterator[dict[str, Any]]:
     if len(value) > MAX_COLUMNS:
         return
     lists = {str(k): v for k, v in value.items() if isinstance(v, list)}
     if not lists:
-        yield {str(k): _number(v) for k, v in value.items()}
+        yield {str(k): convert(v) for k, v in value.items()}
         return
     n = max(len(v) for v in lists.values())
     for i in range(n):
-        yield {k: _number(v[i]) if i < len(v) else None for k, v in lists.items()}
+        yield {k: convert(v[i]) if i < len(v) else None for k, v in lists.items()}

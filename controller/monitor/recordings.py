@@ -8,7 +8,8 @@ whichever comes first, and says which (`WindowRows.truncated`): a window is then
 what was read, never waited for.
 
 Files are `<dir>/<deployment>--*.jsonl` (controller/serving/recorder.py), read oldest first;
-files last written before the window began are not opened. Files are read a block at a time
+files last written before the window began are not opened (which files and records make a
+window: controller/monitor/window.py). Files are read a block at a time
 and decoded with orjson (a few times faster than `json`; `json` is the fallback for what orjson
 refuses but Python's decoder takes, NaN). With a `sink`, values are handed over in chunks of
 `CHUNK_ROWS` rows and not kept: the reader's memory is a chunk, whatever the window's size.
@@ -67,6 +68,8 @@ class WindowRows:
 
 
 RecordFilter = Callable[[dict[str, Any]], bool]
+# Sees each accepted record whole (the predictions' reader, the labels' join).
+RecordHook = Callable[[dict[str, Any]], None]
 
 
 def all_str(values: list[Any]) -> bool:
@@ -88,8 +91,10 @@ class RowReader:
         features: Sequence[str] | None,
         limits: ReadLimits,
         sink: ColumnSink | None = None,
+        outputs: RecordHook | None = None,
     ) -> None:
         self.features = set(features) if features else None
+        self.outputs = outputs
         self.limits = limits
         self.out = WindowRows()
         self.sink = sink
@@ -215,7 +220,7 @@ class RowReader:
     ) -> None:
         """The records of a block's lines: one loop, the per-line work inline (this is the
         monitor's hot path)."""
-        window, ts_match, loads = self.window, _TS.match, orjson.loads
+        window, ts_match, loads, outputs = self.window, _TS.match, orjson.loads, self.outputs
         streaming = self.sink is not None and self.features is not None
         blocks, max_rows = self._blocks, self.limits.max_rows
         # Lines are written in time order, give or take a request's latency: when the block's
@@ -248,6 +253,8 @@ class RowReader:
             if record.get("kind") == "header" or not accept(record):
                 continue
             self.out.requests += 1
+            if outputs is not None:
+                outputs(record)
             body = record.get("body")
             split = body.get("dataframe_split") if type(body) is dict and len(body) == 1 else None
             if self.features is not None and type(split) is dict:
@@ -413,58 +420,3 @@ class RowReader:
             for name in self.features - row.keys():
                 missing[name] = missing.get(name, 0) + 1
         return True
-
-
-def recording_files(directory: Path, deployment: str, since: float | None = None) -> list[Path]:
-    """The deployment's recording files, oldest first; those last written before `since`
-    (epoch seconds) are left out: they cannot hold a later record."""
-    found: list[tuple[float, str, Path]] = []
-    if not directory.is_dir():
-        return []
-    for p in directory.glob(f"{deployment}--*.jsonl"):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        if since is not None and st.st_mtime < since:
-            continue
-        found.append((st.st_mtime, p.name, p))
-    return [p for _, _, p in sorted(found)]
-
-
-def read_window(
-    directory: Path,
-    deployment: str,
-    start: float,
-    end: float,
-    *,
-    version: str | None = None,
-    features: Sequence[str] | None = None,
-    limits: ReadLimits = ReadLimits(),
-    sink: ColumnSink | None = None,
-) -> WindowRows:
-    """Input rows of the requests recorded in [start, end) (epoch seconds), answered by
-    `version` when given: as columns, or with a `sink` streamed into it chunk by chunk (the
-    columns are then empty)."""
-
-    def accept(record: dict[str, Any]) -> bool:
-        ts = record.get("ts")
-        if not isinstance(ts, int | float) or not start <= ts < end:
-            return False
-        if version is None:
-            return True
-        response = record.get("response")
-        answered = response.get("version") if isinstance(response, dict) else None
-        return answered is not None and str(answered) == version
-
-    paths = recording_files(directory, deployment, since=start)
-    reader = RowReader(features, limits, sink)
-    reader.window = (start, end)
-    return reader.read(paths, accept)
-
-
-def read_traffic_file(
-    path: Path, *, features: Sequence[str] | None = None, limits: ReadLimits = ReadLimits()
-) -> WindowRows:
-    """Every input row of one recorded traffic file (a reference)."""
-    return RowReader(features, limits).read([path], lambda record: True)

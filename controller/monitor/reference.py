@@ -16,13 +16,17 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from controller.errors import BadInput
 from controller.monitor.drift import ReferenceProfile
 from controller.monitor.features import body_rows
-from controller.monitor.recordings import MIB, ReadLimits, RowReader, WindowRows, read_traffic_file
+from controller.monitor.predictions import PredictionColumn
+from controller.monitor.recordings import MIB, ReadLimits, RowReader, WindowRows
+from controller.monitor.schema import Signature, signature_of
+from controller.monitor.window import read_traffic_file
 from controller.registry.mlflow import Registry
 from controller.spec.monitoring import Monitoring
 
@@ -125,6 +129,11 @@ def load_reference(
     """The reference profile a deployment declares. Raises BadInput when it cannot be read."""
     ref = monitoring.reference
     features = monitoring.features or None
+    outputs: PredictionColumn | None = None  # a recorded reference's predictions
+    signature: tuple[Signature | None, str] = (
+        None,
+        f"schema not checked: a {ref.kind} reference has no model signature (kind 'mlflow' has)",
+    )
     if ref.kind in ("recording", "dataset"):
         assert ref.path is not None
         if reference_dir is None:
@@ -136,18 +145,24 @@ def load_reference(
         if ref.kind == "recording":
             if not path.is_file():
                 raise BadInput(f"{path}: no such reference file")
-            rows = read_traffic_file(path, features=features, limits=REFERENCE_LIMITS)
+            outputs = PredictionColumn()
+            rows = read_traffic_file(
+                path, features=features, limits=REFERENCE_LIMITS, outputs=outputs
+            )
         else:
             rows = read_dataset(path, features)
         source = f"{ref.kind} {ref.path}"
     else:
-        rows, source = _mlflow_reference(monitoring, registry, model_name, version, features)
-    try:
-        return ReferenceProfile.build(
-            rows.columns, features=features, bins=monitoring.tests.bins, source=source
+        rows, source, signature = _mlflow_reference(
+            monitoring, registry, model_name, version, features
         )
+    bins = monitoring.tests.bins
+    try:
+        profile = ReferenceProfile.build(rows.columns, features=features, bins=bins, source=source)
     except ValueError as err:
         raise BadInput(str(err)) from None
+    sig, note = signature
+    return replace(profile.with_predictions(outputs, bins), signature=sig, signature_note=note)
 
 
 def _mlflow_reference(
@@ -156,7 +171,7 @@ def _mlflow_reference(
     name: str,
     version: str,
     features: list[str] | None,
-) -> tuple[WindowRows, str]:
+) -> tuple[WindowRows, str, tuple[Signature | None, str]]:
     if registry is None or registry.tracking_uri is None:
         raise BadInput("reference kind 'mlflow' needs the controller's MLflow registry")
     import mlflow.artifacts
@@ -179,20 +194,45 @@ def _mlflow_reference(
                 )
             except Exception as err:  # MLflow raises many kinds; all mean "cannot read it"
                 raise BadInput(f"{uri}: cannot read run artifact {artifact!r}: {err}") from None
-            return read_dataset(Path(local), features), f"mlflow {uri} run artifact {artifact}"
-        return _input_example(
-            uri, registry.tracking_uri, tmp, features
-        ), f"mlflow {uri} input example"
+            source = f"mlflow {uri} run artifact {artifact}"
+            return (
+                read_dataset(Path(local), features),
+                source,
+                _signature(uri, registry.tracking_uri),
+            )
+        rows, signature = _input_example(uri, registry.tracking_uri, tmp, features)
+        return rows, f"mlflow {uri} input example", signature
 
 
-def _input_example(uri: str, tracking_uri: str, tmp: str, features: list[str] | None) -> WindowRows:
+def _signature(uri: str, tracking_uri: str) -> tuple[Signature | None, str]:
+    """The model's input signature (only its MLmodel file is read)."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        sig = get_model_info(uri).signature
+    except Exception as err:  # MLflow raises many kinds; all mean "cannot read it"
+        return None, f"schema not checked: cannot read the signature of {uri}: {err}"[:500]
+    return _from_mlflow(sig)
+
+
+def _from_mlflow(sig: Any) -> tuple[Signature | None, str]:
+    found, why = signature_of(sig.inputs.to_dict() if sig is not None else None)
+    return found, f"schema not checked: {why}" if why else ""
+
+
+def _input_example(
+    uri: str, tracking_uri: str, tmp: str, features: list[str] | None
+) -> tuple[WindowRows, tuple[Signature | None, str]]:
     import mlflow
     from mlflow.models import Model
 
     mlflow.set_tracking_uri(tracking_uri)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        example = Model.load(local).load_input_example(local)
+        model = Model.load(local)
+        example = model.load_input_example(local)
     except Exception as err:
         raise BadInput(f"{uri}: cannot read the model's input example: {err}") from None
     if example is None:
@@ -202,4 +242,4 @@ def _input_example(uri: str, tracking_uri: str, tmp: str, features: list[str] | 
     for row in body_rows({"inputs": records if isinstance(records, list) else [records]}):
         if not reader.add_row(row):
             break
-    return reader.finish()
+    return reader.finish(), _from_mlflow(model.signature)

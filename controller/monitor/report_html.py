@@ -59,6 +59,10 @@ def render_report(report: DriftReport, history: Sequence[DriftReport] = ()) -> s
         + (f"; judged {_e(report.computed_at.isoformat())}" if report.computed_at else "")
         + "</small></p>",
     ]
+    for key in ("prediction_skipped", "schema_skipped"):
+        if report.extra.get(key):
+            parts.append(f"<p>{_e(report.extra[key])}</p>")
+    parts.append(_schema(report.extra.get("schema")))
     if report.truncated:
         parts.append(f"<p>Read stopped: {_e(report.truncated)}</p>")
     if report.problems:
@@ -136,7 +140,33 @@ def _histogram(f: FeatureDrift) -> str:
     return label + svg + legend + "</div>"
 
 
+def _schema(schema: object) -> str:
+    """The schema check's counts, with the columns named (they come from requests: escaped)."""
+    if not isinstance(schema, dict):
+        return ""
+    cells = []
+    for key in ("missing_column", "extra_column", "wrong_type"):
+        names = schema.get("columns", {}).get(key, [])
+        cells.append(
+            f"<tr><td>{_e(key.replace('_', ' '))}</td><td>{_e(schema.get(key, 0))}</td>"
+            f"<td>{_e(', '.join(map(str, names)))}</td></tr>"
+        )
+    share = schema.get("share", 0.0)
+    head = (
+        f"<h2>Schema</h2><p>{_e(schema.get('violating_rows', 0))} of {_e(schema.get('rows', 0))}"
+        f" rows break the model's signature ({_num(float(share), '.2%')})</p>"
+    )
+    return (
+        head
+        + "<table><tr><th>violation</th><th>rows</th><th>columns</th></tr>"
+        + "".join(cells)
+        + "</table>"
+    )
+
+
 def _bin(f: FeatureDrift, i: int) -> str:
+    if len(f.categories) == len(f.reference_shares):
+        return f.categories[i]
     if len(f.bin_edges) == len(f.reference_shares) + 1:
         return f"{f.bin_edges[i]:.4g} .. {f.bin_edges[i + 1]:.4g}"
     return f"bin {i + 1}"

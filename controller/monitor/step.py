@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from controller.errors import ServeopsError
 from controller.gitops.context import PassContext
@@ -25,10 +26,12 @@ from controller.gitops.notify import Event, EventKind, WebhookNotifier
 from controller.gitops.state import DesiredRevision
 from controller.gitops.telemetry import METRICS, ControllerMetrics
 from controller.monitor.drift import DriftReport, ReferenceProfile, WindowCounts, judge_window
-from controller.monitor.recordings import ReadLimits, read_window
+from controller.monitor.recordings import ReadLimits, RecordHook
 from controller.monitor.reference import load_reference
 from controller.monitor.report_html import write_report_html
 from controller.monitor.retrain_step import queue_retraining, send_due, unknown_targets
+from controller.monitor.schema import SchemaCheck
+from controller.monitor.window import read_window
 from controller.redact import redact
 from controller.spec.models import ModelDeployment
 
@@ -179,6 +182,9 @@ def judge_recordings(
     directory = Path(recordings_dir or recording.dir).expanduser()
     start, end = window
     counts = WindowCounts(profile)
+    schema = SchemaCheck(profile.signature) if profile.signature is not None else None
+    hooks: list[RecordHook] = [counts.predictions] if _has_predictions(profile) else []
+    hooks += [schema] if schema is not None else []
     rows = read_window(
         directory,
         name,
@@ -188,10 +194,18 @@ def judge_recordings(
         features=list(profile.features),
         limits=ReadLimits(max_rows=mon.max_rows, deadline_s=max(budget_s, 0.1)),
         sink=counts,
+        outputs=_each(hooks),
     )
-    for name, n in rows.missing.items():
-        counts.add_missing(name, n)
+    counts.predictions.flush()
+    for feature, n in rows.missing.items():  # not `name`: that is the deployment's
+        counts.add_missing(feature, n)
     status, message, features = judge_window(profile, counts, rows.rows, mon.tests, mon.min_rows)
+    if schema is not None and status in ("ok", "drift"):
+        limit = mon.tests.schema_violations
+        if limit is not None and schema.share > limit.max_share:
+            status, message = "drift", f"{schema.summary()} (max {limit.max_share:.1%}); {message}"
+        elif schema.violating:
+            message = f"{message}; {schema.summary()}"
     if rows.truncated:
         message = f"{message}; {rows.truncated}"
     return DriftReport(
@@ -209,7 +223,43 @@ def judge_recordings(
         skipped_lines=rows.skipped_lines,
         problems=tuple(rows.problems),
         truncated=rows.truncated,
+        extra=_extra(profile, counts, schema),
     )
+
+
+def _has_predictions(profile: ReferenceProfile) -> bool:
+    return profile.prediction is not None or profile.prediction_classes is not None
+
+
+def _each(hooks: list[RecordHook]) -> RecordHook | None:
+    """One hook calling each of `hooks` (None for none: the reader's hot path skips it)."""
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def each(record: dict[str, Any]) -> None:
+        for hook in hooks:
+            hook(record)
+
+    return each
+
+
+def _extra(
+    profile: ReferenceProfile, counts: WindowCounts, schema: SchemaCheck | None
+) -> dict[str, object]:
+    """What the report says beyond the features: the predictions (why they were not judged,
+    or how many answer items could not be read as one) and the schema check (its counts, or
+    why there is none)."""
+    extra: dict[str, object] = {}
+    if not _has_predictions(profile):
+        if profile.prediction_note:
+            extra["prediction_skipped"] = profile.prediction_note
+    else:
+        extra["prediction_unreadable"] = counts.predictions.unreadable
+    if schema is not None:
+        extra["schema"] = schema.to_dict()
+    elif profile.signature_note:
+        extra["schema_skipped"] = profile.signature_note
+    return extra
 
 
 def _reference(

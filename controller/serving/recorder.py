@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ __all__ = ["TRANSPORT_HEADERS", "HeaderFilter", "Scrubber"]
 logger = logging.getLogger("ray.serve")
 
 TRAFFIC_FORMAT = "serveops-traffic/v1"  # simulator.traffic.FORMAT
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 BATCH = 256  # records written (and flushed) at once by the writer thread
 ERROR_LOG_EVERY_S = 60.0
 
@@ -72,6 +74,16 @@ class Sink(Protocol):
 
     @property
     def files(self) -> list[str]: ...
+
+
+def client_request_id(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """The client's `X-Request-Id`, kept whatever the header allow-list says (delayed labels
+    are joined on it, docs/monitoring.md); only when it is a plain token of at most 128
+    characters (it comes from users: nothing else is written)."""
+    for key, value in headers:
+        if key.lower() == b"x-request-id":
+            return value.decode("ascii") if _REQUEST_ID.fullmatch(value) else None
+    return None
 
 
 def decode_body(raw: bytes | None) -> Any:
@@ -264,6 +276,9 @@ class Recorder:
             "body": self._scrub.body(decode_body(ex.body)),
             "response": response,
         }
+        request_id = client_request_id(ex.headers)
+        if request_id is not None:  # after `id` and `ts`: the monitor reads those first
+            rec["request_id"] = request_id
         return rec
 
     def _run(self) -> None:

@@ -72,6 +72,42 @@ class Reference(_Strict):
         return self
 
 
+class PredictionTests(_Strict):
+    max_psi: float | None = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="Predictions drift when the PSI of the window's predictions against the "
+        "reference's exceeds this: on bins fixed from the reference's quantiles for numbers, "
+        "on the share of each class for labels. Unset: reported, not judged.",
+    )
+    max_js: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Predictions drift when the Jensen-Shannon distance (base 2, 0 to 1) "
+        "between the window's and the reference's shares per bin or class exceeds this. "
+        "Unset (default): reported, not judged.",
+    )
+
+    @model_validator(mode="after")
+    def _some_test(self) -> PredictionTests:
+        if self.max_psi is None and self.max_js is None:
+            raise ValueError("set 'max_psi' or 'max_js': no prediction shift would be judged")
+        return self
+
+
+class SchemaTests(_Strict):
+    max_share: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="The window is flagged when more than this share of its input rows break "
+        "the model's signature: a declared input column absent, a column it does not declare, "
+        "or a value of the wrong type (text or a boolean where it declares a number).",
+    )
+
+
 class DriftTests(_Strict):
     max_psi: float | None = Field(
         default=0.1,
@@ -130,6 +166,20 @@ class DriftTests(_Strict):
         ge=2,
         le=100,
         description="PSI bins, fixed once from the reference's quantiles.",
+    )
+    prediction: PredictionTests | None = Field(
+        default=None,
+        description="Prediction drift: the model's outputs in the window against the "
+        "reference's. Needs a reference that holds predictions (kind `recording`: the "
+        "recorded responses); with another the report says it was skipped and why. A drifted "
+        "prediction makes the window drift whatever `min_drifted_features` says. Unset "
+        "(default): the prediction is reported when the reference has one, not judged.",
+    )
+    schema_violations: SchemaTests | None = Field(
+        default=None,
+        description="Rows that break the model's signature (kind `mlflow` references: the "
+        "logged signature's inputs). A share above `max_share` makes the window drift. "
+        "Unset (default): counted and reported when a signature is known, not judged.",
     )
 
     @model_validator(mode="after")

@@ -13,8 +13,9 @@ import pytest
 from controller.errors import BadInput
 from controller.monitor.drift import DriftReport, ReferenceProfile, judge_window
 from controller.monitor.features import body_rows
-from controller.monitor.recordings import ReadLimits, read_window
+from controller.monitor.recordings import ReadLimits
 from controller.monitor.reference import inside, read_dataset
+from controller.monitor.window import read_window
 from controller.spec.monitoring import DriftTests
 from tests.monitor_support import FEATURES, sample, write_recording, write_reference
 

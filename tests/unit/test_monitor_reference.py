@@ -5,11 +5,14 @@ there."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mlflow.pyfunc import PythonModel
 
 from controller.errors import BadInput
 from controller.monitor.reference import load_reference
+from controller.monitor.schema import Signature
 from controller.registry.mlflow import MlflowRegistry
 from controller.spec.monitoring import Monitoring
 from tests.monitor_support import FEATURES, sample, write_reference
@@ -31,7 +34,26 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     client.create_registered_model("fraud")
     client.create_model_version("fraud", "file:///m/1", run_id=with_data.info.run_id)
     client.create_model_version("fraud", "file:///m/2", run_id=without.info.run_id)
+    # v3: a real model directory whose MLmodel declares a signature (f0..f4 double, kind text)
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    frame = pd.DataFrame({**{f: [0.5] for f in FEATURES}, "kind": ["a"]})
+    model_dir = root / "model3"
+    mlflow.pyfunc.save_model(
+        model_dir,
+        python_model=Constant(),
+        signature=infer_signature(frame, [0.0]),
+        pip_requirements=[],
+    )
+    client.create_model_version("fraud", model_dir.as_uri(), run_id=with_data.info.run_id)
     return uri
+
+
+class Constant(PythonModel):
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        return [0.0] * len(model_input)
 
 
 def monitoring(**reference: str) -> Monitoring:
@@ -84,3 +106,27 @@ def test_file_references_need_the_operators_directory(tmp_path: Path) -> None:
         mon, reference_dir=tmp_path, registry=None, model_name="fraud", version="1"
     )
     assert profile.source == "dataset ref.csv"
+
+
+def test_the_model_signature_comes_with_an_mlflow_reference(store: str) -> None:
+    profile = load_reference(
+        monitoring(artifact="training/reference.csv"),
+        reference_dir=None,
+        registry=MlflowRegistry(store),
+        model_name="fraud",
+        version="3",
+    )
+    assert profile.signature == Signature({**dict.fromkeys(FEATURES, "double"), "kind": "string"})
+    assert profile.signature_note == ""
+
+
+def test_an_unreadable_signature_is_said_not_raised(store: str) -> None:
+    profile = load_reference(
+        monitoring(artifact="training/reference.csv"),
+        reference_dir=None,
+        registry=MlflowRegistry(store),
+        model_name="fraud",
+        version="1",  # its source, file:///m/1, holds no MLmodel
+    )
+    assert profile.signature is None
+    assert profile.signature_note.startswith("schema not checked: cannot read the signature")
