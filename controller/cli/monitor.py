@@ -421,6 +421,14 @@ def propose(
         str | None,
         typer.Option("--tag", help="KEY=VALUE: propose the newest READY version with this tag."),
     ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric",
+            help="NAME>=X (or <=, >, <): propose the newest READY version whose MLflow run "
+            "logged metric NAME meeting the threshold.",
+        ),
+    ] = None,
     rev: Annotated[str, typer.Option("--rev", help="Revision the branch starts from.")] = "HEAD",
     branch: Annotated[
         str | None,
@@ -442,6 +450,7 @@ def propose(
     deployment's `model:` (drift evidence in the message). Nothing is applied: the branch goes
     through the usual gate as a pull request."""
     from controller.monitor.propose import (
+        MetricRule,
         NothingToPropose,
         Rule,
         current_model,
@@ -454,8 +463,8 @@ def propose(
 
     def run() -> None:
         check_output(output)
-        if sum(x is not None for x in (version, alias, tag)) > 1:
-            raise BadInput("pass at most one of --version, --alias, --tag")
+        if sum(x is not None for x in (version, alias, tag, metric)) > 1:
+            raise BadInput("pass at most one of --version, --alias, --tag, --metric")
         if not registry_uri:
             raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
         pair = None
@@ -464,7 +473,7 @@ def propose(
             if not sep or not key:
                 raise BadInput(f"--tag must be KEY=VALUE, not {tag!r}")
             pair = (key, value)
-        rule = Rule(version, alias, pair)
+        rule = Rule(version, alias, pair, MetricRule.parse(metric) if metric else None)
         evidence: list[DriftReport] = []
         if state is not None:
             if not state.exists():
@@ -472,7 +481,8 @@ def propose(
             with StateStore(state) as store:
                 evidence = store.drift_history(env, deployment, 3)
         name, _, _ = parse_model_uri(current_model(repo, env, deployment, rev))
-        versions = list_versions(absolute_tracking_uri(registry_uri), name)
+        wanted = [rule.metric.name] if rule.metric is not None else []
+        versions = list_versions(absolute_tracking_uri(registry_uri), name, wanted)
         try:
             proposal = plan_proposal(
                 repo, env, deployment, versions, rule, rev=rev, evidence=evidence, branch=branch

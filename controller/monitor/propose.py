@@ -1,7 +1,8 @@
 """`serveops propose`: a new model version, as a commit on a branch of the deployments repository.
 
 Flux's image automation in MLflow's terms: a scan of the registry (the model's versions), a
-selection rule (an explicit version, an alias, a tag, or the newest READY version), and an
+selection rule (an explicit version, an alias, a tag, a metric of the version's run above or
+below a threshold, or the newest READY version), and an
 update of the `model:` field of one deployment file, committed to its own branch with the drift
 evidence in the message. Nothing is applied: the branch becomes a pull request and goes the usual
 way (policy check, simulation against recorded traffic, canary).
@@ -34,6 +35,16 @@ TRAILER_MODEL = "Serveops-Proposed-Model"
 TRAILER_WINDOW = "Serveops-Drift-Window"
 DEFAULT_AUTHOR = ("serveops", "serveops@localhost")
 MAX_EVIDENCE = 3  # windows quoted in the message
+MAX_METRIC_RUNS = 200  # newest READY versions whose run is read for a metric rule
+_METRIC = re.compile(
+    r"^\s*(?P<name>[A-Za-z0-9_.\-/ ]{1,250}?)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[-+0-9.eE]{1,40})\s*$"
+)
+_COMPARE = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
 
 
 class NothingToPropose(ServeopsError):
@@ -48,15 +59,53 @@ class VersionInfo:
     status: str = "READY"
     aliases: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
+    metrics: tuple[tuple[str, float], ...] = ()  # of the version's run (read for metric rules)
+
+    def metric(self, name: str) -> float | None:
+        return next((v for k, v in self.metrics if k == name), None)
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """A version qualifies when its run logged `name` and `value op threshold` holds."""
+
+    name: str
+    op: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> MetricRule:
+        """`accuracy>=0.95`, `loss < 0.2` (operators >=, <=, >, <)."""
+        match = _METRIC.match(text) if len(text) <= 300 else None
+        if match is None:
+            raise BadInput(
+                f"metric rule must be NAME OP NUMBER with OP one of >=, <=, >, < (e.g. "
+                f"accuracy>=0.95), not {text[:80]!r}"
+            )
+        try:
+            threshold = float(match["value"])
+        except ValueError:
+            raise BadInput(f"metric rule {text!r}: {match['value']!r} is not a number") from None
+        if threshold != threshold or threshold in (float("inf"), float("-inf")):
+            raise BadInput(f"metric rule {text!r}: the threshold must be a finite number")
+        return cls(match["name"].strip(), match["op"], threshold)
+
+    def holds(self, version: VersionInfo) -> bool:
+        value = version.metric(self.name)
+        return value is not None and _COMPARE[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.op} {self.threshold:g}"
 
 
 @dataclass(frozen=True)
 class Rule:
-    """Which registered version qualifies (at most one of version, alias, tag)."""
+    """Which registered version qualifies (at most one of version, alias, tag, metric)."""
 
     version: str | None = None
     alias: str | None = None
     tag: tuple[str, str] | None = None
+    metric: MetricRule | None = None
 
     def describe(self) -> str:
         if self.version is not None:
@@ -65,6 +114,8 @@ class Rule:
             return f"the version alias @{self.alias} points at"
         if self.tag is not None:
             return f"the newest READY version tagged {self.tag[0]}={self.tag[1]}"
+        if self.metric is not None:
+            return f"the newest READY version whose run logged {self.metric}"
         return "the newest READY version"
 
     def select(self, versions: Sequence[VersionInfo]) -> VersionInfo | None:
@@ -75,6 +126,8 @@ class Rule:
             return next((v for v in ready if self.alias in v.aliases), None)
         if self.tag is not None:
             ready = [v for v in ready if self.tag in v.tags]
+        if self.metric is not None:
+            ready = [v for v in ready if self.metric.holds(v)]
         return max(ready, key=lambda v: int(v.version), default=None)
 
 
@@ -92,8 +145,10 @@ class Proposal:
     message: str
 
 
-def list_versions(tracking_uri: str, name: str) -> list[VersionInfo]:
-    """Every version of registered model `name` (MLflow's client, bounded retries)."""
+def list_versions(tracking_uri: str, name: str, metrics: Sequence[str] = ()) -> list[VersionInfo]:
+    """Every version of registered model `name` (MLflow's client, bounded retries); with
+    `metrics`, those of each READY version's run too (the newest MAX_METRIC_RUNS versions:
+    one request each)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     from mlflow.exceptions import MlflowException
@@ -108,15 +163,35 @@ def list_versions(tracking_uri: str, name: str) -> list[VersionInfo]:
         aliases = dict(client.get_registered_model(name).aliases or {})
     except MlflowException as err:
         raise BadInput(f"MLflow registry: cannot list versions of {name!r}: {err}") from None
+    newest = sorted(
+        (mv for mv in found if str(mv.status or "READY") == "READY" and mv.run_id),
+        key=lambda mv: int(mv.version),
+        reverse=True,
+    )[:MAX_METRIC_RUNS]
+    logged = {str(mv.version): _run_metrics(client, str(mv.run_id), metrics) for mv in newest}
     return [
         VersionInfo(
             str(mv.version),
             str(mv.status or ""),
             tuple(sorted(str(a) for a, v in aliases.items() if str(v) == str(mv.version))),
             tuple(sorted((str(k), str(v)) for k, v in (mv.tags or {}).items())),
+            logged.get(str(mv.version), ()) if metrics else (),
         )
         for mv in found
     ]
+
+
+def _run_metrics(client: Any, run_id: str, names: Sequence[str]) -> tuple[tuple[str, float], ...]:
+    """The latest value of each metric in `names` the run logged (none when it is gone)."""
+    if not names:
+        return ()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        logged = client.get_run(run_id).data.metrics
+    except MlflowException:  # a deleted run: its version does not qualify
+        return ()
+    return tuple((n, float(logged[n])) for n in names if n in logged)
 
 
 def current_model(repo_dir: str | Path, environment: str, deployment: str, rev: str) -> str:
@@ -170,7 +245,7 @@ def plan_proposal(
     if again is None or again.deployment.spec.model != proposed:
         raise BadInput(f"{path}: the proposed file does not validate: {problems[:1]}")
     branch = branch or f"serveops/propose/{environment}/{deployment}-v{chosen.version}"
-    message = _message(environment, deployment, path, current, proposed, rule, evidence)
+    message = _message(environment, deployment, path, current, proposed, rule, evidence, chosen)
     return Proposal(
         str(repo_dir),
         base.hexsha,
@@ -288,13 +363,17 @@ def _message(
     proposed: str,
     rule: Rule,
     evidence: Sequence[DriftReport],
+    chosen: VersionInfo,
 ) -> str:
     old, new = current.rsplit("/", 1)[1], proposed.rsplit("/", 1)[1]
+    selected = rule.describe()
+    if rule.metric is not None:
+        selected += f" ({rule.metric.name} = {chosen.metric(rule.metric.name):g})"
     lines = [
         f"{env}/{deployment}: propose model v{new} (serving v{old})",
         "",
         f"{path}: {current} -> {proposed}",
-        f"Selected: {rule.describe()}.",
+        f"Selected: {selected}.",
         "",
     ]
     if evidence:

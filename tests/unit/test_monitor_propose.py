@@ -22,17 +22,24 @@ WINDOW = dt.datetime(2026, 3, 1, 11, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Model `fraud`: versions 1, 2 (tagged validated=yes, alias challenger), 3, 4 (deleted)."""
+    """Model `fraud`: versions 1, 2 (tagged validated=yes, alias challenger), 3, 4 (deleted);
+    their training runs logged auc 0.80, 0.93, 0.88, 0.99."""
     from mlflow.tracking import MlflowClient
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("training", artifact_location=str(root / "artifacts"))
+    runs = []
+    for auc in (0.80, 0.93, 0.88, 0.99):
+        run = client.create_run(experiment).info.run_id
+        client.log_metric(run, "auc", auc)
+        runs.append(run)
     client.create_registered_model("fraud")
-    client.create_model_version("fraud", "file:///m/1")
-    client.create_model_version("fraud", "file:///m/2", tags={"validated": "yes"})
-    client.create_model_version("fraud", "file:///m/3")
-    client.create_model_version("fraud", "file:///m/4")
+    client.create_model_version("fraud", "file:///m/1", run_id=runs[0])
+    client.create_model_version("fraud", "file:///m/2", run_id=runs[1], tags={"validated": "yes"})
+    client.create_model_version("fraud", "file:///m/3", run_id=runs[2])
+    client.create_model_version("fraud", "file:///m/4", run_id=runs[3])
     client.set_registered_model_alias("fraud", "challenger", "2")
     client.delete_model_version("fraud", "4")
     return uri
@@ -159,6 +166,47 @@ def test_alias_and_tag_rules_select_their_version(
     assert body["commit"] is None
     assert "No drift evidence was given" in body["message"]
     assert git(repo, "branch", "--list", "serveops/*") == ""  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    ("expression", "version", "value"),
+    [("auc>=0.9", "2", "0.93"), ("auc > 0.85", "3", "0.88"), ("auc<0.85", "1", "0.8")],
+)
+def test_metric_rule_selects_the_newest_version_whose_run_meets_it(
+    registry: str, tmp_path: Path, expression: str, version: str, value: str
+) -> None:
+    repo = tmp_path / "repo0"  # serving v0: every version is newer
+    make_repo(repo, {PATH: deployment_yaml(model="models:/fraud/0")})
+    code, output = invoke(
+        "propose", "fraud", "--env", "staging", "--repo", str(repo), "--registry-uri", registry,
+        "--metric", expression, "--dry-run", "-o", "json",
+    )  # fmt: skip
+    assert code == 0, output
+    body = json.loads(output)
+    assert body["to"] == f"models:/fraud/{version}"  # v4 (auc 0.99) is deleted: never chosen
+    assert f"(auc = {value})" in body["message"]  # the value found, in the commit message
+
+
+def test_metric_rule_that_nothing_meets_or_that_is_malformed_is_refused(
+    registry: str, repo: Path
+) -> None:
+    base = ("propose", "fraud", "--env", "staging", "--repo", str(repo), "--registry-uri", registry)
+    code, output = invoke(*base, "--metric", "auc>=0.95")
+    assert code == 2
+    assert "no registered version is the newest READY version whose run logged auc >= 0.95" in (
+        " ".join(output.split())
+    )
+    code, output = invoke(*base, "--metric", "loss<0.1")  # no run logged `loss`
+    assert code == 2
+    assert "loss < 0.1" in output
+    for bad in ("auc=0.9", "auc>=high", "auc>=nan", ">=0.9", "auc >= 0.9 or 1"):
+        code, output = invoke(*base, "--metric", bad)
+        assert code == 2, bad
+        assert "metric rule" in output, bad
+    code, output = invoke(*base, "--metric", "auc>=0.9", "--alias", "x")
+    assert code == 2
+    assert "at most one of" in output
+    assert git(repo, "branch", "--list", "serveops/*") == ""
 
 
 def test_nothing_newer_proposes_nothing(registry: str, tmp_path: Path) -> None:
