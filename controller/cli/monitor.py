@@ -441,6 +441,23 @@ def propose(
     push: Annotated[
         str | None, typer.Option("--push", help="Push the branch to this remote.")
     ] = None,
+    forge: Annotated[
+        str | None,
+        typer.Option(
+            "--forge",
+            help="github:OWNER/REPO: open a pull request for the pushed branch (needs --push; "
+            "an open one for the branch is reused).",
+        ),
+    ] = None,
+    forge_api: Annotated[
+        str, typer.Option("--forge-api", help="The forge's REST API (GitHub's, or compatible).")
+    ] = "https://api.github.com",
+    forge_token_env: Annotated[
+        str, typer.Option("--forge-token-env", help="Environment variable holding the token.")
+    ] = "GITHUB_TOKEN",
+    forge_base: Annotated[
+        str, typer.Option("--forge-base", help="The branch the pull request merges into.")
+    ] = "main",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the commit; write nothing.")
     ] = False,
@@ -449,6 +466,7 @@ def propose(
     """Propose a new model version through Git: a commit on its own branch that bumps the
     deployment's `model:` (drift evidence in the message). Nothing is applied: the branch goes
     through the usual gate as a pull request."""
+    from controller.monitor.forge import Forge, ForgeError, open_pull_request
     from controller.monitor.propose import (
         MetricRule,
         NothingToPropose,
@@ -474,6 +492,11 @@ def propose(
                 raise BadInput(f"--tag must be KEY=VALUE, not {tag!r}")
             pair = (key, value)
         rule = Rule(version, alias, pair, MetricRule.parse(metric) if metric else None)
+        where = Forge.parse(forge, forge_api, forge_token_env) if forge else None
+        if where is not None and push is None:
+            raise BadInput("--forge opens a pull request for a pushed branch: pass --push too")
+        if where is not None and not dry_run:
+            where.token()  # before anything is written
         evidence: list[DriftReport] = []
         if state is not None:
             if not state.exists():
@@ -491,6 +514,16 @@ def propose(
             out.print(err.message, markup=False)
             return
         sha = None if dry_run else write_proposal(proposal, push=push)
+        pull = None
+        if sha is not None and where is not None:
+            title, _, text = proposal.message.partition("\n")
+            try:
+                pull = open_pull_request(where, proposal.branch, forge_base, title, text.strip())
+            except ForgeError as err:
+                raise ForgeError(
+                    f"the proposal is pushed ({sha[:12]} on {proposal.branch}) but opening its "
+                    f"pull request failed: {err.message}"
+                ) from None
         if output == "json":
             body = {
                 "branch": proposal.branch,
@@ -500,11 +533,17 @@ def propose(
                 "to": proposal.proposed,
                 "message": proposal.message,
                 "pushed_to": push,
+                "pull_request": None
+                if pull is None
+                else {"number": pull.number, "url": pull.url, "created": pull.created},
             }
             out.print_json(json.dumps(body))
             return
-        where = f"commit {sha[:12]} on branch {proposal.branch}" if sha else "(dry run)"
-        out.print(f"proposed {proposal.current} -> {proposal.proposed}: {where}", markup=False)
+        said = f"commit {sha[:12]} on branch {proposal.branch}" if sha else "(dry run)"
+        out.print(f"proposed {proposal.current} -> {proposal.proposed}: {said}", markup=False)
+        if pull is not None:
+            opened = "opened" if pull.created else "already open"
+            out.print(f"pull request #{pull.number} {opened}: {pull.url}", markup=False)
         out.print(proposal.message, markup=False)
 
     run_command(run)
