@@ -39,6 +39,7 @@ from controller.cli.options import (
 from controller.cli.options import run as run_command
 from controller.cli.policy import check as policy_check
 from controller.cli.policy import policy_app
+from controller.cli.propose import register as register_propose_command
 from controller.cli.rollouts import register as register_rollout_commands
 from controller.cli.sync import register as register_sync_command
 from controller.cli.views import load_view, print_view, status_renderable
@@ -414,6 +415,7 @@ register_simulator_commands(app)
 register_rollout_commands(app)
 register_lease_commands(app)
 register_monitor_commands(app)
+register_propose_command(app)
 register_batch_commands(app)
 
 

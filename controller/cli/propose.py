@@ -1,0 +1,171 @@
+"""`serveops propose`: a new model version as a commit on a branch of the deployments repository
+(controller/monitor/propose.py), pushed and opened as a pull request when asked
+(controller/monitor/forge.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller.cli.options import (
+    EnvOpt,
+    OutputOpt,
+    RegistryOpt,
+    RepoPathOpt,
+    check_output,
+    out,
+)
+from controller.cli.options import run as run_command
+from controller.errors import BadInput
+from controller.gitops.state import StateStore
+from controller.monitor.drift import DriftReport
+
+
+def propose(
+    deployment: Annotated[str, typer.Argument(help="The deployment (metadata.name).")],
+    env: EnvOpt,
+    repo: RepoPathOpt = Path("."),
+    registry_uri: RegistryOpt = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Propose this registered version.")
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option("--alias", help="Propose the version this alias points at.")
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", help="KEY=VALUE: propose the newest READY version with this tag."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric",
+            help="NAME>=X (or <=, >, <): propose the newest READY version whose MLflow run "
+            "logged metric NAME meeting the threshold.",
+        ),
+    ] = None,
+    rev: Annotated[str, typer.Option("--rev", help="Revision the branch starts from.")] = "HEAD",
+    branch: Annotated[
+        str | None,
+        typer.Option("--branch", help="Branch to write (default serveops/propose/ENV/NAME-vN)."),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Controller state whose drift reports go in the message."),
+    ] = None,
+    push: Annotated[
+        str | None, typer.Option("--push", help="Push the branch to this remote.")
+    ] = None,
+    forge: Annotated[
+        str | None,
+        typer.Option(
+            "--forge",
+            help="github:OWNER/REPO: open a pull request for the pushed branch (needs --push; "
+            "an open one for the branch is reused).",
+        ),
+    ] = None,
+    forge_api: Annotated[
+        str, typer.Option("--forge-api", help="The forge's REST API (GitHub's, or compatible).")
+    ] = "https://api.github.com",
+    forge_token_env: Annotated[
+        str, typer.Option("--forge-token-env", help="Environment variable holding the token.")
+    ] = "GITHUB_TOKEN",
+    forge_base: Annotated[
+        str, typer.Option("--forge-base", help="The branch the pull request merges into.")
+    ] = "main",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the commit; write nothing.")
+    ] = False,
+    output: OutputOpt = "text",
+) -> None:
+    """Propose a new model version through Git: a commit on its own branch that bumps the
+    deployment's `model:` (drift evidence in the message). Nothing is applied: the branch goes
+    through the usual gate as a pull request."""
+    from controller.monitor.forge import Forge, ForgeError, open_pull_request
+    from controller.monitor.propose import (
+        MetricRule,
+        NothingToPropose,
+        Rule,
+        current_model,
+        list_versions,
+        plan_proposal,
+        write_proposal,
+    )
+    from controller.registry.mlflow import absolute_tracking_uri
+    from controller.spec.models import parse_model_uri
+
+    def run() -> None:
+        check_output(output)
+        if sum(x is not None for x in (version, alias, tag, metric)) > 1:
+            raise BadInput("pass at most one of --version, --alias, --tag, --metric")
+        if not registry_uri:
+            raise BadInput("no MLflow registry: pass --registry-uri or set MLFLOW_TRACKING_URI")
+        pair = None
+        if tag is not None:
+            key, sep, value = tag.partition("=")
+            if not sep or not key:
+                raise BadInput(f"--tag must be KEY=VALUE, not {tag!r}")
+            pair = (key, value)
+        rule = Rule(version, alias, pair, MetricRule.parse(metric) if metric else None)
+        where = Forge.parse(forge, forge_api, forge_token_env) if forge else None
+        if where is not None and push is None:
+            raise BadInput("--forge opens a pull request for a pushed branch: pass --push too")
+        if where is not None and not dry_run:
+            where.token()  # before anything is written
+        evidence: list[DriftReport] = []
+        if state is not None:
+            if not state.exists():
+                raise BadInput(f"{state}: no controller state here")
+            with StateStore(state) as store:
+                evidence = store.drift_history(env, deployment, 3)
+        name, _, _ = parse_model_uri(current_model(repo, env, deployment, rev))
+        wanted = [rule.metric.name] if rule.metric is not None else []
+        versions = list_versions(absolute_tracking_uri(registry_uri), name, wanted)
+        try:
+            proposal = plan_proposal(
+                repo, env, deployment, versions, rule, rev=rev, evidence=evidence, branch=branch
+            )
+        except NothingToPropose as err:
+            out.print(err.message, markup=False)
+            return
+        sha = None if dry_run else write_proposal(proposal, push=push)
+        pull = None
+        if sha is not None and where is not None:
+            title, _, text = proposal.message.partition("\n")
+            try:
+                pull = open_pull_request(where, proposal.branch, forge_base, title, text.strip())
+            except ForgeError as err:
+                raise ForgeError(
+                    f"the proposal is pushed ({sha[:12]} on {proposal.branch}) but opening its "
+                    f"pull request failed: {err.message}"
+                ) from None
+        if output == "json":
+            body = {
+                "branch": proposal.branch,
+                "commit": sha,
+                "path": proposal.path,
+                "from": proposal.current,
+                "to": proposal.proposed,
+                "message": proposal.message,
+                "pushed_to": push,
+                "pull_request": None
+                if pull is None
+                else {"number": pull.number, "url": pull.url, "created": pull.created},
+            }
+            out.print_json(json.dumps(body))
+            return
+        said = f"commit {sha[:12]} on branch {proposal.branch}" if sha else "(dry run)"
+        out.print(f"proposed {proposal.current} -> {proposal.proposed}: {said}", markup=False)
+        if pull is not None:
+            opened = "opened" if pull.created else "already open"
+            out.print(f"pull request #{pull.number} {opened}: {pull.url}", markup=False)
+        out.print(proposal.message, markup=False)
+
+    run_command(run)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("propose")(propose)
