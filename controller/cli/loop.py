@@ -54,6 +54,15 @@ from controller.cli.options import (
     seconds,
 )
 from controller.cli.options import run as run_command
+from controller.cli.propose import (
+    ForgeApiOpt,
+    ForgeBaseOpt,
+    ForgeOpt,
+    ForgeTokenOpt,
+    ProposeEveryOpt,
+    ProposePushOpt,
+    automation_settings,
+)
 from controller.cli.retrain import (
     HtmlDirOpt,
     RetrainApiOpt,
@@ -71,6 +80,7 @@ from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.gitops.telemetry import serve as serve_metrics
 from controller.gitops.webhook import SECRET_ENV, PushEvent, WebhookServer
+from controller.monitor.forge import DEFAULT_FORGE_API, DEFAULT_TOKEN_ENV
 from controller.monitor.retrain_targets import DEFAULT_GITHUB_API
 
 log = logging.getLogger("serveops.controller")
@@ -131,6 +141,12 @@ def controller_command(
     retrain_github_api: RetrainApiOpt = DEFAULT_GITHUB_API,
     retrain_token_env: RetrainTokenOpt = None,
     monitor_html_dir: HtmlDirOpt = None,
+    propose_every: ProposeEveryOpt = None,
+    propose_push: ProposePushOpt = None,
+    forge: ForgeOpt = None,
+    forge_api: ForgeApiOpt = DEFAULT_FORGE_API,
+    forge_token_env: ForgeTokenOpt = DEFAULT_TOKEN_ENV,
+    forge_base: ForgeBaseOpt = "main",
     lease_in_git: Annotated[
         bool,
         typer.Option(
@@ -169,6 +185,9 @@ def controller_command(
             **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
             **retrain_settings(
                 retrain_target, retrain_github_api, retrain_token_env, monitor_html_dir
+            ),
+            **automation_settings(
+                repo, propose_every, propose_push, forge, forge_api, forge_token_env, forge_base
             ),
         )
         secret = os.environ.get(SECRET_ENV, "").encode()

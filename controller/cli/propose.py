@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,75 @@ from controller.cli.options import run as run_command
 from controller.errors import BadInput
 from controller.gitops.state import StateStore
 from controller.monitor.drift import DriftReport
+from controller.monitor.forge import DEFAULT_FORGE_API, DEFAULT_TOKEN_ENV, Forge
+from controller.redact import register_secret
+from controller.source.repository import is_url
+from controller.spec.durations import parse_duration
+
+ForgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--forge",
+        help="github:OWNER/REPO: open a pull request for the pushed branch (needs the branch "
+        "pushed; an open one for the branch is reused).",
+    ),
+]
+ForgeApiOpt = Annotated[
+    str, typer.Option("--forge-api", help="The forge's REST API (GitHub's, or compatible).")
+]
+ForgeTokenOpt = Annotated[
+    str, typer.Option("--forge-token-env", help="Environment variable holding the token.")
+]
+ForgeBaseOpt = Annotated[
+    str, typer.Option("--forge-base", help="The branch the pull request merges into.")
+]
+ProposeEveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--propose-every",
+        help="Scan the MLflow registry this often (a duration) for versions a deployment's "
+        "`spec.model_updates` selects, and propose each as a branch. Off by default.",
+    ),
+]
+ProposePushOpt = Annotated[
+    str | None,
+    typer.Option("--propose-push", help="With --propose-every: push proposals to this remote."),
+]
+
+
+def automation_settings(
+    repo: str,
+    every: str | None,
+    push: str | None,
+    forge: str | None,
+    forge_api: str = DEFAULT_FORGE_API,
+    forge_token_env: str = DEFAULT_TOKEN_ENV,
+    forge_base: str = "main",
+) -> dict[str, Any]:
+    """The ControllerSettings fields of the model update automation options."""
+    if every is None:
+        if push is not None or forge is not None:
+            raise BadInput("--propose-push and --forge need --propose-every")
+        return {}
+    every_s = parse_duration(every)
+    if every_s < 60:
+        raise BadInput(f"--propose-every must be at least 1m (a registry scan), not {every!r}")
+    if is_url(repo) and push is None:
+        raise BadInput(
+            "--propose-every on a repository URL: its mirror drops unpushed branches at each "
+            "fetch; pass --propose-push origin"
+        )
+    where = Forge.parse(forge, forge_api, forge_token_env) if forge else None
+    if where is not None:
+        if push is None:
+            raise BadInput("--forge opens a pull request for a pushed branch: pass --propose-push")
+        register_secret(where.token())
+    return {
+        "propose_every_s": every_s,
+        "propose_push": push,
+        "forge": where,
+        "forge_base": forge_base,
+    }
 
 
 def propose(
@@ -59,23 +128,10 @@ def propose(
     push: Annotated[
         str | None, typer.Option("--push", help="Push the branch to this remote.")
     ] = None,
-    forge: Annotated[
-        str | None,
-        typer.Option(
-            "--forge",
-            help="github:OWNER/REPO: open a pull request for the pushed branch (needs --push; "
-            "an open one for the branch is reused).",
-        ),
-    ] = None,
-    forge_api: Annotated[
-        str, typer.Option("--forge-api", help="The forge's REST API (GitHub's, or compatible).")
-    ] = "https://api.github.com",
-    forge_token_env: Annotated[
-        str, typer.Option("--forge-token-env", help="Environment variable holding the token.")
-    ] = "GITHUB_TOKEN",
-    forge_base: Annotated[
-        str, typer.Option("--forge-base", help="The branch the pull request merges into.")
-    ] = "main",
+    forge: ForgeOpt = None,
+    forge_api: ForgeApiOpt = DEFAULT_FORGE_API,
+    forge_token_env: ForgeTokenOpt = DEFAULT_TOKEN_ENV,
+    forge_base: ForgeBaseOpt = "main",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the commit; write nothing.")
     ] = False,

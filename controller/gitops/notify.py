@@ -29,6 +29,7 @@ EventKind = Literal[
     "model_drift_resolved",
     "retrain_failed",
     "batch_failed",
+    "model_proposed",
 ]
 EVENT_KINDS: tuple[EventKind, ...] = (
     "deployed",  # a revision (or a new desired state) was applied
@@ -40,6 +41,7 @@ EVENT_KINDS: tuple[EventKind, ...] = (
     "model_drift_resolved",  # the first healthy window after a drift episode
     "retrain_failed",  # a drift episode's retraining request failed every attempt
     "batch_failed",  # a batch run failed (its retries spent) or its sample check rejected it
+    "model_proposed",  # a new model version was proposed through Git (`spec.model_updates`)
 )
 TIMEOUT_S = 5.0
 
@@ -53,6 +55,7 @@ _SLACK_ICON: dict[EventKind, str] = {
     "model_drift_resolved": ":chart_with_upwards_trend:",
     "retrain_failed": ":x:",
     "batch_failed": ":x:",
+    "model_proposed": ":inbox_tray:",
 }
 
 

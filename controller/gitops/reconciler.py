@@ -49,6 +49,8 @@ from controller.gitops.record import record
 from controller.gitops.settings import ControllerSettings, default_actor
 from controller.gitops.state import DesiredRevision, PassStart, StateStore
 from controller.gitops.telemetry import METRICS, PassFigures
+from controller.monitor.propose_step import due as proposal_scan_due
+from controller.monitor.propose_step import run_propose_step
 from controller.monitor.step import run_monitor_step
 from controller.registry.mlflow import Registry
 from controller.rollout.hooks import PIN_KEY_FILE, HookRunner, Hooks, load_pin_signer
@@ -98,6 +100,7 @@ class Controller:
             jobs=jobs,
         )
         self._crashes = 0  # passes crashed in a row: the backoff grows with them
+        self._proposal_scan: float | None = None  # when the registry was scanned last (epoch s)
         # Who acts, as others see it: the same after a restart (so a restarted controller takes
         # its lease back at once); the instance tells this process from the one it replaced.
         self.holder = holder or f"{socket.gethostname()}:{store.path.resolve()}"
@@ -256,7 +259,20 @@ class Controller:
             run_monitor_step(ctx, admission.target, self.store.now())
         except Exception:  # e.g. the store failing under it: the pass goes on and records
             log.exception("%s: the monitoring step failed", env)
+        self._propose(admission.target)
         return self._batch(record(ctx, obs, admission, decision, acted), admission.target)
+
+    def _propose(self, admitted: DesiredRevision | None) -> None:
+        """Model update automation (`--propose-every`): writes Git, never the cluster; never
+        blocks or fails the pass."""
+        now = self.store.now().timestamp()
+        if not proposal_scan_due(self._proposal_scan, self.settings.propose_every_s, now):
+            return
+        self._proposal_scan = now
+        try:
+            run_propose_step(self.ctx, admitted)
+        except Exception:
+            log.exception("%s: the model proposal step failed", self.environment)
 
     def _batch(self, result: PassResult, admitted: DesiredRevision | None) -> PassResult:
         """Batch runs of what was admitted: submit those due, poll those under way. Never

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.cluster.serving_code import INSTALLED, ServingCode
+from controller.monitor.forge import Forge
 from controller.monitor.retrain_targets import NO_RETRAIN, RetrainConfig
 from controller.policy.evidence import EvidenceStore
 from controller.policy.source import PolicySource
@@ -62,6 +63,13 @@ class ControllerSettings:
     # where an HTML report of each judged window is written (None: none).
     retrain: RetrainConfig = NO_RETRAIN
     monitor_html_dir: str | None = None
+    # Model update automation (`spec.model_updates`, docs/monitoring.md): how often the registry
+    # is scanned (None: never), the remote proposal branches are pushed to (None: the branch
+    # stays in the controller's repository), and the forge their pull requests open on.
+    propose_every_s: float | None = None
+    propose_push: str | None = None
+    forge: Forge | None = None
+    forge_base: str = "main"
 
     @property
     def lease_ttl(self) -> float:

@@ -30,15 +30,13 @@ from controller.redact import redact
 from controller.source.git import DEPLOYMENTS_DIR, open_repo, resolve_commit
 from controller.spec.manifest import parse_manifest
 from controller.spec.models import parse_model_uri
+from controller.spec.updates import parse_metric_rule
 
 TRAILER_MODEL = "Serveops-Proposed-Model"
 TRAILER_WINDOW = "Serveops-Drift-Window"
 DEFAULT_AUTHOR = ("serveops", "serveops@localhost")
 MAX_EVIDENCE = 3  # windows quoted in the message
 MAX_METRIC_RUNS = 200  # newest READY versions whose run is read for a metric rule
-_METRIC = re.compile(
-    r"^\s*(?P<name>[A-Za-z0-9_.\-/ ]{1,250}?)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[-+0-9.eE]{1,40})\s*$"
-)
 _COMPARE = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,
@@ -76,19 +74,10 @@ class MetricRule:
     @classmethod
     def parse(cls, text: str) -> MetricRule:
         """`accuracy>=0.95`, `loss < 0.2` (operators >=, <=, >, <)."""
-        match = _METRIC.match(text) if len(text) <= 300 else None
-        if match is None:
-            raise BadInput(
-                f"metric rule must be NAME OP NUMBER with OP one of >=, <=, >, < (e.g. "
-                f"accuracy>=0.95), not {text[:80]!r}"
-            )
         try:
-            threshold = float(match["value"])
-        except ValueError:
-            raise BadInput(f"metric rule {text!r}: {match['value']!r} is not a number") from None
-        if threshold != threshold or threshold in (float("inf"), float("-inf")):
-            raise BadInput(f"metric rule {text!r}: the threshold must be a finite number")
-        return cls(match["name"].strip(), match["op"], threshold)
+            return cls(*parse_metric_rule(text))
+        except ValueError as err:
+            raise BadInput(str(err)) from None
 
     def holds(self, version: VersionInfo) -> bool:
         value = version.metric(self.name)
@@ -214,6 +203,7 @@ def plan_proposal(
     rev: str = "HEAD",
     evidence: Sequence[DriftReport] = (),
     branch: str | None = None,
+    branch_prefix: str = "serveops/propose",
 ) -> Proposal:
     """The commit that would move `deployment` to the version `rule` selects."""
     repo = open_repo(repo_dir)
@@ -244,7 +234,7 @@ def plan_proposal(
     again, problems = parse_manifest(path, new_text)
     if again is None or again.deployment.spec.model != proposed:
         raise BadInput(f"{path}: the proposed file does not validate: {problems[:1]}")
-    branch = branch or f"serveops/propose/{environment}/{deployment}-v{chosen.version}"
+    branch = branch or f"{branch_prefix}/{environment}/{deployment}-v{chosen.version}"
     message = _message(environment, deployment, path, current, proposed, rule, evidence, chosen)
     return Proposal(
         str(repo_dir),
@@ -276,11 +266,26 @@ def write_proposal(
             held = (head.tree / proposal.path).data_stream.read().decode()
         except KeyError:
             held = None
-        if held == proposal.text:
-            return existing  # proposed before: level-triggered, nothing new
-        raise BadInput(
-            f"branch {proposal.branch} exists with other content; delete it or pass --branch"
-        )
+        if held != proposal.text:
+            raise BadInput(
+                f"branch {proposal.branch} exists with other content; delete it or pass --branch"
+            )
+        sha = existing  # proposed before: level-triggered, nothing new (a push is tried again)
+    else:
+        sha = _commit(git, proposal, ref, author)
+    if push is not None:
+        try:
+            git.push(push, f"{ref}:{ref}")
+        except GitCommandError as err:
+            raise ServeopsError(
+                f"the proposal is committed ({sha[:12]} on {proposal.branch}) but pushing it to "
+                f"{push!r} failed: {redact(str(err.stderr or err).strip())}"
+            ) from None
+    return sha
+
+
+def _commit(git: Any, proposal: Proposal, ref: str, author: tuple[str, str]) -> str:
+    """The proposal's commit, built on a private index, and its branch created."""
     name, email = author
     with tempfile.TemporaryDirectory(prefix="serveops-propose-") as tmp:
         env = {
@@ -306,14 +311,6 @@ def write_proposal(
             raise ServeopsError(
                 f"{proposal.repo}: writing branch {proposal.branch} failed (nothing was changed "
                 f"unless the branch now exists): {redact(str(err.stderr or err).strip())}"
-            ) from None
-    if push is not None:
-        try:
-            git.push(push, f"{ref}:{ref}")
-        except GitCommandError as err:
-            raise ServeopsError(
-                f"the proposal is committed ({sha[:12]} on {proposal.branch}) but pushing it to "
-                f"{push!r} failed: {redact(str(err.stderr or err).strip())}"
             ) from None
     return sha
 

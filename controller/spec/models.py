@@ -25,6 +25,7 @@ from controller.serving.warmup import DEFAULT_WARMUP_PREDICTIONS, MAX_WARMUP_PRE
 from controller.spec.durations import DURATION_PATTERN
 from controller.spec.durations import parse_duration as parse_duration  # spec users read them
 from controller.spec.monitoring import Monitoring
+from controller.spec.updates import ModelUpdates
 
 API_VERSION = "serveops.dev/v1alpha1"
 KIND = "ModelDeployment"
@@ -646,6 +647,12 @@ class DeploymentSpec(_Strict):
         description="Watch live inputs for drift against a reference, from the router's "
         "recordings (needs `recording`); see docs/monitoring.md. Unset: not monitored.",
     )
+    model_updates: ModelUpdates | None = Field(
+        default=None,
+        description="New registered versions of `model` the controller proposes as a branch "
+        "(and a pull request) when run with `--propose-every`; never applied without the usual "
+        "gate. Needs `model` pinned to a version. Unset: none proposed.",
+    )
 
     @model_validator(mode="after")
     def _scaling(self) -> DeploymentSpec:
@@ -658,6 +665,13 @@ class DeploymentSpec(_Strict):
         if self.monitoring is not None and self.recording is None:
             why = "monitoring reads the router's recordings: set 'recording' too"
             _raise_located([(("monitoring",), why, {})], "DeploymentSpec")
+        return self
+
+    @model_validator(mode="after")
+    def _updates_need_a_pinned_model(self) -> DeploymentSpec:
+        if self.model_updates is not None and parse_model_uri(self.model)[1] is None:
+            why = "model_updates proposes versions: pin 'model' to one (models:/NAME/N)"
+            _raise_located([(("model_updates",), why, {})], "DeploymentSpec")
         return self
 
     @model_validator(mode="after")

@@ -91,6 +91,7 @@ def test_every_kind_reaches_both_webhooks_in_their_format(
         "model_drift_resolved",
         "retrain_failed",
         "batch_failed",
+        "model_proposed",
     }
     for kind in EVENT_KINDS:
         notifier.notify(Event(kind, "staging", "a" * 40, f"what {kind} says", AT, "repo"))

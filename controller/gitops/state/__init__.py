@@ -10,6 +10,7 @@
   (`MonitorReports`).
 - `monitor_triggers`: retraining requests per drift episode, their attempts and retries
   (`MonitorTriggers`).
+- `model_proposals`: model versions proposed through Git (`ModelProposals`).
 - `batch_runs`, `batch_schedules`: batch inference runs and when schedules started (`BatchRuns`).
 
 Nothing about an environment lives only in memory: a controller killed at any point and started
@@ -25,6 +26,7 @@ from controller.gitops.state.environments import Environments
 from controller.gitops.state.leases import Leases
 from controller.gitops.state.monitor import MonitorReports
 from controller.gitops.state.passes import PassLog
+from controller.gitops.state.proposals import ModelProposal, ModelProposals
 from controller.gitops.state.records import (
     Applying,
     AuditResult,
@@ -44,7 +46,14 @@ from controller.gitops.state.triggers import MonitorTriggers, Trigger
 
 
 class StateStore(
-    PassLog, Environments, Rollouts, Leases, MonitorReports, MonitorTriggers, BatchRuns
+    PassLog,
+    Environments,
+    Rollouts,
+    Leases,
+    MonitorReports,
+    MonitorTriggers,
+    ModelProposals,
+    BatchRuns,
 ):
     """The state file at `path`; safe to open from several processes at once."""
 
@@ -64,6 +73,7 @@ __all__ = [
     "EnvironmentState",
     "Lease",
     "LeaseResult",
+    "ModelProposal",
     "PassRecord",
     "PassStart",
     "RolloutCommand",

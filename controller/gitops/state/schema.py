@@ -107,6 +107,18 @@ CREATE TABLE IF NOT EXISTS monitor_triggers (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (environment, deployment, target, episode)
 );
+CREATE TABLE IF NOT EXISTS model_proposals (
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    proposed TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    commit_sha TEXT NOT NULL DEFAULT '',
+    pull_request TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    at TEXT NOT NULL,
+    PRIMARY KEY (environment, deployment, proposed)
+);
 CREATE TABLE IF NOT EXISTS batch_schedules (
     environment TEXT NOT NULL,
     deployment TEXT NOT NULL,
