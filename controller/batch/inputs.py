@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +142,20 @@ def check_signature(
     raise BadInput(
         f"{where}: the input does not match {model}'s signature: it {'; it '.join(parts)}"
     )
+
+
+def check_before_run(
+    spec: BatchSpec, model: str, input_names: Callable[[str], list[str] | None] | None, where: str
+) -> None:
+    """The controller's check before it claims a run: when the input is on this machine too,
+    that it has the named columns and matches `model`'s signature (BadInput naming `where`
+    otherwise: nothing is run). An input this machine cannot see is the job's to read."""
+    path = local_path(spec.input.uri)
+    if path is None or not path.exists():
+        return
+    info = check_input(spec, where)
+    if input_names is not None:
+        check_signature(spec, info, model, input_names(model), where)
 
 
 def _names(columns: list[str]) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.batch.inputs import check_before_run
 from controller.batch.jobs import JobInfo, JobsAPI, JobSpec, RayJobs
 from controller.batch.plan import BatchPlan, plan_batches, run_key
 from controller.batch.request import RunRequest, parse_result
@@ -198,6 +199,9 @@ def start_run(
     store, spec = edges.store, batch.batch.spec
     registry = edges.registry()
     model = registry.resolve(spec.model)
+    # The registry's signature reader (MLflow's; a fixed registry has none).
+    signature = getattr(registry, "input_names", None)
+    check_before_run(spec, model.pinned_uri, signature, str(batch.doc.location("spec", "input")))
     previous = store.promoted_models(edges.environment).get(batch.name)
     key = {
         "schedule": run_key(scheduled_at),

@@ -341,3 +341,45 @@ def test_a_moved_alias_starts_a_model_change_run_once(tmp_path: Path) -> None:
     w.step(DUE + dt.timedelta(minutes=3))
     assert w.step(DUE + dt.timedelta(minutes=4)).submitted == []  # not tried again
     assert len(w.jobs.jobs) == 2
+
+
+class SignedRegistry(FixedRegistry):
+    """A fixed registry whose versions logged a signature with these named inputs."""
+
+    def __init__(self, inputs: list[str]) -> None:
+        super().__init__({"fraud": {"1": "1", "@champion": "1"}}, "sqlite:///m.db")
+        self.inputs = inputs
+        self.asked: list[str] = []
+
+    def input_names(self, uri: str) -> list[str] | None:
+        self.asked.append(uri)
+        return self.inputs
+
+
+def test_an_input_that_does_not_match_the_signature_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "part-0.csv").write_text("id,amount,age\n1,2.0,30\n")
+    world = World(tmp_path)
+    world.batches = load_batches(
+        {"deployments/staging/nightly.yaml": FILE.format(retries=1).replace("/data/in", str(data))}
+    )
+    signed = SignedRegistry(["amount", "country"])
+    edges = BatchEdges(world.store, world.jobs, lambda: signed, "staging")
+    batch_step(edges, world.batches, "c1", world.now)  # first seen
+    world.now = DUE + dt.timedelta(seconds=5)
+    step = batch_step(edges, world.batches, "c1", world.now)
+    [error] = step.errors
+    assert error.startswith("nightly: deployments/staging/nightly.yaml:6: spec.input: ")
+    assert "does not match models:/fraud/1's signature: it lacks 'country'" in error
+    assert "has 'age' the model does not take" in error
+    assert signed.asked == ["models:/fraud/1"]
+    assert world.jobs.jobs == {}  # nothing submitted
+    assert world.store.batch_runs("staging", "nightly") == []  # nor claimed
+
+    signed.inputs = ["amount", "age"]  # a fixed model: the next pass runs it
+    step = batch_step(edges, world.batches, "c1", world.now + dt.timedelta(seconds=10))
+    assert step.errors == []
+    assert step.submitted == ["nightly/20261202T020000Z"]
