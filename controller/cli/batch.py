@@ -43,9 +43,11 @@ from controller.errors import BadInput, Refused, ServeopsError
 from controller.gitops.state import StateStore
 from controller.gitops.state.batch import BatchRun
 from controller.policy import gate, refusal
+from controller.policy.evidence import KEY_ENV, load_key, open_store, write_evidence
 from controller.registry.mlflow import registry_from_uri
 from controller.source.git import read_snapshot
 from controller.spec.batchfile import BatchManifest, load_batches
+from controller.spec.models import parse_model_uri
 
 batch_app = typer.Typer(
     help="Batch inference: plan, run by hand, list runs (docs/batch.md).",
@@ -105,6 +107,28 @@ def plan_command(
             "input, and show its verdict.",
         ),
     ] = True,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Compare against the model each deployment has at this revision (a pull "
+            "request's merge-base), not the one the controller's state last promoted.",
+        ),
+    ] = None,
+    evidence: Annotated[
+        str | None,
+        typer.Option(
+            "--evidence",
+            envvar="SERVEOPS_EVIDENCE_STORE",
+            help="Record each sample check's verdict as signed evidence here (directory or "
+            "file:// URI), key from $SERVEOPS_EVIDENCE_KEY or --evidence-key-file: the gate's "
+            "`simulation` input for the batch deployment (docs/batch.md).",
+        ),
+    ] = None,
+    evidence_key_file: Annotated[
+        Path | None,
+        typer.Option("--evidence-key-file", help="File holding the evidence signing key."),
+    ] = None,
     output: OutputOpt = "text",
 ) -> None:
     """What the controller would run at a revision, and what changed since the last runs;
@@ -115,6 +139,12 @@ def plan_command(
     def run() -> None:
         check_output(output)
         now = _time(at) if at else dt.datetime.now(dt.UTC)
+        records = open_store(evidence) if evidence else None
+        key = load_key(key_file=evidence_key_file) if records is not None else None
+        if records is not None and key is None:
+            raise BadInput(f"--evidence needs a signing key: set ${KEY_ENV} or --evidence-key-file")
+        if records is not None and not (registry_uri and compare):
+            raise BadInput("--evidence records sample checks: pass --registry-uri (and --compare)")
         commit, batches = read_batches(repo, rev, env)
         inputs = {
             b.name: check_input(b.batch.spec, str(b.doc.location("spec", "input", "uri")))
@@ -150,34 +180,59 @@ def plan_command(
             last=last,
         )
         checks: dict[str, RunResult] = {}
+        previous = {i.name: i.promoted for i in plan.items}
+        base_commit = None
+        if base is not None and registry_uri:
+            base_commit, at_base = read_batches(repo, base, env)
+            previous = {b.name: registry.resolve(b.batch.spec.model).pinned_uri for b in at_base}
         if registry_uri and compare:
             by_name = {b.name: b for b in batches}
             for item in plan.items:
                 version = resolved.get(item.name)
+                before = previous.get(item.name)
                 local = inputs[item.name].columns is not None
-                if item.promoted is None or version in (None, item.promoted) or not local:
+                if before is None or version in (None, before) or not local:
                     continue
                 spec = by_name[item.name].batch.spec
                 request = RunRequest(
                     environment=env, deployment=item.name, run_key="plan", commit=commit,
-                    model_uri=str(version), previous_model_uri=item.promoted,
+                    model_uri=str(version), previous_model_uri=before,
                     tracking_uri=registry.tracking_uri, input=spec.input, output=spec.output,
                     resources=spec.resources, promotion=spec.promotion,
                 )  # fmt: skip
                 result = promotion_check(request)
                 if result is not None:
                     checks[item.name] = result
+        written = []
+        if records is not None and key is not None:
+            by_name = {b.name: b for b in batches}
+            commits = {"head": commit, **({"base": base_commit} if base_commit else {})}
+            for name, result in checks.items():
+                version = parse_model_uri(resolved[name])[1]
+                report = {
+                    "passed": result.status == "succeeded",
+                    "verdict": "pass" if result.status == "succeeded" else "fail",
+                    "reason": result.message or _verdict(result),
+                    "checks": (result.comparison or {}).get("checks", []),
+                }
+                record = write_evidence(
+                    records, by_name[name].batch, version, report, commits, key, now=now
+                )
+                written.append((name, record.location))
         if output == "json":
             data = _plan_json(plan)
             for item_json in data["items"]:
                 check = checks.get(item_json["name"])
                 item_json["sample_check"] = check.model_dump() if check is not None else None
+                item_json["evidence"] = dict(written).get(item_json["name"])
             print(json.dumps({"commit": commit, **data}, indent=2, default=str))
         else:
             out.print(f"{env} at {commit[:12]}:", markup=False)
             out.print(plan_text(plan), markup=False)
             for name, check in checks.items():
                 out.print(f"{name}: sample check: {_verdict(check)}", markup=False)
+            for name, location in written:
+                out.print(f"{name}: verdict recorded as evidence: {location}", markup=False)
         if any(c.status == "rejected" for c in checks.values()):
             raise typer.Exit(1)
 

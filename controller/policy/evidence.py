@@ -1,4 +1,5 @@
-"""Simulation evidence: signed verdicts of `serveops simulate`, found again by what was simulated.
+"""Simulation evidence: signed verdicts of `serveops simulate` (and of a batch deployment's
+sample comparison, `serveops batch plan --compare --evidence`), found again by what was judged.
 
 The simulate job of a pull request writes one record per simulated deployment; the gate (in
 `serveops check` and in the controller) reads it as the `simulation` input. A record is keyed
@@ -31,7 +32,12 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from controller.errors import BadInput
+from controller.spec.batch import BatchInference
 from controller.spec.models import NAME_PATTERN, ModelDeployment, parse_model_uri
+
+# What a record is about: an endpoint (its simulation's verdict) or a batch deployment (its
+# sample comparison's verdict, `serveops batch plan --compare --evidence`).
+Judged = ModelDeployment | BatchInference
 
 EVIDENCE_FORMAT = "serveops-evidence/v1"
 KEY_ENV = "SERVEOPS_EVIDENCE_KEY"
@@ -149,7 +155,7 @@ def load_key(
     return key
 
 
-def spec_digest(deployment: ModelDeployment, model_name: str, version: str) -> str:
+def spec_digest(deployment: Judged, model_name: str, version: str) -> str:
     """The record key: SHA-256 of the spec as canonical JSON, `spec.model` resolved to
     `models:/<name>/<version>`. Not the rendered Serve config: its runtime_env depends on the
     controller's settings, which differ between CI and the cluster."""
@@ -235,7 +241,7 @@ def _plain(value: Any) -> bool:
     return isinstance(value, str | bool | int | float)
 
 
-def resolved_model(deployment: ModelDeployment, version: str | None = None) -> tuple[str, str]:
+def resolved_model(deployment: Judged, version: str | None = None) -> tuple[str, str]:
     """(name, version) of `spec.model`: its own version when pinned, else `version` (what the
     registry resolved the alias to)."""
     name, pinned, _ = parse_model_uri(deployment.spec.model)
@@ -250,7 +256,7 @@ def resolved_model(deployment: ModelDeployment, version: str | None = None) -> t
 
 def write_evidence(
     store: EvidenceStore,
-    deployment: ModelDeployment,
+    deployment: Judged,
     resolved_version: str | None,
     report: Mapping[str, Any],
     commits: Mapping[str, str],
@@ -321,7 +327,7 @@ _FIELDS = {
 
 def read_evidence(
     store: EvidenceStore,
-    deployment: ModelDeployment,
+    deployment: Judged,
     resolved_version: str | None,
     key: bytes | None,
 ) -> Lookup:

@@ -28,6 +28,7 @@ from controller.policy.proposal import PolicyChange, check_policy_change
 from controller.policy.source import PoliciesAtRevision, PolicyFiles, PolicySource
 from controller.registry.mlflow import ModelVersionRecord
 from controller.source.git import environment_names, open_repo, read_snapshot, resolve_commit
+from controller.spec.batchfile import BatchManifest
 from controller.spec.manifest import Manifest
 
 MAX_SIMULATION_BYTES = 16 * 1024 * 1024
@@ -169,7 +170,8 @@ def simulation_lookup(
         return None
 
     def lookup(subject: Subject, model: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if evidence is not None and isinstance(subject.head, Manifest):  # endpoints only
+        # Endpoints (a simulation) and batch deployments (a sample comparison).
+        if evidence is not None and isinstance(subject.head, Manifest | BatchManifest):
             version = None
             if model is not None and model.get("status") != "NOT_FOUND":
                 version = str(model.get("version") or "") or None

@@ -57,11 +57,13 @@ def test_a_batch_change_is_judged_at_its_own_lines(tmp_path: Path) -> None:
     )
     assert set(subject.fields) == {"spec.model", "spec.resources.num_cpus"}
     errors = {f.rule: f for f in result.verdict.errors}
-    assert set(errors) == {"batch-production-pinned-version", "batch-resource-limits"}
-    assert (
-        str(errors["batch-production-pinned-version"].location)
-        == "deployments/production/nightly.yaml:5: spec.model"
-    )
+    assert set(errors) == {
+        "batch-production-pinned-version",
+        "batch-resource-limits",
+        "batch-production-comparison-passed",  # a model change with no comparison evidence
+    }
+    for rule in ("batch-production-pinned-version", "batch-production-comparison-passed"):
+        assert str(errors[rule].location) == "deployments/production/nightly.yaml:5: spec.model"
     assert (
         str(errors["batch-resource-limits"].location)
         == "deployments/production/nightly.yaml:9: spec.resources.num_cpus"

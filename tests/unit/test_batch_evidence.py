@@ -1,0 +1,143 @@
+"""A production batch model change passes the gate only with signed comparison evidence:
+`serveops batch plan --base --compare --evidence` scores a sample with both versions and records
+the verdict; `serveops check` reads it as the `simulation` input of
+`batch-production-comparison-passed` (a real MLflow SQLite store with real scikit-learn
+models, a real Git repository, no Ray)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from controller.cli.main import app
+from controller.dev.demo import MODEL_NAME, train_and_register
+from tests.support import commit, git, make_repo
+
+RULE = "batch-production-comparison-passed"
+STARTER = Path(__file__).parents[2] / "policies"  # the starter library, as a platform adopts it
+KEY = "k" * 32
+FILE = "deployments/production/nightly.yaml"
+
+
+def batch_yaml(version: str, data: Path) -> str:
+    return textwrap.dedent(
+        f"""\
+        apiVersion: serveops.dev/v1alpha1
+        kind: BatchInference
+        metadata: {{name: nightly, environment: production, owner: ml}}
+        spec:
+          model: models:/{MODEL_NAME}/{version}
+          input: {{uri: {data}, format: csv}}
+          output: {{uri: /tmp/serveops-never-written, id_column: row_id}}
+          schedule: {{cron: "0 2 * * *"}}
+          promotion: {{sample_rows: 500, min_agreement: 0.95}}
+        """
+    )
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    """v1; v2, which answers differently on about one row in ten; v3, v1's model again."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    versions = train_and_register(uri, root / "artifacts")
+    client = MlflowClient(uri)
+    v1 = client.get_model_version(MODEL_NAME, versions[0])
+    v3 = client.create_model_version(MODEL_NAME, str(v1.source), v1.run_id)
+    return uri, [*versions, str(v3.version)]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).data
+    frame.insert(0, "row_id", range(len(frame)))
+    path = tmp_path / "scores-in.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def invoke(*args: str, uri: str, key: str | None = KEY) -> Any:
+    env = {"MLFLOW_TRACKING_URI": uri, "SERVEOPS_EVIDENCE_KEY": key or ""}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def gate(repo: Path, evidence: Path, uri: str) -> list[str]:
+    """`serveops check` of the pull request: the comparison rule's failures (messages)."""
+    result = invoke(
+        "check", "--repo", str(repo), "--base", "main", "--head", "pr", "--env", "production",
+        "--registry-uri", uri, "--evidence", str(evidence), "--now", "2026-11-02T10:00:00Z",
+        "-o", "json", uri=uri,
+    )  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    findings = json.loads(result.output)["findings"]
+    return [f["message"] for f in findings if f["rule"] == RULE]
+
+
+def pull_request(tmp_path: Path, data: Path, base: str, head: str) -> Path:
+    repo = tmp_path / "repo"
+    policies = {f"policies/{p.name}": p.read_text() for p in STARTER.glob("*.yaml")}
+    make_repo(repo, {FILE: batch_yaml(base, data), **policies})
+    git(repo, "checkout", "-q", "-b", "pr")
+    commit(repo, {FILE: batch_yaml(head, data)}, f"score with v{head}")
+    git(repo, "checkout", "-q", "main")
+    return repo
+
+
+def plan(repo: Path, evidence: Path, uri: str, key: str | None = KEY) -> Any:
+    return invoke(
+        "batch", "plan", "--env", "production", "--repo", str(repo), "--rev", "pr",
+        "--base", "main", "--registry-uri", uri, "--evidence", str(evidence), uri=uri, key=key,
+    )  # fmt: skip
+
+
+def test_a_change_that_agrees_records_a_pass_and_the_gate_admits_it(
+    tmp_path: Path, data: Path, registry: tuple[str, list[str]]
+) -> None:
+    uri, (v1, _, v3) = registry
+    repo = pull_request(tmp_path, data, v1, v3)
+    evidence = tmp_path / "evidence"
+    assert "no comparison evidence" in " ".join(gate(repo, evidence, uri))  # before: refused
+
+    result = plan(repo, evidence, uri)
+    assert result.exit_code == 0, result.output
+    assert "nightly: sample check: passes: agreement 100.0%" in result.output
+    assert "verdict recorded as evidence" in result.output
+    [record] = list(evidence.rglob("*.json"))
+    doc = json.loads(record.read_text())
+    assert (doc["passed"], doc["model"]) == (True, f"models:/{MODEL_NAME}/{v3}")
+    assert doc["commits"]["base"] == git(repo, "rev-parse", "main")
+    assert gate(repo, evidence, uri) == []  # the same rule, now satisfied
+
+
+def test_a_change_that_disagrees_records_a_fail_and_the_gate_refuses_it(
+    tmp_path: Path, data: Path, registry: tuple[str, list[str]]
+) -> None:
+    uri, (v1, v2, _) = registry
+    repo = pull_request(tmp_path, data, v1, v2)
+    evidence = tmp_path / "evidence"
+    result = plan(repo, evidence, uri)
+    assert result.exit_code == 1, result.output  # the sample check would reject v2
+    assert "would reject" in result.output
+    [message] = gate(repo, evidence, uri)
+    assert "the sample comparison of this model change did not pass" in message
+
+
+def test_evidence_the_change_wrote_for_itself_is_not_evidence(
+    tmp_path: Path, data: Path, registry: tuple[str, list[str]]
+) -> None:
+    uri, (v1, _, v3) = registry
+    repo = pull_request(tmp_path, data, v1, v3)
+    evidence = tmp_path / "evidence"
+    assert plan(repo, evidence, uri, key="forged-by-the-pull-request").exit_code == 0
+    [message] = gate(repo, evidence, uri)  # checked with the real key
+    assert "no comparison evidence" in message
+    assert plan(repo, evidence, uri, key=None).exit_code == 2  # no key: nothing recorded
