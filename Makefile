@@ -26,15 +26,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The quick tests: no cluster, under two minutes.
+# The quick tests: no cluster, under two minutes, on every core (pytest-xdist).
 unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e" -p no:cacheprovider
+	$(BIN)/pytest -m "not e2e" -p no:cacheprovider -n auto
 
 e2e: $(STAMP)
 	$(BIN)/pytest -m e2e
 
+# The quick tests in parallel, then the end-to-end ones in one process (they share one Ray).
 test: lint typecheck $(STAMP)
-	$(BIN)/pytest tests
+	$(BIN)/pytest -m "not e2e" -p no:cacheprovider -n auto tests
+	$(BIN)/pytest -m e2e tests
 
 schema: $(STAMP)
 	$(BIN)/serveops schema
