@@ -182,7 +182,7 @@ def test_without_serve_the_view_says_it_did_not_read_it_not_that_nothing_runs(
 
 
 def test_status_wait_waits_for_synced_healthy_and_no_rollout(canary: World) -> None:
-    from controller.cli.main import settled
+    from controller.cli.status import settled
 
     views = Views(canary)
     assert settled(views.view())  # v1 applied, nothing in flight
