@@ -15,7 +15,7 @@ from controller.cli.views import load_view
 from controller.errors import BadInput
 from controller.gitops.state import PassRecord, StateStore
 from controller.gitops.state.batch import BatchRun
-from controller.gitops.view import BatchRunView
+from controller.gitops.view_batch import BatchRunView
 
 
 def history_command(
