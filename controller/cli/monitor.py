@@ -34,7 +34,7 @@ from controller.cli.retrain import (
 )
 from controller.errors import BadInput
 from controller.gitops.state import StateStore, Trigger
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.report_html import write_report_html
 from controller.monitor.retrain_targets import DEFAULT_GITHUB_API
 

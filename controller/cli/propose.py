@@ -21,7 +21,7 @@ from controller.cli.options import (
 from controller.cli.options import run as run_command
 from controller.errors import BadInput
 from controller.gitops.state import StateStore
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.forge import DEFAULT_FORGE_API, DEFAULT_TOKEN_ENV, Forge
 from controller.redact import register_secret
 from controller.source.repository import is_url

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.retrain import RetrainFailed, retrain_payload, send_retrain
 from controller.monitor.retrain_targets import DEFAULT_GITHUB_API, RetrainConfig, retrain_config
 from controller.redact import register_secret, register_webhook_urls

@@ -28,7 +28,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.rollout.state import Phase, RolloutState
 from controller.sync.plan import Plan
 

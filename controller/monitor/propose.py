@@ -25,7 +25,7 @@ from typing import Any
 from git import GitCommandError
 
 from controller.errors import BadInput, ServeopsError
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.redact import redact
 from controller.source.git import DEPLOYMENTS_DIR, open_repo, resolve_commit
 from controller.spec.manifest import parse_manifest

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller.monitor.drift import DriftReport, FeatureDrift
+from controller.monitor.drift_report import DriftReport, FeatureDrift
 
 MAX_HISTOGRAMS = 100  # features drawn; the table lists them all
 MAX_TRENDS = 5  # worst features whose PSI over time is drawn

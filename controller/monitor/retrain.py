@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from controller.command_env import command_env
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.retrain_targets import RetrainConfig, RetrainTarget
 from controller.redact import redact, redact_data
 

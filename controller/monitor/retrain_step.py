@@ -17,7 +17,7 @@ from collections.abc import Callable
 from controller.gitops.context import PassContext
 from controller.gitops.notify import Event
 from controller.gitops.state import Trigger
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.retrain import RetrainFailed, retrain_payload, send_retrain
 from controller.redact import redact
 from controller.spec.models import ModelDeployment

@@ -25,7 +25,8 @@ from controller.gitops.context import PassContext
 from controller.gitops.notify import Event, EventKind, WebhookNotifier
 from controller.gitops.state import DesiredRevision
 from controller.gitops.telemetry import METRICS, ControllerMetrics
-from controller.monitor.drift import DriftReport, ReferenceProfile, WindowCounts, judge_window
+from controller.monitor.drift import ReferenceProfile, WindowCounts, judge_window
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.recordings import ReadLimits, RecordHook
 from controller.monitor.reference import load_reference
 from controller.monitor.report_html import write_report_html

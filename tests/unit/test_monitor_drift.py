@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from controller.errors import BadInput
-from controller.monitor.drift import DriftReport, ReferenceProfile, judge_window
+from controller.monitor.drift import ReferenceProfile, judge_window
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.features import body_rows
 from controller.monitor.recordings import ReadLimits
 from controller.monitor.reference import inside, read_dataset

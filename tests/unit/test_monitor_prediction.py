@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from controller.gitops.telemetry import ControllerMetrics
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.predictions import (
     MAX_CLASSES,
     OTHER,

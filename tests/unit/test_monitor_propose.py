@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from controller.cli.main import app
 from controller.gitops.state import StateStore
-from controller.monitor.drift import DriftReport, FeatureDrift
+from controller.monitor.drift_report import DriftReport, FeatureDrift
 from tests.support import deployment_yaml, git, make_repo
 
 PATH = "deployments/staging/fraud.yaml"

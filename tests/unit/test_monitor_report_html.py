@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.monitor.drift import DriftReport, ReferenceProfile, judge_window
+from controller.monitor.drift import ReferenceProfile, judge_window
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.report_html import render_report, report_filename, write_report_html
 from controller.spec.monitoring import DriftTests
 

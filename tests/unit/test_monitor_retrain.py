@@ -15,7 +15,8 @@ import pytest
 
 from controller.command_env import COMMAND_PATH
 from controller.errors import BadInput
-from controller.monitor.drift import DriftReport, ReferenceProfile, judge_window
+from controller.monitor.drift import ReferenceProfile, judge_window
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.retrain import (
     MAX_RESPONSE_BYTES,
     RetrainFailed,

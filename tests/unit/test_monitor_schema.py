@@ -17,7 +17,7 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from prometheus_client import CollectorRegistry
 
 from controller.gitops.telemetry import ControllerMetrics
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 from controller.monitor.reference import _from_mlflow, load_reference
 from controller.monitor.report_html import render_report
 from controller.monitor.schema import MAX_NAMED, SchemaCheck, Signature, signature_of

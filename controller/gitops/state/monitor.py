@@ -12,7 +12,7 @@ import datetime as dt
 
 from controller.gitops.state.base import StoreBase
 from controller.gitops.state.records import iso
-from controller.monitor.drift import DriftReport
+from controller.monitor.drift_report import DriftReport
 
 KEEP_REPORTS = 1000  # per deployment: about six weeks of hourly windows
 
