@@ -33,8 +33,9 @@ from controller.cli.views import load_view
 from controller.dev import tour_repo as files
 from controller.dev import tour_step6
 from controller.dev import tour_support as support
+from controller.dev import tour_watch as watch
 from controller.dev.demo import MODEL_NAME, register_model, sample_request, train_and_register
-from controller.dev.load import Load, Window
+from controller.dev.load import Load
 from controller.dev.localray import LocalRay, free_port
 from controller.dev.tour_support import Background, StepFailed, serveops_bin
 from controller.gitops.view import DeploymentView
@@ -179,12 +180,12 @@ class Tour:
     def deploy_v1(self) -> None:
         self._start_controller()
         v1 = self.versions[0]
-        self._wait(lambda d: self._serves(d, v1), 240, f"v{v1} to serve {self.url}")
+        self.wait(lambda d: watch.serves(d, v1), 240, f"v{v1} to serve {self.url}")
         if not support.post_until_ok(self.url, sample_request(1), 60):
             raise StepFailed(f"{self.url} did not answer 200 in 60s")
         self._load = Load(self.url, rate=LOAD_RATE).start()
         _note(f"load: {LOAD_RATE:g} requests/s through {self.url}, one data set row each")
-        self._wait_recorded(RECORDED, 120)
+        watch.wait_recorded(self, RECORDED, 120)
         self.serveops("status", "--env", ENV, "--repo", str(self.repo), "--rev", "main")
         _note("load so far: " + self._load.window(self._load.started_at).line())
 
@@ -233,7 +234,7 @@ class Tour:
         since = time.time()
         files.git(self.repo, "merge", "-q", "--no-ff", name, "-m", f"Merge {name}")
         _note(f"merged {name} into main: {files.git(self.repo, 'rev-parse', '--short', 'main')}")
-        self._follow_rollout(v3, since)
+        watch.follow_rollout(self, v3, since)
 
     def roll_back(self) -> None:
         v1, v3 = self.versions[0], self.versions[-1]
@@ -245,7 +246,7 @@ class Tour:
         print(files.git(self.repo, "log", "-1", "--format=%h %s%n%n%b"))
         _note("(no push here: the controller follows this local repository's main itself)")
         _note(f"the controller moves Serve back from v{v3} to v{v1}")
-        self._follow_rollout(v1, since)
+        watch.follow_rollout(self, v1, since)
 
     def later_steps(self) -> None:
         """Step 6: monitoring and batch inference, run when this serveops has their commands."""
@@ -370,77 +371,29 @@ class Tour:
                 print(f"  last lines of {self.controller_log}:")
                 print("\n".join(f"    {line}" for line in tail), flush=True)
 
-    def _view(self) -> DeploymentView | None:
+    def view(self) -> DeploymentView | None:
+        """The tour's deployment, as `serveops status` shows it."""
         view, _problem = load_view(
             ENV, state=self.state, address=self.address, http_port=self.http_port
         )
         return view.deployment(MODEL_NAME)
 
-    def _wait(
+    def wait(
         self, done: Callable[[DeploymentView], bool], timeout_s: float, what: str
     ) -> DeploymentView:
+        """Until `done` holds for the deployment (StepFailed after `timeout_s`, or when the
+        controller exited)."""
         deadline = time.monotonic() + timeout_s
         d = None
         while time.monotonic() < deadline:
             if self._controller is not None and self._controller.exited() is not None:
                 raise StepFailed(f"the controller exited ({self._controller.exited()})")
-            d = self._view()
+            d = self.view()
             if d is not None and done(d):
                 return d
             time.sleep(1)
         last = d.summary if d is not None else "no such deployment yet"
         raise StepFailed(f"waited {timeout_s:.0f}s for {what}; last: {last}")
-
-    @staticmethod
-    def _serves(d: DeploymentView, version: str) -> bool:
-        """Serve holds Git's state: only `version` takes traffic, healthy, no rollout running."""
-        live = [v.version for v in d.versions if v.weight > 0]
-        rolling = d.rollout is not None and d.rollout.phase not in ("completed", "aborted")
-        return live == [version] and d.health == "Healthy" and not rolling
-
-    def _follow_rollout(self, version: str, since: float) -> None:
-        """Until the controller serves `version`: `serveops rollouts` at every new position, and
-        the load's count of failed requests since `since` at the end (0, or the step fails)."""
-        shown = ""
-
-        def progress(d: DeploymentView) -> bool:
-            nonlocal shown
-            r = d.rollout
-            if r is not None and r.candidate == f"v{version}":
-                if r.phase == "aborted":
-                    raise StepFailed(f"the rollout to v{version} aborted: {r.message}")
-                position = f"{r.position} {len(r.analyses)}"
-                if position != shown:
-                    shown = position
-                    self.serveops("rollouts", "--env", ENV, "--limit", "3")
-            return self._serves(d, version)
-
-        self._wait(progress, 240, f"the controller to serve v{version}")
-        _note(
-            f"Serve holds v{version} alone (commit {files.git(self.repo, 'rev-parse', '--short', 'main')})"
-        )
-        self.serveops("rollouts", "--env", ENV, "--limit", "1")  # the last step: completed
-        assert self._load is not None
-        window: Window = self._load.window(since)
-        _note("load during the rollout: " + window.line())
-        if window.failed:
-            first = window.failed[0]
-            raise StepFailed(
-                f"{len(window.failed)} requests failed during the rollout to v{version}; first: "
-                f"status {first.status} {first.error}"
-            )
-
-    def _wait_recorded(self, n: int, timeout_s: float) -> None:
-        """Until the router has written `n` records (its writer flushes in batches)."""
-        deadline = time.monotonic() + timeout_s
-        count = 0
-        while time.monotonic() < deadline:
-            count = support.count_recorded(self.recordings)
-            if count >= n:
-                _note(f"the router recorded {count} requests in {self.recordings}")
-                return
-            time.sleep(1)
-        raise StepFailed(f"the router recorded {count} requests in {timeout_s:.0f}s, not {n}")
 
 
 def run_tour(
