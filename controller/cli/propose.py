@@ -140,7 +140,7 @@ def propose(
     """Propose a new model version through Git: a commit on its own branch that bumps the
     deployment's `model:` (drift evidence in the message). Nothing is applied: the branch goes
     through the usual gate as a pull request."""
-    from controller.monitor.forge import Forge, ForgeError, open_pull_request
+    from controller.monitor.forge import ForgeError, open_pull_request
     from controller.monitor.propose import (
         MetricRule,
         NothingToPropose,

@@ -270,9 +270,12 @@ class Controller:
             return
         self._proposal_scan = now
         try:
-            run_propose_step(self.ctx, admitted)
+            step = run_propose_step(self.ctx, admitted)
         except Exception:
             log.exception("%s: the model proposal step failed", self.environment)
+            return
+        if step.proposed:
+            log.info("%s: %s", self.environment, step.summary())
 
     def _batch(self, result: PassResult, admitted: DesiredRevision | None) -> PassResult:
         """Batch runs of what was admitted: submit those due, poll those under way. Never

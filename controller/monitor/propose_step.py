@@ -42,9 +42,12 @@ VersionLister = Callable[[str, str, Sequence[str]], list[VersionInfo]]
 
 def rule_of(updates: ModelUpdates) -> Rule:
     """The selection `spec.model_updates` declares (validated with the file)."""
-    tag = tuple(updates.tag.split("=", 1)) if updates.tag else None
+    tag = None
+    if updates.tag:
+        key, _, value = updates.tag.partition("=")
+        tag = (key, value)
     metric = MetricRule.parse(updates.metric) if updates.metric else None
-    return Rule(alias=updates.alias, tag=tag, metric=metric)  # type: ignore[arg-type]
+    return Rule(alias=updates.alias, tag=tag, metric=metric)
 
 
 @dataclass(frozen=True)
