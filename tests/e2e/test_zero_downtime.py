@@ -81,9 +81,15 @@ SLOW_CANARY = """\
       failure_limit: 1
 """
 # A quarter of requests mirrored in preview: each one is served twice (bench: every request).
+# Mirrors are best-effort: the router's governor drops them while the stable version is under
+# pressure, and on a shared 2-core runner a 6 s window once held 4 mirrored answers (three
+# inconclusive windows pause the rollout). Longer windows and a lower floor keep the preview's
+# analysis conclusive; what this test asserts is that no client request fails.
 BLUE_GREEN = (
     "  rollout:\n    strategy: blue_green\n    scale_down_delay: 10m\n    shadow_percent: 25\n"
-    + ANALYSIS
+    + ANALYSIS.replace("interval: 6s", "interval: 12s").replace(
+        "min_requests: 15", "min_requests: 5"
+    )
 )
 
 
