@@ -185,8 +185,8 @@ def plan_command(
         if base is not None and registry_uri:
             base_commit, at_base = read_batches(repo, base, env)
             previous = {b.name: registry.resolve(b.batch.spec.model).pinned_uri for b in at_base}
+        by_name = {b.name: b for b in batches}
         if registry_uri and compare:
-            by_name = {b.name: b for b in batches}
             for item in plan.items:
                 version = resolved.get(item.name)
                 before = previous.get(item.name)
@@ -205,7 +205,6 @@ def plan_command(
                     checks[item.name] = result
         written = []
         if records is not None and key is not None:
-            by_name = {b.name: b for b in batches}
             commits = {"head": commit, **({"base": base_commit} if base_commit else {})}
             for name, result in checks.items():
                 version = parse_model_uri(resolved[name])[1]

@@ -58,6 +58,27 @@ ProposePushOpt = Annotated[
 ]
 
 
+def forge_of(
+    forge: str | None,
+    api: str,
+    token_env: str,
+    push: str | None,
+    push_option: str,
+    *,
+    needs_token: bool = True,
+) -> Forge | None:
+    """`--forge` parsed, for a branch pushed by `push_option`; its token, when it will be used,
+    checked before anything is written and masked in everything said from then on."""
+    if forge is None:
+        return None
+    where = Forge.parse(forge, api, token_env)
+    if push is None:
+        raise BadInput(f"--forge opens a pull request for a pushed branch: pass {push_option} too")
+    if needs_token:
+        register_secret(where.token())
+    return where
+
+
 def automation_settings(
     repo: str,
     every: str | None,
@@ -80,11 +101,7 @@ def automation_settings(
             "--propose-every on a repository URL: its mirror drops unpushed branches at each "
             "fetch; pass --propose-push origin"
         )
-    where = Forge.parse(forge, forge_api, forge_token_env) if forge else None
-    if where is not None:
-        if push is None:
-            raise BadInput("--forge opens a pull request for a pushed branch: pass --propose-push")
-        register_secret(where.token())
+    where = forge_of(forge, forge_api, forge_token_env, push, "--propose-push")
     return {
         "propose_every_s": every_s,
         "propose_push": push,
@@ -166,11 +183,7 @@ def propose(
                 raise BadInput(f"--tag must be KEY=VALUE, not {tag!r}")
             pair = (key, value)
         rule = Rule(version, alias, pair, MetricRule.parse(metric) if metric else None)
-        where = Forge.parse(forge, forge_api, forge_token_env) if forge else None
-        if where is not None and push is None:
-            raise BadInput("--forge opens a pull request for a pushed branch: pass --push too")
-        if where is not None and not dry_run:
-            where.token()  # before anything is written
+        where = forge_of(forge, forge_api, forge_token_env, push, "--push", needs_token=not dry_run)
         evidence: list[DriftReport] = []
         if state is not None:
             if not state.exists():

@@ -53,7 +53,6 @@ def rule_of(updates: ModelUpdates) -> Rule:
 @dataclass(frozen=True)
 class ProposeStep:
     proposed: list[ModelProposal]
-    skipped: int = 0  # deployments with nothing new to propose
 
     def summary(self) -> str:
         done = [p for p in self.proposed if p.status == "proposed"]
@@ -77,7 +76,6 @@ def run_propose_step(
     deadline = time.monotonic() + settings.monitor_budget_s
     tracking_uri = ctx.registry().tracking_uri
     done: list[ModelProposal] = []
-    skipped = 0
     for name in sorted(admitted.specs):
         updates = admitted.specs[name].spec.model_updates
         if updates is None:
@@ -91,7 +89,6 @@ def run_propose_step(
         try:
             proposal = _plan(ctx, admitted, name, updates, tracking_uri, versions or list_versions)
         except NothingToPropose:
-            skipped += 1
             continue
         except ServeopsError as err:
             log.error("%s: cannot propose a model for %s: %s", env, name, err.message)
@@ -101,7 +98,6 @@ def run_propose_step(
             continue
         before = store.proposal(env, name, proposal.proposed)
         if before is not None and before.status == "proposed":
-            skipped += 1
             continue
         result = _write(ctx, proposal)
         store.record_proposal(result)
@@ -111,7 +107,7 @@ def run_propose_step(
             ctx.notify("model_proposed", admitted.commit, result.message)
         else:
             log.error("%s: %s", env, result.message)
-    return ProposeStep(done, skipped)
+    return ProposeStep(done)
 
 
 def _plan(

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from controller.dev.demo import MODEL_NAME
+from controller.dev.tour_support import count_recorded
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
 from tests.support import commit, make_repo
 
@@ -91,19 +92,11 @@ def _send(url: str, rows: pd.DataFrame, ids: list[str]) -> None:
             assert response.status_code == 200, response.text
 
 
-def _recorded(directory: Path) -> int:
-    """Records on disk (a file's header line carries no body)."""
-    return sum(
-        sum(1 for line in f.read_text().splitlines() if '"body"' in line)
-        for f in directory.glob("*.jsonl")
-    )
-
-
 def _wait_recorded(directory: Path, n: int, timeout_s: float = 60) -> None:
     """The recorder's writer thread flushes in batches: wait until `n` records are on disk."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _recorded(directory) >= n:
+        if count_recorded(directory) >= n:
             return
         time.sleep(0.5)
     raise AssertionError(f"fewer than {n} records in {directory} after {timeout_s:.0f}s")
@@ -164,7 +157,7 @@ def test_inputs_shifted_half_a_standard_deviation_are_flagged_with_their_feature
         rows[name] = rows[name] + 0.5 * features[name].std()
     time.sleep(GAP_S)  # the undrifted requests stay out of this window
     started = time.monotonic()
-    recorded = _recorded(story["recording"])
+    recorded = count_recorded(story["recording"])
     _send(cluster.url(f"/{NAME}"), rows, [f"drift-{i}" for i in rows.index])
     _wait_recorded(story["recording"], recorded + ROWS)
 
