@@ -200,7 +200,7 @@ def start_run(
     registry = edges.registry()
     model = registry.resolve(spec.model)
     # The registry's signature reader (MLflow's; a fixed registry has none).
-    signature = getattr(registry, "input_names", None)
+    signature = getattr(registry, "input_schema", None)
     check_before_run(spec, model.pinned_uri, signature, str(batch.doc.location("spec", "input")))
     previous = store.promoted_models(edges.environment).get(batch.name)
     key = {

@@ -16,11 +16,11 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from controller.batch.inputs import check_input, check_signature
+from controller.batch.inputs import check_input
 from controller.batch.jobs import RayJobs
-from controller.batch.plan import BatchPlan, plan_batches
-from controller.batch.promotion import promotion_check
-from controller.batch.request import RunRequest, RunResult, parse_progress
+from controller.batch.plan import BatchPlan
+from controller.batch.request import parse_progress
+from controller.batch.review import SampleCheck, read_batches, record, review
 from controller.batch.step import BatchEdges, poll, start_run
 from controller.cli.options import (
     DEFAULT_ADDRESS,
@@ -43,11 +43,9 @@ from controller.errors import BadInput, Refused, ServeopsError
 from controller.gitops.state import StateStore
 from controller.gitops.state.batch import BatchRun
 from controller.policy import gate, refusal
-from controller.policy.evidence import KEY_ENV, load_key, open_store, write_evidence
+from controller.policy.evidence import KEY_ENV, load_key, open_store
 from controller.registry.mlflow import registry_from_uri
-from controller.source.git import read_snapshot
-from controller.spec.batchfile import BatchManifest, load_batches
-from controller.spec.models import parse_model_uri
+from controller.spec.batchfile import BatchManifest
 
 batch_app = typer.Typer(
     help="Batch inference: plan, run by hand, list runs (docs/batch.md).",
@@ -55,11 +53,6 @@ batch_app = typer.Typer(
 )
 NameArg = Annotated[str, typer.Argument(help="The batch deployment (metadata.name).")]
 MAX_LIMIT = 1000
-
-
-def read_batches(repo: Path, rev: str, env: str) -> tuple[str, list[BatchManifest]]:
-    snapshot = read_snapshot(str(repo), rev, environment=env)
-    return snapshot.commit, load_batches(snapshot.files, env)
 
 
 def _store(state: Path, must_exist: bool = True) -> StateStore:
@@ -145,112 +138,29 @@ def plan_command(
             raise BadInput(f"--evidence needs a signing key: set ${KEY_ENV} or --evidence-key-file")
         if records is not None and not (registry_uri and compare):
             raise BadInput("--evidence records sample checks: pass --registry-uri (and --compare)")
-        commit, batches = read_batches(repo, rev, env)
-        inputs = {
-            b.name: check_input(b.batch.spec, str(b.doc.location("spec", "input", "uri")))
-            for b in batches
-        }
-        resolved: dict[str, str] = {}
-        if registry_uri:
-            registry = registry_from_uri(registry_uri)
-            resolved = {b.name: registry.resolve(b.batch.spec.model).pinned_uri for b in batches}
-            for b in batches:  # the columns a run hands the model are the ones it takes
-                spec, pinned = b.batch.spec, resolved[b.name]
-                where = str(b.doc.location("spec", "input"))
-                check_signature(spec, inputs[b.name], pinned, registry.input_names(pinned), where)
-        runs: tuple[dict[str, BatchRun], list[BatchRun]] = ({}, [])
-        last: dict[str, BatchRun] = {}
-        promoted: dict[str, str] = {}
-        since: dict[str, dt.datetime] = {}  # a deployment the controller never saw: new now
-        if state.exists():
-            with StateStore(state) as store:
-                runs = (store.latest_batch_runs(env), store.active_batch_runs(env))
-                promoted = store.promoted_models(env)
-                since = store.batch_since(env)
-                last = store.last_batch_runs(env)
-        plan = plan_batches(
-            env,
-            [b.batch for b in batches],
-            now=now,
-            since=since,
-            latest=runs[0],
-            active=runs[1],
-            promoted=promoted,
-            resolved=resolved,
-            last=last,
+        registry = registry_from_uri(registry_uri) if registry_uri else None
+        found = review(
+            repo, rev, env, state=state, now=now, registry=registry, compare=compare, base=base
         )
-        checks: dict[str, RunResult] = {}
-        previous = {i.name: i.promoted for i in plan.items}
-        base_commit = None
-        if base is not None and registry_uri:
-            base_commit, at_base = read_batches(repo, base, env)
-            previous = {b.name: registry.resolve(b.batch.spec.model).pinned_uri for b in at_base}
-        by_name = {b.name: b for b in batches}
-        if registry_uri and compare:
-            for item in plan.items:
-                version = resolved.get(item.name)
-                before = previous.get(item.name)
-                local = inputs[item.name].columns is not None
-                if before is None or version in (None, before) or not local:
-                    continue
-                spec = by_name[item.name].batch.spec
-                request = RunRequest(
-                    environment=env, deployment=item.name, run_key="plan", commit=commit,
-                    model_uri=str(version), previous_model_uri=before,
-                    tracking_uri=registry.tracking_uri, input=spec.input, output=spec.output,
-                    resources=spec.resources, promotion=spec.promotion,
-                )  # fmt: skip
-                result = promotion_check(request)
-                if result is not None:
-                    checks[item.name] = result
-        written = []
-        if records is not None and key is not None:
-            commits = {"head": commit, **({"base": base_commit} if base_commit else {})}
-            for name, result in checks.items():
-                version = parse_model_uri(resolved[name])[1]
-                report = {
-                    "passed": result.status == "succeeded",
-                    "verdict": "pass" if result.status == "succeeded" else "fail",
-                    "reason": result.message or _verdict(result),
-                    "checks": (result.comparison or {}).get("checks", []),
-                }
-                record = write_evidence(
-                    records, by_name[name].batch, version, report, commits, key, now=now
-                )
-                written.append((name, record.location))
+        written = record(found, records, key, now) if records is not None and key else {}
         if output == "json":
-            data = _plan_json(plan)
+            data = _plan_json(found.plan)
             for item_json in data["items"]:
-                check = checks.get(item_json["name"])
-                item_json["sample_check"] = check.model_dump() if check is not None else None
-                item_json["evidence"] = dict(written).get(item_json["name"])
-            print(json.dumps({"commit": commit, **data}, indent=2, default=str))
+                check = found.checks.get(item_json["name"])
+                item_json["sample_check"] = _check_json(check) if check is not None else None
+                item_json["evidence"] = written.get(item_json["name"])
+            print(json.dumps({"commit": found.commit, **data}, indent=2, default=str))
         else:
-            out.print(f"{env} at {commit[:12]}:", markup=False)
-            out.print(plan_text(plan), markup=False)
-            for name, check in checks.items():
-                out.print(f"{name}: sample check: {_verdict(check)}", markup=False)
-            for name, location in written:
+            out.print(f"{env} at {found.commit[:12]}:", markup=False)
+            out.print(plan_text(found.plan), markup=False)
+            for name, check in found.checks.items():
+                out.print(f"{name}: sample check: {check.verdict}: {check.reason}", markup=False)
+            for name, location in written.items():
                 out.print(f"{name}: verdict recorded as evidence: {location}", markup=False)
-        if any(c.status == "rejected" for c in checks.values()):
+        if found.rejected:
             raise typer.Exit(1)
 
     run_command(run)
-
-
-def _verdict(check: RunResult) -> str:
-    """One line: what the sample check would decide, and on what."""
-    if check.status == "rejected":
-        return f"would reject: {check.message}"
-    checks = (check.comparison or {}).get("checks", [])
-    figures: dict[str, Any] = next((c["figures"] for c in checks if c["name"] == "agreement"), {})
-    kappa = figures.get("cohen_kappa")
-    ci = figures.get("agreement_ci")
-    return (
-        f"passes: agreement {check.agreement:.1%}"
-        + (f" [CI {ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
-        + (f", kappa {kappa:.3f}" if kappa is not None else "")
-    )
 
 
 @batch_app.command("run")
@@ -407,6 +317,11 @@ def _plan_json(plan: BatchPlan) -> dict[str, Any]:
         ],
         "deleted": plan.deleted,
     }
+
+
+def _check_json(check: SampleCheck) -> dict[str, Any]:
+    result = check.result.model_dump() if check.result is not None else None
+    return {"verdict": check.verdict, "reason": check.reason, "result": result}
 
 
 def _run_json(r: BatchRun) -> dict[str, object]:

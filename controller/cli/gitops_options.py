@@ -204,3 +204,78 @@ def pass_hooks(source: RepoSource, state: Path, allowed: frozenset[str]) -> Hook
         signer=load_pin_signer(state.parent / PIN_KEY_FILE),
         pass_env=names,
     )
+
+
+# --- monitoring options: `--monitor-*-dir`, `--alert-target` ---
+
+ReferenceDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--monitor-reference-dir",
+        envvar="SERVEOPS_MONITOR_REFERENCE_DIR",
+        help="Where the reference files `spec.monitoring.reference.path` names live; a "
+        "deployment's path cannot leave it.",
+    ),
+]
+RecordingsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--monitor-recordings-dir",
+        envvar="SERVEOPS_MONITOR_RECORDINGS_DIR",
+        help="Where the controller reads the routers' recordings (default: each deployment's "
+        "`recording.dir`, as seen from this host).",
+    ),
+]
+LabelsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--monitor-labels-dir",
+        envvar="SERVEOPS_MONITOR_LABELS_DIR",
+        help="Where the label files `spec.monitoring.labels.path` names live (delayed ground "
+        "truth, for live quality); a deployment's path cannot leave it.",
+    ),
+]
+AlertTargetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--alert-target",
+        envvar="SERVEOPS_ALERT_TARGETS",
+        help="NAME=URL: a JSON webhook `spec.monitoring.alert_targets` may name (repeatable). "
+        "`default` is the controller's own notifications.",
+    ),
+]
+
+
+def alert_targets(values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """`NAME=URL` options as (name, url) pairs; bad input names the option."""
+    pairs = []
+    for value in values or []:
+        name, sep, url = value.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise BadInput(
+                f"--alert-target must be NAME=http(s)://..., not {value.split('=')[0]!r}=..."
+            )
+        if name == "default":
+            raise BadInput("--alert-target: 'default' is the controller's own notifications")
+        pairs.append((name, url))
+    return tuple(pairs)
+
+
+def monitor_settings(
+    reference_dir: Path | None,
+    recordings_dir: Path | None,
+    targets: list[str] | None,
+    labels_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The ControllerSettings fields of the monitoring options."""
+    return {
+        "monitor_reference_dir": str(reference_dir) if reference_dir else None,
+        "monitor_recordings_dir": str(recordings_dir) if recordings_dir else None,
+        "monitor_labels_dir": str(labels_dir) if labels_dir else None,
+        "alert_targets": alert_targets(targets),
+    }
+
+
+def target_urls(targets: list[str] | None) -> list[str]:
+    """The URLs of `--alert-target` options (secrets: masked in everything said)."""
+    return [v.partition("=")[2] for v in targets or [] if "=" in v]

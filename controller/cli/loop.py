@@ -10,31 +10,30 @@ from typing import Annotated
 import typer
 
 from controller.cli.gitops_options import (
+    AlertTargetOpt,
     BootstrapOpt,
     CacheOpt,
     DriftOpt,
     EvidenceOpt,
     HookCommandsOpt,
+    LabelsDirOpt,
     NotifyOpt,
     PoliciesBranchOpt,
     PoliciesOpt,
+    RecordingsDirOpt,
+    ReferenceDirOpt,
     SlackOpt,
     drift_mode,
     guard_secrets,
+    monitor_settings,
     notifier_from,
     pass_hooks,
     registry_factory,
     repo_source,
+    target_urls,
     trust_settings,
 )
 from controller.cli.logs import setup_logging
-from controller.cli.monitor import (
-    AlertTargetOpt,
-    RecordingsDirOpt,
-    ReferenceDirOpt,
-    monitor_settings,
-    target_urls,
-)
 from controller.cli.options import (
     DEFAULT_ADDRESS,
     DEFAULT_STATE,
@@ -136,6 +135,7 @@ def controller_command(
     hook_command: HookCommandsOpt = None,
     monitor_reference_dir: ReferenceDirOpt = None,
     monitor_recordings_dir: RecordingsDirOpt = None,
+    monitor_labels_dir: LabelsDirOpt = None,
     alert_target: AlertTargetOpt = None,
     retrain_target: RetrainTargetOpt = None,
     retrain_github_api: RetrainApiOpt = DEFAULT_GITHUB_API,
@@ -182,7 +182,9 @@ def controller_command(
             **trust_settings(
                 policies, policies_branch, bootstrap_policies, evidence, hook_command, state
             ),
-            **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
+            **monitor_settings(
+                monitor_reference_dir, monitor_recordings_dir, alert_target, monitor_labels_dir
+            ),
             **retrain_settings(
                 retrain_target, retrain_github_api, retrain_token_env, monitor_html_dir
             ),

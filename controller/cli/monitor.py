@@ -1,8 +1,5 @@
-"""`serveops monitor`: the latest drift report per deployment, from the controller's state.
-
-Also the controller's monitoring options (`--monitor-reference-dir`, `--monitor-recordings-dir`,
-`--alert-target`), shared by `serveops controller` and `serveops sync`.
-"""
+"""`serveops monitor`: the latest drift report per deployment, from the controller's state
+(the controller's monitoring options: controller/cli/gitops_options.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from controller.cli.display import print_error
+from controller.cli.gitops_options import RecordingsDirOpt, ReferenceDirOpt
 from controller.cli.options import (
     DEFAULT_STATE,
     EnvOpt,
@@ -37,66 +35,6 @@ from controller.gitops.state import StateStore, Trigger
 from controller.monitor.drift_report import DriftReport
 from controller.monitor.report_html import write_report_html
 from controller.monitor.retrain_targets import DEFAULT_GITHUB_API
-
-ReferenceDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--monitor-reference-dir",
-        envvar="SERVEOPS_MONITOR_REFERENCE_DIR",
-        help="Where the reference files `spec.monitoring.reference.path` names live; a "
-        "deployment's path cannot leave it.",
-    ),
-]
-RecordingsDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--monitor-recordings-dir",
-        envvar="SERVEOPS_MONITOR_RECORDINGS_DIR",
-        help="Where the controller reads the routers' recordings (default: each deployment's "
-        "`recording.dir`, as seen from this host).",
-    ),
-]
-AlertTargetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--alert-target",
-        envvar="SERVEOPS_ALERT_TARGETS",
-        help="NAME=URL: a JSON webhook `spec.monitoring.alert_targets` may name (repeatable). "
-        "`default` is the controller's own notifications.",
-    ),
-]
-
-
-def alert_targets(values: list[str] | None) -> tuple[tuple[str, str], ...]:
-    """`NAME=URL` options as (name, url) pairs; bad input names the option."""
-    pairs = []
-    for value in values or []:
-        name, sep, url = value.partition("=")
-        if not sep or not name or not url.startswith(("http://", "https://")):
-            raise BadInput(
-                f"--alert-target must be NAME=http(s)://..., not {value.split('=')[0]!r}=..."
-            )
-        if name == "default":
-            raise BadInput("--alert-target: 'default' is the controller's own notifications")
-        pairs.append((name, url))
-    return tuple(pairs)
-
-
-def monitor_settings(
-    reference_dir: Path | None, recordings_dir: Path | None, targets: list[str] | None
-) -> dict[str, Any]:
-    """The ControllerSettings fields of the monitoring options."""
-    return {
-        "monitor_reference_dir": str(reference_dir) if reference_dir else None,
-        "monitor_recordings_dir": str(recordings_dir) if recordings_dir else None,
-        "alert_targets": alert_targets(targets),
-    }
-
-
-def target_urls(targets: list[str] | None) -> list[str]:
-    """The URLs of `--alert-target` options (secrets: masked in everything said)."""
-    return [v.partition("=")[2] for v in targets or [] if "=" in v]
-
 
 # --- serveops monitor ---------------------------------------------------------------------------
 
@@ -254,6 +192,8 @@ def monitor(
             for n, rs in reports.items():
                 for r in rs:
                     out.print(report_line(r), markup=False)
+                    for line in scored_lines(r.extra.get("quality")):
+                        out.print(line, markup=False)
                 for req in requests.get(n, []):
                     out.print(_request_line(req), markup=False)
                 for line in quality_lines(quality.get(n)):
@@ -283,6 +223,16 @@ def quality_lines(q: dict[str, Any] | None) -> list[str]:
             figure += f", ROC AUC {_fmt(v['roc_auc'])}" if v.get("roc_auc") is not None else ""
         lines.append(f"  v{version}: {v['task']}, {v['joined']} labelled rows: {figure}")
     return lines
+
+
+def scored_lines(q: Any) -> list[str]:
+    """The quality the controller stored with a report: of the window whose labels were due."""
+    if not isinstance(q, dict):
+        return []
+    head = f"  quality of {q['window_start']} .. {q['window_end']} (labels after {q['delay']})"
+    if "error" in q:
+        return [f"{head}: {q['error']}"]
+    return [f"{head}:", *quality_lines(q)]
 
 
 def _fmt(x: float | None) -> str:

@@ -19,6 +19,7 @@ from controller.cli.display import print_error
 from controller.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ServeopsError
 from controller.policy.engine import default_workers
 from controller.policy.evidence import KEY_ENV, STORE_ENV, load_key, open_store
+from controller.policy.formats import OUTPUTS, render
 from controller.policy.gate import (
     changed_subjects,
     check_revisions,
@@ -26,7 +27,7 @@ from controller.policy.gate import (
     load_simulations,
 )
 from controller.policy.loader import POLICIES_DIR, load_policies, read_policy_files
-from controller.policy.report import OUTPUTS, markdown_summary, render
+from controller.policy.report import markdown_summary
 from controller.policy.source import PoliciesAtRevision, PoliciesInDirectory, PolicySource
 from controller.policy.testing import run_tests
 from controller.registry.mlflow import MlflowRegistry

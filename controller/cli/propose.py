@@ -159,14 +159,12 @@ def propose(
     through the usual gate as a pull request."""
     from controller.monitor.forge import ForgeError, open_pull_request
     from controller.monitor.propose import (
-        MetricRule,
         NothingToPropose,
-        Rule,
         current_model,
-        list_versions,
         plan_proposal,
         write_proposal,
     )
+    from controller.monitor.versions import MetricRule, Rule, list_versions
     from controller.registry.mlflow import absolute_tracking_uri
     from controller.spec.models import parse_model_uri
 

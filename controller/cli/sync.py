@@ -11,29 +11,28 @@ from rich.markup import escape
 
 from controller.cli.display import plan_text, print_to
 from controller.cli.gitops_options import (
+    AlertTargetOpt,
     BootstrapOpt,
     CacheOpt,
     DriftOpt,
     EvidenceOpt,
     HookCommandsOpt,
+    LabelsDirOpt,
     NotifyOpt,
     PoliciesBranchOpt,
     PoliciesOpt,
+    RecordingsDirOpt,
+    ReferenceDirOpt,
     SlackOpt,
     drift_mode,
     guard_secrets,
+    monitor_settings,
     notifier_from,
     pass_hooks,
     registry_factory,
     repo_source,
-    trust_settings,
-)
-from controller.cli.monitor import (
-    AlertTargetOpt,
-    RecordingsDirOpt,
-    ReferenceDirOpt,
-    monitor_settings,
     target_urls,
+    trust_settings,
 )
 from controller.cli.options import (
     DEFAULT_ADDRESS,
@@ -130,6 +129,7 @@ def sync_command(
     hook_command: HookCommandsOpt = None,
     monitor_reference_dir: ReferenceDirOpt = None,
     monitor_recordings_dir: RecordingsDirOpt = None,
+    monitor_labels_dir: LabelsDirOpt = None,
     alert_target: AlertTargetOpt = None,
     retrain_target: RetrainTargetOpt = None,
     retrain_github_api: RetrainApiOpt = DEFAULT_GITHUB_API,
@@ -154,7 +154,9 @@ def sync_command(
             **trust_settings(
                 policies, policies_branch, bootstrap_policies, evidence, hook_command, state
             ),
-            **monitor_settings(monitor_reference_dir, monitor_recordings_dir, alert_target),
+            **monitor_settings(
+                monitor_reference_dir, monitor_recordings_dir, alert_target, monitor_labels_dir
+            ),
             **retrain_settings(
                 retrain_target, retrain_github_api, retrain_token_env, monitor_html_dir
             ),

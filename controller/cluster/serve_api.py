@@ -16,6 +16,7 @@ import httpx
 from controller.cluster.capacity import cluster_cpus
 from controller.cluster.live import LiveApp, LiveState
 from controller.errors import ServeopsError, Unreachable
+from controller.httpread import read_capped
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 APPLICATIONS_PATH = "/api/serve/applications/"
@@ -115,11 +116,9 @@ class ServeClient:
         try:
             with self._client.stream("GET", NODES_PATH, timeout=5.0) as response:
                 response.raise_for_status()
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_NODES_BYTES:
-                        raise ValueError("node list too large")
+                body, cut = read_capped(response, MAX_NODES_BYTES)
+            if cut is not None:
+                raise ValueError(f"node list: {cut}")
             cpus = cluster_cpus(json.loads(body))
         except (httpx.HTTPError, ValueError):
             cpus = None

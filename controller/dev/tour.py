@@ -249,26 +249,26 @@ class Tour:
         watch.follow_rollout(self, v1, since)
 
     def later_steps(self) -> None:
-        """Step 6: monitoring and batch inference, run when this serveops has their commands."""
+        """Step 6 (controller/dev/tour_step6.py): monitoring and batch inference, run when this
+        serveops has their commands."""
         from controller.cli.main import app
 
         commands = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
         commands |= {g.name or "" for g in app.registered_groups}
-        for command, title, run in (
+        steps = [
             ("monitor", "one drift alert (live model monitoring, issue 12)", self.drift_alert),
             ("batch", "one batch run (batch inference on Ray Data, issue 13)", self.batch_run),
-        ):
+        ]
+        for command, title, run in steps:
             with self.step(6, title):
                 if command not in commands:
                     raise StepSkipped(f"this serveops has no `serveops {command}` yet")
                 run()
 
     def drift_alert(self) -> None:
-        """Step 6, monitoring (issue 12): controller/dev/tour_step6.py."""
         tour_step6.drift_alert(self)
 
     def batch_run(self) -> None:
-        """Step 6, batch inference (issue 13): controller/dev/tour_step6.py."""
         tour_step6.batch_run(self)
 
     def stop(self) -> None:
@@ -304,21 +304,8 @@ class Tour:
         _say(f"Done in {seconds:.0f}s" if finished else f"Stopped after {seconds:.0f}s")
         for t in self.timings:
             print(f"  step {t.number}  {t.seconds:6.1f}s  {t.outcome:8s} {t.title}")
-        if not self.repo.exists():
-            return
-        print(
-            f"""
-  Left for you to look at, in {self.workdir}:
-    git -C {self.repo} log --graph --oneline --all    the pull requests, the merge, the revert
-    {self.reports}/simulate-v2/report.html             the simulation of v2 (open in a browser)
-    serveops history --state {self.state}              the controller's audit
-    serveops rollouts --state {self.state} --env {ENV}  the last rollout and its analyses
-    {self.controller_log}                              what the controller logged
-    {self.recordings}/                                 the recorded traffic (JSON Lines)
-    {self.workdir / "batch" / "scores"}/               the batch runs' output and manifests
-    mlflow ui --backend-store-uri {self.tracking_uri}  the registered versions""",
-            flush=True,
-        )
+        if self.repo.exists():
+            print(support.left_to_look_at(self.workdir, self.tracking_uri, ENV), flush=True)
 
     # -- helpers ----------------------------------------------------------------------------
 

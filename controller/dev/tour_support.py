@@ -126,3 +126,18 @@ def remove_applications(
                 raise ServeopsError(f"Serve did not delete {deployment} in {timeout_s:.0f}s")
             time.sleep(1)
         return len(removed)
+
+
+def left_to_look_at(workdir: Path, tracking_uri: str, env: str) -> str:
+    """What the tour leaves behind in `workdir`, and the command that shows each."""
+    repo, state = workdir / "repo", workdir / "state.db"
+    return f"""
+  Left for you to look at, in {workdir}:
+    git -C {repo} log --graph --oneline --all    the pull requests, the merge, the revert
+    {workdir / "reports"}/simulate-v2/report.html             the simulation of v2 (open in a browser)
+    serveops history --state {state}              the controller's audit
+    serveops rollouts --state {state} --env {env}  the last rollout and its analyses
+    {workdir / "controller.log"}                              what the controller logged
+    {workdir / "recordings"}/                                 the recorded traffic (JSON Lines)
+    {workdir / "batch" / "scores"}/               the batch runs' output and manifests
+    mlflow ui --backend-store-uri {tracking_uri}  the registered versions"""

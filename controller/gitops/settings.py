@@ -57,6 +57,7 @@ class ControllerSettings:
     # deployment may name (`--alert-target NAME=URL`; `default` is the controller's notifier).
     monitor_reference_dir: str | None = None
     monitor_recordings_dir: str | None = None
+    monitor_labels_dir: str | None = None  # where `spec.monitoring.labels.path` files live
     monitor_budget_s: float = 10.0
     alert_targets: tuple[tuple[str, str], ...] = ()
     # Retraining targets `spec.monitoring.actions.retrain` may name (`--retrain-target`), and

@@ -155,6 +155,20 @@ class ControllerMetrics:
             dep,
             registry=reg,
         )
+        self.quality = Gauge(
+            "serveops_monitor_quality",
+            "Live quality of each model version over the last window whose labels are due "
+            "(`spec.monitoring.labels`): metric accuracy or roc_auc (classifiers), mae "
+            "(regressors).",
+            (*dep, "version", "metric"),
+            registry=reg,
+        )
+        self.labels_joined = Gauge(
+            "serveops_monitor_labels_joined",
+            "Recorded requests joined with a label in the last scored window.",
+            dep,
+            registry=reg,
+        )
         self._lock = threading.Lock()
         self._features: dict[tuple[str, str], set[str]] = {}  # (env, deployment) -> features
         self._synced: dict[str, set[str]] = {}  # environment -> deployments with a sync series
@@ -186,6 +200,7 @@ class ControllerMetrics:
         """The gauges of one judged window (an error or too few rows changes only the rows)."""
         env, name = report.environment, report.deployment
         self.window_rows.labels(env, name).set(report.rows)
+        self._record_quality(report)
         if report.status not in ("drift", "ok"):
             return
         self.drift.labels(env, name).set(1 if report.drifted else 0)
@@ -207,6 +222,19 @@ class ControllerMetrics:
                 for gauge, field in gauges:
                     gauge.labels(env, name, feature).set(getattr(figures, field))
             self._features[(env, name)] = set(features)
+
+    def _record_quality(self, report: DriftReport) -> None:
+        """The scored window's quality per version (its labels are in whatever the drift)."""
+        quality = report.extra.get("quality")
+        if not isinstance(quality, dict) or "versions" not in quality:
+            return
+        env, name = report.environment, report.deployment
+        self.labels_joined.labels(env, name).set(quality.get("joined", 0))
+        for version, figures in quality["versions"].items():
+            for metric in ("accuracy", "roc_auc", "mae"):
+                value = figures.get(metric)
+                if isinstance(value, int | float):
+                    self.quality.labels(env, name, version, metric).set(value)
 
     def _set_sync(self, env: str, statuses: Mapping[str, str]) -> None:
         for gone in self._synced.get(env, set()) - statuses.keys():

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from controller.monitor.columns import FloatArray
 from controller.monitor.drift_report import DriftStatus, FeatureDrift
 from controller.monitor.predictions import OTHER, PREDICTION, PredictionColumn
-from controller.monitor.recordings import FloatArray
 from controller.monitor.schema import Signature
 from controller.spec.monitoring import DriftTests
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from controller.errors import BadInput, ServeopsError
+from controller.httpread import read_capped
 from controller.redact import redact
 
 DEFAULT_FORGE_API = "https://api.github.com"
@@ -117,19 +118,15 @@ def open_pull_request(
 def _call(client: httpx.Client, method: str, url: str, timeout_s: float, **kwargs: Any) -> Any:
     """One bounded exchange; the answer's JSON, or ForgeError."""
     deadline = time.monotonic() + timeout_s
-    said = b""
     try:
         with client.stream(method, url, **kwargs) as response:
-            for chunk in response.iter_bytes():
-                said += chunk
-                if len(said) > MAX_RESPONSE_BYTES:
-                    raise ForgeError(f"{method} {_path(url)}: answer over {MAX_RESPONSE_BYTES} B")
-                if time.monotonic() > deadline:
-                    raise ForgeError(f"{method} {_path(url)}: no whole answer in {timeout_s:g}s")
+            said, cut = read_capped(response, MAX_RESPONSE_BYTES, deadline)
     except httpx.HTTPError as err:
         raise ForgeError(
             f"{method} {_path(url)}: {type(err).__name__}: {redact(str(err))}"
         ) from None
+    if cut is not None:
+        raise ForgeError(f"{method} {_path(url)}: {cut} (in {timeout_s:g}s)")
     if response.status_code >= 300:
         text = said.decode("utf-8", "replace").strip()[:300]
         raise ForgeError(f"{method} {_path(url)}: HTTP {response.status_code}: {redact(text)}")

@@ -2,7 +2,7 @@
 
 Flux's image automation in MLflow's terms: a scan of the registry (the model's versions), a
 selection rule (an explicit version, an alias, a tag, a metric of the version's run above or
-below a threshold, or the newest READY version), and an
+below a threshold, or the newest READY version: controller/monitor/versions.py), and an
 update of the `model:` field of one deployment file, committed to its own branch with the drift
 evidence in the message. Nothing is applied: the branch becomes a pull request and goes the usual
 way (policy check, simulation against recorded traffic, canary).
@@ -14,7 +14,6 @@ layout stay as the author wrote them, and the new file is validated before anyth
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -26,98 +25,22 @@ from git import GitCommandError
 
 from controller.errors import BadInput, ServeopsError
 from controller.monitor.drift_report import DriftReport
+from controller.monitor.versions import Rule, VersionInfo
 from controller.redact import redact
 from controller.source.git import DEPLOYMENTS_DIR, open_repo, resolve_commit
 from controller.spec.manifest import parse_manifest
 from controller.spec.models import parse_model_uri
-from controller.spec.updates import parse_metric_rule
 
 TRAILER_MODEL = "Serveops-Proposed-Model"
 TRAILER_WINDOW = "Serveops-Drift-Window"
 DEFAULT_AUTHOR = ("serveops", "serveops@localhost")
 MAX_EVIDENCE = 3  # windows quoted in the message
-MAX_METRIC_RUNS = 200  # newest READY versions whose run is read for a metric rule
-_COMPARE = {
-    ">=": lambda a, b: a >= b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    "<": lambda a, b: a < b,
-}
 
 
 class NothingToPropose(ServeopsError):
     """The deployment already serves the version the rule selects (or a newer one)."""
 
     exit_code = 0
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: str
-    status: str = "READY"
-    aliases: tuple[str, ...] = ()
-    tags: tuple[tuple[str, str], ...] = ()
-    metrics: tuple[tuple[str, float], ...] = ()  # of the version's run (read for metric rules)
-
-    def metric(self, name: str) -> float | None:
-        return next((v for k, v in self.metrics if k == name), None)
-
-
-@dataclass(frozen=True)
-class MetricRule:
-    """A version qualifies when its run logged `name` and `value op threshold` holds."""
-
-    name: str
-    op: str
-    threshold: float
-
-    @classmethod
-    def parse(cls, text: str) -> MetricRule:
-        """`accuracy>=0.95`, `loss < 0.2` (operators >=, <=, >, <)."""
-        try:
-            return cls(*parse_metric_rule(text))
-        except ValueError as err:
-            raise BadInput(str(err)) from None
-
-    def holds(self, version: VersionInfo) -> bool:
-        value = version.metric(self.name)
-        return value is not None and _COMPARE[self.op](value, self.threshold)
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.op} {self.threshold:g}"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Which registered version qualifies (at most one of version, alias, tag, metric)."""
-
-    version: str | None = None
-    alias: str | None = None
-    tag: tuple[str, str] | None = None
-    metric: MetricRule | None = None
-
-    def describe(self) -> str:
-        if self.version is not None:
-            return f"version {self.version}, named by hand"
-        if self.alias is not None:
-            return f"the version alias @{self.alias} points at"
-        if self.tag is not None:
-            return f"the newest READY version tagged {self.tag[0]}={self.tag[1]}"
-        if self.metric is not None:
-            return f"the newest READY version whose run logged {self.metric}"
-        return "the newest READY version"
-
-    def select(self, versions: Sequence[VersionInfo]) -> VersionInfo | None:
-        ready = [v for v in versions if v.status in ("", "READY")]
-        if self.version is not None:
-            return next((v for v in ready if v.version == self.version), None)
-        if self.alias is not None:
-            return next((v for v in ready if self.alias in v.aliases), None)
-        if self.tag is not None:
-            ready = [v for v in ready if self.tag in v.tags]
-        if self.metric is not None:
-            ready = [v for v in ready if self.metric.holds(v)]
-        return max(ready, key=lambda v: int(v.version), default=None)
 
 
 @dataclass(frozen=True)
@@ -132,55 +55,6 @@ class Proposal:
     branch: str
     text: str  # the deployment file as proposed
     message: str
-
-
-def list_versions(tracking_uri: str, name: str, metrics: Sequence[str] = ()) -> list[VersionInfo]:
-    """Every version of registered model `name` (MLflow's client, bounded retries); with
-    `metrics`, those of each READY version's run too (the newest MAX_METRIC_RUNS versions:
-    one request each)."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[10:]).exists():
-        raise BadInput(f"no MLflow store at {tracking_uri[10:]}")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        found = client.search_model_versions(f"name='{name}'")
-        # Version search leaves aliases out; the registered model has them.
-        aliases = dict(client.get_registered_model(name).aliases or {})
-    except MlflowException as err:
-        raise BadInput(f"MLflow registry: cannot list versions of {name!r}: {err}") from None
-    newest = sorted(
-        (mv for mv in found if str(mv.status or "READY") == "READY" and mv.run_id),
-        key=lambda mv: int(mv.version),
-        reverse=True,
-    )[:MAX_METRIC_RUNS]
-    logged = {str(mv.version): _run_metrics(client, str(mv.run_id), metrics) for mv in newest}
-    return [
-        VersionInfo(
-            str(mv.version),
-            str(mv.status or ""),
-            tuple(sorted(str(a) for a, v in aliases.items() if str(v) == str(mv.version))),
-            tuple(sorted((str(k), str(v)) for k, v in (mv.tags or {}).items())),
-            logged.get(str(mv.version), ()) if metrics else (),
-        )
-        for mv in found
-    ]
-
-
-def _run_metrics(client: Any, run_id: str, names: Sequence[str]) -> tuple[tuple[str, float], ...]:
-    """The latest value of each metric in `names` the run logged (none when it is gone)."""
-    if not names:
-        return ()
-    from mlflow.exceptions import MlflowException
-
-    try:
-        logged = client.get_run(run_id).data.metrics
-    except MlflowException:  # a deleted run: its version does not qualify
-        return ()
-    return tuple((n, float(logged[n])) for n in names if n in logged)
 
 
 def current_model(repo_dir: str | Path, environment: str, deployment: str, rev: str) -> str:

@@ -20,16 +20,8 @@ from controller.errors import ServeopsError
 from controller.gitops.context import PassContext
 from controller.gitops.state import DesiredRevision, ModelProposal
 from controller.monitor.forge import open_pull_request
-from controller.monitor.propose import (
-    MetricRule,
-    NothingToPropose,
-    Proposal,
-    Rule,
-    VersionInfo,
-    list_versions,
-    plan_proposal,
-    write_proposal,
-)
+from controller.monitor.propose import NothingToPropose, Proposal, plan_proposal, write_proposal
+from controller.monitor.versions import MetricRule, Rule, VersionInfo, list_versions
 from controller.redact import redact
 from controller.spec.models import parse_model_uri
 from controller.spec.updates import ModelUpdates

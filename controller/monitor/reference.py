@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller.errors import BadInput
+from controller.monitor.columns import WindowRows
 from controller.monitor.drift import ReferenceProfile
 from controller.monitor.features import body_rows
 from controller.monitor.predictions import PredictionColumn
-from controller.monitor.recordings import MIB, ReadLimits, RowReader, WindowRows
+from controller.monitor.recordings import MIB, ReadLimits, RowReader
 from controller.monitor.schema import Signature, signature_of
 from controller.monitor.window import read_traffic_file
 from controller.registry.mlflow import Registry
@@ -35,12 +36,12 @@ REFERENCE_LIMITS = ReadLimits(
 )
 
 
-def inside(root: Path, relative: str) -> Path:
+def inside(root: Path, relative: str, what: str = "reference") -> Path:
     """`root/relative`, refused when it leaves `root` (through `..` or a symbolic link)."""
     base = root.expanduser().resolve()
     path = (base / relative).resolve()
     if not path.is_relative_to(base):
-        raise BadInput(f"reference {relative!r} leaves the reference directory {base}")
+        raise BadInput(f"{what} {relative!r} leaves the {what} directory {base}")
     return path
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from controller.command_env import command_env
+from controller.httpread import read_capped
 from controller.monitor.drift_report import DriftReport
 from controller.monitor.retrain_targets import RetrainConfig, RetrainTarget
 from controller.redact import redact, redact_data
@@ -119,15 +120,11 @@ def _post(
             httpx.Client(timeout=timeout_s, transport=transport) as client,
             client.stream("POST", url, json=body, headers=headers) as response,
         ):
-            said = b""
-            for chunk in response.iter_bytes():
-                said += chunk
-                if len(said) >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
-                    break
+            said, _cut = read_capped(response, MAX_RESPONSE_BYTES, deadline)  # only quoted
     except httpx.HTTPError as err:
         raise RetrainFailed(f"{host}: {type(err).__name__}: {redact(str(err))}") from None
     if response.status_code >= 300:
-        text = said[:MAX_RESPONSE_BYTES].decode("utf-8", "replace").strip()[:OUTPUT_LIMIT]
+        text = said.decode("utf-8", "replace").strip()[:OUTPUT_LIMIT]
         raise RetrainFailed(f"{host}: HTTP {response.status_code}: {redact(text)}".rstrip(": "))
     return f"{host}: HTTP {response.status_code}"
 

@@ -27,6 +27,7 @@ from controller.gitops.state import DesiredRevision
 from controller.gitops.telemetry import METRICS, ControllerMetrics
 from controller.monitor.drift import ReferenceProfile, WindowCounts, judge_window
 from controller.monitor.drift_report import DriftReport
+from controller.monitor.quality_step import score_labels
 from controller.monitor.recordings import ReadLimits, RecordHook
 from controller.monitor.reference import load_reference
 from controller.monitor.report_html import write_report_html
@@ -146,11 +147,13 @@ def judge(
     window: tuple[dt.datetime, dt.datetime],
     budget_s: float,
 ) -> DriftReport:
-    """One deployment's window judged against its reference."""
+    """One deployment's window judged against its reference; with `labels`, the quality of the
+    window whose labels are due too (quality_step.py)."""
+    deadline = time.monotonic() + budget_s
     deployment = admitted.specs[name]
     model = admitted.desired.deployments[name].model
     profile = _reference(ctx, name, deployment, model.name, model.version)
-    return judge_recordings(
+    report = judge_recordings(
         ctx.environment,
         deployment,
         profile,
@@ -160,6 +163,17 @@ def judge(
         recordings_dir=ctx.settings.monitor_recordings_dir,
         budget_s=budget_s,
     )
+    mon = deployment.spec.monitoring
+    if mon is None or mon.labels is None:
+        return report
+    quality = score_labels(
+        deployment,
+        window,
+        labels_dir=ctx.settings.monitor_labels_dir,
+        recordings_dir=ctx.settings.monitor_recordings_dir,
+        budget_s=deadline - time.monotonic(),
+    )
+    return replace(report, extra={**report.extra, "quality": quality})
 
 
 def judge_recordings(

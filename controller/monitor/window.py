@@ -9,13 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.monitor.recordings import (
-    ColumnSink,
-    ReadLimits,
-    RecordHook,
-    RowReader,
-    WindowRows,
-)
+from controller.monitor.columns import ColumnSink, WindowRows
+from controller.monitor.recordings import ReadLimits, RecordHook, RowReader
 
 DEFAULT_LIMITS = ReadLimits()
 

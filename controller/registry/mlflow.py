@@ -136,9 +136,10 @@ class MlflowRegistry:
             self._cache[uri] = self._resolve(uri)
         return self._cache[uri]
 
-    def input_names(self, uri: str) -> list[str] | None:
-        """The named inputs of a version's logged signature (None: no named inputs logged).
-        Reads the version's MLmodel file only, not the model."""
+    def input_schema(self, uri: str) -> dict[str, str] | None:
+        """The named inputs of a version's logged signature and their MLflow types (`double`,
+        `long`, `string`...; None: no named inputs logged). Reads the version's MLmodel file
+        only, not the model."""
         from mlflow.artifacts import download_artifacts
         from mlflow.models import Model
 
@@ -157,7 +158,10 @@ class MlflowRegistry:
             signature = Model.load(path).signature
         if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
             return None
-        return [str(n) for n in signature.inputs.input_names()]
+        return {
+            str(col.name): str(getattr(col.type, "name", "other"))
+            for col in signature.inputs.inputs
+        }
 
     def _resolve(self, uri: str) -> ResolvedModel:
         name, version, alias = parse_model_uri(uri)

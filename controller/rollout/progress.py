@@ -28,13 +28,13 @@ from controller.cluster.render import (
     AppConfig,
     DesiredDeployment,
     DesiredState,
-    render_router_app,
     version_app_name,
 )
 from controller.errors import ServeopsError
 from controller.gitops.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
 from controller.gitops.telemetry import METRICS
 from controller.rollout.analysis import AnalysisResult, analyse
+from controller.rollout.apps import rollout_apps
 from controller.rollout.engine import analysis_due, decide, hooks_due
 from controller.rollout.hooks import HookContext, HookRunner
 from controller.rollout.router_metrics import MetricsSource, Snapshot, from_json, to_json, window
@@ -48,10 +48,9 @@ from controller.rollout.state import (
     RolloutState,
     start,
     started_message,
-    traffic,
     with_command,
 )
-from controller.serving.protocol import MARKER_KEY, RolloutNote, RouterConfig, router_config
+from controller.serving.protocol import RouterConfig, router_config
 from controller.serving.protocol import Target as RouteTarget
 from controller.spec.models import ModelDeployment, Rollout
 from controller.sync.plan import comparable
@@ -329,7 +328,7 @@ def _one(
         if held.state != stored_state:
             step.record(held, baseline)
         step.result.requeue_after = min(step.result.requeue_after, held.requeue_after)
-        return _render(step.dep, step.spec, step.live, held.state, with_candidate=False)
+        return rollout_apps(step.dep, step.spec, step.live, held.state, with_candidate=False)
     if state.held_for_room:  # it fits now: the candidate starts, its deadline from now
         state = dataclasses.replace(
             state, held_for_room=False, phase_started_at=step.now, message=started_message(state)
@@ -359,52 +358,8 @@ def _one(
         step.result.starting.add(decision.state.candidate_app)
     if decision.state.phase == "aborted" and decision.action != "abort":
         step.result.held.append(decision.state)
-    return _render(step.dep, step.spec, step.live, decision.state)
+    return rollout_apps(step.dep, step.spec, step.live, decision.state)
 
 
 def _ended(state: RolloutState, now: dt.datetime, why: str) -> RolloutState:
     return dataclasses.replace(state, phase="completed", ended_at=now, message=why)
-
-
-def _render(
-    dep: DesiredDeployment,
-    spec: ModelDeployment,
-    live: LiveState,
-    state: RolloutState,
-    *,
-    with_candidate: bool = True,
-) -> list[AppConfig] | None:
-    t = traffic(spec.spec.rollout, state)
-    if t is None:
-        return None
-    if not with_candidate:
-        t = dataclasses.replace(t, keep_candidate=False)
-    stable_app = live.apps[state.stable_app].config
-    candidate_app = next(a for a in dep.apps if a["args"][MARKER_KEY]["role"] != "router")
-    stable = RouteTarget(app=state.stable_app, version=state.stable_version, weight=t.stable_weight)
-    candidate = RouteTarget(
-        app=state.candidate_app, version=state.candidate_version, weight=t.candidate_weight
-    )
-    shadow = [candidate.model_copy(update={"weight": t.mirror_percent})] if t.mirror_percent else []
-    note = RolloutNote(
-        strategy=state.strategy,
-        phase=state.phase,
-        candidate=state.candidate_version,
-        # Only what changes rarely: a message with live figures would reconfigure every pass.
-        message=state.message if state.phase == "aborted" else ("paused" if state.paused else ""),
-    )
-    targets = [stable, candidate] if t.keep_candidate else [stable]
-    desired_router = next(a for a in dep.apps if a["args"][MARKER_KEY]["role"] == "router")
-    desired_router_config = router_config(desired_router)
-    router = render_router_app(
-        spec,
-        targets,
-        shadow=shadow,
-        rollout=note,
-        runtime_env=desired_router.get("runtime_env"),  # where the serving code comes from
-        pin_key=next(iter(desired_router_config.pin_keys), None) if desired_router_config else None,
-    )
-    apps = [stable_app, router]
-    if t.keep_candidate:
-        apps.insert(1, candidate_app)
-    return apps

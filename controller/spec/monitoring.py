@@ -212,6 +212,33 @@ class MonitoringActions(_Strict):
         return values
 
 
+class LabelSource(_Strict):
+    path: str = Field(
+        pattern=REFERENCE_PATH_PATTERN,
+        max_length=300,
+        description="A CSV or JSON Lines file with `request_id` and `label` columns, or a "
+        "directory of them, relative to the controller's labels directory (`serveops "
+        "controller --monitor-labels-dir`, trusted configuration); no `..`, no absolute path. "
+        "Joined with the recorded requests by the id the client sent (`X-Request-Id`).",
+    )
+    delay: str = Field(
+        default="24h",
+        pattern=DURATION_PATTERN,
+        description="How long after a window ends its labels are in: with each window it "
+        "judges, the controller scores the window that ended this long before (accuracy and "
+        "ROC AUC for classifiers, MAE for regressors, per model version).",
+    )
+    task: Literal["auto", "classification", "regression"] = Field(
+        default="auto",
+        description="What the labels are: `auto` takes numbers for a regression when the "
+        "answers are numbers that are not all whole, classes otherwise.",
+    )
+
+    @property
+    def delay_s(self) -> float:
+        return parse_duration(self.delay)
+
+
 class Monitoring(_Strict):
     reference: Reference = Field(description="The distribution live inputs are compared with.")
     features: list[str] = Field(
@@ -255,6 +282,11 @@ class Monitoring(_Strict):
     actions: MonitoringActions = Field(
         default_factory=MonitoringActions,
         description="What else a drift episode sets off (a retraining request).",
+    )
+    labels: LabelSource | None = Field(
+        default=None,
+        description="Delayed ground truth: live quality per model version, from labels that "
+        "arrive after the requests. Unset (default): drift only.",
     )
 
     @field_validator("features")

@@ -177,9 +177,7 @@ def test_plan_runs_a_model_changes_sample_check_on_the_local_input(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "model models:/breast-cancer/1 -> models:/breast-cancer/2" in result.output
-    assert "nightly: sample check: would reject: models:/breast-cancer/2 agrees with" in (
-        result.output
-    )
+    assert "nightly: sample check: fail: models:/breast-cancer/2 agrees with" in (result.output)
     assert "predictions flipped" in result.output
     skipped = CliRunner().invoke(app, [*args, "--no-compare"])
     assert skipped.exit_code == 0, skipped.output

@@ -24,7 +24,7 @@ KEY = "k" * 32
 FILE = "deployments/production/nightly.yaml"
 
 
-def batch_yaml(version: str, data: Path) -> str:
+def batch_yaml(version: str, data: Path | str, sample_rows: int = 500) -> str:
     return textwrap.dedent(
         f"""\
         apiVersion: serveops.dev/v1alpha1
@@ -35,7 +35,7 @@ def batch_yaml(version: str, data: Path) -> str:
           input: {{uri: {data}, format: csv}}
           output: {{uri: /tmp/serveops-never-written, id_column: row_id}}
           schedule: {{cron: "0 2 * * *"}}
-          promotion: {{sample_rows: 500, min_agreement: 0.95}}
+          promotion: {{sample_rows: {sample_rows}, min_agreement: 0.95}}
         """
     )
 
@@ -82,12 +82,14 @@ def gate(repo: Path, evidence: Path, uri: str) -> list[str]:
     return [f["message"] for f in findings if f["rule"] == RULE]
 
 
-def pull_request(tmp_path: Path, data: Path, base: str, head: str) -> Path:
+def pull_request(
+    tmp_path: Path, data: Path | str, base: str, head: str, sample_rows: int = 500
+) -> Path:
     repo = tmp_path / "repo"
     policies = {f"policies/{p.name}": p.read_text() for p in STARTER.glob("*.yaml")}
-    make_repo(repo, {FILE: batch_yaml(base, data), **policies})
+    make_repo(repo, {FILE: batch_yaml(base, data, sample_rows), **policies})
     git(repo, "checkout", "-q", "-b", "pr")
-    commit(repo, {FILE: batch_yaml(head, data)}, f"score with v{head}")
+    commit(repo, {FILE: batch_yaml(head, data, sample_rows)}, f"score with v{head}")
     git(repo, "checkout", "-q", "main")
     return repo
 
@@ -109,7 +111,7 @@ def test_a_change_that_agrees_records_a_pass_and_the_gate_admits_it(
 
     result = plan(repo, evidence, uri)
     assert result.exit_code == 0, result.output
-    assert "nightly: sample check: passes: agreement 100.0%" in result.output
+    assert "nightly: sample check: pass: agreement 100.0%" in result.output
     assert "verdict recorded as evidence" in result.output
     [record] = list(evidence.rglob("*.json"))
     doc = json.loads(record.read_text())
@@ -126,7 +128,9 @@ def test_a_change_that_disagrees_records_a_fail_and_the_gate_refuses_it(
     evidence = tmp_path / "evidence"
     result = plan(repo, evidence, uri)
     assert result.exit_code == 1, result.output  # the sample check would reject v2
-    assert "would reject" in result.output
+    assert "nightly: sample check: fail: " in result.output
+    [record] = list(evidence.rglob("*.json"))
+    assert (json.loads(record.read_text())["verdict"]) == "fail"
     [message] = gate(repo, evidence, uri)
     assert "the sample comparison of this model change did not pass" in message
 
@@ -141,3 +145,41 @@ def test_evidence_the_change_wrote_for_itself_is_not_evidence(
     [message] = gate(repo, evidence, uri)  # checked with the real key
     assert "no comparison evidence" in message
     assert plan(repo, evidence, uri, key=None).exit_code == 2  # no key: nothing recorded
+
+
+def test_a_sample_too_small_to_tell_is_inconclusive_and_the_gate_refuses_it(
+    tmp_path: Path, data: Path, registry: tuple[str, list[str]]
+) -> None:
+    """v3 is v1's model: 20 of 20 rows agree, but 20 rows cannot show 95% agreement (the
+    interval's lower end is about 84%). The run would go ahead; the gate wants a conclusive
+    pass."""
+    uri, (v1, _, v3) = registry
+    repo = pull_request(tmp_path, data, v1, v3, sample_rows=20)
+    evidence = tmp_path / "evidence"
+    result = plan(repo, evidence, uri)
+    assert result.exit_code == 0, result.output  # not a rejection
+    assert "nightly: sample check: inconclusive: agreement 100.00% [CI" in result.output
+    assert "raise promotion.sample_rows" in result.output
+    [record] = list(evidence.rglob("*.json"))
+    assert (json.loads(record.read_text())["verdict"]) == "inconclusive"
+    messages = " ".join(gate(repo, evidence, uri))
+    assert "the sample comparison of this model change did not pass" in messages
+    assert "straddles 95.00%: the 20-row sample cannot tell" in messages
+
+
+def test_an_input_this_machine_cannot_read_is_not_run_and_says_where_to_run_it(
+    tmp_path: Path, registry: tuple[str, list[str]]
+) -> None:
+    uri, (v1, _, v3) = registry
+    repo = pull_request(tmp_path, "s3://scores/in/", v1, v3)
+    evidence = tmp_path / "evidence"
+    result = plan(repo, evidence, uri)
+    assert result.exit_code == 0, result.output
+    assert "nightly: sample check: not-run: the input s3://scores/in/ is not on this machine" in (
+        " ".join(result.output.split())
+    )
+    [record] = list(evidence.rglob("*.json"))
+    doc = json.loads(record.read_text())
+    assert (doc["verdict"], doc["passed"]) == ("not-run", False)
+    [message] = gate(repo, evidence, uri)
+    assert "is not on this machine" in message

@@ -351,9 +351,9 @@ class SignedRegistry(FixedRegistry):
         self.inputs = inputs
         self.asked: list[str] = []
 
-    def input_names(self, uri: str) -> list[str] | None:
+    def input_schema(self, uri: str) -> dict[str, str] | None:
         self.asked.append(uri)
-        return self.inputs
+        return dict.fromkeys(self.inputs, "double")
 
 
 def test_an_input_that_does_not_match_the_signature_is_refused_before_anything_runs(

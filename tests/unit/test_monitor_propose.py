@@ -345,7 +345,7 @@ def test_a_failed_push_says_the_commit_is_there(registry: str, repo: Path) -> No
 
 
 def test_alert_target_options_are_name_equals_url() -> None:
-    from controller.cli.monitor import alert_targets, target_urls
+    from controller.cli.gitops_options import alert_targets, target_urls
     from controller.errors import BadInput
 
     given = ["oncall=https://hooks.example/T/secret", "pager=http://127.0.0.1:9/x"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import controller.monitor.propose_step as propose_step
-from controller.monitor.propose import VersionInfo
 from controller.monitor.propose_step import due
+from controller.monitor.versions import VersionInfo
 from controller.registry.mlflow import FixedRegistry
 from controller.spec.manifest import parse_manifest
 from tests.support import World, deployment_yaml, git

@@ -93,3 +93,19 @@ def test_feature_names_as_data_frames_have_them(feature: str, ok: bool) -> None:
         assert m.deployment.spec.monitoring.features == [feature]  # type: ignore[union-attr]
     else:
         assert any("must match" in p for p in problems(extra))
+
+
+def test_labels_name_a_place_in_the_labels_directory_with_a_delay_and_a_task() -> None:
+    base = RECORDING + "monitoring:\n  reference: {kind: dataset, path: train.csv}\n"
+    [m] = load_manifests({PATH: deployment_yaml(extra_spec=base + "  labels: {path: fraud}\n")})
+    labels = m.deployment.spec.monitoring.labels  # type: ignore[union-attr]
+    assert labels is not None
+    assert (labels.path, labels.delay_s, labels.task) == ("fraud", 86400.0, "auto")
+    found = problems(base + "  labels: {path: ../fraud, delay: soon, task: ranking}\n")
+    assert any(
+        p.startswith(f"{PATH}:16: spec.monitoring.labels.path: String should") for p in found
+    )
+    assert any(
+        p.startswith(f"{PATH}:16: spec.monitoring.labels.delay: String should") for p in found
+    )
+    assert any(p.startswith(f"{PATH}:16: spec.monitoring.labels.task: Input should") for p in found)

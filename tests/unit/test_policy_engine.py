@@ -12,8 +12,9 @@ import pytest
 
 from controller.errors import BadInput
 from controller.policy import check_revisions, gate, refusal
+from controller.policy.formats import as_junit, as_sarif
 from controller.policy.loader import PolicyInvalid, load_policies, read_policy_files
-from controller.policy.report import as_github, as_json, as_junit, as_sarif, markdown_summary
+from controller.policy.report import as_github, as_json, markdown_summary
 from controller.policy.source import PoliciesGiven
 from controller.policy.testing import run_tests
 from controller.registry.mlflow import FixedRegistry, ModelVersionRecord

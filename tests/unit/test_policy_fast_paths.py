@@ -28,8 +28,9 @@ from controller.policy.engine import (
     simulation_for,
     subject_context,
 )
+from controller.policy.formats import as_junit
 from controller.policy.loader import PolicySet, load_policies, read_policy_files
-from controller.policy.report import as_json, as_junit
+from controller.policy.report import as_json
 from controller.registry.mlflow import ModelNotFound, ModelVersionRecord
 from tests.support import deployment_yaml
 

@@ -11,9 +11,10 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from controller.policy.docs import DOC_PATH, reference_text
+from controller.policy.formats import as_junit, as_sarif
 from controller.policy.gate import check_revisions
 from controller.policy.loader import PolicyInvalid, load_policies, read_policy_files
-from controller.policy.report import DOCS_URL, as_github, as_junit, as_sarif
+from controller.policy.report import DOCS_URL, as_github
 from controller.policy.source import PoliciesGiven
 from tests.sarif import check_sarif
 from tests.support import commit, deployment_yaml, make_repo

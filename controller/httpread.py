@@ -1,0 +1,28 @@
+"""Reading an HTTP answer within limits: at most so many bytes, until a deadline.
+
+Every client serveops runs against a service that could misbehave (a forge, a retraining
+webhook, a dashboard) reads answers through `read_capped`, so a peer that streams without end
+costs a bounded amount of memory and time. What to do with a cut answer is the caller's: a
+JSON API refuses it, a webhook's reply is only quoted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+
+def read_capped(
+    response: httpx.Response, limit: int, deadline: float | None = None
+) -> tuple[bytes, str | None]:
+    """The answer's body, or its first `limit` bytes; and why the read stopped early (None:
+    the whole answer was read). `deadline` is a time.monotonic() value."""
+    said = bytearray()
+    for chunk in response.iter_bytes():
+        said += chunk
+        if len(said) > limit:
+            return bytes(said[:limit]), f"answer over {limit:,} bytes"
+        if deadline is not None and time.monotonic() > deadline:
+            return bytes(said), "no whole answer in time"
+    return bytes(said), None
