@@ -304,14 +304,30 @@ def policy_changes(
     environments: Annotated[
         bool, typer.Option("--environments", help="Print their environments, once each.")
     ] = False,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="Only deployments of this kind: ModelDeployment (what `simulate` replays) or "
+            "BatchInference (what `batch plan --compare` checks).",
+        ),
+    ] = None,
 ) -> None:
     """The deployments that change from the merge-base of --base and --head to --head, one
     `environment/name` per line: what `check` judges and `simulate` replays."""
     try:
+        if kind not in (None, "ModelDeployment", "BatchInference"):
+            raise BadInput(f"--kind must be ModelDeployment or BatchInference, not {kind!r}")
         subjects = changed_subjects(repo, base, head, use_merge_base=not base_tip)
     except ServeopsError as e:
         raise _fail(e) from None
-    chosen = [s for s in subjects if s.head is not None and (s.model_changed or not models)]
+    chosen = [
+        s
+        for s in subjects
+        if s.head is not None
+        and (s.model_changed or not models)
+        and kind in (None, s.document_kind)
+    ]
     lines = sorted({s.environment for s in chosen}) if environments else [s.key for s in chosen]
     for line in lines:
         print(line)

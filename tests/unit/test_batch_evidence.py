@@ -7,7 +7,6 @@ models, a real Git repository, no Ray)."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,54 +14,23 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.cli.main import app
-from controller.dev.demo import MODEL_NAME, train_and_register
+from controller.dev.demo import MODEL_NAME
+from tests.batch_support import FILE, batch_yaml, breast_cancer_csv, three_versions
 from tests.support import commit, git, make_repo
 
 RULE = "batch-production-comparison-passed"
 STARTER = Path(__file__).parents[2] / "policies"  # the starter library, as a platform adopts it
 KEY = "k" * 32
-FILE = "deployments/production/nightly.yaml"
-
-
-def batch_yaml(version: str, data: Path | str, sample_rows: int = 500) -> str:
-    return textwrap.dedent(
-        f"""\
-        apiVersion: serveops.dev/v1alpha1
-        kind: BatchInference
-        metadata: {{name: nightly, environment: production, owner: ml}}
-        spec:
-          model: models:/{MODEL_NAME}/{version}
-          input: {{uri: {data}, format: csv}}
-          output: {{uri: /tmp/serveops-never-written, id_column: row_id}}
-          schedule: {{cron: "0 2 * * *"}}
-          promotion: {{sample_rows: {sample_rows}, min_agreement: 0.95}}
-        """
-    )
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
-    """v1; v2, which answers differently on about one row in ten; v3, v1's model again."""
-    from mlflow import MlflowClient
-
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    versions = train_and_register(uri, root / "artifacts")
-    client = MlflowClient(uri)
-    v1 = client.get_model_version(MODEL_NAME, versions[0])
-    v3 = client.create_model_version(MODEL_NAME, str(v1.source), v1.run_id)
-    return uri, [*versions, str(v3.version)]
+    return three_versions(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    from sklearn.datasets import load_breast_cancer
-
-    frame = load_breast_cancer(as_frame=True).data
-    frame.insert(0, "row_id", range(len(frame)))
-    path = tmp_path / "scores-in.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return breast_cancer_csv(tmp_path)
 
 
 def invoke(*args: str, uri: str, key: str | None = KEY) -> Any:

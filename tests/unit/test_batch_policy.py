@@ -124,3 +124,35 @@ def test_a_batch_rule_naming_an_endpoint_field_is_refused_at_its_line() -> None:
         load_policies({"policies/batch.yaml": rules})
     found = [str(p) for p in caught.value.problems]
     assert any("batch.yaml:8:" in p and "route" in p for p in found), found
+
+
+def test_policy_changes_lists_model_changes_by_kind(tmp_path: Path) -> None:
+    """What the simulate workflow asks: endpoints to replay, batch deployments to compare."""
+    from typer.testing import CliRunner
+
+    from controller.cli.main import app
+
+    endpoint = "deployments/production/fraud.yaml"
+    batch = "deployments/staging/nightly.yaml"
+    files = {endpoint: deployment_yaml(environment="production"), batch: batch_yaml("staging")}
+    base = make_repo(tmp_path, files)
+    commit(
+        tmp_path,
+        {
+            endpoint: deployment_yaml(environment="production", model="models:/fraud/2"),
+            batch: batch_yaml("staging", model="models:/fraud/2"),
+        },
+        "both models move",
+    )
+
+    def changes(*extra: str) -> tuple[int, list[str]]:
+        args = ["policy", "changes", "--repo", str(tmp_path), "--base", base, "--models"]
+        result = CliRunner().invoke(app, [*args, *extra])
+        return result.exit_code, result.output.split()
+
+    assert changes() == (0, ["production/fraud", "staging/nightly"])
+    assert changes("--kind", "ModelDeployment") == (0, ["production/fraud"])
+    assert changes("--kind", "BatchInference", "--environments") == (0, ["staging"])
+    code, said = changes("--kind", "Batch")
+    assert code == 2
+    assert "--kind must be ModelDeployment or BatchInference" in " ".join(said)

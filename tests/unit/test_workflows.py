@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from controller.policy.evidence import DirectoryStore
+from tests.batch_support import FILE as BATCH_FILE
+from tests.batch_support import batch_yaml, breast_cancer_csv, three_versions
 from tests.sarif import check_sarif
 from tests.support import commit, git, make_repo
 from tests.workflows import (
@@ -174,7 +176,9 @@ def test_policy_workflow_without_a_model_change_simulates_nothing(tmp_path: Path
     run = _run(tmp_path, repo, "pull_request", pull_request_event(base, head), head)
     run.run_workflow("policy.yml")
     assert all(s.returncode == 0 for s in run.steps), [(s.name, s.stderr) for s in run.steps]
-    assert "No model changed" in run.summary.read_text()
+    summary = run.summary.read_text()
+    assert "No endpoint's model changed" in summary
+    assert "No batch deployment's model changed: nothing to compare." in summary
     assert "stand-in: simulate" not in run.step("serveops simulate").stdout
 
 
@@ -187,6 +191,64 @@ def test_simulate_workflow_fails_without_a_traffic_location(tmp_path: Path) -> N
     step = run.step("serveops simulate")
     assert step.returncode == 1
     assert "SERVEOPS_TRAFFIC" in step.stdout
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    return three_versions(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return breast_cancer_csv(tmp_path)
+
+
+def test_simulate_workflow_compares_a_batch_model_change_and_signs_the_verdict(
+    tmp_path: Path, registry: tuple[str, list[str]], data: Path
+) -> None:
+    """A pull request moving a production batch deployment from v1 to v3 (v1's model again):
+    the real `serveops batch plan --base --compare` runs on the runner's copy of the input, on
+    a real MLflow store, and its verdict is signed into the evidence store."""
+    uri, (v1, _, v3) = registry
+    repo = tmp_path / "repo"
+    make_repo(repo, {**repo_files(), BATCH_FILE: batch_yaml(v1, data)})
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {BATCH_FILE: batch_yaml(v3, data)}, "score with v3")
+    store = tmp_path / "evidence"
+    run = _run(
+        tmp_path, repo, "pull_request", pull_request_event(base, head), head,
+        vars={"MLFLOW_TRACKING_URI": uri, "SERVEOPS_EVIDENCE_STORE": str(store)},
+        secrets={"SERVEOPS_EVIDENCE_KEY": KEY},
+    )  # fmt: skip
+    run.run_workflow("simulate.yml")
+    step = run.step("serveops batch plan (sample comparisons of batch model changes)")
+    assert step.returncode == 0, step.stdout + step.stderr
+    summary = run.summary.read_text()
+    assert "No endpoint's model changed" in summary  # endpoints: nothing to replay
+    assert "### Batch sample comparisons: production" in summary
+    assert "nightly: sample check: pass: agreement 100.0%" in summary
+    [record] = list(store.rglob("*.json"))
+    assert json.loads(record.read_text())["verdict"] == "pass"
+
+
+def test_without_the_key_the_batch_verdict_is_shown_not_signed(
+    tmp_path: Path, registry: tuple[str, list[str]], data: Path
+) -> None:
+    uri, (v1, v2, _) = registry
+    repo = tmp_path / "repo"
+    make_repo(repo, {**repo_files(), BATCH_FILE: batch_yaml(v1, data)})
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {BATCH_FILE: batch_yaml(v2, data)}, "score with v2")
+    store = tmp_path / "evidence"
+    run = _run(
+        tmp_path, repo, "pull_request", pull_request_event(base, head), head,
+        vars={"MLFLOW_TRACKING_URI": uri, "SERVEOPS_EVIDENCE_STORE": str(store)},
+    )  # fmt: skip
+    run.run_workflow("simulate.yml")
+    step = run.step("serveops batch plan (sample comparisons of batch model changes)")
+    assert step.returncode == 1  # v2 disagrees on about one row in ten: the check fails
+    assert "nightly: sample check: fail: " in run.summary.read_text()
+    assert not store.exists() or not list(store.rglob("*.json"))
 
 
 def _push(tmp_path: Path, change: dict[str, str | None]) -> tuple[Path, str, str]:
