@@ -63,6 +63,7 @@ def render_report(report: DriftReport, history: Sequence[DriftReport] = ()) -> s
         if report.extra.get(key):
             parts.append(f"<p>{_e(report.extra[key])}</p>")
     parts.append(_schema(report.extra.get("schema")))
+    parts.append(_quality(report.extra.get("quality")))
     if report.truncated:
         parts.append(f"<p>Read stopped: {_e(report.truncated)}</p>")
     if report.problems:
@@ -161,6 +162,33 @@ def _schema(schema: object) -> str:
         + "<table><tr><th>violation</th><th>rows</th><th>columns</th></tr>"
         + "".join(cells)
         + "</table>"
+    )
+
+
+def _quality(quality: object) -> str:
+    """Live quality of the window whose labels were due (`spec.monitoring.labels`); versions
+    come from the recordings: escaped."""
+    if not isinstance(quality, dict):
+        return ""
+    head = (
+        f"<h2>Live quality</h2><p>Window {_e(quality.get('window_start'))} - "
+        f"{_e(quality.get('window_end'))} (labels after {_e(quality.get('delay'))})"
+    )
+    if "error" in quality:
+        return f"{head}: {_e(quality['error'])}</p>"
+    rows = []
+    for version, v in sorted((quality.get("versions") or {}).items()):
+        figures = [v.get(k) for k in ("accuracy", "roc_auc", "mae")]
+        cells = "".join(
+            f"<td>{_num(x) if isinstance(x, int | float) else '-'}</td>" for x in figures
+        )
+        rows.append(f"<tr><td>{_e(version)}</td><td>{_e(v.get('task'))}</td>"
+                    f"<td>{_e(v.get('joined'))}</td>{cells}</tr>")  # fmt: skip
+    return (
+        f"{head}: {_e(quality.get('joined', 0))} of {_e(quality.get('labels', 0))} labels "
+        f"joined to {_e(quality.get('requests', 0))} requests</p>"
+        "<table><tr><th>version</th><th>task</th><th>labelled rows</th><th>accuracy</th>"
+        "<th>ROC AUC</th><th>MAE</th></tr>" + "".join(rows) + "</table>"
     )
 
 

@@ -62,3 +62,25 @@ def test_files_are_named_safely_and_kept_bounded(tmp_path: Path) -> None:
         write_report_html(tmp_path, report(hour=hour), keep=3)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [f"staging--fraud--v7--20260301T{h:02d}0000Z.html" for h in (14, 15, 16)]
+
+
+def test_live_quality_is_shown_with_its_window_and_hostile_versions_escaped() -> None:
+    quality = {
+        "window_start": "2026-03-01T09:00:00+00:00", "window_end": "2026-03-01T10:00:00+00:00",
+        "delay": "2h", "labels": 500, "joined": 400, "requests": 900,
+        "versions": {
+            "7": {"task": "classification", "joined": 390, "accuracy": 0.75, "roc_auc": 0.8},
+            "<script>x</script>": {"task": "regression", "joined": 10, "mae": 1.5},
+        },
+    }  # fmt: skip
+    page = render_report(dataclasses.replace(report(), extra={"quality": quality}))
+    assert "<h2>Live quality</h2><p>Window 2026-03-01T09:00:00+00:00 - " in page
+    assert "(labels after 2h): 400 of 500 labels joined to 900 requests" in page
+    assert (
+        "<td>7</td><td>classification</td><td>390</td><td>0.750</td><td>0.800</td><td>-</td>"
+        in (page)
+    )
+    assert "<script>x" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;</td><td>regression</td><td>10</td><td>-</td>" in page
+    failed = dataclasses.replace(report(), extra={"quality": {**quality, "error": "no <dir>"}})
+    assert "(labels after 2h): no &lt;dir&gt;</p>" in render_report(failed)
