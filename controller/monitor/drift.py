@@ -82,8 +82,8 @@ class ReferenceProfile:
         as their shares), or with the reason there are none."""
         if column is None:
             note = (
-                f"prediction drift skipped: the reference ({self.source}) holds no predictions; "
-                "it needs a recorded reference (kind 'recording')"
+                f"prediction drift skipped: the reference ({self.source}) holds no predictions "
+                "(kind 'recording' has them, a data file with `prediction_column`)"
             )
             return replace(self, prediction_note=note)
         if column.kind == "categorical":

@@ -124,6 +124,16 @@ class PredictionColumn:
         if self.sink is not None and len(self.numbers) >= CHUNK:
             self.flush()
 
+    def add_value(self, value: float | str) -> None:
+        """One prediction read from elsewhere than a record (a reference file's column)."""
+        self.answered += 1
+        if isinstance(value, str) or self.as_labels:
+            self._count(value if isinstance(value, str) else _label_of(value))
+        elif len(self.numbers) < self.max_kept:
+            self.numbers.append(value)
+        else:
+            self.dropped += 1
+
     def _count(self, label: str) -> None:
         labels = self.labels
         key = label if label in labels or len(labels) < MAX_CLASSES else OTHER

@@ -24,7 +24,7 @@ from controller.errors import BadInput
 from controller.monitor.columns import WindowRows
 from controller.monitor.drift import ReferenceProfile
 from controller.monitor.features import body_rows
-from controller.monitor.predictions import PredictionColumn
+from controller.monitor.predictions import MAX_LABEL, PredictionColumn
 from controller.monitor.recordings import MIB, ReadLimits, RowReader
 from controller.monitor.schema import Signature, signature_of
 from controller.monitor.window import read_traffic_file
@@ -45,10 +45,18 @@ def inside(root: Path, relative: str, what: str = "reference") -> Path:
     return path
 
 
+# A reference file's column of predictions, and where its values go.
+PredictionsOf = tuple[str, PredictionColumn]
+
+
 def read_dataset(
-    path: Path, features: list[str] | None = None, limits: ReadLimits = REFERENCE_LIMITS
+    path: Path,
+    features: list[str] | None = None,
+    limits: ReadLimits = REFERENCE_LIMITS,
+    predictions: PredictionsOf | None = None,
 ) -> WindowRows:
-    """Numeric columns of a CSV (header row) or JSON Lines file, within `limits`."""
+    """Numeric columns of a CSV (header row) or JSON Lines file, within `limits`; with
+    `predictions`, that column's values go to its PredictionColumn, not to the features."""
     if not path.is_file():
         raise BadInput(f"{path}: no such reference file")
     size = path.stat().st_size
@@ -57,11 +65,25 @@ def read_dataset(
             f"{path}: {size:,} bytes, more than a reference may have ({limits.max_bytes:,})"
         )
     if path.suffix in (".jsonl", ".json"):
-        return _jsonl(path, features, limits)
-    return _csv(path, features, limits)
+        return _jsonl(path, features, limits, predictions)
+    return _csv(path, features, limits, predictions)
 
 
-def _jsonl(path: Path, features: list[str] | None, limits: ReadLimits) -> WindowRows:
+def _prediction(value: object) -> float | str | None:
+    """A reference file's prediction cell: a number, or a class (text, a boolean)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        number = _float(value)
+        return number if number is not None else value.strip()[:MAX_LABEL]
+    return None
+
+
+def _jsonl(
+    path: Path, features: list[str] | None, limits: ReadLimits, predictions: PredictionsOf | None
+) -> WindowRows:
     reader = RowReader(features, limits)
     with path.open("rb") as f:
         for number, line in enumerate(iter(lambda: f.readline(limits.max_line_bytes + 1), b""), 1):
@@ -75,6 +97,10 @@ def _jsonl(path: Path, features: list[str] | None, limits: ReadLimits) -> Window
                 raise BadInput(f"{path}:{number}: not JSON ({err})") from None
             except RecursionError:
                 raise BadInput(f"{path}:{number}: JSON nested too deep") from None
+            if predictions is not None and isinstance(record, dict):
+                value = _prediction(record.pop(predictions[0], None))
+                if value is not None:
+                    predictions[1].add_value(value)
             rows = list(body_rows({"dataframe_records": [record]}))
             if not rows:
                 raise BadInput(f"{path}:{number}: not a JSON object of features")
@@ -83,7 +109,9 @@ def _jsonl(path: Path, features: list[str] | None, limits: ReadLimits) -> Window
     return reader.finish()
 
 
-def _csv(path: Path, features: list[str] | None, limits: ReadLimits) -> WindowRows:
+def _csv(
+    path: Path, features: list[str] | None, limits: ReadLimits, predictions: PredictionsOf | None
+) -> WindowRows:
     reader = RowReader(features, limits)
     previous = csv.field_size_limit(limits.max_line_bytes)  # process-wide: put back below
 
@@ -99,8 +127,14 @@ def _csv(path: Path, features: list[str] | None, limits: ReadLimits) -> WindowRo
             rows = csv.reader(lines(f))
             try:
                 header = next(rows)
+                at = _column(header, predictions, path)
                 for row in rows:
                     values = {name: _float(v) for name, v in zip(header, row, strict=False)}
+                    if predictions is not None and at is not None:
+                        values.pop(header[at], None)
+                        value = _prediction(row[at]) if at < len(row) else None
+                        if value is not None:
+                            predictions[1].add_value(value)
                     if not reader.add_row(values):
                         break
             except StopIteration:
@@ -110,6 +144,15 @@ def _csv(path: Path, features: list[str] | None, limits: ReadLimits) -> WindowRo
     finally:
         csv.field_size_limit(previous)
     return reader.finish()
+
+
+def _column(header: list[str], predictions: PredictionsOf | None, path: Path) -> int | None:
+    """Where the predictions' column is in a CSV header (BadInput when it is not there)."""
+    if predictions is None:
+        return None
+    if predictions[0] not in header:
+        raise BadInput(f"{path}:1: no column {predictions[0]!r} (prediction_column) in the header")
+    return header.index(predictions[0])
 
 
 def _float(text: str) -> float | None:
@@ -151,11 +194,13 @@ def load_reference(
                 path, features=features, limits=REFERENCE_LIMITS, outputs=outputs
             )
         else:
-            rows = read_dataset(path, features)
+            outputs = PredictionColumn() if ref.prediction_column else None
+            rows = read_dataset(path, features, predictions=_of(ref.prediction_column, outputs))
         source = f"{ref.kind} {ref.path}"
     else:
+        outputs = PredictionColumn() if ref.prediction_column else None
         rows, source, signature = _mlflow_reference(
-            monitoring, registry, model_name, version, features
+            monitoring, registry, model_name, version, features, outputs
         )
     bins = monitoring.tests.bins
     try:
@@ -166,12 +211,17 @@ def load_reference(
     return replace(profile.with_predictions(outputs, bins), signature=sig, signature_note=note)
 
 
+def _of(column: str | None, outputs: PredictionColumn | None) -> PredictionsOf | None:
+    return (column, outputs) if column is not None and outputs is not None else None
+
+
 def _mlflow_reference(
     monitoring: Monitoring,
     registry: Registry | None,
     name: str,
     version: str,
     features: list[str] | None,
+    outputs: PredictionColumn | None = None,
 ) -> tuple[WindowRows, str, tuple[Signature | None, str]]:
     if registry is None or registry.tracking_uri is None:
         raise BadInput("reference kind 'mlflow' needs the controller's MLflow registry")
@@ -196,8 +246,9 @@ def _mlflow_reference(
             except Exception as err:  # MLflow raises many kinds; all mean "cannot read it"
                 raise BadInput(f"{uri}: cannot read run artifact {artifact!r}: {err}") from None
             source = f"mlflow {uri} run artifact {artifact}"
+            column = _of(monitoring.reference.prediction_column, outputs)
             return (
-                read_dataset(Path(local), features),
+                read_dataset(Path(local), features, predictions=column),
                 source,
                 _signature(uri, registry.tracking_uri),
             )

@@ -59,6 +59,15 @@ class Reference(_Strict):
         "input example (few rows: a weak reference).",
     )
 
+    prediction_column: str | None = Field(
+        default=None,
+        pattern=FEATURE_PATTERN,
+        description="For `dataset` and `mlflow` artifacts: the column that holds the model's "
+        "predictions on the reference's rows (what a training pipeline logs with its "
+        "validation set). It becomes the reference of prediction drift and is never a watched "
+        "feature. Unset: only a `recording` reference has predictions.",
+    )
+
     @model_validator(mode="after")
     def _one_source(self) -> Reference:
         if self.kind in ("recording", "dataset") and self.path is None:
@@ -68,6 +77,13 @@ class Reference(_Strict):
         if self.kind != "mlflow" and self.artifact is not None:
             raise ValueError(
                 f"'artifact' only applies to reference kind 'mlflow', not {self.kind!r}"
+            )
+        if self.prediction_column is not None and (
+            self.kind == "recording" or (self.kind == "mlflow" and self.artifact is None)
+        ):
+            raise ValueError(
+                "'prediction_column' reads a data file: kind 'dataset', or 'mlflow' with "
+                "'artifact' (a recording holds its predictions already)"
             )
         return self
 

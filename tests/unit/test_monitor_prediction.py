@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from controller.errors import BadInput
 from controller.gitops.telemetry import ControllerMetrics
 from controller.monitor.drift_report import DriftReport
 from controller.monitor.predictions import (
@@ -27,7 +29,7 @@ from controller.monitor.reference import load_reference
 from controller.monitor.report_html import render_report
 from controller.monitor.step import judge_recordings
 from controller.spec.models import ModelDeployment
-from tests.monitor_support import sample, write_recording, write_reference
+from tests.monitor_support import FEATURES, sample, write_recording, write_reference
 from tests.support import deployment_yaml
 
 T0 = 1_772_366_400.0
@@ -182,6 +184,46 @@ def test_a_dataset_reference_skips_prediction_drift_and_says_why(tmp_path: Path)
     numeric_traffic(tmp_path, shift=1.0)
     report = judge(tmp_path, deployment(tmp_path, "{kind: dataset, path: ref.csv}"))
     assert all(f.name != PREDICTION for f in report.features)
-    assert "needs a recorded reference" in report.extra["prediction_skipped"]
-    assert "needs a recorded reference" in render_report(report)
+    assert "holds no predictions (kind 'recording' has them" in report.extra["prediction_skipped"]
+    assert "holds no predictions (kind &#x27;recording&#x27; has them" in render_report(report)
     assert json.loads(report.to_json())["extra"]["prediction_skipped"]
+
+
+def reference_with_predictions(path: Path, predictions: list[str]) -> None:
+    """A training pipeline's validation file: the features and the model's answer on each row."""
+    rows = sample(len(predictions), 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join([*FEATURES, "predicted"])]
+    for row, p in zip(rows, predictions, strict=True):
+        lines.append(",".join([*(repr(float(v)) for v in row), p]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_dataset_references_prediction_column_is_the_reference_of_prediction_drift(
+    tmp_path: Path,
+) -> None:
+    reference_with_predictions(
+        tmp_path / "refs" / "val.csv", ["fraud" if i % 10 == 0 else "ok" for i in range(1000)]
+    )
+    write_recording(
+        tmp_path / "rec", "fraud", sample(400, 1), T0 - 90, T0 - 10,
+        outputs=[["fraud" if i % 2 == 0 else "ok"] for i in range(400)],
+    )  # fmt: skip
+    ref = "{kind: dataset, path: val.csv, prediction_column: predicted}"
+    report = judge(tmp_path, deployment(tmp_path, ref, "prediction: {max_psi: 0.2}"))
+    assert report.status == "drift"
+    pred = next(f for f in report.features if f.name == PREDICTION)
+    assert (pred.categories, pred.reference_shares) == (("ok", "fraud"), (0.9, 0.1))
+    assert "predicted" not in {f.name for f in report.features}  # never a watched feature
+    assert "prediction_skipped" not in report.extra
+
+
+def test_a_prediction_column_the_file_lacks_is_named_at_its_header(tmp_path: Path) -> None:
+    write_reference(tmp_path / "refs" / "ref.csv", sample(100, 0))
+    dep = deployment(tmp_path, "{kind: dataset, path: ref.csv, prediction_column: predicted}")
+    with pytest.raises(BadInput) as err:
+        judge(tmp_path, dep)
+    assert err.value.message == (
+        f"{tmp_path / 'refs' / 'ref.csv'}:1: no column 'predicted' (prediction_column) in the "
+        "header"
+    )

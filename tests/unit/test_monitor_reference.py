@@ -30,6 +30,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     with_data = client.create_run(experiment)
     csv = write_reference(root / "src" / "reference.csv", sample(2000, seed=0))
     client.log_artifact(with_data.info.run_id, str(csv), "training")
+    # The validation set with the model's scores on it: the reference of prediction drift.
+    rows = sample(500, seed=2)
+    scored = root / "src" / "validation.csv"
+    scored.write_text(
+        ",".join([*FEATURES, "score"])
+        + "\n"
+        + "".join(",".join([*map(str, r), str(r[0] / 10)]) + "\n" for r in rows.tolist())
+    )
+    client.log_artifact(with_data.info.run_id, str(scored), "training")
     without = client.create_run(experiment)
     client.create_registered_model("fraud")
     client.create_model_version("fraud", "file:///m/1", run_id=with_data.info.run_id)
@@ -130,3 +139,28 @@ def test_an_unreadable_signature_is_said_not_raised(store: str) -> None:
     )
     assert profile.signature is None
     assert profile.signature_note.startswith("schema not checked: cannot read the signature")
+
+
+def test_a_run_artifacts_prediction_column_is_the_prediction_reference(store: str) -> None:
+    profile = load_reference(
+        monitoring(artifact="training/validation.csv", prediction_column="score"),
+        reference_dir=None,
+        registry=MlflowRegistry(store),
+        model_name="fraud",
+        version="1",
+    )
+    assert sorted(profile.features) == list(FEATURES)  # the scores are not a feature
+    assert profile.prediction is not None
+    assert profile.prediction.rows == 500
+    assert profile.prediction_note == ""
+    # Without the column named, the same file gives no prediction reference, and says so.
+    plain = load_reference(
+        monitoring(artifact="training/validation.csv"),
+        reference_dir=None,
+        registry=MlflowRegistry(store),
+        model_name="fraud",
+        version="1",
+    )
+    assert plain.prediction is None
+    assert "score" in plain.features  # a numeric column like any other
+    assert "prediction_column" in plain.prediction_note

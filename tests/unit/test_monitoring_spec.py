@@ -109,3 +109,12 @@ def test_labels_name_a_place_in_the_labels_directory_with_a_delay_and_a_task() -
         p.startswith(f"{PATH}:16: spec.monitoring.labels.delay: String should") for p in found
     )
     assert any(p.startswith(f"{PATH}:16: spec.monitoring.labels.task: Input should") for p in found)
+
+
+def test_a_prediction_column_reads_a_data_file_only() -> None:
+    ref = "{kind: recording, path: r.jsonl, prediction_column: score}"
+    [p] = problems(RECORDING + f"monitoring:\n  reference: {ref}\n")
+    assert p.startswith(f"{PATH}:15: spec.monitoring.reference: 'prediction_column' reads a data")
+    ref = "{kind: mlflow, prediction_column: score}"  # the input example: no predictions
+    [p] = problems(RECORDING + f"monitoring:\n  reference: {ref}\n")
+    assert "kind 'dataset', or 'mlflow' with 'artifact'" in p
