@@ -7,7 +7,9 @@ histogram. The output is a verdict with its reasons:
 - `inconclusive`: the candidate answered fewer than `min_requests` in the window. Too little
   traffic never passes and never fails silently; the rollout engine holds the step and keeps
   the window open (the next analysis judges every request since it began), and pauses after
-  too many inconclusive analyses in a row.
+  too many inconclusive analyses in a row. When the candidate's requests are mirrored copies
+  the router dropped to protect the stable version (a preview under load), the window is
+  `saturated`: the step holds as long as that lasts, and never pauses for it.
 - `fail`: a condition is broken: the candidate's p95 above `max_p95_latency_ms`, more than
   `max_p95_regression_pct` percent above the stable version's p95, or its error rate more than
   `max_error_rate_increase` percentage points above the stable version's.
@@ -45,6 +47,7 @@ class VersionWindow:
     errors: int = 0
     buckets: tuple[tuple[float, int], ...] = ()
     shed: int = 0  # answered 503 at once by the router, this version full: not in `requests`
+    mirrors_dropped: int = 0  # mirrored copies to this version the router did not send
 
     @property
     def error_rate_pct(self) -> float:
@@ -81,6 +84,9 @@ class AnalysisResult:
     reasons: list[str] = field(default_factory=list)
     candidate: VersionWindow = field(default_factory=VersionWindow)
     stable: VersionWindow = field(default_factory=VersionWindow)
+    # Inconclusive because the serving path was saturated (not because traffic was light):
+    # the step holds until it is not, and the window never counts towards a pause.
+    saturated: bool = False
 
     @property
     def shed(self) -> int:
@@ -109,6 +115,18 @@ def _ms(value: float | None) -> str:
 def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> AnalysisResult:
     """Judge one window. Every broken condition is listed, not only the first."""
     shed = candidate.shed + stable.shed
+    if candidate.requests < spec.min_requests and candidate.mirrors_dropped:
+        return AnalysisResult(
+            "inconclusive",
+            [
+                f"saturated: the router dropped {candidate.mirrors_dropped} mirrored request(s) "
+                "to keep the stable version's latency, so the candidate answered "
+                f"{candidate.requests}, fewer than min_requests {spec.min_requests}"
+            ],
+            candidate,
+            stable,
+            saturated=True,
+        )
     if candidate.requests < spec.min_requests:
         return AnalysisResult(
             "inconclusive",
@@ -153,5 +171,5 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
     if reasons:
         return AnalysisResult("fail", reasons, candidate, stable)
     if held:
-        return AnalysisResult("inconclusive", held, candidate, stable)
+        return AnalysisResult("inconclusive", held, candidate, stable, saturated=True)
     return AnalysisResult("pass", [], candidate, stable)

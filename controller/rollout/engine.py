@@ -175,6 +175,11 @@ def _decide(
             state = dataclasses.replace(
                 state, message=f"analysis failed ({failures}/{limit}): {analysis.summary}"
             )
+        elif analysis.verdict == "inconclusive" and analysis.saturated:
+            # The load's doing, not the candidate's: held, said, and never a step to a pause.
+            state = dataclasses.replace(
+                state, message=f"analysis held, the serving path is saturated: {analysis.summary}"
+            )
         elif analysis.verdict == "inconclusive":
             count = state.inconclusive + 1
             state = dataclasses.replace(

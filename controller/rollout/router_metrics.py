@@ -32,6 +32,7 @@ from controller.rollout.analysis import VersionWindow
 from controller.serving.protocol import (
     METRIC_ERRORS,
     METRIC_LATENCY,
+    METRIC_MIRROR_DROPPED,
     METRIC_REQUESTS,
     METRIC_SHED,
 )
@@ -47,6 +48,7 @@ class Counts:
     errors: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)  # upper bound (ms) -> cumulative
     shed: float = 0.0  # answered 503 at once by the router: this version had no room
+    mirror_dropped: float = 0.0  # mirrored copies to this version not sent (pressure, full)
 
 
 Snapshot = dict[str, dict[str, Counts]]  # deployment -> version -> counts
@@ -66,6 +68,7 @@ def parse(text: str) -> Snapshot:
         f"{PREFIX}{METRIC_ERRORS}_total": "errors",
         f"{PREFIX}{METRIC_LATENCY}_bucket": "bucket",
         f"{PREFIX}{METRIC_SHED}_total": "shed",
+        f"{PREFIX}{METRIC_MIRROR_DROPPED}_total": "mirror_dropped",
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -85,6 +88,8 @@ def parse(text: str) -> Snapshot:
                 counts.errors += sample.value
             elif kind == "shed":
                 counts.shed += sample.value
+            elif kind == "mirror_dropped":
+                counts.mirror_dropped += sample.value
             else:
                 le = float(sample.labels.get("le", "+Inf"))
                 counts.buckets[le] = counts.buckets.get(le, 0.0) + sample.value
@@ -100,6 +105,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
                 total.requests += c.requests
                 total.errors += c.errors
                 total.shed += c.shed
+                total.mirror_dropped += c.mirror_dropped
                 for le, n in c.buckets.items():
                     total.buckets[le] = total.buckets.get(le, 0.0) + n
     return out
@@ -122,7 +128,8 @@ def window(
     buckets = tuple((le, delta(now.buckets[le], then.buckets.get(le, 0.0))) for le in bounds)
     if buckets and not math.isinf(buckets[-1][0]):
         buckets = (*buckets, (math.inf, requests))
-    return VersionWindow(requests, errors, buckets, delta(now.shed, then.shed))
+    dropped = delta(now.mirror_dropped, then.mirror_dropped)
+    return VersionWindow(requests, errors, buckets, delta(now.shed, then.shed), dropped)
 
 
 def to_json(snapshot: Snapshot) -> str:
@@ -133,6 +140,7 @@ def to_json(snapshot: Snapshot) -> str:
                     "requests": c.requests,
                     "errors": c.errors,
                     "shed": c.shed,
+                    "mirror_dropped": c.mirror_dropped,
                     "buckets": [
                         [("+Inf" if math.isinf(le) else le), n] for le, n in c.buckets.items()
                     ],
@@ -154,6 +162,7 @@ def from_json(text: str) -> Snapshot:
                 c["errors"],
                 {float(le): n for le, n in c["buckets"]},
                 c.get("shed", 0.0),  # baselines persisted before shedding existed have none
+                c.get("mirror_dropped", 0.0),
             )
             for v, c in versions.items()
         }

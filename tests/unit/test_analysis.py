@@ -113,3 +113,23 @@ def test_a_relative_regression_fails_under_saturation_too() -> None:
     s = spec(max_p95_regression_pct=50)
     slow = analyse(s, saturated(window(100, latency_ms=100), 5), window(1000, latency_ms=10))
     assert slow.verdict == "fail"  # both versions shared the saturation
+
+
+def test_mirrors_dropped_to_protect_the_stable_version_are_saturation_not_light_traffic() -> None:
+    """A blue-green preview under load: the router sent the candidate 4 mirrored requests and
+    dropped 300 to keep the stable version's latency."""
+    s = spec()
+    preview = VersionWindow(4, 0, window(4).buckets, 0, mirrors_dropped=300)
+    result = analyse(s, preview, window(900))
+    assert (result.verdict, result.saturated) == ("inconclusive", True)
+    assert result.reasons == [
+        "saturated: the router dropped 300 mirrored request(s) to keep the stable version's "
+        "latency, so the candidate answered 4, fewer than min_requests 50"
+    ]
+    # Light traffic with nothing dropped is what it was: inconclusive, not saturated.
+    thin = analyse(s, window(4), window(900))
+    assert (thin.verdict, thin.saturated) == ("inconclusive", False)
+    assert thin.reasons[0].startswith("too little traffic")
+    # Enough mirrored answers despite drops: judged as usual.
+    judged = analyse(s, VersionWindow(60, 0, window(60).buckets, 0, 300), window(900))
+    assert judged.verdict == "pass"

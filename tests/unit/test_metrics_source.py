@@ -75,3 +75,18 @@ ray_serveops_router_shed_total{{{labels}}} 7.0
     assert (w.requests, w.errors, w.shed) == (100, 0, 7)  # shed: no request, no error
     legacy = '{"fraud": {"2": {"requests": 1, "errors": 0, "buckets": []}}}'  # before shedding
     assert from_json(legacy)["fraud"]["2"].shed == 0
+
+
+def test_mirrors_dropped_are_summed_over_reasons_and_survive_the_baseline() -> None:
+    labels = LABELS.format(replica="a", version="2")
+    dropped = f"""\
+# TYPE ray_serveops_router_mirror_dropped_total counter
+ray_serveops_router_mirror_dropped_total{{{labels},reason="pressure"}} 30.0
+ray_serveops_router_mirror_dropped_total{{{labels},reason="full"}} 5.0
+"""
+    before = parse(exposition("a", "2", 10, 0, 10))
+    after = parse(exposition("a", "2", 14, 0, 14) + dropped)
+    w = window(from_json(to_json(before)), after, "fraud", "2")
+    assert (w.requests, w.mirrors_dropped) == (4, 35)
+    legacy = '{"fraud": {"2": {"requests": 1, "errors": 0, "buckets": [], "shed": 0}}}'
+    assert from_json(legacy)["fraud"]["2"].mirror_dropped == 0

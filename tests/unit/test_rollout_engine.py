@@ -400,3 +400,19 @@ def test_finished_rollouts_are_inert() -> None:
     d = decide(canary((10, "0s")), state, T0, candidate="ready", analysis=PASS)
     assert d.action == "wait"
     assert d.state == state
+
+
+def test_a_saturated_window_holds_the_step_and_never_pauses() -> None:
+    """Inconclusive because the router dropped the candidate's mirrors under load: the step
+    holds (window kept open) as long as it takes, says why, and no pause is counted."""
+    saturated = dataclasses.replace(THIN, reasons=["saturated: ..."], saturated=True)
+    run = Run(canary((10, "0s"), analysis=ANALYSIS), new(), Limits(inconclusive_limit=2))
+    run.step()
+    for _ in range(5):
+        d = run.step(30, analysis=saturated)
+        assert d.action == "wait"
+        assert not d.reset_window  # the window goes on: the next one judges every request
+    assert (run.state.paused, run.state.inconclusive) == (False, 0)
+    assert run.state.message.startswith("analysis held, the serving path is saturated: ")
+    assert run.step(30, analysis=THIN).action == "wait"  # light traffic counts as before
+    assert run.step(30, analysis=THIN).action == "pause"
