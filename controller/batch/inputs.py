@@ -1,8 +1,9 @@
 """Plan-time checks of a batch deployment's input on this machine: that it exists, that the
 columns the spec names are in it, and that the model's signature finds the columns it reads,
 of kinds it takes (`check_signature`: a column of text handed to a model that takes numbers
-fails every row). Only local paths (and `file://`) are checked here: object stores are the
-job's to read, with the cluster's credentials.
+fails every row). Local paths (and `file://`) are always checked; an object store only when
+asked (`batch plan --remote-inputs`: this machine's credentials, within REMOTE_DEADLINE_S),
+else it is the job's to read, with the cluster's credentials.
 
 The reader is bounded: at most MAX_FILES entries of a folder are listed, and at most
 MAX_HEAD_BYTES of one file are read (a CSV header and its first rows, a JSON line, a Parquet
@@ -15,16 +16,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from controller.batch import storage
 from controller.errors import BadInput
 from controller.spec.batch import BatchSpec
 
 MAX_FILES = 10_000
 MAX_HEAD_BYTES = 256 * 1024
 MAX_SAMPLE_ROWS = 200  # CSV rows read for the columns' kinds
+REMOTE_DEADLINE_S = 30.0  # for listing an object-store input and reading its first file's head
 # MLflow's signature types, by the kind of value they take; other types are not checked.
 SIGNATURE_KINDS = {
     "double": "number", "float": "number", "long": "number", "integer": "number",
@@ -47,24 +52,91 @@ def local_path(uri: str) -> Path | None:
     return Path(uri) if "://" not in uri else None
 
 
-def check_input(spec: BatchSpec, where: str) -> InputInfo:
+def check_input(
+    spec: BatchSpec, where: str, *, remote: bool = False, deadline_s: float = REMOTE_DEADLINE_S
+) -> InputInfo:
     """Raise BadInput naming `where` (file:line: field) when the input is missing or lacks a
-    column the spec names; the columns found otherwise."""
+    column the spec names; the columns found otherwise. An object-store input is read only
+    with `remote` (this machine's credentials, within `deadline_s`); else it is not checked
+    (columns None)."""
     path = local_path(spec.input.uri)
     if path is None:
-        return InputInfo(0, None)
+        return _remote_input(spec, where, deadline_s) if remote else InputInfo(0, None)
     files = _files(path, spec.input.format, where)
     columns, kinds = head_schema(files[0], spec.input.format, where)
+    return _named_columns(spec, where, str(files[0]), len(files), columns, kinds)
+
+
+def _named_columns(
+    spec: BatchSpec, where: str, first: str, files: int, columns: list[str], kinds: dict[str, str]
+) -> InputInfo:
     wanted = list(spec.input.columns or [])
     if spec.output.id_column:
         wanted.append(spec.output.id_column)
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise BadInput(
-            f"{where}: the input {files[0]} has no column(s) {', '.join(missing)} "
+            f"{where}: the input {first} has no column(s) {', '.join(missing)} "
             f"(it has {', '.join(columns[:20])}{'...' if len(columns) > 20 else ''})"
         )
-    return InputInfo(len(files), columns, kinds)
+    return InputInfo(files, columns, kinds)
+
+
+def _remote_input(spec: BatchSpec, where: str, deadline_s: float) -> InputInfo:
+    """An object-store input read through pyarrow's filesystems, in a daemon thread given
+    `deadline_s`: a store that does not answer is an error, not a hung plan (nor a process
+    that cannot exit: a pool's threads are joined at exit, a daemon thread is not)."""
+    done: list[InputInfo | BaseException] = []
+
+    def read() -> None:
+        try:
+            done.append(_read_remote(spec, where))
+        except BaseException as err:  # handed to the caller's thread
+            done.append(err)
+
+    worker = threading.Thread(target=read, name="serveops-input", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    if not done:
+        raise BadInput(f"{where}: the input {spec.input.uri} did not answer within {deadline_s:g}s")
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return done[0]
+
+
+def _read_remote(spec: BatchSpec, where: str) -> InputInfo:
+    import pyarrow.fs as pafs
+
+    uri, fmt = spec.input.uri, spec.input.format
+    try:
+        fs, root = storage.filesystem(uri)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise BadInput(f"{where}: the input {uri} does not exist")
+        files = [root] if info.type == pafs.FileType.File else _listed(fs, root, uri, fmt, where)
+        with fs.open_input_file(files[0]) as f:
+            columns, kinds = read_schema(f, f.size(), fmt, f"{uri} ({files[0]})", where)
+    except (OSError, ValueError) as err:  # pyarrow's: no credentials, access denied, bad URI
+        raise BadInput(f"{where}: cannot read the input {uri}: {err}"[:500]) from None
+    return _named_columns(spec, where, files[0], len(files), columns, kinds)
+
+
+def _listed(fs: Any, root: str, uri: str, fmt: str, where: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    entries = fs.get_file_info(pafs.FileSelector(root))
+    if len(entries) > MAX_FILES:
+        raise BadInput(f"{where}: the input {uri} holds more than {MAX_FILES} entries")
+    files = sorted(
+        e.path
+        for e in entries
+        if e.type == pafs.FileType.File
+        and e.base_name.endswith(SUFFIXES[fmt])
+        and not e.base_name.startswith(("_", "."))
+    )
+    if not files:
+        raise BadInput(f"{where}: the input {uri} holds no {fmt} file")
+    return files
 
 
 def _files(path: Path, fmt: str, where: str) -> list[Path]:
@@ -85,15 +157,22 @@ def _files(path: Path, fmt: str, where: str) -> list[Path]:
 
 
 def head_schema(path: Path, fmt: str, where: str) -> tuple[list[str], dict[str, str]]:
-    """The columns of one input file and the kinds the head shows, from at most
-    MAX_HEAD_BYTES of it."""
-    if fmt == "parquet":
-        return _parquet_schema(path, where)
+    """The columns of one local input file and the kinds the head shows."""
     try:
         with path.open("rb") as f:
-            head = f.read(MAX_HEAD_BYTES)
+            return read_schema(f, path.stat().st_size, fmt, str(path), where)
     except OSError as err:
         raise BadInput(f"{where}: cannot read the input {path}: {err.strerror or err}") from None
+
+
+def read_schema(
+    f: Any, size: int, fmt: str, path: str, where: str
+) -> tuple[list[str], dict[str, str]]:
+    """The columns of an open input file (`path` names it in errors) and the kinds its head
+    shows, from at most MAX_HEAD_BYTES of it (a Parquet file: its footer)."""
+    if fmt == "parquet":
+        return _parquet_schema(f, size, path, where)
+    head = f.read(MAX_HEAD_BYTES)
     line, newline, rest = head.partition(b"\n")
     if not newline and len(head) == MAX_HEAD_BYTES:
         raise BadInput(f"{where}: the first line of {path} is longer than {MAX_HEAD_BYTES} bytes")
@@ -151,15 +230,14 @@ def _cell_kind(cell: str) -> str:
     return "number"
 
 
-def _parquet_schema(path: Path, where: str) -> tuple[list[str], dict[str, str]]:
+def _parquet_schema(f: Any, size: int, path: str, where: str) -> tuple[list[str], dict[str, str]]:
     import pyarrow.parquet as pq
 
-    size = path.stat().st_size
-    with path.open("rb") as raw:
-        if size < 12:
-            raise BadInput(f"{where}: {path} is not a Parquet file")
-        raw.seek(size - 8)
-        tail = raw.read(8)
+    if size < 12:
+        raise BadInput(f"{where}: {path} is not a Parquet file")
+    f.seek(size - 8)
+    tail = f.read(8)
+    f.seek(0)
     if tail[4:] != b"PAR1":
         raise BadInput(f"{where}: {path} is not a Parquet file")
     footer = int.from_bytes(tail[:4], "little")
@@ -170,7 +248,7 @@ def _parquet_schema(path: Path, where: str) -> tuple[list[str], dict[str, str]]:
     import pyarrow.types as pt
 
     try:
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(f)
     except Exception as err:  # pyarrow raises its own kinds for a broken file
         raise BadInput(f"{where}: cannot read the Parquet schema of {path}: {err}") from None
     kinds = {}

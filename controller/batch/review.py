@@ -90,14 +90,18 @@ def review(
     registry: MlflowRegistry | None = None,
     compare: bool = True,
     base: str | None = None,
+    remote: bool = False,
 ) -> BatchReview:
     """Plan the batch deployments of `env` at `rev` against the controller's store at `state`
     (a store that does not exist is an empty one); with a registry, check each input against
-    its model's signature and, with `compare`, run each model change's sample check. Raises
-    BadInput (file:line) for an input that is missing or does not fit. Writes nothing."""
+    its model's signature and, with `compare`, run each model change's sample check; with
+    `remote`, object-store inputs too (this machine's credentials). Raises BadInput (file:line)
+    for an input that is missing or does not fit. Writes nothing."""
     commit, batches = read_batches(repo, rev, env)
     inputs = {
-        b.name: check_input(b.batch.spec, str(b.doc.location("spec", "input", "uri")))
+        b.name: check_input(
+            b.batch.spec, str(b.doc.location("spec", "input", "uri")), remote=remote
+        )
         for b in batches
     }
     resolved: dict[str, str] = {}
@@ -159,7 +163,8 @@ def sample_check(
         return SampleCheck(
             name, previous, candidate, "not-run",
             f"the input {spec.input.uri} is not on this machine: run the comparison where it "
-            "is readable (the controller's run checks it again on the cluster)",
+            "is readable, with --remote-inputs for an object store (the controller's run "
+            "checks it again on the cluster)",
         )  # fmt: skip
     request = RunRequest(
         environment=batch.environment, deployment=name, run_key="plan", commit=commit,

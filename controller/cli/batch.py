@@ -122,12 +122,22 @@ def plan_command(
         Path | None,
         typer.Option("--evidence-key-file", help="File holding the evidence signing key."),
     ] = None,
+    remote_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--remote-inputs",
+            help="Read object-store inputs too (s3://, gs://, ...: pyarrow's filesystems with "
+            "this machine's credentials, 30 s each): checked and sample-compared like local "
+            "ones. Without it they are the job's to read.",
+        ),
+    ] = False,
     output: OutputOpt = "text",
 ) -> None:
     """What the controller would run at a revision, and what changed since the last runs;
-    inputs on this machine are checked (exist, have the named columns, match the model's
-    signature). A model change's sample check is run here when the input is local: exit 1
-    when it would reject the new version. Changes nothing."""
+    inputs on this machine (with --remote-inputs, object stores too) are checked (exist, have
+    the named columns, match the model's signature). A model change's sample check is run here
+    when the input is readable: exit 1 when it would reject the new version. Changes
+    nothing."""
 
     def run() -> None:
         check_output(output)
@@ -140,8 +150,9 @@ def plan_command(
             raise BadInput("--evidence records sample checks: pass --registry-uri (and --compare)")
         registry = registry_from_uri(registry_uri) if registry_uri else None
         found = review(
-            repo, rev, env, state=state, now=now, registry=registry, compare=compare, base=base
-        )
+            repo, rev, env, state=state, now=now, registry=registry, compare=compare, base=base,
+            remote=remote_inputs,
+        )  # fmt: skip
         written = record(found, records, key, now) if records is not None and key else {}
         if output == "json":
             data = _plan_json(found.plan)
