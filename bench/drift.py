@@ -244,7 +244,8 @@ def main() -> None:
         child(args.child, args.dir, args.features, args.end)
         return
     cost(args.rows, args.features, args.rounds)
-    detection(args.trials, args.features)
+    if args.trials > 0:
+        detection(args.trials, args.features)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ PHASES: tuple[str, ...] = get_args(Phase)
 # Outcomes after which Serve holds what the pass planned (applied or healed in this pass).
 _APPLIED = frozenset({"applied", "healed"})
 
+MAX_QUALITY_VERSIONS = 20  # model versions exported per deployment by the quality gauge
+
 
 @dataclass(frozen=True)
 class PassFigures:
@@ -230,7 +232,8 @@ class ControllerMetrics:
             return
         env, name = report.environment, report.deployment
         self.labels_joined.labels(env, name).set(quality.get("joined", 0))
-        for version, figures in quality["versions"].items():
+        # Versions come from the recordings: a bounded number of series, whatever they hold.
+        for version, figures in list(quality["versions"].items())[:MAX_QUALITY_VERSIONS]:
             for metric in ("accuracy", "roc_auc", "mae"):
                 value = figures.get(metric)
                 if isinstance(value, int | float):

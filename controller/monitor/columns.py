@@ -39,11 +39,6 @@ class WindowRows:
     bytes_read: int = 0
 
 
-def all_str(values: list[Any]) -> bool:
-    """Whether every item is a string (so a tuple of them can key a dict)."""
-    return all(type(v) is str for v in values)
-
-
 class ColumnSink(Protocol):
     """Where a streaming read puts each chunk of a column's values (drift.WindowCounts)."""
 

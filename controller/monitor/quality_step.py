@@ -3,8 +3,8 @@
 Labels arrive after the requests they grade (a chargeback a week later, a human review the
 next day), so quality is never computed for the window just ended: with each window it judges,
 the step scores the window that ended `labels.delay` earlier, aligned like every window, and
-stores the result in that report (`extra["quality"]`), where `serveops monitor`, the gauges
-and the HTML report find it. The labels are files under the operator's labels directory
+stores the result with the judged window's report (`extra["quality"]`), where `serveops
+monitor`, the gauges and the HTML report find it. The labels are files under the operator's labels directory
 (`--monitor-labels-dir`): a pull request names a path below it, never a path of its own.
 Nothing here raises: a problem becomes the quality's `error`, and drift is judged regardless.
 """

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from controller.monitor.columns import ColumnBuilder, ColumnSink, WindowRows, all_str
+from controller.monitor.columns import ColumnBuilder, ColumnSink, WindowRows
 from controller.monitor.features import body_rows
 
 MIB = 1024 * 1024
@@ -199,7 +199,10 @@ class RowReader(ColumnBuilder):
                     # numbers, and an array would take them for 1 and 0: row by row.
                     if streaming and (clean or (b"true" not in line and b"false" not in line)):
                         # `_block`'s common case inline: a known column list, room for the rows
-                        block = blocks.get(tuple(columns)) if all_str(columns) else None
+                        try:
+                            block = blocks.get(tuple(columns))
+                        except TypeError:  # a column name that is a list or an object
+                            block = None
                         if block is not None and self.out.rows + len(data) <= max_rows:
                             block.extend(data)
                             self.out.rows += len(data)
