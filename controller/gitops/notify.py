@@ -27,6 +27,8 @@ EventKind = Literal[
     "drift_detected",
     "model_drift",
     "model_drift_resolved",
+    "model_quality_low",
+    "model_quality_recovered",
     "retrain_failed",
     "batch_failed",
     "model_proposed",
@@ -39,6 +41,8 @@ EVENT_KINDS: tuple[EventKind, ...] = (
     "drift_detected",  # live Serve differs from Git (and, with drift enabled, was restored)
     "model_drift",  # a monitored deployment's inputs drifted from its reference (once per episode)
     "model_drift_resolved",  # the first healthy window after a drift episode
+    "model_quality_low",  # live quality (delayed labels) below its thresholds (once per episode)
+    "model_quality_recovered",  # the first scored window back within them
     "retrain_failed",  # a drift episode's retraining request failed every attempt
     "batch_failed",  # a batch run failed (its retries spent) or its sample check rejected it
     "model_proposed",  # a new model version was proposed through Git (`spec.model_updates`)
@@ -53,6 +57,8 @@ _SLACK_ICON: dict[EventKind, str] = {
     "drift_detected": ":warning:",
     "model_drift": ":chart_with_downwards_trend:",
     "model_drift_resolved": ":chart_with_upwards_trend:",
+    "model_quality_low": ":small_red_triangle_down:",
+    "model_quality_recovered": ":white_check_mark:",
     "retrain_failed": ":x:",
     "batch_failed": ":x:",
     "model_proposed": ":inbox_tray:",

@@ -21,6 +21,7 @@ from controller.monitor.recordings import ReadLimits
 from controller.monitor.reference import inside
 from controller.redact import redact
 from controller.spec.models import ModelDeployment
+from controller.spec.monitoring import LabelSource
 
 
 def quality_window(
@@ -68,4 +69,28 @@ def score_labels(
         )
     except ServeopsError as err:
         return said | {"error": redact(err.message)}
-    return said | join.report(mon.labels.task)
+    return judge_quality(said | join.report(mon.labels.task), mon.labels)
+
+
+def judge_quality(quality: dict[str, Any], labels: LabelSource) -> dict[str, Any]:
+    """`quality` with its `status` (`low`, `ok`, `insufficient`) and why, judged on the
+    version that answered most of the window's labelled requests; as it was when `labels`
+    sets no threshold."""
+    if labels.min_accuracy is None and labels.max_mae is None:
+        return quality
+    versions: dict[str, dict[str, Any]] = quality.get("versions") or {}
+    served = max(versions, key=lambda v: versions[v].get("joined", 0), default=None)
+    figures = versions.get(served, {}) if served is not None else {}
+    joined = int(figures.get("joined", 0))
+    if served is None or joined < labels.min_labelled:
+        why = f"{joined} labelled request(s), fewer than min_labelled {labels.min_labelled}"
+        return quality | {"status": "insufficient", "judged": served, "message": why}
+    broken = []
+    accuracy, mae = figures.get("accuracy"), figures.get("mae")
+    if labels.min_accuracy is not None and accuracy is not None and accuracy < labels.min_accuracy:
+        broken.append(f"accuracy {accuracy:.3f} below min_accuracy {labels.min_accuracy:g}")
+    if labels.max_mae is not None and mae is not None and mae > labels.max_mae:
+        broken.append(f"MAE {mae:.4g} above max_mae {labels.max_mae:g}")
+    status = "low" if broken else "ok"
+    message = "; ".join(broken) or "quality within its thresholds"
+    return quality | {"status": status, "judged": served, "message": f"v{served}: {message}"}

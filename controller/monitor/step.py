@@ -3,12 +3,13 @@
 Level-triggered like the rest of the pass: windows are aligned to the epoch (`window` 1h: every
 whole hour), and a deployment is due when its latest ended window has no stored report. A
 pass judges that window (a window missed while the controller was down is not caught up: the
-newest one speaks for now), stores the report, updates the gauges, and alerts when a drift
-episode opens or closes; an opening episode also queues the retraining requests the
-deployment asks for (retrain_step.py), sent in the same pass and retried in later ones. With
-`--monitor-html-dir`, each judged window is also written as an HTML page. It never blocks the pass: the whole step gets `monitor_budget_s`, the
-reading of each window what remains of it, and what does not fit waits for the next pass.
-Nothing here raises: a failure is stored as the window's `error` report.
+newest one speaks for now), stores the report, updates the gauges, and alerts when a drift or
+a live-quality episode opens or closes (alerts.py); an opening drift episode also queues the
+retraining requests the deployment asks for (retrain_step.py), sent in the same pass and
+retried in later ones. With `--monitor-html-dir`, each judged window is also written as an
+HTML page. It never blocks the pass: the whole step gets `monitor_budget_s`, the reading of
+each window what remains of it, and what does not fit waits for the next pass. Nothing here
+raises: a failure is stored as the window's `error` report.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from typing import Any
 
 from controller.errors import ServeopsError
 from controller.gitops.context import PassContext
-from controller.gitops.notify import Event, EventKind, WebhookNotifier
+from controller.gitops.notify import Event
 from controller.gitops.state import DesiredRevision
 from controller.gitops.telemetry import METRICS, ControllerMetrics
+from controller.monitor.alerts import alert_drift, alert_quality, send_alert
 from controller.monitor.drift import ReferenceProfile, WindowCounts, judge_window
 from controller.monitor.drift_report import DriftReport
 from controller.monitor.quality_step import score_labels
 from controller.monitor.recordings import ReadLimits, RecordHook
 from controller.monitor.reference import load_reference
 from controller.monitor.report_html import write_report_html
-from controller.monitor.retrain_step import queue_retraining, send_due, unknown_targets
+from controller.monitor.retrain_step import send_due, unknown_targets
 from controller.monitor.schema import SchemaCheck
 from controller.monitor.window import read_window
 from controller.redact import redact
@@ -100,7 +102,8 @@ def run_monitor_step(
         try:
             store.record_drift(report)
             metrics.record_drift(report)
-            _alert(ctx, spec, report)
+            alert_drift(ctx, spec, report)
+            alert_quality(ctx, spec, report)
         except Exception:
             log.exception("%s: storing the monitoring report of %s failed", env, name)
             continue
@@ -135,7 +138,7 @@ def _notify_all(ctx: PassContext, admitted: DesiredRevision, event: Event, name:
     mon = spec.spec.monitoring if spec is not None else None
     for target in mon.alert_targets if mon is not None else ["default"]:
         try:
-            _send(ctx, target, event, name)
+            send_alert(ctx, target, event, name)
         except Exception:
             log.exception("%s: %s to %r failed", event.environment, event.kind, target)
 
@@ -318,57 +321,3 @@ def _error(
     return DriftReport(
         env, name, model.version, admitted.commit, window[0], window[1], "error", redact(message)
     )
-
-
-def _alert(ctx: PassContext, spec: ModelDeployment, report: DriftReport) -> None:
-    """Once when a drift episode opens, once when it closes (hysteresis: too few rows or an
-    error neither opens nor closes one)."""
-    env, name, store = report.environment, report.deployment, ctx.store
-    kind: EventKind
-    if report.status == "drift":
-        if not store.set_drift_episode(env, name, report.window_end):
-            return
-        kind = "model_drift"
-        message = f"inputs drifted: {report.summary()}"
-        try:
-            queue_retraining(ctx, spec, report)
-        except Exception:
-            log.exception("%s: queueing the retraining of %s failed", env, name)
-    elif report.status == "ok":
-        since = store.drift_episode(env, name)
-        if since is None or not store.set_drift_episode(env, name, None):
-            return
-        kind = "model_drift_resolved"
-        message = f"inputs back to the reference (drifting since {since:%Y-%m-%d %H:%M} UTC): "
-        message += report.summary()
-    else:
-        return
-    mon = spec.spec.monitoring
-    assert mon is not None
-    event = Event(kind, env, report.commit, message, store.now(), ctx.source.display)
-    for target in mon.alert_targets:
-        try:
-            _send(ctx, target, event, name)
-        except Exception:
-            log.exception("%s: alert %s to %r failed", env, kind, target)
-
-
-def _send(ctx: PassContext, target: str, event: Event, deployment: str) -> None:
-    """To the controller's notifier (`default`) or an operator-configured target."""
-    if target == "default":
-        ctx.notifier.notify(event)
-        return
-    urls = [url for name, url in ctx.settings.alert_targets if name == target]
-    if not urls:
-        log.warning(
-            "%s: %s names alert target %r, which is not configured (--alert-target)",
-            event.environment,
-            deployment,
-            target,
-        )
-        return
-    notifier = WebhookNotifier(json_urls=urls)
-    try:
-        notifier.notify(event)
-    finally:
-        notifier.close()

@@ -249,6 +249,28 @@ class LabelSource(_Strict):
         description="What the labels are: `auto` takes numbers for a regression when the "
         "answers are numbers that are not all whole, classes otherwise.",
     )
+    min_accuracy: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Quality is low when the scored window's accuracy falls below this (the "
+        "version that answered most of its labelled requests): one `model_quality_low` alert "
+        "per episode, one `model_quality_recovered` when it is back. Unset: reported, not "
+        "judged.",
+    )
+    max_mae: float | None = Field(
+        default=None,
+        ge=0,
+        description="For regressors: quality is low when the scored window's mean absolute "
+        "error exceeds this. Unset: reported, not judged.",
+    )
+    min_labelled: int = Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="Fewest labelled requests the scored version needs for its quality to be "
+        "judged; fewer: `insufficient`, neither low nor healthy.",
+    )
 
     @property
     def delay_s(self) -> float:

@@ -143,3 +143,46 @@ def test_the_scored_window_is_on_the_grid_delay_before() -> None:
         dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC),
         dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC),
     )
+
+
+def judged(world: World, accuracy_floor: float) -> None:
+    """Push the deployment again with a quality threshold (a new commit: the same version)."""
+    world.push(
+        "1",
+        f"recording: {{sample_rate: 1, dir: {world.recordings}}}\n"  # type: ignore[attr-defined]
+        "monitoring:\n"
+        "  reference: {kind: dataset, path: fraud.csv}\n"
+        "  window: 1h\n"
+        "  alert_targets: [default]\n"
+        f"  labels: {{path: fraud, delay: 2h, min_accuracy: {accuracy_floor}, min_labelled: 50}}\n",
+    )
+
+
+def test_quality_below_its_floor_alerts_once_per_episode_and_once_when_back(
+    world: World,
+) -> None:
+    judged(world, accuracy_floor=0.9)  # the labelled window's accuracy is 0.75
+    labelled_traffic(world, ahead=0)
+    world.ctl = world.controller(  # type: ignore[attr-defined]
+        monitor_reference_dir=str(world.refs),  # type: ignore[attr-defined]
+        monitor_labels_dir=str(world.labels),  # type: ignore[attr-defined]
+    )
+    world.sync()
+    quality = world.ctl.store.latest_drift("staging")["fraud"].extra["quality"]
+    assert (quality["status"], quality["judged"]) == ("low", "1")
+    assert quality["message"] == "v1: accuracy 0.750 below min_accuracy 0.9"
+    assert world.notes.kinds.count("model_quality_low") == 1
+    labelled_traffic(world, ahead=HOUR)  # the next hour: still low, the episode goes on
+    world.pass_(HOUR)
+    assert world.ctl.store.latest_drift("staging")["fraud"].extra["quality"]["status"] == "low"
+    assert world.notes.kinds.count("model_quality_low") == 1
+    world.pass_(HOUR)  # no labelled requests in that hour: insufficient, says nothing
+    quality = world.ctl.store.latest_drift("staging")["fraud"].extra["quality"]
+    assert quality["status"] == "insufficient"
+    assert world.notes.kinds.count("model_quality_recovered") == 0
+    judged(world, accuracy_floor=0.7)  # the floor lowered: the same 0.75 is now healthy
+    labelled_traffic(world, ahead=HOUR)
+    world.pass_(HOUR)
+    assert world.ctl.store.latest_drift("staging")["fraud"].extra["quality"]["status"] == "ok"
+    assert world.notes.kinds.count("model_quality_recovered") == 1
+    assert world.notes.kinds.count("model_quality_low") == 1

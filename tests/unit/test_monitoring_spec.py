@@ -118,3 +118,13 @@ def test_a_prediction_column_reads_a_data_file_only() -> None:
     ref = "{kind: mlflow, prediction_column: score}"  # the input example: no predictions
     [p] = problems(RECORDING + f"monitoring:\n  reference: {ref}\n")
     assert "kind 'dataset', or 'mlflow' with 'artifact'" in p
+
+
+def test_quality_thresholds_are_bounded() -> None:
+    base = RECORDING + "monitoring:\n  reference: {kind: dataset, path: train.csv}\n"
+    found = problems(
+        base + "  labels: {path: fraud, min_accuracy: 1.5, max_mae: -1, min_labelled: 0}\n"
+    )
+    assert any(p.startswith(f"{PATH}:16: spec.monitoring.labels.min_accuracy: ") for p in found)
+    assert any(p.startswith(f"{PATH}:16: spec.monitoring.labels.max_mae: ") for p in found)
+    assert any(p.startswith(f"{PATH}:16: spec.monitoring.labels.min_labelled: ") for p in found)

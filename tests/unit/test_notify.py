@@ -89,6 +89,8 @@ def test_every_kind_reaches_both_webhooks_in_their_format(
         "drift_detected",
         "model_drift",
         "model_drift_resolved",
+        "model_quality_low",
+        "model_quality_recovered",
         "retrain_failed",
         "batch_failed",
         "model_proposed",
