@@ -61,3 +61,13 @@ def _no_ray_in_unit_tests(request: pytest.FixtureRequest) -> Iterator[None]:
     if ray is not None and getattr(ray, "is_initialized", lambda: False)():
         ray.shutdown()
         pytest.fail("this unit test started Ray: replace the call that reached it with a fake")
+
+
+@pytest.fixture(scope="session")
+def batch_versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    """A real MLflow store with the demo model's v1, v2 (answers differently on about one row
+    in ten) and v3 (v1's model again), trained once per session (per xdist worker): the batch
+    sample-check tests only read it (tests/batch_support.py)."""
+    from tests.batch_support import three_versions
+
+    return three_versions(tmp_path_factory.mktemp("batch-mlflow"))

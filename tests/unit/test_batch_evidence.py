@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from controller.cli.main import app
 from controller.dev.demo import MODEL_NAME
-from tests.batch_support import FILE, batch_yaml, breast_cancer_csv, three_versions
+from tests.batch_support import FILE, batch_yaml, breast_cancer_csv
 from tests.support import commit, git, make_repo
 
 RULE = "batch-production-comparison-passed"
@@ -23,9 +23,9 @@ STARTER = Path(__file__).parents[2] / "policies"  # the starter library, as a pl
 KEY = "k" * 32
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
-    return three_versions(tmp_path_factory.mktemp("mlflow"))
+@pytest.fixture
+def registry(batch_versions: tuple[str, list[str]]) -> tuple[str, list[str]]:
+    return batch_versions
 
 
 @pytest.fixture

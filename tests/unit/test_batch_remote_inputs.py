@@ -20,7 +20,7 @@ from controller.batch.inputs import check_input
 from controller.cli.main import app
 from controller.errors import BadInput
 from controller.spec.batch import BatchSpec
-from tests.batch_support import FILE, batch_yaml, breast_cancer_csv, three_versions
+from tests.batch_support import FILE, batch_yaml, breast_cancer_csv
 from tests.support import commit, git, make_repo
 
 BUCKET = "s3://bucket"
@@ -107,11 +107,11 @@ def test_pyarrows_errors_name_the_input(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_batch_plan_with_remote_inputs_runs_the_sample_check_on_the_store(
-    tmp_path: Path, bucket: Path
+    tmp_path: Path, bucket: Path, batch_versions: tuple[str, list[str]]
 ) -> None:
     """Without --remote-inputs the comparison is `not-run`; with it, the same real scoring
     as for a local input, on rows read through the store's filesystem."""
-    uri, (v1, _, v3) = three_versions(tmp_path / "mlflow")
+    uri, (v1, _, v3) = batch_versions
     breast_cancer_csv(bucket)  # s3://bucket/scores-in.csv
     repo = tmp_path / "repo"
     make_repo(repo, {FILE: batch_yaml(v1, f"{BUCKET}/scores-in.csv")})

@@ -14,7 +14,7 @@ import pytest
 
 from controller.policy.evidence import DirectoryStore
 from tests.batch_support import FILE as BATCH_FILE
-from tests.batch_support import batch_yaml, breast_cancer_csv, three_versions
+from tests.batch_support import batch_yaml, breast_cancer_csv
 from tests.sarif import check_sarif
 from tests.support import commit, git, make_repo
 from tests.workflows import (
@@ -193,9 +193,9 @@ def test_simulate_workflow_fails_without_a_traffic_location(tmp_path: Path) -> N
     assert "SERVEOPS_TRAFFIC" in step.stdout
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
-    return three_versions(tmp_path_factory.mktemp("mlflow"))
+@pytest.fixture
+def registry(batch_versions: tuple[str, list[str]]) -> tuple[str, list[str]]:
+    return batch_versions
 
 
 @pytest.fixture
