@@ -67,6 +67,11 @@ class RunResult(BaseModel):
     # left out of the line when it would not fit; the manifest keeps it whole.
     comparison: dict[str, Any] | None = None
 
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        """The comparison's output checks (none when it was left out or did not run)."""
+        return list((self.comparison or {}).get("checks", []))
+
     def line(self) -> str:
         text = RESULT_PREFIX + self.model_dump_json()
         if len(text) > MAX_RESULT_BYTES - 1 and self.comparison is not None:

@@ -50,7 +50,7 @@ class SampleCheck:
 
     def report(self) -> dict[str, Any]:
         """The evidence body the gate reads as `simulation` (policies/batch.yaml)."""
-        checks = (self.result.comparison or {}).get("checks", []) if self.result else []
+        checks = self.result.checks if self.result else []
         return {
             "passed": self.verdict == "pass",
             "verdict": self.verdict,
@@ -175,8 +175,7 @@ def sample_check(
     assert result is not None  # the versions differ
     if result.status == "rejected":
         return SampleCheck(name, previous, candidate, "fail", result.message, result)
-    checks = (result.comparison or {}).get("checks", [])
-    unsure = [c for c in checks if c.get("gating") and c.get("status") == "inconclusive"]
+    unsure = [c for c in result.checks if c.get("gating") and c.get("status") == "inconclusive"]
     if unsure:
         why = "; ".join(str(c.get("reason", c.get("name"))) for c in unsure)
         return SampleCheck(
@@ -189,12 +188,9 @@ def sample_check(
 
 
 def summary(result: RunResult) -> str:
-    """One line: what the sample check decided, and on what."""
-    if result.status == "rejected":
-        return result.message
-    checks = (result.comparison or {}).get("checks", [])
+    """One line: the agreement a passed sample check found (a rejection says its own why)."""
     figures: Mapping[str, Any] = next(
-        (c["figures"] for c in checks if c.get("name") == "agreement"), {}
+        (c["figures"] for c in result.checks if c.get("name") == "agreement"), {}
     )
     kappa, ci = figures.get("cohen_kappa"), figures.get("agreement_ci")
     share = result.agreement or 0.0

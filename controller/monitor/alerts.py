@@ -45,12 +45,20 @@ def alert_drift(ctx: PassContext, spec: ModelDeployment, report: DriftReport) ->
         message += report.summary()
     else:
         return
+    _announce(ctx, spec, report, kind, message)
+
+
+def _announce(
+    ctx: PassContext, spec: ModelDeployment, report: DriftReport, kind: EventKind, message: str
+) -> None:
+    """The event to every target the deployment names; a target that fails is logged."""
     mon = spec.spec.monitoring
     assert mon is not None
-    event = Event(kind, env, report.commit, message, store.now(), ctx.source.display)
+    env = report.environment
+    event = Event(kind, env, report.commit, message, ctx.store.now(), ctx.source.display)
     for target in mon.alert_targets:
         try:
-            send_alert(ctx, target, event, name)
+            send_alert(ctx, target, event, report.deployment)
         except Exception:
             log.exception("%s: alert %s to %r failed", env, kind, target)
 
@@ -102,11 +110,4 @@ def alert_quality(ctx: PassContext, spec: ModelDeployment, report: DriftReport) 
         )
     else:
         return
-    mon = spec.spec.monitoring
-    assert mon is not None
-    event = Event(kind, env, report.commit, message, ctx.store.now(), ctx.source.display)
-    for target in mon.alert_targets:
-        try:
-            send_alert(ctx, target, event, name)
-        except Exception:
-            log.exception("%s: alert %s to %r failed", env, kind, target)
+    _announce(ctx, spec, report, kind, message)

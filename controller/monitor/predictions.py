@@ -115,24 +115,22 @@ class PredictionColumn:
         self.answered += 1
         self.unreadable += bad
         for p in predictions:
-            if isinstance(p.value, str) or self.as_labels:
-                self._count(p.value if isinstance(p.value, str) else _label_of(p.value))
-            elif self.sink is None and len(self.numbers) >= self.max_kept:
-                self.dropped += 1
-            else:
-                self.numbers.append(p.value)
+            self._add(p.value)
         if self.sink is not None and len(self.numbers) >= CHUNK:
             self.flush()
 
     def add_value(self, value: float | str) -> None:
         """One prediction read from elsewhere than a record (a reference file's column)."""
         self.answered += 1
+        self._add(value)
+
+    def _add(self, value: float | str) -> None:
         if isinstance(value, str) or self.as_labels:
             self._count(value if isinstance(value, str) else _label_of(value))
-        elif len(self.numbers) < self.max_kept:
-            self.numbers.append(value)
-        else:
+        elif self.sink is None and len(self.numbers) >= self.max_kept:
             self.dropped += 1
+        else:
+            self.numbers.append(value)
 
     def _count(self, label: str) -> None:
         labels = self.labels
