@@ -6,9 +6,10 @@ and the detection figures of the default thresholds. No Ray.
    side runs in its own fresh Python process (so each one's peak RSS is its own), `--rounds`
    times, best CPU time kept (CPU seconds of one process: "per core", and steady under the
    load of other work on the machine):
-   - monitor: `read_window` streaming into `WindowCounts` (the bounded reader: blocks, orjson,
-     the window's time and version filter, per-window histograms on the reference's bins) and
-     `judge_window` on the counts (PSI, binned KS, JS per feature);
+   - monitor: `read_window` streaming into `WindowCounts` (the bounded reader: blocks decoded
+     by msgspec against the record's shape, the window's time and version filter, per-window
+     histograms on the reference's bins) and `judge_window` on the counts (PSI, binned KS, JS
+     per feature);
    - baseline: what one would write without serveops: every line `json.loads`-ed into a list
      of row dicts, a pandas DataFrame, then `scipy.stats.ks_2samp` and a quantile-binned PSI
      (`np.histogram`) per feature.

@@ -179,16 +179,15 @@ def _add(counts: FeatureCounts, fp: FeatureProfile, values: FloatArray) -> None:
         return
     counts.rows += finite.size
     counts.total += float(finite.sum())
-    counts.bins += np.bincount(
-        np.searchsorted(fp.inner_edges, finite, side="right"), minlength=counts.bins.size
-    )
-    # side="left": bin k holds values in (edge[k-1], edge[k]], so the running sum at k is
-    # the number of values <= edge[k], the CDF KS compares.
-    counts.grid += np.bincount(
-        np.searchsorted(fp.ks_edges, finite, side="left"), minlength=counts.grid.size
-    )
-    counts.low += int(np.count_nonzero(finite < fp.low))
-    counts.high += int(np.count_nonzero(finite > fp.high))
+    # One sort, then the edges looked up in it: half the cost of looking every value up twice.
+    # PSI bin k: [edge[k-1], edge[k]); KS cell k: (edge[k-1], edge[k]], so the running sum at
+    # k is the number of values <= edge[k], the CDF KS compares.
+    ordered = np.sort(finite)
+    n = ordered.size
+    counts.bins += np.diff(np.searchsorted(ordered, fp.inner_edges, "left"), prepend=0, append=n)
+    counts.grid += np.diff(np.searchsorted(ordered, fp.ks_edges, "right"), prepend=0, append=n)
+    counts.low += int(np.searchsorted(ordered, fp.low, side="left"))
+    counts.high += int(n - np.searchsorted(ordered, fp.high, side="right"))
 
 
 def psi_of_counts(profile: FeatureProfile, counts: FloatArray | npt.NDArray[np.int64]) -> float:

@@ -9,9 +9,13 @@ what was read, never waited for.
 
 Files are `<dir>/<deployment>--*.jsonl` (controller/serving/recorder.py), read oldest first;
 files last written before the window began are not opened (which files and records make a
-window: controller/monitor/window.py). Files are read a block at a time
-and decoded with orjson (a few times faster than `json`; `json` is the fallback for what orjson
-refuses but Python's decoder takes, NaN). With a `sink`, values are handed over in chunks of
+window: controller/monitor/window.py). Files are read a block at a time.
+A streaming block is first decoded whole against the router's record shape (msgspec, typed:
+only `kind`, `ts`, the response's version and a `dataframe_split` body are built, the rest is
+skipped), one call per block instead of one per line: the monitor's common case. A block that
+does not fit that shape (another body format, nulls, a bad line) is read again line by line,
+untyped, where each problem is named at file:line; `json` is the last resort for what msgspec
+refuses but Python's decoder takes (NaN). With a `sink`, values are handed over in chunks of
 `CHUNK_ROWS` rows and not kept: the reader's memory is a chunk, whatever the window's size.
 """
 
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
+import msgspec
 
 from controller.monitor.columns import ColumnBuilder, ColumnSink, WindowRows
 from controller.monitor.features import body_rows
@@ -40,6 +44,61 @@ _TS = re.compile(rb'\{"id":"[A-Za-z0-9_-]{1,64}","ts":(-?[0-9]{1,15}(?:\.[0-9]{1
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Which records a read keeps: timestamped in [start, end) epoch seconds when a window is
+    given, answered by `version` when one is given. The default keeps every record."""
+
+    start: float | None = None
+    end: float | None = None
+    version: str | None = None
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        if self.start is None or self.end is None:
+            return None
+        return (self.start, self.end)
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        window = self.window
+        if window is not None:
+            ts = record.get("ts")
+            kind = type(ts)  # type(), not isinstance: this runs for every record read
+            if (kind is not float and kind is not int) or not window[0] <= ts < window[1]:  # type: ignore[operator]
+                return False
+        if self.version is None:
+            return True
+        response = record.get("response")
+        answered = response.get("version") if isinstance(response, dict) else None
+        return answered is not None and str(answered) == self.version
+
+
+# The router's record, as much of it as a streaming read needs (controller/serving/recorder.py
+# writes it); a block whose lines do not all fit is read line by line instead.
+class _Split(msgspec.Struct):
+    columns: list[str]
+    data: list[list[float]]  # ints are taken as floats; booleans, nulls and NaN do not fit
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):  # the only key, as body_rows reads it
+    dataframe_split: _Split
+
+
+class _Response(msgspec.Struct):
+    version: str | int | None = None
+
+
+class _Record(msgspec.Struct):
+    kind: str | None = None
+    ts: float | None = None
+    body: _Body | None = None
+    response: _Response | None = None
+
+
+_RECORDS = msgspec.json.Decoder(_Record)
+_ANY = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True)
 class ReadLimits:
     max_line_bytes: int = 1 * MIB
     max_rows: int = 200_000
@@ -48,7 +107,6 @@ class ReadLimits:
     deadline_s: float = 30.0
 
 
-RecordFilter = Callable[[dict[str, Any]], bool]
 # Sees each accepted record whole (the predictions' reader, the labels' join).
 RecordHook = Callable[[dict[str, Any]], None]
 
@@ -67,21 +125,25 @@ class RowReader(ColumnBuilder):
         self.outputs = outputs
         self.limits = limits
         self._deadline = time.monotonic() + limits.deadline_s
+        self.selection = Selection()
         self.window: tuple[float, float] | None = None  # [start, end) epoch seconds, if any
 
-    def read(self, paths: Iterable[Path], accept: RecordFilter) -> WindowRows:
+    def read(self, paths: Iterable[Path], selection: Selection | None = None) -> WindowRows:
+        """The rows of the records `selection` keeps (all records by default)."""
+        self.selection = selection or Selection()
+        self.window = self.selection.window
         # The cyclic collector is paused while decoding: records are trees (no cycles to find),
         # and a pass per 700 new containers cost a fifth of the read. Bounded by the deadline.
         paused = gc.isenabled()
         gc.disable()
         try:
-            self._read(paths, accept)
+            self._read(paths)
         finally:
             if paused:
                 gc.enable()
         return self.finish()
 
-    def _read(self, paths: Iterable[Path], accept: RecordFilter) -> None:
+    def _read(self, paths: Iterable[Path]) -> None:
         for path in paths:
             if self.out.truncated is not None:
                 break
@@ -90,15 +152,15 @@ class RowReader(ColumnBuilder):
                 break
             self.out.files += 1
             try:
-                self._file(path, accept)
+                self._file(path)
             except OSError as err:
                 self.problem(str(path), f"cannot read: {err.strerror or err}")
 
-    def _file(self, path: Path, accept: RecordFilter) -> None:
+    def _file(self, path: Path) -> None:
         lim = self.limits
         with path.open("rb") as f:
-            for first, lines, clean in self._blocks_of(f, path):
-                self._batch(first, lines, clean, path, accept)
+            for first, lines in self._blocks_of(f, path):
+                self._batch(first, lines, path)
                 if self.sink is not None and self._pending >= CHUNK_ROWS:
                     self.flush()
                 if self.out.bytes_read > lim.max_bytes:
@@ -108,10 +170,9 @@ class RowReader(ColumnBuilder):
                 if self.out.truncated is not None:
                     return
 
-    def _blocks_of(self, f: BinaryIO, path: Path) -> Iterator[tuple[int, list[bytes], bool]]:
+    def _blocks_of(self, f: BinaryIO, path: Path) -> Iterator[tuple[int, list[bytes]]]:
         """The file's lines, without their newline, a block (`BLOCK` bytes) at a time, with
-        the number of the block's first line and whether the lines hold no `true` or `false`
-        (one search per block, not per line: see `_batch`). A line longer than `max_line_bytes` is counted as
+        the number of the block's first line. A line longer than `max_line_bytes` is counted as
         a problem, dropped as it is read (never held) and left as b"" so numbers stay right:
         the memory is a block and at most one line."""
         lim = self.limits.max_line_bytes
@@ -130,15 +191,15 @@ class RowReader(ColumnBuilder):
                     number -= 1
                 else:
                     pieces[0], tail = tail + pieces[0], b""
-                for i, piece in enumerate(pieces):
-                    if len(piece) > lim:
-                        self.problem(
-                            f"{path}:{number + i + 1}", f"line longer than {lim:,} bytes, skipped"
-                        )
-                        pieces[i] = b""
-                clean = b"true" not in block and b"false" not in block
-                clean = clean and b"true" not in pieces[0] and b"false" not in pieces[0]
-                yield number + 1, pieces, clean
+                if len(block) + len(pieces[0]) > lim:  # else no line here can be over the limit
+                    for i, piece in enumerate(pieces):
+                        if len(piece) > lim:
+                            self.problem(
+                                f"{path}:{number + i + 1}",
+                                f"line longer than {lim:,} bytes, skipped",
+                            )
+                            pieces[i] = b""
+                yield number + 1, pieces
                 number += len(pieces)
             if skipping:  # the whole block is inside an over-long line
                 continue
@@ -148,20 +209,24 @@ class RowReader(ColumnBuilder):
                 self.problem(f"{path}:{number}", f"line longer than {lim:,} bytes, skipped")
                 tail, skipping = b"", True
         if tail and not skipping and self.out.bytes_read <= self.limits.max_bytes:
-            yield number + 1, [tail], b"true" not in tail and b"false" not in tail
+            yield number + 1, [tail]
 
-    def _batch(
-        self, first: int, lines: list[bytes], clean: bool, path: Path, accept: RecordFilter
-    ) -> None:
-        """The records of a block's lines: one loop, the per-line work inline (this is the
-        monitor's hot path)."""
-        window, ts_match, loads, outputs = self.window, _TS.match, orjson.loads, self.outputs
+    def _batch(self, first: int, lines: list[bytes], path: Path) -> None:
+        """The records of a block's lines: the whole block at once when it has the router's
+        shape (`_typed`), else one loop with the per-line work inline."""
+        window, ts_match, outputs = self.window, _TS.match, self.outputs
+        accept = self.selection.accepts
         streaming = self.sink is not None and self.features is not None
         blocks, max_rows = self._blocks, self.limits.max_rows
         # Lines are written in time order, give or take a request's latency: when the block's
         # first and last lines are both inside the window, its lines are decoded without
         # looking at `ts` first (`accept` still checks each record's).
         sift = window is not None and not self._inside(lines)
+        if streaming and outputs is None and self._typed(lines, sift):
+            return
+        # Booleans are not numbers, and an array would take them for 1 and 0: one search per
+        # block says whether any line needs looking at for them.
+        clean = not any(b"true" in line or b"false" in line for line in lines)
         for i, line in enumerate(lines):
             number = first + i
             if number % _CHECK_EVERY == 1 and number > 1 and time.monotonic() > self._deadline:
@@ -177,8 +242,8 @@ class RowReader(ColumnBuilder):
                 if ts is not None and not window[0] <= float(ts[1]) < window[1]:
                     continue
             try:
-                record = loads(line)
-            except orjson.JSONDecodeError:
+                record = _ANY.decode(line)
+            except (msgspec.DecodeError, RecursionError):
                 record = self._decode_slowly(line, f"{path}:{number}")
                 if record is None:
                     continue
@@ -218,6 +283,60 @@ class RowReader(ColumnBuilder):
                 if not self.add_row(row):
                     return
 
+    def _typed(self, lines: list[bytes], sift: bool) -> bool:
+        """Decode the block in one call against the router's record shape and stream its rows;
+        False, having taken nothing, when any line does not fit (the caller then reads it line
+        by line and names each problem)."""
+        window = self.window
+        if sift:
+            assert window is not None
+            start, end, ts_match = window[0], window[1], _TS.match
+            kept = []
+            for line in lines:
+                stamp = ts_match(line)
+                if stamp is None or start <= float(stamp[1]) < end:
+                    kept.append(line)
+            lines = kept
+        try:
+            records = _RECORDS.decode_lines(b"\n".join(lines))
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            return False
+        version, max_rows, out, blocks = (
+            self.selection.version,
+            self.limits.max_rows,
+            self.out,
+            self._blocks,
+        )
+        start, end = window if window is not None else (0.0, 0.0)
+        for record in records:
+            if record.kind == "header":
+                continue
+            if window is not None:
+                ts = record.ts
+                if ts is None or not start <= ts < end:
+                    continue
+            if version is not None:
+                response = record.response
+                answered = None if response is None else response.version
+                if answered != version and (answered is None or str(answered) != version):
+                    continue
+            out.requests += 1
+            body = record.body
+            if body is None:
+                continue
+            split = body.dataframe_split
+            data = split.data
+            block = blocks.get(tuple(split.columns))
+            if block is not None and out.rows + len(data) <= max_rows:
+                block.extend(data)
+                out.rows += len(data)
+                self._pending += len(data)
+            else:
+                self._block(split.columns, data)
+                if out.truncated is not None:
+                    break
+        return True
+
     def _inside(self, lines: list[bytes]) -> bool:
         assert self.window is not None
         start, end = self.window
@@ -229,7 +348,7 @@ class RowReader(ColumnBuilder):
         return len(ends) == 2
 
     def _decode_slowly(self, line: bytes, where: str) -> Any:
-        """What orjson refused: NaN and Infinity (Python's json, which may have written the
+        """What msgspec refused: NaN and Infinity (Python's json, which may have written the
         line, takes them), blank lines, or a problem; None when there is no record."""
         if not line.strip():
             return None

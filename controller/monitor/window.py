@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from controller.monitor.columns import ColumnSink, WindowRows
-from controller.monitor.recordings import ReadLimits, RecordHook, RowReader
+from controller.monitor.recordings import ReadLimits, RecordHook, RowReader, Selection
 
 DEFAULT_LIMITS = ReadLimits()
 
@@ -48,21 +47,9 @@ def read_window(
     `version` when given: as columns, or with a `sink` streamed into it chunk by chunk (the
     columns are then empty); `outputs` sees each of those records whole."""
 
-    def accept(record: dict[str, Any]) -> bool:
-        ts = record.get("ts")
-        kind = type(ts)  # type(), not isinstance: this runs for every record read
-        if (kind is not float and kind is not int) or not start <= ts < end:  # type: ignore[operator]
-            return False
-        if version is None:
-            return True
-        response = record.get("response")
-        answered = response.get("version") if isinstance(response, dict) else None
-        return answered is not None and str(answered) == version
-
     paths = recording_files(directory, deployment, since=start)
     reader = RowReader(features, limits, sink, outputs)
-    reader.window = (start, end)
-    return reader.read(paths, accept)
+    return reader.read(paths, Selection(start, end, version))
 
 
 def read_traffic_file(
@@ -74,4 +61,4 @@ def read_traffic_file(
 ) -> WindowRows:
     """Every input row of one recorded traffic file (a reference); `outputs` sees each
     record whole."""
-    return RowReader(features, limits, outputs=outputs).read([path], lambda record: True)
+    return RowReader(features, limits, outputs=outputs).read([path])

@@ -200,3 +200,70 @@ def test_hostile_lines_in_a_streamed_window_are_counted_not_taken(tmp_path: Path
         f"{path}:12: JSON nested too deep",
         f"{path}:16: line longer than 1,000,000 bytes, skipped",
     ]
+
+
+def test_a_block_read_whole_gives_what_reading_it_line_by_line_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The typed block decoder (one call a block) is a shortcut, never a different answer:
+    versions, the window's edges, headers, bodies of another shape and lines that do not fit
+    give the same rows, counts and problems as the line-by-line reader."""
+    monkeypatch.setattr(recordings, "BLOCK", 2048)  # many blocks, some clean, some not
+    path = write_recording(tmp_path, "fraud", sample(300, 3), T0 - 120, T0 + 20, version="1")
+    write_recording(tmp_path, "fraud", sample(50, 4), T0 - 50, T0, version="2", name="0002")
+    odd = [
+        {
+            "kind": "header",
+            "ts": T0 - 2,
+            "body": {"dataframe_split": {"columns": ["f0"], "data": [[1]]}},
+        },
+        {
+            "id": "a",
+            "ts": T0 - 2,
+            "response": {"version": 1},
+            "body": {"dataframe_split": {"columns": list(FEATURES), "data": [[1, 2, 3, 4, 5]]}},
+        },
+        {"id": "b", "ts": T0 - 100, "response": {"version": "1"}, "body": None},
+        {"id": "c", "ts": T0 - 1, "response": {"version": "1"}, "body": {"inputs": [{"f0": 0.25}]}},
+        {
+            "id": "d",
+            "ts": T0 - 1,
+            "response": {"version": "1"},
+            "body": {
+                "dataframe_split": {
+                    "columns": list(FEATURES),
+                    "data": [[None, 1, 2, 3, 4]],
+                    "index": [0],
+                }
+            },
+        },
+    ]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:40], *(json.dumps(o) for o in odd), *lines[40:]]) + "\n")
+    prof = profile()
+
+    def read() -> tuple[object, ...]:
+        counts = WindowCounts(prof)
+        got = read_window(
+            tmp_path, "fraud", T0 - 100, T0, version="1", features=list(FEATURES), sink=counts
+        )
+        bins = {n: (c.bins.tolist(), c.grid.tolist()) for n, c in counts.features.items()}
+        return got.rows, got.requests, got.missing, got.problems, bins
+
+    typed_calls = []
+    real = recordings.RowReader._typed
+
+    def spy(self: recordings.RowReader, lines: list[bytes], sift: bool) -> bool:
+        typed_calls.append(real(self, lines, sift))
+        return typed_calls[-1]
+
+    monkeypatch.setattr(recordings.RowReader, "_typed", spy)
+    whole = read()
+    assert True in typed_calls
+    assert False in typed_calls
+    monkeypatch.setattr(recordings.RowReader, "_typed", lambda self, lines, sift: False)
+    assert read() == whole
+    rows, requests, missing, _problems, _bins = whole
+    assert rows > 200
+    assert requests > 200
+    assert missing.get("f0", 0) >= 1  # the null in "d", read line by line
