@@ -20,7 +20,7 @@ and whether the stable version's replicas (and the router's) kept their processe
 actor, same PID) at every pass.
 
     flock /tmp/serveops-ray.lock .venv/bin/python bench/zero_downtime.py [--rate 60]
-        [--load-fraction 0.8] [--max-ongoing 64] [--max-queued 16] [--shadow-percent 25]
+        [--load-fraction 0.8] [--max-ongoing 64] [--max-queued 1000] [--shadow-percent 25]
         [--ray-env RAY_SERVE_ENABLE_HA_PROXY=1]
 """
 
@@ -169,7 +169,10 @@ def main() -> None:
         "--max-ongoing", type=int, default=8, help="spec.max_ongoing_requests (model replicas)"
     )
     parser.add_argument(
-        "--max-queued", type=int, default=16, help="spec.max_queued_requests (router's bound)"
+        "--max-queued",
+        type=int,
+        default=None,
+        help="spec.max_queued_requests (the router's count cap; default: the spec's)",
     )
     parser.add_argument(
         "--shadow-percent",
@@ -199,8 +202,9 @@ def main() -> None:
         serving = (
             f"  request_timeout_s: {args.request_timeout:g}\n"
             f"  max_ongoing_requests: {args.max_ongoing}\n"
-            f"  max_queued_requests: {args.max_queued}\n"
         )
+        if args.max_queued is not None:
+            serving += f"  max_queued_requests: {args.max_queued}\n"
         slow_canary = spec_yaml(NAME, slow, ENV, serving + SLOW_CANARY)
 
         def canary(version: str) -> str:

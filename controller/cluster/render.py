@@ -168,13 +168,21 @@ def recording_config(recording: Recording | None) -> RecordingConfig | None:
     )
 
 
+# `max_queued_requests` by default: with a fixed size the router's wait bound governs and this
+# only caps its memory; an autoscaled version has no router queue, so the count is its bound.
+QUEUED_FIXED = 1000
+QUEUED_AUTOSCALED = 64
+
+
 def max_in_flight(spec: DeploymentSpec) -> int:
     """What one router replica may have in flight to a version of this deployment: the
     version's replicas (the autoscaling maximum) times what each runs and queues, shared by the
-    router replicas. Beyond it a request would wait for a slot long enough to time out; the
-    router sheds it instead (controller/serving/pressure.py)."""
+    router replicas. Beyond it the router sheds (controller/serving/pressure.py)."""
     replicas = spec.autoscaling.max_replicas if spec.autoscaling else (spec.replicas or 1)
-    per_replica = spec.max_ongoing_requests + spec.max_queued_requests
+    queued = spec.max_queued_requests
+    if queued is None:
+        queued = QUEUED_AUTOSCALED if spec.autoscaling else QUEUED_FIXED
+    per_replica = spec.max_ongoing_requests + queued
     return max(1, math.ceil(replicas * per_replica / spec.router_replicas))
 
 

@@ -4,12 +4,16 @@ Pure (a clock is passed in); the router (controller/serving/router.py) holds one
 one `MirrorGovernor` per replica.
 
 - Shedding. Every request the router sends to a version is counted in flight until it is
-  answered. A version's `max_in_flight` (rendered from its replicas, `max_ongoing_requests` and
-  `max_queued_requests`) bounds that count: a request beyond it would wait in the version's
-  queue long enough to reach the router's timeout and end as a 504 after `timeout_s`. The
-  router answers it 503 with Retry-After at once instead, or, when the rollout splits live
-  traffic between two weighted versions (a canary step), sends it to the other one if that one
-  has room (`admit`). A/B and pinned requests never move: their version is the point.
+  answered. A version is full when a request admitted now would wait for one of its slots
+  (`max_running`) longer than `QUEUE_WAIT_SHARE` of the router's timeout: the wait is what is
+  queued ahead times the smoothed time a request holds a slot, divided by the slots (Little's
+  law), so the bound follows the model's speed: deep for a fast model, shallow for a slow
+  one. `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is
+  the only bound of an autoscaled version (no router queue). A request to a full version would
+  end as a 504 after `timeout_s`; the router answers it 503 with Retry-After at once instead,
+  or, when the rollout splits live traffic between two weighted versions (a canary step),
+  sends it to the other one if that one has room (`admit`). A/B and pinned requests never
+  move: their version is the point.
 - Mirroring. Shadow and blue-green preview copies are best-effort. The governor keeps a share
   in [0, 1] of the configured mirrors that is actually sent: it halves (down to 0) while the
   stable version is under pressure (its smoothed latency well above its unloaded latency, or a
@@ -33,6 +37,11 @@ BASELINE_DRIFT_PER_S = 0.02  # the unloaded latency may rise this share a second
 ADJUST_EVERY_S = 0.2  # the share changes at most this often
 DECREASE = 0.5  # multiplicative decrease under pressure
 INCREASE = 0.05  # additive increase otherwise (0 -> 1 in 4 s)
+# Shedding: a request may wait for a slot at most this share of the timeout; the rest is for
+# the model's own answer. Measured at 0.8 of saturation: a 64-deep count bound shed 6% of a
+# rollout's requests in bursts a 5 s wait absorbs (docs/benchmarks.md).
+QUEUE_WAIT_SHARE = 0.5
+SERVICE_ALPHA = 0.1  # weight of one answer in a version's smoothed time per slot
 
 
 class InFlight:
@@ -40,6 +49,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self._count: dict[str, int] = {}
+        self._slot_s: dict[str, float] = {}  # smoothed time a request holds a slot, per app
 
     def __getitem__(self, app: str) -> int:
         return self._count.get(app, 0)
@@ -54,8 +64,32 @@ class InFlight:
         else:
             self._count.pop(app, None)
 
-    def full(self, target: Target) -> bool:
-        return target.max_in_flight is not None and self[target.app] >= target.max_in_flight
+    def served(self, app: str, seconds: float) -> None:
+        """A request held one of `app`'s slots this long (from its slot to its answer)."""
+        held = self._slot_s.get(app)
+        self._slot_s[app] = seconds if held is None else held + SERVICE_ALPHA * (seconds - held)
+
+    def wait_s(self, target: Target) -> float:
+        """How long a request admitted now would wait for a slot: those ahead of it in the
+        router's queue, served `max_running` at a time. 0 while a slot is free or before any
+        answer has been timed."""
+        slots, held = target.max_running, self._slot_s.get(target.app)
+        ahead = self[target.app] - (slots or 0) + 1
+        if not slots or held is None or ahead <= 0:
+            return 0.0
+        return ahead * held / slots
+
+    def why_full(self, target: Target, wait_budget_s: float) -> str:
+        """What `full` found, in words for the 503's message."""
+        if target.max_in_flight is not None and self[target.app] >= target.max_in_flight:
+            return f"{target.max_in_flight} requests in flight"
+        return f"a {self.wait_s(target):.1f}s wait for a slot, over the {wait_budget_s:g}s allowed"
+
+    def full(self, target: Target, wait_budget_s: float | None = None) -> bool:
+        """No room: the count cap reached, or (with a budget) a wait for a slot over it."""
+        if target.max_in_flight is not None and self[target.app] >= target.max_in_flight:
+            return True
+        return wait_budget_s is not None and self.wait_s(target) > wait_budget_s
 
     def load(self, target: Target) -> float:
         """Share of its bound in flight (0 without a bound)."""
@@ -80,17 +114,26 @@ def admit(
 ) -> Admission:
     """Send `chosen` a request if it has room; else, when `movable`, the least loaded other
     RUNNING target with weight and room; else shed."""
-    if not in_flight.full(chosen):
+    budget = wait_budget_s(config)
+    if not in_flight.full(chosen, budget):
         return Admission(chosen)
     if movable:
         others = [
             t
             for t in config.targets
-            if t.app != chosen.app and t.weight > 0 and t.app in running and not in_flight.full(t)
+            if t.app != chosen.app
+            and t.weight > 0
+            and t.app in running
+            and not in_flight.full(t, budget)
         ]
         if others:
             return Admission(min(others, key=in_flight.load), chosen)
     return Admission(None, chosen)
+
+
+def wait_budget_s(config: RouterConfig) -> float:
+    """The longest a request may wait for a slot before the router sheds it instead."""
+    return config.timeout_s * QUEUE_WAIT_SHARE
 
 
 def movable(config: RouterConfig, traffic: str) -> bool:

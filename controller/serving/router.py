@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 from controller.serving import code_origin
 from controller.serving.counters import RouterMetrics
 from controller.serving.pinning import authentic, awaits_status, pinned
-from controller.serving.pressure import InFlight, MirrorGovernor, admit, movable
+from controller.serving.pressure import InFlight, MirrorGovernor, admit, movable, wait_budget_s
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
     REPLAY_HEADER,
@@ -220,7 +220,7 @@ class Router:
                 traffic,
             )
         if admission.target is None:
-            return _shed(target)
+            return _shed(target, self._in_flight.why_full(target, wait_budget_s(config)))
         target = admission.target
         try:
             payload = await request.json()
@@ -256,8 +256,12 @@ class Router:
         """The version's answer, once one of its `max_running` slots is free (the wait counts
         against the caller's timeout)."""
         await self._slots.acquire(target.app, target.max_running)
+        began = time.perf_counter()
         try:
-            return await self._handle(target.app).predict.remote(payload)
+            answer = await self._handle(target.app).predict.remote(payload)
+            if target.max_running is not None:  # how fast the version's queue drains
+                self._in_flight.served(target.app, time.perf_counter() - began)
+            return answer
         finally:
             if target.max_running is not None:
                 self._slots.release(target.app)
@@ -269,7 +273,7 @@ class Router:
         for shadow in mirrors(config, self._running, random.random()):
             reason = (
                 "full"
-                if self._in_flight.full(shadow)
+                if self._in_flight.full(shadow, wait_budget_s(config))
                 else ("" if self._governor.admit(random.random()) else "pressure")
             )
             if reason:
@@ -349,13 +353,10 @@ def _error(status: int, message: str, target: Target | None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=_headers("", target))
 
 
-def _shed(full: Target) -> JSONResponse:
+def _shed(full: Target, why: str) -> JSONResponse:
     """503 at once for a request whose version has no room: retry in a moment."""
     response = _error(
-        503,
-        f"version {full.version} is at capacity ({full.max_in_flight} requests in flight); "
-        f"retry after {RETRY_AFTER_S}s",
-        full,
+        503, f"version {full.version} is at capacity ({why}); retry after {RETRY_AFTER_S}s", full
     )
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     response.headers[SHED_HEADER] = full.version

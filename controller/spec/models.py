@@ -605,15 +605,19 @@ class DeploymentSpec(_Strict):
     max_ongoing_requests: int = Field(
         default=8, ge=1, le=10000, description="Requests one replica handles at once."
     )
-    max_queued_requests: int = Field(
-        default=64,
+    max_queued_requests: int | None = Field(
+        default=None,
         ge=0,
         le=100000,
-        description="Requests one replica may have waiting beyond `max_ongoing_requests`. The "
-        "router sheds more at once (503 with Retry-After; during a canary it moves them to the "
-        "other version when that one has room) instead of holding them until "
-        "`request_timeout_s`. The default holds a burst (a replay at 4x queues ~40 at once) "
-        "and still sheds long before a 10 s timeout at tens of milliseconds a request.",
+        description="Most requests one replica may have waiting beyond "
+        "`max_ongoing_requests`. With a fixed number of replicas the router also sheds by "
+        "time: a request that would wait for a slot more than half of `request_timeout_s` "
+        "(from how long requests now hold a slot) is answered 503 with Retry-After at once "
+        "(during a canary, moved to the other version when that one has room) instead of a 504 "
+        "when the timeout ends, so the queue is deep for a fast model and shallow for a slow "
+        "one, and this count only caps the router's memory (default 1000). An autoscaled "
+        "version has no router queue (Serve's autoscaler counts what waits in its handles): "
+        "this count is its only bound (default 64).",
     )
     request_timeout_s: float = Field(
         default=10.0,

@@ -122,9 +122,9 @@ def bound_of(text: str) -> int | None:
 
 
 def test_the_router_bounds_what_it_has_in_flight_to_a_version() -> None:
-    fixed = deployment_yaml(model="models:/fraud/7")  # 1 replica, 8 ongoing + 64 queued
-    assert bound_of(fixed) == 72
+    fixed = deployment_yaml(model="models:/fraud/7")  # 1 replica, 8 ongoing + 1,000 queued
+    assert bound_of(fixed) == 1008
     tuned = fixed + "  max_ongoing_requests: 4\n  max_queued_requests: 0\n  router_replicas: 3\n"
     assert bound_of(tuned) == 2  # ceil(1 * 4 / 3): each router replica holds its share
     scaled = fixed.replace("  replicas: 1\n", "  autoscaling: {min_replicas: 1, max_replicas: 4}\n")
-    assert bound_of(scaled) == 288  # the autoscaling maximum
+    assert bound_of(scaled) == 288  # the autoscaling maximum, 8 + 64 each: no router queue

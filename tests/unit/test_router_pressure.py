@@ -31,7 +31,7 @@ CANARY_NOTE = RolloutNote(strategy="canary", phase="steps", candidate="2")
 
 def canary(**update: Any) -> RouterConfig:
     fields: dict[str, Any] = {"targets": [STABLE, CANDIDATE], "rollout": CANARY_NOTE}
-    return RouterConfig(deployment="fraud", timeout_s=10, **{**fields, **update})
+    return RouterConfig(deployment="fraud", **{**fields, "timeout_s": 10, **update})
 
 
 def loaded(**counts: int) -> InFlight:
@@ -75,6 +75,40 @@ def test_a_canary_moves_a_request_to_the_version_with_room() -> None:
     assert admit(canary(), {STABLE.app}, STABLE, loaded(fraud_v1=2), movable=True).target is None
     unweighted = canary(targets=[STABLE, CANDIDATE.model_copy(update={"weight": 0})])
     assert admit(unweighted, RUNNING, STABLE, loaded(fraud_v1=2), movable=True).target is None
+
+
+def test_the_wait_for_a_slot_follows_how_long_a_slot_is_held() -> None:
+    fast = Target(app="fraud--v1", version="1", weight=100, max_in_flight=1000, max_running=2)
+    in_flight = loaded(fraud_v1=12)
+    assert in_flight.wait_s(fast) == 0.0  # nothing timed yet: only the count cap holds
+    in_flight.served(fast.app, 0.4)
+    assert in_flight.wait_s(fast) == pytest.approx(11 * 0.4 / 2)  # 10 queued + this one
+    assert not in_flight.full(fast, wait_budget_s=5.0)
+    for _ in range(20):
+        in_flight.acquire(fast.app)  # 30 queued + this one, 5 a second: 6.2 s
+    assert in_flight.full(fast, wait_budget_s=5.0)
+    assert not in_flight.full(fast)  # far below the count cap
+    assert in_flight.why_full(fast, 5.0) == "a 6.2s wait for a slot, over the 5s allowed"
+    # A slow model (4 s a slot) is full with two waiting: the queue is as deep as its speed.
+    slow = fast.model_copy(update={"app": "fraud--v2"})
+    in_flight = loaded(fraud_v2=4)
+    in_flight.served(slow.app, 4.0)
+    assert in_flight.full(slow, wait_budget_s=5.0)  # 3 ahead of it, 2 at a time: 6 s
+    in_flight.served(slow.app, 0.1)  # smoothed, not replaced: one fast answer moves it a tenth
+    assert in_flight.wait_s(slow) == pytest.approx(3 * (4.0 + 0.1 * (0.1 - 4.0)) / 2)
+
+
+def test_admission_sheds_by_time_within_half_the_timeout_and_moves_canary_traffic() -> None:
+    stable = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    candidate = CANDIDATE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    config = canary(targets=[stable, candidate], timeout_s=4)  # 2 s of waiting allowed
+    in_flight = loaded(fraud_v1=3)
+    in_flight.served(stable.app, 1.0)  # 3 ahead at 1 s a slot: 3 s > 2 s
+    assert admit(config, RUNNING, stable, in_flight, movable=False).target is None
+    moved = admit(config, RUNNING, stable, in_flight, movable=True)
+    assert (moved.target, moved.full) == (candidate, stable)
+    in_flight.release(stable.app)  # 2 ahead: 2 s, not over
+    assert admit(config, RUNNING, stable, in_flight, movable=False).target == stable
 
 
 def test_only_live_rollout_traffic_moves() -> None:
@@ -214,6 +248,29 @@ def test_a_full_version_is_answered_503_with_retry_after_at_once() -> None:
     assert calls == 2  # the shed request never reached the version
     assert r._metrics.counted[("shed", "1", "live")] == 1
     assert r._in_flight[STABLE.app] == 0  # cancelled requests gave their slots back
+
+
+def test_a_request_that_would_wait_past_the_budget_is_shed_and_told_why() -> None:
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=2)
+    stuck = FakeHandle("1", hang=True)
+    r = replica(steady, {one_slot.app: stuck})
+    r._in_flight.served(one_slot.app, 0.8)  # answers have taken 0.8 s a slot
+
+    async def scenario() -> Any:
+        first = asyncio.create_task(r._answer(request({"inputs": [1]})))  # takes the slot
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(r._answer(request({"inputs": [1]})))  # 0.8 s: waits
+        await asyncio.sleep(0.01)
+        third = await asyncio.wait_for(r._answer(request({"inputs": [1]})), timeout=0.5)
+        for task in (first, second):
+            task.cancel()
+        return third
+
+    answer = asyncio.run(scenario())
+    assert answer.status_code == 503  # 1.6 s ahead of it, 1 s allowed: not a 504 later
+    assert "1.6s wait for a slot, over the 1s allowed" in json.loads(answer.body)["message"]
+    assert stuck.calls == 1  # the second waits in the router's queue, the third never went
 
 
 def test_a_canary_request_moves_to_the_candidate_when_the_stable_is_full() -> None:
