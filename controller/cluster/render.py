@@ -21,6 +21,7 @@ from controller.serving.protocol import (
     MODEL_DEPLOYMENT,
     ROUTER_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
+    ROUTER_MAX_ONGOING,
     ABTest,
     RecordingConfig,
     RolloutNote,
@@ -39,7 +40,6 @@ AppConfig = dict[str, Any]
 
 # The router only forwards; a small fixed reservation keeps it schedulable on small machines.
 ROUTER_NUM_CPUS = 0.05
-ROUTER_MAX_ONGOING = 256
 # A restart in place (new resources, say) starts replacements before stopping old replicas;
 # Serve's default of 0 would stop a single replica first and drop its traffic meanwhile.
 MAX_SURGE_PERCENT = 100

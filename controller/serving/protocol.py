@@ -40,6 +40,12 @@ METRIC_OVERFLOW = "serveops_router_overflow"
 METRIC_MIRROR_DROPPED = "serveops_router_mirror_dropped"
 SHED_HEADER = "x-serveops-shed"  # on a shed 503: the version that was full
 RETRY_AFTER_S = 1  # Retry-After of a shed 503, seconds
+# Requests one router replica takes from Serve's proxy at once. Past it the proxy's handle
+# queues and backs off in front of the router, out of its sight: the path stalls into client
+# timeouts (docs/benchmarks.md, 2026-12-04). So it is far above what the versions' bounds let
+# the router hold, and the router sheds on its own before reaching it (ROUTER_SHED_AT).
+ROUTER_MAX_ONGOING = 2048
+ROUTER_SHED_AT = ROUTER_MAX_ONGOING - 64  # room left to answer the shed ones
 # 0.5 ms to ~55 s, 25% apart: a p95 regression of 20% is resolved by interpolation.
 LATENCY_BOUNDARIES_MS = [round(0.5 * 1.25**k, 3) for k in range(53)]
 

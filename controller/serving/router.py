@@ -25,11 +25,19 @@ from starlette.responses import JSONResponse
 from controller.serving import code_origin
 from controller.serving.counters import RouterMetrics
 from controller.serving.pinning import authentic, awaits_status, pinned
-from controller.serving.pressure import InFlight, MirrorGovernor, admit, movable, wait_budget_s
+from controller.serving.pressure import (
+    Admission,
+    InFlight,
+    MirrorGovernor,
+    admit,
+    movable,
+    wait_budget_s,
+)
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
     REPLAY_HEADER,
     RETRY_AFTER_S,
+    ROUTER_SHED_AT,
     ROUTING_HEADER,
     SHED_HEADER,
     STATUS_POLL_S,
@@ -63,6 +71,7 @@ class Router:
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._metrics = RouterMetrics()
         self._in_flight = InFlight()
+        self._live = 0  # live and pinned requests this replica is answering (not mirrors)
         self._slots = Slots()
         self._governor = MirrorGovernor(time.monotonic)
         self._recording: RecordingConfig | None = None
@@ -211,7 +220,12 @@ class Router:
             target = choose(config, self._running, request.headers, random.random())
         if target is None:
             return _error(503, f"no running version of {self._deployment}", None)
-        admission = admit(config, self._running, target, self._in_flight, movable(config, traffic))
+        if self._live >= ROUTER_SHED_AT:
+            admission = Admission(None, target)
+        else:
+            admission = admit(
+                config, self._running, target, self._in_flight, movable(config, traffic)
+            )
         if admission.full is not None:
             self._metrics.count(
                 self._metrics.overflow if admission.moved else self._metrics.shed,
@@ -220,7 +234,12 @@ class Router:
                 traffic,
             )
         if admission.target is None:
-            return _shed(target, self._in_flight.why_full(target, wait_budget_s(config)))
+            why = (
+                f"this router replica is answering {self._live} requests"
+                if self._live >= ROUTER_SHED_AT
+                else self._in_flight.why_full(target, wait_budget_s(config))
+            )
+            return _shed(target, why)
         target = admission.target
         try:
             payload = await request.json()
@@ -228,6 +247,7 @@ class Router:
             return _error(400, "request body is not valid JSON", target)
         started = time.perf_counter()
         self._in_flight.acquire(target.app)
+        self._live += 1
         try:
             result = await asyncio.wait_for(self._call(target, payload), timeout=config.timeout_s)
         except TimeoutError:
@@ -240,6 +260,7 @@ class Router:
             raise
         finally:
             self._in_flight.release(target.app)
+            self._live -= 1
         status, body = result["status"], result["body"]
         self._metrics.record(self._deployment, target, traffic, status, started)
         if traffic == "live":

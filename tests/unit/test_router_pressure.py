@@ -273,6 +273,33 @@ def test_a_request_that_would_wait_past_the_budget_is_shed_and_told_why() -> Non
     assert stuck.calls == 1  # the second waits in the router's queue, the third never went
 
 
+def test_the_router_sheds_before_serve_would_queue_in_front_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its own max_ongoing_requests the proxy would hold requests where the router cannot
+    see or shed them; the router sheds first, whatever the versions' room."""
+    monkeypatch.setattr("controller.serving.router.ROUTER_SHED_AT", 2)
+    roomy = STABLE.model_copy(update={"max_in_flight": 1000})
+    steady = RouterConfig(deployment="fraud", targets=[roomy], timeout_s=10)
+    stuck = FakeHandle("1", hang=True)
+    r = replica(steady, {roomy.app: stuck})
+
+    async def scenario() -> Any:
+        held = [asyncio.create_task(r._answer(request({"inputs": [1]}))) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        third = await asyncio.wait_for(r._answer(request({"inputs": [1]})), timeout=0.5)
+        for task in held:
+            task.cancel()
+        await asyncio.sleep(0)
+        return third
+
+    answer = asyncio.run(scenario())
+    assert answer.status_code == 503
+    assert "this router replica is answering 2 requests" in json.loads(answer.body)["message"]
+    assert stuck.calls == 2
+    assert r._live == 0  # the cancelled ones were counted out
+
+
 def test_a_canary_request_moves_to_the_candidate_when_the_stable_is_full() -> None:
     stable, candidate = FakeHandle("1", hang=True), FakeHandle("2")
     r = replica(canary(), {STABLE.app: stable, CANDIDATE.app: candidate})
