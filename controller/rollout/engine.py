@@ -104,9 +104,12 @@ def decide(
     analysis: AnalysisResult | None = None,
     limits: Limits = DEFAULT_LIMITS,
     hooks: HookResult | None = None,
+    full_size: bool | None = None,
 ) -> Decision:
     """The next step of a rollout. `analysis` only when `analysis_due` said so, `hooks` only
-    when `hooks_due` did. The state it returns says what the rollout waits for next."""
+    when `hooks_due` did; `full_size`, whether a candidate that previews smaller runs at its
+    full size now (None: it does not preview smaller). The state it returns says what the
+    rollout waits for next."""
     if analysis is not None and spec.analysis is not None and state.active:
         state = state.with_analysis(AnalysisRecord.of(analysis, spec.analysis, state, now))
     decision = _decide(
@@ -118,6 +121,7 @@ def decide(
         analysis=analysis,
         limits=limits,
         hooks=hooks,
+        full_size=full_size,
     )
     waiting, until = waiting_for(spec, decision.state, limits, candidate)
     explained = dataclasses.replace(decision.state, waiting=waiting, until=until)
@@ -134,6 +138,7 @@ def _decide(
     analysis: AnalysisResult | None = None,
     limits: Limits = DEFAULT_LIMITS,
     hooks: HookResult | None = None,
+    full_size: bool | None = None,
 ) -> Decision:
     if not state.active:
         return Decision("wait", state, state.message, float("inf"))
@@ -210,5 +215,5 @@ def _decide(
     if state.phase == "steps":
         return in_steps(spec, state, now, reset)
     if state.phase == "preview":
-        return in_preview(spec, state, now, reset)
+        return in_preview(spec, state, now, reset, full_size, limits)
     return in_switched(spec, state, now, reset)

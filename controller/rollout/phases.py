@@ -148,18 +148,57 @@ def _advance(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> 
     return finish(spec, state, now, f"{why}; last step passed, 100% to {state.candidate_app}")
 
 
-def in_preview(spec: Rollout, state: RolloutState, now: dt.datetime, reset: bool) -> Decision:
+def in_preview(
+    spec: Rollout,
+    state: RolloutState,
+    now: dt.datetime,
+    reset: bool,
+    full_size: bool | None,
+    limits: Limits,
+) -> Decision:
+    def switch(why: str) -> Decision:
+        return _switch_at_full_size(spec, state, now, why, full_size, limits)
+
     if state.promote == "step":
-        return _switch(spec, state, now, "promoted by `serveops promote`")
+        return switch("promoted by `serveops promote`")
     if state.paused:
         return _wait(spec, state, now, reset, state.message, 0.0)
     if spec.analysis is None:
         if state.strategy == "blue_green":
-            return _switch(spec, state, now, f"{state.candidate_app} running")
+            return switch(f"{state.candidate_app} running")
         return _wait(spec, state, now, reset, "shadowing; waits for `serveops promote`", 0.0)
     if state.passes >= 1:
-        return _switch(spec, state, now, "pre-promotion analysis passed")
+        return switch("pre-promotion analysis passed")
     return _wait(spec, state, now, reset, f"previewing: {state.message or 'analysing'}", 0.0)
+
+
+def _switch_at_full_size(
+    spec: Rollout,
+    state: RolloutState,
+    now: dt.datetime,
+    why: str,
+    full_size: bool | None,
+    limits: Limits,
+) -> Decision:
+    """The switch, once a candidate that previewed smaller runs at its full size: scaled
+    first (still previewing, no client traffic), switched at the first pass it is; back to
+    the stable version if it does not within the progress deadline."""
+    if full_size is None or full_size:
+        return _switch(spec, state, now, why)
+    if state.scaling_since is None:
+        scaling = dataclasses.replace(
+            state, scaling_since=now, message=f"{why}; scaling {state.candidate_app} to full size"
+        )
+        return Decision("scale", scaling, scaling.message, MIN_REQUEUE_S)
+    if seconds_since(now, state.scaling_since) > limits.progress_deadline_s:
+        return abort(
+            state,
+            now,
+            f"candidate {state.candidate_app} did not run at its full size within the progress "
+            f"deadline of {limits.progress_deadline_s:.0f}s",
+        )
+    reason = f"{why}; {state.candidate_app} scaling to full size"
+    return Decision("wait", state, reason, limits.loading_poll_s)
 
 
 def _switch(spec: Rollout, state: RolloutState, now: dt.datetime, why: str) -> Decision:

@@ -11,9 +11,10 @@ import datetime as dt
 
 from controller.cluster.live import LiveState
 from controller.cluster.render import DesiredState
+from controller.rollout.apps import preview_size
 from controller.rollout.progress import MetricsOnce, advance
 from controller.rollout.state import DEFAULT_LIMITS, RolloutState
-from controller.spec.models import ModelDeployment, Rollout
+from controller.spec.models import ModelDeployment
 from controller.sync.plan import RolloutPlan
 
 
@@ -34,11 +35,12 @@ def first_steps(
         limits=DEFAULT_LIMITS,
     )
     latest = {u.state.deployment: u.state for u in started.updates}  # start, then its first wait
-    paths = [path(state, specs[name].spec.rollout) for name, state in latest.items()]
+    paths = [path(state, specs[name]) for name, state in latest.items()]
     return shaped, paths
 
 
-def path(state: RolloutState, rollout: Rollout) -> RolloutPlan:
+def path(state: RolloutState, spec: ModelDeployment) -> RolloutPlan:
+    rollout, size = spec.spec.rollout, preview_size(spec)
     stable, candidate = f"v{state.stable_version}", f"v{state.candidate_version}"
     steps = [f"start {candidate} beside {stable}, no traffic, until it runs"]
     if rollout.hooks.pre_rollout:
@@ -56,7 +58,10 @@ def path(state: RolloutState, rollout: Rollout) -> RolloutPlan:
             if rollout.analysis
             else ("at once" if state.strategy == "blue_green" else "`serveops promote`")
         )
-        steps.append(f"preview: {share} to {candidate}, no client traffic, until {gate}")
+        sized = "" if size is None else f" at {size} of {spec.spec.replicas} replicas"
+        steps.append(f"preview: {share} to {candidate}{sized}, no client traffic, until {gate}")
+        if size is not None:
+            steps.append(f"scale {candidate} to {spec.spec.replicas} replicas, until they run")
         steps.append(
             f"switch: 100% to {candidate} in one write; {stable} kept {rollout.scale_down_delay}"
         )

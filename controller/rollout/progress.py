@@ -34,7 +34,7 @@ from controller.errors import ServeopsError
 from controller.gitops.state import RolloutCommand, RolloutUpdate, StateStore, StoredRollout
 from controller.gitops.telemetry import METRICS
 from controller.rollout.analysis import AnalysisResult, analyse
-from controller.rollout.apps import rollout_apps
+from controller.rollout.apps import at_full_size, candidate_config, rollout_apps
 from controller.rollout.engine import analysis_due, decide, hooks_due
 from controller.rollout.hooks import HookContext, HookRunner
 from controller.rollout.router_metrics import MetricsSource, Snapshot, from_json, to_json, window
@@ -254,8 +254,8 @@ class _DeploymentStep:
         pending). None: go on (it fits, it runs already, or the CPUs are unknown)."""
         if state.phase != "loading" or state.candidate_app in self.live.apps or state.abort:
             return None
-        candidate = next((a for a in self.dep.apps if a["name"] == state.candidate_app), None)
-        room = room_for(candidate, self.live) if candidate is not None else None
+        candidate = candidate_config(self.dep, self.spec, state)  # at its preview size, if any
+        room = room_for(candidate, self.live)
         if room is None or room.fits:
             return None
         says = room.says(state.candidate_app)
@@ -346,6 +346,7 @@ def _one(
         analysis=analysis,
         limits=step.limits,
         hooks=ran,
+        full_size=at_full_size(step.spec, step.live.apps.get(state.candidate_app)),
     )
     if ran is not None and ran.passed and decision.action == "wait":  # else its reason says so
         step.result.messages.append(f"{step.dep.name}: {ran.label} passed: {ran.summary}")

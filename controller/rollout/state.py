@@ -18,7 +18,7 @@ from controller.spec.models import Analysis, Rollout
 Strategy = Literal["canary", "blue_green", "shadow"]
 Phase = Literal["loading", "steps", "preview", "switched", "verifying", "completed", "aborted"]
 Command = Literal["promote", "promote_full", "abort", "pause", "resume"]
-Action = Literal["wait", "set_weight", "switch", "pause", "complete", "abort"]
+Action = Literal["wait", "set_weight", "scale", "switch", "pause", "complete", "abort"]
 Readiness = Literal["ready", "starting", "failed"]
 HookStage = Literal["pre_rollout", "post_rollout"]
 
@@ -148,6 +148,9 @@ class RolloutState:
     # Loading, the candidate not started yet: it would overcommit the cluster's CPUs. The
     # progress deadline counts from when it starts (`phase_started_at`), not from this wait.
     held_for_room: bool = False
+    # Preview: since when the candidate, previewed smaller than its full size, is being scaled
+    # to it for the switch (controller/rollout/apps.py).
+    scaling_since: dt.datetime | None = None
     # What the rollout waits for now, in words that do not change pass to pass, and when a
     # time-bound wait ends: what every view shows as "waiting for".
     waiting: str = ""
@@ -157,6 +160,10 @@ class RolloutState:
     @property
     def active(self) -> bool:
         return self.phase in ACTIVE_PHASES
+
+    @property
+    def scaling(self) -> bool:
+        return self.scaling_since is not None
 
     @property
     def last_analysis(self) -> AnalysisRecord | None:
@@ -175,7 +182,14 @@ class RolloutState:
     @classmethod
     def from_json(cls, text: str) -> RolloutState:
         data = json.loads(text)
-        for key in ("started_at", "phase_started_at", "window_started_at", "ended_at", "until"):
+        for key in (
+            "started_at",
+            "phase_started_at",
+            "window_started_at",
+            "ended_at",
+            "until",
+            "scaling_since",
+        ):
             if data.get(key):
                 data[key] = dt.datetime.fromisoformat(data[key])
         data["analyses"] = tuple(AnalysisRecord.from_dict(a) for a in data.get("analyses", ()))

@@ -300,7 +300,9 @@ class Rollout(_Strict):
         description="For `shadow` (required) and `blue_green` (default 100): share of live "
         "requests mirrored to the candidate while it previews, whose answers are compared but "
         "never returned. Each mirrored request is served twice: below 100 keeps a preview's "
-        "extra load in proportion.",
+        "extra load in proportion, and with a fixed number of `replicas` the candidate previews "
+        "with only the replicas its share needs (at least one) and is scaled to its full size "
+        "before the switch.",
     )
     scale_down_delay: str = Field(
         default="5m",

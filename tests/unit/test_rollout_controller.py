@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from controller.cluster.status import deployment_statuses
-from tests.support import FakeServe, World, commit
+from controller.rollout.preview import path
+from controller.rollout.state import RolloutState
+from controller.spec.models import ModelDeployment
+from tests.support import FakeServe, World, commit, deployment_yaml
 
 CANARY = """\
 rollout:
@@ -366,3 +371,102 @@ def test_a_thin_window_stays_open_until_it_holds_min_requests(world: World) -> N
     world.metrics.serve("2", 12)
     world.pass_(30)
     assert (analysed().verdict, analysed().candidate.requests) == ("inconclusive", 12)
+
+
+PREVIEW_QUARTER = """\
+rollout:
+  strategy: blue_green
+  shadow_percent: 25
+  scale_down_delay: 2m
+  analysis:
+    interval: 30s
+    min_requests: 5
+"""
+
+
+class FourReplicas(World):
+    def spec(self, version: str, extra: str = "") -> str:
+        return super().spec(version, extra).replace("replicas: 1\n", "replicas: 4\n")
+
+
+def candidate_replicas(serve: FakeServe) -> int:
+    [model] = [d for d in serve.apps["fraud--v2"]["deployments"] if d["name"] == "ModelServer"]
+    return int(model["num_replicas"])
+
+
+def test_a_quarter_preview_runs_one_replica_and_scales_to_four_before_the_switch(
+    tmp_path: Path,
+) -> None:
+    w = FourReplicas(tmp_path, rollout=PREVIEW_QUARTER)
+    assert w.sync().outcome == "applied"
+    w.push("2")
+    w.pass_()
+    w.pass_()
+    assert candidate_replicas(w.serve) == 1  # 25% of the requests mirrored: 1 of 4 replicas
+    assert [(t.version, t.weight) for t in w.router().shadow] == [("2", 25)]
+    w.traffic(30)
+    w.serve.latency = 6  # from now on Serve takes a few reads to run what is written
+    scaling = w.pass_()
+    assert "scaling fraud--v2 to full size" in scaling.message
+    assert w.weights() == {"1": 100, "2": 0}  # still previewing: no client traffic
+    assert candidate_replicas(w.serve) == 4
+    waiting = w.pass_(1)  # Serve still deploying the three new replicas
+    assert w.weights() == {"1": 100, "2": 0}
+    stored = w.store().rollouts(w.env)["fraud"].state
+    assert stored.scaling
+    assert stored.waiting == "fraud--v2 at its full size (scaled for the switch)"
+    assert "switched" not in waiting.message
+    for _ in range(6):
+        switched = w.pass_(1)
+        if "switched" in switched.message:
+            break
+    assert "switched to fraud--v2" in switched.message
+    assert w.weights() == {"1": 0, "2": 100}
+    assert candidate_replicas(w.serve) == 4
+    w.close()
+
+
+def test_every_request_mirrored_previews_at_full_size(tmp_path: Path) -> None:
+    w = FourReplicas(tmp_path, rollout=BLUE_GREEN)
+    assert w.sync().outcome == "applied"
+    w.push("2")
+    w.pass_()
+    w.pass_()
+    assert candidate_replicas(w.serve) == 4
+    w.traffic(30)
+    assert "switched to fraud--v2" in w.pass_().message  # no scaling step
+    w.close()
+
+
+def test_the_plan_shows_the_preview_size_and_the_scaling_step() -> None:
+    text = deployment_yaml(model="models:/fraud/2", extra_spec=PREVIEW_QUARTER)
+    spec = ModelDeployment.model_validate(
+        yaml.safe_load(text.replace("replicas: 1\n", "replicas: 4\n"))
+    )
+    now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    state = RolloutState(
+        "fraud", "blue_green", "fraud--v1", "1", "fraud--v2", "2", "k", "c", "loading", now, now
+    )
+    steps = path(state, spec).steps
+    assert "preview: 25% of requests mirrored to v2 at 1 of 4 replicas" in steps[1]
+    assert steps[2] == "scale v2 to 4 replicas, until they run"
+    assert steps[3].startswith("switch: 100% to v2 in one write")
+
+
+def test_a_candidate_that_never_runs_at_full_size_is_rolled_back_at_the_deadline(
+    tmp_path: Path,
+) -> None:
+    w = FourReplicas(tmp_path, rollout=PREVIEW_QUARTER)
+    assert w.sync().outcome == "applied"
+    w.push("2")
+    w.pass_()
+    w.pass_()
+    w.traffic(30)
+    w.serve.latency = 10_000  # Serve never finishes deploying what is written next
+    assert "scaling fraud--v2" in w.pass_().message
+    held = w.pass_(60)  # the World's progress deadline is 120 s
+    assert w.weights() == {"1": 100, "2": 0}, held.message
+    aborted = w.pass_(61)
+    assert "did not run at its full size within the progress deadline of 120s" in aborted.message
+    assert w.weights() == {"1": 100}
+    w.close()
