@@ -6,8 +6,9 @@ one `MirrorGovernor` per replica.
 - Shedding. Every request the router sends to a version is counted in flight until it is
   answered. A version is full when a request admitted now would wait for one of its slots
   (`max_running`) longer than `QUEUE_WAIT_SHARE` of the router's timeout: the wait is what is
-  queued ahead times the smoothed time a request holds a slot, divided by the slots (Little's
-  law), so the bound follows the model's speed: deep for a fast model, shallow for a slow
+  queued ahead times the smoothed time a request holds a slot (before a version's first
+  answer, how long its oldest request has held one), divided by the slots (Little's law), so
+  the bound follows the model's speed: deep for a fast model, shallow for a slow
   one. `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is
   the only bound of an autoscaled version (no router queue). A request to a full version would
   end as a 504 after `timeout_s`; the router answers it 503 with Retry-After at once instead,
@@ -24,6 +25,8 @@ one `MirrorGovernor` per replica.
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,9 +50,14 @@ SERVICE_ALPHA = 0.1  # weight of one answer in a version's smoothed time per slo
 class InFlight:
     """Requests this router replica sent to each application and not yet got answered."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
         self._count: dict[str, int] = {}
         self._slot_s: dict[str, float] = {}  # smoothed time a request holds a slot, per app
+        # When each request now holding a slot took it, per app: a version not answered yet
+        # is at least as slow as its oldest request has been running.
+        self._holding: dict[str, dict[int, float]] = {}
+        self._tokens = itertools.count()
 
     def __getitem__(self, app: str) -> int:
         return self._count.get(app, 0)
@@ -64,16 +72,42 @@ class InFlight:
         else:
             self._count.pop(app, None)
 
+    def hold(self, app: str) -> int:
+        """A request took one of `app`'s slots; the token ends it (`unhold`)."""
+        token = next(self._tokens)
+        self._holding.setdefault(app, {})[token] = self._clock()
+        return token
+
+    def unhold(self, app: str, token: int, answered: bool) -> None:
+        """The request left its slot: with its answer (timed into the smoothed time per
+        slot), or without one (a timeout or an error: not a measure of the version's speed)."""
+        holding = self._holding.get(app, {})
+        began = holding.pop(token, None)
+        if not holding:
+            self._holding.pop(app, None)
+        if answered and began is not None:
+            self.served(app, self._clock() - began)
+
     def served(self, app: str, seconds: float) -> None:
         """A request held one of `app`'s slots this long (from its slot to its answer)."""
         held = self._slot_s.get(app)
         self._slot_s[app] = seconds if held is None else held + SERVICE_ALPHA * (seconds - held)
 
+    def slot_s(self, app: str) -> float | None:
+        """The time a request holds one of `app`'s slots: smoothed over its answers; before
+        the first, how long its oldest request has held one (a lower bound); None before
+        either."""
+        held = self._slot_s.get(app)
+        if held is not None:
+            return held
+        holding = self._holding.get(app)
+        return self._clock() - min(holding.values()) if holding else None
+
     def wait_s(self, target: Target) -> float:
         """How long a request admitted now would wait for a slot: those ahead of it in the
         router's queue, served `max_running` at a time. 0 while a slot is free or before any
-        answer has been timed."""
-        slots, held = target.max_running, self._slot_s.get(target.app)
+        request has held one."""
+        slots, held = target.max_running, self.slot_s(target.app)
         ahead = self[target.app] - (slots or 0) + 1
         if not slots or held is None or ahead <= 0:
             return 0.0

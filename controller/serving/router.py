@@ -277,15 +277,16 @@ class Router:
         """The version's answer, once one of its `max_running` slots is free (the wait counts
         against the caller's timeout)."""
         await self._slots.acquire(target.app, target.max_running)
-        began = time.perf_counter()
+        if target.max_running is None:
+            return await self._handle(target.app).predict.remote(payload)
+        token, answered = self._in_flight.hold(target.app), False  # how fast the queue drains
         try:
             answer = await self._handle(target.app).predict.remote(payload)
-            if target.max_running is not None:  # how fast the version's queue drains
-                self._in_flight.served(target.app, time.perf_counter() - began)
+            answered = True
             return answer
         finally:
-            if target.max_running is not None:
-                self._slots.release(target.app)
+            self._in_flight.unhold(target.app, token, answered)
+            self._slots.release(target.app)
 
     def _send_mirrors(self, config: RouterConfig, payload: Any, served: Any) -> None:
         """Copies of a live request to the shadow versions the config asks for, as tasks the

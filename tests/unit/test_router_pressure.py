@@ -98,6 +98,28 @@ def test_the_wait_for_a_slot_follows_how_long_a_slot_is_held() -> None:
     assert in_flight.wait_s(slow) == pytest.approx(3 * (4.0 + 0.1 * (0.1 - 4.0)) / 2)
 
 
+def test_a_version_not_answered_yet_is_as_slow_as_its_oldest_request() -> None:
+    """A cold candidate: before its first answer the bound uses how long its oldest request
+    has held a slot, so requests do not pile up behind slow first answers into 504s."""
+    now = [100.0]
+    in_flight = InFlight(clock=lambda: now[0])
+    cold = Target(app="fraud--v3", version="3", weight=5, max_in_flight=1000, max_running=2)
+    assert in_flight.slot_s(cold.app) is None
+    tokens = [in_flight.hold(cold.app), in_flight.hold(cold.app)]
+    for _ in range(4):
+        in_flight.acquire(cold.app)  # 2 running, 2 waiting
+    assert in_flight.wait_s(cold) == 0.0  # no time held yet
+    now[0] += 3.0
+    assert in_flight.slot_s(cold.app) == 3.0
+    assert in_flight.wait_s(cold) == pytest.approx(3 * 3.0 / 2)  # 4.5 s: room within 5 s
+    in_flight.acquire(cold.app)
+    assert in_flight.full(cold, wait_budget_s=5.0)  # 6 s
+    in_flight.unhold(cold.app, tokens[0], answered=False)  # a timeout: no measure of speed
+    in_flight.unhold(cold.app, tokens[1], answered=True)  # answered after 3 s
+    assert in_flight.slot_s(cold.app) == 3.0
+    assert in_flight._holding == {}
+
+
 def test_admission_sheds_by_time_within_half_the_timeout_and_moves_canary_traffic() -> None:
     stable = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
     candidate = CANDIDATE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
