@@ -96,6 +96,8 @@ def main() -> None:
                 f"to {'router' if to_router else 'version app'}: {len(window)} requests, "
                 f"failed {len(failed)} {statuses or ''}; new owner's first answer after {took}"
             )
+            for why in sorted({a.error for a in failed})[:3]:
+                print(f"    {why}")
         steady = [a for a in answers if a.sent_at < writes[0][0]]
         after = processes(ray.address, NAME)
         print(
