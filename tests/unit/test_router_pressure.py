@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from typing import Any
 
@@ -320,6 +321,33 @@ def test_the_router_sheds_before_serve_would_queue_in_front_of_it(
     assert "this router replica is answering 2 requests" in json.loads(answer.body)["message"]
     assert stuck.calls == 2
     assert r._live == 0  # the cancelled ones were counted out
+
+
+def test_requests_arriving_during_the_first_status_read_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh router replica (just started, or just handed the route) reads Serve's status
+    once before routing: every request that comes meanwhile waits for that read, none is told
+    that no version runs."""
+
+    def slow_statuses(apps: list[str]) -> dict[str, str]:
+        time.sleep(0.05)  # a call to Serve's controller, in a thread
+        return dict.fromkeys(apps, "RUNNING")
+
+    monkeypatch.setattr("controller.serving.router.app_statuses", slow_statuses)
+    stable = STABLE.model_copy(update={"weight": 100, "max_in_flight": 100})
+    steady = RouterConfig(deployment="fraud", targets=[stable], timeout_s=10)
+    handles = {stable.app: FakeHandle("1")}
+    r = replica(steady, handles)
+    r._poller, r._running = None, set()  # as Serve starts it: nothing read yet
+    r._get_handle = handles.__getitem__
+
+    async def scenario() -> list[int]:
+        answers = await asyncio.gather(*(r._answer(request({"inputs": [1]})) for _ in range(5)))
+        r._poller.cancel()
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(scenario()) == [200] * 5
 
 
 def test_a_canary_request_moves_to_the_candidate_when_the_stable_is_full() -> None:
