@@ -50,10 +50,12 @@ from controller.serving.protocol import (
 )
 from controller.serving.recorder import Exchange, Recorder, replace_recorder
 from controller.serving.routing import choose, mirrors, routable
+from controller.serving.serve_status import app_statuses
 from controller.serving.slots import Slots
 
 logger = logging.getLogger("ray.serve")
 PIN_REFRESH_S = 0.1  # the least time between two status reads asked for by pinned requests
+FIRST_READ_TRIES, FIRST_READ_RETRY_S = 10, 0.1  # a fresh replica's first read: at most ~1 s
 
 
 @serve.deployment
@@ -110,22 +112,35 @@ class Router:
             except Exception:  # the first request makes it, or says why
                 logger.exception("router %s could not get a handle to %s", self._deployment, app)
 
-    async def _read_status(self) -> set[str]:
+    async def _read_status(self) -> dict[str, str]:
         config = self._config
         apps = (
             sorted({t.app for t in [*config.targets, *config.fallback, *config.shadow]})
             if config
             else []
         )
-        return routable(self._running, await asyncio.to_thread(app_statuses, apps))
+        return await asyncio.to_thread(app_statuses, apps)
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> bool:
+        """Read Serve's status; True when an application is DEPLOYING that this replica has
+        never seen RUNNING (it cannot tell yet whether it serves)."""
         try:
-            self._running = await self._read_status()
+            statuses = await self._read_status()
         except Exception:  # keep the last known set; the next read retries
             logger.exception("router %s could not read Serve status", self._deployment)
-            return
+            return False
+        self._running = routable(self._running, statuses)
         await self._prepare_handles()
+        return any(s == "DEPLOYING" and a not in self._running for a, s in statuses.items())
+
+    async def _first_refresh(self) -> None:
+        """The first read. Right after a config PUT, Serve reports every application DEPLOYING
+        until its next control loop (about 0.1 s), changed or not, and a fresh replica has no
+        earlier read to tell one that serves from one still starting: read again, briefly."""
+        for _ in range(FIRST_READ_TRIES):
+            if not await self._refresh():
+                return
+            await asyncio.sleep(FIRST_READ_RETRY_S)
 
     async def _poll_status(self, first: asyncio.Task[None]) -> None:
         await first
@@ -149,7 +164,7 @@ class Router:
         # answered 11 of 200 requests 503, bench/route_handover.py).
         if self._poller is None:
             loop = asyncio.get_running_loop()
-            self._first_read = loop.create_task(self._refresh())
+            self._first_read = loop.create_task(self._first_refresh())
             self._poller = loop.create_task(self._poll_status(self._first_read))
         first = self._first_read
         if first is not None and not first.done():
@@ -349,27 +364,6 @@ class Router:
         finally:
             self._in_flight.release(target.app)
             self._metrics.record(self._deployment, target, "shadow", status, started)
-
-
-def app_statuses(apps: list[str]) -> dict[str, str]:
-    """Serve's status of `apps` (NOT_STARTED for an unknown one), from its controller's
-    per-application status call. `serve.status()` builds and validates the full instance
-    details (every application, replica and config) at each call: polled twice a second it
-    took ~9% of a router's CPU at 20 req/s (py-spy), and grows with the cluster. Falls back to
-    `serve.status()` where this Ray has no such call."""
-    try:
-        import ray
-        from ray.serve._private.application_state import StatusOverview
-        from ray.serve.context import _get_global_client
-        from ray.serve.generated import serve_pb2
-
-        controller: Any = getattr(_get_global_client(), "_controller")  # noqa: B009
-        raw = ray.get(controller.get_serve_statuses.remote(apps))
-        parse = serve_pb2.StatusOverview.FromString  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        return {n: a.status for n, a in serve.status().applications.items()}
-    overviews = [StatusOverview.from_proto(parse(b)) for b in raw]
-    return {o.name: o.app_status.status.value for o in overviews}
 
 
 def _headers(deployment: str, target: Target | None) -> dict[str, str]:

@@ -327,12 +327,16 @@ def test_requests_arriving_during_the_first_status_read_wait_for_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A fresh router replica (just started, or just handed the route) reads Serve's status
-    once before routing: every request that comes meanwhile waits for that read, none is told
-    that no version runs."""
+    before routing, again while an application is DEPLOYING it never saw run: every request
+    that comes meanwhile waits for that, none is told that no version runs."""
+
+    reads: list[float] = []
 
     def slow_statuses(apps: list[str]) -> dict[str, str]:
         time.sleep(0.05)  # a call to Serve's controller, in a thread
-        return dict.fromkeys(apps, "RUNNING")
+        reads.append(time.monotonic())
+        # Right after a config PUT Serve says DEPLOYING, changed or not, for a control loop.
+        return dict.fromkeys(apps, "DEPLOYING" if len(reads) < 3 else "RUNNING")
 
     monkeypatch.setattr("controller.serving.router.app_statuses", slow_statuses)
     stable = STABLE.model_copy(update={"weight": 100, "max_in_flight": 100})
@@ -348,6 +352,7 @@ def test_requests_arriving_during_the_first_status_read_wait_for_it(
         return [a.status_code for a in answers]
 
     assert asyncio.run(scenario()) == [200] * 5
+    assert len(reads) == 3  # read again, briefly, until it could tell
 
 
 def test_a_canary_request_moves_to_the_candidate_when_the_stable_is_full() -> None:

@@ -45,11 +45,11 @@ class StatusReads:
     def __init__(self, running: set[str]) -> None:
         self.running, self.reads, self.fail = running, 0, False
 
-    async def __call__(self) -> set[str]:
+    async def __call__(self) -> dict[str, str]:
         self.reads += 1
         if self.fail:
             raise RuntimeError("Serve controller unreachable")
-        return set(self.running)
+        return dict.fromkeys(self.running, "RUNNING")
 
 
 def test_pinned_requests_refresh_the_status_at_most_every_interval(
