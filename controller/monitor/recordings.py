@@ -126,12 +126,10 @@ class RowReader(ColumnBuilder):
         self.limits = limits
         self._deadline = time.monotonic() + limits.deadline_s
         self.selection = Selection()
-        self.window: tuple[float, float] | None = None  # [start, end) epoch seconds, if any
 
     def read(self, paths: Iterable[Path], selection: Selection | None = None) -> WindowRows:
         """The rows of the records `selection` keeps (all records by default)."""
         self.selection = selection or Selection()
-        self.window = self.selection.window
         # The cyclic collector is paused while decoding: records are trees (no cycles to find),
         # and a pass per 700 new containers cost a fifth of the read. Bounded by the deadline.
         paused = gc.isenabled()
@@ -214,7 +212,7 @@ class RowReader(ColumnBuilder):
     def _batch(self, first: int, lines: list[bytes], path: Path) -> None:
         """The records of a block's lines: the whole block at once when it has the router's
         shape (`_typed`), else one loop with the per-line work inline."""
-        window, ts_match, outputs = self.window, _TS.match, self.outputs
+        window, ts_match, outputs = self.selection.window, _TS.match, self.outputs
         accept = self.selection.accepts
         streaming = self.sink is not None and self.features is not None
         blocks, max_rows = self._blocks, self.limits.max_rows
@@ -287,7 +285,7 @@ class RowReader(ColumnBuilder):
         """Decode the block in one call against the router's record shape and stream its rows;
         False, having taken nothing, when any line does not fit (the caller then reads it line
         by line and names each problem)."""
-        window = self.window
+        window = self.selection.window
         if sift:
             assert window is not None
             start, end, ts_match = window[0], window[1], _TS.match
@@ -338,8 +336,9 @@ class RowReader(ColumnBuilder):
         return True
 
     def _inside(self, lines: list[bytes]) -> bool:
-        assert self.window is not None
-        start, end = self.window
+        window = self.selection.window
+        assert window is not None
+        start, end = window
         ends = [line for line in (lines[0], lines[-1]) if line]
         for line in ends:
             ts = _TS.match(line)

@@ -113,15 +113,19 @@ class InFlight:
             return 0.0
         return ahead * held / slots
 
+    def at_cap(self, target: Target) -> bool:
+        """The count cap, `max_in_flight`, reached."""
+        return target.max_in_flight is not None and self[target.app] >= target.max_in_flight
+
     def why_full(self, target: Target, wait_budget_s: float) -> str:
         """What `full` found, in words for the 503's message."""
-        if target.max_in_flight is not None and self[target.app] >= target.max_in_flight:
+        if self.at_cap(target):
             return f"{target.max_in_flight} requests in flight"
         return f"a {self.wait_s(target):.1f}s wait for a slot, over the {wait_budget_s:g}s allowed"
 
     def full(self, target: Target, wait_budget_s: float | None = None) -> bool:
         """No room: the count cap reached, or (with a budget) a wait for a slot over it."""
-        if target.max_in_flight is not None and self[target.app] >= target.max_in_flight:
+        if self.at_cap(target):
             return True
         return wait_budget_s is not None and self.wait_s(target) > wait_budget_s
 

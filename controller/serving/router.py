@@ -244,7 +244,8 @@ class Router:
             target = choose(config, self._running, request.headers, random.random())
         if target is None:
             return _error(503, f"no running version of {self._deployment}", None)
-        if self._live >= ROUTER_SHED_AT:
+        replica_full = self._live >= ROUTER_SHED_AT
+        if replica_full:
             admission = Admission(None, target)
         else:
             admission = admit(
@@ -260,7 +261,7 @@ class Router:
         if admission.target is None:
             why = (
                 f"this router replica is answering {self._live} requests"
-                if self._live >= ROUTER_SHED_AT
+                if replica_full
                 else self._in_flight.why_full(target, wait_budget_s(config))
             )
             return _shed(target, why)

@@ -384,9 +384,13 @@ rollout:
 """
 
 
+def four_replicas(text: str) -> str:
+    return text.replace("replicas: 1\n", "replicas: 4\n")
+
+
 class FourReplicas(World):
     def spec(self, version: str, extra: str = "") -> str:
-        return super().spec(version, extra).replace("replicas: 1\n", "replicas: 4\n")
+        return four_replicas(super().spec(version, extra))
 
 
 def candidate_replicas(serve: FakeServe) -> int:
@@ -394,17 +398,23 @@ def candidate_replicas(serve: FakeServe) -> int:
     return int(model["num_replicas"])
 
 
-def test_a_quarter_preview_runs_one_replica_and_scales_to_four_before_the_switch(
-    tmp_path: Path,
-) -> None:
+def previewing_a_quarter(tmp_path: Path) -> FourReplicas:
+    """v2 previewing beside v1 at 1 of 4 replicas, a passing window's traffic served."""
     w = FourReplicas(tmp_path, rollout=PREVIEW_QUARTER)
     assert w.sync().outcome == "applied"
     w.push("2")
     w.pass_()
     w.pass_()
     assert candidate_replicas(w.serve) == 1  # 25% of the requests mirrored: 1 of 4 replicas
-    assert [(t.version, t.weight) for t in w.router().shadow] == [("2", 25)]
     w.traffic(30)
+    return w
+
+
+def test_a_quarter_preview_runs_one_replica_and_scales_to_four_before_the_switch(
+    tmp_path: Path,
+) -> None:
+    w = previewing_a_quarter(tmp_path)
+    assert [(t.version, t.weight) for t in w.router().shadow] == [("2", 25)]
     w.serve.latency = 6  # from now on Serve takes a few reads to run what is written
     scaling = w.pass_()
     assert "scaling fraud--v2 to full size" in scaling.message
@@ -440,9 +450,7 @@ def test_every_request_mirrored_previews_at_full_size(tmp_path: Path) -> None:
 
 def test_the_plan_shows_the_preview_size_and_the_scaling_step() -> None:
     text = deployment_yaml(model="models:/fraud/2", extra_spec=PREVIEW_QUARTER)
-    spec = ModelDeployment.model_validate(
-        yaml.safe_load(text.replace("replicas: 1\n", "replicas: 4\n"))
-    )
+    spec = ModelDeployment.model_validate(yaml.safe_load(four_replicas(text)))
     now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     state = RolloutState(
         "fraud", "blue_green", "fraud--v1", "1", "fraud--v2", "2", "k", "c", "loading", now, now
@@ -456,12 +464,7 @@ def test_the_plan_shows_the_preview_size_and_the_scaling_step() -> None:
 def test_a_candidate_that_never_runs_at_full_size_is_rolled_back_at_the_deadline(
     tmp_path: Path,
 ) -> None:
-    w = FourReplicas(tmp_path, rollout=PREVIEW_QUARTER)
-    assert w.sync().outcome == "applied"
-    w.push("2")
-    w.pass_()
-    w.pass_()
-    w.traffic(30)
+    w = previewing_a_quarter(tmp_path)
     w.serve.latency = 10_000  # Serve never finishes deploying what is written next
     assert "scaling fraud--v2" in w.pass_().message
     held = w.pass_(60)  # the World's progress deadline is 120 s
