@@ -2,21 +2,24 @@
 and the detection figures of the default thresholds. No Ray.
 
 1. Cost. A router recording of `--rows` requests (one input row of `--features` numeric columns
-   each, `dataframe_split` bodies, as the router writes them) in a temporary directory. Each
-   side runs in its own fresh Python process (so each one's peak RSS is its own), `--rounds`
-   times, best CPU time kept (CPU seconds of one process: "per core", and steady under the
-   load of other work on the machine):
-   - monitor: `read_window` streaming into `WindowCounts` (the bounded reader: blocks decoded
-     by msgspec against the record's shape, the window's time and version filter, per-window
-     histograms on the reference's bins) and `judge_window` on the counts (PSI, binned KS, JS
-     per feature);
+   each, `dataframe_split` bodies) written in a temporary directory as the router's writer
+   thread writes it: the rotating sink, with the feature-column sidecar
+   (controller/serving/columnar.py); the writer's CPU is measured with and without the
+   sidecar. Each reading side runs in its own fresh Python process (so each one's peak RSS is
+   its own), `--rounds` times, best CPU time kept (CPU seconds of one process: "per core", and
+   steady under the load of other work on the machine):
+   - monitor: `read_window` streaming into `WindowCounts` (the bounded reader, the window's
+     time and version filter, per-window histograms on the reference's bins) and
+     `judge_window` on the counts (PSI, binned KS, JS per feature); once from the feature
+     columns, once from the JSON lines only (the sidecars moved away: blocks decoded by
+     msgspec against the record's shape);
    - baseline: what one would write without serveops: every line `json.loads`-ed into a list
      of row dicts, a pandas DataFrame, then `scipy.stats.ks_2samp` and a quantile-binned PSI
      (`np.histogram`) per feature.
-   Reported: each side's CPU and wall time and peak RSS, baseline CPU / monitor CPU. Run it at
+   Reported: each side's CPU and wall time and peak RSS, baseline CPU / monitor CPU, and the
+   same with the writer's extra CPU for the sidecar added to the monitor's. Run it at
    `--rows 100000` and `--rows 1000000`: the monitor's RSS should not grow with the rows.
-   Also the read of a window holding a quarter of the file's records (lines outside the window
-   are not decoded).
+   Also the read of a window holding a quarter of the file's records.
 2. Detection. `--trials` trials of the defaults (`max_psi` 0.1 and KS at 0.01 Bonferroni, both
    required; a 5,000-row reference; windows of 1,000 rows): in each, a mean shift of 0.5
    standard deviations in 3 of the features; detected within two windows when one of the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,29 +44,75 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.monitor.drift import ReferenceProfile, WindowCounts, judge_window
-from controller.monitor.recordings import ReadLimits
+from controller.monitor.selection import ReadLimits
 from controller.monitor.window import read_window
+from controller.serving import recorder as recorder_module
+from controller.serving.columnar import SUFFIX
+from controller.serving.recorder import BATCH, Exchange, Recorder, RotatingFileSink
 from controller.spec.monitoring import DriftTests
 
 T0 = 1_772_366_400.0
 
 
-def write(directory: Path, rows: np.ndarray, names: list[str]) -> None:
-    path = directory / "fraud--20260301T000000Z-bench-0001.jsonl"
-    step = 3600.0 / len(rows)
-    with path.open("w") as f:
-        f.write('{"kind":"header","format":"serveops-traffic/v1"}\n')
-        for i, row in enumerate(rows.tolist()):
-            record = {
-                "id": f"b-{i}",
-                "ts": T0 + i * step,
-                "route": "/fraud",
-                "method": "POST",
-                "headers": {"content-type": "application/json"},
-                "body": {"dataframe_split": {"columns": names, "data": [row]}},
-                "response": {"status": 200, "latency_ms": 1.2, "version": "1", "body": [0]},
-            }
-            f.write(json.dumps(record, separators=(",", ":")) + "\n")
+def bodies(rows: np.ndarray, names: list[str]) -> list[bytes]:
+    """The request bodies: one row each."""
+    return [
+        json.dumps({"dataframe_split": {"columns": names, "data": [row]}}).encode()
+        for row in rows.tolist()
+    ]
+
+
+def exchanges(bodies: list[bytes], at: int, n: int) -> list[Exchange]:
+    """What the router hands its recorder for requests at..at+n (over an hour in all); made a
+    batch at a time, as the router's queue holds them, not all at once (the garbage collector
+    would walk every one of them on each full pass, in the writer's time)."""
+    step = 3600.0 / len(bodies)
+    headers = [(b"content-type", b"application/json")]
+    return [
+        Exchange(T0 + i * step, "POST", "/fraud", headers, bodies[i], 200, b"[0]", 1.2, "1")
+        for i in range(at, min(at + n, len(bodies)))
+    ]
+
+
+def _json_body(raw: bytes | None) -> tuple[object, bool]:
+    return (json.loads(raw) if raw else None), False  # False: every line by json.dumps
+
+
+WRITERS = {
+    "json": "the writer before this change: json both ways, no feature columns",
+    "msgspec": "msgspec both ways, no feature columns",
+    "columns": "msgspec both ways and the feature columns (the router's writer today)",
+}
+
+
+def write(directory: Path, requests: list[bytes], how: str) -> float:
+    """Write the requests as the router's writer thread does (`Recorder.write_batch` into the
+    rotating sink, in its batches); the CPU seconds the writes took."""
+    sink = RotatingFileSink(
+        directory,
+        "fraud--20260301T000000Z-bench",
+        max_bytes=64 * 2**20,  # the spec's default `max_file_mb`
+        keep_files=10_000,
+        family="fraud--*.jsonl",
+        columns=how == "columns",
+    )
+    recorder = Recorder(sink, tag="bench")
+    saved = recorder_module.decode_body
+    if how == "json":
+        recorder_module.decode_body = _json_body  # type: ignore[assignment]
+    spent = 0.0
+    try:
+        for at in range(0, len(requests), BATCH):
+            batch = exchanges(requests, at, BATCH)
+            cpu = time.process_time()
+            recorder.write_batch(batch)
+            spent += time.process_time() - cpu
+        cpu = time.process_time()
+        sink.close()
+        return spent + time.process_time() - cpu
+    finally:
+        recorder_module.decode_body = saved
+        recorder.close()
 
 
 def baseline(directory: Path, reference: dict[str, np.ndarray], names: list[str]) -> int:
@@ -170,24 +220,55 @@ def cost(n: int, k: int, rounds: int) -> None:
     rng = np.random.default_rng(1)
     live = rng.standard_normal((n, k))
     live[:, :3] += 0.5
+    requests = bodies(live, names)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        write(directory, live, names)
-        size = sum(p.stat().st_size for p in directory.iterdir())
+        writer: dict[str, float] = {}
+        for r in range(3):  # alternating, best of three each: the machine is shared
+            for how in WRITERS:
+                spent = write(directory / f"{how}{r}", requests, how)
+                writer[how] = min(writer.get(how, spent), spent)
+                if (how, r) != ("columns", 0):
+                    shutil.rmtree(directory / f"{how}{r}")
+        del requests
+        directory = directory / "columns0"
+        size = sum(p.stat().st_size for p in directory.glob("*.jsonl"))
+        side = sum(p.stat().st_size for p in directory.glob(f"*{SUFFIX}"))
         mon = measure("monitor", directory, k, rounds, T0 + 3600)
         assert mon["rows"] == n, mon
-        base = measure("baseline", directory, k, rounds, T0 + 3600)
         quarter = measure("monitor", directory, k, rounds, T0 + 900)
+        for p in directory.glob(f"*{SUFFIX}"):  # the same recording, read from its JSON lines
+            p.rename(p.with_suffix(".off"))
+        lines = measure("monitor", directory, k, rounds, T0 + 3600)
+        assert lines["rows"] == n, lines
+        base = measure("baseline", directory, k, rounds, T0 + 3600)
     print(
-        f"cost: {n:,} recorded requests x {k} features ({size / 2**20:.1f} MiB), best of "
-        f"{rounds} (CPU seconds of one process); verdict {mon['status']}"
+        f"cost: {n:,} recorded requests x {k} features ({size / 2**20:.1f} MiB of JSON lines, "
+        f"{side / 2**20:.1f} MiB of feature columns), best of {rounds} (CPU seconds of one "
+        f"process); verdict {mon['status']}"
     )
-    for label, r in (("monitor (stream + judge)", mon), ("baseline (pandas + scipy)", base)):
+    for label, r in (
+        ("monitor, feature columns", mon),
+        ("monitor, JSON lines only", lines),
+        ("baseline (pandas + scipy)", base),
+    ):
         print(
             f"  {label:26} CPU {r['cpu']:7.3f} s  wall {r['wall']:7.3f} s  "
             f"{n / r['cpu']:10,.0f} rows/CPU-s  peak RSS {r['rss_mib']:7.1f} MiB"
         )
-    print(f"  baseline CPU / monitor CPU  {base['cpu'] / mon['cpu']:7.2f}x")
+    print(f"  baseline CPU / monitor CPU (feature columns)  {base['cpu'] / mon['cpu']:7.2f}x")
+    print(f"  baseline CPU / monitor CPU (JSON lines only)  {base['cpu'] / lines['cpu']:7.2f}x")
+    print("  the router's writer thread, CPU a record (best of 3):")
+    for how, label in WRITERS.items():
+        print(f"    {writer[how] / n * 1e6:6.2f} us  {label}")
+    extra = writer["columns"] - writer["json"]
+    if extra > 0:
+        print(
+            f"  the writer today costs {extra / n * 1e6:.2f} us a record more than before; "
+            f"baseline CPU / (monitor CPU + that) {base['cpu'] / (mon['cpu'] + extra):.2f}x"
+        )
+    else:
+        print(f"  the writer today costs {-extra / n * 1e6:.2f} us a record less than before")
     print(
         f"  a window holding a quarter of the file: CPU {quarter['cpu']:.3f} s "
         f"({quarter['rows']:,} rows; {quarter['cpu'] / mon['cpu']:.2f} of the whole file's)"

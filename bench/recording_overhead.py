@@ -48,7 +48,7 @@ class StuckSink:
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def write(self, lines: list[str]) -> None:
+    def write(self, lines: list[bytes], grids: object = None) -> None:
         self.release.wait()
 
     def close(self) -> None:
@@ -80,7 +80,9 @@ def run(mode: str, n: int, rate: float, body: bytes, workdir: Path) -> list[floa
     recorder = None
     stuck = None
     if mode == "disk":
-        sink = RotatingFileSink(workdir / mode, "bench", max_bytes=64 << 20, keep_files=3)
+        sink = RotatingFileSink(
+            workdir / mode, "bench", max_bytes=64 << 20, keep_files=3, columns=True
+        )
         recorder = Recorder(sink, deny_headers=RECORDING_DENY_HEADERS, queue_size=QUEUE)
     elif mode == "stuck":
         stuck = StuckSink()

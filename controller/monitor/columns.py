@@ -67,6 +67,33 @@ class ColumnBuilder:
         if len(self.out.problems) < MAX_PROBLEMS:
             self.out.problems.append(f"{where}: {why}")
 
+    def note(self, where: str, why: str) -> None:
+        """Something the read met that cost no line (a sidecar it stopped using)."""
+        if len(self.out.problems) < MAX_PROBLEMS:
+            self.out.problems.append(f"{where}: {why}")
+
+    def grid(self, columns: Sequence[str], values: FloatArray) -> None:
+        """Rows already in a float array (rows x `columns`, a recording's feature-column
+        sidecar): up to `max_rows`, each watched feature's column straight to the sink."""
+        room = self.max_rows - self.out.rows
+        if room <= 0 or len(values) > room:
+            values = values[: max(room, 0)]
+            self.stop(f"stopped at {self.max_rows:,} rows (max_rows)")
+        n = len(values)
+        if n == 0:
+            return
+        self.out.rows += n
+        assert self.features is not None
+        assert self.sink is not None
+        where = {name: i for i, name in enumerate(columns)}
+        missing = self.out.missing
+        for name in sorted(self.features):
+            i = where.get(name)
+            if i is None:
+                missing[name] = missing.get(name, 0) + n
+            else:
+                self.sink.add(name, np.ascontiguousarray(values[:, i]))
+
     def stop(self, why: str) -> None:
         if self.out.truncated is None:
             self.out.truncated = why

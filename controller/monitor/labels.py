@@ -35,7 +35,7 @@ import numpy as np
 from controller.errors import BadInput
 from controller.monitor.columns import FloatArray
 from controller.monitor.predictions import MAX_LABEL, record_predictions
-from controller.monitor.recordings import ReadLimits
+from controller.monitor.selection import ReadLimits
 from controller.monitor.window import read_window
 
 MIB = 1024 * 1024

@@ -17,8 +17,8 @@ from typing import Any
 
 from controller.errors import ServeopsError
 from controller.monitor.labels import LabelLimits, join_labels, read_labels
-from controller.monitor.recordings import ReadLimits
 from controller.monitor.reference import inside
+from controller.monitor.selection import ReadLimits
 from controller.redact import redact
 from controller.spec.models import ModelDeployment
 from controller.spec.monitoring import LabelSource

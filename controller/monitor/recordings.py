@@ -9,7 +9,9 @@ what was read, never waited for.
 
 Files are `<dir>/<deployment>--*.jsonl` (controller/serving/recorder.py), read oldest first;
 files last written before the window began are not opened (which files and records make a
-window: controller/monitor/window.py). Files are read a block at a time.
+window: controller/monitor/window.py). A streaming read takes what a file's feature-column
+sidecar covers from there (controller/monitor/sidecar.py: arrays, no JSON) and the lines it
+does not cover from the file. Files are read a block at a time.
 A streaming block is first decoded whole against the router's record shape (msgspec, typed:
 only `kind`, `ts`, the response's version and a `dataframe_split` body are built, the rest is
 skipped), one call per block instead of one per line: the monitor's common case. A block that
@@ -26,50 +28,22 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
 
+from controller.monitor import sidecar
 from controller.monitor.columns import ColumnBuilder, ColumnSink, WindowRows
 from controller.monitor.features import body_rows
+from controller.monitor.selection import MIB, ReadLimits, Selection
+from controller.serving.columnar import sidecar_of
 
-MIB = 1024 * 1024
 BLOCK = MIB  # bytes read at a time
 _CHECK_EVERY = 512  # lines between deadline checks
 CHUNK_ROWS = 16_384  # rows buffered before they go to the sink
 # The start of a line as controller/serving/recorder.py writes it (the id is `<tag>-<n>`).
 _TS = re.compile(rb'\{"id":"[A-Za-z0-9_-]{1,64}","ts":(-?[0-9]{1,15}(?:\.[0-9]{1,9})?),')
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which records a read keeps: timestamped in [start, end) epoch seconds when a window is
-    given, answered by `version` when one is given. The default keeps every record."""
-
-    start: float | None = None
-    end: float | None = None
-    version: str | None = None
-
-    @property
-    def window(self) -> tuple[float, float] | None:
-        if self.start is None or self.end is None:
-            return None
-        return (self.start, self.end)
-
-    def accepts(self, record: dict[str, Any]) -> bool:
-        window = self.window
-        if window is not None:
-            ts = record.get("ts")
-            kind = type(ts)  # type(), not isinstance: this runs for every record read
-            if (kind is not float and kind is not int) or not window[0] <= ts < window[1]:  # type: ignore[operator]
-                return False
-        if self.version is None:
-            return True
-        response = record.get("response")
-        answered = response.get("version") if isinstance(response, dict) else None
-        return answered is not None and str(answered) == self.version
 
 
 # The router's record, as much of it as a streaming read needs (controller/serving/recorder.py
@@ -96,15 +70,6 @@ class _Record(msgspec.Struct):
 
 _RECORDS = msgspec.json.Decoder(_Record)
 _ANY = msgspec.json.Decoder()
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    max_line_bytes: int = 1 * MIB
-    max_rows: int = 200_000
-    max_bytes: int = 2048 * MIB
-    max_files: int = 1000
-    deadline_s: float = 30.0
 
 
 # Sees each accepted record whole (the predictions' reader, the labels' join).
@@ -155,31 +120,86 @@ class RowReader(ColumnBuilder):
                 self.problem(str(path), f"cannot read: {err.strerror or err}")
 
     def _file(self, path: Path) -> None:
-        lim = self.limits
         with path.open("rb") as f:
-            for first, lines in self._blocks_of(f, path):
-                self._batch(first, lines, path)
-                if self.sink is not None and self._pending >= CHUNK_ROWS:
-                    self.flush()
-                if self.out.bytes_read > lim.max_bytes:
-                    self.stop(f"stopped after {lim.max_bytes:,} bytes (max_bytes)")
-                if time.monotonic() > self._deadline:
-                    self.stop(f"stopped after {lim.deadline_s:g}s (deadline)")
-                if self.out.truncated is not None:
-                    return
+            at, number = 0, 0  # where the lines not read yet start: byte, lines before
+            if self.sink is not None and self.features is not None and self.outputs is None:
+                at, number = self._columnar(f, path)
+            if self.out.truncated is None:
+                self._lines(f, path, at, number, None)
 
-    def _blocks_of(self, f: BinaryIO, path: Path) -> Iterator[tuple[int, list[bytes]]]:
-        """The file's lines, without their newline, a block (`BLOCK` bytes) at a time, with
+    def _lines(self, f: BinaryIO, path: Path, at: int, number: int, end: int | None) -> None:
+        """Read the recording's lines from byte `at` (after line `number`) to byte `end`."""
+        f.seek(at)
+        for first, lines in self._blocks_of(f, path, number, end):
+            self._batch(first, lines, path)
+            if self.sink is not None and self._pending >= CHUNK_ROWS:
+                self.flush()
+            self._check_limits()
+            if self.out.truncated is not None:
+                return
+
+    def _check_limits(self) -> None:
+        lim = self.limits
+        if self.out.bytes_read > lim.max_bytes:
+            self.stop(f"stopped after {lim.max_bytes:,} bytes (max_bytes)")
+        if time.monotonic() > self._deadline:
+            self.stop(f"stopped after {lim.deadline_s:g}s (deadline)")
+
+    def _columnar(self, f: BinaryIO, path: Path) -> tuple[int, int]:
+        """Read what the recording's feature-column sidecar covers, and the lines between its
+        segments; where the lines not read yet start (the sidecar's end, or where it stopped
+        being usable)."""
+        at, number = 0, 0
+        try:
+            side = sidecar_of(path).open("rb")
+        except OSError:  # none (an older router, another writer): the JSON lines
+            return at, number
+        with side:
+            try:
+                for segment in sidecar.segments(side, f):
+                    if segment.offset > at:  # lines no segment covers
+                        self._lines(f, path, at, number, segment.offset)
+                        at, number = segment.offset, segment.line - 1
+                        if self.out.truncated is not None:
+                            break
+                    self._segment(side, segment)
+                    at, number = segment.end, segment.line + segment.requests - 1
+                    self._check_limits()
+                    if self.out.truncated is not None:
+                        break
+            except sidecar.Unusable as err:
+                self.note(f"{side.name}", f"{err}; read from the JSON lines from line {number + 1}")
+        return at, number
+
+    def _segment(self, side: BinaryIO, s: sidecar.Segment) -> None:
+        """The rows of a segment's records that the selection keeps, within `max_rows`."""
+        taken = sidecar.take(side, s, self.selection, self.limits.max_rows - self.out.rows)
+        if taken is not None:
+            self.out.bytes_read += s.payload_bytes
+            self.out.requests += taken.requests
+            self.grid(s.columns, taken.values)
+
+    def _blocks_of(
+        self, f: BinaryIO, path: Path, number: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """The file's lines from where `f` is (after line `number`) to byte `end` (the end of
+        the file by default), without their newline, a block (`BLOCK` bytes) at a time, with
         the number of the block's first line. A line longer than `max_line_bytes` is counted as
         a problem, dropped as it is read (never held) and left as b"" so numbers stay right:
         the memory is a block and at most one line."""
         lim = self.limits.max_line_bytes
-        number, tail, skipping = 0, b"", False  # number: lines before the next one
+        tail, skipping = b"", False  # `number`: lines before the next one
+        left = -1 if end is None else end - f.tell()  # bytes to read, when bounded
         while True:
             # Never past max_bytes (and one byte, to know it was passed).
-            block = f.read(max(min(BLOCK, self.limits.max_bytes + 1 - self.out.bytes_read), 0))
+            size = max(min(BLOCK, self.limits.max_bytes + 1 - self.out.bytes_read), 0)
+            if left >= 0:
+                size = min(size, left)
+            block = f.read(size) if size else b""
             if not block:
                 break
+            if left >= 0:
+                left -= len(block)
             self.out.bytes_read += len(block)
             pieces = block.split(b"\n")
             last = pieces.pop()  # the start of a line a later block ends

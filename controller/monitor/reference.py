@@ -25,8 +25,9 @@ from controller.monitor.columns import WindowRows
 from controller.monitor.drift import ReferenceProfile
 from controller.monitor.features import body_rows
 from controller.monitor.predictions import MAX_LABEL, PredictionColumn
-from controller.monitor.recordings import MIB, ReadLimits, RowReader
+from controller.monitor.recordings import RowReader
 from controller.monitor.schema import Signature, signature_of
+from controller.monitor.selection import MIB, ReadLimits
 from controller.monitor.window import read_traffic_file
 from controller.registry.mlflow import Registry
 from controller.spec.monitoring import Monitoring

@@ -30,11 +30,12 @@ from controller.monitor.alerts import alert_drift, alert_quality, send_alert
 from controller.monitor.drift import ReferenceProfile, WindowCounts, judge_window
 from controller.monitor.drift_report import DriftReport
 from controller.monitor.quality_step import score_labels
-from controller.monitor.recordings import ReadLimits, RecordHook
+from controller.monitor.recordings import RecordHook
 from controller.monitor.reference import load_reference
 from controller.monitor.report_html import write_report_html
 from controller.monitor.retrain_step import send_due, unknown_targets
 from controller.monitor.schema import SchemaCheck
+from controller.monitor.selection import ReadLimits
 from controller.monitor.window import read_window
 from controller.redact import redact
 from controller.spec.models import ModelDeployment

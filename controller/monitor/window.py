@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from controller.monitor.columns import ColumnSink, WindowRows
-from controller.monitor.recordings import ReadLimits, RecordHook, RowReader, Selection
+from controller.monitor.recordings import RecordHook, RowReader
+from controller.monitor.selection import ReadLimits, Selection
 
 DEFAULT_LIMITS = ReadLimits()
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controller.cluster.render import recording_config
-from controller.serving import recorder as recorder_module
+from controller.serving import files as files_module
 from controller.serving.recorder import Exchange, start
 from controller.spec.models import Recording
 from simulator.traffic import read_jsonl
@@ -133,7 +133,7 @@ def test_a_full_disk_drops_and_counts_records_and_never_writes_half_a_line(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(recorder_module.os, "write", write)
+    monkeypatch.setattr(files_module.os, "write", write)
     rec = start(config(tmp_path, queue_size=1000), "fraud")
     for i in range(3):
         assert rec.offer(exchange(i))

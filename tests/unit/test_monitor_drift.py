@@ -14,8 +14,8 @@ from controller.errors import BadInput
 from controller.monitor.drift import ReferenceProfile, judge_window
 from controller.monitor.drift_report import DriftReport
 from controller.monitor.features import body_rows
-from controller.monitor.recordings import ReadLimits
 from controller.monitor.reference import inside, read_dataset
+from controller.monitor.selection import ReadLimits
 from controller.monitor.window import read_window
 from controller.spec.monitoring import DriftTests
 from tests.monitor_support import FEATURES, sample, write_recording, write_reference

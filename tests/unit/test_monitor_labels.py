@@ -164,7 +164,7 @@ def test_the_recorder_keeps_a_plain_client_request_id_and_replay_reads_it() -> N
         def files(self) -> list[str]:
             return []
 
-        def write(self, lines: list[str]) -> None:
+        def write(self, lines: list[bytes], grids: object = None) -> None:
             pass
 
         def close(self) -> None:

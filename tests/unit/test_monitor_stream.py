@@ -14,7 +14,7 @@ from scipy import stats
 
 from controller.monitor import recordings
 from controller.monitor.drift import KS_GRID, ReferenceProfile, WindowCounts, judge_window
-from controller.monitor.recordings import ReadLimits
+from controller.monitor.selection import ReadLimits
 from controller.monitor.window import read_window
 from controller.spec.monitoring import DriftTests
 from tests.monitor_support import FEATURES, sample, write_recording

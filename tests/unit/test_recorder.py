@@ -44,10 +44,10 @@ def exchange(i: int = 0, **over: object) -> Exchange:
 
 class MemorySink:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.lines: list[bytes] = []
         self.closed = threading.Event()
 
-    def write(self, lines: list[str]) -> None:
+    def write(self, lines: list[bytes], grids: object = None) -> None:
         self.lines.extend(lines)
 
     def close(self) -> None:
@@ -66,14 +66,14 @@ class StuckSink(MemorySink):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def write(self, lines: list[str]) -> None:
+    def write(self, lines: list[bytes], grids: object = None) -> None:
         self.entered.set()
         assert self.release.wait(60), "test never released the sink"
-        super().write(lines)
+        super().write(lines, grids)
 
 
 class BrokenSink(MemorySink):
-    def write(self, lines: list[str]) -> None:
+    def write(self, lines: list[bytes], grids: object = None) -> None:
         raise OSError(28, "No space left on device")
 
 
@@ -245,3 +245,27 @@ def test_bad_recording_blocks_are_rejected(block: str, field: str) -> None:
     with pytest.raises(ValidationError) as info:
         ModelDeployment.model_validate(doc)
     assert info.value.errors()[0]["loc"] == ("spec", "recording", field)
+
+
+@pytest.mark.parametrize("codec", ["msgspec", "json only (a node image without msgspec)"])
+def test_the_writer_s_lines_are_the_records_whatever_the_codec(
+    codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.serving import recorder as recorder_module
+
+    if codec != "msgspec":
+        monkeypatch.setattr(recorder_module, "_DECODE", None)
+        monkeypatch.setattr(recorder_module, "_ENCODE", None)
+    sink = MemorySink()
+    rec = Recorder(sink, tag="t")
+    bodies = [b'{"inputs": [[1, 2.5]], "name": "caf\xc3\xa9"}', b'{"x": NaN}', b"not json", b""]
+    try:
+        rec.write_batch([exchange(i, body=body) for i, body in enumerate(bodies)])
+    finally:
+        rec.close()
+    lines = [json.loads(line) for line in sink.lines]
+    assert [line["body"] for line in lines[:1]] == [{"inputs": [[1, 2.5]], "name": "café"}]
+    assert str(lines[1]["body"]["x"]) == "nan"  # NaN kept (json writes it), not turned to null
+    assert [line["body"] for line in lines[2:]] == ["not json", None]
+    assert [line["id"] for line in lines] == ["t-1", "t-2", "t-3", "t-4"]
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in sink.lines)

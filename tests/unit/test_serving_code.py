@@ -191,7 +191,7 @@ def test_the_serving_extra_holds_what_replicas_import_and_nothing_of_the_cli() -
     names = {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in project["dependencies"]}
     serving = project["optional-dependencies"]["serving"]
     names |= {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in serving}
-    assert names == {"pydantic", "mlflow", "numpy", "pandas", "starlette"}
+    assert names == {"pydantic", "mlflow", "msgspec", "numpy", "pandas", "starlette"}
     probe = (
         "import sys, controller.serving.router, controller.serving.model, "
         "controller.serving.recorder, controller.serving.pinning; "
