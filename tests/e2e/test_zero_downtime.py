@@ -93,7 +93,7 @@ BLUE_GREEN = (
 )
 
 
-def spec(version: str, rollout: str) -> str:
+def spec(version: str, rollout: str, replicas: int = 1) -> str:
     head = textwrap.dedent(
         f"""\
         apiVersion: serveops.dev/v1alpha1
@@ -102,7 +102,7 @@ def spec(version: str, rollout: str) -> str:
         spec:
           route: /{NAME}
           model: models:/{MODEL_NAME}/{version}
-          replicas: 1
+          replicas: {replicas}
           resources: {{num_cpus: 0.2}}
           request_timeout_s: {TIMEOUT_S}
           max_ongoing_requests: {MAX_ONGOING}
@@ -150,7 +150,10 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
         story.run("canary to 100%", "completed", {SPEC: spec(v2, CANARY)})
         story.watch(NAME, f"{NAME}--v{v2}")
         story.run("aborted canary", "aborted", {SPEC: spec(slow, SLOW_CANARY)})
-        story.run("blue-green switch", "switched", {SPEC: spec(v1, BLUE_GREEN)})
+        # Two replicas: the preview, mirroring a quarter of the requests, runs one (its share's)
+        # and is scaled to two before the switch.
+        switch = story.run("blue-green switch", "switched", {SPEC: spec(v1, BLUE_GREEN, 2)})
+        sized = len(story.processes()[f"{NAME}--v{v1}"])
         story.run("blue-green rollback", "aborted", command=abort)
 
     for s in story.scenarios:
@@ -159,6 +162,8 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
     print(f"whole run: {whole.line()}, sent late p99 {load.lag_ms(0.99):.0f} ms")
     assert whole.failed == [], whole.failed[:5]
     assert story.restarts == []
+    assert any(" scale " in event for event in switch.events), switch.events  # 1 -> 2 replicas
+    assert sized == 2
     assert story.processes()[NAME] == router  # weight changes were reconfigures only
     assert {v1, v2, slow} <= set(whole.versions)  # every version served along the way
     assert story.view_checks > 10  # status, rollouts and the passes told one story throughout
