@@ -3,13 +3,17 @@ every answer (and every failure) so the tour can say how many requests a rollout
 
 Each request carries one row of scikit-learn's bundled breast-cancer data set, in turn, so a
 recording of this load holds varied inputs: a simulation of two model versions on it compares
-their predictions on 569 different rows, not one row repeated.
+their predictions on 569 different rows, not one row repeated. Each also carries an
+`X-Request-Id`, and its answer remembers which row it sent: the tour writes the rows' true
+labels for those ids, as a labelling team would later (`labels_csv`), and the monitor joins
+them with the recording for live accuracy.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +40,16 @@ class Answer:
     status: int  # 0: no HTTP answer (connection error, timeout)
     version: str | None
     error: str = ""
+    request_id: str = ""  # the X-Request-Id sent
+    row: int = -1  # the data set's row the body held
+
+
+def labels_csv(answers: list[Answer], labels: list[Any]) -> str:
+    """`request_id,label` for the answered requests (the monitor's delayed-labels format);
+    `labels` is the data set's target, by row."""
+    lines = ["request_id,label"]
+    lines += [f"{a.request_id},{labels[a.row]}" for a in answers if a.status == 200 and a.row >= 0]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -73,7 +87,9 @@ class Load:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
-        self._next = 0
+        self._next = 0  # the next body to send
+        self._sent = 0  # requests sent: their ids
+        self._tag = uuid.uuid4().hex[:6]  # a load's ids are its own
         self.started_at = 0.0
 
     def start(self) -> Load:
@@ -104,16 +120,23 @@ class Load:
             seconds=end - since,
         )
 
+    def answered(self, since: float, until: float) -> list[Answer]:
+        """The answers to requests sent in [since, until) (wall clock)."""
+        with self._lock:
+            return [a for a in self.answers if since <= a.at < until]
+
     def send(self, bodies: list[dict[str, Any]]) -> None:
         """From now on, send these bodies (in turn) instead."""
         with self._lock:
             self.bodies, self._next = bodies, 0
 
-    def _body(self) -> dict[str, Any]:
+    def _body(self) -> tuple[int, int, dict[str, Any]]:
+        """The request's number, the row it sends, its body."""
         with self._lock:
-            body = self.bodies[self._next % len(self.bodies)]
+            number, row = self._sent, self._next % len(self.bodies)
             self._next += 1
-        return body
+            self._sent += 1
+        return number, row, self.bodies[row]
 
     def _run(self, index: int) -> None:
         period = self.threads / self.rate
@@ -125,16 +148,22 @@ class Load:
                     return
                 next_at = max(next_at + period, time.monotonic() - period)
                 sent = time.time()
+                number, row, body = self._body()
+                request_id = f"load-{self._tag}-{number}"
                 try:
-                    response = client.post(self.url, json=self._body())
+                    response = client.post(
+                        self.url, json=body, headers={"X-Request-Id": request_id}
+                    )
                     answer = Answer(
                         sent,
                         response.status_code,
                         response.headers.get(VERSION_HEADER),
                         "" if response.status_code == 200 else response.text[:200],
+                        request_id,
+                        row,
                     )
                 except httpx.HTTPError as err:
-                    answer = Answer(sent, 0, None, repr(err)[:200])
+                    answer = Answer(sent, 0, None, repr(err)[:200], request_id, row)
                 with self._lock:
                     self.answers.append(answer)
 

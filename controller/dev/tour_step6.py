@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from controller.dev import tour_repo as files
 from controller.dev.demo import MODEL_NAME
-from controller.dev.load import row_bodies
+from controller.dev.load import labels_csv, row_bodies
 from controller.dev.tour_support import StepFailed
 from controller.gitops.state import StateStore
 from controller.gitops.state.batch import BatchRun
@@ -28,20 +28,19 @@ def _note(text: str) -> None:
 
 
 def drift_alert(tour: Tour) -> None:
-    """Step 6, monitoring (issue 12): the load's inputs drift (four features scaled by 1.5),
-    and `serveops monitor --check` judges the live recordings against the training data:
-    drift, exit 1, the features named. The controller judges the same windows on its own
-    (`window: 1m`) and `serveops monitor` prints its reports."""
+    """Step 6, monitoring (issue 12): live accuracy first (the load's true labels, joined by
+    request id with the recording, as a labelling team's file would be); then the load's
+    inputs drift (four features scaled by 1.5), and `serveops monitor --check` judges the live
+    recordings against the training data: drift, exit 1, the features named, and the accuracy
+    the drift cost. The controller judges the same windows on its own (`window: 1m`) and
+    `serveops monitor` prints its reports."""
     assert tour.load is not None
+    _note("live accuracy of the last window: the true labels of the load's requests, joined")
+    _check(tour, time.time(), ok=(0, 1))  # 0 expected: the training data's distribution
     _note(f"the load now sends inputs that drifted: {', '.join(files.DRIFT_FEATURES)} x1.5")
     tour.load.send(row_bodies({f: 1.5 for f in files.DRIFT_FEATURES}))
     time.sleep(DRIFT_WINDOW_S + 2)  # a window of drifted traffic only
-    tour.serveops(
-        "monitor", "--check", "--env", ENV, "--repo", str(tour.repo), "--rev", "main",
-        "--window", f"{DRIFT_WINDOW_S}s",
-        "--monitor-reference-dir", str(tour.references),
-        ok=(1,),  # exit 1: drift, as expected
-    )  # fmt: skip
+    _check(tour, time.time(), ok=(1,))  # exit 1: drift, as expected
     tour.load.send(row_bodies())
     _note("the load sends the training data's distribution again")
     # The loop closes through Git: a version trained since (here v3) proposed as a branch,
@@ -56,6 +55,24 @@ def drift_alert(tour: Tour) -> None:
         f"branch serveops/propose/{ENV}/{MODEL_NAME}-v{v3}: a pull request to open; its "
         "message cites the controller's monitoring windows judged so far"
     )
+
+
+def _check(tour: Tour, end: float, ok: tuple[int, ...]) -> None:
+    """`serveops monitor --check` of the last window, with the labels of its requests."""
+    from sklearn.datasets import load_breast_cancer
+
+    assert tour.load is not None
+    answers = tour.load.answered(end - DRIFT_WINDOW_S - 5, end)
+    labels = tour.workdir / "labels" / f"{int(end)}.csv"
+    labels.parent.mkdir(parents=True, exist_ok=True)
+    labels.write_text(labels_csv(answers, load_breast_cancer().target.tolist()))
+    tour.serveops(
+        "monitor", "--check", "--env", ENV, "--repo", str(tour.repo), "--rev", "main",
+        "--window", f"{DRIFT_WINDOW_S}s",
+        "--monitor-reference-dir", str(tour.references),
+        "--labels", str(labels),
+        ok=ok,
+    )  # fmt: skip
 
 
 def batch_run(tour: Tour) -> None:

@@ -36,6 +36,11 @@ def test_the_tour_tells_the_whole_story(
     assert outcomes == [(n, "ok") for n in (0, 1, 2, 3, 4, 5, 6, 6, 7)]  # 6: drift, batch
     # Step 6: the drifted inputs are judged drift, the scaled features named.
     assert re.search(r"^breast-cancer\s+v\d+\s+drift\s.*mean radius PSI", out, re.M), out
+    # Step 6: live accuracy, before and after the drift: the load's labels joined by request id.
+    accuracies = re.findall(
+        r"^  v\d+: classification, \d+ labelled rows: accuracy ([0-9.]+)", out, re.M
+    )
+    assert len(accuracies) >= 2, out
     # Step 6: the drift closes through Git: v3 proposed on a branch, the drift in its message.
     proposal = tour_repo.git(
         workdir / "repo", "log", "-1", "--format=%s%n%b", f"serveops/propose/{ENV}/{MODEL_NAME}-v3"

@@ -16,7 +16,7 @@ import pytest
 
 from controller.dev import demo, tour_repo
 from controller.dev import tour_support as support
-from controller.dev.load import Load
+from controller.dev.load import Load, labels_csv
 from controller.dev.tour import StepFailed, Tour
 from controller.serving.protocol import VERSION_HEADER
 
@@ -128,6 +128,7 @@ class _Server:
 
     def __init__(self, fail_rows: set[int]) -> None:
         self.rows: list[int] = []
+        self.ids: dict[str, int] = {}  # X-Request-Id -> the row its body held
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -135,6 +136,7 @@ class _Server:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 row = body["dataframe_split"]["index"][0]
                 server.rows.append(row)
+                server.ids[self.headers["x-request-id"]] = row
                 self.send_response(500 if row in fail_rows else 200)
                 self.send_header(VERSION_HEADER, "7")
                 self.send_header("content-length", "2")
@@ -240,3 +242,29 @@ def test_stopping_goes_on_when_stopping_one_part_fails(tmp_path: Path) -> None:
         tour.stop()
     assert stopped == ["load", "controller", "ray"]
     assert (tour._load, tour._controller, tour._ray) == (None, None, None)
+
+
+def test_each_request_has_its_own_id_and_the_labels_name_the_row_it_sent(
+    server: _Server,
+) -> None:
+    """The tour's delayed labels: the row each id carried, as the server saw it, answered
+    requests only."""
+    bodies = [
+        {"dataframe_split": {"columns": ["a"], "index": [i], "data": [[i]]}} for i in range(3)
+    ]
+    load = Load(server.url, rate=200, threads=2, bodies=bodies).start()
+    while len(load.answers) < 12:
+        threading.Event().wait(0.01)
+    load.stop()
+    answered = load.answered(load.started_at, load.started_at + 3600)
+    assert len({a.request_id for a in answered}) == len(answered)  # no id twice
+    assert all(server.ids[a.request_id] == a.row for a in answered)
+    text = labels_csv(answered, ["benign", "failed", "malignant"])
+    rows = [line.split(",") for line in text.splitlines()]
+    assert rows[0] == ["request_id", "label"]
+    expected = {a.request_id: ["benign", "failed", "malignant"][a.row] for a in answered}
+    assert {rid: label for rid, label in rows[1:]} == {
+        rid: label
+        for rid, label in expected.items()
+        if label != "failed"  # 500s: no label
+    }
