@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.serving.columnar import ColumnsWriter, Grid, sidecar_of
+from controller.serving.columnar import SUFFIX, ColumnsWriter, Grid, sidecar_of
 
 TRAFFIC_FORMAT = "serveops-traffic/v1"  # simulator.traffic.FORMAT
 
@@ -96,6 +96,10 @@ class RotatingFileSink:
                 path.unlink(missing_ok=True)
                 sidecar_of(path).unlink(missing_ok=True)
                 count, total = count - 1, total - size
+        # Sidecars whose recording is gone (deleted by a router from before sidecars).
+        for side in self.directory.glob(self.family.removesuffix(".jsonl") + SUFFIX):
+            if not side.with_suffix(".jsonl").exists():
+                side.unlink(missing_ok=True)
         self._written = [p for p in self._written if p.exists()]
 
     def _append(self, data: bytes) -> None:

@@ -238,6 +238,12 @@ def test_the_sidecar_goes_with_its_recording_and_counts_in_the_total(tmp_path: P
         batch = records[at : at + 50]
         sink.write([(json.dumps(r) + "\n").encode() for r in batch], [grid_of(r) for r in batch])
     sink.close()
+    orphan = tmp_path / f"fraud--old-router-0001{SUFFIX}"  # its recording deleted elsewhere
+    orphan.write_bytes(b"x")
+    for record_ in records[:60]:  # a file opened after it: the trim runs
+        sink.write([(json.dumps(record_) + "\n").encode()] * 20, [grid_of(record_)] * 20)
+    sink.close()
+    assert not orphan.exists()
     recordings = sorted(tmp_path.glob("*.jsonl"))
     sidecars = sorted(tmp_path.glob(f"*{SUFFIX}"))
     assert [sidecar_of(p) for p in recordings] == sidecars  # none left without its recording
