@@ -74,20 +74,24 @@ class Arrays:
 
 
 def segments(sidecar: BinaryIO, recording: BinaryIO) -> Iterator[Segment]:
-    """The sidecar's segments in order, each checked against `recording`; raises `Unusable` at
-    the first that fails (the ones before it stand)."""
+    """The sidecar's whole segments in order, each checked against `recording`; raises
+    `Unusable` at the first that fails (the ones before it stand). A last segment cut short
+    ends the sidecar without a word: a live router may be writing it, or was killed while it
+    did; its lines are in the recording."""
     size = os.fstat(sidecar.fileno()).st_size
     recorded = os.fstat(recording.fileno()).st_size
     at, after, next_line = 0, 0, 1  # sidecar position; recording byte and line the last ended at
     while at < size:
         prefix = _read_at(sidecar, at, PREFIX.size)
         if len(prefix) < PREFIX.size:
-            raise Unusable(f"cut short at byte {at}")
+            return
         magic, length = PREFIX.unpack(prefix)
         if magic != MAGIC:
             raise Unusable(f"no segment at byte {at}")
         if length > MAX_HEADER:
             raise Unusable(f"segment header at byte {at} is {length:,} bytes (> {MAX_HEADER:,})")
+        if at + PREFIX.size + length > size:
+            return
         try:
             h = _HEADER.decode(_read_at(sidecar, at + PREFIX.size, length))
         except msgspec.DecodeError as err:
@@ -104,9 +108,11 @@ def segments(sidecar: BinaryIO, recording: BinaryIO) -> Iterator[Segment]:
             h.ts[1],
             at + PREFIX.size + length,
         )
+        if segment.end > recorded:  # the router appended lines since this read began
+            recorded = os.fstat(recording.fileno()).st_size
         why = _wrong(segment, after, next_line, recorded)
         if why is None and segment.payload_at + segment.payload_bytes > size:
-            why = "cut short"
+            return
         if why is None and not _on_line_boundaries(recording, segment):
             why = "not on the recording's line boundaries"
         if why is not None:

@@ -9,8 +9,9 @@ as float64 arrays. The JSON lines stay the record. A line no segment covers is r
 lines; a sidecar that is missing, cut short or inconsistent is ignored from that point on
 (controller/monitor/sidecar.py reads it). A failed sidecar write never fails the recording.
 
-A segment on disk: `MAGIC`, the header's length (uint32, little-endian), the header (JSON,
-`SegmentHeader`'s fields), then the payload: ts float64[requests], version index
+A segment on disk: `MAGIC`, the header's length (uint32, little-endian), the header (JSON:
+`offset` and `length` in the recording, first `line`, `requests`, `rows`, `columns`, `versions`,
+`ts` [min, max]), then the payload: ts float64[requests], version index
 int32[requests] (-1: none), rows uint32[requests], values float64[rows x columns], row-major.
 """
 

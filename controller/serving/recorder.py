@@ -4,9 +4,9 @@ The router hands each sampled request to `Recorder.offer`, which only puts it on
 queue: it never blocks and never raises. A writer thread turns the raw exchanges into records
 in the format `simulator/traffic.py` reads (`serveops replay` replays them as they are) and
 appends them to files rotated by size (controller/serving/files.py), each with its feature
-columns beside it for the monitor (controller/serving/columnar.py). When the queue is full, because the sink is slow or
-stuck, the request is dropped and counted, never waited for; a failed write (a full disk) loses
-its batch, counted too, and never reaches a request.
+columns beside it for the monitor (controller/serving/columnar.py). When the queue is full,
+because the sink is slow or stuck, the request is dropped and counted, never waited for; a
+failed write (a full disk) loses its batch, counted too, and never reaches a request.
 
 Each recorder writes its own files, `<dir>/<deployment>--<UTC start>-<tag>-<n>.jsonl` (the tag
 tells router replicas apart), each starting with the traffic format's header line. Recordings
@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 try:  # in the serving extra; a node image without it records with json, 3x slower
     import msgspec
-except ImportError:  # test_recorder: a node without msgspec records with json
+except ImportError:  # test_recorder runs the writer both ways
     msgspec = None  # type: ignore[assignment]
 
 from controller.serving.columnar import Grid, grid_of
