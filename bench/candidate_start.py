@@ -87,30 +87,31 @@ def main() -> None:
             f"router path saturation: {sat.rate:.1f} req/s at concurrency {args.concurrency}; "
             f"offering {args.load_fraction:g} x = {rate:.1f} req/s; load average {load_average()}"
         )
-        windows: list[tuple[int, str, float]] = []  # (round, what started, when)
+        results: dict[str, list[Summary]] = {"none": []}
         starts: dict[int, list[float]] = {n: [] for n in nices}
         with LoadProcess(url, rate, sample_request(), timeout_s=60) as load:
             time.sleep(5)
             for r in range(args.rounds):
-                windows.append((r, "none", time.time()))
+                t0 = time.time()
                 time.sleep(args.window)
+                results["none"].append(load.summary(t0, t0 + args.window))
+                print(f"round {r + 1} no start:  {results['none'][-1].line()}", flush=True)
                 for nice in nices if r % 2 == 0 else list(reversed(nices)):
                     t0 = time.time()
-                    windows.append((r, f"nice {nice}", t0))
                     client.put([*serving, candidate(cand, nice)], client.get())
                     wait_running(client, [cand["name"]])
                     starts[nice].append(time.time() - t0)
-                    print(f"round {r + 1} nice {nice:2}: v2 running after {starts[nice][-1]:.1f}s")
                     time.sleep(max(0.0, t0 + args.window - time.time()))
+                    s = load.summary(t0, t0 + args.window)
+                    results.setdefault(f"nice {nice}", []).append(s)
+                    print(
+                        f"round {r + 1} nice {nice:2}: {s.line()}; v2 running after "
+                        f"{starts[nice][-1]:.1f}s",
+                        flush=True,
+                    )
                     client.put(serving, client.get())
                     gone(client, cand["name"])
                     time.sleep(args.settle)
-        # The load's answers come back when it stops: the windows are summarised now.
-        results: dict[str, list[Summary]] = {}
-        for r, label, t0 in windows:
-            s = load.summary(t0, t0 + args.window)
-            results.setdefault(label, []).append(s)
-            print(f"round {r + 1} {label:8}: {s.line()}")
         print(f"load average at the end {load_average()}")
         print("median over rounds: failed, shed, p50, p99 of the windows; v2's start")
         for label, runs in results.items():
