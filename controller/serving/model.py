@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse
 from controller.serving import code_origin
 from controller.serving.inputs import InputParser
 from controller.serving.protocol import VERSION_HEADER
-from controller.serving.startup import at_low_priority, start_nice
 from controller.serving.warmup import DEFAULT_WARMUP_PREDICTIONS, warm
 
 logger = logging.getLogger("ray.serve")
@@ -40,22 +39,15 @@ class ModelServer:
     def __init__(
         self, model_uri: str, version: str, warmup: int = DEFAULT_WARMUP_PREDICTIONS
     ) -> None:
+        import mlflow.pyfunc
+
         self._uri = model_uri
         self._version = version
-
-        def load() -> tuple[Any, str]:
-            import mlflow.pyfunc
-
-            model = mlflow.pyfunc.load_model(model_uri)
-            # Before the constructor returns: Serve sends no request to a replica starting.
-            return model, warm(model, warmup).line()
-
-        # At a lower CPU priority: the versions serving beside a starting one keep the CPU.
-        (self._model, warmed), lowered = at_low_priority(load)
+        self._model = mlflow.pyfunc.load_model(model_uri)
         self._inputs = InputParser(self._model.metadata.get_input_schema())
-        started = f"at nice {start_nice()}" if lowered else "at normal priority"
-        logger.info("loaded %s %s (%s)", model_uri, started, code_origin())
-        logger.info("%s: %s", model_uri, warmed)
+        logger.info("loaded %s (%s)", model_uri, code_origin())
+        # Before the constructor returns: Serve sends no request to a replica still starting.
+        logger.info("%s: %s", model_uri, warm(self._model, warmup).line())
 
     def predict(self, payload: Any) -> dict[str, Any]:
         """Score one request. Returns {"status", "body"} so errors cross the handle as values."""
