@@ -63,9 +63,9 @@ class ColumnBuilder:
         self._pending = 0  # rows buffered since the last flush
 
     def problem(self, where: str, why: str) -> None:
+        """A line skipped, and why."""
         self.out.skipped_lines += 1
-        if len(self.out.problems) < MAX_PROBLEMS:
-            self.out.problems.append(f"{where}: {why}")
+        self.note(where, why)
 
     def note(self, where: str, why: str) -> None:
         """Something the read met that cost no line (a sidecar it stopped using)."""
@@ -79,20 +79,24 @@ class ColumnBuilder:
         if room <= 0 or len(values) > room:
             values = values[: max(room, 0)]
             self.stop(f"stopped at {self.max_rows:,} rows (max_rows)")
-        n = len(values)
-        if n == 0:
-            return
-        self.out.rows += n
+        if len(values):
+            self.out.rows += len(values)
+            self._hand_over(columns, values)
+
+    def _hand_over(self, columns: Sequence[Any], values: FloatArray) -> None:
+        """Each watched feature's column of a float grid (rows x `columns`): to the sink, else
+        kept; a feature the grid lacks counts its rows as missing."""
         assert self.features is not None
-        assert self.sink is not None
-        where = {name: i for i, name in enumerate(columns)}
+        where = {str(name): i for i, name in enumerate(columns)}
         missing = self.out.missing
         for name in sorted(self.features):
             i = where.get(name)
             if i is None:
-                missing[name] = missing.get(name, 0) + n
+                missing[name] = missing.get(name, 0) + values.shape[0]
+            elif self.sink is not None:
+                self.sink.add(name, values[:, i].copy())  # the sink may keep it
             else:
-                self.sink.add(name, np.ascontiguousarray(values[:, i]))
+                self._values.setdefault(name, []).extend(values[:, i].tolist())
 
     def stop(self, why: str) -> None:
         if self.out.truncated is None:
@@ -157,18 +161,7 @@ class ColumnBuilder:
             self.out.rows -= len(data)
             self._split(list(key), data)
             return
-        values = array.astype(np.float64, copy=False)
-        assert self.features is not None
-        where = {str(name): i for i, name in enumerate(key)}
-        missing = self.out.missing
-        for name in sorted(self.features):
-            i = where.get(name)
-            if i is None:
-                missing[name] = missing.get(name, 0) + values.shape[0]
-            elif self.sink is not None:
-                self.sink.add(name, values[:, i].copy())
-            else:
-                self._values.setdefault(name, []).extend(values[:, i].tolist())
+        self._hand_over(key, array.astype(np.float64, copy=False))
 
     def _split(self, columns: list[Any], data: list[Any]) -> None:
         """The fast path for `dataframe_split` bodies with watched features: values go straight

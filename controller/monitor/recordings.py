@@ -122,10 +122,16 @@ class RowReader(ColumnBuilder):
     def _file(self, path: Path) -> None:
         with path.open("rb") as f:
             at, number = 0, 0  # where the lines not read yet start: byte, lines before
-            if self.sink is not None and self.features is not None and self.outputs is None:
+            if self._columns_only:
                 at, number = self._columnar(f, path)
             if self.out.truncated is None:
                 self._lines(f, path, at, number, None)
+
+    @property
+    def _columns_only(self) -> bool:
+        """Streaming feature columns, no record needed whole: what the typed block decode and
+        the feature-column sidecar can give."""
+        return self.sink is not None and self.features is not None and self.outputs is None
 
     def _lines(self, f: BinaryIO, path: Path, at: int, number: int, end: int | None) -> None:
         """Read the recording's lines from byte `at` (after line `number`) to byte `end`."""
@@ -240,7 +246,7 @@ class RowReader(ColumnBuilder):
         # first and last lines are both inside the window, its lines are decoded without
         # looking at `ts` first (`accept` still checks each record's).
         sift = window is not None and not self._inside(lines)
-        if streaming and outputs is None and self._typed(lines, sift):
+        if self._columns_only and self._typed(lines, sift):
             return
         # Booleans are not numbers, and an array would take them for 1 and 0: one search per
         # block says whether any line needs looking at for them.

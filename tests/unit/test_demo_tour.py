@@ -159,7 +159,8 @@ def server() -> Iterator[_Server]:
     s.httpd.shutdown()
 
 
-def test_the_load_counts_answers_and_failures_and_cycles_through_rows(server: _Server) -> None:
+def twelve_answers(server: _Server) -> Load:
+    """A load of three rows in turn against `server`, stopped after twelve answers."""
     bodies = [
         {"dataframe_split": {"columns": ["a"], "index": [i], "data": [[i]]}} for i in range(3)
     ]
@@ -167,6 +168,11 @@ def test_the_load_counts_answers_and_failures_and_cycles_through_rows(server: _S
     while len(load.answers) < 12:
         threading.Event().wait(0.01)
     load.stop()
+    return load
+
+
+def test_the_load_counts_answers_and_failures_and_cycles_through_rows(server: _Server) -> None:
+    load = twelve_answers(server)
     window = load.window(load.started_at)
     assert window.requests == len(load.answers)
     assert {a.status for a in window.failed} == {500}
@@ -249,13 +255,7 @@ def test_each_request_has_its_own_id_and_the_labels_name_the_row_it_sent(
 ) -> None:
     """The tour's delayed labels: the row each id carried, as the server saw it, answered
     requests only."""
-    bodies = [
-        {"dataframe_split": {"columns": ["a"], "index": [i], "data": [[i]]}} for i in range(3)
-    ]
-    load = Load(server.url, rate=200, threads=2, bodies=bodies).start()
-    while len(load.answers) < 12:
-        threading.Event().wait(0.01)
-    load.stop()
+    load = twelve_answers(server)
     answered = load.answered(load.started_at, load.started_at + 3600)
     assert len({a.request_id for a in answered}) == len(answered)  # no id twice
     assert all(server.ids[a.request_id] == a.row for a in answered)

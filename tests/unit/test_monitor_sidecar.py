@@ -166,13 +166,20 @@ def test_records_the_monitor_reads_otherwise_are_left_out_of_the_grid() -> None:
         assert grid_of(record(1, body)) is None, body
 
 
-def corrupt_first_sidecar(directory: Path, how: str) -> Path:
-    path = sorted(directory.glob(f"*{SUFFIX}"))[0]
-    data = bytearray(path.read_bytes())
+def first_segment(data: bytes) -> tuple[dict[str, Any], int, int]:
+    """A sidecar's first segment, read by the format's own rules: its header, where its arrays
+    start, where the second segment starts."""
     length = PREFIX.unpack_from(data)[1]
     header = json.loads(bytes(data[PREFIX.size : PREFIX.size + length]))
     payload = PREFIX.size + length
     second = payload + header["requests"] * 16 + header["rows"] * len(header["columns"]) * 8
+    return header, payload, second
+
+
+def corrupt_first_sidecar(directory: Path, how: str) -> Path:
+    path = sorted(directory.glob(f"*{SUFFIX}"))[0]
+    data = bytearray(path.read_bytes())
+    header, payload, second = first_segment(data)
 
     def with_header(**changes: Any) -> bytearray:
         new = json.dumps({**header, **changes}).encode()
@@ -234,10 +241,7 @@ def test_a_sidecar_cut_short_in_its_last_segment_ends_there_without_a_problem(
     write(tmp_path, mixed_records(1500))
     path = sorted(tmp_path.glob(f"*{SUFFIX}"))[0]
     data = path.read_bytes()
-    length = PREFIX.unpack_from(data)[1]
-    header = json.loads(data[PREFIX.size : PREFIX.size + length])
-    second = PREFIX.size + length + header["requests"] * 16
-    second += header["rows"] * len(header["columns"]) * 8
+    second = first_segment(data)[2]
     path.write_bytes(data[: second + keep])  # into the second segment's prefix, header, arrays
     got, hist = window(tmp_path)
     assert got.problems == []

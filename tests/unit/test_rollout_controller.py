@@ -398,16 +398,22 @@ def candidate_replicas(serve: FakeServe) -> int:
     return int(model["num_replicas"])
 
 
-def previewing_a_quarter(tmp_path: Path) -> FourReplicas:
-    """v2 previewing beside v1 at 1 of 4 replicas, a passing window's traffic served."""
-    w = FourReplicas(tmp_path, rollout=PREVIEW_QUARTER)
+def previewing(tmp_path: Path, rollout: str, replicas: int) -> FourReplicas:
+    """v2 previewing beside v1 (4 replicas) with `replicas` of its own, a passing window's
+    traffic served."""
+    w = FourReplicas(tmp_path, rollout=rollout)
     assert w.sync().outcome == "applied"
     w.push("2")
     w.pass_()
     w.pass_()
-    assert candidate_replicas(w.serve) == 1  # 25% of the requests mirrored: 1 of 4 replicas
+    assert candidate_replicas(w.serve) == replicas
     w.traffic(30)
     return w
+
+
+def previewing_a_quarter(tmp_path: Path) -> FourReplicas:
+    """25% of the requests mirrored: 1 of 4 replicas."""
+    return previewing(tmp_path, PREVIEW_QUARTER, 1)
 
 
 def test_a_quarter_preview_runs_one_replica_and_scales_to_four_before_the_switch(
@@ -437,13 +443,7 @@ def test_a_quarter_preview_runs_one_replica_and_scales_to_four_before_the_switch
 
 
 def test_every_request_mirrored_previews_at_full_size(tmp_path: Path) -> None:
-    w = FourReplicas(tmp_path, rollout=BLUE_GREEN)
-    assert w.sync().outcome == "applied"
-    w.push("2")
-    w.pass_()
-    w.pass_()
-    assert candidate_replicas(w.serve) == 4
-    w.traffic(30)
+    w = previewing(tmp_path, BLUE_GREEN, 4)
     assert "switched to fraud--v2" in w.pass_().message  # no scaling step
     w.close()
 
