@@ -84,7 +84,13 @@ def _apply(ctx: PassContext, obs: Observation, decision: Decision, commit: str) 
         pass_id = store.begin_pass(replace(obs.start, commit=commit, plan=plan))
         aborted = "; ".join(aborted_text(a) for a in decision.rollouts.aborted)
         applying = Applying(
-            commit, decision.key, pass_id, decision.intent == "heal", ApplyProgress(now), aborted
+            commit,
+            decision.key,
+            pass_id,
+            decision.intent == "heal",
+            ApplyProgress(now),
+            aborted,
+            tuple(sorted(plan.deployments_changed())),
         )
         store.set_applying(env, applying)
     try:
@@ -128,7 +134,9 @@ def _apply(ctx: PassContext, obs: Observation, decision: Decision, commit: str) 
         message = f"{decision.drift or 'drift'}; restored Git's state ({phases})"
     else:
         outcome = "applied"
-        changed = ", ".join(sorted(plan.deployments_changed())) or "no deployment"
+        # An apply stored before `deployments` existed: what its last plan still changed.
+        named = applying.deployments or tuple(sorted(plan.deployments_changed()))
+        changed = ", ".join(named) or "no deployment"
         message = f"applied {commit[:12]} to {env!r}: {changed} ({phases}, {seconds:.1f}s)"
     if applying.aborted:
         message = f"{applying.aborted}; {message}"

@@ -107,6 +107,9 @@ def test_a_pass_never_waits_for_replicas_and_the_next_passes_continue_the_apply(
     assert done.outcome == "applied"
     assert not done.applying
     assert results(world) == ["applied"]  # one row for the whole apply
+    # The pass that ends the apply names what the apply changed, not what was left to do.
+    assert "to 'staging': fraud (" in done.message
+    assert "to 'staging': fraud (" in world.ctl.store.history("staging")[0].message
     assert world.notes.kinds == ["deployed"]
 
     second = world.push("2")
@@ -116,7 +119,9 @@ def test_a_pass_never_waits_for_replicas_and_the_next_passes_continue_the_apply(
     assert set(world.serve.apps) == {"fraud", "fraud--v1", "fraud--v2"}
     fallback = world.serve.apps["fraud"]["deployments"][0]["user_config"]["fallback"]
     assert [t["app"] for t in fallback] == ["fraud--v1"]
-    assert world.sync().outcome == "applied"
+    cleaned = world.sync()
+    assert cleaned.outcome == "applied"
+    assert "to 'staging': fraud (switch, clean," in cleaned.message
     assert set(world.serve.apps) == {"fraud", "fraud--v2"}  # cleaned on a later pass
     assert world.ctl.store.environment("staging").last_applied_commit == second
     assert world.clock.slept == 0  # no real or fake sleep inside any pass

@@ -124,6 +124,9 @@ class Applying:
     healing: bool
     progress: ApplyProgress
     aborted: str = ""  # rollouts this apply aborts: its row is recorded as `aborted`
+    # What the apply changes, from its first plan: the pass that ends it plans against a
+    # Serve already written, where nothing is left to change.
+    deployments: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -134,6 +137,7 @@ class Applying:
                 "healing": self.healing,
                 "progress": self.progress.to_dict(),
                 "aborted": self.aborted,
+                "deployments": list(self.deployments),
             }
         )
 
@@ -147,6 +151,7 @@ class Applying:
             data["healing"],
             ApplyProgress.from_dict(data["progress"]),
             data.get("aborted", ""),
+            tuple(data.get("deployments", ())),
         )
 
 
