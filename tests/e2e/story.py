@@ -88,6 +88,7 @@ class Scenario:
     ended_at: float
     passes: int
     events: list[str]
+    messages: list[str] = field(default_factory=list)  # what each controller pass said
 
 
 @dataclass
@@ -143,14 +144,14 @@ class Story:
                 assert d.summary.split("; waiting")[0] in result.message, (d.summary, result)
             self.view_checks += 1
 
-    def drive(self, until: str, since: dt.datetime, timeout_s: float = 300.0) -> int:
-        """Controller passes until the rollout reaches phase `until`; returns the passes run.
-        Fails at once when a rollout started after `since` ends in another phase."""
+    def drive(self, until: str, since: dt.datetime, timeout_s: float = 300.0) -> list[str]:
+        """Controller passes until the rollout reaches phase `until`; returns what each pass
+        said. Fails at once when a rollout started after `since` ends in another phase."""
         deadline = time.monotonic() + timeout_s
-        passes = 0
+        messages: list[str] = []
         while time.monotonic() < deadline:
             result = self.ctl.reconcile_once()
-            passes += 1
+            messages.append(result.message)
             if result.outcome not in ("applied", "progressing", "in_sync", "aborted"):
                 raise AssertionError(f"pass {result.outcome}: {result.message}")
             self.check()
@@ -158,7 +159,7 @@ class Story:
             stored = self.rollout()
             phase = stored.state.phase if stored else None
             if phase == until:
-                return passes
+                return messages
             if stored and phase in ENDED and stored.state.started_at >= since:
                 # This story's rollout is over and will not move again: say how, now.
                 events = self.store.rollout_events(self.environment, self.deployment)[:3]
@@ -184,7 +185,7 @@ class Story:
             done = subprocess.run([serveops, *command], capture_output=True, text=True)
             if done.returncode != 0:
                 raise AssertionError(f"serveops {' '.join(command)}: {done.stderr}")
-        passes = self.drive(until, since, self.drive_timeout_s)
+        messages = self.drive(until, since, self.drive_timeout_s)
         time.sleep(self.settle_s)
         self.check()
         events = [
@@ -192,6 +193,6 @@ class Story:
             for e in reversed(self.store.rollout_events(self.environment, self.deployment))
             if e.at >= since
         ]
-        scenario = Scenario(name, started, time.time(), passes, events)
+        scenario = Scenario(name, started, time.time(), len(messages), events, messages)
         self.scenarios.append(scenario)
         return scenario

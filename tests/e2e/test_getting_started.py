@@ -60,7 +60,8 @@ def script(commands: list[tuple[str, int]]) -> str:
     lines = []
     for i, (command, expected) in enumerate(commands):
         lines += [
-            "echo " + shlex.quote(f"::: [{i}] {command[:100]}"),
+            # $SECONDS: the shell's age at each line, so a slow run shows its slow step.
+            'echo "::: $SECONDS s" ' + shlex.quote(f"[{i}] {command[:100]}"),
             command,
             "rc=$?",
             f'if [ "$rc" -ne {expected} ]; then echo "::: [{i}] exited $rc, not {expected}"; '

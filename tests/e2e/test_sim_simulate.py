@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controller.dev.demo import train_and_register
 from simulator.traffic import import_csv_trace, write_jsonl
+from tests.e2e.conftest import Registry
 
 pytestmark = pytest.mark.e2e
 
@@ -44,9 +44,11 @@ def _marked(mark: str) -> list[int]:
 
 
 @pytest.mark.skipif(not TRACE.exists(), reason="needs the shared Azure trace")
-def test_simulate_compares_two_revisions_and_writes_reports(tmp_path: Path) -> None:
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    v1, v2 = train_and_register(tracking_uri, tmp_path / "artifacts")
+def test_simulate_compares_two_revisions_and_writes_reports(
+    registry: Registry, tmp_path: Path
+) -> None:
+    tracking_uri = registry.tracking_uri  # the session's store: v1 and v2 of the demo model
+    v1, v2 = registry.versions
 
     repo = tmp_path / "repo"
     spec = repo / "deployments" / "staging" / "breast-cancer.yaml"

@@ -1,11 +1,14 @@
 """Zero downtime, shown (shortened; the full run is bench/zero_downtime.py).
 
 On a real local Ray Serve and MLflow store, the real controller moves one deployment through a
-canary to 100%, a canary aborted by its analysis (a candidate 1.2 s late on purpose), a
-blue-green switch and its rollback (`serveops abort` while switched), under one steady open
-request loop through the route (its own process). No client request may fail, and the stable
-version's replicas and the router's keep their processes (same Ray actor, same PID) at every
-controller pass.
+canary to 100% gated by hooks (smoke requests pinned to the candidate through the real router
+before it has a share, a command once it holds 100%), a canary aborted by its analysis (a
+candidate 1.2 s late on purpose), a blue-green switch and its rollback (`serveops abort` while
+switched), then the GitOps rollback (`serveops rollback`'s revert commit), under one steady
+open request loop through the route (its own process). No client request may fail, and the
+stable version's replicas and the router's keep their processes (same Ray actor, same PID) at
+every controller pass. One story on one deployment: each rollout starts from where the last
+one left the cluster, as a user's do.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from controller.cluster.serve_api import ServeClient
+from controller.cluster.status import DeploymentStatus, deployment_statuses
 from controller.dev.demo import MODEL_NAME, sample_request
 from controller.gitops.loop import run_until_settled
 from controller.gitops.reconciler import Controller
@@ -80,6 +86,20 @@ SLOW_CANARY = """\
       max_p95_latency_ms: 900
       failure_limit: 1
 """
+# Gates of the first canary: smoke requests to the candidate while it has no traffic share (it
+# must answer them itself), and a command once it holds 100% (it must see the candidate).
+HOOKS = f"""\
+    hooks:
+      pre_rollout:
+        - name: smoke
+          smoke:
+            - body: {json.dumps(sample_request())}
+            - body: [1, 2]  # not an object: the model server answers 400
+              expect_status: 400
+      post_rollout:
+        - name: check
+          command: [{json.dumps(sys.executable)}, "-c", "import os; assert os.environ['SERVEOPS_STAGE'] == 'post_rollout'"]
+"""
 # A quarter of requests mirrored in preview: each one is served twice (bench: every request).
 # Mirrors are best-effort: the router's governor drops them while the stable version is under
 # pressure, and on a shared 2-core runner a 6 s window once held 4 mirrored answers (three
@@ -116,7 +136,34 @@ def slow(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
     return register_slow(registry.tracking_uri, tmp_path_factory.mktemp("slow"))
 
 
-def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable_replica(
+def serveops(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SERVEOPS_ADDRESS": address, "COLUMNS": "200"}
+    command = [str(Path(sys.executable).with_name("serveops")), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def views(address: str, state: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """`status -o json`, `rollouts -o json` and `rollouts` as a user reads it."""
+    printed = []
+    for args in (("status", "-o", "json"), ("rollouts", "-o", "json"), ("rollouts",)):
+        done = serveops(address, args[0], "--env", ENV, "--state", str(state), *args[1:])
+        assert done.returncode in (0, 1), done.stderr
+        printed.append(done.stdout)
+    return json.loads(printed[0]), json.loads(printed[1]), printed[2]
+
+
+def settled_row(client: ServeClient, name: str, timeout_s: float = 60.0) -> DeploymentStatus:
+    """The deployment's status once Serve has carried out the last write (an apply's clean
+    write reconfigures the router in place: Progressing for a moment after the PUT)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        [row] = [r for r in deployment_statuses(client.get(), ENV) if r.name == name]
+        if row.health != "Progressing" or time.monotonic() > deadline:
+            return row
+        time.sleep(0.5)
+
+
+def test_four_rollouts_and_a_revert_under_a_steady_load_fail_no_request_or_stable_replica(
     cluster: Cluster, registry: Registry, slow: str, tmp_path: Path
 ) -> None:
     v1, v2 = registry.versions
@@ -135,6 +182,7 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
             apply_timeout_s=240,
             actor="e2e",
             policies=platform_policies(tmp_path),
+            hook_commands=frozenset({sys.executable}),  # the post-rollout check's program
         ),
     )
     assert run_until_settled(ctl).outcome == "applied"
@@ -147,14 +195,24 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
     with LoadProcess(url, RATE, sample_request(), timeout_s=TIMEOUT_S + 30) as load:
         time.sleep(2)
         story.watch(NAME, f"{NAME}--v{v1}")
-        story.run("canary to 100%", "completed", {SPEC: spec(v2, CANARY)})
+        to_100 = story.run("canary to 100%", "completed", {SPEC: spec(v2, CANARY + HOOKS)})
         story.watch(NAME, f"{NAME}--v{v2}")
-        story.run("aborted canary", "aborted", {SPEC: spec(slow, SLOW_CANARY)})
+        slowed = story.run("aborted canary", "aborted", {SPEC: spec(slow, SLOW_CANARY)})
         # Two replicas: the preview, mirroring a quarter of the requests, runs one (its share's)
         # and is scaled to two before the switch.
         switch = story.run("blue-green switch", "switched", {SPEC: spec(v1, BLUE_GREEN, 2)})
         sized = len(story.processes()[f"{NAME}--v{v1}"])
         story.run("blue-green rollback", "aborted", command=abort)
+        # The aborted revision is not tried again: every pass says why, and exits 1.
+        held = ctl.reconcile_once()
+        status, rollouts, listed = views(cluster.address, state)
+        # GitOps rollback to the canary's revision (HEAD~2: before the slow canary and the
+        # blue-green commit): a revert commit; the next passes find Git on v2, Healthy.
+        reverted = serveops(cluster.address, "rollback", "--repo", str(repo), "--env", ENV,
+                            "--deployment", NAME, "--to", "HEAD~2", "--reason", "e2e")  # fmt: skip
+        back = run_until_settled(ctl)
+        row = settled_row(cluster.client(), NAME)
+        story.check()
 
     for s in story.scenarios:
         print(f"\n{s.name}: {load.summary(s.started_at, s.ended_at).line()}; {s.events}")
@@ -162,25 +220,30 @@ def test_four_rollouts_under_a_steady_load_fail_no_request_and_restart_no_stable
     print(f"whole run: {whole.line()}, sent late p99 {load.lag_ms(0.99):.0f} ms")
     assert whole.failed == [], whole.failed[:5]
     assert story.restarts == []
+    # The canary to 100%: gated by both hooks, v1 kept until the post-rollout hook passed.
+    said = " ".join(to_100.messages)
+    assert "pre-rollout hooks passed: smoke (2/2 requests answered as expected)" in said
+    assert "post-rollout hooks passed: check (exit 0)" in said
+    assert [e.split()[1:] for e in to_100.events] == [
+        ["start", "0%"], ["set_weight", "50%"], ["set_weight", "100%"], ["complete", "100%"]
+    ]  # fmt: skip
+    # The slow canary: aborted by its analysis, on latency.
+    assert "analysis failed" in slowed.messages[-1]
+    assert "p95 latency" in slowed.messages[-1]
     assert any(" scale " in event for event in switch.events), switch.events  # 1 -> 2 replicas
     assert sized == 2
     assert story.processes()[NAME] == router  # weight changes were reconfigures only
     assert {v1, v2, slow} <= set(whole.versions)  # every version served along the way
     assert story.view_checks > 10  # status, rollouts and the passes told one story throughout
+    assert (held.outcome, held.exit_code) == ("aborted", 1), held.message
+    assert f"{NAME} is held on v{v2}" in held.message
     # The commands print the same model: `status` and `rollouts` agree with each other.
-    env = {**os.environ, "SERVEOPS_ADDRESS": cluster.address}
-    serveops = str(Path(sys.executable).with_name("serveops"))
-    views = []
-    for command in ("status", "rollouts"):
-        done = subprocess.run(
-            [serveops, command, "--env", ENV, "--state", str(state), "-o", "json"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode in (0, 1), done.stderr
-        views.append(json.loads(done.stdout))
-    status, rollouts = views
     assert status["deployments"] == rollouts["deployments"]
-    [row] = [d for d in status["deployments"] if d["name"] == NAME]
-    assert row["rollout"]["phase"] == "aborted"
-    assert row["health"] == "Degraded"
+    [d] = [d for d in status["deployments"] if d["name"] == NAME]
+    assert (d["rollout"]["phase"], d["health"]) == ("aborted", "Degraded")
+    assert "aborted" in listed
+    assert reverted.returncode == 0, reverted.stderr
+    assert f"model models:/{MODEL_NAME}/{v1} -> models:/{MODEL_NAME}/{v2}" in reverted.stdout
+    assert back.outcome in ("applied", "in_sync"), back.message
+    assert row.health == "Healthy", row.message
     store.close()
