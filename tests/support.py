@@ -13,7 +13,7 @@ from typing import Any
 
 from controller.cluster.live import LiveState
 from controller.cluster.serving_code import ServingCode
-from controller.errors import Unreachable
+from controller.errors import ServeopsError, Unreachable
 from controller.gitops.notify import Event, Notifier
 from controller.gitops.outcome import PassResult
 from controller.gitops.reconciler import Controller
@@ -102,7 +102,8 @@ class FakeServe:
     are DELETING for `latency` reads (GETs) after the write, then RUNNING or gone; `latency=0`
     (the default) makes every write take effect at once. Apps named in `failing` end
     DEPLOY_FAILED; those in `unschedulable` stay DEPLOYING with Serve's slow-scheduling message.
-    `down` makes every call raise Unreachable, as a dashboard that does not answer.
+    `down` makes every call raise Unreachable, as a dashboard that does not answer. A config
+    giving two applications one route is refused, as Serve refuses it.
     """
 
     def __init__(self, address: str = "http://fake-ray:8265", latency: int = 0) -> None:
@@ -159,17 +160,20 @@ class FakeServe:
                 "deployed_app_config": copy.deepcopy(config),
                 "deployments": {"ModelServer": {"status": "UPDATING", "message": message}},
             }
-        for name, (config, _left) in self._deleting.items():
+        for name in self._deleting:
             payload["applications"][name] = {
                 "status": "DELETING",
                 "message": "",
-                "deployed_app_config": copy.deepcopy(config),
+                "deployed_app_config": None,  # Serve drops a deleted app's config at once
                 "deployments": {},
             }
         return LiveState.from_api(payload, self.cpus)
 
     def put(self, apps: list[dict[str, Any]], live: LiveState) -> None:
         self._check_up()
+        routes = [a["route_prefix"] for a in apps if a.get("route_prefix")]
+        if len(routes) != len(set(routes)):  # Serve refuses such a config (HTTP 400)
+            raise ServeopsError(f"Ray rejected PUT: two applications share a route: {routes}")
         self.puts.append(copy.deepcopy(apps))
         new = {a["name"]: copy.deepcopy(a) for a in apps}
         for name, config in new.items():

@@ -57,6 +57,12 @@ class LiveApp:
         return value if isinstance(value, dict) else None
 
     @property
+    def route(self) -> str | None:
+        """The HTTP route the application answers on (None: reached through a handle)."""
+        route = self.config.get("route_prefix")
+        return route if isinstance(route, str) else None
+
+    @property
     def deleting(self) -> bool:
         return self.status == "DELETING"
 

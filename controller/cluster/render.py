@@ -84,6 +84,7 @@ class DesiredDeployment:
     path: str
     model: ResolvedModel
     apps: list[AppConfig]
+    routing: str = "router"  # spec.routing: who owns the route between rollouts (sync/routes.py)
 
 
 @dataclass
@@ -354,7 +355,9 @@ def render_environment(
             apps = render_ab(m.deployment, variants, settings)
         else:
             apps = render_deployment(m.deployment, model, settings)
-        desired.deployments[m.name] = DesiredDeployment(m.name, m.path, model, apps)
+        desired.deployments[m.name] = DesiredDeployment(
+            m.name, m.path, model, apps, m.deployment.spec.routing
+        )
     if problems:
         raise ValidationFailed(problems)
     return desired

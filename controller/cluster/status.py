@@ -98,7 +98,9 @@ def _row(name: str, sync: Sync, apps: list[LiveApp], live: LiveState) -> Deploym
             )
     return DeploymentStatus(
         name=name,
-        route=router.config.get("route_prefix"),
+        # With `routing: direct` between rollouts, the serving version owns the route.
+        route=router.config.get("route_prefix")
+        or next((r for t in targets if t.app in live.apps and (r := live.apps[t.app].route)), None),
         sync=sync,
         revision=config.revision if config else None,
         health=health,

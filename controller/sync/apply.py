@@ -33,6 +33,7 @@ from controller.cluster.serve_api import ServeAPI, merged_config
 from controller.errors import ServeopsError, StalePlan
 from controller.serving.protocol import MARKER_KEY, STATUS_POLL_S, RouterConfig, router_config
 from controller.sync.plan import Plan
+from controller.sync.routes import switch_routes
 
 POLL_INTERVAL_S = 0.1
 # Before removing old versions: every router replica re-reads Serve's status this often.
@@ -90,6 +91,7 @@ def _phase_configs(plan: Plan, live: LiveState) -> tuple[list[AppConfig], list[A
     switch = dict(managed_live)
     for name, app in desired.items():
         switch[name] = with_fallback(app, managed_live.get(name)) if _role(app) == "router" else app
+    switch_routes(switch, live)  # a route moves to a version application only when it runs
     return list(switch.values()), list(desired.values())
 
 

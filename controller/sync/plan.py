@@ -16,6 +16,7 @@ from controller.cluster.live import LiveApp, LiveState
 from controller.cluster.render import AppConfig, DesiredState
 from controller.errors import Refused
 from controller.serving.protocol import MARKER_KEY, ROUTER_DEPLOYMENT
+from controller.sync.routes import direct_routes
 
 Effect = Literal["start", "stop", "restart", "scale", "reconfigure"]
 # Severity order: an action is as disruptive as its most disruptive change.
@@ -204,6 +205,7 @@ def make_plan(
     prune: bool = False,
 ) -> Plan:
     """Diff desired against live for one environment. Pure: no I/O, same inputs, same plan."""
+    desired = direct_routes(desired)  # `routing: direct` deployments between rollouts
     env = desired.environment
     managed = live.managed(env)
     _check_conflicts(desired, live)

@@ -101,10 +101,10 @@ class DesiredRevision:
         desired = DesiredState(data["environment"])
         specs: dict[str, ModelDeployment] = {}
         for name, d in data["deployments"].items():
-            desired.deployments[name] = DesiredDeployment(
-                name, d["path"], ResolvedModel(**d["model"]), d["apps"]
-            )
             specs[name] = ModelDeployment.model_validate(d["spec"])
+            desired.deployments[name] = DesiredDeployment(
+                name, d["path"], ResolvedModel(**d["model"]), d["apps"], specs[name].spec.routing
+            )
         return cls(
             data["commit"],
             data["digest"],
