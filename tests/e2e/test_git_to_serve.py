@@ -1,7 +1,10 @@
 """Git to Ray Serve on real parts: a local Ray Serve, an MLflow SQLite store, a Git repository.
 
 The tests of this module are steps of one story and run in file order on one repository:
-v1 is applied, a second revision moves to v2, then bad input and faults are tried on top.
+v1 is applied, a second revision moves to v2, then bad input and faults are tried on top. The
+deployment routes directly (`routing: direct`): between changes the serving version's own
+application owns the route; for the move to v2 the router takes it (falling back to v1 until v2
+runs) and gives it to v2 once v2 runs, under a request loop that must see no failure.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ pytestmark = pytest.mark.e2e
 SPEC = "deployments/staging/breast-cancer.yaml"
 
 
-def spec(version: str, name: str = "breast-cancer", num_cpus: float = 0.2) -> str:
+def spec(
+    version: str, name: str = "breast-cancer", num_cpus: float = 0.2, routing: str = "router"
+) -> str:
     return f"""\
 apiVersion: serveops.dev/v1alpha1
 kind: ModelDeployment
@@ -39,13 +44,14 @@ spec:
   replicas: 1
   resources:
     num_cpus: {num_cpus}
+  routing: {routing}
 """
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Path:
     path = tmp_path_factory.mktemp("gitops") / "repo"
-    make_repo(path, {SPEC: spec(registry.versions[0])}, "deploy v1")
+    make_repo(path, {SPEC: spec(registry.versions[0], routing="direct")}, "deploy v1")
     return path
 
 
@@ -132,6 +138,13 @@ def wait_gone(cluster: Cluster, *names: str, timeout_s: float = 60) -> LiveState
             time.sleep(0.5)
 
 
+def route_owner(cluster: Cluster, route: str) -> str:
+    """The one application Serve has on `route`."""
+    with cluster.client() as client:
+        [owner] = [a.name for a in client.get().apps.values() if a.route == route]
+    return owner
+
+
 def test_apply_from_a_git_revision_serves_v1(
     serveops: Any, repo: Path, cluster: Cluster, registry: Registry, expected: dict, handmade: dict
 ) -> None:
@@ -145,13 +158,14 @@ def test_apply_from_a_git_revision_serves_v1(
     assert response.status_code == 200, response.text
     assert response.headers[VERSION_HEADER] == v1
     assert response.json()["predictions"] == expected[v1]
+    assert route_owner(cluster, "/breast-cancer") == f"breast-cancer--v{v1}"  # direct
 
 
 def test_plan_of_a_second_revision_shows_field_changes(
     serveops: Any, repo: Path, registry: Registry
 ) -> None:
     v1, v2 = registry.versions
-    commit(repo, {SPEC: spec(v2)}, "promote v2")
+    commit(repo, {SPEC: spec(v2, routing="direct")}, "promote v2")
     result = serveops(
         "plan", "--repo", str(repo), "--rev", "main", "--env", "staging", "-o", "json"
     )
@@ -209,6 +223,7 @@ def test_apply_second_revision_switches_to_v2_and_keeps_unmanaged_apps(
         assert expected[v1] != expected[v2]
 
     live = wait_gone(cluster, f"breast-cancer--v{v1}")
+    assert route_owner(cluster, "/breast-cancer") == f"breast-cancer--v{v2}"  # handed back
     assert live.apps["handmade"].config == handmade_before
     hand = post_until_ok(cluster.url("/handmade"), expected["body"])
     assert hand.status_code == 200
@@ -227,7 +242,7 @@ def test_status_reports_synced_and_healthy_with_the_revision(serveops: Any, repo
 def test_missing_model_version_fails_at_plan_and_changes_nothing(
     serveops: Any, repo: Path, cluster: Cluster
 ) -> None:
-    commit(repo, {SPEC: spec("99")}, "typo in version")
+    commit(repo, {SPEC: spec("99", routing="direct")}, "typo in version")
     with cluster.client() as client:
         before = client.get().fingerprint()
     result = serveops("apply", "--repo", str(repo), "--env", "staging")
