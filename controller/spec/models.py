@@ -635,7 +635,7 @@ class DeploymentSpec(_Strict):
         description="Who owns the route between rollouts. `router`: serveops' router, always "
         "(it records, sheds a full version at once with 503, and counts requests per version "
         "for `serveops status`). `direct`: the serving version's own application, one hop "
-        "less (about 1.2x the router path's throughput on 2 cores); the router takes the "
+        "less (1.2x to 1.4x the router path's saturation throughput on 2 cores); the router takes the "
         "route only while a rollout is in flight and hands it back once the new version runs "
         "alone (docs/rollouts.md). Not with `recording` or an A/B test, which need the router "
         "at all times.",

@@ -1,8 +1,8 @@
 """Who owns a deployment's route: its router, or, with `routing: direct` between rollouts, the
 serving version's own application.
 
-A steady router forwards every request to one version, a hop that costs about a sixth of the
-path's throughput on 2 cores (docs/benchmarks.md, saturation). With `routing: direct` the
+A steady router forwards every request to one version, a hop that costs a fifth to a quarter
+of the path's saturation throughput and about 5 ms at p50 on 2 cores (docs/benchmarks.md). With `routing: direct` the
 version application owns the route while it serves alone; the router stays deployed without
 a route and takes it back for any change (a rollout, a new version, an A/B test). Each move is
 part of one Serve config write, measured to fail no request (bench/route_handover.py).
