@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from controller.cluster.live import LiveState
 from controller.cluster.status import deployment_statuses
 from controller.spec.manifest import parse_manifest
-from controller.cluster.live import LiveState
 from tests.support import World, deployment_yaml
 from tests.unit.test_rollout_controller import CANARY
 
