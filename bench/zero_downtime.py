@@ -143,6 +143,10 @@ def router_counted(address: str) -> dict[str, float]:
             "mirrors dropped": totals[METRIC_MIRROR_DROPPED]}  # fmt: skip
 
 
+class _Control(Exception):
+    """--no-rollouts: the story is skipped, the steady window is the whole run."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=60.0, help="requests per second")
@@ -161,6 +165,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--steady-seconds", type=float, default=15.0, help="load before the rollouts (p99 before)"
+    )
+    parser.add_argument(
+        "--no-rollouts",
+        action="store_true",
+        help="the control: the same load for --steady-seconds and no rollout (does the load "
+        "point hold at all without one?)",
     )
     parser.add_argument(
         "--request-timeout", type=float, default=10.0, help="spec.request_timeout_s (router)"
@@ -266,6 +276,8 @@ def main() -> None:
             counted_before = router_counted(ray.address)
             cpu = [cpu_by_process()]
             try:
+                if args.no_rollouts:
+                    raise _Control
                 story.watch(NAME, f"{NAME}--v{v1}")
                 story.run("canary v1 -> v2 to 100%", "completed", {SPEC: canary(v2)})
                 cpu.append(cpu_by_process())
@@ -279,6 +291,8 @@ def main() -> None:
                 cpu.append(cpu_by_process())
             except AssertionError as err:  # print what ran, and why the story stopped
                 stopped = str(err)[:2000]
+            except _Control:
+                pass
             time.sleep(2)
 
         counted = router_counted(ray.address)
