@@ -635,10 +635,10 @@ class DeploymentSpec(_Strict):
         description="Who owns the route between rollouts. `router`: serveops' router, always "
         "(it records, sheds a full version at once with 503, and counts requests per version "
         "for `serveops status`). `direct`: the serving version's own application, one hop "
-        "less (1.2x to 1.4x the router path's saturation throughput on 2 cores); the router takes the "
-        "route only while a rollout is in flight and hands it back once the new version runs "
-        "alone (docs/rollouts.md). Not with `recording` or an A/B test, which need the router "
-        "at all times.",
+        "less (1.2x to 1.4x the router path's saturation throughput on 2 cores); the router "
+        "takes the route for any change (a new version, a rollout) and hands it back once the "
+        "new version runs alone (docs/rollouts.md). Not with `recording` or an A/B test, which "
+        "need the router at all times.",
     )
     server: Server = Field(
         default_factory=Server,

@@ -31,9 +31,9 @@ from controller.cluster.live import LiveState
 from controller.cluster.render import AppConfig
 from controller.cluster.serve_api import ServeAPI, merged_config
 from controller.errors import ServeopsError, StalePlan
-from controller.serving.protocol import MARKER_KEY, STATUS_POLL_S, RouterConfig, router_config
+from controller.serving.protocol import STATUS_POLL_S, RouterConfig, router_config
 from controller.sync.plan import Plan
-from controller.sync.routes import switch_routes
+from controller.sync.routes import role, switch_routes
 
 POLL_INTERVAL_S = 0.1
 # Before removing old versions: every router replica re-reads Serve's status this often.
@@ -48,10 +48,6 @@ class ApplyFailed(ServeopsError):
 class ApplyResult:
     phases: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _role(app: AppConfig) -> str:
-    return str((app.get("args") or {}).get(MARKER_KEY, {}).get("role", ""))
 
 
 def _router_config(app: AppConfig) -> RouterConfig:
@@ -81,7 +77,7 @@ def with_fallback(desired: AppConfig, live: AppConfig | None) -> AppConfig:
 
 
 def _has_fallback(apps: list[AppConfig]) -> bool:
-    return any(_role(a) == "router" and _router_config(a).fallback for a in apps)
+    return any(role(a) == "router" and _router_config(a).fallback for a in apps)
 
 
 def _phase_configs(plan: Plan, live: LiveState) -> tuple[list[AppConfig], list[AppConfig]]:
@@ -90,7 +86,7 @@ def _phase_configs(plan: Plan, live: LiveState) -> tuple[list[AppConfig], list[A
     desired = {a["name"]: a for a in plan.desired}
     switch = dict(managed_live)
     for name, app in desired.items():
-        switch[name] = with_fallback(app, managed_live.get(name)) if _role(app) == "router" else app
+        switch[name] = with_fallback(app, managed_live.get(name)) if role(app) == "router" else app
     switch_routes(switch, live)  # a route moves to a version application only when it runs
     return list(switch.values()), list(desired.values())
 

@@ -2,10 +2,11 @@
 serving version's own application.
 
 A steady router forwards every request to one version, a hop that costs a fifth to a quarter
-of the path's saturation throughput and about 5 ms at p50 on 2 cores (docs/benchmarks.md). With `routing: direct` the
-version application owns the route while it serves alone; the router stays deployed without
-a route and takes it back for any change (a rollout, a new version, an A/B test). Each move is
-part of one Serve config write, measured to fail no request (bench/route_handover.py).
+of the path's saturation throughput and about 5 ms at p50 on 2 cores (docs/benchmarks.md).
+With `routing: direct` the version application owns the route while it serves alone; the
+router stays deployed without a route and takes it back for any change (a new version, a
+rollout). Each move is part of one Serve config write, measured to fail no request
+(bench/route_handover.py).
 
 Two rules, both pure:
 - `direct_routes` (planning): the desired state of a direct deployment whose router sends
@@ -29,6 +30,7 @@ _ROUTER_WORK = ("rollout", "ab", "shadow", "fallback", "recording")
 
 
 def role(app: AppConfig) -> str:
+    """`router` or `version`: what serveops rendered an application as ("" if not ours)."""
     return str((app.get("args") or {}).get(MARKER_KEY, {}).get("role", ""))
 
 
