@@ -4,7 +4,7 @@ controller as a process under the tour's load, a pull request refused by `serveo
 rollback, each without a failed request (the tour fails its step otherwise).
 
 One test: the tour is one story on one repository, and its steps are each covered in depth
-elsewhere (test_gate_ci, test_sim_simulate, test_rollout); what this adds is their wiring as a
+elsewhere (test_gate_ci, test_sim_simulate, test_zero_downtime); what this adds is their wiring as a
 user meets it. On a cluster it did not start, the tour removes its applications at the end.
 """
 

@@ -14,8 +14,6 @@ one left the cluster, as a user's do.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 import time
@@ -136,17 +134,11 @@ def slow(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
     return register_slow(registry.tracking_uri, tmp_path_factory.mktemp("slow"))
 
 
-def serveops(address: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SERVEOPS_ADDRESS": address, "COLUMNS": "200"}
-    command = [str(Path(sys.executable).with_name("serveops")), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-
-
-def views(address: str, state: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+def views(serveops: Any, state: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
     """`status -o json`, `rollouts -o json` and `rollouts` as a user reads it."""
     printed = []
     for args in (("status", "-o", "json"), ("rollouts", "-o", "json"), ("rollouts",)):
-        done = serveops(address, args[0], "--env", ENV, "--state", str(state), *args[1:])
+        done = serveops(args[0], "--env", ENV, "--state", str(state), *args[1:])
         assert done.returncode in (0, 1), done.stderr
         printed.append(done.stdout)
     return json.loads(printed[0]), json.loads(printed[1]), printed[2]
@@ -164,7 +156,7 @@ def settled_row(client: ServeClient, name: str, timeout_s: float = 60.0) -> Depl
 
 
 def test_four_rollouts_and_a_revert_under_a_steady_load_fail_no_request_or_stable_replica(
-    cluster: Cluster, registry: Registry, slow: str, tmp_path: Path
+    cluster: Cluster, registry: Registry, slow: str, serveops: Any, tmp_path: Path
 ) -> None:
     v1, v2 = registry.versions
     repo = tmp_path / "repo"
@@ -205,11 +197,11 @@ def test_four_rollouts_and_a_revert_under_a_steady_load_fail_no_request_or_stabl
         story.run("blue-green rollback", "aborted", command=abort)
         # The aborted revision is not tried again: every pass says why, and exits 1.
         held = ctl.reconcile_once()
-        status, rollouts, listed = views(cluster.address, state)
+        status, rollouts, listed = views(serveops, state)
         # GitOps rollback to the canary's revision (HEAD~2: before the slow canary and the
         # blue-green commit): a revert commit; the next passes find Git on v2, Healthy.
-        reverted = serveops(cluster.address, "rollback", "--repo", str(repo), "--env", ENV,
-                            "--deployment", NAME, "--to", "HEAD~2", "--reason", "e2e")  # fmt: skip
+        reverted = serveops("rollback", "--repo", str(repo), "--env", ENV, "--deployment", NAME,
+                            "--to", "HEAD~2", "--reason", "e2e")  # fmt: skip
         back = run_until_settled(ctl)
         row = settled_row(cluster.client(), NAME)
         story.check()
