@@ -143,10 +143,6 @@ def router_counted(address: str) -> dict[str, float]:
             "mirrors dropped": totals[METRIC_MIRROR_DROPPED]}  # fmt: skip
 
 
-class _Control(Exception):
-    """--no-rollouts: the story is skipped, the steady window is the whole run."""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=60.0, help="requests per second")
@@ -276,23 +272,22 @@ def main() -> None:
             counted_before = router_counted(ray.address)
             cpu = [cpu_by_process()]
             try:
-                if args.no_rollouts:
-                    raise _Control
-                story.watch(NAME, f"{NAME}--v{v1}")
-                story.run("canary v1 -> v2 to 100%", "completed", {SPEC: canary(v2)})
-                cpu.append(cpu_by_process())
-                story.watch(NAME, f"{NAME}--v{v2}")
-                story.run("canary v2 -> slow, aborted by analysis", "aborted", {SPEC: slow_canary})
-                cpu.append(cpu_by_process())
-                story.run("blue-green v2 -> v1, switch", "switched", {SPEC: blue_green(v1)})
-                cpu.append(cpu_by_process())
-                abort = ["abort", "--env", ENV, NAME, "--state", str(state), "--reason", "bench"]
-                story.run("blue-green rollback (serveops abort)", "aborted", command=abort)
-                cpu.append(cpu_by_process())
+                if not args.no_rollouts:  # --no-rollouts: the steady window is the run
+                    story.watch(NAME, f"{NAME}--v{v1}")
+                    story.run("canary v1 -> v2 to 100%", "completed", {SPEC: canary(v2)})
+                    cpu.append(cpu_by_process())
+                    story.watch(NAME, f"{NAME}--v{v2}")
+                    story.run(
+                        "canary v2 -> slow, aborted by analysis", "aborted", {SPEC: slow_canary}
+                    )
+                    cpu.append(cpu_by_process())
+                    story.run("blue-green v2 -> v1, switch", "switched", {SPEC: blue_green(v1)})
+                    cpu.append(cpu_by_process())
+                    abort = ["abort", "--env", ENV, NAME, "--state", str(state), "--reason", "bench"]  # fmt: skip
+                    story.run("blue-green rollback (serveops abort)", "aborted", command=abort)
+                    cpu.append(cpu_by_process())
             except AssertionError as err:  # print what ran, and why the story stopped
                 stopped = str(err)[:2000]
-            except _Control:
-                pass
             time.sleep(2)
 
         counted = router_counted(ray.address)

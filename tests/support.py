@@ -117,7 +117,7 @@ class FakeServe:
         self.down = False
         self.cpus: float | None = None  # the cluster's CPUs; None: unknown, as a dashboard
         self._settling: dict[str, int] = {}  # app -> reads left before its status settles
-        self._deleting: dict[str, tuple[dict[str, Any], int]] = {}
+        self._deleting: dict[str, int] = {}  # app -> reads left while it shows DELETING
 
     def seed(self, *apps: dict[str, Any]) -> None:
         for app in apps:
@@ -135,11 +135,11 @@ class FakeServe:
                 del self._settling[name]
                 if self.status.get(name) == "DEPLOYING" and name not in self.unschedulable:
                     self.status[name] = "DEPLOY_FAILED" if name in self.failing else "RUNNING"
-        for name, (config, left) in list(self._deleting.items()):
+        for name, left in list(self._deleting.items()):
             if left <= 1:
                 del self._deleting[name]
             else:
-                self._deleting[name] = (config, left - 1)
+                self._deleting[name] = left - 1
 
     def get(self) -> LiveState:
         self._check_up()
@@ -186,7 +186,7 @@ class FakeServe:
                 self.status[name] = "DEPLOY_FAILED" if name in self.failing else "RUNNING"
         if self.latency:
             for name in self.apps.keys() - new.keys():
-                self._deleting[name] = (self.apps[name], self.latency)
+                self._deleting[name] = self.latency
         self.apps = new
         self.status = {n: s for n, s in self.status.items() if n in new}
 

@@ -300,11 +300,7 @@ def _stamp_revision(
 def _check_conflicts(desired: DesiredState, live: LiveState) -> None:
     """Refuse to take over an application or a route that someone else owns."""
     env = desired.environment
-    foreign_routes = {
-        a.config.get("route_prefix"): a.name
-        for a in live.others(env)
-        if a.config.get("route_prefix")
-    }
+    foreign_routes = {a.route: a.name for a in live.others(env) if a.route}
     problems = []
     for app in desired.apps:
         existing = live.apps.get(app["name"])

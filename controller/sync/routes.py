@@ -19,14 +19,10 @@ Two rules, both pure:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from controller.cluster.live import LiveState
 from controller.cluster.render import AppConfig, DesiredState
-from controller.serving.protocol import MARKER_KEY
-
-# Router settings that need the router in the path: any of them set keeps the route there.
-_ROUTER_WORK = ("rollout", "ab", "shadow", "fallback", "recording")
+from controller.serving.protocol import MARKER_KEY, router_config
 
 
 def role(app: AppConfig) -> str:
@@ -37,15 +33,12 @@ def role(app: AppConfig) -> str:
 def steady_target(router: AppConfig) -> str | None:
     """The one application a router sends all of its traffic to, with nothing else to do (no
     rollout, A/B test, mirrors, fallback or recording); None otherwise."""
-    deployments = router.get("deployments") or [{}]
-    config: dict[str, Any] = deployments[0].get("user_config") or {}
-    if any(config.get(key) for key in _ROUTER_WORK):
+    config = router_config(router)
+    if config is None or config.rollout or config.ab or config.shadow or config.fallback:
         return None
-    targets = config.get("targets") or []
-    if len(targets) != 1 or targets[0].get("weight") != 100:
+    if config.recording or len(config.targets) != 1 or config.targets[0].weight != 100:
         return None
-    app = targets[0].get("app")
-    return app if isinstance(app, str) else None
+    return config.targets[0].app
 
 
 def direct_routes(desired: DesiredState) -> DesiredState:
@@ -102,4 +95,4 @@ def switch_routes(switch: dict[str, AppConfig], live: LiveState) -> None:
 
 def _holds(live: LiveState, name: str, route: str) -> bool:
     app = live.apps.get(name)
-    return app is not None and app.config.get("route_prefix") == route
+    return app is not None and app.route == route

@@ -86,9 +86,12 @@ class Scenario:
     name: str
     started_at: float  # wall clock: the commit (or command) that started it
     ended_at: float
-    passes: int
     events: list[str]
-    messages: list[str] = field(default_factory=list)  # what each controller pass said
+    messages: list[str]  # what each controller pass said
+
+    @property
+    def passes(self) -> int:
+        return len(self.messages)
 
 
 @dataclass
@@ -193,6 +196,6 @@ class Story:
             for e in reversed(self.store.rollout_events(self.environment, self.deployment))
             if e.at >= since
         ]
-        scenario = Scenario(name, started, time.time(), len(messages), events, messages)
+        scenario = Scenario(name, started, time.time(), events, messages)
         self.scenarios.append(scenario)
         return scenario
