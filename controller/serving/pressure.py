@@ -18,8 +18,8 @@ one `MirrorGovernor` per replica.
 - Mirroring. Shadow and blue-green preview copies are best-effort. The governor keeps a share
   in [0, 1] of the configured mirrors that is actually sent: it halves (down to 0) while the
   stable version is under pressure (its smoothed latency well above its unloaded latency, or a
-  queue forming in front of it) and grows back slowly (AIMD, as TCP's congestion window) once
-  it is not. A mirror also goes unsent when its own version is full. Unsent mirrors are counted;
+  queue forming in front of it: `InFlight.queued`) and grows back slowly (AIMD, as TCP's
+  congestion window) once it is not. A mirror also goes unsent when its own version is full. Unsent mirrors are counted;
   a user request never waits on a mirror (they are sent after its answer, as tasks).
 """
 
@@ -34,7 +34,9 @@ from controller.serving.protocol import RouterConfig, Target
 
 # The governor, tuned on a 2-core machine (docs/benchmarks.md, bench/saturation.py).
 LATENCY_FACTOR = 1.5  # pressured when the smoothed latency exceeds the unloaded one this much
-QUEUE_SHARE = 0.5  # ... or when a version has this share of its max_in_flight in flight
+# ... or when a queue forms: a request waits for one of the router's slots, or (a version with
+# no router slots: autoscaled) this share of its max_in_flight is in flight
+QUEUE_SHARE = 0.5
 EWMA_ALPHA = 0.1  # weight of one answer in the smoothed latency
 BASELINE_DRIFT_PER_S = 0.02  # the unloaded latency may rise this share a second (a new model)
 ADJUST_EVERY_S = 0.2  # the share changes at most this often
@@ -133,6 +135,16 @@ class InFlight:
         """Share of its bound in flight (0 without a bound)."""
         return self[target.app] / target.max_in_flight if target.max_in_flight else 0.0
 
+    def queued(self, target: Target) -> bool:
+        """A queue stands in front of the version: with router slots, a request waits for one
+        (all `max_running` taken); without (an autoscaled version, which queues in Serve's
+        handles), `QUEUE_SHARE` of `max_in_flight` in flight. Not a share of the count cap for
+        a version with slots: the cap is a memory bound (1,000 queued by default) the time bound
+        sheds long before, so half of it would say nothing until hundreds wait."""
+        if target.max_running:
+            return self[target.app] > target.max_running
+        return self.load(target) >= QUEUE_SHARE
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -192,16 +204,16 @@ class MirrorGovernor:
         self._adjusted = clock()
         self._seen = self._adjusted
 
-    def pressured(self, queue_share: float) -> bool:
-        if queue_share >= QUEUE_SHARE:
+    def pressured(self, queued: bool) -> bool:
+        if queued:
             return True
         if self.latency_ms is None or self.baseline_ms is None:
             return False
         return self.latency_ms > LATENCY_FACTOR * self.baseline_ms
 
-    def observe(self, latency_ms: float, queue_share: float) -> None:
-        """One live answer of a stable (weighted) version: its latency, and the share of its
-        `max_in_flight` in flight when it was answered."""
+    def observe(self, latency_ms: float, queued: bool) -> None:
+        """One live answer of a stable (weighted) version: its latency, and whether a queue
+        stood in front of it when it was answered (`InFlight.queued`)."""
         now = self._clock()
         if self.latency_ms is None:
             self.latency_ms = latency_ms
@@ -217,7 +229,7 @@ class MirrorGovernor:
         if now - self._adjusted < ADJUST_EVERY_S:
             return
         self._adjusted = now
-        if self.pressured(queue_share):
+        if self.pressured(queued):
             self.share = self.share * DECREASE if self.share > INCREASE / 2 else 0.0
         else:
             self.share = min(1.0, self.share + INCREASE)

@@ -290,7 +290,7 @@ class Router:
         self._metrics.record(self._deployment, target, traffic, status, started)
         if traffic == "live":
             latency_ms = (time.perf_counter() - started) * 1000.0
-            self._governor.observe(latency_ms, self._in_flight.load(target))
+            self._governor.observe(latency_ms, self._in_flight.queued(target))
             self._send_mirrors(config, payload, body)
         headers = _headers(self._deployment, target)
         headers[ROUTING_HEADER] = routing

@@ -160,7 +160,7 @@ def feed(governor: MirrorGovernor, clock: Clock, latency_ms: float, seconds: flo
     """Answers every 50 ms for `seconds`, all with `latency_ms`, no queue."""
     for _ in range(int(seconds / 0.05)):
         clock.now += 0.05
-        governor.observe(latency_ms, 0.0)
+        governor.observe(latency_ms, False)
 
 
 def test_mirror_share_falls_to_zero_under_latency_pressure_and_comes_back() -> None:
@@ -182,8 +182,32 @@ def test_a_queue_in_front_of_the_stable_version_is_pressure() -> None:
     governor = MirrorGovernor(clock)
     for _ in range(20):
         clock.now += 0.25
-        governor.observe(10.0, pressure.QUEUE_SHARE)  # latency flat, half its bound in flight
+        governor.observe(10.0, True)  # latency flat, a queue in front of it
     assert governor.share == 0.0
+
+
+def test_one_request_waiting_for_a_router_slot_is_a_queue_whatever_the_count_cap() -> None:
+    # The default cap of a fixed-size version is a memory bound (8 running + 1,000 queued): a
+    # share of it would call 500 waiting requests no queue. One waiting is one.
+    stable = Target(app="fraud--v1", version="1", weight=100, max_in_flight=1008, max_running=8)
+    in_flight = InFlight()
+    for _ in range(8):
+        in_flight.acquire(stable.app)
+    assert not in_flight.queued(stable)  # every slot busy, nobody waiting
+    in_flight.acquire(stable.app)
+    assert in_flight.queued(stable)
+    in_flight.release(stable.app)
+    assert not in_flight.queued(stable)
+
+
+def test_an_autoscaled_version_queues_in_serve_so_its_share_of_the_cap_is_the_queue() -> None:
+    scaled = Target(app="fraud--v1", version="1", weight=100, max_in_flight=72)
+    in_flight = InFlight()
+    for _ in range(int(72 * pressure.QUEUE_SHARE) - 1):
+        in_flight.acquire(scaled.app)
+    assert not in_flight.queued(scaled)
+    in_flight.acquire(scaled.app)
+    assert in_flight.queued(scaled)
 
 
 class FakeMetrics:
@@ -400,6 +424,36 @@ def test_a_user_never_waits_on_a_mirror_and_pressure_drops_mirrors() -> None:
     assert calls == 1  # no mirror sent under pressure
     assert r._metrics.counted[("mirror_dropped", "2", "pressure")] == 3
     assert r._in_flight[shadow.app] == 0
+
+
+class RecordingGovernor:
+    """Stands in for the MirrorGovernor: keeps what the router tells it, sends no mirror."""
+
+    def __init__(self) -> None:
+        self.queued: list[bool] = []
+
+    def observe(self, latency_ms: float, queued: bool) -> None:
+        self.queued.append(queued)
+
+    def admit(self, rand: float) -> bool:
+        return False
+
+
+def test_the_governor_hears_of_a_queue_at_the_stable_versions_slots() -> None:
+    # One slot, a cap of 1,000: three requests at once, two of them queued behind the first.
+    stable = STABLE.model_copy(update={"weight": 100, "max_in_flight": 1000, "max_running": 1})
+    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": 100})
+    preview = RouterConfig(deployment="fraud", targets=[stable], shadow=[shadow], timeout_s=10)
+    r = replica(preview, {stable.app: FakeHandle("1", delay_s=0.02), shadow.app: FakeHandle("2")})
+    r._governor = governor = RecordingGovernor()
+
+    async def scenario() -> None:
+        await asyncio.gather(*(r._answer(request({"inputs": [1]})) for _ in range(3)))
+
+    asyncio.run(scenario())
+    # The first answer left one request holding the slot and one waiting: a queue. The second
+    # left one holding it and none waiting; the third, none.
+    assert governor.queued == [True, False, False]
 
 
 def test_a_full_shadow_version_gets_no_more_mirrors() -> None:
