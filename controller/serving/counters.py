@@ -62,7 +62,8 @@ class RouterMetrics:
         )
         self.mirror_dropped = metrics.Counter(
             METRIC_MIRROR_DROPPED,
-            description="Mirrors not sent: the stable version under pressure, or theirs full.",
+            description="Mirrors not sent: the stable version under pressure, a new one's ramp, "
+            "or theirs full.",
             tag_keys=mirror_tags,
         )
         self.agreement_total = metrics.Counter(

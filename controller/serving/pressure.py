@@ -19,8 +19,11 @@ one `MirrorGovernor` per replica.
   in [0, 1] of the configured mirrors that is actually sent: it halves (down to 0) while the
   stable version is under pressure (its smoothed latency well above its unloaded latency, or a
   queue forming in front of it: `InFlight.queued`) and grows back slowly (AIMD, as TCP's
-  congestion window) once it is not. A mirror also goes unsent when its own version is full. Unsent mirrors are counted;
-  a user request never waits on a mirror (they are sent after its answer, as tasks).
+  congestion window) once it is not. Mirroring to a version it did not mirror to a moment ago
+  starts the share from 0 (`mirroring`; Envoy's slow start for new hosts): a preview's first
+  RUNNING second must not double the stable version's work before a queue can show. A mirror
+  also goes unsent when its own version is full. Unsent mirrors are counted; a user request
+  never waits on a mirror (they are sent after its answer, as tasks).
 """
 
 from __future__ import annotations
@@ -194,15 +197,25 @@ def movable(config: RouterConfig, traffic: str) -> bool:
 
 class MirrorGovernor:
     """The share of configured mirrors actually sent, from what the stable version's live
-    answers show (`observe`). Starts at 1: nothing is dropped before pressure shows."""
+    answers show (`observe`). From 0 whenever a new version is mirrored to (`mirroring`)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.share = 1.0
+        self.ramping = False  # since a new version was mirrored to, until full or pressured
+        self._apps: frozenset[str] = frozenset()  # the versions mirrored to
         self.latency_ms: float | None = None  # smoothed (EWMA)
         self.baseline_ms: float | None = None  # unloaded: the lowest smoothed, drifting up
         self._adjusted = clock()
         self._seen = self._adjusted
+
+    def mirroring(self, apps: frozenset[str]) -> None:
+        """The versions the config mirrors to that run now. One that was not among them at the
+        last call starts the share from 0: it grows by `INCREASE` per `ADJUST_EVERY_S` of
+        answers without pressure, as after a decrease."""
+        if apps - self._apps:
+            self.share, self.ramping = 0.0, True
+        self._apps = apps
 
     def pressured(self, queued: bool) -> bool:
         if queued:
@@ -231,8 +244,10 @@ class MirrorGovernor:
         self._adjusted = now
         if self.pressured(queued):
             self.share = self.share * DECREASE if self.share > INCREASE / 2 else 0.0
+            self.ramping = False
         else:
             self.share = min(1.0, self.share + INCREASE)
+            self.ramping = self.ramping and self.share < 1.0
 
     def admit(self, rand: float) -> bool:
         """Send a mirror the config asks for? `rand` in [0, 1)."""

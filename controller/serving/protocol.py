@@ -34,7 +34,7 @@ METRIC_RECORDING_DROPPED = "serveops_router_recording_dropped"  # sampled, not r
 # Pressure (controller/serving/pressure.py): requests answered 503 at once because the version
 # they were routed to had `max_in_flight` requests in flight (tags METRIC_TAGS, `version`: the
 # full one); live requests moved to the other weighted version instead; mirrored copies the
-# config asked for but the router did not send (reason: pressure | full).
+# config asked for but the router did not send (reason: pressure | ramp | full).
 METRIC_SHED = "serveops_router_shed"
 METRIC_OVERFLOW = "serveops_router_overflow"
 METRIC_MIRROR_DROPPED = "serveops_router_mirror_dropped"

@@ -315,14 +315,18 @@ class Router:
 
     def _send_mirrors(self, config: RouterConfig, payload: Any, served: Any) -> None:
         """Copies of a live request to the shadow versions the config asks for, as tasks the
-        answer never waits on; unless the stable version is under pressure (the governor's
-        share) or the shadow version is full: then dropped, and counted."""
+        answer never waits on; unless the governor's share says no (the stable version under
+        pressure, or a new shadow version's ramp) or the shadow version is full: then
+        dropped, and counted."""
+        governor = self._governor
+        governor.mirroring(frozenset(t.app for t in config.shadow if t.app in self._running))
         for shadow in mirrors(config, self._running, random.random()):
-            reason = (
-                "full"
-                if self._in_flight.full(shadow, wait_budget_s(config))
-                else ("" if self._governor.admit(random.random()) else "pressure")
-            )
+            if self._in_flight.full(shadow, wait_budget_s(config)):
+                reason = "full"
+            elif not governor.admit(random.random()):
+                reason = "ramp" if governor.ramping else "pressure"
+            else:
+                reason = ""
             if reason:
                 self._metrics.mirror_dropped.inc(
                     tags={

@@ -177,6 +177,29 @@ def test_mirror_share_falls_to_zero_under_latency_pressure_and_comes_back() -> N
     assert governor.share == 1.0
 
 
+def test_a_version_newly_mirrored_to_ramps_from_zero_and_pressure_ends_the_ramp() -> None:
+    clock = Clock()
+    governor = MirrorGovernor(clock)
+    feed(governor, clock, 10.0, 2.0)
+    assert governor.share == 1.0
+    governor.mirroring(frozenset({"fraud--v2"}))  # the preview is RUNNING: its first mirrors
+    assert (governor.share, governor.ramping) == (0.0, True)
+    assert not governor.admit(0.0)
+    feed(governor, clock, 10.0, 1.0)
+    assert 0.0 < governor.share < 1.0
+    governor.mirroring(frozenset({"fraud--v2"}))  # the same version: the ramp goes on
+    assert governor.share > 0.0
+    feed(governor, clock, 10.0, 4.0)
+    assert (governor.share, governor.ramping) == (1.0, False)
+    governor.mirroring(frozenset())  # the preview ended ...
+    governor.mirroring(frozenset({"fraud--v2"}))  # ... and a new one runs under the same name
+    assert governor.share == 0.0
+    governor.observe(10.0, True)  # a queue: pressure, no longer a ramp
+    clock.now += 1.0
+    governor.observe(10.0, True)
+    assert (governor.share, governor.ramping) == (0.0, False)
+
+
 def test_a_queue_in_front_of_the_stable_version_is_pressure() -> None:
     clock = Clock()
     governor = MirrorGovernor(clock)
@@ -264,7 +287,9 @@ def request(body: Any) -> Request:
     return Request(scope, receive)
 
 
-def replica(config: RouterConfig, handles: dict[str, FakeHandle]) -> Any:
+def replica(config: RouterConfig, handles: dict[str, FakeHandle], ramped: bool = True) -> Any:
+    """A router replica routing `config`. `ramped`: mirroring to its shadows for a while
+    already, their ramp done (else a mirror to a new version starts from a share of 0)."""
     from controller.serving import router
 
     r = router.Router.func_or_class("fraud")  # the class behind the Serve deployment
@@ -272,6 +297,9 @@ def replica(config: RouterConfig, handles: dict[str, FakeHandle]) -> Any:
     r._poller = object()  # no status polling outside Serve
     r._metrics = FakeMetrics()
     r._handle = handles.__getitem__
+    if ramped:
+        r._governor.mirroring(frozenset(t.app for t in config.shadow))
+        r._governor.share, r._governor.ramping = 1.0, False
     return r
 
 
@@ -426,14 +454,39 @@ def test_a_user_never_waits_on_a_mirror_and_pressure_drops_mirrors() -> None:
     assert r._in_flight[shadow.app] == 0
 
 
+def test_a_preview_just_running_gets_no_mirror_before_its_ramp() -> None:
+    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": 100})
+    preview = RouterConfig(
+        deployment="fraud",
+        targets=[STABLE.model_copy(update={"weight": 100})],
+        shadow=[shadow],
+        timeout_s=10,
+    )
+    candidate = FakeHandle("2")
+    r = replica(preview, {STABLE.app: FakeHandle("1"), shadow.app: candidate}, ramped=False)
+
+    async def scenario() -> int:
+        answer = await r._answer(request({"inputs": [1]}))
+        await asyncio.sleep(0)
+        return answer.status_code
+
+    assert asyncio.run(scenario()) == 200
+    assert candidate.calls == 0
+    assert r._metrics.counted[("mirror_dropped", "2", "ramp")] == 1
+
+
 class RecordingGovernor:
     """Stands in for the MirrorGovernor: keeps what the router tells it, sends no mirror."""
 
     def __init__(self) -> None:
         self.queued: list[bool] = []
+        self.ramping = False
 
     def observe(self, latency_ms: float, queued: bool) -> None:
         self.queued.append(queued)
+
+    def mirroring(self, apps: frozenset[str]) -> None:
+        pass
 
     def admit(self, rand: float) -> bool:
         return False
