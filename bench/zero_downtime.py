@@ -10,6 +10,10 @@ whenever `requeue_after` asks, at most 1 s apart) moves one deployment through:
 3. a blue-green v2 -> v1: preview (all requests mirrored to v1), analysis, one switch;
 4. its rollback: `serveops abort` while switched (v2 kept for the scale-down delay).
 
+Back to back by default, so each rollout inherits the queue the one before left; with `--gap S`
+the load runs S seconds between them, as rollouts hours apart would, and what fails in the
+gaps is printed apart (never dropped from the figures).
+
 An open loop (its own process, aiohttp) sends `--rate` requests per second through the route for
 the whole run, whatever the answers take. With `--load-fraction F` the rate is F times the
 router path's saturation throughput, measured first in the same run (bench/saturation.py's
@@ -21,12 +25,13 @@ actor, same PID) at every pass.
 
     flock /tmp/serveops-ray.lock .venv/bin/python bench/zero_downtime.py [--rate 60]
         [--load-fraction 0.8] [--max-ongoing 64] [--max-queued 1000] [--shadow-percent 25]
-        [--ray-env RAY_SERVE_ENABLE_HA_PROXY=1]
+        [--ray-env RAY_SERVE_ENABLE_HA_PROXY=1] [--gap 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections import Counter
@@ -169,6 +174,13 @@ def main() -> None:
         "point hold at all without one?)",
     )
     parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds of load between one rollout's end and the next one's start (default: back "
+        "to back); failures in the gaps are printed apart",
+    )
+    parser.add_argument(
         "--request-timeout", type=float, default=10.0, help="spec.request_timeout_s (router)"
     )
     parser.add_argument(
@@ -276,13 +288,16 @@ def main() -> None:
                     story.watch(NAME, f"{NAME}--v{v1}")
                     story.run("canary v1 -> v2 to 100%", "completed", {SPEC: canary(v2)})
                     cpu.append(cpu_by_process())
+                    time.sleep(args.gap)
                     story.watch(NAME, f"{NAME}--v{v2}")
                     story.run(
                         "canary v2 -> slow, aborted by analysis", "aborted", {SPEC: slow_canary}
                     )
                     cpu.append(cpu_by_process())
+                    time.sleep(args.gap)
                     story.run("blue-green v2 -> v1, switch", "switched", {SPEC: blue_green(v1)})
                     cpu.append(cpu_by_process())
+                    time.sleep(args.gap)
                     abort = ["abort", "--env", ENV, NAME, "--state", str(state), "--reason", "bench"]  # fmt: skip
                     story.run("blue-green rollback (serveops abort)", "aborted", command=abort)
                     cpu.append(cpu_by_process())
@@ -304,6 +319,15 @@ def main() -> None:
                 print(f"    CPU: {cpu_use(cpu[i], cpu[i + 1], s.ended_at - s.started_at)}")
             for a in summary.failed[:3]:
                 print(f"    failed: {a}")
+        gaps = [
+            load.summary(a.ended_at, b.started_at) for a, b in itertools.pairwise(story.scenarios)
+        ]
+        if args.gap:
+            print(
+                f"between the rollouts ({len(gaps)} gaps of {args.gap:g} s): "
+                f"{sum(g.requests for g in gaps)} requests, "
+                f"failed {sum(len(g.failed) for g in gaps)} (shed {sum(g.shed for g in gaps)})"
+            )
         whole = load.summary()
         print(f"whole run: {whole.line()}")
         if whole.failed:  # when they failed, against the steps taken: overload or a rollout?
