@@ -28,14 +28,14 @@ typecheck: $(STAMP)
 
 # The quick tests: no cluster, under two minutes, on every core (pytest-xdist).
 unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e" -p no:cacheprovider -n auto
+	$(BIN)/pytest -m "not e2e" -p no:cacheprovider -n auto --dist loadgroup
 
 e2e: $(STAMP)
 	$(BIN)/pytest -m e2e
 
 # The quick tests in parallel, then the end-to-end ones in one process (they share one Ray).
 test: lint typecheck $(STAMP)
-	$(BIN)/pytest -m "not e2e" -p no:cacheprovider -n auto tests
+	$(BIN)/pytest -m "not e2e" -p no:cacheprovider -n auto --dist loadgroup tests
 	$(BIN)/pytest -m e2e tests
 
 schema: $(STAMP)

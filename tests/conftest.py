@@ -29,6 +29,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         else:
             item.add_marker(pytest.mark.unit)
+        # Session fixtures that train models run once per xdist worker: their tests share
+        # one worker (`--dist loadgroup`), so the other never trains the same models again.
+        if "batch_versions" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("batch-mlflow"))
     # A test with a Ray of its own runs after every other (stable order otherwise): its
     # `ray stop` ends the session's shared cluster too.
     items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# make test's work then and now (issue 11): the suite of an older commit, then today's make test
+# steps over the e2e files that existed at that commit, back to back on this machine.
+#
+#   flock /tmp/serveops-ray.lock bench/suite_then_and_now.sh [COMMIT]   # default 2cd2d1f
+#
+# The old commit runs in a worktree with this checkout's .venv (same pinned packages): a venv
+# of links whose scripts run the worktree's code (PYTHONPATH first, its own `serveops` entry
+# point), so nothing is installed and this checkout's venv is not touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=$PWD
+old=${1:-2cd2d1f}
+work=$(mktemp -d /tmp/serveops-then-XXXX)
+trap 'git -C "$here" worktree remove --force "$work/src" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+git worktree add -q --detach "$work/src" "$old"
+venv=$work/src/.venv
+mkdir -p "$venv/bin"
+for e in "$here"/.venv/*; do [ "$(basename "$e")" = bin ] || ln -s "$e" "$venv/$(basename "$e")"; done
+for f in "$here"/.venv/bin/*; do
+  n=$(basename "$f")
+  if [ -L "$f" ]; then cp -P "$f" "$venv/bin/$n"
+  elif head -c 64 "$f" | grep -q "^#!$here/.venv/bin/python"; then
+    sed "1s#$here/.venv#$venv#" "$f" > "$venv/bin/$n"; chmod +x "$venv/bin/$n"
+  else ln -s "$f" "$venv/bin/$n"; fi
+done
+# The entry point of that commit (controller.cli:main before the layout move).
+entry=$(sed -n 's/^serveops = "\(.*\):\(.*\)"/\1 \2/p' "$work/src/pyproject.toml")
+sed -i "s/^from controller\.cli\.main import main$/from ${entry% *} import ${entry#* }/" "$venv/bin/serveops"
+
+t() { local s; s=$(date +%s); "$@"; echo "::: $(( $(date +%s) - s )) s: $*"; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+export RAY_AUTH_MODE=disabled
+e2e_then=$(cd "$work/src" && git ls-files 'tests/e2e/test_*.py')
+
+echo "# then: $old, load average $(load)"
+(cd "$work/src" && export PYTHONPATH=$PWD && t .venv/bin/ruff check -q . && t .venv/bin/mypy \
+  && t .venv/bin/pytest -q -p no:cacheprovider tests)
+echo "# now: $(git log --format=%h -1), load average $(load)"
+t .venv/bin/ruff check -q .
+t .venv/bin/mypy
+t .venv/bin/pytest -q -m "not e2e" -p no:cacheprovider -n auto --dist loadgroup tests
+now=()
+for f in $e2e_then; do [ -f "$f" ] && now+=("$f"); done
+t .venv/bin/pytest -q -m e2e -p no:cacheprovider "${now[@]}"
+echo "# end, load average $(load)"
