@@ -16,17 +16,19 @@ trap 'git -C "$here" worktree remove --force "$work/src" >/dev/null 2>&1 || true
 git worktree add -q --detach "$work/src" "$old"
 venv=$work/src/.venv
 mkdir -p "$venv/bin"
-for e in "$here"/.venv/*; do [ "$(basename "$e")" = bin ] || ln -s "$e" "$venv/$(basename "$e")"; done
-for f in "$here"/.venv/bin/*; do
+real=$(cd "$here/.venv" && pwd -P)  # where the scripts' #! lines point (.venv may be a link)
+for e in "$real"/*; do [ "$(basename "$e")" = bin ] || ln -s "$e" "$venv/$(basename "$e")"; done
+for f in "$real"/bin/*; do
   n=$(basename "$f")
   if [ -L "$f" ]; then cp -P "$f" "$venv/bin/$n"
-  elif head -c 64 "$f" | grep -q "^#!$here/.venv/bin/python"; then
-    sed "1s#$here/.venv#$venv#" "$f" > "$venv/bin/$n"; chmod +x "$venv/bin/$n"
+  elif head -c 128 "$f" | grep -q "^#!$real/bin/python"; then
+    sed "1s#$real#$venv#" "$f" > "$venv/bin/$n"; chmod +x "$venv/bin/$n"
   else ln -s "$f" "$venv/bin/$n"; fi
 done
 # The entry point of that commit (controller.cli:main before the layout move).
 entry=$(sed -n 's/^serveops = "\(.*\):\(.*\)"/\1 \2/p' "$work/src/pyproject.toml")
 sed -i "s/^from controller\.cli\.main import main$/from ${entry% *} import ${entry#* }/" "$venv/bin/serveops"
+grep -q "^from ${entry% *} import" "$venv/bin/serveops"
 
 t() { local s; s=$(date +%s); "$@"; echo "::: $(( $(date +%s) - s )) s: $*"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
