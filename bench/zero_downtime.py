@@ -36,6 +36,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -113,7 +114,10 @@ BLUE_GREEN = (
 )
 
 
-def cpu_by_process() -> dict[int, tuple[str, float]]:
+Cpu = dict[int, tuple[str, float]]  # pid: (command, CPU seconds so far)
+
+
+def cpu_by_process() -> Cpu:
     """CPU seconds so far of every process on the machine (name as `ps` shows it)."""
     out = {}
     for p in psutil.process_iter(["name", "cmdline", "cpu_times"]):
@@ -123,9 +127,7 @@ def cpu_by_process() -> dict[int, tuple[str, float]]:
     return out
 
 
-def cpu_use(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], s: float
-) -> str:
+def cpu_use(before: Cpu, after: Cpu, s: float) -> str:
     """Share of a core per process between two snapshots, the busiest first, and the total."""
     used: Counter[str] = Counter()
     for pid, (name, t) in after.items():
@@ -282,25 +284,28 @@ def main() -> None:
             time.sleep(args.steady_seconds)
             steady = (steady_from, time.time())
             counted_before = router_counted(ray.address)
-            cpu = [cpu_by_process()]
+            spans: list[tuple[Cpu, Cpu]] = []  # CPU seconds at each rollout's start and end
+
+            def rollout(name: str, outcome: str, **change: Any) -> None:
+                if story.scenarios:  # the load alone between two rollouts
+                    time.sleep(args.gap)
+                start = cpu_by_process()
+                story.run(name, outcome, **change)
+                spans.append((start, cpu_by_process()))
+
             try:
                 if not args.no_rollouts:  # --no-rollouts: the steady window is the run
                     story.watch(NAME, f"{NAME}--v{v1}")
-                    story.run("canary v1 -> v2 to 100%", "completed", {SPEC: canary(v2)})
-                    cpu.append(cpu_by_process())
-                    time.sleep(args.gap)
+                    rollout("canary v1 -> v2 to 100%", "completed", files={SPEC: canary(v2)})
                     story.watch(NAME, f"{NAME}--v{v2}")
-                    story.run(
-                        "canary v2 -> slow, aborted by analysis", "aborted", {SPEC: slow_canary}
+                    rollout(
+                        "canary v2 -> slow, aborted by analysis",
+                        "aborted",
+                        files={SPEC: slow_canary},
                     )
-                    cpu.append(cpu_by_process())
-                    time.sleep(args.gap)
-                    story.run("blue-green v2 -> v1, switch", "switched", {SPEC: blue_green(v1)})
-                    cpu.append(cpu_by_process())
-                    time.sleep(args.gap)
+                    rollout("blue-green v2 -> v1, switch", "switched", files={SPEC: blue_green(v1)})
                     abort = ["abort", "--env", ENV, NAME, "--state", str(state), "--reason", "bench"]  # fmt: skip
-                    story.run("blue-green rollback (serveops abort)", "aborted", command=abort)
-                    cpu.append(cpu_by_process())
+                    rollout("blue-green rollback (serveops abort)", "aborted", command=abort)
             except AssertionError as err:  # print what ran, and why the story stopped
                 stopped = str(err)[:2000]
             time.sleep(2)
@@ -315,8 +320,8 @@ def main() -> None:
             shed_total += summary.shed
             print(f"{s.name} ({s.passes} passes): {summary.line()}")
             print(f"    steps: {', '.join(s.events)}")
-            if i + 1 < len(cpu):
-                print(f"    CPU: {cpu_use(cpu[i], cpu[i + 1], s.ended_at - s.started_at)}")
+            if i < len(spans):
+                print(f"    CPU: {cpu_use(*spans[i], s.ended_at - s.started_at)}")
             for a in summary.failed[:3]:
                 print(f"    failed: {a}")
         gaps = [
