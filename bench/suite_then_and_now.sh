@@ -2,19 +2,21 @@
 # make test's work then and now (issue 11): the suite of an older commit, then today's make test
 # steps over the e2e files that existed at that commit, back to back on this machine.
 #
-#   flock /tmp/serveops-ray.lock bench/suite_then_and_now.sh [COMMIT]   # default 2cd2d1f
+#   flock /tmp/serveops-ray.lock bench/suite_then_and_now.sh [COMMIT [then|now|both]]
 #
-# The old commit runs in a worktree with this checkout's .venv (same pinned packages): a venv
-# of links whose scripts run the worktree's code (PYTHONPATH first, its own `serveops` entry
-# point), so nothing is installed and this checkout's venv is not touched.
+# COMMIT defaults to 2cd2d1f. The old commit runs in a worktree beside this checkout (the e2e
+# tests find ../shared/traces from there too) with this checkout's .venv (same pinned
+# packages): a venv of links whose scripts run the worktree's code (PYTHONPATH first, its own
+# `serveops` entry point), so nothing is installed and this checkout's venv is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$PWD
 old=${1:-2cd2d1f}
-work=$(mktemp -d /tmp/serveops-then-XXXX)
-trap 'git -C "$here" worktree remove --force "$work/src" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-git worktree add -q --detach "$work/src" "$old"
-venv=$work/src/.venv
+halves=${2:-both}
+src=$(mktemp -d "$(dirname "$here")/serveops-then-XXXX")
+trap 'git -C "$here" worktree remove --force "$src" >/dev/null 2>&1 || true; rm -rf "$src"' EXIT
+git worktree add -q --detach "$src" "$old"
+venv=$src/.venv
 mkdir -p "$venv/bin"
 real=$(cd "$here/.venv" && pwd -P)  # where the scripts' #! lines point (.venv may be a link)
 for e in "$real"/*; do [ "$(basename "$e")" = bin ] || ln -s "$e" "$venv/$(basename "$e")"; done
@@ -26,23 +28,27 @@ for f in "$real"/bin/*; do
   else ln -s "$f" "$venv/bin/$n"; fi
 done
 # The entry point of that commit (controller.cli:main before the layout move).
-entry=$(sed -n 's/^serveops = "\(.*\):\(.*\)"/\1 \2/p' "$work/src/pyproject.toml")
+entry=$(sed -n 's/^serveops = "\(.*\):\(.*\)"/\1 \2/p' "$src/pyproject.toml")
 sed -i "s/^from controller\.cli\.main import main$/from ${entry% *} import ${entry#* }/" "$venv/bin/serveops"
 grep -q "^from ${entry% *} import" "$venv/bin/serveops"
 
 t() { local s; s=$(date +%s); "$@"; echo "::: $(( $(date +%s) - s )) s: $*"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 export RAY_AUTH_MODE=disabled
-e2e_then=$(cd "$work/src" && git ls-files 'tests/e2e/test_*.py')
+e2e_then=$(cd "$src" && git ls-files 'tests/e2e/test_*.py')
 
-echo "# then: $old, load average $(load)"
-(cd "$work/src" && export PYTHONPATH=$PWD && t .venv/bin/ruff check -q . && t .venv/bin/mypy \
-  && t .venv/bin/pytest -q -p no:cacheprovider tests)
-echo "# now: $(git log --format=%h -1), load average $(load)"
-t .venv/bin/ruff check -q .
-t .venv/bin/mypy
-t .venv/bin/pytest -q -m "not e2e" -p no:cacheprovider -n auto --dist loadgroup tests
-now=()
-for f in $e2e_then; do [ -f "$f" ] && now+=("$f"); done
-t .venv/bin/pytest -q -m e2e -p no:cacheprovider "${now[@]}"
+if [ "$halves" != now ]; then
+  echo "# then: $old, load average $(load)"
+  (cd "$src" && export PYTHONPATH=$PWD && t .venv/bin/ruff check -q . && t .venv/bin/mypy \
+    && t .venv/bin/pytest -q -p no:cacheprovider tests)
+fi
+if [ "$halves" != then ]; then
+  echo "# now: $(git log --format=%h -1), load average $(load)"
+  t .venv/bin/ruff check -q .
+  t .venv/bin/mypy
+  t .venv/bin/pytest -q -m "not e2e" -p no:cacheprovider -n auto --dist loadgroup tests
+  now=()
+  for f in $e2e_then; do [ -f "$f" ] && now+=("$f"); done
+  t .venv/bin/pytest -q -m e2e -p no:cacheprovider "${now[@]}"
+fi
 echo "# end, load average $(load)"
