@@ -32,7 +32,7 @@ entry=$(sed -n 's/^serveops = "\(.*\):\(.*\)"/\1 \2/p' "$src/pyproject.toml")
 sed -i "s/^from controller\.cli\.main import main$/from ${entry% *} import ${entry#* }/" "$venv/bin/serveops"
 grep -q "^from ${entry% *} import" "$venv/bin/serveops"
 
-t() { local s; s=$(date +%s); "$@"; echo "::: $(( $(date +%s) - s )) s: $*"; }
+t() { local s rc=0; s=$(date +%s); "$@" || rc=$?; echo "::: $(( $(date +%s) - s )) s, exit $rc: $*"; return $rc; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 export RAY_AUTH_MODE=disabled
 e2e_then=$(cd "$src" && git ls-files 'tests/e2e/test_*.py')
@@ -40,7 +40,7 @@ e2e_then=$(cd "$src" && git ls-files 'tests/e2e/test_*.py')
 if [ "$halves" != now ]; then
   echo "# then: $old, load average $(load)"
   (cd "$src" && export PYTHONPATH=$PWD && t .venv/bin/ruff check -q . && t .venv/bin/mypy \
-    && t .venv/bin/pytest -q -p no:cacheprovider tests)
+    && t .venv/bin/pytest -q -p no:cacheprovider tests) || echo "::: then: a step failed (above)"
 fi
 if [ "$halves" != then ]; then
   echo "# now: $(git log --format=%h -1), load average $(load)"
