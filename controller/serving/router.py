@@ -49,7 +49,7 @@ from controller.serving.protocol import (
     routing_id,
 )
 from controller.serving.recorder import Exchange, Recorder, replace_recorder
-from controller.serving.routing import choose, mirrors, routable
+from controller.serving.routing import choose, mirrored, mirrors, routable
 from controller.serving.serve_status import app_statuses
 from controller.serving.slots import Slots
 
@@ -88,6 +88,7 @@ class Router:
             self._recorder, self._recording, config.recording, self._deployment
         )
         self._recording = config.recording
+        self._governor.mirroring(mirrored(config, self._running))  # a new one ramps from 0
         logger.info(
             "router %s targets %s fallback %s",
             self._deployment,
@@ -130,6 +131,7 @@ class Router:
             logger.exception("router %s could not read Serve status", self._deployment)
             return False
         self._running = routable(self._running, statuses)
+        self._governor.mirroring(mirrored(self._config, self._running))
         await self._prepare_handles()
         return any(s == "DEPLOYING" and a not in self._running for a, s in statuses.items())
 
@@ -319,7 +321,6 @@ class Router:
         pressure, or a new shadow version's ramp) or the shadow version is full: then
         dropped, and counted."""
         governor = self._governor
-        governor.mirroring(frozenset(t.app for t in config.shadow if t.app in self._running))
         for shadow in mirrors(config, self._running, random.random()):
             if self._in_flight.full(shadow, wait_budget_s(config)):
                 reason = "full"

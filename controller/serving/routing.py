@@ -58,6 +58,11 @@ def routable(previous: set[str], statuses: dict[str, str]) -> set[str]:
     }
 
 
+def mirrored(config: RouterConfig | None, running: set[str]) -> frozenset[str]:
+    """The shadow applications a request may be copied to now: the RUNNING ones."""
+    return frozenset(t.app for t in config.shadow if t.app in running) if config else frozenset()
+
+
 def mirrors(config: RouterConfig, running: set[str], rand: float) -> list[Target]:
     """Shadow targets this request is copied to: each RUNNING one with probability weight%."""
     return [t for t in config.shadow if t.app in running and rand * 100 < t.weight]

@@ -24,6 +24,7 @@ from controller.serving.protocol import (
     RouterConfig,
     Target,
 )
+from controller.serving.routing import mirrored
 
 STABLE = Target(app="fraud--v1", version="1", weight=90, max_in_flight=2)
 CANDIDATE = Target(app="fraud--v2", version="2", weight=10, max_in_flight=2)
@@ -297,8 +298,8 @@ def replica(config: RouterConfig, handles: dict[str, FakeHandle], ramped: bool =
     r._poller = object()  # no status polling outside Serve
     r._metrics = FakeMetrics()
     r._handle = handles.__getitem__
+    r._governor.mirroring(mirrored(config, r._running))  # as a new config or status would
     if ramped:
-        r._governor.mirroring(frozenset(t.app for t in config.shadow))
         r._governor.share, r._governor.ramping = 1.0, False
     return r
 
@@ -424,14 +425,21 @@ def test_a_canary_request_moves_to_the_candidate_when_the_stable_is_full() -> No
     assert stable.calls == 0
 
 
-def test_a_user_never_waits_on_a_mirror_and_pressure_drops_mirrors() -> None:
-    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": 100})
-    preview = RouterConfig(
+def previewing(max_in_flight: int) -> tuple[RouterConfig, Target]:
+    """A blue-green preview: the stable version takes every request, each mirrored to the
+    candidate, which may have `max_in_flight` in flight."""
+    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": max_in_flight})
+    config = RouterConfig(
         deployment="fraud",
         targets=[STABLE.model_copy(update={"weight": 100})],
         shadow=[shadow],
         timeout_s=10,
     )
+    return config, shadow
+
+
+def test_a_user_never_waits_on_a_mirror_and_pressure_drops_mirrors() -> None:
+    preview, shadow = previewing(max_in_flight=100)
     hanging_shadow = FakeHandle("2", hang=True)
     r = replica(preview, {STABLE.app: FakeHandle("1"), shadow.app: hanging_shadow})
 
@@ -455,13 +463,7 @@ def test_a_user_never_waits_on_a_mirror_and_pressure_drops_mirrors() -> None:
 
 
 def test_a_preview_just_running_gets_no_mirror_before_its_ramp() -> None:
-    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": 100})
-    preview = RouterConfig(
-        deployment="fraud",
-        targets=[STABLE.model_copy(update={"weight": 100})],
-        shadow=[shadow],
-        timeout_s=10,
-    )
+    preview, shadow = previewing(max_in_flight=100)
     candidate = FakeHandle("2")
     r = replica(preview, {STABLE.app: FakeHandle("1"), shadow.app: candidate}, ramped=False)
 
@@ -485,9 +487,6 @@ class RecordingGovernor:
     def observe(self, latency_ms: float, queued: bool) -> None:
         self.queued.append(queued)
 
-    def mirroring(self, apps: frozenset[str]) -> None:
-        pass
-
     def admit(self, rand: float) -> bool:
         return False
 
@@ -510,13 +509,7 @@ def test_the_governor_hears_of_a_queue_at_the_stable_versions_slots() -> None:
 
 
 def test_a_full_shadow_version_gets_no_more_mirrors() -> None:
-    shadow = CANDIDATE.model_copy(update={"weight": 100, "max_in_flight": 1})
-    preview = RouterConfig(
-        deployment="fraud",
-        targets=[STABLE.model_copy(update={"weight": 100})],
-        shadow=[shadow],
-        timeout_s=10,
-    )
+    preview, shadow = previewing(max_in_flight=1)
     hanging_shadow = FakeHandle("2", hang=True)
     r = replica(preview, {STABLE.app: FakeHandle("1"), shadow.app: hanging_shadow})
 

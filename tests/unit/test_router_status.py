@@ -82,3 +82,26 @@ def test_pinned_requests_refresh_the_status_at_most_every_interval(
     assert reads.reads == 2
     assert replica._running == {"fraud--v1", "fraud--v2"}
     assert len(made) == 2  # a handle is made once per app
+
+
+def test_a_shadow_version_seen_running_by_a_status_read_starts_its_mirror_ramp() -> None:
+    import asyncio
+
+    from controller.serving import router
+
+    replica = router.Router.func_or_class("fraud")  # the class behind the Serve deployment
+    replica._get_handle = lambda app: f"handle to {app}"
+    replica._running = {"fraud--v1"}
+    replica.reconfigure(
+        RouterConfig(
+            deployment="fraud",
+            targets=[Target(app="fraud--v1", version="1", weight=100)],
+            shadow=[Target(app="fraud--v2", version="2", weight=100)],
+            timeout_s=10,
+        ).model_dump()
+    )
+    governor = replica._governor
+    assert (governor.share, governor.ramping) == (1.0, False)  # the preview is still starting
+    replica._read_status = StatusReads({"fraud--v1", "fraud--v2"})
+    asyncio.run(replica._refresh())
+    assert (governor.share, governor.ramping) == (0.0, True)  # RUNNING: its mirrors ramp from 0
