@@ -150,6 +150,14 @@ def router_counted(address: str) -> dict[str, float]:
             "mirrors dropped": totals[METRIC_MIRROR_DROPPED]}  # fmt: skip
 
 
+def failure_kind(error: str | None) -> str:
+    """Which bound a failed request met, from the router's message."""
+    for kind in ("standing queue", "burst", "requests in flight", "did not answer", "router"):
+        if error and kind in error:
+            return kind
+    return "other"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=60.0, help="requests per second")
@@ -324,6 +332,11 @@ def main() -> None:
                 print(f"    CPU: {cpu_use(*spans[i], s.ended_at - s.started_at)}")
             for a in summary.failed[:3]:
                 print(f"    failed: {a}")
+            if summary.failed:
+                kinds = Counter(
+                    f"{a.status} v{a.version} {failure_kind(a.error)}" for a in summary.failed
+                )
+                print(f"    failed by status, version and bound: {dict(kinds.most_common())}")
         gaps = [
             load.summary(a.ended_at, b.started_at) for a, b in itertools.pairwise(story.scenarios)
         ]
