@@ -5,14 +5,11 @@ one `MirrorGovernor` per replica.
 
 - Shedding. Every request the router sends to a version is counted in flight until it is
   answered. A version is full when a request admitted now would wait for one of its slots
-  (`max_running`) longer than its budget: the wait is what is queued ahead times the smoothed
-  time a request holds a slot (before a version's first answer, how long its oldest request
-  has held one), divided by the slots (Little's law), so the bound follows the model's speed:
-  deep for a fast model, shallow for a slow one. The budget is CoDel's (RFC 8289) distinction
-  between a good queue and a bad one: `BURST_WAIT_SHARE` of the timeout while the queue is a
-  burst that drains (a replica starting beside the stable one on shared cores slows it for a
-  few seconds), `QUEUE_WAIT_SHARE` once it stands (no request got its slot quickly for
-  `STANDING_SHARE` of the timeout: the offered load is over what the version serves). `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is
+  (`max_running`) longer than `QUEUE_WAIT_SHARE` of the router's timeout: the wait is what is
+  queued ahead times the smoothed time a request holds a slot (before a version's first
+  answer, how long its oldest request has held one), divided by the slots (Little's law), so
+  the bound follows the model's speed: deep for a fast model, shallow for a slow
+  one. `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is
   the only bound of an autoscaled version (no router queue). A request to a full version would
   end as a 504 after `timeout_s`; the router answers it 503 with Retry-After at once instead,
   or, when the rollout splits live traffic between two weighted versions (a canary step),
@@ -48,17 +45,10 @@ BASELINE_DRIFT_PER_S = 0.02  # the unloaded latency may rise this share a second
 ADJUST_EVERY_S = 0.2  # the share changes at most this often
 DECREASE = 0.5  # multiplicative decrease under pressure
 INCREASE = 0.05  # additive increase otherwise (0 -> 1 in 4 s)
-# Shedding, as CoDel (RFC 8289) keeps a queue: a burst may build a queue that drains, a queue
-# that stands is kept short. A request may wait for a slot at most BURST_WAIT_SHARE of the
-# timeout (the rest is for the model's own answer) while the queue is a burst, and
-# QUEUE_WAIT_SHARE once no request has got a slot within SHORT_WAIT_SHARE of the timeout (CoDel's
-# target) for STANDING_SHARE of it (CoDel's interval). Measured at 0.8 of saturation: a 64-deep
-# count bound shed 6% of a rollout's requests in bursts a 5 s wait absorbs, and a 5 s wait
-# still shed a replica start's burst (docs/benchmarks.md).
-BURST_WAIT_SHARE = 0.75
+# Shedding: a request may wait for a slot at most this share of the timeout; the rest is for
+# the model's own answer. Measured at 0.8 of saturation: a 64-deep count bound shed 6% of a
+# rollout's requests in bursts a 5 s wait absorbs (docs/benchmarks.md).
 QUEUE_WAIT_SHARE = 0.5
-SHORT_WAIT_SHARE = 0.05
-STANDING_SHARE = 1.0
 SERVICE_ALPHA = 0.1  # weight of one answer in a version's smoothed time per slot
 
 
@@ -73,8 +63,6 @@ class InFlight:
         # is at least as slow as its oldest request has been running.
         self._holding: dict[str, dict[int, float]] = {}
         self._tokens = itertools.count()
-        # Since when every request that got a slot had waited longer than short, per app.
-        self._long_since: dict[str, float] = {}
 
     def __getitem__(self, app: str) -> int:
         return self._count.get(app, 0)
@@ -120,27 +108,6 @@ class InFlight:
         holding = self._holding.get(app)
         return self._clock() - min(holding.values()) if holding else None
 
-    def waited(self, app: str, seconds: float, timeout_s: float) -> None:
-        """A request got one of `app`'s slots after `seconds` in the router's queue. One within
-        `SHORT_WAIT_SHARE` of the timeout means the queue drained: no queue stands; the first
-        longer one starts the clock of a standing queue."""
-        if seconds <= SHORT_WAIT_SHARE * timeout_s:
-            self._long_since.pop(app, None)
-        else:
-            self._long_since.setdefault(app, self._clock())
-
-    def standing(self, app: str, timeout_s: float) -> bool:
-        """Has a queue stood in front of `app` (no short wait) for `STANDING_SHARE` of the
-        timeout?"""
-        since = self._long_since.get(app)
-        return since is not None and self._clock() - since >= STANDING_SHARE * timeout_s
-
-    def budget_s(self, target: Target, timeout_s: float) -> float:
-        """The longest a request to `target` may wait for a slot before it is shed instead: a
-        burst's share of the timeout, a standing queue's once one stands."""
-        standing = self.standing(target.app, timeout_s)
-        return timeout_s * (QUEUE_WAIT_SHARE if standing else BURST_WAIT_SHARE)
-
     def wait_s(self, target: Target) -> float:
         """How long a request admitted now would wait for a slot: those ahead of it in the
         router's queue, served `max_running` at a time. 0 while a slot is free or before any
@@ -155,22 +122,17 @@ class InFlight:
         """The count cap, `max_in_flight`, reached."""
         return target.max_in_flight is not None and self[target.app] >= target.max_in_flight
 
-    def why_full(self, target: Target, timeout_s: float) -> str:
+    def why_full(self, target: Target, wait_budget_s: float) -> str:
         """What `full` found, in words for the 503's message."""
         if self.at_cap(target):
             return f"{target.max_in_flight} requests in flight"
-        queue = "a standing queue" if self.standing(target.app, timeout_s) else "a burst"
-        return (
-            f"a {self.wait_s(target):.1f}s wait for a slot, over the "
-            f"{self.budget_s(target, timeout_s):g}s allowed for {queue}"
-        )
+        return f"a {self.wait_s(target):.1f}s wait for a slot, over the {wait_budget_s:g}s allowed"
 
-    def full(self, target: Target, timeout_s: float | None = None) -> bool:
-        """No room: the count cap reached, or (given the router's timeout) a wait for a slot
-        over `budget_s`."""
+    def full(self, target: Target, wait_budget_s: float | None = None) -> bool:
+        """No room: the count cap reached, or (with a budget) a wait for a slot over it."""
         if self.at_cap(target):
             return True
-        return timeout_s is not None and self.wait_s(target) > self.budget_s(target, timeout_s)
+        return wait_budget_s is not None and self.wait_s(target) > wait_budget_s
 
     def load(self, target: Target) -> float:
         """Share of its bound in flight (0 without a bound)."""
@@ -205,8 +167,8 @@ def admit(
 ) -> Admission:
     """Send `chosen` a request if it has room; else, when `movable`, the least loaded other
     RUNNING target with weight and room; else shed."""
-    timeout_s = config.timeout_s
-    if not in_flight.full(chosen, timeout_s):
+    budget = wait_budget_s(config)
+    if not in_flight.full(chosen, budget):
         return Admission(chosen)
     if movable:
         others = [
@@ -215,11 +177,16 @@ def admit(
             if t.app != chosen.app
             and t.weight > 0
             and t.app in running
-            and not in_flight.full(t, timeout_s)
+            and not in_flight.full(t, budget)
         ]
         if others:
             return Admission(min(others, key=in_flight.load), chosen)
     return Admission(None, chosen)
+
+
+def wait_budget_s(config: RouterConfig) -> float:
+    """The longest a request may wait for a slot before the router sheds it instead."""
+    return config.timeout_s * QUEUE_WAIT_SHARE
 
 
 def movable(config: RouterConfig, traffic: str) -> bool:

@@ -31,6 +31,7 @@ from controller.serving.pressure import (
     MirrorGovernor,
     admit,
     movable,
+    wait_budget_s,
 )
 from controller.serving.protocol import (
     DEPLOYMENT_HEADER,
@@ -114,8 +115,12 @@ class Router:
 
     async def _read_status(self) -> dict[str, str]:
         config = self._config
-        targets = [*config.targets, *config.fallback, *config.shadow] if config else []
-        return await asyncio.to_thread(app_statuses, sorted({t.app for t in targets}))
+        apps = (
+            sorted({t.app for t in [*config.targets, *config.fallback, *config.shadow]})
+            if config
+            else []
+        )
+        return await asyncio.to_thread(app_statuses, apps)
 
     async def _refresh(self) -> bool:
         """Read Serve's status; True when an application is DEPLOYING that this replica has
@@ -259,7 +264,7 @@ class Router:
             why = (
                 f"this router replica is answering {self._live} requests"
                 if replica_full
-                else self._in_flight.why_full(target, config.timeout_s)
+                else self._in_flight.why_full(target, wait_budget_s(config))
             )
             return _shed(target, why)
         target = admission.target
@@ -271,8 +276,7 @@ class Router:
         self._in_flight.acquire(target.app)
         self._live += 1
         try:
-            call = self._call(target, payload, config.timeout_s)
-            result = await asyncio.wait_for(call, timeout=config.timeout_s)
+            result = await asyncio.wait_for(self._call(target, payload), timeout=config.timeout_s)
         except TimeoutError:
             self._metrics.record(self._deployment, target, traffic, 504, started)
             return _error(
@@ -296,14 +300,12 @@ class Router:
             headers[VARIANT_HEADER] = config.ab.variants[target.app]
         return JSONResponse(body, status_code=status, headers=headers)
 
-    async def _call(self, target: Target, payload: Any, timeout_s: float) -> Any:
+    async def _call(self, target: Target, payload: Any) -> Any:
         """The version's answer, once one of its `max_running` slots is free (the wait counts
-        against the caller's `timeout_s`, and tells whether a queue stands)."""
-        queued = time.perf_counter()
+        against the caller's timeout)."""
         await self._slots.acquire(target.app, target.max_running)
         if target.max_running is None:
             return await self._handle(target.app).predict.remote(payload)
-        self._in_flight.waited(target.app, time.perf_counter() - queued, timeout_s)
         token, answered = self._in_flight.hold(target.app), False  # how fast the queue drains
         try:
             answer = await self._handle(target.app).predict.remote(payload)
@@ -320,7 +322,7 @@ class Router:
         dropped, and counted."""
         governor = self._governor
         for shadow in mirrors(config, self._running, random.random()):
-            if self._in_flight.full(shadow, config.timeout_s):
+            if self._in_flight.full(shadow, wait_budget_s(config)):
                 reason = "full"
             elif not governor.admit(random.random()):
                 reason = "ramp" if governor.ramping else "pressure"
@@ -358,8 +360,7 @@ class Router:
         started = time.perf_counter()
         status = 500
         try:
-            call = self._call(target, payload, timeout_s)
-            result = await asyncio.wait_for(call, timeout=timeout_s)
+            result = await asyncio.wait_for(self._call(target, payload), timeout=timeout_s)
             status = int(result["status"])
             self._metrics.agreement(self._deployment, target, result["body"] == served)
         except TimeoutError:
