@@ -126,7 +126,11 @@ class InFlight:
         """What `full` found, in words for the 503's message."""
         if self.at_cap(target):
             return f"{target.max_in_flight} requests in flight"
-        return f"a {self.wait_s(target):.1f}s wait for a slot, over the {wait_budget_s:g}s allowed"
+        ahead, held = self[target.app] - (target.max_running or 0) + 1, self.slot_s(target.app)
+        return (
+            f"a {self.wait_s(target):.1f}s wait for a slot ({ahead} ahead, {held or 0:.2f}s a "
+            f"slot, {target.max_running} at a time), over the {wait_budget_s:g}s allowed"
+        )
 
     def full(self, target: Target, wait_budget_s: float | None = None) -> bool:
         """No room: the count cap reached, or (with a budget) a wait for a slot over it."""

@@ -90,7 +90,9 @@ def test_the_wait_for_a_slot_follows_how_long_a_slot_is_held() -> None:
         in_flight.acquire(fast.app)  # 30 queued + this one, 5 a second: 6.2 s
     assert in_flight.full(fast, wait_budget_s=5.0)
     assert not in_flight.full(fast)  # far below the count cap
-    assert in_flight.why_full(fast, 5.0) == "a 6.2s wait for a slot, over the 5s allowed"
+    assert in_flight.why_full(fast, 5.0) == (
+        "a 6.2s wait for a slot (31 ahead, 0.40s a slot, 2 at a time), over the 5s allowed"
+    )
     # A slow model (4 s a slot) is full with two waiting: the queue is as deep as its speed.
     slow = fast.model_copy(update={"app": "fraud--v2"})
     in_flight = loaded(fraud_v2=4)
@@ -345,7 +347,8 @@ def test_a_request_that_would_wait_past_the_budget_is_shed_and_told_why() -> Non
 
     answer = asyncio.run(scenario())
     assert answer.status_code == 503  # 1.6 s ahead of it, 1 s allowed: not a 504 later
-    assert "1.6s wait for a slot, over the 1s allowed" in json.loads(answer.body)["message"]
+    message = json.loads(answer.body)["message"]
+    assert "1.6s wait for a slot (2 ahead, 0.80s a slot, 1 at a time), over the 1s" in message
     assert stuck.calls == 1  # the second waits in the router's queue, the third never went
 
 
