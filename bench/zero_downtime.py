@@ -319,6 +319,11 @@ def main() -> None:
             time.sleep(2)
 
         counted = router_counted(ray.address)
+        # Measured again once the rollouts are done (one version again): one 15 s figure on a
+        # shared machine moves by a third between runs, so say what the offered load was of both.
+        after = None
+        if args.load_fraction is not None and not stopped:
+            after = saturation(url, args.concurrency, 15)
         before = load.summary(*steady)
         print(f"steady, before the rollouts: {before.line()}")
         failed_total = shed_total = 0
@@ -359,6 +364,12 @@ def main() -> None:
             f"open loop: offered {rate:.1f} req/s, sent late p50 {load.lag_ms(0.5):.1f} ms "
             f"p99 {load.lag_ms(0.99):.1f} ms max {load.lag_ms(1.0):.0f} ms"
         )
+        if after is not None:
+            print(
+                f"router path saturation after the rollouts: {after.rate:.1f} req/s; the load "
+                f"offered was {rate / sat.rate:.2f} of the first figure, "
+                f"{rate / after.rate:.2f} of this one"
+            )
         during = load.summary(
             story.scenarios[0].started_at if story.scenarios else steady[1], load.stopped_at
         )
