@@ -150,12 +150,18 @@ def router_counted(address: str) -> dict[str, float]:
             "mirrors dropped": totals[METRIC_MIRROR_DROPPED]}  # fmt: skip
 
 
+# What the router's messages say (controller/serving/router.py, pressure.py), by bound.
+FAILURE_KINDS = {
+    "wait for a slot": "wait bound",
+    "requests in flight": "count cap",
+    "this router replica is answering": "router replica's bound",
+    "did not answer": "timeout",
+}
+
+
 def failure_kind(error: str | None) -> str:
     """Which bound a failed request met, from the router's message."""
-    for kind in ("standing queue", "burst", "requests in flight", "did not answer", "router"):
-        if error and kind in error:
-            return kind
-    return "other"
+    return next((kind for said, kind in FAILURE_KINDS.items() if said in (error or "")), "other")
 
 
 def main() -> None:

@@ -108,12 +108,16 @@ class InFlight:
         holding = self._holding.get(app)
         return self._clock() - min(holding.values()) if holding else None
 
+    def ahead(self, target: Target) -> int:
+        """A request admitted now, and those ahead of it in the router's queue (0 or less: a
+        slot is free)."""
+        return self[target.app] - (target.max_running or 0) + 1
+
     def wait_s(self, target: Target) -> float:
         """How long a request admitted now would wait for a slot: those ahead of it in the
         router's queue, served `max_running` at a time. 0 while a slot is free or before any
         request has held one."""
-        slots, held = target.max_running, self.slot_s(target.app)
-        ahead = self[target.app] - (slots or 0) + 1
+        slots, held, ahead = target.max_running, self.slot_s(target.app), self.ahead(target)
         if not slots or held is None or ahead <= 0:
             return 0.0
         return ahead * held / slots
@@ -126,10 +130,10 @@ class InFlight:
         """What `full` found, in words for the 503's message."""
         if self.at_cap(target):
             return f"{target.max_in_flight} requests in flight"
-        ahead, held = self[target.app] - (target.max_running or 0) + 1, self.slot_s(target.app)
         return (
-            f"a {self.wait_s(target):.1f}s wait for a slot ({ahead} ahead, {held or 0:.2f}s a "
-            f"slot, {target.max_running} at a time), over the {wait_budget_s:g}s allowed"
+            f"a {self.wait_s(target):.1f}s wait for a slot ({self.ahead(target)} ahead, "
+            f"{self.slot_s(target.app) or 0:.2f}s a slot, {target.max_running} at a time), "
+            f"over the {wait_budget_s:g}s allowed"
         )
 
     def full(self, target: Target, wait_budget_s: float | None = None) -> bool:
