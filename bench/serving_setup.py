@@ -52,7 +52,11 @@ def env_pairs(values: list[str]) -> dict[str, str]:
 
 
 def start_ray(env: dict[str, str] | None = None) -> LocalRay:
-    return LocalRay(num_cpus=2, env={**RAY_ENV, **(env or {})}).start()
+    # The replicas import the serving code of this checkout, as this process does: through the
+    # editable install they would import the one installed, another worktree's when this is a
+    # second checkout beside it (an A/B of two commits).
+    checkout = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return LocalRay(num_cpus=2, env={**RAY_ENV, **checkout, **(env or {})}).start()
 
 
 def spec_yaml(name: str, version: str, environment: str = "bench", rollout: str = "") -> str:
