@@ -55,7 +55,8 @@ def start_ray(env: dict[str, str] | None = None) -> LocalRay:
     # The replicas import the serving code of this checkout, as this process does: through the
     # editable install they would import the one installed, another worktree's when this is a
     # second checkout beside it (an A/B of two commits).
-    checkout = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    checkout = {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # the caller's kept after
     return LocalRay(num_cpus=2, env={**RAY_ENV, **checkout, **(env or {})}).start()
 
 

@@ -1,5 +1,5 @@
-"""Which applications the router routes to, from Serve's status (pure; the last test drives the
-router's class outside Serve with a fake status read)."""
+"""Which applications the router routes to, from Serve's status (pure; the last two tests drive
+the router's class outside Serve with a fake status read)."""
 
 from __future__ import annotations
 
