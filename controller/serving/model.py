@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from controller.serving import code_origin
 from controller.serving.inputs import InputParser
 from controller.serving.protocol import VERSION_HEADER
+from controller.serving.startup import in_idle_time
 from controller.serving.warmup import DEFAULT_WARMUP_PREDICTIONS, warm
 
 logger = logging.getLogger("ray.serve")
@@ -39,13 +40,18 @@ class ModelServer:
     def __init__(
         self, model_uri: str, version: str, warmup: int = DEFAULT_WARMUP_PREDICTIONS
     ) -> None:
-        import mlflow.pyfunc
-
         self._uri = model_uri
         self._version = version
-        self._model = mlflow.pyfunc.load_model(model_uri)
+
+        def load() -> Any:
+            import mlflow.pyfunc
+
+            return mlflow.pyfunc.load_model(model_uri)
+
+        # In the CPU time the serving replicas leave: a rollout starts this beside them.
+        self._model, priority = in_idle_time(load)
         self._inputs = InputParser(self._model.metadata.get_input_schema())
-        logger.info("loaded %s (%s)", model_uri, code_origin())
+        logger.info("loaded %s %s (%s)", model_uri, priority.line(), code_origin())
         # Before the constructor returns: Serve sends no request to a replica still starting.
         logger.info("%s: %s", model_uri, warm(self._model, warmup).line())
 

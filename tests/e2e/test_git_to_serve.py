@@ -161,6 +161,26 @@ def test_apply_from_a_git_revision_serves_v1(
     assert route_owner(cluster, "/breast-cancer") == f"breast-cancer--v{v1}"  # direct
 
 
+def replica_logs(cluster: Cluster, app: str) -> str:
+    """What the replicas of `app` wrote to their Serve logs."""
+    logs = (cluster.ray_dir / "session_latest" / "logs" / "serve").glob(f"replica_{app}_*.log")
+    return "\n".join(p.read_text(errors="replace") for p in logs)
+
+
+def test_the_model_replica_loaded_its_model_in_idle_cpu_time(
+    cluster: Cluster, registry: Registry
+) -> None:
+    """controller/serving/startup.py: on Linux the model's load ran in a thread of the idle
+    class, and the replica's log says so."""
+    app = f"breast-cancer--v{registry.versions[0]}"
+    loaded = [
+        line for line in replica_logs(cluster, app).splitlines() if " loaded models:/" in line
+    ]
+    assert loaded, f"{app} logged no load"
+    for line in loaded:
+        assert " in idle CPU time" in line, line
+
+
 def test_plan_of_a_second_revision_shows_field_changes(
     serveops: Any, repo: Path, registry: Registry
 ) -> None:

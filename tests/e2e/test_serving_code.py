@@ -15,16 +15,11 @@ from controller import __version__
 from controller.dev.demo import sample_request
 from controller.serving.protocol import VERSION_HEADER
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
-from tests.e2e.test_git_to_serve import spec, wait_gone
+from tests.e2e.test_git_to_serve import replica_logs, spec, wait_gone
 from tests.support import make_repo
 
 pytestmark = pytest.mark.e2e
 NAME = "shipped"
-
-
-def replica_logs(cluster: Cluster, app: str) -> str:
-    logs = (cluster.ray_dir / "session_latest" / "logs" / "serve").glob(f"replica_{app}_*.log")
-    return "\n".join(p.read_text(errors="replace") for p in logs)
 
 
 def test_a_bundle_given_as_serving_code_is_what_the_replicas_import(
