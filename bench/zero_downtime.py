@@ -299,12 +299,17 @@ def main() -> None:
             steady = (steady_from, time.time())
             counted_before = router_counted(ray.address)
             spans: list[tuple[Cpu, Cpu]] = []  # CPU seconds at each rollout's start and end
+            # The rollout under way and when it began: a story that stops in one still counts
+            # what failed in it.
+            unfinished: list[tuple[str, float]] = []
 
             def rollout(name: str, outcome: str, **change: Any) -> None:
                 if story.scenarios:  # the load alone between two rollouts
                     time.sleep(args.gap)
                 start = cpu_by_process()
+                unfinished[:] = [(name, time.time())]
                 story.run(name, outcome, **change)
+                unfinished.clear()
                 spans.append((start, cpu_by_process()))
 
             try:
@@ -322,6 +327,7 @@ def main() -> None:
                     rollout("blue-green rollback (serveops abort)", "aborted", command=abort)
             except AssertionError as err:  # print what ran, and why the story stopped
                 stopped = str(err)[:2000]
+            stopped_at = time.time()
             time.sleep(2)
 
         counted = router_counted(ray.address)
@@ -348,6 +354,12 @@ def main() -> None:
                     f"{a.status} v{a.version} {failure_kind(a.error)}" for a in summary.failed
                 )
                 print(f"    failed by status, version and bound: {dict(kinds.most_common())}")
+        if stopped and unfinished:
+            name, started = unfinished[0]
+            summary = load.summary(started, stopped_at)
+            failed_total += len(summary.failed)
+            shed_total += summary.shed
+            print(f"{name}, did not finish: {summary.line()}")
         gaps = [
             load.summary(a.ended_at, b.started_at) for a, b in itertools.pairwise(story.scenarios)
         ]
@@ -380,7 +392,7 @@ def main() -> None:
             story.scenarios[0].started_at if story.scenarios else steady[1], load.stopped_at
         )
         print(
-            f"failed client requests in the four scenarios: {failed_total} (target 0), of them "
+            f"failed client requests in the rollouts: {failed_total} (target 0), of them "
             f"shed {shed_total}; p99 before {before.p99_ms:.0f} ms, during {during.p99_ms:.0f} ms"
         )
         print(
