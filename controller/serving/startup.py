@@ -95,6 +95,7 @@ def in_idle_time(work: Callable[[], T]) -> tuple[T, StartPriority]:
     out: dict[str, object] = {}
 
     def run() -> None:
+        out["tid"] = threading.get_native_id()
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
             out["idle"] = True
@@ -108,7 +109,9 @@ def in_idle_time(work: Callable[[], T]) -> tuple[T, StartPriority]:
     thread = threading.Thread(target=run, name="serveops-replica-start")
     thread.start()
     thread.join()
-    moved, refused = _back_to_normal(_threads() - before) if out["idle"] else (0, 0)
+    # The start's own thread may linger a moment after join(): it is not one the work started.
+    started = _threads() - before - {out["tid"]}
+    moved, refused = _back_to_normal(started) if out["idle"] else (0, 0)
     if "error" in out:
         raise out["error"]  # type: ignore[misc]
     priority = StartPriority(idle=bool(out["idle"]), restored=moved, left_idle=refused)
