@@ -81,8 +81,7 @@ def main() -> None:
         wait_running(client, [a["name"] for a in serving])
         url = f"http://127.0.0.1:{client.http_port}/{NAME}"
         wait_answering(url)
-        saturation(url, args.concurrency, 3)  # warm up
-        sat = saturation(url, args.concurrency, 15)
+        sat = saturation(url, args.concurrency, 15, warm_up_s=3)
         rate = args.load_fraction * sat.rate
         print(
             f"router path saturation: {sat.rate:.1f} req/s at concurrency {args.concurrency}; "

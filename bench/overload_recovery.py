@@ -97,8 +97,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{client.http_port}/{NAME}"
         wait_answering(url)
         timeout_s = float(router["deployments"][0]["user_config"]["timeout_s"]) + 5
-        saturation(url, args.concurrency, 3)  # warm-up
-        sat = saturation(url, args.concurrency, 10).rate
+        sat = saturation(url, args.concurrency, 10, warm_up_s=3).rate
         print(
             f"router path saturation {sat:.1f} req/s; overload {args.over:g}x = "
             f"{args.over * sat:.1f} req/s for {args.overload_seconds:g}s, then "

@@ -52,8 +52,11 @@ class Saturation:
     shed: int
 
 
-def saturation(url: str, concurrency: int, seconds: float) -> Saturation:
-    """What a closed loop of `concurrency` clients gets answered in `seconds`."""
+def saturation(url: str, concurrency: int, seconds: float, warm_up_s: float = 0.0) -> Saturation:
+    """What a closed loop of `concurrency` clients gets answered in `seconds`, after
+    `warm_up_s` seconds of the same loop whose answers are not counted."""
+    if warm_up_s > 0:
+        closed_loop(url, sample_request(), concurrency, warm_up_s)
     answers = closed_loop(url, sample_request(), concurrency, seconds)
     ok = sorted(a.latency_s for a in answers if a.status == 200)
     p50 = 1000 * ok[len(ok) // 2] if ok else 0.0

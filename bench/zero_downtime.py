@@ -282,8 +282,7 @@ def main() -> None:
         router_before = story.processes()[NAME]
         rate = args.rate
         if args.load_fraction is not None:
-            saturation(url, args.concurrency, 3)  # warm up
-            sat = saturation(url, args.concurrency, 15)
+            sat = saturation(url, args.concurrency, 15, warm_up_s=3)
             rate = args.load_fraction * sat.rate
             print(
                 f"router path saturation: {sat.rate:.1f} req/s at concurrency {args.concurrency} "
