@@ -16,8 +16,11 @@ normal class once the start is done, which needs the privilege to raise a thread
 (root, CAP_SYS_NICE or RLIMIT_NICE); without it the replica's log names how many stayed. The
 warm-up runs after, in the normal class, so pools made by first predictions are normal ones.
 An idle-class thread still gets a small share on a saturated node (a weight of 3 against 36 at
-nice 15), so a start is slowed there, never stopped. `SERVEOPS_START_POLICY=normal` (a node's environment or an application's
-`runtime_env.env_vars`) turns it off.
+nice 15), so a start is slowed there, never stopped. The class orders the threads of one CPU
+group (a container's cgroup, or a session where Linux's autogroup is on): to a process outside
+the cluster's group the start is that group's ordinary work (docs/rollouts.md).
+`SERVEOPS_START_POLICY=normal` (a node's environment or an application's `runtime_env.env_vars`)
+turns it off.
 """
 
 from __future__ import annotations
