@@ -392,7 +392,8 @@ def main() -> None:
         )
         print(
             f"failed client requests in the rollouts: {failed_total} (target 0), of them "
-            f"shed {shed_total}; p99 before {before.p99_ms:.0f} ms, during {during.p99_ms:.0f} ms"
+            f"shed {shed_total}; p99 before {before.p99_ms:.0f} ms, during {during.p99_ms:.0f} ms "
+            f"(from when each was due: {before.p99_due_ms:.0f} ms, {during.p99_due_ms:.0f} ms)"
         )
         print(
             "the router counted during the rollouts: "

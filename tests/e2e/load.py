@@ -5,7 +5,9 @@ A closed loop of threads (one request at a time each) measures the server and th
 together: with 16 threads and Python's GIL the client itself capped the e2e rollout at 32
 req/s. Here sending is scheduled on a monotonic clock and each request is a task, so a slow
 answer never delays the next request; how late the loop sent against its schedule is recorded
-(`send_lag_ms`) to show the client was not the bottleneck.
+(`send_lag_ms`) to show the client was not the bottleneck, and on each answer (`late_s`), so a
+window's p99 can be timed from when requests were due (`Summary.p99_due_ms`): a loop held back
+by a busy machine would otherwise leave its wait out of the figures.
 """
 
 from __future__ import annotations
@@ -39,10 +41,18 @@ class Answer:
     error: str = ""
     routing: str | None = None  # the router's x-serveops-routing: which weights routed it
     shed: bool = False  # a 503 the router answered at once: the version was full
+    late_s: float = 0.0  # how late an open loop sent it against its schedule (closed loop: 0)
 
     @property
     def received_at(self) -> float:
         return self.sent_at + self.latency_s
+
+    @property
+    def from_due_s(self) -> float:
+        """From when the request was due to its answer: what a client sending on schedule
+        waited. A loop held back (its process starved of CPU) sends late, and timing from the
+        send would leave that wait out (coordinated omission, in Gil Tene's words)."""
+        return self.late_s + self.latency_s
 
 
 @dataclass
@@ -57,6 +67,7 @@ class Summary:
     p50_ms: float
     p99_ms: float
     shed: int = 0  # of `failed`: 503 at once, the router shedding (not a timeout)
+    p99_due_ms: float = 0.0  # p99 timed from when each request was due (`Answer.from_due_s`)
 
     @property
     def rate(self) -> float:
@@ -75,11 +86,10 @@ def summarize(answers: Iterable[Answer], since: float, until: float) -> Summary:
     """The answers to requests sent in [since, until) (wall clock)."""
     window = [a for a in answers if since <= a.sent_at < until]
     latencies = sorted(a.latency_s for a in window)
+    from_due = sorted(a.from_due_s for a in window)
 
-    def pct(q: float) -> float:
-        return (
-            1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0
-        )
+    def pct(q: float, values: list[float] = latencies) -> float:
+        return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else 0
 
     return Summary(
         requests=len(window),
@@ -90,6 +100,7 @@ def summarize(answers: Iterable[Answer], since: float, until: float) -> Summary:
         p50_ms=pct(0.5),
         p99_ms=pct(0.99),
         shed=sum(a.shed for a in window),
+        p99_due_ms=pct(0.99, from_due),
     )
 
 
@@ -155,8 +166,9 @@ class OpenLoop:
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                self.send_lag_ms.append(max(0.0, (time.monotonic() - due) * 1000))
-                task = asyncio.create_task(self._one(session))
+                late_s = max(0.0, time.monotonic() - due)
+                self.send_lag_ms.append(late_s * 1000)
+                task = asyncio.create_task(self._one(session, late_s))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 n += 1
@@ -164,7 +176,8 @@ class OpenLoop:
             if tasks:
                 await asyncio.wait(list(tasks), timeout=self.timeout_s + 5)
 
-    async def _one(self, session: aiohttp.ClientSession) -> None:
+    async def _one(self, session: aiohttp.ClientSession, late_s: float = 0.0) -> None:
+        """Send one request now, `late_s` after it was due."""
         sent_at, began = time.time(), time.monotonic()
         try:
             async with session.post(self.url, json=self.body) as response:
@@ -176,7 +189,7 @@ class OpenLoop:
         except (aiohttp.ClientError, TimeoutError) as err:
             status, version, error, routing, shed = 0, None, repr(err)[:300], None, False
         latency = time.monotonic() - began
-        self.answers.append(Answer(sent_at, latency, status, version, error, routing, shed))
+        self.answers.append(Answer(sent_at, latency, status, version, error, routing, shed, late_s))
 
 
 def closed_loop(url: str, body: Any, concurrency: int, seconds: float) -> list[Answer]:
