@@ -22,6 +22,7 @@ from types import TracebackType
 import httpx
 import psutil
 
+from controller.dev import workernice
 from controller.errors import ServeopsError
 
 
@@ -163,6 +164,11 @@ class LocalRay:
             "RAY_AUTH_MODE": "disabled",
             **self.env,
         }
+        # New workers start at the workers' nice, not the raylet's 0 (controller/dev/workernice.py):
+        # Ray adds none of its own, and the raylet's threads are moved once it is up.
+        self.workers_start_low = workernice.wanted(env)
+        if self.workers_start_low:
+            env[workernice.NICE_ENV] = "0"
         log = open(self.temp_dir / "ray-start.log", "ab")  # noqa: SIM115
         # Ray puts its driver's working directory on every worker's sys.path: started from a
         # checkout, workers would import `controller` from it and not from what is installed
@@ -191,6 +197,8 @@ class LocalRay:
             start_new_session=True,
         )
         self._wait_ready(timeout_s)
+        if self.workers_start_low:
+            self._start_workers_low()
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -219,6 +227,19 @@ class LocalRay:
             f"local Ray did not become ready in {timeout_s:.0f}s: its dashboard at "
             f"{self.address} last answered {last}\n{dashboard}"
         )
+
+    def _start_workers_low(self) -> None:
+        """The raylet's threads (and its workers') at the workers' nice."""
+        assert self._proc is not None
+        raylet = workernice.raylet_of(self._proc.pid, self.temp_dir)
+        if raylet is None:  # not expected once the dashboard answers; say so, do not fail
+            print(
+                f"serveops: no raylet found under {self.temp_dir}: this head's workers run at "
+                "nice 0 (RAY_worker_niceness=0)",
+                file=sys.stderr,
+            )
+            return
+        workernice.start_workers_at(raylet)
 
     def _log_tail(self, name: str, lines: int = 15) -> str:
         """The end of one of Ray's session logs (gone once stop() removes the temp dir)."""

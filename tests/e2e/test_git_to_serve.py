@@ -10,15 +10,18 @@ runs) and gives it to v2 once v2 runs, under a request loop that must see no fai
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from controller.cluster.live import LiveState
+from controller.dev import workernice
 from controller.dev.demo import MODEL_NAME
 from controller.serving.protocol import VERSION_HEADER
 from tests.e2e.conftest import Cluster, Registry, post_until_ok
@@ -179,6 +182,33 @@ def test_the_model_replica_loaded_its_model_in_idle_cpu_time(
     assert loaded, f"{app} logged no load"
     for line in loaded:
         assert " in idle CPU time" in line, line
+
+
+def test_the_local_rays_workers_run_at_the_workers_nice_and_its_gcs_does_not(
+    cluster: Cluster,
+) -> None:
+    """controller/dev/workernice.py: the raylet's threads were moved to the workers' nice, so
+    Serve's controller, proxy and replicas (started after) run there, with Ray adding none of
+    its own; the GCS and the raylet's agents keep nice 0."""
+    marker = str(cluster.ray_dir)
+    raylet = next(
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "raylet" and marker in " ".join(p.info["cmdline"] or [])
+    )
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    low = max(ours, workernice.WORKER_NICE)
+    workers = {p.pid: " ".join(p.cmdline()) for p in raylet.children(recursive=True)}
+    serve = [pid for pid, cmd in workers.items() if "Serve" in cmd or "ProxyActor" in cmd]
+    assert any("ModelServer" in workers[pid] for pid in serve), workers
+    for pid in [raylet.pid, *serve]:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            assert os.getpriority(os.PRIO_PROCESS, int(tid)) == low, workers.get(pid, "raylet")
+    agents = [pid for pid, cmd in workers.items() if "agent" in cmd.lower()]
+    gcs = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "gcs_server"]
+    for pid in agents:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == ours, workers[pid]
+    assert any(os.getpriority(os.PRIO_PROCESS, pid) == ours for pid in gcs)
 
 
 def test_plan_of_a_second_revision_shows_field_changes(
