@@ -110,6 +110,7 @@ class LocalRay:
         self.env = env or {}
         # Unix socket paths under it must stay short, so not under a deep work tree.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="serveops-ray-", dir="/tmp"))
+        self.gcs_address = ""  # host:port once started
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -143,6 +144,7 @@ class LocalRay:
             "--metrics-export-port": free_port(),
             "--runtime-env-agent-port": free_port(),
         }
+        self.gcs_address = f"127.0.0.1:{ports['--port']}"  # for a driver's ray.init (benches)
         cmd = [
             str(ray_bin), "start", "--head", "--block", f"--num-cpus={self.num_cpus}",
             "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1",

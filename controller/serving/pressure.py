@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller.serving.protocol import RouterConfig, Target
+from controller.serving.slots import Slots
 
 # The governor, tuned on a 2-core machine (docs/benchmarks.md, bench/saturation.py).
 LATENCY_FACTOR = 1.5  # pressured when the smoothed latency exceeds the unloaded one this much
@@ -155,6 +156,21 @@ class InFlight:
         if target.max_running:
             return self[target.app] > target.max_running
         return self.load(target) >= QUEUE_SHARE
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """One application's queue in a router replica, as `Router.pressure_stats()` reports it."""
+
+    in_flight: int  # sent to it and not answered: running at Serve or waiting here
+    running: int  # in its slots at Serve
+    waiting: int  # in the router's queue for a slot
+    slot_s: float | None  # smoothed seconds a request holds a slot (`InFlight.slot_s`)
+
+
+def queue_view(in_flight: InFlight, slots: Slots, app: str) -> QueueView:
+    """What `app`'s queue in this router replica holds now."""
+    return QueueView(in_flight[app], slots.running(app), slots.waiting(app), in_flight.slot_s(app))
 
 
 @dataclass(frozen=True)

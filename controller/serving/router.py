@@ -31,6 +31,7 @@ from controller.serving.pressure import (
     MirrorGovernor,
     admit,
     movable,
+    queue_view,
     wait_budget_s,
 )
 from controller.serving.protocol import (
@@ -344,15 +345,15 @@ class Router:
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
 
-    def mirror_stats(self) -> dict[str, Any]:
-        """The governor's share of mirrors sent and what it judges by, and what is in flight."""
-        g = self._governor
-        return {
-            "share": g.share,
-            "latency_ms": g.latency_ms,
-            "baseline_ms": g.baseline_ms,
-            "shadow_tasks": len(self._shadow_tasks),
-        }
+    def pressure_stats(self) -> dict[str, Any]:
+        """The mirror governor's share and what it judges by, and per version application its
+        queue here (`queue_view`): for an operator or a bench, through a handle."""
+        c, g, held, slots = self._config, self._governor, self._in_flight, self._slots
+        apps = {t.app for t in [*c.targets, *c.fallback, *c.shadow]} if c else set()
+        queues = {a: dataclasses.asdict(queue_view(held, slots, a)) for a in apps}
+        return {"share": g.share, "latency_ms": g.latency_ms, "baseline_ms": g.baseline_ms,
+                "shadow_tasks": len(self._shadow_tasks), "live": self._live,
+                "queues": queues}  # fmt: skip
 
     async def _mirror(self, target: Target, payload: Any, served: Any, timeout_s: float) -> None:
         """Send a copy to a shadow version (its in-flight slot taken by the caller); its answer

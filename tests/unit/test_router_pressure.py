@@ -527,3 +527,33 @@ def test_a_full_shadow_version_gets_no_more_mirrors() -> None:
     asyncio.run(scenario())
     assert hanging_shadow.calls == 1
     assert r._metrics.counted[("mirror_dropped", "2", "full")] == 2
+
+
+def test_pressure_stats_show_each_versions_queue_in_the_router() -> None:
+    # One slot: of three requests one runs at Serve and two wait in the router for its slot.
+    stable = STABLE.model_copy(update={"weight": 100, "max_in_flight": 1000, "max_running": 1})
+    preview = RouterConfig(deployment="fraud", targets=[stable], shadow=[CANDIDATE], timeout_s=10)
+    stuck = FakeHandle("1", hang=True)
+    r = replica(preview, {stable.app: stuck, CANDIDATE.app: FakeHandle("2")})
+
+    async def scenario() -> dict[str, Any]:
+        tasks = [asyncio.create_task(r._answer(request({"inputs": [1]}))) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        stats = r.pressure_stats()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return stats
+
+    stats = asyncio.run(scenario())
+    assert stats["live"] == 3
+    assert stats["queues"][stable.app] == {
+        "in_flight": 3,
+        "running": 1,
+        "waiting": 2,
+        "slot_s": pytest.approx(0.01, abs=0.5),  # no answer yet: the oldest request's hold
+    }
+    assert stats["queues"][CANDIDATE.app]["in_flight"] == 0  # mirrored to, nothing sent yet
+    assert stuck.calls == 1
+    after = r.pressure_stats()["queues"][stable.app]
+    assert (after["in_flight"], after["running"], after["waiting"]) == (0, 0, 0)
