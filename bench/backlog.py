@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,52 @@ def read_router(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU between two samples: per process group, seconds used; and the requests answered 200
+    meanwhile."""
+
+    seconds: float  # wall time between the samples
+    used: dict[str, float]
+    answered: int
+
+    def share(self, group: str | None = None) -> float:
+        """Share of one core: a group's, or the machine's (None)."""
+        used = sum(self.used.values()) if group is None else self.used.get(group, 0.0)
+        return used / self.seconds
+
+    def ms_per_request(self, group: str) -> float:
+        return 1000 * self.used.get(group, 0.0) / max(1, self.answered)
+
+    def line(self, top: int = 6) -> str:
+        """The machine's share, then the busiest groups': share and ms per request."""
+        busiest = sorted(self.used, key=lambda g: -self.used[g])[:top]
+        return f"machine {100 * self.share():.0f}% | " + " | ".join(
+            f"{g} {100 * self.share(g):.0f}% {self.ms_per_request(g):.1f}ms" for g in busiest
+        )
+
+
+def cpu_between(
+    cpu: list[tuple[float, dict[str, float]]],
+    lo: float,
+    hi: float,
+    answers: list[Answer] | None = None,
+    rate: float | None = None,
+) -> CpuUse | None:
+    """The CPU between the samples around [lo, hi), with the requests answered 200 meanwhile
+    (counted in `answers`, or `rate` per second when they were not kept)."""
+    inside = [(t, c) for t, c in cpu if lo - 1 <= t <= hi + 0.5]
+    if len(inside) < 2:
+        return None
+    (ta, a), (tb, b) = inside[0], inside[-1]
+    used = {g: b.get(g, 0.0) - a.get(g, 0.0) for g in b}
+    if rate is not None:
+        ok = round(rate * (tb - ta))
+    else:
+        ok = sum(1 for x in answers or [] if x.status == 200 and ta <= x.received_at < tb)
+    return CpuUse(tb - ta, used, ok)
+
+
 def cpu_use(
     cpu: list[tuple[float, dict[str, float]]],
     lo: float,
@@ -219,22 +266,9 @@ def cpu_use(
     top: int = 6,
     rate: float | None = None,
 ) -> str:
-    """The machine's CPU between the samples around [lo, hi) (share of one core), then the
-    busiest groups': share, and CPU milliseconds per request answered 200 meanwhile (counted
-    in `answers`, or `rate` per second)."""
-    inside = [(t, c) for t, c in cpu if lo - 1 <= t <= hi + 0.5]
-    if len(inside) < 2:
-        return ""
-    (ta, a), (tb, b) = inside[0], inside[-1]
-    used = {g: b.get(g, 0.0) - a.get(g, 0.0) for g in b}
-    busiest = sorted(used.items(), key=lambda kv: -kv[1])[:top]
-    if rate is not None:  # answers per second, when the answers were not kept
-        ok = max(1, round(rate * (tb - ta)))
-    else:
-        ok = max(1, sum(1 for x in answers or [] if x.status == 200 and ta <= x.received_at < tb))
-    return f"machine {100 * sum(used.values()) / (tb - ta):.0f}% | " + " | ".join(
-        f"{g} {100 * u / (tb - ta):.0f}% {1000 * u / ok:.1f}ms" for g, u in busiest
-    )
+    """`cpu_between`'s line ("" without two samples)."""
+    use = cpu_between(cpu, lo, hi, answers, rate)
+    return use.line(top) if use is not None else ""
 
 
 def timeline(
