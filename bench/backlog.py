@@ -97,7 +97,8 @@ IDLE_POLICY = 5  # SCHED_IDLE, as /proc/<pid>/task/<tid>/stat's 41st field says
 
 def idle_thread_cpu(pid: int) -> float:
     """CPU seconds so far of the process's threads now in SCHED_IDLE (serveops' idle-time
-    model load, controller/serving/startup.py): what only an idle core may run."""
+    model load, controller/serving/startup.py): what runs only when no normal thread wants
+    the core (item 22 in docs/benchmarks.md: it still slows the threads that do)."""
     total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -116,9 +117,9 @@ def idle_thread_cpu(pid: int) -> float:
 
 
 class CpuSampler:
-    """CPU seconds so far per process group, every `every_s`: [(wall time, {group: seconds})].
-    A group's process keeps the group it was first seen in (a replica's title changes with the
-    method it runs). A Serve replica's CPU in SCHED_IDLE threads is also counted apart, under
+    """CPU seconds so far per process group, every `every_s`: [(wall time, {group: seconds})],
+    summed from each process's CPU since the last sample. A replica keeps the group it was
+    first seen in (its title changes with the method it runs). A Serve replica's CPU in SCHED_IDLE threads is also counted apart, under
     `<group> idle`."""
 
     def __init__(self, every_s: float = 1.0) -> None:
