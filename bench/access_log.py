@@ -9,19 +9,20 @@ does not share. Is the access log a real part of it?
 On a real local Ray Serve (2 CPUs, serveops' rendering of one deployment: a version
 application and its router) and MLflow store: the closed loop's saturation, then one open loop
 (its own process) at `--load-fraction` of it throughout, while the access log is switched on
-and off in turns (`--rounds` of each, alternating which goes first): Serve's global logging
-config (the proxy) and each application's, in one config PUT. After `--settle` seconds, each
+and off in turns (`--rounds` of each, alternating which goes first). `--scope deployment`
+(the default) switches what serveops renders for `access_log: false`: the router's and the
+model's deployments, the proxy's log left on; `--scope all` also switches Serve's global
+logging config (the proxy's), in the same config PUT. After `--settle` seconds, each
 phase measures `--window` seconds: CPU per answered request of each process group, the serve
 log bytes written per request, the p50, and whether the replicas kept their processes.
 
     RAY_AUTH_MODE=disabled flock /tmp/serveops-ray.lock .venv/bin/python -u bench/access_log.py \
-        [--rounds 3] [--window 15]
+        [--rounds 3] [--window 15] [--scope deployment|all]
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -51,13 +52,13 @@ NAME = "acclog"
 SERVING = ("router", "proxy")  # with the version app's group: the three serving processes
 
 
-def put(address: str, port: int, apps: list[dict[str, Any]], access_log: bool) -> None:
-    """The apps, and Serve's global logging (the proxy's), with the access log on or off."""
-    logging = {"enable_access_log": access_log}
+def put(address: str, port: int, apps: list[dict[str, Any]], proxy_log: bool) -> None:
+    """The apps as given, and Serve's global logging (the proxy's) with its access log on or
+    off."""
     body = {
         "http_options": {"host": "127.0.0.1", "port": port},
-        "logging_config": logging,
-        "applications": [{**copy.deepcopy(app), "logging_config": logging} for app in apps],
+        "logging_config": {"enable_access_log": proxy_log},
+        "applications": apps,
     }
     httpx.put(f"{address}/api/serve/applications/", json=body, timeout=60).raise_for_status()
 
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=float, default=8.0)
     parser.add_argument("--window", type=float, default=15.0)
+    parser.add_argument("--scope", choices=("deployment", "all"), default="deployment")
     args = parser.parse_args()
 
     models = registered_models()
@@ -89,8 +91,9 @@ def main() -> None:
     try:
         client = new_client(ray)
         apps = rendered(models, NAME, models.versions[0])  # [version app, router]
+        quiet = rendered(models, NAME, models.versions[0], "  access_log: false\n")
         app = apps[0]["name"]
-        put(ray.address, client.http_port, apps, access_log=True)
+        put(ray.address, client.http_port, apps, proxy_log=True)
         wait_running(client, [a["name"] for a in apps])
         url = f"http://127.0.0.1:{client.http_port}/{NAME}"
         wait_answering(url)
@@ -98,7 +101,9 @@ def main() -> None:
         rate = args.load_fraction * sat.rate
         print(
             f"router path saturation: {sat.rate:.1f} req/s at concurrency {args.concurrency}; "
-            f"offering {rate:.1f} req/s; load average {load_average()}"
+            f"offering {rate:.1f} req/s; switching the access log of the "
+            f"{'deployments and the proxy' if args.scope == 'all' else 'deployments'}; "
+            f"load average {load_average()}"
         )
         cpu.start()
         phases: list[tuple[bool, float, float, int, bool]] = []  # on, from, to, bytes, kept
@@ -106,7 +111,8 @@ def main() -> None:
         with LoadProcess(url, rate, sample_request(), timeout_s=60) as load:
             for r in range(args.rounds):
                 for on in (True, False) if r % 2 == 0 else (False, True):
-                    put(ray.address, client.http_port, apps, access_log=on)
+                    proxy_log = on or args.scope == "deployment"
+                    put(ray.address, client.http_port, apps if on else quiet, proxy_log)
                     time.sleep(args.settle)
                     before, t0 = serve_log_bytes(ray.temp_dir), time.time()
                     time.sleep(args.window)

@@ -14,6 +14,10 @@ round applies each disturbance in turn, then watches `--observe` seconds from it
 - `start`: v2's version application is added (what a rollout's first step starts) and removed
   at the end of the watch.
 
+At the end, the router's queue-wait counter (`ray_serveops_router_queue_wait_seconds_total`,
+scraped as the controller does) is set beside the sampled queue: by Little's law its seconds
+over the elapsed seconds is how many waited on average.
+
 Sampled meanwhile: the router's queue per version every 0.25 s (`Router.pressure_stats`, read
 through a Serve handle by a driver in its own process) and every process's CPU every second.
 Printed per 2 s bin from the disturbance's start: the loop's p50 (by send time), what was
@@ -59,6 +63,7 @@ from bench.serving_setup import (
     wait_running,
 )
 from controller.dev.demo import sample_request
+from controller.rollout.router_metrics import RayMetricsSource, Snapshot, window
 from controller.serving.protocol import ROUTER_DEPLOYMENT
 from tests.e2e.load import Answer, LoadProcess
 
@@ -74,6 +79,7 @@ def group(pid: int, cmdline: list[str], own: set[int]) -> str:
     for marker, name in (
         ("ServeReplica:", ""),
         ("ProxyActor", "proxy"),
+        ("haproxy", "haproxy"),
         ("ServeController", "serve controller"),
         ("tests.e2e.load", "load"),
         ("backlog.py --sample", "sampler"),
@@ -119,17 +125,16 @@ def idle_thread_cpu(pid: int) -> float:
 class CpuSampler:
     """CPU seconds so far per process group, every `every_s`: [(wall time, {group: seconds})],
     summed from each process's CPU since the last sample. A replica keeps the group it was
-    first seen in (its title changes with the method it runs). A Serve replica's CPU in SCHED_IDLE threads is also counted apart, under
-    `<group> idle`."""
+    first seen in (its title changes with the method it runs). A Serve replica's CPU in
+    SCHED_IDLE threads is also counted apart, under `<group> idle`."""
 
     def __init__(self, every_s: float = 1.0) -> None:
         self.every_s = every_s
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._totals: defaultdict[str, float] = defaultdict(
-            float
-        )  # CPU seconds per group, from every delta
+        # CPU seconds per group, summed from every delta
+        self._totals: defaultdict[str, float] = defaultdict(float)
         self._groups: dict[int, str] = {}
         self._last: dict[int, tuple[float, float]] = {}  # pid: (all threads, idle threads)
 
@@ -321,6 +326,27 @@ def queue_story(t0: float, seconds: float, router: list[dict[str, Any]], app: st
     return f"peak {peak} waiting at +{peak_at:.0f}s; none waiting after +{queued[-1]:.0f}s"
 
 
+def little(
+    start: tuple[float, Snapshot],
+    end: tuple[float, Snapshot],
+    router: list[dict[str, Any]],
+    app: str,
+    version: str,
+) -> str:
+    """The router's queue-wait counter between two scrapes against its sampled queue: by
+    Little's law, the seconds waited over the seconds elapsed is how many waited on average."""
+    (t0, before), (t1, after) = start, end
+    w = window(before, after, NAME, version)
+    waiting = [r["queues"].get(app, {}).get("waiting", 0) for r in router
+               if t0 <= r["t"] < t1 and "queues" in r]  # fmt: skip
+    sampled = statistics.fmean(waiting) if waiting else float("nan")
+    return (
+        f"queue-wait counter: {w.queue_wait_s:.1f} s waited over {t1 - t0:.0f} s = "
+        f"{w.queue_wait_s / (t1 - t0):.2f} waiting on average (sampled: {sampled:.2f}); "
+        f"{w.mean_wait_ms or 0:.1f} ms a request over {w.requests} answered"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load-fraction", type=float, default=0.8)
@@ -381,6 +407,8 @@ def main() -> None:
         windows: list[tuple[int, str, float]] = []
         extra: list[Answer] = []
         sampler = router_sampler(ray.gcs_address, router_app, out)
+        metrics = RayMetricsSource(ray.address)
+        counted = (time.time(), metrics.scrape())  # the router's queue-wait counter from here
         with LoadProcess(url, rate, sample_request(), timeout_s=60) as load:
             time.sleep(10)
             windows.append((0, "none", time.time()))
@@ -406,12 +434,15 @@ def main() -> None:
                         client.put(serving, client.get())
                         gone(client, cand["name"])
         cpu.stop()
+        time.sleep(2)  # Ray exports the router's counters every second here (RAY_ENV)
+        counted_to = (time.time(), metrics.scrape())
         assert sampler.stdin is not None
         sampler.stdin.close()
         sampler.wait(timeout=60)
         router = read_router(out)
         answers = [*load.answers, *extra]
         print(f"router samples: {len(router)} ({sum('error' in r for r in router)} failed)")
+        print(f"  {little(counted, counted_to, router, app, v1)}")
         for r, kind, t0 in windows:
             s = load.summary(t0, t0 + args.observe)
             print(f"round {r + 1} {kind}: {s.line()}")

@@ -79,10 +79,11 @@ def spec_yaml(name: str, version: str, environment: str = "bench", rollout: str 
     )
 
 
-def rendered(models: Models, name: str, version: str) -> list[dict[str, Any]]:
-    """The applications serveops renders for one deployment: [version app, router]."""
+def rendered(models: Models, name: str, version: str, extra: str = "") -> list[dict[str, Any]]:
+    """The applications serveops renders for one deployment: [version app, router]. `extra`:
+    more spec fields, as YAML lines indented under `spec:`."""
     path = f"deployments/bench/{name}.yaml"
-    [manifest] = load_manifests({path: spec_yaml(name, version)}, "bench")
+    [manifest] = load_manifests({path: spec_yaml(name, version) + extra}, "bench")
     model = MlflowRegistry(models.tracking_uri).resolve(manifest.deployment.spec.model)
     return render_deployment(
         manifest.deployment, model, RenderSettings(tracking_uri=models.tracking_uri)

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.backlog import CpuSampler, cpu_between
 from bench.saturation import saturation
 from bench.serving_setup import (
     env_pairs,
@@ -112,29 +112,6 @@ BLUE_GREEN = (
 """
     + ANALYSIS
 )
-
-
-Cpu = dict[int, tuple[str, float]]  # pid: (command, CPU seconds so far)
-
-
-def cpu_by_process() -> Cpu:
-    """CPU seconds so far of every process on the machine (name as `ps` shows it)."""
-    out = {}
-    for p in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        times, cmd = p.info["cpu_times"], p.info["cmdline"] or [p.info["name"] or "?"]
-        if times is not None:
-            out[p.pid] = (" ".join(cmd)[:48], times.user + times.system)
-    return out
-
-
-def cpu_use(before: Cpu, after: Cpu, s: float) -> str:
-    """Share of a core per process between two snapshots, the busiest first, and the total."""
-    used: Counter[str] = Counter()
-    for pid, (name, t) in after.items():
-        used[name.replace("ray::", "")] += t - before.get(pid, (name, 0.0))[1]
-    total = sum(used.values())
-    top = ", ".join(f"{n.strip()} {100 * t / s:.0f}%" for n, t in used.most_common(6))
-    return f"machine {100 * total / s:.0f}% of 200%: {top}"
 
 
 def router_counted(address: str) -> dict[str, float]:
@@ -231,6 +208,8 @@ def main() -> None:
     v1, v2 = models.versions
     slow = register_slow(models.tracking_uri, models.root)
     ray = start_ray(ray_env)
+    cpu = CpuSampler(every_s=2.0)  # by role: each rollout's CPU share, and per request
+    cpu.start()
     try:
         client = new_client(ray)
         serving = (
@@ -297,7 +276,6 @@ def main() -> None:
             time.sleep(args.steady_seconds)
             steady = (steady_from, time.time())
             counted_before = router_counted(ray.address)
-            spans: list[tuple[Cpu, Cpu]] = []  # CPU seconds at each rollout's start and end
             # The rollout under way and when it began: a story that stops in one still counts
             # what failed in it.
             unfinished: list[tuple[str, float]] = []
@@ -305,11 +283,9 @@ def main() -> None:
             def rollout(name: str, outcome: str, **change: Any) -> None:
                 if story.scenarios:  # the load alone between two rollouts
                     time.sleep(args.gap)
-                start = cpu_by_process()
                 unfinished[:] = [(name, time.time())]
                 story.run(name, outcome, **change)
                 unfinished.clear()
-                spans.append((start, cpu_by_process()))
 
             try:
                 if not args.no_rollouts:  # --no-rollouts: the steady window is the run
@@ -338,14 +314,15 @@ def main() -> None:
         before = load.summary(*steady)
         print(f"steady, before the rollouts: {before.line()}")
         failed_total = shed_total = 0
-        for i, s in enumerate(story.scenarios):
+        for s in story.scenarios:
             summary = load.summary(s.started_at, s.ended_at)
             failed_total += len(summary.failed)
             shed_total += summary.shed
             print(f"{s.name} ({s.passes} passes): {summary.line()}")
             print(f"    steps: {', '.join(s.events)}")
-            if i < len(spans):
-                print(f"    CPU: {cpu_use(*spans[i], s.ended_at - s.started_at)}")
+            use = cpu_between(cpu.samples, s.started_at, s.ended_at, load.answers)
+            if use is not None:
+                print(f"    CPU (share of a core, and per request answered): {use.line()}")
             for a in summary.failed[:3]:
                 print(f"    failed: {a}")
             if summary.failed:
@@ -411,6 +388,7 @@ def main() -> None:
         client.close()
         store.close()
     finally:
+        cpu.stop()
         ray.stop()
 
 

@@ -4,6 +4,7 @@ fakes unit tests run the controller against (FakeServe, FakeClock, a World of th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import math
 import subprocess
@@ -238,17 +239,25 @@ class FakeRouterMetrics:
         self.counts: Snapshot = {}
         self.scrapes = 0
 
-    def serve(self, version: str, requests: int, errors: int = 0, latency_ms: float = 5) -> None:
+    def serve(
+        self,
+        version: str,
+        requests: int,
+        errors: int = 0,
+        latency_ms: float = 5,
+        queue_wait_s: float = 0.0,
+    ) -> None:
         c = self.counts.setdefault(self.deployment, {}).setdefault(version, Counts())
         c.requests += requests
         c.errors += errors
+        c.queue_wait_s += queue_wait_s
         for le in [*LATENCY_BOUNDARIES_MS, math.inf]:
             c.buckets[le] = c.buckets.get(le, 0) + (requests if le >= latency_ms else 0)
 
     def scrape(self) -> Snapshot:
         self.scrapes += 1
         return {
-            d: {v: Counts(c.requests, c.errors, dict(c.buckets)) for v, c in vs.items()}
+            d: {v: dataclasses.replace(c, buckets=dict(c.buckets)) for v, c in vs.items()}
             for d, vs in self.counts.items()
         }
 

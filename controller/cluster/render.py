@@ -43,6 +43,9 @@ ROUTER_NUM_CPUS = 0.05
 # A restart in place (new resources, say) starts replacements before stopping old replicas;
 # Serve's default of 0 would stop a single replica first and drop its traffic meanwhile.
 MAX_SURGE_PERCENT = 100
+# Set on a deployment only when its spec turns the access log off: unset, configs stay as they
+# were. Serve reconfigures a deployment's logging in place (no replica restarts).
+ACCESS_LOG_OFF: dict[str, Any] = {"enable_access_log": False}
 
 
 # Replicas' MLflow credentials by reference, never by value (docs/security.md): variables the
@@ -120,6 +123,8 @@ def render_version_app(
         "max_surge_percent": MAX_SURGE_PERCENT,
         "ray_actor_options": actor,
     }
+    if not spec.access_log:
+        deployment["logging_config"] = dict(ACCESS_LOG_OFF)
     if spec.autoscaling is not None:
         deployment["autoscaling_config"] = spec.autoscaling.model_dump()
     else:
@@ -254,6 +259,7 @@ def render_router_app(
                 "max_surge_percent": MAX_SURGE_PERCENT,
                 "ray_actor_options": {"num_cpus": ROUTER_NUM_CPUS},
                 "user_config": user_config,
+                **({} if spec.access_log else {"logging_config": dict(ACCESS_LOG_OFF)}),
             }
         ],
     }

@@ -48,10 +48,17 @@ class VersionWindow:
     buckets: tuple[tuple[float, int], ...] = ()
     shed: int = 0  # answered 503 at once by the router, this version full: not in `requests`
     mirrors_dropped: int = 0  # mirrored copies to this version the router did not send
+    queue_wait_s: float = 0.0  # seconds its requests waited in the router's queue for a slot
 
     @property
     def error_rate_pct(self) -> float:
         return 100.0 * self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def mean_wait_ms(self) -> float | None:
+        """How long a request waited for a slot on average (None without requests): the
+        share of its latency spent queued in the router, not in the model."""
+        return 1000.0 * self.queue_wait_s / self.requests if self.requests else None
 
     def quantile_ms(self, q: float) -> float | None:
         """`histogram_quantile` as Prometheus computes it: linear within the bucket."""

@@ -1,8 +1,9 @@
 """Reading the routers' per-version metrics: scrape, keep a baseline, diff into a window.
 
 The router records per version (controller/serving/router.py, through `ray.serve.metrics`):
-requests, 5xx errors, a latency histogram and requests shed (503 at once: the version had no
-room, controller/serving/pressure.py), labelled by traffic (live, shadow, pinned).
+requests, 5xx errors, a latency histogram, requests shed (503 at once: the version had no
+room, controller/serving/pressure.py) and seconds waited in the router's queue for a slot,
+labelled by traffic (live, shadow, pinned).
 Pinned requests (the controller's own smoke hooks) are left out here: a window holds only what
 clients sent and the router mirrored. Ray exports them on every node's metrics export
 port in Prometheus text format, where a cluster's Prometheus scrapes them too. The controller
@@ -33,6 +34,7 @@ from controller.serving.protocol import (
     METRIC_ERRORS,
     METRIC_LATENCY,
     METRIC_MIRROR_DROPPED,
+    METRIC_QUEUE_WAIT,
     METRIC_REQUESTS,
     METRIC_SHED,
 )
@@ -49,6 +51,7 @@ class Counts:
     buckets: dict[float, float] = field(default_factory=dict)  # upper bound (ms) -> cumulative
     shed: float = 0.0  # answered 503 at once by the router: this version had no room
     mirror_dropped: float = 0.0  # mirrored copies to this version not sent (pressure, full)
+    queue_wait_s: float = 0.0  # seconds its requests waited in the router's queue for a slot
 
 
 Snapshot = dict[str, dict[str, Counts]]  # deployment -> version -> counts
@@ -69,6 +72,7 @@ def parse(text: str) -> Snapshot:
         f"{PREFIX}{METRIC_LATENCY}_bucket": "bucket",
         f"{PREFIX}{METRIC_SHED}_total": "shed",
         f"{PREFIX}{METRIC_MIRROR_DROPPED}_total": "mirror_dropped",
+        f"{PREFIX}{METRIC_QUEUE_WAIT}_total": "queue_wait",
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -90,6 +94,8 @@ def parse(text: str) -> Snapshot:
                 counts.shed += sample.value
             elif kind == "mirror_dropped":
                 counts.mirror_dropped += sample.value
+            elif kind == "queue_wait":
+                counts.queue_wait_s += sample.value
             else:
                 le = float(sample.labels.get("le", "+Inf"))
                 counts.buckets[le] = counts.buckets.get(le, 0.0) + sample.value
@@ -106,6 +112,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
                 total.errors += c.errors
                 total.shed += c.shed
                 total.mirror_dropped += c.mirror_dropped
+                total.queue_wait_s += c.queue_wait_s
                 for le, n in c.buckets.items():
                     total.buckets[le] = total.buckets.get(le, 0.0) + n
     return out
@@ -129,7 +136,9 @@ def window(
     if buckets and not math.isinf(buckets[-1][0]):
         buckets = (*buckets, (math.inf, requests))
     dropped = delta(now.mirror_dropped, then.mirror_dropped)
-    return VersionWindow(requests, errors, buckets, delta(now.shed, then.shed), dropped)
+    waited = now.queue_wait_s - then.queue_wait_s
+    waited = waited if waited >= 0 else now.queue_wait_s
+    return VersionWindow(requests, errors, buckets, delta(now.shed, then.shed), dropped, waited)
 
 
 def to_json(snapshot: Snapshot) -> str:
@@ -141,6 +150,7 @@ def to_json(snapshot: Snapshot) -> str:
                     "errors": c.errors,
                     "shed": c.shed,
                     "mirror_dropped": c.mirror_dropped,
+                    "queue_wait_s": c.queue_wait_s,
                     "buckets": [
                         [("+Inf" if math.isinf(le) else le), n] for le, n in c.buckets.items()
                     ],
@@ -163,6 +173,7 @@ def from_json(text: str) -> Snapshot:
                 {float(le): n for le, n in c["buckets"]},
                 c.get("shed", 0.0),  # baselines persisted before shedding existed have none
                 c.get("mirror_dropped", 0.0),
+                c.get("queue_wait_s", 0.0),  # nor, before it was counted, waits
             )
             for v, c in versions.items()
         }

@@ -53,6 +53,7 @@ class VersionFigures:
     p95_ms: float | None
     p99_ms: float | None
     shed: int = 0  # requests the router shed while this version was full (saturation)
+    wait_ms: float | None = None  # mean wait in the router's queue for a slot, per request
 
     @classmethod
     def of(cls, window: VersionWindow) -> VersionFigures:
@@ -64,6 +65,7 @@ class VersionFigures:
             _round(window.quantile_ms(0.95)),
             _round(window.quantile_ms(0.99)),
             window.shed,
+            _round(window.mean_wait_ms),
         )
 
 

@@ -14,6 +14,7 @@ from controller.serving.protocol import (
     METRIC_LATENCY,
     METRIC_MIRROR_DROPPED,
     METRIC_OVERFLOW,
+    METRIC_QUEUE_WAIT,
     METRIC_RECORDING_DROPPED,
     METRIC_REQUESTS,
     METRIC_SHADOW_AGREEMENT,
@@ -66,6 +67,12 @@ class RouterMetrics:
             "or theirs full.",
             tag_keys=mirror_tags,
         )
+        self.queue_wait = metrics.Counter(
+            METRIC_QUEUE_WAIT,
+            description="Seconds requests waited in the router's queue for a slot of their "
+            "version (rate: how many wait on average).",
+            tag_keys=tags,
+        )
         self.agreement_total = metrics.Counter(
             METRIC_SHADOW_AGREEMENT,
             description="Mirrored answers equal to the served one (agree=true) or not.",
@@ -80,6 +87,17 @@ class RouterMetrics:
         if status >= 500:
             self.errors.inc(tags=tags)
         self.latency.observe((time.perf_counter() - started) * 1000.0, tags=tags)
+
+    def waited(self, deployment: str, target: Target, traffic: str, seconds: float) -> None:
+        """A request got its slot after `seconds` in the router's queue (0: none, not counted:
+        Ray's counters take only positive increments)."""
+        if seconds > 0:
+            tags = {
+                "serveops_deployment": deployment,
+                "version": target.version,
+                "traffic": traffic,
+            }
+            self.queue_wait.inc(seconds, tags=tags)
 
     def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:
         counter.inc(

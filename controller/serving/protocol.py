@@ -38,6 +38,10 @@ METRIC_RECORDING_DROPPED = "serveops_router_recording_dropped"  # sampled, not r
 METRIC_SHED = "serveops_router_shed"
 METRIC_OVERFLOW = "serveops_router_overflow"
 METRIC_MIRROR_DROPPED = "serveops_router_mirror_dropped"
+# Seconds requests waited in the router's queue for one of their version's slots (tags
+# METRIC_TAGS): its rate is how many wait on average (Little's law), and a window's increase
+# over its requests is the mean wait per request.
+METRIC_QUEUE_WAIT = "serveops_router_queue_wait_seconds"
 SHED_HEADER = "x-serveops-shed"  # on a shed 503: the version that was full
 RETRY_AFTER_S = 1  # Retry-After of a shed 503, seconds
 # Requests one router replica takes from Serve's proxy at once. Past it the proxy's handle

@@ -22,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from controller.serving import code_origin
+from controller.serving import answers, code_origin
 from controller.serving.counters import RouterMetrics
 from controller.serving.pinning import authentic, awaits_status, pinned
 from controller.serving.pressure import (
@@ -35,12 +35,9 @@ from controller.serving.pressure import (
     wait_budget_s,
 )
 from controller.serving.protocol import (
-    DEPLOYMENT_HEADER,
     REPLAY_HEADER,
-    RETRY_AFTER_S,
     ROUTER_SHED_AT,
     ROUTING_HEADER,
-    SHED_HEADER,
     STATUS_POLL_S,
     VARIANT_HEADER,
     VERSION_HEADER,
@@ -235,7 +232,7 @@ class Router:
         await self._ensure_poller()
         config, routing = self._config, self._routing
         if config is None:
-            return _error(503, "router has no configuration yet", None)
+            return answers.error(503, "router has no configuration yet", None)
         # A request the controller pinned (a smoke hook's, token checked) goes to its version,
         # weight or not, and is counted apart. The controller may see the candidate RUNNING
         # before this router's poll does: read again.
@@ -246,7 +243,7 @@ class Router:
         if target is None:
             target = choose(config, self._running, request.headers, random.random())
         if target is None:
-            return _error(503, f"no running version of {self._deployment}", None)
+            return answers.error(503, f"no running version of {self._deployment}", None)
         replica_full = self._live >= ROUTER_SHED_AT
         if replica_full:
             admission = Admission(None, target)
@@ -267,20 +264,21 @@ class Router:
                 if replica_full
                 else self._in_flight.why_full(target, wait_budget_s(config))
             )
-            return _shed(target, why)
+            return answers.shed(target, why)
         target = admission.target
         try:
             payload = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "request body is not valid JSON", target)
+            return answers.error(400, "request body is not valid JSON", target)
         started = time.perf_counter()
         self._in_flight.acquire(target.app)
         self._live += 1
         try:
-            result = await asyncio.wait_for(self._call(target, payload), timeout=config.timeout_s)
+            call = self._call(target, payload, traffic)
+            result = await asyncio.wait_for(call, timeout=config.timeout_s)
         except TimeoutError:
             self._metrics.record(self._deployment, target, traffic, 504, started)
-            return _error(
+            return answers.error(
                 504, f"version {target.version} did not answer in {config.timeout_s}s", target
             )
         except Exception:  # reaches the client as Serve's 500, as before; counted as an error
@@ -295,16 +293,17 @@ class Router:
             latency_ms = (time.perf_counter() - started) * 1000.0
             self._governor.observe(latency_ms, self._in_flight.queued(target))
             self._send_mirrors(config, payload, body)
-        headers = _headers(self._deployment, target)
+        headers = answers.headers(self._deployment, target)
         headers[ROUTING_HEADER] = routing
         if config.ab is not None and target.app in config.ab.variants:
             headers[VARIANT_HEADER] = config.ab.variants[target.app]
         return JSONResponse(body, status_code=status, headers=headers)
 
-    async def _call(self, target: Target, payload: Any) -> Any:
+    async def _call(self, target: Target, payload: Any, traffic: str) -> Any:
         """The version's answer, once one of its `max_running` slots is free (the wait counts
-        against the caller's timeout)."""
-        await self._slots.acquire(target.app, target.max_running)
+        against the caller's timeout, and is counted)."""
+        waited = await self._slots.acquire(target.app, target.max_running)
+        self._metrics.waited(self._deployment, target, traffic, waited)
         if target.max_running is None:
             return await self._handle(target.app).predict.remote(payload)
         token, answered = self._in_flight.hold(target.app), False  # how fast the queue drains
@@ -361,7 +360,7 @@ class Router:
         started = time.perf_counter()
         status = 500
         try:
-            result = await asyncio.wait_for(self._call(target, payload), timeout=timeout_s)
+            result = await asyncio.wait_for(self._call(target, payload, "shadow"), timeout_s)
             status = int(result["status"])
             self._metrics.agreement(self._deployment, target, result["body"] == served)
         except TimeoutError:
@@ -371,28 +370,6 @@ class Router:
         finally:
             self._in_flight.release(target.app)
             self._metrics.record(self._deployment, target, "shadow", status, started)
-
-
-def _headers(deployment: str, target: Target | None) -> dict[str, str]:
-    headers = {DEPLOYMENT_HEADER: deployment}
-    if target is not None:
-        headers[VERSION_HEADER] = target.version
-    return headers
-
-
-def _error(status: int, message: str, target: Target | None) -> JSONResponse:
-    body = {"error_code": status, "message": message}
-    return JSONResponse(body, status_code=status, headers=_headers("", target))
-
-
-def _shed(full: Target, why: str) -> JSONResponse:
-    """503 at once for a request whose version has no room: retry in a moment."""
-    response = _error(
-        503, f"version {full.version} is at capacity ({why}); retry after {RETRY_AFTER_S}s", full
-    )
-    response.headers["Retry-After"] = str(RETRY_AFTER_S)
-    response.headers[SHED_HEADER] = full.version
-    return response
 
 
 def build(args: dict[str, Any]) -> Any:

@@ -14,13 +14,16 @@ router's bound on what it holds (`max_in_flight`, shed beyond) is unchanged.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 
 
 class Slots:
     """Per application: requests running at Serve, and those waiting for a slot (FIFO)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock  # times the waits
         self._running: dict[str, int] = {}
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
 
@@ -30,18 +33,21 @@ class Slots:
     def waiting(self, app: str) -> int:
         return sum(1 for f in self._waiting.get(app, ()) if not f.done())
 
-    async def acquire(self, app: str, limit: int | None) -> None:
-        """Wait for a slot (`limit` None: none needed). Cancelled while waiting (the request
-        timed out): leaves the queue; a slot handed to it just then is passed on."""
+    async def acquire(self, app: str, limit: int | None) -> float:
+        """Wait for a slot (`limit` None: none needed); the seconds waited. Cancelled while
+        waiting (the request timed out): leaves the queue; a slot handed to it just then is
+        passed on."""
         if limit is None:
-            return
+            return 0.0
         if self._running.get(app, 0) < limit and not self.waiting(app):
             self._running[app] = self._running.get(app, 0) + 1
-            return
+            return 0.0
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(app, deque()).append(waiter)
+        queued = self._clock()
         try:
             await waiter
+            return self._clock() - queued
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(app)  # granted as it was cancelled: the next one gets it

@@ -26,6 +26,7 @@ _SEVERITY: dict[str, int] = {"reconfigure": 0, "scale": 1, "restart": 2, "start"
 _SCALE_FIELDS = {"num_replicas", "autoscaling_config"}
 _RECONFIGURE_FIELDS = {
     "user_config",
+    "logging_config",  # Serve: NeedsActorReconfigure
     "max_ongoing_requests",
     "max_queued_requests",
     "max_surge_percent",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -32,8 +33,13 @@ SPEC = "deployments/staging/breast-cancer.yaml"
 
 
 def spec(
-    version: str, name: str = "breast-cancer", num_cpus: float = 0.2, routing: str = "router"
+    version: str,
+    name: str = "breast-cancer",
+    num_cpus: float = 0.2,
+    routing: str = "router",
+    access_log: bool = True,
 ) -> str:
+    quiet = "" if access_log else "  access_log: false\n"
     return f"""\
 apiVersion: serveops.dev/v1alpha1
 kind: ModelDeployment
@@ -48,7 +54,7 @@ spec:
   resources:
     num_cpus: {num_cpus}
   routing: {routing}
-"""
+{quiet}"""
 
 
 @pytest.fixture(scope="module")
@@ -330,3 +336,62 @@ def test_unschedulable_replica_is_reported_degraded_and_traffic_stays(
     names = set(wait_gone(cluster, "greedy", "greedy--v1").apps)
     assert "handmade" in names
     assert "breast-cancer" in names
+
+
+# Serve's access line for a request, over HTTP ("POST /route 200 3.1ms") or a handle ("CALL
+# predict OK 3.1ms"): ray/serve/_private/logging_utils.py's access_log_msg.
+ACCESS_LINE = re.compile(r" (?:CALL|POST|GET) \S+ (?:OK|\d{3}) [\d.]+ms$")
+
+
+def access_lines(cluster: Cluster, app: str) -> int:
+    return sum(1 for line in replica_logs(cluster, app).splitlines() if ACCESS_LINE.search(line))
+
+
+def replica_pids(app: str) -> set[int]:
+    """Processes of `app`'s replicas (named `ray::ServeReplica:<app>:<deployment>`)."""
+    name = f"ServeReplica:{app}:"
+    return {
+        p.pid for p in psutil.process_iter(["cmdline"]) if name in " ".join(p.info["cmdline"] or [])
+    }
+
+
+def test_access_log_off_is_applied_in_place_and_the_replicas_stop_logging_requests(
+    serveops: Any, repo: Path, cluster: Cluster, registry: Registry, expected: dict
+) -> None:
+    """`access_log: false`: the plan reconfigures (no restart), the model replica keeps its
+    process, and the requests it answers after the apply write no access line."""
+    app = f"breast-cancer--v{registry.versions[1]}"
+    url = cluster.url("/breast-cancer")
+
+    def serve(n: int) -> None:
+        for _ in range(n):
+            assert httpx.post(url, json=expected["body"], timeout=30).status_code == 200
+
+    before = access_lines(cluster, app)
+    serve(5)
+    assert access_lines(cluster, app) >= before + 5  # on by default: a line per request
+    pids = replica_pids(app)
+    assert pids
+
+    commit(repo, {SPEC: spec(registry.versions[1], routing="direct", access_log=False)}, "quiet")
+    planned = serveops("plan", "--repo", str(repo), "--env", "staging", "-o", "json")
+    assert planned.returncode == 0, planned.stderr
+    actions = json.loads(planned.stdout)["actions"]
+    assert app in {a["app"] for a in actions}
+    assert {(a["op"], a["effect"]) for a in actions} == {("update", "reconfigure")}
+    result = serveops("apply", "--repo", str(repo), "--env", "staging")
+    assert result.returncode == 0, result.stderr + result.stdout
+
+    # Serve reconfigures replicas asynchronously: a batch of requests must, within a deadline,
+    # add no line; every later batch must add none either.
+    deadline = time.monotonic() + 30
+    while True:
+        logged = access_lines(cluster, app)
+        serve(5)
+        if access_lines(cluster, app) == logged or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert access_lines(cluster, app) == logged, "the replica still logs every request"
+    serve(5)
+    assert access_lines(cluster, app) == logged
+    assert replica_pids(app) == pids  # reconfigured in place

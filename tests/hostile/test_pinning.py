@@ -54,6 +54,9 @@ class Counted:
     def agreement(self, *args: Any) -> None:
         pass
 
+    def waited(self, *args: Any) -> None:
+        pass
+
 
 def replica(**config: Any) -> Any:
     r = router.Router.func_or_class("fraud")  # the class behind the Serve deployment

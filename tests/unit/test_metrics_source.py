@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from controller.rollout.router_metrics import from_json, merge, parse, to_json, window
 
 LABELS = (
@@ -90,3 +92,30 @@ ray_serveops_router_mirror_dropped_total{{{labels},reason="full"}} 5.0
     assert (w.requests, w.mirrors_dropped) == (4, 35)
     legacy = '{"fraud": {"2": {"requests": 1, "errors": 0, "buckets": [], "shed": 0}}}'
     assert from_json(legacy)["fraud"]["2"].mirror_dropped == 0
+
+
+def queue_wait(replica: str, version: str, seconds: float, traffic: str = "live") -> str:
+    labels = LABELS.format(replica=replica, version=version).replace('"live"', f'"{traffic}"')
+    return f"""\
+# TYPE ray_serveops_router_queue_wait_seconds_total counter
+ray_serveops_router_queue_wait_seconds_total{{{labels}}} {seconds}
+"""
+
+
+def test_queue_waits_sum_over_replicas_and_give_a_windows_mean_wait() -> None:
+    before = parse(exposition("a", "2", 100, 0, 90) + queue_wait("a", "2", 1.5))
+    after = parse(
+        exposition("a", "2", 150, 0, 130)
+        + queue_wait("a", "2", 2.5)
+        + queue_wait("b", "2", 1.5)
+        + queue_wait("b", "2", 9.0, traffic="pinned")  # smoke hooks' waits are not analysed
+    )
+    w = window(from_json(to_json(before)), after, "fraud", "2")
+    assert w.requests == 50
+    assert math.isclose(w.queue_wait_s, 2.5)  # (2.5 + 1.5) - 1.5
+    assert w.mean_wait_ms == pytest.approx(50.0)
+    reset = parse(exposition("c", "2", 10, 0, 10) + queue_wait("c", "2", 0.2))
+    assert math.isclose(window(after, reset, "fraud", "2").queue_wait_s, 0.2)
+    legacy = '{"fraud": {"2": {"requests": 1, "errors": 0, "buckets": [], "shed": 0}}}'
+    assert from_json(legacy)["fraud"]["2"].queue_wait_s == 0
+    assert window(None, parse(exposition("a", "3", 0, 0, 0)), "fraud", "3").mean_wait_ms is None

@@ -118,6 +118,22 @@ def test_field_changes_say_what_they_do_to_replicas(
         assert [c.path for c in bound.changes] == ["deployments[Router].user_config.targets"]
 
 
+def test_turning_the_access_log_off_reconfigures_both_apps_in_place() -> None:
+    """`access_log: false` sets Serve's `logging_config` on the model and router deployments;
+    Serve applies it to running replicas, so the plan says reconfigure, never restart."""
+    live = applied(plan(desired(deployment_yaml()), live_of()))
+    quiet = deployment_yaml().replace("replicas: 1", "replicas: 1\n  access_log: false")
+    p = plan(desired(quiet), live)
+    assert ops(p) == [("update", "fraud--v1", "reconfigure"), ("update", "fraud", "reconfigure")]
+    for action, deployment in zip(p.actions, ("ModelServer", "Router"), strict=True):
+        [change] = action.changes
+        assert change.path == f"deployments[{deployment}].logging_config.enable_access_log"
+        assert (change.old, change.new) == (None, False)
+    assert plan(desired(quiet), applied(p)).actions == []
+    back = plan(desired(deployment_yaml()), applied(p))
+    assert ops(back) == [("update", "fraud--v1", "reconfigure"), ("update", "fraud", "reconfigure")]
+
+
 def test_route_change_updates_the_router_only() -> None:
     live = applied(plan(desired(deployment_yaml()), live_of()))
     p = plan(desired(deployment_yaml(route="/fraud/v2")), live)

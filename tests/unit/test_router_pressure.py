@@ -243,6 +243,7 @@ class FakeMetrics:
         self.counted: Counter[tuple[str, ...]] = Counter()
         self.shed, self.overflow = "shed", "overflow"
         self.mirror_dropped = self
+        self.waits: list[tuple[str, str, float]] = []
 
     def count(self, counter: str, deployment: str, target: Target, traffic: str) -> None:
         self.counted[(counter, target.version, traffic)] += 1
@@ -255,6 +256,9 @@ class FakeMetrics:
 
     def agreement(self, *args: Any) -> None:
         pass
+
+    def waited(self, deployment: str, target: Target, traffic: str, seconds: float) -> None:
+        self.waits.append((target.version, traffic, seconds))
 
 
 class FakeHandle:
@@ -350,6 +354,23 @@ def test_a_request_that_would_wait_past_the_budget_is_shed_and_told_why() -> Non
     message = json.loads(answer.body)["message"]
     assert "1.6s wait for a slot (2 ahead, 0.80s a slot, 1 at a time), over the 1s" in message
     assert stuck.calls == 1  # the second waits in the router's queue, the third never went
+
+
+def test_the_wait_for_a_slot_is_counted_per_version_and_traffic() -> None:
+    """Three requests to a version with one slot: the first runs at once, the others wait in
+    the router's queue, and each one's wait is handed to the metrics."""
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=5)
+    r = replica(steady, {one_slot.app: FakeHandle("1", delay_s=0.02)})
+
+    async def scenario() -> list[int]:
+        answers = await asyncio.gather(*(r._answer(request({"inputs": [1]})) for _ in range(3)))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(scenario()) == [200] * 3
+    waits = r._metrics.waits
+    assert [(v, t) for v, t, _ in waits] == [("1", "live")] * 3
+    assert [s > 0 for _, _, s in waits] == [False, True, True]  # the first found a free slot
 
 
 def test_the_router_sheds_before_serve_would_queue_in_front_of_it(

@@ -108,3 +108,19 @@ spec:
 def test_the_rendered_running_bound_is_the_replicas_slots(extra: str, expected: int | None) -> None:
     [manifest] = load_manifests({"deployments/staging/fraud.yaml": SPEC + extra}, "staging")
     assert max_running(manifest.deployment.spec) == expected
+
+
+def test_acquire_says_how_long_the_request_waited_for_its_slot() -> None:
+    """The router counts these seconds per version (serveops_router_queue_wait_seconds)."""
+    now = [100.0]
+
+    async def scenario() -> tuple[float, float, float]:
+        slots = Slots(clock=lambda: now[0])
+        first = await slots.acquire(APP, 1)  # a free slot: no wait
+        waiter = asyncio.create_task(slots.acquire(APP, 1))
+        await settle()
+        now[0] += 0.25
+        slots.release(APP)
+        return first, await waiter, await slots.acquire(APP, None)
+
+    assert asyncio.run(scenario()) == (0.0, 0.25, 0.0)

@@ -112,7 +112,7 @@ def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> 
     canary.push("2")
     canary.pass_()
     canary.pass_()  # step 1 at 25%
-    canary.metrics.serve("1", 90)
+    canary.metrics.serve("1", 90, queue_wait_s=1.8)  # 20 ms a request in the router's queue
     canary.metrics.serve("2", 7)  # too little traffic: inconclusive
     canary.pass_(30)
     [fraud] = Views(canary).view().deployments
@@ -123,12 +123,15 @@ def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> 
     assert analysis.weight == 25
     assert analysis.candidate["requests"] == 7
     assert analysis.stable["requests"] == 90
+    assert analysis.stable["wait_ms"] == 20.0
+    assert analysis.candidate["wait_ms"] == 0.0
     assert analysis.thresholds["min_requests"] == 20
     assert "fewer than min_requests 20" in analysis.reasons[0]
     assert "at least 20 candidate requests in the window (so far: 7)" in fraud.rollout.waiting
     rollouts = text(rollouts_renderable(Views(canary).view(), terminal=False))
     assert "step 1 (25%) inconclusive" in rollouts
     assert "held to min 20 req" in rollouts
+    assert "stable 90 req, 0.0% err, p95 5.76 ms, queued 20 ms avg |" in rollouts
 
 
 def test_blue_green_and_an_aborted_canary_read_the_same_everywhere(tmp_path: Path) -> None:
