@@ -9,10 +9,13 @@ turn (the order alternates between rounds): the config is written with v2's vers
 application added (no route, no traffic: what a rollout's loading phase starts), and the load's
 answers are summarised over the `--window` seconds after the write (failed, shed, p50, p99);
 the time until v2 runs is noted; v2 is removed and the machine left `--settle` seconds. A
-window with no start at all opens every round, the baseline.
+window with no start at all opens every round, the baseline. `--policies` picks the starts
+compared: `normal`, `idle` (the model's load in idle CPU time, the default) and `worker` (the
+whole new worker, through Ray's worker setup hook, until its model is loaded).
 
     RAY_AUTH_MODE=disabled flock /tmp/serveops-ray.lock .venv/bin/python -u \
-        bench/candidate_start.py [--load-fraction 0.8] [--rounds 4] [--window 20]
+        bench/candidate_start.py [--load-fraction 0.8] [--rounds 4] [--window 20] \
+        [--policies normal,idle]
 """
 
 from __future__ import annotations
@@ -39,20 +42,33 @@ from bench.serving_setup import (
 )
 from controller.cluster.serve_api import ServeClient
 from controller.dev.demo import sample_request
-from controller.serving.startup import POLICY_ENV
+from controller.serving.startup import POLICY_ENV, WORKER_HOOK, WORKER_HOOK_ENV
 from tests.e2e.load import LoadProcess, Summary
 
 NAME = "startbench"
 
 
-POLICIES = ("normal", "idle")
-
-
 def candidate(app: dict[str, Any], policy: str) -> dict[str, Any]:
-    """v2's version application, its model loaded under `policy`."""
+    """v2's version application, started under `policy` (`worker`: with Ray's setup hook)."""
     out = copy.deepcopy(app)
-    out.setdefault("runtime_env", {}).setdefault("env_vars", {})[POLICY_ENV] = policy
+    env = out.setdefault("runtime_env", {}).setdefault("env_vars", {})
+    env[POLICY_ENV] = policy
+    if policy == "worker":
+        env[WORKER_HOOK_ENV] = WORKER_HOOK
     return out
+
+
+def start_lines(ray_dir: Path, app: str) -> str:
+    """What the newest replica of `app` logged about its start (the last such lines)."""
+    logs = sorted(
+        (ray_dir / "session_latest" / "logs" / "serve").glob(f"replica_{app}_*.log"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not logs:
+        return "none"
+    lines = logs[-1].read_text(errors="replace").splitlines()
+    said = [ln.split(" -- ", 1)[-1] for ln in lines if "idle CPU time" in ln or "at normal" in ln]
+    return " / ".join(said[-2:]) or "nothing about its start"
 
 
 def gone(client: ServeClient, name: str, timeout_s: float = 120.0) -> None:
@@ -68,7 +84,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=float, default=20.0, help="seconds after each write")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after a removal")
+    parser.add_argument(
+        "--policies", default="normal,idle", help="start policies to compare (normal,idle,worker)"
+    )
     args = parser.parse_args()
+    policies = tuple(args.policies.split(","))
 
     models = registered_models()
     v1, v2 = models.versions
@@ -88,19 +108,23 @@ def main() -> None:
             f"offering {args.load_fraction:g} x = {rate:.1f} req/s; load average {load_average()}"
         )
         windows: list[tuple[int, str, float]] = []  # (round, what started, when)
-        starts: dict[str, list[float]] = {p: [] for p in POLICIES}
+        starts: dict[str, list[float]] = {p: [] for p in policies}
         with LoadProcess(url, rate, sample_request(), timeout_s=60) as load:
             time.sleep(5)
             for r in range(args.rounds):
                 windows.append((r, "none", time.time()))
                 time.sleep(args.window)
-                for policy in POLICIES if r % 2 == 0 else POLICIES[::-1]:
+                for policy in policies if r % 2 == 0 else policies[::-1]:
                     t0 = time.time()
                     windows.append((r, policy, t0))
                     client.put([*serving, candidate(cand, policy)], client.get())
                     wait_running(client, [cand["name"]])
                     starts[policy].append(time.time() - t0)
-                    print(f"round {r + 1} {policy:6}: v2 running after {starts[policy][-1]:.1f}s")
+                    said = start_lines(ray.temp_dir, cand["name"])
+                    print(
+                        f"round {r + 1} {policy:6}: v2 running after {starts[policy][-1]:.1f}s; "
+                        f"its log: {said}"
+                    )
                     time.sleep(max(0.0, t0 + args.window - time.time()))
                     client.put(serving, client.get())
                     gone(client, cand["name"])

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from controller.serving import code_origin
 from controller.serving.inputs import InputParser
 from controller.serving.protocol import VERSION_HEADER
-from controller.serving.startup import in_idle_time
+from controller.serving.startup import in_idle_time, worker_back_to_normal
 from controller.serving.warmup import DEFAULT_WARMUP_PREDICTIONS, warm
 
 logger = logging.getLogger("ray.serve")
@@ -50,6 +50,10 @@ class ModelServer:
 
         # In the CPU time the serving replicas leave: a rollout starts this beside them.
         self._model, priority = in_idle_time(load)
+        moved, refused = worker_back_to_normal()  # the `worker` policy: all of it was idle
+        if moved or refused:
+            logger.info("worker's start in idle CPU time: %d thread(s) moved back, %d left "
+                        "(no privilege)", moved, refused)  # fmt: skip
         self._inputs = InputParser(self._model.metadata.get_input_schema())
         logger.info("loaded %s %s (%s)", model_uri, priority.line(), code_origin())
         # Before the constructor returns: Serve sends no request to a replica still starting.

@@ -20,7 +20,9 @@ nice 15), so a start is slowed there, never stopped. The class orders the thread
 group (a container's cgroup, or a session where Linux's autogroup is on): to a process outside
 the cluster's group the start is that group's ordinary work (docs/rollouts.md).
 `SERVEOPS_START_POLICY=normal` (a node's environment or an application's `runtime_env.env_vars`)
-turns it off.
+turns it off. `worker`, for measurement, starts the whole worker in the idle class through Ray's
+setup hook (`WORKER_HOOK`), which the application's env vars must name; serveops does not render
+it (measured no clear gain: docs/benchmarks.md, zero-downtime item 25).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 POLICY_ENV = "SERVEOPS_START_POLICY"
+# Ray runs the function this (internal) variable names in each new worker process, after it
+# connects and before it takes its actor: the only point that precedes Serve's own imports.
+WORKER_HOOK_ENV = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
+WORKER_HOOK = "controller.serving.startup.whole_worker_idle"
 
 
 def idle_start_enabled() -> bool:
@@ -62,6 +68,32 @@ class StartPriority:
                 "privilege to raise them"
             )
         return ", ".join(parts)
+
+
+def whole_worker_policy() -> bool:
+    """`SERVEOPS_START_POLICY=worker`: the whole new worker starts in the idle class (through
+    `WORKER_HOOK`), not only the model's load."""
+    return os.environ.get(POLICY_ENV) == "worker" and hasattr(os, "SCHED_IDLE")
+
+
+def whole_worker_idle() -> None:
+    """Ray's worker setup hook (`WORKER_HOOK_ENV`): under the `worker` policy, every thread
+    of this new worker into the idle class, so Serve's imports and the replica's start run in
+    idle CPU time too. The model server moves them back once its model is loaded
+    (`worker_back_to_normal`)."""
+    if not whole_worker_policy():
+        return
+    for tid in _threads():
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:  # the thread ended meanwhile
+            continue
+
+
+def worker_back_to_normal() -> tuple[int, int]:
+    """Under the `worker` policy, every idle-class thread of this process back to the normal
+    class: (moved, refused). (0, 0) otherwise."""
+    return _back_to_normal(_threads()) if whole_worker_policy() else (0, 0)
 
 
 def _threads() -> set[int]:

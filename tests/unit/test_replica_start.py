@@ -125,3 +125,46 @@ def test_a_refused_move_back_is_counted_not_raised(monkeypatch: pytest.MonkeyPat
     thread.join(5)
     assert how == StartPriority(idle=True, left_idle=1)
     assert "1 thread(s) it started left in idle time, without the privilege" in how.line()
+
+
+WHOLE_WORKER = """
+import json, os, threading
+from controller.serving import startup
+
+def policies():
+    return sorted(os.sched_getscheduler(int(t)) for t in os.listdir("/proc/self/task"))
+
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()  # a thread Ray's worker would have
+startup.whole_worker_idle()  # as Ray calls the hook, before the actor
+during = policies()
+moved, refused = startup.worker_back_to_normal()  # as the model server does once loaded
+print(json.dumps({"during": during, "after": policies(), "moved": moved, "refused": refused}))
+"""
+
+
+@pytest.mark.parametrize("policy", ["worker", "idle"])
+def test_the_worker_policy_puts_every_thread_in_idle_time_until_the_model_is_loaded(
+    policy: str,
+) -> None:
+    """Ray's setup hook in a new process of its own (it changes every thread of the process
+    it runs in): under `worker`, all threads idle, then all back; else nothing changes."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, startup.POLICY_ENV: policy}
+    out = subprocess.run(
+        [sys.executable, "-c", WHOLE_WORKER], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    threads = len(seen["during"])
+    assert threads >= 2
+    if policy == "worker":
+        assert seen["during"] == [os.SCHED_IDLE] * threads
+        assert seen["moved"] + seen["refused"] == threads
+        assert seen["after"].count(os.SCHED_OTHER) == seen["moved"]
+    else:
+        assert seen["during"] == [os.SCHED_OTHER] * threads
+        assert (seen["moved"], seen["refused"]) == (0, 0)
