@@ -105,8 +105,8 @@ class AnalysisResult:
         c, s = self.candidate, self.stable
         figures = (
             f"candidate {c.requests} req, {c.error_rate_pct:.2f}% errors, p95 "
-            f"{_ms(c.quantile_ms(0.95))}; stable {s.requests} req, {s.error_rate_pct:.2f}% "
-            f"errors, p95 {_ms(s.quantile_ms(0.95))}"
+            f"{_ms(c.quantile_ms(0.95))}{_queued(c)}; stable {s.requests} req, "
+            f"{s.error_rate_pct:.2f}% errors, p95 {_ms(s.quantile_ms(0.95))}{_queued(s)}"
         )
         if self.shed:
             figures += f"; saturated: {c.shed} + {s.shed} shed"
@@ -117,6 +117,12 @@ class AnalysisResult:
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def _queued(w: VersionWindow) -> str:
+    """The mean wait for a slot, when there was one (as `serveops rollouts` prints it)."""
+    wait = w.mean_wait_ms
+    return f" (queued {wait:.1f} ms avg)" if wait else ""
 
 
 def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> AnalysisResult:

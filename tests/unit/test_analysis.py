@@ -133,3 +133,12 @@ def test_mirrors_dropped_to_protect_the_stable_version_are_saturation_not_light_
     # Enough mirrored answers despite drops: judged as usual.
     judged = analyse(s, VersionWindow(60, 0, window(60).buckets, 0, 300), window(900))
     assert judged.verdict == "pass"
+
+
+def test_the_summary_says_how_long_requests_waited_for_a_slot() -> None:
+    """The controller's line says what `serveops rollouts` prints: a version's mean wait in
+    the router's queue, so a p95 that grew shows how much of it was queueing."""
+    queued = VersionWindow(200, 0, window(200).buckets, 0, 0, queue_wait_s=3.0)
+    result = analyse(spec(), window(100), queued)
+    assert "stable 200 req, 0.00% errors, p95 9.8 ms (queued 15.0 ms avg)" in result.summary
+    assert "queued" not in result.summary.split("; stable")[0]  # the candidate never waited
