@@ -21,10 +21,8 @@ from controller.httpread import read_capped
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 APPLICATIONS_PATH = "/api/serve/applications/"
 NODES_PATH = "/nodes?view=summary"
-CPUS_READ_EVERY_S = 30.0
-MAX_NODES_BYTES = (
-    32 * 1024 * 1024
-)  # the node list of a large cluster, with room  # the cluster's CPUs change with its nodes: read at most this often
+CPUS_READ_EVERY_S = 30.0  # the cluster's CPUs change with its nodes: read at most this often
+MAX_NODES_BYTES = 32 * 1024 * 1024  # the node list of a large cluster, with room
 
 
 def default_address() -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +30,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.errors import Unreachable
+from controller.httpread import read_capped
 from controller.rollout.analysis import VersionWindow
 from controller.serving.protocol import (
     METRIC_ERRORS,
@@ -40,6 +42,8 @@ from controller.serving.protocol import (
 )
 
 PREFIX = "ray_"  # Ray prefixes application metrics
+# One node's exposition: Ray's own series and every replica's are a few MB on a busy node.
+MAX_SCRAPE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -182,19 +186,47 @@ def from_json(text: str) -> Snapshot:
 
 
 class RayMetricsSource:
-    """Scrapes the metrics export port of every alive node the Ray dashboard lists."""
+    """Scrapes the metrics export port of every alive node the Ray dashboard lists. Each
+    answer is read within `MAX_SCRAPE_BYTES` and `timeout_s` (controller/httpread.py): code
+    on a node (a model server's own metrics) decides what a node exports, and a cut answer
+    holds the step (Unreachable) instead of costing the controller its memory."""
 
-    def __init__(self, address: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 5.0,
+        max_bytes: int = MAX_SCRAPE_BYTES,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.address = address.rstrip("/")
         self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+        self._transport = transport  # unit tests: a fake cluster
+
+    def _get(self, url: str) -> bytes:
+        """The whole answer at `url`, or Unreachable: an error, too big, or too slow."""
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            with (
+                httpx.Client(timeout=self.timeout_s, transport=self._transport) as client,
+                client.stream("GET", url) as response,
+            ):
+                response.raise_for_status()
+                body, cut = read_capped(response, self.max_bytes, deadline)
+        except httpx.HTTPError as err:
+            raise Unreachable(f"cannot read {url}: {err}") from None
+        if cut is not None:
+            raise Unreachable(f"cannot read {url}: {cut}")
+        return body
 
     def endpoints(self) -> list[str]:
         try:
-            response = httpx.get(f"{self.address}/nodes?view=summary", timeout=self.timeout_s)
-            response.raise_for_status()
-            nodes = response.json()["data"]["summary"]
-        except (httpx.HTTPError, ValueError, KeyError) as err:
-            raise Unreachable(f"cannot list Ray nodes at {self.address}: {err}") from None
+            nodes = json.loads(self._get(f"{self.address}/nodes?view=summary"))
+            nodes = nodes["data"]["summary"]
+        except (Unreachable, ValueError, KeyError, TypeError) as err:
+            why = err.message if isinstance(err, Unreachable) else repr(err)
+            raise Unreachable(f"cannot list Ray nodes at {self.address}: {why}") from None
         urls = []
         for node in nodes:
             raylet = node.get("raylet") or {}
@@ -208,9 +240,8 @@ class RayMetricsSource:
         snapshots = []
         for url in self.endpoints():
             try:
-                response = httpx.get(url, timeout=self.timeout_s)
-                response.raise_for_status()
-            except httpx.HTTPError as err:
-                raise Unreachable(f"cannot scrape Ray metrics at {url}: {err}") from None
-            snapshots.append(parse(response.text))
+                text = self._get(url).decode("utf-8", errors="replace")
+            except Unreachable as err:
+                raise Unreachable(f"cannot scrape Ray metrics: {err.message}") from None
+            snapshots.append(parse(text))
         return merge(snapshots)
