@@ -130,8 +130,11 @@ def window(
     now = after.get(deployment, {}).get(version, Counts())
     then = (before or {}).get(deployment, {}).get(version, Counts())
 
+    def grown(a: float, b: float) -> float:
+        return a - b if a >= b else a
+
     def delta(a: float, b: float) -> int:
-        return round(a - b) if a >= b else round(a)
+        return round(grown(a, b))
 
     requests = delta(now.requests, then.requests)
     errors = min(requests, delta(now.errors, then.errors))
@@ -140,8 +143,7 @@ def window(
     if buckets and not math.isinf(buckets[-1][0]):
         buckets = (*buckets, (math.inf, requests))
     dropped = delta(now.mirror_dropped, then.mirror_dropped)
-    waited = now.queue_wait_s - then.queue_wait_s
-    waited = waited if waited >= 0 else now.queue_wait_s
+    waited = grown(now.queue_wait_s, then.queue_wait_s)  # seconds: not rounded
     return VersionWindow(requests, errors, buckets, delta(now.shed, then.shed), dropped, waited)
 
 

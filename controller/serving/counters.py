@@ -82,7 +82,7 @@ class RouterMetrics:
     def record(
         self, deployment: str, target: Target, traffic: str, status: int, started: float
     ) -> None:
-        tags = {"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
+        tags = _tags(deployment, target, traffic)
         self.requests.inc(tags=tags)
         if status >= 500:
             self.errors.inc(tags=tags)
@@ -92,17 +92,10 @@ class RouterMetrics:
         """A request got its slot after `seconds` in the router's queue (0: none, not counted:
         Ray's counters take only positive increments)."""
         if seconds > 0:
-            tags = {
-                "serveops_deployment": deployment,
-                "version": target.version,
-                "traffic": traffic,
-            }
-            self.queue_wait.inc(seconds, tags=tags)
+            self.queue_wait.inc(seconds, tags=_tags(deployment, target, traffic))
 
     def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:
-        counter.inc(
-            tags={"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
-        )
+        counter.inc(tags=_tags(deployment, target, traffic))
 
     def agreement(self, deployment: str, target: Target, agree: bool) -> None:
         self.agreement_total.inc(
@@ -112,3 +105,8 @@ class RouterMetrics:
                 "agree": "true" if agree else "false",
             }
         )
+
+
+def _tags(deployment: str, target: Target, traffic: str) -> dict[str, str]:
+    """The tags of METRIC_TAGS for one request."""
+    return {"serveops_deployment": deployment, "version": target.version, "traffic": traffic}
