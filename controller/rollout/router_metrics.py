@@ -29,6 +29,7 @@ from typing import Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.cluster.serve_api import MAX_NODES_BYTES, NODES_PATH
 from controller.errors import Unreachable
 from controller.httpread import read_capped
 from controller.rollout.analysis import VersionWindow
@@ -189,7 +190,8 @@ def from_json(text: str) -> Snapshot:
 
 class RayMetricsSource:
     """Scrapes the metrics export port of every alive node the Ray dashboard lists. Each
-    answer is read within `MAX_SCRAPE_BYTES` and `timeout_s` (controller/httpread.py): code
+    exposition is read within `max_bytes`, the node list within `max_nodes_bytes` (the limit
+    ServeClient reads it with), each within `timeout_s` (controller/httpread.py): code
     on a node (a model server's own metrics) decides what a node exports, and a cut answer
     holds the step (Unreachable) instead of costing the controller its memory."""
 
@@ -199,15 +201,18 @@ class RayMetricsSource:
         *,
         timeout_s: float = 5.0,
         max_bytes: int = MAX_SCRAPE_BYTES,
+        max_nodes_bytes: int = MAX_NODES_BYTES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.address = address.rstrip("/")
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.max_nodes_bytes = max_nodes_bytes
         self._transport = transport  # unit tests: a fake cluster
 
-    def _get(self, url: str) -> bytes:
-        """The whole answer at `url`, or Unreachable: an error, too big, or too slow."""
+    def _get(self, url: str, limit: int) -> bytes:
+        """The whole answer at `url` (at most `limit` bytes), or Unreachable: an error, too
+        big, or too slow."""
         deadline = time.monotonic() + self.timeout_s
         try:
             with (
@@ -215,7 +220,7 @@ class RayMetricsSource:
                 client.stream("GET", url) as response,
             ):
                 response.raise_for_status()
-                body, cut = read_capped(response, self.max_bytes, deadline)
+                body, cut = read_capped(response, limit, deadline)
         except httpx.HTTPError as err:
             raise Unreachable(f"cannot read {url}: {err}") from None
         if cut is not None:
@@ -224,7 +229,7 @@ class RayMetricsSource:
 
     def endpoints(self) -> list[str]:
         try:
-            nodes = json.loads(self._get(f"{self.address}/nodes?view=summary"))
+            nodes = json.loads(self._get(f"{self.address}{NODES_PATH}", self.max_nodes_bytes))
             nodes = nodes["data"]["summary"]
         except (Unreachable, ValueError, KeyError, TypeError) as err:
             why = err.message if isinstance(err, Unreachable) else repr(err)
@@ -242,7 +247,7 @@ class RayMetricsSource:
         snapshots = []
         for url in self.endpoints():
             try:
-                text = self._get(url).decode("utf-8", errors="replace")
+                text = self._get(url, self.max_bytes).decode("utf-8", errors="replace")
             except Unreachable as err:
                 raise Unreachable(f"cannot scrape Ray metrics: {err.message}") from None
             snapshots.append(parse(text))

@@ -89,7 +89,9 @@ def test_a_bad_node_list_says_the_nodes_could_not_be_listed(answer: httpx.Respon
     def handle(request: httpx.Request) -> httpx.Response:
         return answer
 
-    source = RayMetricsSource(DASHBOARD, max_bytes=1_000_000, transport=httpx.MockTransport(handle))
+    source = RayMetricsSource(
+        DASHBOARD, max_nodes_bytes=1_000_000, transport=httpx.MockTransport(handle)
+    )
     with pytest.raises(Unreachable, match=f"cannot list Ray nodes at {DASHBOARD}"):
         source.endpoints()
 
