@@ -246,18 +246,30 @@ class FakeRouterMetrics:
         errors: int = 0,
         latency_ms: float = 5,
         queue_wait_s: float = 0.0,
+        own_ms: float | None = None,
     ) -> None:
+        """`requests` answered in `latency_ms`, of which `own_ms` their version's own time (slot
+        to answer; None: not counted, as by a router older than that histogram)."""
         c = self.counts.setdefault(self.deployment, {}).setdefault(version, Counts())
         c.requests += requests
         c.errors += errors
         c.queue_wait_s += queue_wait_s
         for le in [*LATENCY_BOUNDARIES_MS, math.inf]:
             c.buckets[le] = c.buckets.get(le, 0) + (requests if le >= latency_ms else 0)
+            if own_ms is not None:
+                c.service_buckets[le] = c.service_buckets.get(le, 0) + (
+                    requests if le >= own_ms else 0
+                )
 
     def scrape(self) -> Snapshot:
         self.scrapes += 1
         return {
-            d: {v: dataclasses.replace(c, buckets=dict(c.buckets)) for v, c in vs.items()}
+            d: {
+                v: dataclasses.replace(
+                    c, buckets=dict(c.buckets), service_buckets=dict(c.service_buckets)
+                )
+                for v, c in vs.items()
+            }
             for d, vs in self.counts.items()
         }
 

@@ -19,8 +19,12 @@ Shed requests (the router answered 503 at once: a version had `max_in_flight` re
 flight, controller/serving/pressure.py) never reached a version: they are no one's errors and
 have no latency. They mean the serving path was saturated in the window. Then relative
 conditions still judge (both versions shared the saturation), but an absolute p95 ceiling
-broken under saturation is the load's doing as much as the candidate's: alone, it makes the
-window `inconclusive` (the step holds), never `fail`.
+broken under saturation may be the load's doing: much of the latency is then time spent in the
+router's queue. So it is judged by each version's own time (from the slot the router handed a
+request to its answer, a second histogram): it fails when the candidate's own p95 is above the
+ceiling while the stable version's own p95, under the same load, is within it (a slow candidate
+does not keep its share of users through a busy hour). Otherwise it makes the window
+`inconclusive` (the step holds), never `fail`.
 
 Relative conditions need a baseline: with fewer than `min_requests` stable requests in the
 window (blue-green after the switch, say) the error rate is compared with 0% and the latency
@@ -36,19 +40,22 @@ from typing import Literal
 from controller.spec.models import Analysis
 
 Verdict = Literal["pass", "fail", "inconclusive"]
+Buckets = tuple[tuple[float, int], ...]  # (upper bound in ms, cumulative count), last +inf
 
 
 @dataclass(frozen=True)
 class VersionWindow:
     """What one version did in a window. `buckets`: (upper bound in ms, cumulative count),
-    ascending, the last one +inf, as in a Prometheus histogram."""
+    ascending, the last one +inf, as in a Prometheus histogram; `service_buckets` the same for
+    its own time (slot to answer)."""
 
     requests: int = 0
     errors: int = 0
-    buckets: tuple[tuple[float, int], ...] = ()
+    buckets: Buckets = ()
     shed: int = 0  # answered 503 at once by the router, this version full: not in `requests`
     mirrors_dropped: int = 0  # mirrored copies to this version the router did not send
     queue_wait_s: float = 0.0  # seconds its requests waited in the router's queue for a slot
+    service_buckets: Buckets = ()  # empty from a router older than the histogram
 
     @property
     def error_rate_pct(self) -> float:
@@ -64,8 +71,12 @@ class VersionWindow:
         """`histogram_quantile` as Prometheus computes it: linear within the bucket."""
         return histogram_quantile(q, self.buckets)
 
+    def own_quantile_ms(self, q: float) -> float | None:
+        """The same of its own time: from its slot to its answer, the router's queue left out."""
+        return histogram_quantile(q, self.service_buckets)
 
-def histogram_quantile(q: float, buckets: tuple[tuple[float, int], ...]) -> float | None:
+
+def histogram_quantile(q: float, buckets: Buckets) -> float | None:
     if not buckets:
         return None
     total = buckets[-1][1]
@@ -120,9 +131,28 @@ def _ms(value: float | None) -> str:
 
 
 def _queued(w: VersionWindow) -> str:
-    """The mean wait for a slot, when there was one (as `serveops rollouts` prints it)."""
-    wait = w.mean_wait_ms
-    return f" (queued {wait:.1f} ms avg)" if wait else ""
+    """The mean wait for a slot and the version's own p95, when requests waited (as
+    `serveops rollouts` prints them)."""
+    wait, own = w.mean_wait_ms, w.own_quantile_ms(0.95)
+    if not wait:
+        return ""
+    return f" (queued {wait:.1f} ms avg" + (f", own p95 {own:.1f} ms)" if own is not None else ")")
+
+
+def _slow_on_its_own(
+    ceiling: float, candidate: VersionWindow, stable: VersionWindow, baseline: bool
+) -> str | None:
+    """Why a p95 ceiling broken under saturation is the candidate's doing, or None: its own
+    time is above the ceiling while the stable version's, under the same load, is within."""
+    own, stable_own = candidate.own_quantile_ms(0.95), stable.own_quantile_ms(0.95)
+    if not baseline or own is None or stable_own is None:
+        return None
+    if own <= ceiling or stable_own > ceiling:
+        return None
+    return (
+        f"its own time (slot to answer) has a p95 of {own:.1f} ms while the stable version's, "
+        f"under the same load, is {stable_own:.1f} ms"
+    )
 
 
 def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> AnalysisResult:
@@ -161,16 +191,19 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
             f"{'the stable version' if baseline else 'zero'} ({stable_rate:.2f}%), more than "
             f"max_error_rate_increase {spec.max_error_rate_increase} pt"
         )
-    p95 = candidate.quantile_ms(0.95)
-    if spec.max_p95_latency_ms is not None and p95 is not None and p95 > spec.max_p95_latency_ms:
-        broken = f"p95 latency {p95:.1f} ms above max_p95_latency_ms {spec.max_p95_latency_ms}"
-        if shed:
+    p95, ceiling = candidate.quantile_ms(0.95), spec.max_p95_latency_ms
+    if ceiling is not None and p95 is not None and p95 > ceiling:
+        broken = f"p95 latency {p95:.1f} ms above max_p95_latency_ms {ceiling}"
+        slow = _slow_on_its_own(ceiling, candidate, stable, baseline) if shed else None
+        if not shed:
+            reasons.append(broken)
+        elif slow is not None:
+            reasons.append(f"{broken}: {slow}")
+        else:
             held.append(
                 f"{broken} while the serving path was saturated ({shed} request(s) shed): "
                 "not judged"
             )
-        else:
-            reasons.append(broken)
     stable_p95 = stable.quantile_ms(0.95)
     relative = spec.max_p95_regression_pct is not None and baseline
     if relative and p95 is not None and stable_p95 is not None and stable_p95 > 0:

@@ -1,7 +1,8 @@
 """Reading the routers' per-version metrics: scrape, keep a baseline, diff into a window.
 
 The router records per version (controller/serving/router.py, through `ray.serve.metrics`):
-requests, 5xx errors, a latency histogram, requests shed (503 at once: the version had no
+requests, 5xx errors, a latency histogram, the version's own time (from its slot to its answer,
+a second histogram), requests shed (503 at once: the version had no
 room, controller/serving/pressure.py) and seconds waited in the router's queue for a slot,
 labelled by traffic (live, shadow, pinned).
 Pinned requests (the controller's own smoke hooks) are left out here: a window holds only what
@@ -32,13 +33,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.cluster.serve_api import MAX_NODES_BYTES, NODES_PATH
 from controller.errors import Unreachable
 from controller.httpread import read_capped
-from controller.rollout.analysis import VersionWindow
+from controller.rollout.analysis import Buckets, VersionWindow
 from controller.serving.protocol import (
     METRIC_ERRORS,
     METRIC_LATENCY,
     METRIC_MIRROR_DROPPED,
     METRIC_QUEUE_WAIT,
     METRIC_REQUESTS,
+    METRIC_SERVICE,
     METRIC_SHED,
 )
 
@@ -57,6 +59,7 @@ class Counts:
     shed: float = 0.0  # answered 503 at once by the router: this version had no room
     mirror_dropped: float = 0.0  # mirrored copies to this version not sent (pressure, full)
     queue_wait_s: float = 0.0  # seconds its requests waited in the router's queue for a slot
+    service_buckets: dict[float, float] = field(default_factory=dict)  # slot to answer, as above
 
 
 Snapshot = dict[str, dict[str, Counts]]  # deployment -> version -> counts
@@ -78,6 +81,7 @@ def parse(text: str) -> Snapshot:
         f"{PREFIX}{METRIC_SHED}_total": "shed",
         f"{PREFIX}{METRIC_MIRROR_DROPPED}_total": "mirror_dropped",
         f"{PREFIX}{METRIC_QUEUE_WAIT}_total": "queue_wait",
+        f"{PREFIX}{METRIC_SERVICE}_bucket": "service",
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -103,7 +107,8 @@ def parse(text: str) -> Snapshot:
                 counts.queue_wait_s += sample.value
             else:
                 le = float(sample.labels.get("le", "+Inf"))
-                counts.buckets[le] = counts.buckets.get(le, 0.0) + sample.value
+                hist = counts.buckets if kind == "bucket" else counts.service_buckets
+                hist[le] = hist.get(le, 0.0) + sample.value
     return out
 
 
@@ -120,6 +125,8 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
                 total.queue_wait_s += c.queue_wait_s
                 for le, n in c.buckets.items():
                     total.buckets[le] = total.buckets.get(le, 0.0) + n
+                for le, n in c.service_buckets.items():
+                    total.service_buckets[le] = total.service_buckets.get(le, 0.0) + n
     return out
 
 
@@ -137,15 +144,22 @@ def window(
     def delta(a: float, b: float) -> int:
         return round(grown(a, b))
 
+    def histogram(now_h: dict[float, float], then_h: dict[float, float]) -> Buckets:
+        out = tuple((le, delta(now_h[le], then_h.get(le, 0.0))) for le in sorted(now_h))
+        return out if not out or math.isinf(out[-1][0]) else (*out, (math.inf, requests))
+
     requests = delta(now.requests, then.requests)
     errors = min(requests, delta(now.errors, then.errors))
-    bounds = sorted(now.buckets)
-    buckets = tuple((le, delta(now.buckets[le], then.buckets.get(le, 0.0))) for le in bounds)
-    if buckets and not math.isinf(buckets[-1][0]):
-        buckets = (*buckets, (math.inf, requests))
+    buckets = histogram(now.buckets, then.buckets)
     dropped = delta(now.mirror_dropped, then.mirror_dropped)
     waited = grown(now.queue_wait_s, then.queue_wait_s)  # seconds: not rounded
-    return VersionWindow(requests, errors, buckets, delta(now.shed, then.shed), dropped, waited)
+    service = histogram(now.service_buckets, then.service_buckets)
+    shed = delta(now.shed, then.shed)
+    return VersionWindow(requests, errors, buckets, shed, dropped, waited, service)
+
+
+def _listed(buckets: dict[float, float]) -> list[list[float | str]]:
+    return [[("+Inf" if math.isinf(le) else le), n] for le, n in buckets.items()]
 
 
 def to_json(snapshot: Snapshot) -> str:
@@ -158,9 +172,8 @@ def to_json(snapshot: Snapshot) -> str:
                     "shed": c.shed,
                     "mirror_dropped": c.mirror_dropped,
                     "queue_wait_s": c.queue_wait_s,
-                    "buckets": [
-                        [("+Inf" if math.isinf(le) else le), n] for le, n in c.buckets.items()
-                    ],
+                    "buckets": _listed(c.buckets),
+                    "service_buckets": _listed(c.service_buckets),
                 }
                 for v, c in versions.items()
             }
@@ -181,6 +194,7 @@ def from_json(text: str) -> Snapshot:
                 c.get("shed", 0.0),  # baselines persisted before shedding existed have none
                 c.get("mirror_dropped", 0.0),
                 c.get("queue_wait_s", 0.0),  # nor, before it was counted, waits
+                {float(le): n for le, n in c.get("service_buckets", [])},  # nor service time
             )
             for v, c in versions.items()
         }

@@ -54,6 +54,7 @@ class VersionFigures:
     p99_ms: float | None
     shed: int = 0  # requests the router shed while this version was full (saturation)
     wait_ms: float | None = None  # mean wait in the router's queue for a slot, per request
+    own_p95_ms: float | None = None  # p95 of its own time: slot to answer, without the queue
 
     @classmethod
     def of(cls, window: VersionWindow) -> VersionFigures:
@@ -66,6 +67,7 @@ class VersionFigures:
             _round(window.quantile_ms(0.99)),
             window.shed,
             _round(window.mean_wait_ms),
+            _round(window.own_quantile_ms(0.95)),
         )
 
 

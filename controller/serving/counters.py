@@ -17,6 +17,7 @@ from controller.serving.protocol import (
     METRIC_QUEUE_WAIT,
     METRIC_RECORDING_DROPPED,
     METRIC_REQUESTS,
+    METRIC_SERVICE,
     METRIC_SHADOW_AGREEMENT,
     METRIC_SHED,
     METRIC_TAGS,
@@ -43,6 +44,13 @@ class RouterMetrics:
         self.latency = metrics.Histogram(
             METRIC_LATENCY,
             description="Latency of a version's answer through the router, ms.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=tags,
+        )
+        self.service = metrics.Histogram(
+            METRIC_SERVICE,
+            description="A version's own time, ms: from its slot to its answer, without the "
+            "router's queue.",
             boundaries=LATENCY_BOUNDARIES_MS,
             tag_keys=tags,
         )
@@ -93,6 +101,12 @@ class RouterMetrics:
         Ray's counters take only positive increments)."""
         if seconds > 0:
             self.queue_wait.inc(seconds, tags=_tags(deployment, target, traffic))
+
+    def served(self, deployment: str, target: Target, traffic: str, started: float) -> None:
+        """A version held a request's slot from `started` (perf_counter) until now: answered,
+        failed or given up at the timeout."""
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self.service.observe(elapsed_ms, tags=_tags(deployment, target, traffic))
 
     def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:
         counter.inc(tags=_tags(deployment, target, traffic))

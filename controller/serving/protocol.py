@@ -42,6 +42,10 @@ METRIC_MIRROR_DROPPED = "serveops_router_mirror_dropped"
 # METRIC_TAGS): its rate is how many wait on average (Little's law), and a window's increase
 # over its requests is the mean wait per request.
 METRIC_QUEUE_WAIT = "serveops_router_queue_wait_seconds"
+# Histogram (ms, tags METRIC_TAGS) of a version's own time: from the slot the router handed a
+# request to its answer, the router's queue left out. Under saturation the analysis judges
+# an absolute p95 ceiling by it (controller/rollout/analysis.py).
+METRIC_SERVICE = "serveops_router_service_ms"
 SHED_HEADER = "x-serveops-shed"  # on a shed 503: the version that was full
 RETRY_AFTER_S = 1  # Retry-After of a shed 503, seconds
 # Requests one router replica takes from Serve's proxy at once. Past it the proxy's handle

@@ -304,16 +304,19 @@ class Router:
         against the caller's timeout, and is counted)."""
         waited = await self._slots.acquire(target.app, target.max_running)
         self._metrics.waited(self._deployment, target, traffic, waited)
-        if target.max_running is None:
-            return await self._handle(target.app).predict.remote(payload)
-        token, answered = self._in_flight.hold(target.app), False  # how fast the queue drains
+        served = time.perf_counter()  # the version's own time starts (METRIC_SERVICE)
+        slotted = target.max_running is not None
+        token = self._in_flight.hold(target.app) if slotted else 0  # how fast the queue drains
+        answered = False
         try:
             answer = await self._handle(target.app).predict.remote(payload)
             answered = True
             return answer
         finally:
-            self._in_flight.unhold(target.app, token, answered)
-            self._slots.release(target.app)
+            self._metrics.served(self._deployment, target, traffic, served)
+            if slotted:
+                self._in_flight.unhold(target.app, token, answered)
+                self._slots.release(target.app)
 
     def _send_mirrors(self, config: RouterConfig, payload: Any, served: Any) -> None:
         """Copies of a live request to the shadow versions the config asks for, as tasks the

@@ -180,7 +180,12 @@ class Analysis(_Strict):
         "version's, in percentage points.",
     )
     max_p95_latency_ms: float | None = Field(
-        default=None, gt=0, description="Absolute ceiling on the candidate's p95 latency."
+        default=None,
+        gt=0,
+        description="Absolute ceiling on the candidate's p95 latency. While the serving path "
+        "is saturated (the router shed requests in the window) it is judged by each version's "
+        "own time, from its slot to its answer: the candidate fails when its own p95 is above "
+        "the ceiling and the stable version's is within it; otherwise the step holds.",
     )
     max_p95_regression_pct: float | None = Field(
         default=20,

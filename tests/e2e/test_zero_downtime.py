@@ -30,6 +30,7 @@ from controller.gitops.reconciler import Controller
 from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
 from controller.registry.mlflow import MlflowRegistry
+from controller.rollout.router_metrics import RayMetricsSource, window
 from controller.source.repository import RepoSource
 from tests.e2e.conftest import Cluster, Registry, platform_policies, post_until_ok
 from tests.e2e.load import LoadProcess
@@ -205,6 +206,11 @@ def test_four_rollouts_and_a_revert_under_a_steady_load_fail_no_request_or_stabl
         back = run_until_settled(ctl)
         row = settled_row(cluster.client(), NAME)
         story.check()
+    # Ray's export of the router's histograms: the slow version's own time (slot to answer) is
+    # its 1.2 s; the quick one's stays far below it.
+    counted = RayMetricsSource(cluster.address).scrape()
+    slow_own = window(None, counted, NAME, slow).own_quantile_ms(0.5)
+    quick_own = window(None, counted, NAME, v2).own_quantile_ms(0.5)
 
     for s in story.scenarios:
         print(f"\n{s.name}: {load.summary(s.started_at, s.ended_at).line()}; {s.events}")
@@ -222,6 +228,10 @@ def test_four_rollouts_and_a_revert_under_a_steady_load_fail_no_request_or_stabl
     # The slow canary: aborted by its analysis, on latency.
     assert "analysis failed" in slowed.messages[-1]
     assert "p95 latency" in slowed.messages[-1]
+    assert slow_own is not None
+    assert slow_own >= 1000
+    assert quick_own is not None
+    assert quick_own < 500
     assert any(" scale " in event for event in switch.events), switch.events  # 1 -> 2 replicas
     assert sized == 2
     assert story.processes()[NAME] == router  # weight changes were reconfigures only

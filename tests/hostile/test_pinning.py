@@ -57,6 +57,9 @@ class Counted:
     def waited(self, *args: Any) -> None:
         pass
 
+    def served(self, *args: Any) -> None:
+        pass
+
 
 def replica(**config: Any) -> Any:
     r = router.Router.func_or_class("fraud")  # the class behind the Serve deployment

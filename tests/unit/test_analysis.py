@@ -109,6 +109,45 @@ def test_an_absolute_ceiling_broken_under_saturation_holds_the_step() -> None:
     assert erring.verdict == "fail"
 
 
+def own(w: VersionWindow, shed: int, own_ms: float) -> VersionWindow:
+    """`w` saturated, its own time (slot to answer) all in the bucket bounded by `own_ms`."""
+    timed = window(w.requests, latency_ms=own_ms)
+    return VersionWindow(w.requests, w.errors, w.buckets, shed, service_buckets=timed.buckets)
+
+
+def test_under_saturation_a_ceiling_is_judged_by_each_versions_own_time() -> None:
+    """Saturated, both versions' p95 through the router are over the ceiling (their queue).
+    A candidate whose own time is over it while the stable version's is within fails: it is
+    slow by itself, and must not keep its share of users through a busy hour."""
+    s = spec(max_p95_latency_ms=50)
+    slow = own(window(100, latency_ms=1000), 5, own_ms=1000)
+    quick_stable = own(window(1000, latency_ms=1000), 0, own_ms=10)
+    failed = analyse(s, slow, quick_stable)
+    assert failed.verdict == "fail"
+    assert failed.reasons[0].startswith("p95 latency 955.0 ms above max_p95_latency_ms 50.0: its ")
+    assert (
+        "own time (slot to answer) has a p95 of 955.0 ms while the stable version's, "
+        in (failed.reasons[0])
+    )
+    # A candidate as quick as the stable version by itself: the queue's doing, held.
+    quick = own(window(100, latency_ms=1000), 5, own_ms=10)
+    assert analyse(s, quick, quick_stable).verdict == "inconclusive"
+    # Both slow by themselves (the machine is): held, not the candidate's fault.
+    slow_stable = own(window(1000, latency_ms=1000), 0, own_ms=1000)
+    assert analyse(s, slow, slow_stable).saturated
+    # No stable baseline, or a router that did not count own time: held as before.
+    assert analyse(s, slow, own(window(10), 0, own_ms=10)).verdict == "inconclusive"
+    assert analyse(s, slow, saturated(window(1000, latency_ms=1000), 0)).verdict == "inconclusive"
+
+
+def test_the_summary_gives_a_queued_versions_own_p95() -> None:
+    queued = VersionWindow(
+        200, 0, window(200).buckets, 0, 0, 3.0, window(200, latency_ms=5).buckets
+    )
+    result = analyse(spec(), window(100), queued)
+    assert "p95 9.8 ms (queued 15.0 ms avg, own p95 4.8 ms)" in result.summary
+
+
 def test_a_relative_regression_fails_under_saturation_too() -> None:
     s = spec(max_p95_regression_pct=50)
     slow = analyse(s, saturated(window(100, latency_ms=100), 5), window(1000, latency_ms=10))

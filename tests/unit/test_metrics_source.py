@@ -119,3 +119,29 @@ def test_queue_waits_sum_over_replicas_and_give_a_windows_mean_wait() -> None:
     legacy = '{"fraud": {"2": {"requests": 1, "errors": 0, "buckets": [], "shed": 0}}}'
     assert from_json(legacy)["fraud"]["2"].queue_wait_s == 0
     assert window(None, parse(exposition("a", "3", 0, 0, 0)), "fraud", "3").mean_wait_ms is None
+
+
+def service(replica: str, version: str, fast: int, total: int) -> str:
+    """The own-time histogram (slot to answer): `fast` of `total` within 5 ms."""
+    labels = LABELS.format(replica=replica, version=version)
+    return f"""\
+# TYPE ray_serveops_router_service_ms histogram
+ray_serveops_router_service_ms_bucket{{{labels},le="5.0"}} {fast}.0
+ray_serveops_router_service_ms_bucket{{{labels},le="+Inf"}} {total}.0
+ray_serveops_router_service_ms_count{{{labels}}} {total}.0
+ray_serveops_router_service_ms_sum{{{labels}}} 1.0
+"""
+
+
+def test_a_versions_own_time_is_a_histogram_of_its_own_diffed_like_the_latency() -> None:
+    before = parse(exposition("a", "2", 100, 0, 10) + service("a", "2", 90, 100))
+    after = parse(
+        exposition("a", "2", 150, 0, 20) + service("a", "2", 120, 130) + service("b", "2", 20, 20)
+    )
+    w = window(from_json(to_json(before)), after, "fraud", "2")
+    assert w.buckets == ((5.0, 10), (50.0, 50), (math.inf, 50))  # through the router: slow
+    assert w.service_buckets == ((5.0, 50), (math.inf, 50))  # its own time: all within 5 ms
+    assert w.own_quantile_ms(0.95) == pytest.approx(4.75)
+    legacy = '{"fraud": {"2": {"requests": 1, "errors": 0, "buckets": [], "shed": 0}}}'
+    assert from_json(legacy)["fraud"]["2"].service_buckets == {}
+    assert window(None, parse(exposition("a", "3", 5, 0, 5)), "fraud", "3").service_buckets == ()

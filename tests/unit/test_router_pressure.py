@@ -244,6 +244,8 @@ class FakeMetrics:
         self.shed, self.overflow = "shed", "overflow"
         self.mirror_dropped = self
         self.waits: list[tuple[str, str, float]] = []
+        self.owns: list[tuple[str, str, float]] = []  # (version, traffic, seconds slot to answer)
+        self.totals: list[float] = []  # seconds from arrival to answer, every answer
 
     def count(self, counter: str, deployment: str, target: Target, traffic: str) -> None:
         self.counted[(counter, target.version, traffic)] += 1
@@ -251,8 +253,14 @@ class FakeMetrics:
     def inc(self, tags: dict[str, str]) -> None:
         self.counted[("mirror_dropped", tags["version"], tags["reason"])] += 1
 
-    def record(self, deployment: str, target: Target, traffic: str, status: int, _: float) -> None:
+    def record(
+        self, deployment: str, target: Target, traffic: str, status: int, started: float
+    ) -> None:
         self.counted[("answered", target.version, traffic, str(status))] += 1
+        self.totals.append(time.perf_counter() - started)
+
+    def served(self, deployment: str, target: Target, traffic: str, started: float) -> None:
+        self.owns.append((target.version, traffic, time.perf_counter() - started))
 
     def agreement(self, *args: Any) -> None:
         pass
@@ -371,6 +379,35 @@ def test_the_wait_for_a_slot_is_counted_per_version_and_traffic() -> None:
     waits = r._metrics.waits
     assert [(v, t) for v, t, _ in waits] == [("1", "live")] * 3
     assert [s > 0 for _, _, s in waits] == [False, True, True]  # the first found a free slot
+
+
+def test_a_versions_own_time_leaves_the_router_queue_out() -> None:
+    """Three requests, one slot, 20 ms a request: each one's own time (slot to answer) is its
+    20 ms, and the wait in the queue lies outside it, inside the request's whole latency."""
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=5)
+    r = replica(steady, {one_slot.app: FakeHandle("1", delay_s=0.02)})
+
+    async def scenario() -> None:
+        await asyncio.gather(*(r._answer(request({"inputs": [1]})) for _ in range(3)))
+
+    asyncio.run(scenario())
+    m = r._metrics
+    assert [(v, t) for v, t, _ in m.owns] == [("1", "live")] * 3
+    assert all(s >= 0.02 for _, _, s in m.owns)  # the version's time is in it
+    last_wait, last_own, last_total = m.waits[2][2], m.owns[2][2], m.totals[2]
+    assert last_wait >= 0.02  # it waited for at least one other answer
+    assert last_total >= last_wait + last_own  # two disjoint parts of the whole latency
+
+
+def test_a_request_timed_out_at_its_version_counts_its_own_time_too() -> None:
+    steady = RouterConfig(deployment="fraud", targets=[STABLE], timeout_s=0.05)
+    r = replica(steady, {STABLE.app: FakeHandle("1", hang=True)})
+    answer = asyncio.run(r._answer(request({"inputs": [1]})))
+    assert answer.status_code == 504
+    [(version, traffic, seconds)] = r._metrics.owns
+    assert (version, traffic) == ("1", "live")
+    assert seconds >= 0.05  # held until the timeout: a slow version's time is not lost
 
 
 def test_the_router_sheds_before_serve_would_queue_in_front_of_it(

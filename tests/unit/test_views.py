@@ -112,7 +112,7 @@ def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> 
     canary.push("2")
     canary.pass_()
     canary.pass_()  # step 1 at 25%
-    canary.metrics.serve("1", 90, queue_wait_s=1.8)  # 20 ms a request in the router's queue
+    canary.metrics.serve("1", 90, queue_wait_s=1.8, own_ms=3)  # 20 ms a request queued
     canary.metrics.serve("2", 7)  # too little traffic: inconclusive
     canary.pass_(30)
     [fraud] = Views(canary).view().deployments
@@ -131,7 +131,9 @@ def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> 
     rollouts = text(rollouts_renderable(Views(canary).view(), terminal=False))
     assert "step 1 (25%) inconclusive" in rollouts
     assert "held to min 20 req" in rollouts
-    assert "stable 90 req, 0.0% err, p95 5.76 ms, queued 20 ms avg |" in rollouts
+    assert analysis.stable["own_p95_ms"] == pytest.approx(3.7, abs=0.1)  # 3 ms, by bucket
+    assert "stable 90 req, 0.0% err, p95 5.76 ms, queued 20 ms avg, own p95 3.69 ms |" in rollouts
+    assert "| candidate 7 req, 0.0% err, p95 5.76 ms | stable" in rollouts  # it never waited
 
 
 def test_blue_green_and_an_aborted_canary_read_the_same_everywhere(tmp_path: Path) -> None:
