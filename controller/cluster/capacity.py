@@ -75,10 +75,9 @@ def room_for(config: dict[str, Any], live: LiveState) -> Room | None:
     return Room(needs=app_cpus(config), free=live.cpus - reserved, total=live.cpus)
 
 
-def cluster_cpus(summary: dict[str, Any]) -> float | None:
-    """Total CPUs of the alive nodes in the dashboard's `GET /nodes?view=summary` answer."""
+def cluster_cpus(nodes: list[Any]) -> float | None:
+    """Total CPUs of the alive nodes the dashboard lists (`read_nodes`)."""
     try:
-        nodes = summary["data"]["summary"]
         total = 0.0
         for node in nodes:
             raylet = node.get("raylet") or {}

@@ -23,6 +23,33 @@ APPLICATIONS_PATH = "/api/serve/applications/"
 NODES_PATH = "/nodes?view=summary"
 CPUS_READ_EVERY_S = 30.0  # the cluster's CPUs change with its nodes: read at most this often
 MAX_NODES_BYTES = 32 * 1024 * 1024  # the node list of a large cluster, with room
+NODES_TIMEOUT_S = 5.0  # the whole read of it
+
+
+def read_nodes(
+    client: httpx.Client, url: str, *, timeout_s: float, limit: int = MAX_NODES_BYTES
+) -> list[Any]:
+    """The node summaries the dashboard lists at `url` (NODES_PATH), read within `limit` bytes
+    and `timeout_s` in all (controller/httpread.py): a large cluster's list is megabytes, and a
+    dashboard that trickles must not hold a controller's pass. Unreachable when it cannot be
+    read whole or is not a node list. The one reader of it: the cluster's CPUs (ServeClient)
+    and its metrics ports (controller/rollout/router_metrics.py)."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        with client.stream("GET", url, timeout=timeout_s) as response:
+            response.raise_for_status()
+            body, cut = read_capped(response, limit, deadline)
+    except httpx.HTTPError as err:
+        raise Unreachable(f"cannot read {url}: {err}") from None
+    if cut is not None:
+        raise Unreachable(f"cannot read {url}: {cut}")
+    try:
+        nodes = json.loads(body)["data"]["summary"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise Unreachable(f"{url} is not a node list: {err!r}") from None
+    if not isinstance(nodes, list):
+        raise Unreachable(f"{url} is not a node list: data.summary is not a list")
+    return nodes
 
 
 def default_address() -> str:
@@ -112,13 +139,8 @@ class ServeClient:
         if self._cpus is not None and now - self._cpus[0] < CPUS_READ_EVERY_S:
             return self._cpus[1]
         try:
-            with self._client.stream("GET", NODES_PATH, timeout=5.0) as response:
-                response.raise_for_status()
-                body, cut = read_capped(response, MAX_NODES_BYTES)
-            if cut is not None:
-                raise ValueError(f"node list: {cut}")
-            cpus = cluster_cpus(json.loads(body))
-        except (httpx.HTTPError, ValueError):
+            cpus = cluster_cpus(read_nodes(self._client, NODES_PATH, timeout_s=NODES_TIMEOUT_S))
+        except Unreachable:
             cpus = None
         self._cpus = (now, cpus)
         return cpus

@@ -30,7 +30,7 @@ from typing import Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.cluster.serve_api import MAX_NODES_BYTES, NODES_PATH
+from controller.cluster.serve_api import MAX_NODES_BYTES, NODES_PATH, read_nodes
 from controller.errors import Unreachable
 from controller.httpread import read_capped
 from controller.rollout.analysis import Buckets, VersionWindow
@@ -242,15 +242,19 @@ class RayMetricsSource:
         return body
 
     def endpoints(self) -> list[str]:
+        url = f"{self.address}{NODES_PATH}"
         try:
-            nodes = json.loads(self._get(f"{self.address}{NODES_PATH}", self.max_nodes_bytes))
-            nodes = nodes["data"]["summary"]
-        except (Unreachable, ValueError, KeyError, TypeError) as err:
-            why = err.message if isinstance(err, Unreachable) else repr(err)
-            raise Unreachable(f"cannot list Ray nodes at {self.address}: {why}") from None
+            with httpx.Client(transport=self._transport) as client:
+                nodes = read_nodes(
+                    client, url, timeout_s=self.timeout_s, limit=self.max_nodes_bytes
+                )
+        except Unreachable as err:
+            raise Unreachable(f"cannot list Ray nodes at {self.address}: {err.message}") from None
         urls = []
         for node in nodes:
-            raylet = node.get("raylet") or {}
+            raylet = node.get("raylet") if isinstance(node, dict) else None
+            if not isinstance(raylet, dict):  # not a node as the dashboard writes one
+                continue
             if raylet.get("state", "ALIVE") != "ALIVE" or not raylet.get("metricsExportPort"):
                 continue
             ip = node.get("ip") or raylet.get("nodeManagerAddress") or "127.0.0.1"

@@ -96,6 +96,13 @@ def test_a_bad_node_list_says_the_nodes_could_not_be_listed(answer: httpx.Respon
         source.endpoints()
 
 
+def test_entries_that_are_not_nodes_are_skipped() -> None:
+    listed = {"data": {"summary": [*NODES["data"]["summary"], "x", {"raylet": "y"}, {"ip": 1}]}}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=listed))
+    source = RayMetricsSource(DASHBOARD, transport=transport)
+    assert source.endpoints() == ["http://10.0.0.1:9101/metrics", "http://10.0.0.2:9101/metrics"]
+
+
 def test_endpoints_are_the_alive_nodes_metrics_ports() -> None:
     source = RayMetricsSource(DASHBOARD, transport=cluster(lambda h: httpx.Response(200)))
     assert source.endpoints() == ["http://10.0.0.1:9101/metrics", "http://10.0.0.2:9101/metrics"]

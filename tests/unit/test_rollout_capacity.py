@@ -4,6 +4,7 @@ a known CPU count, the controller's real passes)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,11 +94,10 @@ def test_cluster_cpus_read_from_the_dashboards_node_summary() -> None:
     def node(state: str, cpus: float) -> dict[str, object]:
         return {"raylet": {"state": state, "resourcesTotal": {"CPU": cpus, "memory": 1e9}}}
 
-    summary = {"data": {"summary": [node("ALIVE", 2.0), node("ALIVE", 4.0), node("DEAD", 8.0)]}}
-    assert cluster_cpus(summary) == 6.0
-    assert cluster_cpus({"data": {}}) is None
-    assert cluster_cpus({"data": {"summary": [{"raylet": {"resourcesTotal": "junk"}}]}}) is None
-    assert cluster_cpus({"data": {"summary": []}}) is None
+    assert cluster_cpus([node("ALIVE", 2.0), node("ALIVE", 4.0), node("DEAD", 8.0)]) == 6.0
+    assert cluster_cpus([{"raylet": {"resourcesTotal": "junk"}}]) is None
+    assert cluster_cpus(["not a node"]) is None
+    assert cluster_cpus([]) is None
 
 
 def client_answering(nodes: httpx.Response | Exception) -> tuple[ServeClient, list[str]]:
@@ -129,6 +129,22 @@ def test_the_client_reads_the_cpus_at_most_every_interval(monkeypatch: pytest.Mo
     clock[0] += serve_api.CPUS_READ_EVERY_S
     client.get()
     assert asked.count("/nodes") == 2
+
+
+def test_a_trickling_node_list_is_given_up_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dashboard that sends its node list a byte at a time holds no pass longer than the
+    read's deadline: the CPUs are unknown, the applications still read."""
+
+    def trickle() -> Iterator[bytes]:
+        while True:
+            time.sleep(0.01)
+            yield b" "
+
+    monkeypatch.setattr(serve_api, "NODES_TIMEOUT_S", 0.3)
+    client, _ = client_answering(httpx.Response(200, content=trickle()))
+    assert client.get().cpus is None
 
 
 @pytest.mark.parametrize(
