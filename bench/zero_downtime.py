@@ -320,6 +320,10 @@ def main() -> None:
             shed_total += summary.shed
             print(f"{s.name} ({s.passes} passes): {summary.line()}")
             print(f"    steps: {', '.join(s.events)}")
+            # What its analyses said (held, failed), each different message once, the last 3.
+            said = list(dict.fromkeys(m for m in s.messages if "analysis" in m))
+            for message in said[-3:]:
+                print(f"    said: {message[:600]}")
             use = cpu_between(cpu.samples, s.started_at, s.ended_at, load.answers)
             if use is not None:
                 print(f"    CPU (share of a core, and per request answered): {use.line()}")
