@@ -301,8 +301,13 @@ class Router:
 
     async def _call(self, target: Target, payload: Any, traffic: str) -> Any:
         """The version's answer, once one of its `max_running` slots is free (the wait counts
-        against the caller's timeout, and is counted)."""
-        waited = await self._slots.acquire(target.app, target.max_running)
+        against the caller's timeout, and is counted, also when the timeout ends it)."""
+        queued = time.perf_counter()
+        try:
+            waited = await self._slots.acquire(target.app, target.max_running)
+        except asyncio.CancelledError:  # timed out in the queue: the wait still counts
+            self._metrics.waited(self._deployment, target, traffic, time.perf_counter() - queued)
+            raise
         self._metrics.waited(self._deployment, target, traffic, waited)
         served = time.perf_counter()  # the version's own time starts (METRIC_SERVICE)
         slotted = target.max_running is not None

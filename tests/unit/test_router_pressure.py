@@ -381,6 +381,24 @@ def test_the_wait_for_a_slot_is_counted_per_version_and_traffic() -> None:
     assert [s > 0 for _, _, s in waits] == [False, True, True]  # the first found a free slot
 
 
+def test_a_request_timed_out_in_the_queue_counts_its_wait() -> None:
+    """The queue-wait counter is Little's law: a request that waited until its timeout and
+    never got a slot waited too (it is also counted as a 504)."""
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=0.1)
+    r = replica(steady, {one_slot.app: FakeHandle("1", hang=True)})
+
+    async def scenario() -> list[int]:
+        answers = await asyncio.gather(*(r._answer(request({"inputs": [1]})) for _ in range(2)))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(scenario()) == [504, 504]
+    first, second = r._metrics.waits
+    assert first[2] == 0  # took the free slot, then hung there
+    assert second[2] >= 0.09  # waited in the queue until its timeout (0.1 s from the call)
+    assert len(r._metrics.owns) == 1  # only the first held a slot
+
+
 def test_a_versions_own_time_leaves_the_router_queue_out() -> None:
     """Three requests, one slot, 20 ms a request: each one's own time (slot to answer) is its
     20 ms, and the wait in the queue lies outside it, inside the request's whole latency."""
@@ -394,9 +412,9 @@ def test_a_versions_own_time_leaves_the_router_queue_out() -> None:
     asyncio.run(scenario())
     m = r._metrics
     assert [(v, t) for v, t, _ in m.owns] == [("1", "live")] * 3
-    assert all(s >= 0.02 for _, _, s in m.owns)  # the version's time is in it
+    assert all(s >= 0.019 for _, _, s in m.owns)  # the version's 20 ms is in it (timer slack)
     last_wait, last_own, last_total = m.waits[2][2], m.owns[2][2], m.totals[2]
-    assert last_wait >= 0.02  # it waited for at least one other answer
+    assert last_wait >= 0.019  # it waited for at least one other answer
     assert last_total >= last_wait + last_own  # two disjoint parts of the whole latency
 
 
@@ -407,7 +425,7 @@ def test_a_request_timed_out_at_its_version_counts_its_own_time_too() -> None:
     assert answer.status_code == 504
     [(version, traffic, seconds)] = r._metrics.owns
     assert (version, traffic) == ("1", "live")
-    assert seconds >= 0.05  # held until the timeout: a slow version's time is not lost
+    assert seconds >= 0.04  # held until the timeout: a slow version's time is not lost
 
 
 def test_the_router_sheds_before_serve_would_queue_in_front_of_it(
