@@ -24,7 +24,8 @@ router's queue. So it is judged by each version's own time (from the slot the ro
 request to its answer, a second histogram): it fails when the candidate's own p95 is above the
 ceiling while the stable version's own p95, under the same load, is within it (a slow candidate
 does not keep its share of users through a busy hour). Otherwise it makes the window
-`inconclusive` (the step holds), never `fail`.
+`inconclusive` (the step holds), never `fail`, and the next window starts afresh: a p95 over
+a window that kept the saturated minutes would stay high long after the load fell.
 
 Relative conditions need a baseline: with fewer than `min_requests` stable requests in the
 window (blue-green after the switch, say) the error rate is compared with 0% and the latency
@@ -105,6 +106,10 @@ class AnalysisResult:
     # Inconclusive because the serving path was saturated (not because traffic was light):
     # the step holds until it is not, and the window never counts towards a pause.
     saturated: bool = False
+    # The next window starts afresh: held with enough traffic judged, so the saturated
+    # minutes do not stay in the figures of the windows after them (the baseline is kept
+    # only while the candidate has too few requests, to gather them).
+    restart: bool = False
 
     @property
     def shed(self) -> int:
@@ -217,5 +222,5 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
     if reasons:
         return AnalysisResult("fail", reasons, candidate, stable)
     if held:
-        return AnalysisResult("inconclusive", held, candidate, stable, saturated=True)
+        return AnalysisResult("inconclusive", held, candidate, stable, saturated=True, restart=True)
     return AnalysisResult("pass", [], candidate, stable)

@@ -165,7 +165,8 @@ def _decide(
         # judge keeps its metrics baseline, so the next analysis, an interval later, judges
         # every request since. A window lasts at least `interval` and until the candidate
         # answered `min_requests`: a slow or lightly loaded service is judged later, not never.
-        reset = analysis.verdict != "inconclusive"
+        # A window held for saturation with enough requests restarts (analysis.restart).
+        reset = analysis.verdict != "inconclusive" or analysis.restart
         state = dataclasses.replace(state, window_started_at=now)
         if analysis.verdict == "fail":
             failures = state.failures + 1

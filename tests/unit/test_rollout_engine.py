@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 
 import pytest
 
-from controller.rollout.analysis import AnalysisResult, VersionWindow
+from controller.rollout.analysis import AnalysisResult, VersionWindow, analyse
 from controller.rollout.engine import analysis_due, decide
 from controller.rollout.state import (
     Decision,
@@ -18,7 +19,7 @@ from controller.rollout.state import (
     traffic,
     with_command,
 )
-from controller.spec.models import Rollout
+from controller.spec.models import Analysis, Rollout
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 PASS = AnalysisResult("pass", [], VersionWindow(100), VersionWindow(900))
@@ -416,3 +417,18 @@ def test_a_saturated_window_holds_the_step_and_never_pauses() -> None:
     assert run.state.message.startswith("analysis held, the serving path is saturated: ")
     assert run.step(30, analysis=THIN).action == "wait"  # light traffic counts as before
     assert run.step(30, analysis=THIN).action == "pause"
+
+
+def test_a_window_held_for_saturation_with_enough_requests_starts_afresh() -> None:
+    """A p95 ceiling broken while requests were shed, with the candidate's requests enough to
+    judge: held, and the next window judges only what comes after, so that the saturated
+    minutes do not hold the step long after the load fell."""
+    s = Analysis.model_validate({"min_requests": 50, "max_p95_latency_ms": 5})
+    slow = VersionWindow(100, 0, ((10.0, 100), (math.inf, 100)), shed=3)
+    held = analyse(s, slow, VersionWindow(900, 0, ((10.0, 900), (math.inf, 900))))
+    assert (held.verdict, held.saturated, held.restart) == ("inconclusive", True, True)
+    run = Run(canary((10, "0s"), analysis=ANALYSIS), new())
+    run.step()
+    d = run.step(30, analysis=held)
+    assert (d.action, d.reset_window) == ("wait", True)
+    assert run.state.message.startswith("analysis held, the serving path is saturated: ")
