@@ -144,16 +144,22 @@ def window(
     def delta(a: float, b: float) -> int:
         return round(grown(a, b))
 
-    def histogram(now_h: dict[float, float], then_h: dict[float, float]) -> Buckets:
+    def histogram(
+        now_h: dict[float, float], then_h: dict[float, float], total: int | None
+    ) -> Buckets:
+        """The window's buckets, closed with `total` (None: the last bound's count) when no
+        +Inf bucket was exported."""
         out = tuple((le, delta(now_h[le], then_h.get(le, 0.0))) for le in sorted(now_h))
-        return out if not out or math.isinf(out[-1][0]) else (*out, (math.inf, requests))
+        if not out or math.isinf(out[-1][0]):
+            return out
+        return (*out, (math.inf, out[-1][1] if total is None else total))
 
     requests = delta(now.requests, then.requests)
     errors = min(requests, delta(now.errors, then.errors))
-    buckets = histogram(now.buckets, then.buckets)
+    buckets = histogram(now.buckets, then.buckets, requests)
     dropped = delta(now.mirror_dropped, then.mirror_dropped)
     waited = grown(now.queue_wait_s, then.queue_wait_s)  # seconds: not rounded
-    service = histogram(now.service_buckets, then.service_buckets)
+    service = histogram(now.service_buckets, then.service_buckets, None)  # its count unread
     shed = delta(now.shed, then.shed)
     return VersionWindow(requests, errors, buckets, shed, dropped, waited, service)
 

@@ -191,7 +191,8 @@ class Analysis(_Strict):
         default=20,
         ge=0,
         description="Largest allowed p95 latency regression relative to the stable version, in "
-        "percent.",
+        "percent. While the serving path is saturated (the router shed requests in the window) "
+        "the versions' own times (slot to answer, without the router's queue) are compared too.",
     )
     failure_limit: int = Field(
         default=1, ge=1, description="Failed analyses after which the rollout aborts."

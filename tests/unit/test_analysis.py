@@ -140,6 +140,27 @@ def test_under_saturation_a_ceiling_is_judged_by_each_versions_own_time() -> Non
     assert analyse(s, slow, saturated(window(1000, latency_ms=1000), 0)).verdict == "inconclusive"
 
 
+def test_under_saturation_a_regression_hidden_by_the_queue_fails_on_own_time() -> None:
+    """The default analysis (a relative p95 limit, no ceiling), saturated: the stable
+    version's longer queue makes its p95 through the router the larger one, but the
+    candidate's own time is 100 times the stable's. It fails on that; unsaturated, or with
+    own times alike, the queue-bound p95s judge as before."""
+    s = spec(max_p95_regression_pct=20)
+    slow = own(window(100, latency_ms=100), 5, own_ms=1000)
+    stable = own(window(1000, latency_ms=1000), 0, own_ms=10)
+    failed = analyse(s, slow, stable)
+    assert failed.verdict == "fail"
+    assert failed.reasons == [
+        "own p95 (slot to answer) 955.0 ms is 9695% above the stable version's 9.8 ms, more "
+        "than max_p95_regression_pct 20.0%, while the serving path was saturated (5 request(s) "
+        "shed)"
+    ]
+    alike = own(window(100, latency_ms=100), 5, own_ms=10)
+    assert analyse(s, alike, stable).verdict == "pass"
+    unsaturated = own(window(100, latency_ms=100), 0, own_ms=1000)
+    assert analyse(s, unsaturated, stable).verdict == "pass"  # no shed: what users saw judges
+
+
 def test_the_summary_gives_a_queued_versions_own_p95() -> None:
     queued = VersionWindow(
         200, 0, window(200).buckets, 0, 0, 3.0, window(200, latency_ms=5).buckets
