@@ -44,7 +44,7 @@ METRIC_MIRROR_DROPPED = "serveops_router_mirror_dropped"
 METRIC_QUEUE_WAIT = "serveops_router_queue_wait_seconds"
 # Histogram (ms, tags METRIC_TAGS) of a version's own time: from the slot the router handed a
 # request to its answer, the router's queue left out. Under saturation the analysis judges
-# an absolute p95 ceiling by it (controller/rollout/analysis.py).
+# the p95 conditions by it too (controller/rollout/analysis.py).
 METRIC_SERVICE = "serveops_router_service_ms"
 SHED_HEADER = "x-serveops-shed"  # on a shed 503: the version that was full
 RETRY_AFTER_S = 1  # Retry-After of a shed 503, seconds
