@@ -12,6 +12,8 @@ import time
 
 import httpx
 
+from controller.errors import Unreachable
+
 
 def read_capped(
     response: httpx.Response, limit: int, deadline: float | None = None
@@ -26,3 +28,18 @@ def read_capped(
         if deadline is not None and time.monotonic() > deadline:
             return bytes(said), "no whole answer in time"
     return bytes(said), None
+
+
+def get_capped(client: httpx.Client, url: str, limit: int, timeout_s: float) -> bytes:
+    """The whole answer to `GET url`, within `limit` bytes and `timeout_s` in all; Unreachable
+    when it fails, is too big or too slow (for callers that cannot use a cut answer)."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        with client.stream("GET", url, timeout=timeout_s) as response:
+            response.raise_for_status()
+            body, cut = read_capped(response, limit, deadline)
+    except httpx.HTTPError as err:
+        raise Unreachable(f"cannot read {url}: {err}") from None
+    if cut is not None:
+        raise Unreachable(f"cannot read {url}: {cut}")
+    return body

@@ -16,7 +16,7 @@ import httpx
 from controller.cluster.capacity import cluster_cpus
 from controller.cluster.live import LiveApp, LiveState
 from controller.errors import ServeopsError, Unreachable
-from controller.httpread import read_capped
+from controller.httpread import get_capped
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 APPLICATIONS_PATH = "/api/serve/applications/"
@@ -34,15 +34,7 @@ def read_nodes(
     dashboard that trickles must not hold a controller's pass. Unreachable when it cannot be
     read whole or is not a node list. The one reader of it: the cluster's CPUs (ServeClient)
     and its metrics ports (controller/rollout/router_metrics.py)."""
-    deadline = time.monotonic() + timeout_s
-    try:
-        with client.stream("GET", url, timeout=timeout_s) as response:
-            response.raise_for_status()
-            body, cut = read_capped(response, limit, deadline)
-    except httpx.HTTPError as err:
-        raise Unreachable(f"cannot read {url}: {err}") from None
-    if cut is not None:
-        raise Unreachable(f"cannot read {url}: {cut}")
+    body = get_capped(client, url, limit, timeout_s)
     try:
         nodes = json.loads(body)["data"]["summary"]
     except (ValueError, KeyError, TypeError) as err:

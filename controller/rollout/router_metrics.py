@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.cluster.serve_api import MAX_NODES_BYTES, NODES_PATH, read_nodes
 from controller.errors import Unreachable
-from controller.httpread import read_capped
+from controller.httpread import get_capped
 from controller.rollout.analysis import Buckets, VersionWindow
 from controller.serving.protocol import (
     METRIC_ERRORS,
@@ -233,19 +232,8 @@ class RayMetricsSource:
     def _get(self, url: str, limit: int) -> bytes:
         """The whole answer at `url` (at most `limit` bytes), or Unreachable: an error, too
         big, or too slow."""
-        deadline = time.monotonic() + self.timeout_s
-        try:
-            with (
-                httpx.Client(timeout=self.timeout_s, transport=self._transport) as client,
-                client.stream("GET", url) as response,
-            ):
-                response.raise_for_status()
-                body, cut = read_capped(response, limit, deadline)
-        except httpx.HTTPError as err:
-            raise Unreachable(f"cannot read {url}: {err}") from None
-        if cut is not None:
-            raise Unreachable(f"cannot read {url}: {cut}")
-        return body
+        with httpx.Client(transport=self._transport) as client:
+            return get_capped(client, url, limit, self.timeout_s)
 
     def endpoints(self) -> list[str]:
         url = f"{self.address}{NODES_PATH}"
