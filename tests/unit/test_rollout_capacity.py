@@ -143,8 +143,10 @@ def test_a_trickling_node_list_is_given_up_at_its_deadline(
             yield b" "
 
     monkeypatch.setattr(serve_api, "NODES_TIMEOUT_S", 0.3)
-    client, _ = client_answering(httpx.Response(200, content=trickle()))
-    assert client.get().cpus is None
+    client, asked = client_answering(httpx.Response(200, content=trickle()))
+    live = client.get()
+    assert (live.apps, live.cpus) == ({}, None)
+    assert asked == ["/api/serve/applications/", "/nodes"]
 
 
 @pytest.mark.parametrize(
