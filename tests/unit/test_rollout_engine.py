@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 
 import pytest
@@ -384,6 +385,23 @@ def test_state_round_trips_through_json_at_every_point(passes: int) -> None:
     a = decide(spec, restored, later, candidate="ready", analysis=PASS if due else None)
     b = decide(spec, run.state, later, candidate="ready", analysis=PASS if due else None)
     assert a == b
+
+
+def test_analysis_records_persisted_before_their_newer_figures_still_load() -> None:
+    """A rollout persisted by an older controller: its analysis records have no queue wait
+    and no own p95. They load, with those figures unknown."""
+    run = Run(canary((10, "10s"), (50, "10s"), analysis=ANALYSIS), new())
+    run.step()
+    run.step(30, analysis=PASS)
+    data = json.loads(run.state.to_json())
+    assert data["analyses"], "the pass recorded its analysis"
+    for record in data["analyses"]:
+        for side in ("candidate", "stable"):
+            del record[side]["wait_ms"], record[side]["own_p95_ms"]
+    restored = RolloutState.from_json(json.dumps(data))
+    [record] = restored.analyses
+    assert (record.candidate.wait_ms, record.candidate.own_p95_ms) == (None, None)
+    assert record.candidate.requests == run.state.analyses[0].candidate.requests
 
 
 def test_a_decision_replayed_after_a_crash_does_not_skip_a_step() -> None:
