@@ -146,11 +146,10 @@ def _queued(w: VersionWindow) -> str:
 
 
 def _slow_on_its_own(
-    ceiling: float, candidate: VersionWindow, stable: VersionWindow, baseline: bool
+    ceiling: float, own: float | None, stable_own: float | None, baseline: bool
 ) -> str | None:
     """Why a p95 ceiling broken under saturation is the candidate's doing, or None: its own
-    time is above the ceiling while the stable version's, under the same load, is within."""
-    own, stable_own = candidate.own_quantile_ms(0.95), stable.own_quantile_ms(0.95)
+    p95 is above the ceiling while the stable version's, under the same load, is within."""
     if not baseline or own is None or stable_own is None:
         return None
     if own <= ceiling or stable_own > ceiling:
@@ -212,12 +211,12 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
             f"max_error_rate_increase {spec.max_error_rate_increase} pt"
         )
     p95, ceiling = candidate.quantile_ms(0.95), spec.max_p95_latency_ms
+    own, stable_own = candidate.own_quantile_ms(0.95), stable.own_quantile_ms(0.95)
     if ceiling is not None and p95 is not None and p95 > ceiling:
         broken = f"p95 latency {p95:.1f} ms above max_p95_latency_ms {ceiling}"
-        slow = _slow_on_its_own(ceiling, candidate, stable, baseline) if shed else None
         if not shed:
             reasons.append(broken)
-        elif slow is not None:
+        elif (slow := _slow_on_its_own(ceiling, own, stable_own, baseline)) is not None:
             reasons.append(f"{broken}: {slow}")
         else:
             held.append(
@@ -228,7 +227,6 @@ def analyse(spec: Analysis, candidate: VersionWindow, stable: VersionWindow) -> 
     if limit is not None and baseline:
         regressed = _regressed("p95 latency", p95, stable.quantile_ms(0.95), limit)
         if regressed is None and shed:  # queue-bound p95s hide a slow model: own times too
-            own, stable_own = candidate.own_quantile_ms(0.95), stable.own_quantile_ms(0.95)
             regressed = _regressed("own p95 (slot to answer)", own, stable_own, limit)
             if regressed is not None:
                 regressed += f", while the serving path was saturated ({shed} request(s) shed)"
