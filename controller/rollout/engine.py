@@ -56,6 +56,7 @@ from controller.rollout.phases import (
     in_steps,
     in_switched,
     in_verifying,
+    seconds_since,
     window_s,
 )
 from controller.rollout.state import (
@@ -167,7 +168,9 @@ def _decide(
         # answered `min_requests`: a slow or lightly loaded service is judged later, not never.
         # A window held for saturation with enough requests restarts (analysis.restart).
         reset = analysis.verdict != "inconclusive" or analysis.restart
-        state = dataclasses.replace(state, window_started_at=now)
+        # A saturated hold dates from the start of the first window held in a row.
+        held_since = state.saturated_since or state.window_started_at or now
+        state = dataclasses.replace(state, window_started_at=now, saturated_since=None)
         if analysis.verdict == "fail":
             failures = state.failures + 1
             limit = spec.analysis.failure_limit if spec.analysis else 1
@@ -182,9 +185,13 @@ def _decide(
                 state, message=f"analysis failed ({failures}/{limit}): {analysis.summary}"
             )
         elif analysis.verdict == "inconclusive" and analysis.saturated:
-            # The load's doing, not the candidate's: held, said, and never a step to a pause.
+            # The load's doing, not the candidate's: held, said (since when: a busy hour can
+            # hold a step for long, both versions' replicas up), and never a step to a pause.
             state = dataclasses.replace(
-                state, message=f"analysis held, the serving path is saturated: {analysis.summary}"
+                state,
+                saturated_since=held_since,
+                message=f"analysis held, the serving path is saturated "
+                f"{held_for(held_since, now)}: {analysis.summary}",
             )
         elif analysis.verdict == "inconclusive":
             count = state.inconclusive + 1
@@ -218,3 +225,11 @@ def _decide(
     if state.phase == "preview":
         return in_preview(spec, state, now, reset, full_size, limits)
     return in_switched(spec, state, now, reset)
+
+
+def held_for(since: dt.datetime, now: dt.datetime) -> str:
+    """`since 19:31:20 UTC (4m10s)`: how long a saturated hold has lasted."""
+    seconds = int(seconds_since(now, since))
+    minutes, seconds = divmod(seconds, 60)
+    length = f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+    return f"since {since:%H:%M:%S} UTC ({length})"

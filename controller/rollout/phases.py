@@ -81,6 +81,7 @@ def _phase(
         window_started_at=now,
         passes=0,
         inconclusive=0,
+        saturated_since=None,
         promote="",
         message=message,
     )

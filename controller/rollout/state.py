@@ -142,6 +142,9 @@ class RolloutState:
     window_started_at: dt.datetime | None = None
     failures: int = 0  # failed analyses, whole rollout
     inconclusive: int = 0  # inconclusive analyses in a row
+    # Since when every analysis held the rollout because the serving path was saturated (the
+    # first of those in a row); None after any other verdict.
+    saturated_since: dt.datetime | None = None
     passes: int = 0  # passed analyses in the current step or phase
     paused: bool = False
     promote: Literal["", "step", "full"] = ""  # asked by `serveops promote`
@@ -193,6 +196,7 @@ class RolloutState:
             "ended_at",
             "until",
             "scaling_since",
+            "saturated_since",
         ):
             if data.get(key):
                 data[key] = dt.datetime.fromisoformat(data[key])

@@ -61,7 +61,13 @@ def _window_end(spec: Rollout, state: RolloutState) -> dt.datetime | None:
 
 def _needs(spec: Rollout, state: RolloutState) -> str:
     """`, at least 20 candidate requests in the window (so far: 7)` after an inconclusive
-    analysis (the window stays open until it holds them)."""
+    analysis (the window stays open until it holds them); `, held while the serving path is
+    saturated (since 19:31:20 UTC)` after analyses held for saturation."""
+    if state.saturated_since is not None:
+        return (
+            f", held while the serving path is saturated "
+            f"(since {state.saturated_since:%H:%M:%S} UTC)"
+        )
     last = state.last_analysis
     if spec.analysis is None or last is None or last.verdict != "inconclusive":
         return ""

@@ -432,9 +432,38 @@ def test_a_saturated_window_holds_the_step_and_never_pauses() -> None:
         assert d.action == "wait"
         assert not d.reset_window  # the window goes on: the next one judges every request
     assert (run.state.paused, run.state.inconclusive) == (False, 0)
-    assert run.state.message.startswith("analysis held, the serving path is saturated: ")
+    assert run.state.message.startswith("analysis held, the serving path is saturated ")
     assert run.step(30, analysis=THIN).action == "wait"  # light traffic counts as before
     assert run.step(30, analysis=THIN).action == "pause"
+
+
+def test_a_saturated_hold_says_since_when_in_every_view() -> None:
+    """A busy hour can hold a step for long, both versions' replicas up: the message and the
+    waiting text say since when, from the first held window's start; any other verdict, or the
+    next step, ends the hold."""
+    saturated = dataclasses.replace(THIN, reasons=["saturated: ..."], saturated=True)
+    run = Run(canary((10, "0s"), (50, "0s"), analysis=ANALYSIS), new())
+    run.step()
+    window_began = run.state.window_started_at
+    assert window_began is not None and run.state.saturated_since is None
+    for _ in range(4):
+        run.step(30, analysis=saturated)
+    assert run.state.saturated_since == window_began
+    assert run.state.message.startswith(
+        f"analysis held, the serving path is saturated since {window_began:%H:%M:%S} UTC (2m00s): "
+    )
+    assert run.state.waiting.endswith(
+        f", held while the serving path is saturated (since {window_began:%H:%M:%S} UTC)"
+    )
+    restored = RolloutState.from_json(run.state.to_json())
+    assert restored.saturated_since == window_began
+    run.step(30, analysis=THIN)  # too little traffic, not saturation: the hold is over
+    assert run.state.saturated_since is None
+    assert "saturated" not in run.state.waiting
+    run.step(30, analysis=saturated)
+    assert run.state.saturated_since == run.now - dt.timedelta(seconds=30)
+    run.step(30, analysis=PASS)  # passed: the next step begins
+    assert (run.state.step, run.state.saturated_since) == (1, None)
 
 
 def test_a_window_held_for_saturation_with_enough_requests_starts_afresh() -> None:
@@ -449,4 +478,4 @@ def test_a_window_held_for_saturation_with_enough_requests_starts_afresh() -> No
     run.step()
     d = run.step(30, analysis=held)
     assert (d.action, d.reset_window) == ("wait", True)
-    assert run.state.message.startswith("analysis held, the serving path is saturated: ")
+    assert run.state.message.startswith("analysis held, the serving path is saturated since ")
