@@ -75,14 +75,26 @@ def room_for(config: dict[str, Any], live: LiveState) -> Room | None:
     return Room(needs=app_cpus(config), free=live.cpus - reserved, total=live.cpus)
 
 
+def alive_raylets(nodes: list[Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(node, its raylet) for each alive node of a dashboard's node list (`read_nodes`). An
+    entry that is not a node as the dashboard writes one is skipped, not fatal: the one rule
+    for the cluster's CPUs and its metrics ports (controller/rollout/router_metrics.py)."""
+    alive = []
+    for node in nodes:
+        raylet = node.get("raylet") if isinstance(node, dict) else None
+        if isinstance(raylet, dict) and raylet.get("state", "ALIVE") == "ALIVE":
+            alive.append((node, raylet))
+    return alive
+
+
 def cluster_cpus(nodes: list[Any]) -> float | None:
-    """Total CPUs of the alive nodes the dashboard lists (`read_nodes`)."""
+    """Total CPUs of the alive nodes the dashboard lists (`read_nodes`); None when it lists
+    none, or a node's CPUs are not a number."""
     try:
-        total = 0.0
-        for node in nodes:
-            raylet = node.get("raylet") or {}
-            if raylet.get("state", "ALIVE") == "ALIVE":
-                total += float((raylet.get("resourcesTotal") or {}).get("CPU", 0.0))
-    except (KeyError, TypeError, ValueError, AttributeError):
+        total = sum(
+            float((raylet.get("resourcesTotal") or {}).get("CPU", 0.0))
+            for _, raylet in alive_raylets(nodes)
+        )
+    except (TypeError, ValueError, AttributeError):
         return None
     return total or None

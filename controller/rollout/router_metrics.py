@@ -29,6 +29,7 @@ from typing import Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.cluster.capacity import alive_raylets
 from controller.cluster.serve_api import MAX_NODES_BYTES, NODES_PATH, read_nodes
 from controller.errors import Unreachable
 from controller.httpread import get_capped
@@ -229,38 +230,35 @@ class RayMetricsSource:
         self.max_nodes_bytes = max_nodes_bytes
         self._transport = transport  # unit tests: a fake cluster
 
-    def _get(self, url: str, limit: int) -> bytes:
-        """The whole answer at `url` (at most `limit` bytes), or Unreachable: an error, too
-        big, or too slow."""
-        with httpx.Client(transport=self._transport) as client:
-            return get_capped(client, url, limit, self.timeout_s)
+    def _client(self) -> httpx.Client:
+        return httpx.Client(transport=self._transport)
 
     def endpoints(self) -> list[str]:
+        """The metrics export URL of every alive node."""
+        with self._client() as client:
+            return self._endpoints(client)
+
+    def _endpoints(self, client: httpx.Client) -> list[str]:
         url = f"{self.address}{NODES_PATH}"
         try:
-            with httpx.Client(transport=self._transport) as client:
-                nodes = read_nodes(
-                    client, url, timeout_s=self.timeout_s, limit=self.max_nodes_bytes
-                )
+            nodes = read_nodes(client, url, timeout_s=self.timeout_s, limit=self.max_nodes_bytes)
         except Unreachable as err:
             raise Unreachable(f"cannot list Ray nodes at {self.address}: {err.message}") from None
-        urls = []
-        for node in nodes:
-            raylet = node.get("raylet") if isinstance(node, dict) else None
-            if not isinstance(raylet, dict):  # not a node as the dashboard writes one
-                continue
-            if raylet.get("state", "ALIVE") != "ALIVE" or not raylet.get("metricsExportPort"):
-                continue
-            ip = node.get("ip") or raylet.get("nodeManagerAddress") or "127.0.0.1"
-            urls.append(f"http://{ip}:{raylet['metricsExportPort']}/metrics")
-        return urls
+        return [
+            f"http://{node.get('ip') or raylet.get('nodeManagerAddress') or '127.0.0.1'}:"
+            f"{raylet['metricsExportPort']}/metrics"
+            for node, raylet in alive_raylets(nodes)
+            if raylet.get("metricsExportPort")
+        ]
 
     def scrape(self) -> Snapshot:
+        """Every node's exposition, merged; one client (its connections) for the whole read."""
         snapshots = []
-        for url in self.endpoints():
-            try:
-                text = self._get(url, self.max_bytes).decode("utf-8", errors="replace")
-            except Unreachable as err:
-                raise Unreachable(f"cannot scrape Ray metrics: {err.message}") from None
-            snapshots.append(parse(text))
+        with self._client() as client:
+            for url in self._endpoints(client):
+                try:
+                    body = get_capped(client, url, self.max_bytes, self.timeout_s)
+                except Unreachable as err:
+                    raise Unreachable(f"cannot scrape Ray metrics: {err.message}") from None
+                snapshots.append(parse(body.decode("utf-8", errors="replace")))
         return merge(snapshots)

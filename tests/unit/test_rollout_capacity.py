@@ -98,6 +98,8 @@ def test_cluster_cpus_read_from_the_dashboards_node_summary() -> None:
     assert cluster_cpus([{"raylet": {"resourcesTotal": "junk"}}]) is None
     assert cluster_cpus(["not a node"]) is None
     assert cluster_cpus([]) is None
+    # Entries that are not nodes are skipped, as the metrics scrape skips them (alive_raylets).
+    assert cluster_cpus([node("ALIVE", 2.0), "not a node", {"raylet": None}]) == 2.0
 
 
 def client_answering(nodes: httpx.Response | Exception) -> tuple[ServeClient, list[str]]:
