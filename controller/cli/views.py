@@ -26,6 +26,7 @@ from controller.gitops.view import (
     rollout_line,
     waiting_text,
 )
+from controller.rollout.analysis import queue_figures
 
 _HEALTH_STYLE = {
     "Healthy": "green",
@@ -152,13 +153,12 @@ def batch_renderable(view: EnvironmentView, terminal: bool) -> list[RenderableTy
 
 
 def _figures(side: dict[str, float | int | None]) -> str:
-    p95, shed, wait = side.get("p95_ms"), side.get("shed"), side.get("wait_ms")
-    own = side.get("own_p95_ms")
+    p95, shed = side.get("p95_ms"), side.get("shed")
+    queue = queue_figures(side.get("wait_ms"), side.get("own_p95_ms"))
     return (
         f"{side.get('requests', 0)} req, {side.get('error_rate_pct', 0)}% err, "
         f"p95 {'n/a' if p95 is None else f'{p95} ms'}"
-        + (f", queued {wait:g} ms avg" if wait else "")
-        + (f", own p95 {own:g} ms" if wait and own is not None else "")
+        + (f", {queue}" if queue else "")
         + (f", {shed} shed" if shed else "")
     )
 

@@ -136,13 +136,19 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
 
 
-def _queued(w: VersionWindow) -> str:
-    """The mean wait for a slot and the version's own p95, when requests waited (as
-    `serveops rollouts` prints them)."""
-    wait, own = w.mean_wait_ms, w.own_quantile_ms(0.95)
-    if not wait:
+def queue_figures(wait_ms: float | None, own_p95_ms: float | None) -> str:
+    """`queued 20.0 ms avg, own p95 12.0 ms` when requests waited for a slot, else "": the
+    words of the analysis line and of `serveops rollouts`."""
+    if not wait_ms:
         return ""
-    return f" (queued {wait:.1f} ms avg" + (f", own p95 {own:.1f} ms)" if own is not None else ")")
+    return f"queued {wait_ms:.1f} ms avg" + (
+        f", own p95 {own_p95_ms:.1f} ms" if own_p95_ms is not None else ""
+    )
+
+
+def _queued(w: VersionWindow) -> str:
+    figures = queue_figures(w.mean_wait_ms, w.own_quantile_ms(0.95))
+    return f" ({figures})" if figures else ""
 
 
 def _slow_on_its_own(

@@ -132,7 +132,7 @@ def test_analyses_carry_their_figures_thresholds_and_decision(canary: World) -> 
     assert "step 1 (25%) inconclusive" in rollouts
     assert "held to min 20 req" in rollouts
     assert analysis.stable["own_p95_ms"] == pytest.approx(3.7, abs=0.1)  # 3 ms, by bucket
-    assert "stable 90 req, 0.0% err, p95 5.76 ms, queued 20 ms avg, own p95 3.69 ms |" in rollouts
+    assert "stable 90 req, 0.0% err, p95 5.76 ms, queued 20.0 ms avg, own p95 3.7 ms |" in rollouts
     assert "| candidate 7 req, 0.0% err, p95 5.76 ms | stable" in rollouts  # it never waited
 
 
