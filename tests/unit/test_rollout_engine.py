@@ -445,7 +445,8 @@ def test_a_saturated_hold_says_since_when_in_every_view() -> None:
     run = Run(canary((10, "0s"), (50, "0s"), analysis=ANALYSIS), new())
     run.step()
     window_began = run.state.window_started_at
-    assert window_began is not None and run.state.saturated_since is None
+    assert window_began is not None
+    assert run.state.saturated_since is None
     for _ in range(4):
         run.step(30, analysis=saturated)
     assert run.state.saturated_since == window_began
