@@ -36,6 +36,7 @@ from controller.gitops.telemetry import METRICS
 from controller.rollout.analysis import AnalysisResult, analyse
 from controller.rollout.apps import at_full_size, candidate_config, rollout_apps
 from controller.rollout.engine import analysis_due, decide, hooks_due
+from controller.rollout.headroom import stable_queue
 from controller.rollout.hooks import HookContext, HookRunner
 from controller.rollout.router_metrics import MetricsSource, Snapshot, from_json, to_json, window
 from controller.rollout.state import (
@@ -248,17 +249,35 @@ class _DeploymentStep:
         self.result.updates.append(RolloutUpdate(started, None, "start", started.message))
         return started
 
-    def hold_for_room(self, state: RolloutState) -> Decision | None:
+    def hold_for_room(self, state: RolloutState, metrics: MetricsOnce) -> Decision | None:
         """A rollout about to start its candidate waits, and says so, while the candidate's
         replicas would not fit in the cluster's CPUs next to what runs (Ray would leave them
-        pending). None: go on (it fits, it runs already, or the CPUs are unknown)."""
+        pending), or while a queue stands in the router in front of the stable version (the
+        start's load would be shed: headroom.py; `serveops promote` starts it anyway). None:
+        go on (it fits, it runs already, or what it needs is unknown)."""
         if state.phase != "loading" or state.candidate_app in self.live.apps or state.abort:
             return None
         candidate = candidate_config(self.dep, self.spec, state)  # at its preview size, if any
         room = room_for(candidate, self.live)
-        if room is None or room.fits:
+        if room is not None and not room.fits:
+            return self._held(state, room.says(state.candidate_app))
+        if state.promote:
             return None
-        says = room.says(state.candidate_app)
+        queue = stable_queue(
+            metrics.snapshot(),
+            self.dep.name,
+            state.stable_version,
+            state.stable_app,
+            self.spec.spec.request_timeout_s,
+        )
+        if queue is None or not queue.standing:
+            return None
+        log.info("%s: %s; %s", self.dep.name, queue.now(), queue.says(state.candidate_app))
+        return self._held(state, queue.says(state.candidate_app))
+
+    def _held(self, state: RolloutState, says: str) -> Decision:
+        """Held in loading, the candidate not started; `says` the same pass to pass (the
+        state is written only when it changes)."""
         held = dataclasses.replace(
             state, held_for_room=True, message=says, waiting=says, until=None
         )
@@ -323,7 +342,7 @@ def _one(
             step.end(state, f"{state.stable_app} is no longer running")
         return None
 
-    held = step.hold_for_room(state)
+    held = step.hold_for_room(state, metrics)
     if held is not None:
         if held.state != stored_state:
             step.record(held, baseline)

@@ -42,6 +42,7 @@ from controller.serving.protocol import (
     METRIC_REQUESTS,
     METRIC_SERVICE,
     METRIC_SHED,
+    METRIC_SLOT_WAIT,
 )
 
 PREFIX = "ray_"  # Ray prefixes application metrics
@@ -60,6 +61,9 @@ class Counts:
     mirror_dropped: float = 0.0  # mirrored copies to this version not sent (pressure, full)
     queue_wait_s: float = 0.0  # seconds its requests waited in the router's queue for a slot
     service_buckets: dict[float, float] = field(default_factory=dict)  # slot to answer, as above
+    # Not cumulative: the longest wait for a slot a router replica estimates now (a gauge,
+    # METRIC_SLOT_WAIT). Read before a candidate starts; no part of a window or a baseline.
+    slot_wait_s: float = 0.0
 
 
 Snapshot = dict[str, dict[str, Counts]]  # deployment -> version -> counts
@@ -82,6 +86,7 @@ def parse(text: str) -> Snapshot:
         f"{PREFIX}{METRIC_MIRROR_DROPPED}_total": "mirror_dropped",
         f"{PREFIX}{METRIC_QUEUE_WAIT}_total": "queue_wait",
         f"{PREFIX}{METRIC_SERVICE}_bucket": "service",
+        f"{PREFIX}{METRIC_SLOT_WAIT}": "slot_wait",
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -105,6 +110,8 @@ def parse(text: str) -> Snapshot:
                 counts.mirror_dropped += sample.value
             elif kind == "queue_wait":
                 counts.queue_wait_s += sample.value
+            elif kind == "slot_wait":  # a gauge per router replica: the longest wait
+                counts.slot_wait_s = max(counts.slot_wait_s, sample.value)
             else:
                 le = float(sample.labels.get("le", "+Inf"))
                 hist = counts.buckets if kind == "bucket" else counts.service_buckets
@@ -123,6 +130,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
                 total.shed += c.shed
                 total.mirror_dropped += c.mirror_dropped
                 total.queue_wait_s += c.queue_wait_s
+                total.slot_wait_s = max(total.slot_wait_s, c.slot_wait_s)
                 for le, n in c.buckets.items():
                     total.buckets[le] = total.buckets.get(le, 0.0) + n
                 for le, n in c.service_buckets.items():

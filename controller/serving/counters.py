@@ -20,6 +20,7 @@ from controller.serving.protocol import (
     METRIC_SERVICE,
     METRIC_SHADOW_AGREEMENT,
     METRIC_SHED,
+    METRIC_SLOT_WAIT,
     METRIC_TAGS,
     Target,
 )
@@ -81,6 +82,12 @@ class RouterMetrics:
             "version (rate: how many wait on average).",
             tag_keys=tags,
         )
+        self.slot_wait = metrics.Gauge(
+            METRIC_SLOT_WAIT,
+            description="Seconds a request admitted now would wait for a slot of its version "
+            "(the router's estimate).",
+            tag_keys=tags,
+        )
         self.agreement_total = metrics.Counter(
             METRIC_SHADOW_AGREEMENT,
             description="Mirrored answers equal to the served one (agree=true) or not.",
@@ -107,6 +114,10 @@ class RouterMetrics:
         failed or given up at the timeout."""
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.service.observe(elapsed_ms, tags=_tags(deployment, target, traffic))
+
+    def queue_now(self, deployment: str, target: Target, wait_s: float) -> None:
+        """The wait for one of `target`'s slots a live request admitted now would have."""
+        self.slot_wait.set(wait_s, tags=_tags(deployment, target, "live"))
 
     def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:
         counter.inc(tags=_tags(deployment, target, traffic))

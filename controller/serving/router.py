@@ -147,6 +147,15 @@ class Router:
         while True:
             await asyncio.sleep(STATUS_POLL_S)
             await self._refresh()
+            self._export_queues()
+
+    def _export_queues(self) -> None:
+        """Each weighted version's wait for a slot as this replica estimates it now: what the
+        controller reads before it starts a candidate (METRIC_SLOT_WAIT)."""
+        if self._config is not None:
+            for target in self._config.targets:
+                wait_s = self._in_flight.wait_s(target)
+                self._metrics.queue_now(self._deployment, target, wait_s)
 
     async def _refresh_for_pin(self) -> None:
         """Read Serve's status now for a pin to a version not seen RUNNING, at most every

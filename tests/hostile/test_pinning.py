@@ -60,6 +60,9 @@ class Counted:
     def served(self, *args: Any) -> None:
         pass
 
+    def queue_now(self, *args: Any) -> None:
+        pass
+
 
 def replica(**config: Any) -> Any:
     r = router.Router.func_or_class("fraud")  # the class behind the Serve deployment

@@ -246,6 +246,7 @@ class FakeMetrics:
         self.waits: list[tuple[str, str, float]] = []
         self.owns: list[tuple[str, str, float]] = []  # (version, traffic, seconds slot to answer)
         self.totals: list[float] = []  # seconds from arrival to answer, every answer
+        self.queues: list[tuple[str, float]] = []  # (version, wait for a slot now), exported
 
     def count(self, counter: str, deployment: str, target: Target, traffic: str) -> None:
         self.counted[(counter, target.version, traffic)] += 1
@@ -267,6 +268,9 @@ class FakeMetrics:
 
     def waited(self, deployment: str, target: Target, traffic: str, seconds: float) -> None:
         self.waits.append((target.version, traffic, seconds))
+
+    def queue_now(self, deployment: str, target: Target, wait_s: float) -> None:
+        self.queues.append((target.version, wait_s))
 
 
 class FakeHandle:
@@ -379,6 +383,24 @@ def test_the_wait_for_a_slot_is_counted_per_version_and_traffic() -> None:
     waits = r._metrics.waits
     assert [(v, t) for v, t, _ in waits] == [("1", "live")] * 3
     assert [s > 0 for _, _, s in waits] == [False, True, True]  # the first found a free slot
+
+
+def test_each_weighted_versions_wait_for_a_slot_is_exported_as_estimated_now() -> None:
+    """What the controller reads before it starts a candidate (METRIC_SLOT_WAIT): per weighted
+    version, the wait a request admitted now would have; 0 with a free slot."""
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    r = replica(canary(targets=[one_slot, CANDIDATE]), {one_slot.app: FakeHandle("1", hang=True)})
+    r._in_flight.served(one_slot.app, 0.5)  # answers have taken 0.5 s a slot
+
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(r._answer(request({"inputs": [1]}))) for _ in range(3)]
+        await asyncio.sleep(0.01)  # one runs, two wait in the router's queue
+        r._export_queues()
+        for task in tasks:
+            task.cancel()
+
+    asyncio.run(scenario())
+    assert r._metrics.queues == [("1", 1.5), ("2", 0.0)]  # 3 ahead of a new one, 0.5 s each
 
 
 def test_a_request_timed_out_in_the_queue_counts_its_wait() -> None:

@@ -1,0 +1,120 @@
+"""A rollout does not start its candidate into a queue standing in front of the stable
+version: it waits, says so in every view, and starts once the queue is gone
+(controller/rollout/headroom.py; FakeServe and fake router metrics, the controller's real
+passes). The router's side, the gauge it sets, is in test_router_pressure.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.cli.views import rollouts_renderable
+from controller.errors import Unreachable
+from controller.rollout.headroom import HEADROOM_WAIT_SHARE, stable_queue
+from controller.rollout.router_metrics import Counts, merge, parse
+from controller.serving.pressure import QUEUE_WAIT_SHARE
+from tests.support import World
+from tests.unit.test_rollout_controller import CANARY
+from tests.unit.test_views import Views, text
+
+SAYS = "headroom on the serving path: fraud--v2 starts once a request to fraud--v1 would wait"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path, rollout=CANARY)
+    assert w.sync().outcome == "applied"
+    yield w
+    w.close()
+
+
+def queue(world: World, version: str, wait_s: float) -> None:
+    """The router says a request to `version` admitted now would wait `wait_s` for a slot."""
+    world.metrics.serve(version, 10)
+    world.metrics.counts["fraud"][version].slot_wait_s = wait_s
+
+
+def test_a_candidate_waits_while_a_queue_stands_in_front_of_the_stable_version(
+    world: World,
+) -> None:
+    queue(world, "1", 3.0)  # over 1 s: a fifth of half the default 10 s timeout
+    world.push("2")
+    held = world.pass_()
+    assert held.outcome == "progressing"
+    assert set(world.serve.apps) == {"fraud", "fraud--v1"}  # the start's load is not added
+    assert world.weights() == {"1": 100}
+    assert held.requeue_after <= 5
+    [fraud] = Views(world).view().deployments
+    assert fraud.rollout is not None
+    assert SAYS in fraud.rollout.waiting
+    assert SAYS in text(rollouts_renderable(Views(world).view(), terminal=False))
+
+    # Past the progress deadline, still queued: waiting for headroom is not a failed start.
+    for _ in range(3):
+        assert world.pass_(300).outcome == "progressing"
+    assert set(world.serve.apps) == {"fraud", "fraud--v1"}
+
+    queue(world, "1", 0.2)  # the queue drained
+    assert world.pass_().outcome == "progressing"
+    assert set(world.serve.apps) == {"fraud", "fraud--v1", "fraud--v2"}
+    [fraud] = Views(world).view().deployments
+    assert fraud.rollout is not None
+    assert "headroom" not in fraud.rollout.waiting
+
+
+def test_promote_starts_the_candidate_into_a_queue(world: World) -> None:
+    """An operator who needs the change out now says so; a queue does not hold it then."""
+    queue(world, "1", 3.0)
+    world.push("2")
+    world.pass_()
+    assert "fraud--v2" not in world.serve.apps
+    world.ctl.store.add_rollout_command("staging", "fraud", "promote", "alice")
+    world.pass_()
+    assert "fraud--v2" in world.serve.apps
+
+
+@pytest.mark.parametrize("why", ["no request yet", "metrics unreadable"])
+def test_unknown_queues_never_hold_a_rollout(
+    world: World, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    """No router figures: the start goes on, as with unknown CPUs."""
+    if why == "metrics unreadable":
+        queue(world, "1", 3.0)
+
+        def unreachable() -> None:
+            raise Unreachable("cannot list Ray nodes")
+
+        monkeypatch.setattr(world.metrics, "scrape", unreachable)
+    world.push("2")
+    world.pass_()
+    assert "fraud--v2" in world.serve.apps
+
+
+def test_the_bound_is_a_share_of_the_routers_wait_bound() -> None:
+    snap = {"d": {"1": Counts(slot_wait_s=0.9)}}
+    q = stable_queue(snap, "d", "1", "d--v1", request_timeout_s=10.0)
+    assert q is not None
+    assert q.bound_s == pytest.approx(HEADROOM_WAIT_SHARE * QUEUE_WAIT_SHARE * 10.0)
+    assert not q.standing
+    slow = stable_queue(snap, "d", "1", "d--v1", request_timeout_s=2.0)  # 0.2 s
+    assert slow is not None
+    assert slow.standing
+    assert stable_queue(snap, "d", "2", "d--v2", 10.0) is None
+    assert stable_queue(None, "d", "1", "d--v1", 10.0) is None
+
+
+def test_the_gauge_is_read_as_the_longest_wait_of_any_router_replica() -> None:
+    text_ = "\n".join(
+        [
+            "# TYPE ray_serveops_router_slot_wait_seconds gauge",
+            'ray_serveops_router_slot_wait_seconds{serveops_deployment="d",version="1",'
+            'traffic="live",replica="a"} 0.4',
+            'ray_serveops_router_slot_wait_seconds{serveops_deployment="d",version="1",'
+            'traffic="live",replica="b"} 2.5',
+        ]
+    )
+    assert parse(text_)["d"]["1"].slot_wait_s == 2.5
+    other_node = {"d": {"1": Counts(slot_wait_s=1.0)}}
+    assert merge([parse(text_), other_node])["d"]["1"].slot_wait_s == 2.5
