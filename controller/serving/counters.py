@@ -84,8 +84,8 @@ class RouterMetrics:
         )
         self.slot_wait = metrics.Gauge(
             METRIC_SLOT_WAIT,
-            description="Seconds a request admitted now would wait for a slot of its version "
-            "(the router's estimate).",
+            description="Longest wait for a slot of its version a request would have had in "
+            "the last 10 s (the router's estimate).",
             tag_keys=tags,
         )
         self.agreement_total = metrics.Counter(
@@ -116,7 +116,8 @@ class RouterMetrics:
         self.service.observe(elapsed_ms, tags=_tags(deployment, target, traffic))
 
     def queue_now(self, deployment: str, target: Target, wait_s: float) -> None:
-        """The wait for one of `target`'s slots a live request admitted now would have."""
+        """The longest wait for one of `target`'s slots a live request admitted lately would
+        have had (METRIC_SLOT_WAIT)."""
         self.slot_wait.set(wait_s, tags=_tags(deployment, target, "live"))
 
     def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:

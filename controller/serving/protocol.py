@@ -46,11 +46,14 @@ METRIC_QUEUE_WAIT = "serveops_router_queue_wait_seconds"
 # request to its answer, the router's queue left out. Under saturation the analysis judges
 # the p95 conditions by it too (controller/rollout/analysis.py).
 METRIC_SERVICE = "serveops_router_service_ms"
-# Gauge (seconds, tags METRIC_TAGS, traffic "live"): how long a request admitted now would wait
-# for one of its version's slots, the router's estimate (`InFlight.wait_s`), set every
-# STATUS_POLL_S while requests come. The controller reads it before it starts a candidate: a
-# start's load added to a standing queue is shed (controller/rollout/progress.py).
+# Gauge (seconds, tags METRIC_TAGS, traffic "live"): the longest wait for one of its version's
+# slots the router estimated (`InFlight.wait_s`, every STATUS_POLL_S while requests come) in
+# the last SLOT_WAIT_PEAK_S. The controller reads it before it starts a candidate: a start's
+# load added to a standing queue is shed (controller/rollout/headroom.py). A peak, not the
+# last estimate: a queue's length swings, and Ray exports a gauge's last value only every
+# `RAY_metrics_report_interval_ms` (10 s by default).
 METRIC_SLOT_WAIT = "serveops_router_slot_wait_seconds"
+SLOT_WAIT_PEAK_S = 10.0
 SHED_HEADER = "x-serveops-shed"  # on a shed 503: the version that was full
 RETRY_AFTER_S = 1  # Retry-After of a shed 503, seconds
 # Requests one router replica takes from Serve's proxy at once. Past it the proxy's handle

@@ -19,6 +19,8 @@ from controller.serving.pressure import InFlight, MirrorGovernor, admit, movable
 from controller.serving.protocol import (
     RETRY_AFTER_S,
     SHED_HEADER,
+    SLOT_WAIT_PEAK_S,
+    STATUS_POLL_S,
     ABTest,
     RolloutNote,
     RouterConfig,
@@ -385,9 +387,10 @@ def test_the_wait_for_a_slot_is_counted_per_version_and_traffic() -> None:
     assert [s > 0 for _, _, s in waits] == [False, True, True]  # the first found a free slot
 
 
-def test_each_weighted_versions_wait_for_a_slot_is_exported_as_estimated_now() -> None:
+def test_each_weighted_versions_recent_peak_wait_for_a_slot_is_exported() -> None:
     """What the controller reads before it starts a candidate (METRIC_SLOT_WAIT): per weighted
-    version, the wait a request admitted now would have; 0 with a free slot."""
+    version, the longest wait a request admitted in the last SLOT_WAIT_PEAK_S would have had;
+    0 with a free slot."""
     one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
     r = replica(canary(targets=[one_slot, CANDIDATE]), {one_slot.app: FakeHandle("1", hang=True)})
     r._in_flight.served(one_slot.app, 0.5)  # answers have taken 0.5 s a slot
@@ -401,6 +404,12 @@ def test_each_weighted_versions_wait_for_a_slot_is_exported_as_estimated_now() -
 
     asyncio.run(scenario())
     assert r._metrics.queues == [("1", 1.5), ("2", 0.0)]  # 3 ahead of a new one, 0.5 s each
+    # The queue gone: the peak of the last SLOT_WAIT_PEAK_S is exported until it ages out.
+    r._metrics.queues.clear()
+    for _ in range(round(SLOT_WAIT_PEAK_S / STATUS_POLL_S)):
+        r._export_queues()
+    assert r._metrics.queues[0] == ("1", 1.5)
+    assert r._metrics.queues[-2:] == [("1", 0.0), ("2", 0.0)]
 
 
 def test_a_request_timed_out_in_the_queue_counts_its_wait() -> None:
