@@ -324,11 +324,9 @@ def main() -> None:
             said = list(dict.fromkeys(m for m in s.messages if "analysis" in m))
             for message in said[-3:]:
                 print(f"    said: {message[:600]}")
-            headroom = [m for m in s.messages if "waiting for headroom" in m]
-            if headroom:  # the candidate's start held while a queue stood (headroom.py)
-                print(
-                    f"    start held for headroom over {len(headroom)} passes: {headroom[0][:300]}"
-                )
+            held = [w for _, w in s.waits if w.startswith("headroom")]
+            if held:  # the candidate's start held while a queue stood (headroom.py)
+                print(f"    start held {s.waited('headroom'):.0f}s for {held[0]}")
             use = cpu_between(cpu.samples, s.started_at, s.ended_at, load.answers)
             if use is not None:
                 print(f"    CPU (share of a core, and per request answered): {use.line()}")

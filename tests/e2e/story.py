@@ -88,6 +88,13 @@ class Scenario:
     ended_at: float
     events: list[str]
     messages: list[str]  # what each controller pass said
+    # (wall clock, what the rollout waited for) after each pass
+    waits: list[tuple[float, str]] = field(default_factory=list)
+
+    def waited(self, words: str) -> float:
+        """Seconds from the first to the last pass whose rollout waited for `words`."""
+        times = [t for t, waiting in self.waits if words in waiting]
+        return times[-1] - times[0] if times else 0.0
 
     @property
     def passes(self) -> int:
@@ -109,6 +116,7 @@ class Story:
     scenarios: list[Scenario] = field(default_factory=list)
     view_checks: int = 0  # passes whose views were checked against each other
     drive_timeout_s: float = 300.0  # a scenario's rollout must reach its phase within this
+    waits: list[tuple[float, str]] = field(default_factory=list)  # the running scenario's
 
     def processes(self) -> Processes:
         return processes(self.address, self.deployment)
@@ -152,6 +160,7 @@ class Story:
         said. Fails at once when a rollout started after `since` ends in another phase."""
         deadline = time.monotonic() + timeout_s
         messages: list[str] = []
+        self.waits = []
         while time.monotonic() < deadline:
             result = self.ctl.reconcile_once()
             messages.append(result.message)
@@ -160,6 +169,7 @@ class Story:
             self.check()
             self.check_views(result)
             stored = self.rollout()
+            self.waits.append((time.time(), stored.state.waiting if stored else ""))
             phase = stored.state.phase if stored else None
             if phase == until:
                 return messages
@@ -196,6 +206,6 @@ class Story:
             for e in reversed(self.store.rollout_events(self.environment, self.deployment))
             if e.at >= since
         ]
-        scenario = Scenario(name, started, time.time(), events, messages)
+        scenario = Scenario(name, started, time.time(), events, messages, self.waits)
         self.scenarios.append(scenario)
         return scenario
