@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -54,6 +55,7 @@ from bench.serving_setup import (
     wait_answering,
 )
 from controller.dev.demo import sample_request
+from controller.errors import Unreachable
 from controller.gitops.loop import run_until_settled
 from controller.gitops.reconciler import Controller
 from controller.gitops.settings import ControllerSettings
@@ -125,6 +127,39 @@ def router_counted(address: str) -> dict[str, float]:
                     totals[name] += float(line.rsplit(" ", 1)[1])
     return {"shed": totals[METRIC_SHED], "moved": totals[METRIC_OVERFLOW],
             "mirrors dropped": totals[METRIC_MIRROR_DROPPED]}  # fmt: skip
+
+
+class GaugeSampler:
+    """The routers' slot-wait gauge per version (METRIC_SLOT_WAIT, what the controller reads
+    before a start), scraped every second in a thread of its own."""
+
+    def __init__(self, address: str) -> None:
+        self.source = RayMetricsSource(address)
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GaugeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                versions = self.source.scrape().get(NAME, {})
+            except Unreachable:
+                continue
+            self.samples.append((time.time(), {v: c.slot_wait_s for v, c in versions.items()}))
+
+    def before(self, at: float) -> str:
+        """The gauge per version as last scraped up to a second after `at` (a rollout's
+        commit): about what the first pass of that rollout read (itself the peak of 10 s)."""
+        seen = [s for t, s in self.samples if t < at + 1]
+        return ", ".join(f"v{v} {w:.1f}s" for v, w in sorted(seen[-1].items())) if seen else ""
 
 
 # What the router's messages say (controller/serving/router.py, pressure.py), by bound.
@@ -270,7 +305,11 @@ def main() -> None:
         load_start = load_average()
 
         stopped = ""
-        with LoadProcess(url, rate, sample_request(), args.request_timeout + 30) as load:
+        gauge = GaugeSampler(ray.address)
+        with (
+            LoadProcess(url, rate, sample_request(), args.request_timeout + 30) as load,
+            gauge,
+        ):
             time.sleep(2)
             steady_from = time.time()
             time.sleep(args.steady_seconds)
@@ -324,6 +363,7 @@ def main() -> None:
             said = list(dict.fromkeys(m for m in s.messages if "analysis" in m))
             for message in said[-3:]:
                 print(f"    said: {message[:600]}")
+            print(f"    slot-wait gauge as it began: {gauge.before(s.started_at) or 'none'}")
             held = [w for _, w in s.waits if w.startswith("headroom")]
             if held:  # the candidate's start held while a queue stood (headroom.py)
                 print(f"    start held {s.waited('headroom'):.0f}s for {held[0]}")
@@ -343,6 +383,13 @@ def main() -> None:
             failed_total += len(summary.failed)
             shed_total += summary.shed
             print(f"{name}, did not finish: {summary.line()}")
+            print(f"    slot-wait gauge as it began: {gauge.before(started) or 'none'}")
+            held = [w for _, w in story.waits if w.startswith("headroom")]
+            if held:
+                last = story.waits[-1][0] - story.waits[0][0]
+                print(
+                    f"    start held {len(held)} of {len(story.waits)} passes ({last:.0f}s): {held[0]}"
+                )
         gaps = [
             load.summary(a.ended_at, b.started_at) for a, b in itertools.pairwise(story.scenarios)
         ]
