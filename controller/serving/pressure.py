@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -276,3 +277,25 @@ class MirrorGovernor:
     def admit(self, rand: float) -> bool:
         """Send a mirror the config asks for? `rand` in [0, 1)."""
         return rand < self.share
+
+
+class QueuePeaks:
+    """Per weighted version, the longest wait for a slot estimated over the last `kept`
+    estimates (`InFlight.wait_s`, one per call of `estimate`): what the router exports for the
+    controller to read before it starts a candidate (METRIC_SLOT_WAIT)."""
+
+    def __init__(self, kept: int) -> None:
+        self._kept = kept
+        self._recent: dict[str, deque[float]] = {}
+
+    def estimate(self, targets: list[Target], in_flight: InFlight) -> list[tuple[Target, float]]:
+        """Take one estimate per target now; each target with its peak."""
+        apps = {t.app for t in targets}
+        for gone in self._recent.keys() - apps:  # a version no longer weighted
+            del self._recent[gone]
+        peaks = []
+        for target in targets:
+            recent = self._recent.setdefault(target.app, deque(maxlen=self._kept))
+            recent.append(in_flight.wait_s(target))
+            peaks.append((target, max(recent)))
+        return peaks

@@ -14,7 +14,6 @@ import json
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from controller.serving.pressure import (
     Admission,
     InFlight,
     MirrorGovernor,
+    QueuePeaks,
     admit,
     movable,
     queue_view,
@@ -77,8 +77,7 @@ class Router:
         self._live = 0  # live and pinned requests this replica is answering (not mirrors)
         self._slots = Slots()
         self._governor = MirrorGovernor(time.monotonic)
-        # Per weighted version, its estimated waits for a slot of the last SLOT_WAIT_PEAK_S.
-        self._recent_waits: dict[str, deque[float]] = {}
+        self._peaks = QueuePeaks(kept=round(SLOT_WAIT_PEAK_S / STATUS_POLL_S))
         self._recording: RecordingConfig | None = None
         self._recorder: Recorder | None = None
         logger.info("router %s (%s)", deployment, code_origin())
@@ -155,18 +154,10 @@ class Router:
 
     def _export_queues(self) -> None:
         """Each weighted version's longest estimated wait for a slot of the last
-        SLOT_WAIT_PEAK_S: what the controller reads before it starts a candidate
-        (METRIC_SLOT_WAIT). Called every STATUS_POLL_S."""
-        if self._config is None:
-            return
-        kept = round(SLOT_WAIT_PEAK_S / STATUS_POLL_S)
-        apps = {t.app for t in self._config.targets}
-        for gone in self._recent_waits.keys() - apps:  # a version no longer weighted
-            del self._recent_waits[gone]
-        for target in self._config.targets:
-            recent = self._recent_waits.setdefault(target.app, deque(maxlen=kept))
-            recent.append(self._in_flight.wait_s(target))
-            self._metrics.queue_now(self._deployment, target, max(recent))
+        SLOT_WAIT_PEAK_S (METRIC_SLOT_WAIT). Called every STATUS_POLL_S."""
+        if self._config is not None:
+            for target, peak in self._peaks.estimate(self._config.targets, self._in_flight):
+                self._metrics.queue_now(self._deployment, target, peak)
 
     async def _refresh_for_pin(self) -> None:
         """Read Serve's status now for a pin to a version not seen RUNNING, at most every

@@ -391,13 +391,17 @@ def test_each_weighted_versions_recent_peak_wait_for_a_slot_is_exported() -> Non
     """What the controller reads before it starts a candidate (METRIC_SLOT_WAIT): per weighted
     version, the longest wait a request admitted in the last SLOT_WAIT_PEAK_S would have had;
     0 with a free slot."""
-    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
-    r = replica(canary(targets=[one_slot, CANDIDATE]), {one_slot.app: FakeHandle("1", hang=True)})
+    # Every live request to v1 (weight 100), none chosen for v2 (weight 0) by chance.
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1, "weight": 100})
+    idle = CANDIDATE.model_copy(update={"weight": 0})
+    r = replica(canary(targets=[one_slot, idle]), {one_slot.app: FakeHandle("1", hang=True)})
     r._in_flight.served(one_slot.app, 0.5)  # answers have taken 0.5 s a slot
 
     async def scenario() -> None:
         tasks = [asyncio.create_task(r._answer(request({"inputs": [1]}))) for _ in range(3)]
-        await asyncio.sleep(0.01)  # one runs, two wait in the router's queue
+        async with asyncio.timeout(5):
+            while r._in_flight[one_slot.app] < 3:  # one runs, two wait in the router's queue
+                await asyncio.sleep(0.001)
         r._export_queues()
         for task in tasks:
             task.cancel()
