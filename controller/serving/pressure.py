@@ -1,7 +1,7 @@
 """The router under pressure: shed before timing out, and mirror only what the stable can spare.
 
-Pure (a clock is passed in); the router (controller/serving/router.py) holds one `InFlight` and
-one `MirrorGovernor` per replica.
+Pure (a clock is passed in); the router (controller/serving/router.py) holds one `InFlight`, one
+`MirrorGovernor` and one `QueuePeaks` per replica.
 
 - Shedding. Every request the router sends to a version is counted in flight until it is
   answered. A version is full when a request admitted now would wait for one of its slots
@@ -24,6 +24,9 @@ one `MirrorGovernor` per replica.
   RUNNING second must not double the stable version's work before a queue can show. A mirror
   also goes unsent when its own version is full. Unsent mirrors are counted; a user request
   never waits on a mirror (they are sent after its answer, as tasks).
+- Headroom. `QueuePeaks` keeps each weighted version's longest estimated wait of the last few
+  seconds, which the router exports for the controller to read before it starts a candidate
+  (controller/rollout/headroom.py).
 """
 
 from __future__ import annotations

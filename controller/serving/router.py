@@ -150,7 +150,10 @@ class Router:
         while True:
             await asyncio.sleep(STATUS_POLL_S)
             await self._refresh()
-            self._export_queues()
+            try:
+                self._export_queues()
+            except Exception:  # a metrics failure must not stop the status poll
+                logger.exception("router %s could not export its queues", self._deployment)
 
     def _export_queues(self) -> None:
         """Each weighted version's longest estimated wait for a slot of the last

@@ -416,6 +416,33 @@ def test_each_weighted_versions_recent_peak_wait_for_a_slot_is_exported() -> Non
     assert r._metrics.queues[-2:] == [("1", 0.0), ("2", 0.0)]
 
 
+def test_a_failing_queue_export_does_not_stop_the_status_poll() -> None:
+    """The poll that tells the router which versions run also exports the queues; a metrics
+    error there must not end it (a new version would never be routed to)."""
+    r = replica(canary(), {})
+    reads = 0
+
+    async def refresh() -> bool:
+        nonlocal reads
+        reads += 1
+        return False
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("metrics agent gone")
+
+    r._refresh, r._metrics.queue_now = refresh, broken
+
+    async def scenario() -> None:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        poller = asyncio.create_task(r._poll_status(done))
+        await asyncio.sleep(STATUS_POLL_S * 3.5)
+        poller.cancel()
+
+    asyncio.run(scenario())
+    assert reads >= 2  # it went on polling after the first export failed
+
+
 def test_a_request_timed_out_in_the_queue_counts_its_wait() -> None:
     """The queue-wait counter is Little's law: a request that waited until its timeout and
     never got a slot waited too (it is also counted as a 504)."""
