@@ -3,7 +3,8 @@
 A candidate's start is seconds of CPU (a worker's start, imports, the model's load) on the
 machines that serve. Into a path with headroom it leaves a backlog that drains; into a path
 whose stable version already has a queue standing in the router, it grows that queue past
-the router's wait bound, and the excess is shed (docs/benchmarks.md, zero downtime, item 28).
+the router's wait bound, and the excess is shed (docs/benchmarks.md, item 22; item 28 measures
+this hold).
 So a rollout about to start its candidate first reads what the router estimates a request
 admitted now would wait for one of the stable version's slots (`METRIC_SLOT_WAIT`), and waits,
 saying so, while that is over `HEADROOM_WAIT_SHARE` of the router's wait bound. Unknown
