@@ -131,24 +131,29 @@ def router_counted(address: str) -> dict[str, float]:
 
 class GaugeSampler:
     """The routers' slot-wait gauge per version (METRIC_SLOT_WAIT, what the controller reads
-    before a start), scraped every second in a thread of its own."""
+    before a start), scraped every `every_s` in a thread of its own (0: not sampled). A scrape
+    parses Ray's whole export: at 1 s the bench's own CPU went from 6 to 7% of a core to 16%
+    (benchmarks item 28), so it is off unless asked for."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, every_s: float) -> None:
         self.source = RayMetricsSource(address)
+        self.every_s = every_s
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> GaugeSampler:
-        self._thread.start()
+        if self.every_s > 0:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(self.every_s):
             try:
                 versions = self.source.scrape().get(NAME, {})
             except Unreachable:
@@ -179,6 +184,9 @@ def failure_kind(error: str | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=60.0, help="requests per second")
+    parser.add_argument(
+        "--gauge-every", type=float, default=0.0, help="s between samples of the slot-wait gauge"
+    )
     parser.add_argument(
         "--load-fraction",
         type=float,
@@ -305,7 +313,7 @@ def main() -> None:
         load_start = load_average()
 
         stopped = ""
-        gauge = GaugeSampler(ray.address)
+        gauge = GaugeSampler(ray.address, args.gauge_every)
         with (
             LoadProcess(url, rate, sample_request(), args.request_timeout + 30) as load,
             gauge,
@@ -363,7 +371,8 @@ def main() -> None:
             said = list(dict.fromkeys(m for m in s.messages if "analysis" in m))
             for message in said[-3:]:
                 print(f"    said: {message[:600]}")
-            print(f"    slot-wait gauge as it began: {gauge.before(s.started_at) or 'none'}")
+            if gauge.samples:
+                print(f"    slot-wait gauge as it began: {gauge.before(s.started_at)}")
             held = [w for _, w in s.waits if w.startswith("headroom")]
             if held:  # the candidate's start held while a queue stood (headroom.py)
                 print(f"    start held {s.waited('headroom'):.0f}s for {held[0]}")
@@ -383,7 +392,8 @@ def main() -> None:
             failed_total += len(summary.failed)
             shed_total += summary.shed
             print(f"{name}, did not finish: {summary.line()}")
-            print(f"    slot-wait gauge as it began: {gauge.before(started) or 'none'}")
+            if gauge.samples:
+                print(f"    slot-wait gauge as it began: {gauge.before(started)}")
             held = [w for _, w in story.waits if w.startswith("headroom")]
             if held:
                 last = story.waits[-1][0] - story.waits[0][0]
