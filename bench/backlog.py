@@ -58,8 +58,8 @@ from bench.serving_setup import (
     new_client,
     registered_models,
     rendered,
+    serve_apps,
     start_ray,
-    wait_answering,
     wait_running,
 )
 from controller.dev.demo import sample_request
@@ -376,10 +376,7 @@ def main() -> None:
         serving = rendered(models, NAME, v1)  # [v1's version app, the router]
         app, router_app = serving[0]["name"], serving[1]["name"]
         cand = rendered(models, NAME, v2)[0]
-        client.put(serving, client.get())
-        wait_running(client, [a["name"] for a in serving])
-        url = f"http://127.0.0.1:{client.http_port}/{NAME}"
-        wait_answering(url)
+        url = serve_apps(client, serving, NAME)
         cpu.start()
         t_sat = time.time()
         sat = saturation(url, args.concurrency, 15, warm_up_s=3)

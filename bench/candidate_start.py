@@ -36,8 +36,8 @@ from bench.serving_setup import (
     new_client,
     registered_models,
     rendered,
+    serve_apps,
     start_ray,
-    wait_answering,
     wait_running,
 )
 from controller.cluster.serve_api import ServeClient
@@ -97,10 +97,7 @@ def main() -> None:
         client = new_client(ray)
         serving = rendered(models, NAME, v1)  # [v1's version app, the router]
         cand = rendered(models, NAME, v2)[0]
-        client.put(serving, client.get())
-        wait_running(client, [a["name"] for a in serving])
-        url = f"http://127.0.0.1:{client.http_port}/{NAME}"
-        wait_answering(url)
+        url = serve_apps(client, serving, NAME)
         sat = saturation(url, args.concurrency, 15, warm_up_s=3)
         rate = args.load_fraction * sat.rate
         print(

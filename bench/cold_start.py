@@ -39,8 +39,8 @@ from bench.serving_setup import (
     new_client,
     registered_models,
     rendered,
+    serve_apps,
     start_ray,
-    wait_answering,
     wait_running,
 )
 from controller.cluster.serve_api import ServeClient
@@ -123,10 +123,7 @@ def main() -> None:
         client = new_client(ray)
         v1_app, router = rendered(models, NAME, models.versions[0])
         base = [v1_app, router]
-        client.put(base, client.get())
-        wait_running(client, [v1_app["name"], router["name"]])
-        url = f"http://127.0.0.1:{client.http_port}/{NAME}"
-        wait_answering(url)
+        url = serve_apps(client, base, NAME)
         v2_app, _ = rendered(models, NAME, models.versions[1])
         print(f"load average at start: {load_average()}", flush=True)
         figures: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}

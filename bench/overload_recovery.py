@@ -34,9 +34,8 @@ from bench.serving_setup import (
     new_client,
     registered_models,
     rendered,
+    serve_apps,
     start_ray,
-    wait_answering,
-    wait_running,
 )
 from controller.dev.demo import sample_request
 from tests.e2e.load import OpenLoop, Summary
@@ -92,10 +91,7 @@ def main() -> None:
     try:
         client = new_client(ray)
         version_app, router = rendered(models, NAME, models.versions[0])
-        client.put([version_app, router], client.get())
-        wait_running(client, [version_app["name"], router["name"]])
-        url = f"http://127.0.0.1:{client.http_port}/{NAME}"
-        wait_answering(url)
+        url = serve_apps(client, [version_app, router], NAME)
         timeout_s = float(router["deployments"][0]["user_config"]["timeout_s"]) + 5
         sat = saturation(url, args.concurrency, 10, warm_up_s=3).rate
         print(

@@ -39,8 +39,8 @@ from bench.serving_setup import (
     new_client,
     registered_models,
     rendered,
+    serve_apps,
     start_ray,
-    wait_answering,
     wait_running,
 )
 from controller.dev.demo import sample_request
@@ -75,10 +75,7 @@ def arm(models: Models, interval_ms: int, args: argparse.Namespace) -> None:
         client = new_client(ray)
         serving = rendered(models, NAME, v1)  # [v1's version app, the router]
         cand = rendered(models, NAME, v2)[0]
-        client.put(serving, client.get())
-        wait_running(client, [a["name"] for a in serving])
-        url = f"http://127.0.0.1:{client.http_port}/{NAME}"
-        wait_answering(url)
+        url = serve_apps(client, serving, NAME)
         cpu.start()
         time.sleep(SETTLE_S)
         print(f"metrics every {interval_ms} ms; load average {load_average()}", flush=True)

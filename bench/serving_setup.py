@@ -116,5 +116,15 @@ def wait_running(client: ServeClient, names: list[str], timeout_s: float = 300.0
         time.sleep(0.5)
 
 
+def serve_apps(client: ServeClient, apps: list[dict[str, Any]], name: str) -> str:
+    """Write `apps` (whatever else runs kept), wait until they run and the route `/name`
+    answers 200; the route's URL."""
+    client.put(apps, client.get())
+    wait_running(client, [a["name"] for a in apps])
+    url = f"http://127.0.0.1:{client.http_port}/{name}"
+    wait_answering(url)
+    return url
+
+
 def new_client(ray: LocalRay) -> ServeClient:
     return ServeClient(ray.address, http_port=free_port())
