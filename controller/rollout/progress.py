@@ -272,8 +272,9 @@ class _DeploymentStep:
         )
         if queue is None or not queue.standing:
             return None
-        log.info("%s: %s; %s", self.dep.name, queue.now(), queue.says(state.candidate_app))
-        return self._held(state, queue.says(state.candidate_app))
+        says = queue.says(state.candidate_app)
+        log.info("%s: %s; %s", self.dep.name, queue.now(), says)
+        return self._held(state, says)
 
     def _held(self, state: RolloutState, says: str) -> Decision:
         """Held in loading, the candidate not started; `says` the same pass to pass (the
