@@ -118,3 +118,18 @@ def test_the_gauge_is_read_as_the_longest_wait_of_any_router_replica() -> None:
     assert parse(text_)["d"]["1"].slot_wait_s == 2.5
     other_node = {"d": {"1": Counts(slot_wait_s=1.0)}}
     assert merge([parse(text_), other_node])["d"]["1"].slot_wait_s == 2.5
+
+
+def test_a_gauge_that_is_not_a_number_holds_nothing() -> None:
+    """Whoever runs code on a Ray node can export this series (as every router figure): a
+    NaN reads as no wait, so it cannot hold a rollout by itself; within the scrape's size and
+    time limits (tests/hostile)."""
+    nan = "\n".join(
+        [
+            "# TYPE ray_serveops_router_slot_wait_seconds gauge",
+            'ray_serveops_router_slot_wait_seconds{serveops_deployment="d",version="1"} NaN',
+        ]
+    )
+    q = stable_queue(parse(nan), "d", "1", "d--v1", 10.0)
+    assert q is not None
+    assert not q.standing
