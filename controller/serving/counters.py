@@ -123,6 +123,12 @@ class RouterMetrics:
     def count(self, counter: Any, deployment: str, target: Target, traffic: str) -> None:
         counter.inc(tags=_tags(deployment, target, traffic))
 
+    def mirror_unsent(self, deployment: str, target: Target, reason: str) -> None:
+        """A mirror to `target` not sent, or given up in its queue (`reason`: full, ramp,
+        pressure)."""
+        tags = {"serveops_deployment": deployment, "version": target.version, "reason": reason}
+        self.mirror_dropped.inc(tags=tags)
+
     def agreement(self, deployment: str, target: Target, agree: bool) -> None:
         self.agreement_total.inc(
             tags={

@@ -9,7 +9,9 @@ Pure (a clock is passed in); the router (controller/serving/router.py) holds one
   queued ahead times the smoothed time a request holds a slot (before a version's first
   answer, how long its oldest request has held one), divided by the slots (Little's law), so
   the bound follows the model's speed: deep for a fast model, shallow for a slow
-  one. `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is
+  one. That is an estimate, and a version that slows under load makes it short: a request
+  still waiting when a slot could no longer bring its answer within the timeout leaves the
+  queue then (`queue_deadline_s`), shed too, not held to a 504. `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is
   the only bound of an autoscaled version (no router queue). A request to a full version would
   end as a 504 after `timeout_s`; the router answers it 503 with Retry-After at once instead,
   or, when the rollout splits live traffic between two weighted versions (a canary step),
@@ -55,6 +57,7 @@ INCREASE = 0.05  # additive increase otherwise (0 -> 1 in 4 s)
 # rollout's requests in bursts a 5 s wait absorbs (docs/benchmarks.md).
 QUEUE_WAIT_SHARE = 0.5
 SERVICE_ALPHA = 0.1  # weight of one answer in a version's smoothed time per slot
+OWN_TIME_MARGIN = 2.0  # a queued request must leave this many slot times for its answer
 
 
 class InFlight:
@@ -102,6 +105,11 @@ class InFlight:
         """A request held one of `app`'s slots this long (from its slot to its answer)."""
         held = self._slot_s.get(app)
         self._slot_s[app] = seconds if held is None else held + SERVICE_ALPHA * (seconds - held)
+
+    def deadline_s(self, app: str, timeout_s: float) -> float:
+        """How long a request to `app` may wait for a slot (`queue_deadline_s`, from its
+        answers' smoothed time)."""
+        return queue_deadline_s(timeout_s, self._slot_s.get(app))
 
     def slot_s(self, app: str) -> float | None:
         """The time a request holds one of `app`'s slots: smoothed over its answers; before
@@ -217,6 +225,20 @@ def wait_budget_s(config: RouterConfig) -> float:
     return config.timeout_s * QUEUE_WAIT_SHARE
 
 
+def queue_deadline_s(timeout_s: float, slot_s: float | None) -> float:
+    """How long a request may wait in the router's queue and still be answered within
+    `timeout_s`: the timeout less `OWN_TIME_MARGIN` times the time a slot is held (answers'
+    smoothed, the version's own time, with room for its spread), never
+    less than the wait admission allows (`QUEUE_WAIT_SHARE` of the timeout, also the deadline
+    before the version's first answer). Past it the request is shed (503), not held to time
+    out (504). A version answering in 1.2 s under saturation had 52 requests time out in the
+    router's queue without it (docs/benchmarks.md, item 28)."""
+    budget = timeout_s * QUEUE_WAIT_SHARE
+    if slot_s is None:
+        return budget
+    return max(budget, timeout_s - OWN_TIME_MARGIN * slot_s)
+
+
 def movable(config: RouterConfig, traffic: str) -> bool:
     """May a live request go to another version than the one its weights chose? Only between
     the weighted targets of a rollout (a canary step), never for A/B or pinned requests."""
@@ -281,6 +303,15 @@ class MirrorGovernor:
         """Send a mirror the config asks for? `rand` in [0, 1)."""
         return rand < self.share
 
+    def why_unsent(self, full: bool, rand: float) -> str:
+        """Why a mirror goes unsent, as its counter's `reason`: its version `full`, a new
+        version's `ramp`, or the stable version's `pressure`; "" to send it."""
+        if full:
+            return "full"
+        if not self.admit(rand):
+            return "ramp" if self.ramping else "pressure"
+        return ""
+
 
 class QueuePeaks:
     """Per weighted version, the longest wait for a slot estimated over the last `kept`
@@ -290,14 +321,18 @@ class QueuePeaks:
     def __init__(self, kept: int) -> None:
         self._kept = kept
         self._recent: dict[str, deque[float]] = {}
+        self._targets: dict[str, Target] = {}  # the targets estimated at the last call
 
     def estimate(self, targets: list[Target], in_flight: InFlight) -> list[tuple[Target, float]]:
-        """Take one estimate per target now; each target with its peak."""
+        """Take one estimate per target now; each target with its peak, and once with 0 each
+        target no longer weighted (a gauge keeps its last value until set: a dashboard would
+        show the wait of a version long gone)."""
         apps = {t.app for t in targets}
-        for gone in self._recent.keys() - apps:  # a version no longer weighted
+        peaks = [(self._targets.pop(gone), 0.0) for gone in self._targets.keys() - apps]
+        for gone in self._recent.keys() - apps:
             del self._recent[gone]
-        peaks = []
         for target in targets:
+            self._targets[target.app] = target
             recent = self._recent.setdefault(target.app, deque(maxlen=self._kept))
             recent.append(in_flight.wait_s(target))
             peaks.append((target, max(recent)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -51,7 +52,7 @@ from controller.serving.protocol import (
 from controller.serving.recorder import Exchange, Recorder, replace_recorder
 from controller.serving.routing import choose, mirrored, mirrors, routable
 from controller.serving.serve_status import app_statuses
-from controller.serving.slots import Slots
+from controller.serving.slots import SlotDeadline, Slots
 
 logger = logging.getLogger("ray.serve")
 PIN_REFRESH_S = 0.1  # the least time between two status reads asked for by pinned requests
@@ -288,8 +289,11 @@ class Router:
         self._in_flight.acquire(target.app)
         self._live += 1
         try:
-            call = self._call(target, payload, traffic)
+            call = self._call(target, payload, traffic, config.timeout_s)
             result = await asyncio.wait_for(call, timeout=config.timeout_s)
+        except SlotDeadline as late:  # could no longer be answered in time: shed, as above
+            self._metrics.count(self._metrics.shed, self._deployment, target, traffic)
+            return answers.shed(target, f"no slot in {late.waited:.1f}s, too late to answer")
         except TimeoutError:
             self._metrics.record(self._deployment, target, traffic, 504, started)
             return answers.error(
@@ -313,13 +317,15 @@ class Router:
             headers[VARIANT_HEADER] = config.ab.variants[target.app]
         return JSONResponse(body, status_code=status, headers=headers)
 
-    async def _call(self, target: Target, payload: Any, traffic: str) -> Any:
+    async def _call(self, target: Target, payload: Any, traffic: str, timeout_s: float) -> Any:
         """The version's answer, once one of its `max_running` slots is free (the wait counts
-        against the caller's timeout, and is counted, also when the timeout ends it)."""
+        against the caller's timeout, and is counted, also when the timeout or
+        `queue_deadline_s` ends it: then `SlotDeadline`)."""
         queued = time.perf_counter()
+        deadline = functools.partial(self._in_flight.deadline_s, target.app, timeout_s)
         try:
-            waited = await self._slots.acquire(target.app, target.max_running)
-        except asyncio.CancelledError:  # timed out in the queue: the wait still counts
+            waited = await self._slots.acquire(target.app, target.max_running, deadline)
+        except (asyncio.CancelledError, SlotDeadline):  # out of the queue: the wait counts
             self._metrics.waited(self._deployment, target, traffic, time.perf_counter() - queued)
             raise
         self._metrics.waited(self._deployment, target, traffic, waited)
@@ -344,20 +350,9 @@ class Router:
         dropped, and counted."""
         governor = self._governor
         for shadow in mirrors(config, self._running, random.random()):
-            if self._in_flight.full(shadow, wait_budget_s(config)):
-                reason = "full"
-            elif not governor.admit(random.random()):
-                reason = "ramp" if governor.ramping else "pressure"
-            else:
-                reason = ""
-            if reason:
-                self._metrics.mirror_dropped.inc(
-                    tags={
-                        "serveops_deployment": self._deployment,
-                        "version": shadow.version,
-                        "reason": reason,
-                    }
-                )
+            full = self._in_flight.full(shadow, wait_budget_s(config))
+            if reason := governor.why_unsent(full, random.random()):
+                self._metrics.mirror_unsent(self._deployment, shadow, reason)
                 continue
             self._in_flight.acquire(shadow.app)
             task = asyncio.get_running_loop().create_task(
@@ -380,18 +375,23 @@ class Router:
         """Send a copy to a shadow version (its in-flight slot taken by the caller); its answer
         is compared and counted, never returned."""
         started = time.perf_counter()
-        status = 500
+        status: int | None = 500
         try:
-            result = await asyncio.wait_for(self._call(target, payload, "shadow"), timeout_s)
+            call = self._call(target, payload, "shadow", timeout_s)
+            result = await asyncio.wait_for(call, timeout_s)
             status = int(result["status"])
             self._metrics.agreement(self._deployment, target, result["body"] == served)
+        except SlotDeadline:  # its version full after all: unsent, not its error
+            status = None
+            self._metrics.mirror_unsent(self._deployment, target, "full")
         except TimeoutError:
             status = 504
         except Exception:
             logger.exception("shadow request to %s failed", target.app)
         finally:
             self._in_flight.release(target.app)
-            self._metrics.record(self._deployment, target, "shadow", status, started)
+            if status is not None:
+                self._metrics.record(self._deployment, target, "shadow", status, started)
 
 
 def build(args: dict[str, Any]) -> Any:

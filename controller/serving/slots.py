@@ -8,7 +8,9 @@ the router path answered 0.35 to 0.58 of it and shed the rest (bench/overload_re
 docs/benchmarks.md). So the router keeps `max_running` requests at Serve per version (the
 replicas' slots, shared by the router replicas) and queues the rest itself, first in first out:
 a slot freed by an answer goes at once to the oldest waiting request, with no polling. The
-router's bound on what it holds (`max_in_flight`, shed beyond) is unchanged.
+router's bound on what it holds (`max_in_flight`, shed beyond) is unchanged. A request that
+gets no slot while it could still be answered in time leaves the queue (`SlotDeadline`) to be
+shed then, not held until its timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+
+
+class SlotDeadline(Exception):
+    """No slot came within the time a request could still be answered in; `waited` seconds."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"no slot in {waited:.1f}s")
+        self.waited = waited
 
 
 class Slots:
@@ -33,10 +43,14 @@ class Slots:
     def waiting(self, app: str) -> int:
         return sum(1 for f in self._waiting.get(app, ()) if not f.done())
 
-    async def acquire(self, app: str, limit: int | None) -> float:
-        """Wait for a slot (`limit` None: none needed); the seconds waited. Cancelled while
-        waiting (the request timed out): leaves the queue; a slot handed to it just then is
-        passed on."""
+    async def acquire(
+        self, app: str, limit: int | None, deadline: Callable[[], float] | None = None
+    ) -> float:
+        """Wait for a slot (`limit` None: none needed); the seconds waited. `deadline()`: how
+        long the request may wait in all, read when it queues and again each time that much
+        has passed (it may have grown meanwhile); past it, out of the queue with
+        `SlotDeadline`. Cancelled while waiting (the request timed out): out of the queue, and
+        a slot handed to it just then is passed on."""
         if limit is None:
             return 0.0
         if self._running.get(app, 0) < limit and not self.waiting(app):
@@ -45,13 +59,20 @@ class Slots:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(app, deque()).append(waiter)
         queued = self._clock()
-        try:
-            await waiter
-            return self._clock() - queued
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(app)  # granted as it was cancelled: the next one gets it
-            raise
+        while not waiter.done():
+            left = None if deadline is None else deadline() - (self._clock() - queued)
+            if left is not None and left <= 0:
+                waiter.cancel()  # out of the queue: release() skips it
+                raise SlotDeadline(self._clock() - queued)
+            try:
+                await asyncio.wait({waiter}, timeout=left)  # leaves the waiter as it is
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.release(app)  # granted as it was cancelled: the next one gets it
+                else:
+                    waiter.cancel()
+                raise
+        return self._clock() - queued
 
     def release(self, app: str) -> None:
         """An answer came back (or a granted request gave up): hand its slot on."""

@@ -631,7 +631,10 @@ class DeploymentSpec(_Strict):
         default=10.0,
         gt=0,
         le=600,
-        description="The router answers 504 when the model has not answered within this time.",
+        description="The router answers 504 when the model has not answered within this "
+        "time. A request still waiting for a slot in the router's queue when its answer could "
+        "no longer come within it (the time less twice the version's time per slot, at least "
+        "half of it) is shed with 503 then instead.",
     )
     router_replicas: int = Field(
         default=1, ge=1, le=100, description="Replicas of the router that owns the route."

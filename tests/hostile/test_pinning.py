@@ -63,6 +63,9 @@ class Counted:
     def queue_now(self, *args: Any) -> None:
         pass
 
+    def mirror_unsent(self, *args: Any) -> None:
+        pass
+
 
 def replica(**config: Any) -> Any:
     r = router.Router.func_or_class("fraud")  # the class behind the Serve deployment

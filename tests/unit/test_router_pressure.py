@@ -244,7 +244,6 @@ class FakeMetrics:
     def __init__(self) -> None:
         self.counted: Counter[tuple[str, ...]] = Counter()
         self.shed, self.overflow = "shed", "overflow"
-        self.mirror_dropped = self
         self.waits: list[tuple[str, str, float]] = []
         self.owns: list[tuple[str, str, float]] = []  # (version, traffic, seconds slot to answer)
         self.totals: list[float] = []  # seconds from arrival to answer, every answer
@@ -253,8 +252,8 @@ class FakeMetrics:
     def count(self, counter: str, deployment: str, target: Target, traffic: str) -> None:
         self.counted[(counter, target.version, traffic)] += 1
 
-    def inc(self, tags: dict[str, str]) -> None:
-        self.counted[("mirror_dropped", tags["version"], tags["reason"])] += 1
+    def mirror_unsent(self, deployment: str, target: Target, reason: str) -> None:
+        self.counted[("mirror_dropped", target.version, reason)] += 1
 
     def record(
         self, deployment: str, target: Target, traffic: str, status: int, started: float
@@ -370,6 +369,38 @@ def test_a_request_that_would_wait_past_the_budget_is_shed_and_told_why() -> Non
     assert stuck.calls == 1  # the second waits in the router's queue, the third never went
 
 
+def test_a_request_that_could_no_longer_be_answered_in_time_leaves_the_queue_as_a_503() -> None:
+    """Admission estimated 0.6 s of wait from answers of 0.2 s; the version then takes 0.6 s.
+    The fourth request would get its slot at 1.8 s and answer at 2.4 s, past the 2 s timeout:
+    it is shed at its deadline (2 s less two slot times: 1.6 s), not held to a 504."""
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=2)
+    r = replica(steady, {one_slot.app: FakeHandle("1", delay_s=0.6)})
+    r._in_flight.served(one_slot.app, 0.2)  # answers have taken 0.2 s a slot
+
+    async def scenario() -> list[Any]:
+        tasks = []
+        for _ in range(4):  # in this order: the fourth is last in the queue
+            tasks.append(asyncio.create_task(r._answer(request({"inputs": [1]}))))
+            await asyncio.sleep(0.005)
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=10))
+
+    answers = asyncio.run(scenario())
+    assert [a.status_code for a in answers] == [200, 200, 200, 503]
+    assert "too late to answer" in json.loads(answers[3].body)["message"]
+    assert answers[3].headers[SHED_HEADER] == "1"
+    assert r._metrics.counted[("shed", "1", "live")] == 1
+    assert not any(key[-1] == "504" for key in r._metrics.counted)
+    assert r._in_flight[one_slot.app] == 0
+    assert len(r._metrics.waits) == 4  # the shed one's wait is counted too
+
+
+def test_queue_deadline_leaves_room_for_the_answer_but_never_undercuts_admission() -> None:
+    assert pressure.queue_deadline_s(10, 0.1) == pytest.approx(9.8)
+    assert pressure.queue_deadline_s(10, 4.0) == 5.0  # the admission bound, at least
+    assert pressure.queue_deadline_s(10, None) == 5.0  # speed unknown
+
+
 def test_the_wait_for_a_slot_is_counted_per_version_and_traffic() -> None:
     """Three requests to a version with one slot: the first runs at once, the others wait in
     the router's queue, and each one's wait is handed to the metrics."""
@@ -416,6 +447,20 @@ def test_each_weighted_versions_recent_peak_wait_for_a_slot_is_exported() -> Non
     assert r._metrics.queues[-2:] == [("1", 0.0), ("2", 0.0)]
 
 
+def test_a_version_no_longer_weighted_has_its_exported_wait_set_to_0_once() -> None:
+    """A gauge keeps its last value in Ray's export until it is set again: a version that
+    left the targets would show its last queue on a dashboard for as long as the router runs."""
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1, "weight": 100})
+    gone = CANDIDATE.model_copy(update={"weight": 0})
+    r = replica(canary(targets=[one_slot, gone]), {})
+    r._export_queues()
+    r._config = canary(targets=[one_slot])  # the rollout ended: v2 is not a target any more
+    r._metrics.queues.clear()
+    r._export_queues()
+    r._export_queues()
+    assert r._metrics.queues == [("2", 0.0), ("1", 0.0), ("1", 0.0)]
+
+
 def test_a_failing_queue_export_does_not_stop_the_status_poll() -> None:
     """The poll that tells the router which versions run also exports the queues; a metrics
     error there must not end it (a new version would never be routed to)."""
@@ -443,9 +488,11 @@ def test_a_failing_queue_export_does_not_stop_the_status_poll() -> None:
     assert reads >= 2  # it went on polling after the first export failed
 
 
-def test_a_request_timed_out_in_the_queue_counts_its_wait() -> None:
-    """The queue-wait counter is Little's law: a request that waited until its timeout and
-    never got a slot waited too (it is also counted as a 504)."""
+def test_a_request_shed_at_its_queue_deadline_counts_its_wait() -> None:
+    """The queue-wait counter is Little's law: a request that left the queue at its deadline
+    without a slot (shed, 503) waited too. Before the version's first answer the deadline is
+    the admission's bound, half the timeout: 0.05 s here, while the first request hangs in
+    its slot until the 0.1 s timeout (504)."""
     one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
     steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=0.1)
     r = replica(steady, {one_slot.app: FakeHandle("1", hang=True)})
@@ -454,11 +501,36 @@ def test_a_request_timed_out_in_the_queue_counts_its_wait() -> None:
         answers = await asyncio.gather(*(r._answer(request({"inputs": [1]})) for _ in range(2)))
         return [a.status_code for a in answers]
 
-    assert asyncio.run(scenario()) == [504, 504]
+    assert asyncio.run(scenario()) == [504, 503]
     first, second = r._metrics.waits
     assert first[2] == 0  # took the free slot, then hung there
-    assert second[2] >= 0.09  # waited in the queue until its timeout (0.1 s from the call)
+    assert second[2] >= 0.04  # waited in the queue until its deadline (0.05 s from the call)
     assert len(r._metrics.owns) == 1  # only the first held a slot
+    assert r._metrics.counted[("shed", "1", "live")] == 1
+
+
+def test_a_request_cancelled_in_the_queue_counts_its_wait() -> None:
+    """A request that leaves the queue another way (its client gone: the task cancelled) is
+    counted as a wait too, and gives no slot away."""
+    one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=10)
+    r = replica(steady, {one_slot.app: FakeHandle("1", hang=True)})
+
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(r._answer(request({"inputs": [1]}))) for _ in range(2)]
+        async with asyncio.timeout(5):
+            while r._slots.waiting(one_slot.app) < 1:
+                await asyncio.sleep(0.001)
+        await asyncio.sleep(0.02)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(scenario())
+    waits = sorted(s for _, _, s in r._metrics.waits)
+    assert waits[0] == 0
+    assert waits[1] >= 0.01
+    assert (r._slots.running(one_slot.app), r._slots.waiting(one_slot.app)) == (0, 0)
 
 
 def test_a_versions_own_time_leaves_the_router_queue_out() -> None:
@@ -628,8 +700,8 @@ class RecordingGovernor:
     def observe(self, latency_ms: float, queued: bool) -> None:
         self.queued.append(queued)
 
-    def admit(self, rand: float) -> bool:
-        return False
+    def why_unsent(self, full: bool, rand: float) -> str:
+        return "pressure"
 
 
 def test_the_governor_hears_of_a_queue_at_the_stable_versions_slots() -> None:

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from controller.cluster.render import max_running
-from controller.serving.slots import Slots
+from controller.serving.slots import SlotDeadline, Slots
 from controller.spec.manifest import load_manifests
 
 APP = "fraud--v7"
@@ -57,6 +57,49 @@ def test_a_waiter_that_times_out_leaves_the_queue_without_taking_a_slot() -> Non
         await asyncio.wait_for(slots.acquire(APP, 1), timeout=1)  # free at once
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_past_its_deadline_leaves_the_queue_and_the_next_gets_the_slot() -> None:
+    async def scenario() -> None:
+        slots = Slots()
+        await slots.acquire(APP, 1)
+        late = asyncio.create_task(slots.acquire(APP, 1, deadline=lambda: 0.05))
+        await settle()
+        patient = asyncio.create_task(slots.acquire(APP, 1))  # behind it, no deadline
+        with pytest.raises(SlotDeadline) as raised:
+            await asyncio.wait_for(late, timeout=5)
+        assert raised.value.waited > 0
+        assert slots.waiting(APP) == 1  # only the patient one
+        slots.release(APP)
+        await asyncio.wait_for(patient, timeout=5)  # the slot skipped the one that left
+        assert slots.running(APP) == 1
+        slots.release(APP)
+        assert (slots.running(APP), slots.waiting(APP)) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_deadline_that_grew_while_the_request_waited_keeps_it_in_the_queue() -> None:
+    """The deadline is read again when it passes: the version answered meanwhile and proved
+    quick, so the request may wait longer, and gets its slot."""
+
+    async def scenario() -> tuple[float, int]:
+        slots, reads = Slots(), []
+
+        def deadline() -> float:
+            reads.append(1)
+            return 0.05 if len(reads) == 1 else 30.0
+
+        await slots.acquire(APP, 1)
+        waiting = asyncio.create_task(slots.acquire(APP, 1, deadline=deadline))
+        await asyncio.sleep(0.2)  # past the first deadline
+        assert not waiting.done()
+        slots.release(APP)
+        return await asyncio.wait_for(waiting, timeout=5), len(reads)
+
+    waited, reads = asyncio.run(scenario())
+    assert waited > 0.05
+    assert reads == 2  # read when it queued and when that deadline passed, not polled
 
 
 def test_a_slot_granted_as_its_waiter_is_cancelled_is_passed_on() -> None:
