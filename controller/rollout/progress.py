@@ -22,7 +22,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from controller.cluster.capacity import room_for
 from controller.cluster.live import LiveApp, LiveState
 from controller.cluster.render import (
     AppConfig,
@@ -36,7 +35,7 @@ from controller.gitops.telemetry import METRICS
 from controller.rollout.analysis import AnalysisResult, analyse
 from controller.rollout.apps import at_full_size, candidate_config, rollout_apps
 from controller.rollout.engine import analysis_due, decide, hooks_due
-from controller.rollout.headroom import stable_queue
+from controller.rollout.headroom import no_room
 from controller.rollout.hooks import HookContext, HookRunner
 from controller.rollout.router_metrics import MetricsSource, Snapshot, from_json, to_json, window
 from controller.rollout.state import (
@@ -258,23 +257,29 @@ class _DeploymentStep:
         if state.phase != "loading" or state.candidate_app in self.live.apps or state.abort:
             return None
         candidate = candidate_config(self.dep, self.spec, state)  # at its preview size, if any
-        room = room_for(candidate, self.live)
-        if room is not None and not room.fits:
-            return self._held(state, room.says(state.candidate_app))
-        if state.promote:
+        says = self._no_room(state, candidate, metrics, "starts")
+        return self._held(state, says) if says else None
+
+    def hold_scale_for_room(self, decision: Decision, metrics: MetricsOnce) -> Decision | None:
+        """A candidate that previewed smaller is scaled to its full size for the switch only
+        as a candidate starts: when its new replicas fit and no queue stands in front of the
+        stable version (their starts are the same load). Until then it keeps previewing, and
+        says why; the scaling's progress deadline has not begun. None: scale."""
+        if decision.action != "scale":
             return None
-        queue = stable_queue(
-            metrics.snapshot(),
-            self.dep.name,
-            state.stable_version,
-            state.stable_app,
-            self.spec.spec.request_timeout_s,
+        full = candidate_config(self.dep, self.spec, decision.state)  # scaling: full size
+        unscaled = dataclasses.replace(decision.state, scaling_since=None)
+        says = self._no_room(unscaled, full, metrics, "is scaled to full size")
+        return self._held(unscaled, says) if says else None
+
+    def _no_room(
+        self, state: RolloutState, config: AppConfig, metrics: MetricsOnce, doing: str
+    ) -> str:
+        """What the candidate's replicas of `config` wait for before it `doing`: "" when
+        nothing (`no_room`)."""
+        return no_room(
+            state, config, self.live, metrics.snapshot(), self.spec.spec.request_timeout_s, doing
         )
-        if queue is None or not queue.standing:
-            return None
-        says = queue.says(state.candidate_app)
-        log.info("%s: %s; %s", self.dep.name, queue.now(), says)
-        return self._held(state, says)
 
     def _held(self, state: RolloutState, says: str) -> Decision:
         """Held in loading, the candidate not started; `says` the same pass to pass (the
@@ -349,10 +354,12 @@ def _one(
             step.record(held, baseline)
         step.result.requeue_after = min(step.result.requeue_after, held.requeue_after)
         return rollout_apps(step.dep, step.spec, step.live, held.state, with_candidate=False)
-    if state.held_for_room:  # it fits now: the candidate starts, its deadline from now
-        state = dataclasses.replace(
+    if state.held_for_room and state.phase == "loading":  # it fits: the candidate starts now,
+        state = dataclasses.replace(  # its progress deadline from now
             state, held_for_room=False, phase_started_at=step.now, message=started_message(state)
         )
+    elif state.held_for_room:  # a preview held before its scaling: asked again below
+        state = dataclasses.replace(state, held_for_room=False)
     state, analysis, new_baseline = step.analyse(state, baseline, metrics)
     ready, why = readiness(step.live.apps.get(state.candidate_app))
     stage = hooks_due(step.rollout, state, ready) if ready != "failed" else None
@@ -368,6 +375,7 @@ def _one(
         hooks=ran,
         full_size=at_full_size(step.spec, step.live.apps.get(state.candidate_app)),
     )
+    decision = step.hold_scale_for_room(decision, metrics) or decision
     if ran is not None and ran.passed and decision.action == "wait":  # else its reason says so
         step.result.messages.append(f"{step.dep.name}: {ran.label} passed: {ran.summary}")
     if decision.reset_window:

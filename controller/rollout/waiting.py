@@ -42,6 +42,8 @@ def waiting_for(
             return f"a passing analysis ({label}){_needs(spec, state)}", window
         return f"the end of the pause ({label})", pause_end
     if state.phase == "preview":
+        if state.held_for_room:  # before its scaling for the switch
+            return state.message, None
         if state.scaling_since is not None:
             deadline = state.scaling_since + dt.timedelta(seconds=limits.progress_deadline_s)
             return f"{state.candidate_app} at its full size (scaled for the switch)", deadline

@@ -17,7 +17,7 @@ from controller.cluster.capacity import app_cpus, cluster_cpus, room_for
 from controller.cluster.live import LiveState
 from controller.cluster.serve_api import ServeClient
 from tests.support import World
-from tests.unit.test_rollout_controller import CANARY
+from tests.unit.test_rollout_controller import CANARY, candidate_replicas, previewing_a_quarter
 from tests.unit.test_views import Views, text
 
 # v1 reserves 0.25 CPU (deployment_yaml), its router 0.05: 0.3 of 0.5; v2 needs 0.25 more.
@@ -171,3 +171,24 @@ def test_a_node_list_that_cannot_be_read_means_unknown_cpus(
     client, _ = client_answering(nodes)
     live = client.get()  # the applications are still read; nothing waits for room
     assert (live.apps, live.cpus) == ({}, None)
+
+
+def test_a_preview_whose_full_size_does_not_fit_is_not_scaled_until_it_does(
+    tmp_path: Path,
+) -> None:
+    """A blue-green candidate previewing at 1 of 4 replicas (0.25 CPU each): scaling it for
+    the switch needs 1 CPU where v1's 4 replicas and the router leave 0.45 of 1.5. It keeps
+    previewing and says so, and is scaled once a node joins."""
+    w = previewing_a_quarter(tmp_path)
+    w.serve.cpus = 1.5
+    held = w.pass_()
+    assert "scaling" not in held.message
+    assert candidate_replicas(w.serve) == 1
+    stored = w.store().rollouts(w.env)["fraud"].state
+    assert stored.phase == "preview"
+    assert "room on the cluster: fraud--v2 needs 1 CPU, 0.45 of 1.5 free" in stored.waiting
+    w.serve.cpus = 4.0
+    w.traffic(30)
+    assert "scaling fraud--v2 to full size" in w.pass_().message
+    assert candidate_replicas(w.serve) == 4
+    w.close()

@@ -16,7 +16,7 @@ from controller.rollout.headroom import HEADROOM_WAIT_SHARE, stable_queue
 from controller.rollout.router_metrics import Counts, merge, parse
 from controller.serving.pressure import QUEUE_WAIT_SHARE
 from tests.support import World
-from tests.unit.test_rollout_controller import CANARY
+from tests.unit.test_rollout_controller import CANARY, candidate_replicas, previewing_a_quarter
 from tests.unit.test_views import Views, text
 
 SAYS = "headroom on the serving path: fraud--v2 starts once a request to fraud--v1 would wait"
@@ -73,6 +73,37 @@ def test_promote_starts_the_candidate_into_a_queue(world: World) -> None:
     world.ctl.store.add_rollout_command("staging", "fraud", "promote", "alice")
     world.pass_()
     assert "fraud--v2" in world.serve.apps
+
+
+def test_a_preview_is_scaled_for_the_switch_only_once_the_queue_is_gone(tmp_path: Path) -> None:
+    """A blue-green candidate previewing at 1 of 4 replicas: its three new replicas start as a
+    candidate does, so they wait for the stable version's queue too. It keeps previewing (no
+    client traffic), says why, and its scaling deadline has not begun."""
+    w = previewing_a_quarter(tmp_path)  # a passing window's traffic served
+    queue(w, "1", 3.0)
+    held = w.pass_()
+    assert "scaling" not in held.message
+    assert candidate_replicas(w.serve) == 1
+    assert w.weights() == {"1": 100, "2": 0}
+    stored = w.store().rollouts(w.env)["fraud"].state
+    assert (stored.phase, stored.scaling, stored.held_for_room) == ("preview", False, True)
+    says = "fraud--v2 is scaled to full size once a request to fraud--v1 would wait at most 1s"
+    assert says in stored.waiting
+    [fraud] = Views(w).view().deployments
+    assert fraud.rollout is not None
+    assert says in fraud.rollout.waiting
+    for _ in range(3):  # past the World's 120 s progress deadline: no rollback for this
+        w.traffic(30)
+        assert w.pass_(60).outcome == "progressing"
+    assert candidate_replicas(w.serve) == 1
+
+    queue(w, "1", 0.1)  # drained
+    w.traffic(30)
+    scaling = w.pass_()
+    assert "scaling fraud--v2 to full size" in scaling.message
+    assert candidate_replicas(w.serve) == 4
+    assert not w.store().rollouts(w.env)["fraud"].state.held_for_room
+    w.close()
 
 
 @pytest.mark.parametrize("why", ["no request yet", "metrics unreadable"])
