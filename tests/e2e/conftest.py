@@ -21,7 +21,12 @@ import pytest
 from controller.cluster.serve_api import ServeClient
 from controller.dev.demo import train_and_register
 from controller.dev.localray import LocalRay, free_port
+from controller.gitops.reconciler import Controller
+from controller.gitops.settings import ControllerSettings
+from controller.gitops.state import StateStore
 from controller.policy.source import PoliciesInDirectory
+from controller.registry.mlflow import MlflowRegistry
+from controller.source.repository import RepoSource
 
 
 def platform_policies(tmp_path: Path) -> PoliciesInDirectory:
@@ -29,6 +34,28 @@ def platform_policies(tmp_path: Path) -> PoliciesInDirectory:
     path = tmp_path / "platform-policies"
     path.mkdir(exist_ok=True)
     return PoliciesInDirectory(path)
+
+
+def git_controller(
+    cluster: Cluster, registry: Registry, repo: Path, store: StateStore, env: str, **extra: Any
+) -> Controller:
+    """The controller a rollout story drives: `repo`'s main branch applied to the test
+    cluster, a pass every second, models from the test registry, the platform's policies (in
+    the repo's parent); `extra` are further ControllerSettings fields."""
+    return Controller(
+        RepoSource(str(repo), branch="main"),
+        cluster.client(),
+        store,
+        lambda: MlflowRegistry(registry.tracking_uri),
+        ControllerSettings(
+            env,
+            interval_s=1,
+            apply_timeout_s=240,
+            actor="e2e",
+            policies=platform_policies(repo.parent),
+            **extra,
+        ),
+    )
 
 
 @dataclass

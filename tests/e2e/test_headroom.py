@@ -13,13 +13,9 @@ import pytest
 
 from controller.dev.demo import MODEL_NAME, sample_request
 from controller.gitops.loop import run_until_settled
-from controller.gitops.reconciler import Controller
-from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
-from controller.registry.mlflow import MlflowRegistry
 from controller.rollout.router_metrics import RayMetricsSource
-from controller.source.repository import RepoSource
-from tests.e2e.conftest import Cluster, Registry, platform_policies, post_until_ok
+from tests.e2e.conftest import Cluster, Registry, git_controller, post_until_ok
 from tests.e2e.load import LoadProcess
 from tests.e2e.story import register_slow
 from tests.support import commit, make_repo
@@ -64,19 +60,7 @@ def test_a_candidate_waits_for_the_stable_versions_queue_to_go(
     repo = tmp_path / "repo"
     make_repo(repo, {SPEC: spec(slow)}, "deploy the slow version")
     store = StateStore(tmp_path / "state.db")
-    ctl = Controller(
-        RepoSource(str(repo), branch="main"),
-        cluster.client(),
-        store,
-        lambda: MlflowRegistry(registry.tracking_uri),
-        ControllerSettings(
-            ENV,
-            interval_s=1,
-            apply_timeout_s=240,
-            actor="e2e",
-            policies=platform_policies(tmp_path),
-        ),
-    )
+    ctl = git_controller(cluster, registry, repo, store, ENV)
     assert run_until_settled(ctl).outcome == "applied"
     url = cluster.url(f"/{NAME}")
     post_until_ok(url, sample_request())

@@ -26,13 +26,9 @@ from controller.cluster.serve_api import ServeClient
 from controller.cluster.status import DeploymentStatus, deployment_statuses
 from controller.dev.demo import MODEL_NAME, sample_request
 from controller.gitops.loop import run_until_settled
-from controller.gitops.reconciler import Controller
-from controller.gitops.settings import ControllerSettings
 from controller.gitops.state import StateStore
-from controller.registry.mlflow import MlflowRegistry
 from controller.rollout.router_metrics import RayMetricsSource, window
-from controller.source.repository import RepoSource
-from tests.e2e.conftest import Cluster, Registry, platform_policies, post_until_ok
+from tests.e2e.conftest import Cluster, Registry, git_controller, post_until_ok
 from tests.e2e.load import LoadProcess
 from tests.e2e.story import Story, register_slow
 from tests.support import make_repo
@@ -164,20 +160,8 @@ def test_four_rollouts_and_a_revert_under_a_steady_load_fail_no_request_or_stabl
     make_repo(repo, {SPEC: spec(v1, CANARY)}, "deploy v1")
     state = tmp_path / "state.db"
     store = StateStore(state)
-    ctl = Controller(
-        RepoSource(str(repo), branch="main"),
-        cluster.client(),
-        store,
-        lambda: MlflowRegistry(registry.tracking_uri),
-        ControllerSettings(
-            ENV,
-            interval_s=1,
-            apply_timeout_s=240,
-            actor="e2e",
-            policies=platform_policies(tmp_path),
-            hook_commands=frozenset({sys.executable}),  # the post-rollout check's program
-        ),
-    )
+    hooks = frozenset({sys.executable})  # the post-rollout check's program
+    ctl = git_controller(cluster, registry, repo, store, ENV, hook_commands=hooks)
     assert run_until_settled(ctl).outcome == "applied"
     url = cluster.url(f"/{NAME}")
     post_until_ok(url, sample_request())
