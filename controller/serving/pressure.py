@@ -8,15 +8,15 @@ Pure (a clock is passed in); the router (controller/serving/router.py) holds one
   (`max_running`) longer than `QUEUE_WAIT_SHARE` of the router's timeout: the wait is what is
   queued ahead times the smoothed time a request holds a slot (before a version's first
   answer, how long its oldest request has held one), divided by the slots (Little's law), so
-  the bound follows the model's speed: deep for a fast model, shallow for a slow
-  one. That is an estimate, and a version that slows under load makes it short: a request
-  still waiting when a slot could no longer bring its answer within the timeout leaves the
-  queue then (`queue_deadline_s`), shed too, not held to a 504. `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is
-  the only bound of an autoscaled version (no router queue). A request to a full version would
+  the bound follows the model's speed: deep for a fast model, shallow for a slow one.
+  `max_in_flight` (from `max_queued_requests`) caps the count whatever the speed, and is the
+  only bound of an autoscaled version (no router queue). A request to a full version would
   end as a 504 after `timeout_s`; the router answers it 503 with Retry-After at once instead,
   or, when the rollout splits live traffic between two weighted versions (a canary step),
   sends it to the other one if that one has room (`admit`). A/B and pinned requests never
-  move: their version is the point.
+  move: their version is the point. The wait is an estimate, and a version that slows under
+  load makes it short: a request still waiting when a slot could no longer bring its answer
+  within the timeout leaves the queue then (`queue_deadline_s`), shed too, not held to a 504.
 - Mirroring. Shadow and blue-green preview copies are best-effort. The governor keeps a share
   in [0, 1] of the configured mirrors that is actually sent: it halves (down to 0) while the
   stable version is under pressure (its smoothed latency well above its unloaded latency, or a
@@ -227,10 +227,10 @@ def wait_budget_s(config: RouterConfig) -> float:
 
 def queue_deadline_s(timeout_s: float, slot_s: float | None) -> float:
     """How long a request may wait in the router's queue and still be answered within
-    `timeout_s`: the timeout less `OWN_TIME_MARGIN` times the time a slot is held (answers'
-    smoothed, the version's own time, with room for its spread), never
-    less than the wait admission allows (`QUEUE_WAIT_SHARE` of the timeout, also the deadline
-    before the version's first answer). Past it the request is shed (503), not held to time
+    `timeout_s`: the timeout less `OWN_TIME_MARGIN` times the time a slot is held, smoothed
+    over the version's answers (its own time, with room for its spread); never less than the
+    wait admission allows (`QUEUE_WAIT_SHARE` of the timeout, also the deadline before the
+    version's first answer). Past it the request is shed (503), not held to time
     out (504). A version answering in 1.2 s under saturation had 52 requests time out in the
     router's queue without it (docs/benchmarks.md, item 28)."""
     budget = timeout_s * QUEUE_WAIT_SHARE
