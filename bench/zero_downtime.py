@@ -201,6 +201,14 @@ def main() -> None:
         "--scenario-timeout", type=float, default=300.0, help="seconds a rollout may take"
     )
     parser.add_argument(
+        "--promote-held-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="an operator's `serveops promote` for a start held this long for headroom "
+        "(at 1.0 of saturation a queue always stands: without it no rollout starts)",
+    )
+    parser.add_argument(
         "--steady-seconds", type=float, default=15.0, help="load before the rollouts (p99 before)"
     )
     parser.add_argument(
@@ -301,6 +309,7 @@ def main() -> None:
             args.record_get.write_text(httpx.get(f"{ray.address}/api/serve/applications/").text)
         story = Story(ctl, store, repo, SPEC, NAME, ray.address, ENV)
         story.drive_timeout_s = args.scenario_timeout
+        story.promote_held_after_s = args.promote_held_after
         router_before = story.processes()[NAME]
         rate = args.rate
         if args.load_fraction is not None:
@@ -375,7 +384,8 @@ def main() -> None:
                 print(f"    slot-wait gauge as it began: {gauge.before(s.started_at)}")
             held = [w for _, w in s.waits if w.startswith("headroom")]
             if held:  # the candidate's start held while a queue stood (headroom.py)
-                print(f"    start held {s.waited('headroom'):.0f}s for {held[0]}")
+                promoted = ", then promoted" if s.promoted else ""
+                print(f"    start held {s.waited('headroom'):.0f}s{promoted} for {held[0]}")
             use = cpu_between(cpu.samples, s.started_at, s.ended_at, load.answers)
             if use is not None:
                 print(f"    CPU (share of a core, and per request answered): {use.line()}")

@@ -90,6 +90,7 @@ class Scenario:
     messages: list[str]  # what each controller pass said
     # (wall clock, what the rollout waited for) after each pass
     waits: list[tuple[float, str]] = field(default_factory=list)
+    promoted: bool = False  # its held start promoted by the story's operator
 
     def waited(self, words: str) -> float:
         """Seconds from the first to the last pass whose rollout waited for `words`."""
@@ -117,6 +118,10 @@ class Story:
     view_checks: int = 0  # passes whose views were checked against each other
     drive_timeout_s: float = 300.0  # a scenario's rollout must reach its phase within this
     waits: list[tuple[float, str]] = field(default_factory=list)  # the running scenario's
+    # An operator's `serveops promote` for a start held this long for room (None: never), as
+    # one who needs the change out in a busy hour would (bench/zero_downtime.py at 1.0).
+    promote_held_after_s: float | None = None
+    promoted: list[str] = field(default_factory=list)  # scenarios whose held start was promoted
 
     def processes(self) -> Processes:
         return processes(self.address, self.deployment)
@@ -170,6 +175,10 @@ class Story:
             self.check_views(result)
             stored = self.rollout()
             self.waits.append((time.time(), stored.state.waiting if stored else ""))
+            if stored and stored.state.held_for_room and self._promote_held(since):
+                self.store.add_rollout_command(
+                    self.environment, self.deployment, "promote", "bench operator"
+                )
             phase = stored.state.phase if stored else None
             if phase == until:
                 return messages
@@ -180,6 +189,17 @@ class Story:
             time.sleep(min(result.requeue_after, 1.0))
         events = self.store.rollout_events(self.environment, self.deployment)
         raise AssertionError(f"rollout did not reach {until!r} in {timeout_s:.0f}s: {events}")
+
+    def _promote_held(self, since: dt.datetime) -> bool:
+        """Whether an operator promotes the held start now: held `promote_held_after_s` since
+        the scenario began, and not promoted yet in it."""
+        after, key = self.promote_held_after_s, since.isoformat()
+        if after is None or key in self.promoted:
+            return False
+        if (dt.datetime.now(dt.UTC) - since).total_seconds() < after:
+            return False
+        self.promoted.append(key)
+        return True
 
     def run(
         self,
@@ -206,6 +226,7 @@ class Story:
             for e in reversed(self.store.rollout_events(self.environment, self.deployment))
             if e.at >= since
         ]
-        scenario = Scenario(name, started, time.time(), events, messages, self.waits)
+        promoted = since.isoformat() in self.promoted
+        scenario = Scenario(name, started, time.time(), events, messages, self.waits, promoted)
         self.scenarios.append(scenario)
         return scenario
