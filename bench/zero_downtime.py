@@ -173,6 +173,7 @@ FAILURE_KINDS = {
     "requests in flight": "count cap",
     "this router replica is answering": "router replica's bound",
     "did not answer": "timeout",
+    "too late to answer": "queue deadline",
 }
 
 
