@@ -370,20 +370,21 @@ def test_a_request_that_would_wait_past_the_budget_is_shed_and_told_why() -> Non
 
 
 def test_a_request_that_could_no_longer_be_answered_in_time_leaves_the_queue_as_a_503() -> None:
-    """Admission estimated 0.6 s of wait from answers of 0.2 s; the version then takes 0.6 s.
-    The fourth request would get its slot at 1.8 s and answer at 2.4 s, past the 2 s timeout:
-    it is shed at its deadline (2 s less two slot times: 1.6 s), not held to a 504."""
+    """Admission estimated 1.2 s of wait from answers of 0.4 s; the version then takes 1.2 s.
+    The fourth request would get its slot at 3.6 s and answer at 4.8 s, past the 4 s timeout:
+    it is shed at its deadline (4 s less two slot times: 3.2 s), not held to a 504. The third
+    answers at 3.6 s, in time. (Margins of 0.4 s either way, for a busy test machine.)"""
     one_slot = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
-    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=2)
-    r = replica(steady, {one_slot.app: FakeHandle("1", delay_s=0.6)})
-    r._in_flight.served(one_slot.app, 0.2)  # answers have taken 0.2 s a slot
+    steady = RouterConfig(deployment="fraud", targets=[one_slot], timeout_s=4)
+    r = replica(steady, {one_slot.app: FakeHandle("1", delay_s=1.2)})
+    r._in_flight.served(one_slot.app, 0.4)  # answers have taken 0.4 s a slot
 
     async def scenario() -> list[Any]:
         tasks = []
         for _ in range(4):  # in this order: the fourth is last in the queue
             tasks.append(asyncio.create_task(r._answer(request({"inputs": [1]}))))
             await asyncio.sleep(0.005)
-        return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=10))
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=20))
 
     answers = asyncio.run(scenario())
     assert [a.status_code for a in answers] == [200, 200, 200, 503]
