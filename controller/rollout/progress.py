@@ -282,8 +282,9 @@ class _DeploymentStep:
         )
 
     def _held(self, state: RolloutState, says: str) -> Decision:
-        """Held in loading, the candidate not started; `says` the same pass to pass (the
-        state is written only when it changes)."""
+        """Held for room: in loading, the candidate not started, or in a preview, not yet
+        scaled for the switch; `says` the same pass to pass (the state is written only when
+        it changes)."""
         held = dataclasses.replace(
             state, held_for_room=True, message=says, waiting=says, until=None
         )

@@ -320,20 +320,18 @@ class QueuePeaks:
 
     def __init__(self, kept: int) -> None:
         self._kept = kept
-        self._recent: dict[str, deque[float]] = {}
-        self._targets: dict[str, Target] = {}  # the targets estimated at the last call
+        # Per app weighted at the last call: its target (the gauge's tags) and recent estimates.
+        self._recent: dict[str, tuple[Target, deque[float]]] = {}
 
     def estimate(self, targets: list[Target], in_flight: InFlight) -> list[tuple[Target, float]]:
         """Take one estimate per target now; each target with its peak, and once with 0 each
         target no longer weighted (a gauge keeps its last value until set: a dashboard would
         show the wait of a version long gone)."""
         apps = {t.app for t in targets}
-        peaks = [(self._targets.pop(gone), 0.0) for gone in self._targets.keys() - apps]
-        for gone in self._recent.keys() - apps:
-            del self._recent[gone]
+        peaks = [(self._recent.pop(gone)[0], 0.0) for gone in self._recent.keys() - apps]
         for target in targets:
-            self._targets[target.app] = target
-            recent = self._recent.setdefault(target.app, deque(maxlen=self._kept))
+            _, recent = self._recent.get(target.app, (target, deque(maxlen=self._kept)))
             recent.append(in_flight.wait_s(target))
+            self._recent[target.app] = (target, recent)
             peaks.append((target, max(recent)))
         return peaks
