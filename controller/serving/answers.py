@@ -37,3 +37,8 @@ def shed(full: Target, why: str) -> JSONResponse:
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     response.headers[SHED_HEADER] = full.version
     return response
+
+
+def timed_out(target: Target, timeout_s: float) -> JSONResponse:
+    """504: the version did not answer within the request's timeout."""
+    return error(504, f"version {target.version} did not answer in {timeout_s}s", target)

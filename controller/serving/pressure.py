@@ -206,18 +206,43 @@ def admit(
     budget = wait_budget_s(config)
     if not in_flight.full(chosen, budget):
         return Admission(chosen)
-    if movable:
-        others = [
-            t
-            for t in config.targets
-            if t.app != chosen.app
-            and t.weight > 0
-            and t.app in running
-            and not in_flight.full(t, budget)
-        ]
-        if others:
-            return Admission(min(others, key=in_flight.load), chosen)
-    return Admission(None, chosen)
+    if not movable:
+        return Admission(None, chosen)
+    return Admission(
+        _least_loaded_other(config, running, chosen, in_flight, lambda _: budget), chosen
+    )
+
+
+def second_chance(
+    config: RouterConfig, running: set[str], late: Target, in_flight: InFlight, left_s: float
+) -> Target | None:
+    """Where a live request may go whose queue deadline passed at `late`, with `left_s` of its
+    timeout left: the least loaded other weighted RUNNING version whose wait for a slot leaves
+    room for its own time (`queue_deadline_s` of what is left), or None (shed). Call it only
+    for a request admission could have moved (`movable`)."""
+
+    def budget(t: Target) -> float:
+        return min(wait_budget_s(config), queue_deadline_s(left_s, in_flight.slot_s(t.app)))
+
+    return _least_loaded_other(config, running, late, in_flight, budget)
+
+
+def _least_loaded_other(
+    config: RouterConfig,
+    running: set[str],
+    chosen: Target,
+    in_flight: InFlight,
+    budget: Callable[[Target], float],
+) -> Target | None:
+    others = [
+        t
+        for t in config.targets
+        if t.app != chosen.app
+        and t.weight > 0
+        and t.app in running
+        and not in_flight.full(t, budget(t))
+    ]
+    return min(others, key=in_flight.load) if others else None
 
 
 def wait_budget_s(config: RouterConfig) -> float:

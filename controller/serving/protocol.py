@@ -203,6 +203,11 @@ class RouterConfig(BaseModel):
         "Empty: no request is ever pinned.",
     )
 
+    @property
+    def apps(self) -> set[str]:
+        """Every version application the router may send to: weighted, fallback, shadow."""
+        return {t.app for t in [*self.targets, *self.fallback, *self.shadow]}
+
 
 def router_config(app: dict[str, Any]) -> RouterConfig | None:
     """The `user_config` of a router application's config (as rendered or as live), or None

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 try:  # in the serving extra; a node image without it records with json, 3x slower
     import msgspec
@@ -38,7 +38,11 @@ except ImportError:  # test_recorder runs the writer both ways
 from controller.serving.columnar import Grid, grid_of
 from controller.serving.files import TRAFFIC_FORMAT, RotatingFileSink
 from controller.serving.privacy import TRANSPORT_HEADERS, HeaderFilter, Scrubber
-from controller.serving.protocol import RecordingConfig
+from controller.serving.protocol import VERSION_HEADER, RecordingConfig
+
+if TYPE_CHECKING:  # only in annotations: the simulator imports this module without a server
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
 
 # simulator/imports.py reads TRANSPORT_HEADERS from here; tests, HeaderFilter; tests and
 # benches, RotatingFileSink.
@@ -68,6 +72,26 @@ class Exchange:
     response_body: bytes | None
     latency_ms: float
     version: str | None
+
+
+async def exchange_of(
+    request: Request, arrived: float, started: float, response: JSONResponse | None
+) -> Exchange:
+    """A request and its answer (None: the router raised) as the router saw them, `started`
+    on the monotonic clock. The body is in the replica's memory already: Serve's proxy sends
+    it whole."""
+    body, url = await request.body(), request.url
+    return Exchange(
+        arrived=arrived,
+        method=request.method,
+        path=f"{url.path}?{url.query}" if url.query else url.path,
+        headers=request.headers.raw,
+        body=body,
+        status=response.status_code if response is not None else None,
+        response_body=bytes(response.body) if response is not None else None,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        version=response.headers.get(VERSION_HEADER) if response is not None else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from controller.serving.pressure import (
     admit,
     movable,
     queue_view,
+    second_chance,
     wait_budget_s,
 )
 from controller.serving.protocol import (
@@ -43,13 +44,12 @@ from controller.serving.protocol import (
     SLOT_WAIT_PEAK_S,
     STATUS_POLL_S,
     VARIANT_HEADER,
-    VERSION_HEADER,
     RecordingConfig,
     RouterConfig,
     Target,
     routing_id,
 )
-from controller.serving.recorder import Exchange, Recorder, replace_recorder
+from controller.serving.recorder import Recorder, exchange_of, replace_recorder
 from controller.serving.routing import choose, mirrored, mirrors, routable
 from controller.serving.serve_status import app_statuses
 from controller.serving.slots import SlotDeadline, Slots
@@ -116,12 +116,7 @@ class Router:
                 logger.exception("router %s could not get a handle to %s", self._deployment, app)
 
     async def _read_status(self) -> dict[str, str]:
-        config = self._config
-        apps = (
-            sorted({t.app for t in [*config.targets, *config.fallback, *config.shadow]})
-            if config
-            else []
-        )
+        apps = sorted(self._config.apps) if self._config else []
         return await asyncio.to_thread(app_statuses, apps)
 
     async def _refresh(self) -> bool:
@@ -210,23 +205,9 @@ class Router:
         started: float,
         response: JSONResponse | None,
     ) -> None:
-        """Hand the exchange to the recorder's queue: no waiting for the sink, never raises.
-        (The body is in the replica's memory already: Serve's proxy sends it whole.)"""
-        latency_ms = (time.perf_counter() - started) * 1000.0
+        """Hand the exchange to the recorder's queue: no waiting for the sink, never raises."""
         try:
-            body, url = await request.body(), request.url
-            exchange = Exchange(
-                arrived=arrived,
-                method=request.method,
-                path=f"{url.path}?{url.query}" if url.query else url.path,
-                headers=request.headers.raw,
-                body=body,
-                status=response.status_code if response is not None else None,
-                response_body=bytes(response.body) if response is not None else None,
-                latency_ms=latency_ms,
-                version=response.headers.get(VERSION_HEADER) if response is not None else None,
-            )
-            if not recorder.offer(exchange):
+            if not recorder.offer(await exchange_of(request, arrived, started, response)):
                 self._metrics.recording_dropped.inc(tags={"serveops_deployment": self._deployment})
         except Exception:
             logger.exception("router %s could not record a request", self._deployment)
@@ -267,12 +248,8 @@ class Router:
                 config, self._running, target, self._in_flight, movable(config, traffic)
             )
         if admission.full is not None:
-            self._metrics.count(
-                self._metrics.overflow if admission.moved else self._metrics.shed,
-                self._deployment,
-                admission.full,
-                traffic,
-            )
+            counter = self._metrics.overflow if admission.moved else self._metrics.shed
+            self._metrics.count(counter, self._deployment, admission.full, traffic)
         if admission.target is None:
             why = (
                 f"this router replica is answering {self._live} requests"
@@ -286,25 +263,23 @@ class Router:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return answers.error(400, "request body is not valid JSON", target)
         started = time.perf_counter()
-        self._in_flight.acquire(target.app)
+        tried = [target]  # the versions it went to: two if it was moved at its queue deadline
         self._live += 1
         try:
-            call = self._call(target, payload, traffic, config.timeout_s)
+            call = self._sent(tried, payload, traffic, config)
             result = await asyncio.wait_for(call, timeout=config.timeout_s)
         except SlotDeadline as late:  # could no longer be answered in time: shed, as above
-            self._metrics.count(self._metrics.shed, self._deployment, target, traffic)
-            return answers.shed(target, f"no slot in {late.waited:.1f}s, too late to answer")
+            self._metrics.count(self._metrics.shed, self._deployment, tried[-1], traffic)
+            return answers.shed(tried[-1], f"no slot in {late.waited:.1f}s, too late to answer")
         except TimeoutError:
-            self._metrics.record(self._deployment, target, traffic, 504, started)
-            return answers.error(
-                504, f"version {target.version} did not answer in {config.timeout_s}s", target
-            )
+            self._metrics.record(self._deployment, tried[-1], traffic, 504, started)
+            return answers.timed_out(tried[-1], config.timeout_s)
         except Exception:  # reaches the client as Serve's 500, as before; counted as an error
-            self._metrics.record(self._deployment, target, traffic, 500, started)
+            self._metrics.record(self._deployment, tried[-1], traffic, 500, started)
             raise
         finally:
-            self._in_flight.release(target.app)
             self._live -= 1
+        target = tried[-1]
         status, body = result["status"], result["body"]
         self._metrics.record(self._deployment, target, traffic, status, started)
         if traffic == "live":
@@ -316,6 +291,32 @@ class Router:
         if config.ab is not None and target.app in config.ab.variants:
             headers[VARIANT_HEADER] = config.ab.variants[target.app]
         return JSONResponse(body, status_code=status, headers=headers)
+
+    async def _sent(
+        self, tried: list[Target], payload: Any, traffic: str, config: RouterConfig
+    ) -> Any:
+        """The answer of `tried[0]`, or if its queue deadline passed in a canary step, of another
+        version with time to answer (`second_chance`: appended to `tried`, counted as moved)."""
+        sent, target = time.perf_counter(), tried[0]
+        self._in_flight.acquire(target.app)
+        try:
+            return await self._call(target, payload, traffic, config.timeout_s)
+        except SlotDeadline:
+            left = config.timeout_s - (time.perf_counter() - sent)
+            other = None
+            if movable(config, traffic):
+                other = second_chance(config, self._running, target, self._in_flight, left)
+            if other is None:
+                raise
+        finally:
+            self._in_flight.release(target.app)
+        self._metrics.count(self._metrics.overflow, self._deployment, target, traffic)
+        tried.append(other)
+        self._in_flight.acquire(other.app)
+        try:
+            return await self._call(other, payload, traffic, left)
+        finally:
+            self._in_flight.release(other.app)
 
     async def _call(self, target: Target, payload: Any, traffic: str, timeout_s: float) -> Any:
         """The version's answer, once one of its `max_running` slots is free (the wait counts
@@ -365,8 +366,7 @@ class Router:
         """The mirror governor's share and what it judges by, and per version application its
         queue here (`queue_view`): for an operator or a bench, through a handle."""
         c, g, held, slots = self._config, self._governor, self._in_flight, self._slots
-        apps = {t.app for t in [*c.targets, *c.fallback, *c.shadow]} if c else set()
-        queues = {a: dataclasses.asdict(queue_view(held, slots, a)) for a in apps}
+        queues = {a: dataclasses.asdict(queue_view(held, slots, a)) for a in c.apps} if c else {}
         return {"share": g.share, "latency_ms": g.latency_ms, "baseline_ms": g.baseline_ms,
                 "shadow_tasks": len(self._shadow_tasks), "live": self._live,
                 "queues": queues}  # fmt: skip

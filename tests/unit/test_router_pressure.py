@@ -21,6 +21,7 @@ from controller.serving.protocol import (
     SHED_HEADER,
     SLOT_WAIT_PEAK_S,
     STATUS_POLL_S,
+    VERSION_HEADER,
     ABTest,
     RolloutNote,
     RouterConfig,
@@ -137,6 +138,21 @@ def test_admission_sheds_by_time_within_half_the_timeout_and_moves_canary_traffi
     assert (moved.target, moved.full) == (candidate, stable)
     in_flight.release(stable.app)  # 2 ahead: 2 s, not over
     assert admit(config, RUNNING, stable, in_flight, movable=False).target == stable
+
+
+def test_a_request_late_in_one_queue_gets_a_second_chance_only_where_its_answer_fits() -> None:
+    """The other version may have it while its wait for a slot is within the deadline of the
+    time left (`queue_deadline_s`: that time less two slot times, never under half of it)."""
+    stable = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    candidate = CANDIDATE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    config = canary(targets=[stable, candidate], timeout_s=4)
+    in_flight = loaded(fraud_v2=2)
+    in_flight.served(candidate.app, 0.5)  # 2 ahead at 0.5 s a slot: a 1 s wait
+    assert pressure.second_chance(config, RUNNING, stable, in_flight, 2.0) == candidate
+    assert pressure.second_chance(config, RUNNING, stable, in_flight, 1.5) is None  # 0.75 s
+    assert pressure.second_chance(config, {stable.app}, stable, loaded(), 2.0) is None
+    unweighted = canary(targets=[stable, candidate.model_copy(update={"weight": 0})])
+    assert pressure.second_chance(unweighted, RUNNING, stable, loaded(), 2.0) is None
 
 
 def test_only_live_rollout_traffic_moves() -> None:
@@ -637,6 +653,62 @@ def test_a_canary_request_moves_to_the_candidate_when_the_stable_is_full() -> No
     assert (answer.status_code, json.loads(answer.body)) == (200, {"predictions": ["2"]})
     assert r._metrics.counted[("overflow", "1", "live")] == 1
     assert stable.calls == 0
+
+
+def late_at_the_stable_version(busy_candidate: bool) -> tuple[Any, Any, FakeHandle]:
+    """A canary step with 1 s timeouts: v1 has one slot, taken by a request that hangs, so a
+    second request to v1 queues behind it until its deadline (0.5 s: v1 has no answer yet).
+    The candidate answers at once; `busy_candidate`: its one slot is held too, and its answers
+    have taken 0.4 s. The router, the second request's answer, and v2."""
+    stable = STABLE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    candidate = CANDIDATE.model_copy(update={"max_in_flight": 1000, "max_running": 1})
+    stuck, other = FakeHandle("1", hang=True), FakeHandle("2")
+    config = canary(targets=[stable, candidate], timeout_s=1)
+    r = replica(config, {stable.app: stuck, candidate.app: other})
+
+    async def scenario() -> Any:
+        held = []
+        if busy_candidate:
+            r._in_flight.served(candidate.app, 0.4)
+            r._in_flight.acquire(candidate.app)
+            held.append(asyncio.create_task(r._slots.acquire(candidate.app, 1, lambda: 5.0)))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("controller.serving.router.random.random", lambda: 0.0)  # picks v1
+            held.append(asyncio.create_task(r._answer(request({"inputs": [1]}))))
+            await asyncio.sleep(0.01)
+            answer = await asyncio.wait_for(r._answer(request({"inputs": [1]})), timeout=5)
+        for task in held:
+            task.cancel()
+        return answer
+
+    answer = asyncio.run(scenario())
+    assert stuck.calls == 1  # the second request never reached v1: it waited, then left
+    return r, answer, other
+
+
+def test_a_canary_request_late_in_the_stable_queue_moves_to_the_candidate_with_room() -> None:
+    r, answer, candidate = late_at_the_stable_version(busy_candidate=False)
+    assert (answer.status_code, json.loads(answer.body)) == (200, {"predictions": ["2"]})
+    assert answer.headers[VERSION_HEADER] == "2"
+    assert candidate.calls == 1
+    assert r._metrics.counted[("overflow", "1", "live")] == 1  # moved, not shed
+    assert r._metrics.counted[("shed", "1", "live")] == 0
+    assert r._metrics.counted[("answered", "2", "live", "200")] == 1
+    assert r._in_flight[CANDIDATE.app] == 0
+    # The hung request's wait (none), the moved one's at v1 (to its deadline), then at v2.
+    assert [w[0] for w in r._metrics.waits] == ["1", "1", "2"]
+
+
+def test_a_late_canary_request_is_shed_when_the_other_version_has_no_time_left_either() -> None:
+    """v2's one slot is held and its answers take 0.4 s: with 0.5 s left, a wait of 0.4 s and
+    0.8 s for the answer do not fit. Shed at the deadline, not sent on to time out at v2."""
+    r, answer, candidate = late_at_the_stable_version(busy_candidate=True)
+    assert answer.status_code == 503
+    assert "too late to answer" in json.loads(answer.body)["message"]
+    assert answer.headers[SHED_HEADER] == "1"
+    assert candidate.calls == 0
+    assert r._metrics.counted[("shed", "1", "live")] == 1
+    assert r._metrics.counted[("overflow", "1", "live")] == 0
 
 
 def previewing(max_in_flight: int) -> tuple[RouterConfig, Target]:
