@@ -15,7 +15,7 @@ whether the router shed anything (it must not: a closed loop of 8 never exceeds 
 saturation, measured the same way at its start.
 
     flock /tmp/serveops-ray.lock .venv/bin/python bench/saturation.py [--rounds 2] \
-        [--seconds 10] [--concurrency 8] [--rate 10]
+        [--seconds 10] [--concurrency 8] [--rate 10] [--ray-env RAY_SERVE_ENABLE_HA_PROXY=1]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.router_overhead import latency  # (p50 ms, failed) of an open loop
 from bench.serving_setup import (
+    env_pairs,
     load_average,
     new_client,
     registered_models,
@@ -70,10 +71,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rate", type=float, default=10.0, help="open loop for p50, req/s")
+    parser.add_argument(
+        "--ray-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment of `ray start` (e.g. RAY_SERVE_ENABLE_HA_PROXY=1), repeatable",
+    )
     args = parser.parse_args()
 
     models = registered_models()
-    ray = start_ray()
+    ray = start_ray(env_pairs(args.ray_env))
     try:
         client = new_client(ray)
         version_app, router = rendered(models, NAME, models.versions[0])
