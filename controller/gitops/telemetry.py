@@ -108,6 +108,16 @@ class ControllerMetrics:
             (*dep, "phase"),
             registry=reg,
         )
+        self.held_since = Gauge(
+            "serveops_controller_rollout_held_since_timestamp_seconds",
+            "When the rollout's hold began (unix time), by reason: `headroom` (its candidate "
+            "waits to start or to be scaled for the switch until it fits and no queue stands in "
+            "front of the stable version) or `saturated` (its analyses hold while the serving "
+            "path is saturated). No series while not held. A hold has no deadline of its own: "
+            "alert on `time() - serveops_controller_rollout_held_since_timestamp_seconds`.",
+            (*dep, "reason"),
+            registry=reg,
+        )
         self.analyses = Counter(
             "serveops_controller_analysis",
             "Rollout analyses, by result (pass, fail, inconclusive).",
@@ -175,6 +185,7 @@ class ControllerMetrics:
         self._features: dict[tuple[str, str], set[str]] = {}  # (env, deployment) -> features
         self._synced: dict[str, set[str]] = {}  # environment -> deployments with a sync series
         self._rollouts: dict[str, set[str]] = {}  # environment -> deployments with rollout series
+        self._held: set[tuple[str, str, str]] = set()  # (env, deployment, reason) with a series
 
     def with_process_metrics(self) -> ControllerMetrics:
         """Add the process_*, python_gc_* and python_info series (for the served registry)."""
@@ -254,13 +265,30 @@ class ControllerMetrics:
             self.weight.remove(env, gone)
             for phase in PHASES:
                 self.phase.remove(env, gone, phase)
+            self._set_held(env, gone, None)
         for deployment, state in rollouts.items():
             step = state.step + 1 if state.strategy == "canary" and state.phase == "steps" else 0
             self.step.labels(env, deployment).set(step)
             self.weight.labels(env, deployment).set(state.weight)
             for phase in PHASES:
                 self.phase.labels(env, deployment, phase).set(1 if phase == state.phase else 0)
+            self._set_held(env, deployment, state if state.active else None)
         self._rollouts[env] = set(rollouts)
+
+    def _set_held(self, env: str, deployment: str, state: RolloutState | None) -> None:
+        """A series per reason the rollout is held for now, none for the others."""
+        held = {
+            "headroom": state.held_since if state else None,
+            "saturated": state.saturated_since if state else None,
+        }
+        for reason, since in held.items():
+            key = (env, deployment, reason)
+            if since is not None:
+                self.held_since.labels(*key).set(since.timestamp())
+                self._held.add(key)
+            elif key in self._held:
+                self.held_since.remove(*key)
+                self._held.discard(key)
 
 
 def sync_statuses(plan: Plan, outcome: str) -> dict[str, str]:

@@ -50,6 +50,7 @@ from controller.rollout.state import (
     started_message,
     with_command,
 )
+from controller.rollout.waiting import waiting_for
 from controller.serving.protocol import RouterConfig, router_config
 from controller.serving.protocol import Target as RouteTarget
 from controller.spec.models import ModelDeployment, Rollout
@@ -260,15 +261,18 @@ class _DeploymentStep:
         says = self._no_room(state, candidate, metrics, "starts")
         return self._held(state, says) if says else None
 
-    def hold_scale_for_room(self, decision: Decision, metrics: MetricsOnce) -> Decision | None:
+    def hold_scale_for_room(
+        self, decision: Decision, metrics: MetricsOnce, held_since: dt.datetime | None
+    ) -> Decision | None:
         """A candidate that previewed smaller is scaled to its full size for the switch only
         as a candidate starts: when its new replicas fit and no queue stands in front of the
         stable version (their starts are the same load). Until then it keeps previewing, and
-        says why; the scaling's progress deadline has not begun. None: scale."""
+        says why (held since `held_since`, or from now); the scaling's progress deadline has
+        not begun. None: scale."""
         if decision.action != "scale":
             return None
         full = candidate_config(self.dep, self.spec, decision.state)  # scaling: full size
-        unscaled = dataclasses.replace(decision.state, scaling_since=None)
+        unscaled = dataclasses.replace(decision.state, scaling_since=None, held_since=held_since)
         says = self._no_room(unscaled, full, metrics, "is scaled to full size")
         return self._held(unscaled, says) if says else None
 
@@ -283,12 +287,12 @@ class _DeploymentStep:
 
     def _held(self, state: RolloutState, says: str) -> Decision:
         """Held for room: in loading, the candidate not started, or in a preview, not yet
-        scaled for the switch; `says` the same pass to pass (the state is written only when
-        it changes)."""
-        held = dataclasses.replace(
-            state, held_for_room=True, message=says, waiting=says, until=None
-        )
-        return Decision("wait", held, f"waiting for {says}", self.limits.loading_poll_s)
+        scaled for the switch; since the first pass that held it. `says` the same pass to
+        pass, so the state is written only when it changes."""
+        held = dataclasses.replace(state, held_since=state.held_since or self.now, message=says)
+        waiting, _ = waiting_for(self.rollout, held, self.limits)
+        held = dataclasses.replace(held, waiting=waiting, until=None)
+        return Decision("wait", held, f"waiting for {waiting}", self.limits.held_poll_s)
 
     def analyse(
         self, state: RolloutState, baseline: str | None, metrics: MetricsOnce
@@ -355,12 +359,13 @@ def _one(
             step.record(held, baseline)
         step.result.requeue_after = min(step.result.requeue_after, held.requeue_after)
         return rollout_apps(step.dep, step.spec, step.live, held.state, with_candidate=False)
-    if state.held_for_room and state.phase == "loading":  # it fits: the candidate starts now,
-        state = dataclasses.replace(  # its progress deadline from now
-            state, held_for_room=False, phase_started_at=step.now, message=started_message(state)
+    held_since = state.held_since
+    if held_since is not None and state.phase == "loading":  # it fits: the candidate starts
+        state = dataclasses.replace(  # now, its progress deadline from now
+            state, held_since=None, phase_started_at=step.now, message=started_message(state)
         )
-    elif state.held_for_room:  # a preview held before its scaling: asked again below
-        state = dataclasses.replace(state, held_for_room=False)
+    elif held_since is not None:  # a preview held before its scaling: asked again below
+        state = dataclasses.replace(state, held_since=None)
     state, analysis, new_baseline = step.analyse(state, baseline, metrics)
     ready, why = readiness(step.live.apps.get(state.candidate_app))
     stage = hooks_due(step.rollout, state, ready) if ready != "failed" else None
@@ -376,7 +381,7 @@ def _one(
         hooks=ran,
         full_size=at_full_size(step.spec, step.live.apps.get(state.candidate_app)),
     )
-    decision = step.hold_scale_for_room(decision, metrics) or decision
+    decision = step.hold_scale_for_room(decision, metrics, held_since) or decision
     if ran is not None and ran.passed and decision.action == "wait":  # else its reason says so
         step.result.messages.append(f"{step.dep.name}: {ran.label} passed: {ran.summary}")
     if decision.reset_window:

@@ -46,6 +46,7 @@ from controller.serving.protocol import (
 )
 
 PREFIX = "ray_"  # Ray prefixes application metrics
+ROUTER_PREFIX = f"{PREFIX}serveops_router_"  # every series the router records (protocol.py)
 # One node's exposition: Ray's own series and every replica's are a few MB on a busy node.
 MAX_SCRAPE_BYTES = 64 * 1024 * 1024
 
@@ -75,6 +76,17 @@ class MetricsSource(Protocol):
     def scrape(self) -> Snapshot: ...
 
 
+def routers_only(text: str) -> str:
+    """The routers' lines of a node's exposition (samples, HELP and TYPE). The rest, Ray's own
+    series and every replica's, is most of the text: not parsed, every pass that reads it."""
+    comments = (f"# HELP {ROUTER_PREFIX}", f"# TYPE {ROUTER_PREFIX}")
+    return "\n".join(
+        line
+        for line in text.splitlines()
+        if line.startswith(ROUTER_PREFIX) or line.startswith(comments)
+    )
+
+
 def parse(text: str) -> Snapshot:
     """Router series from a Prometheus text exposition, summed per (deployment, version)."""
     out: Snapshot = {}
@@ -88,7 +100,7 @@ def parse(text: str) -> Snapshot:
         f"{PREFIX}{METRIC_SERVICE}_bucket": "service",
         f"{PREFIX}{METRIC_SLOT_WAIT}": "slot_wait",
     }
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(routers_only(text)):
         for sample in family.samples:
             kind = names.get(sample.name)
             if kind is None:

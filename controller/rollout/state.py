@@ -36,6 +36,9 @@ class Limits:
     progress_deadline_s: float = 600.0  # start -> candidate RUNNING (model load time included)
     inconclusive_limit: int = 3  # inconclusive windows in a row before the rollout pauses
     loading_poll_s: float = 2.0  # how soon to look again while the candidate starts
+    # How soon to look again while held for room: the queue it waits on is read as the peak
+    # of the last 10 s (protocol.SLOT_WAIT_PEAK_S), and each look scrapes every node's metrics.
+    held_poll_s: float = 5.0
 
 
 DEFAULT_LIMITS = Limits()
@@ -152,9 +155,10 @@ class RolloutState:
     message: str = ""
     ended_at: dt.datetime | None = None
     post_hooks_passed: bool = False
-    # Loading, the candidate not started yet: it would overcommit the cluster's CPUs. The
-    # progress deadline counts from when it starts (`phase_started_at`), not from this wait.
-    held_for_room: bool = False
+    # Since when the candidate waits for room (controller/rollout/headroom.py): in loading to
+    # start, in a preview to be scaled to its full size for the switch. None: not held. The
+    # progress deadline counts from when it starts or scales, not from this wait.
+    held_since: dt.datetime | None = None
     # Preview: since when the candidate, previewed smaller than its full size, is being scaled
     # to it for the switch (controller/rollout/apps.py).
     scaling_since: dt.datetime | None = None
@@ -167,6 +171,10 @@ class RolloutState:
     @property
     def active(self) -> bool:
         return self.phase in ACTIVE_PHASES
+
+    @property
+    def held_for_room(self) -> bool:
+        return self.held_since is not None
 
     @property
     def scaling(self) -> bool:
@@ -189,6 +197,8 @@ class RolloutState:
     @classmethod
     def from_json(cls, text: str) -> RolloutState:
         data = json.loads(text)
+        if data.pop("held_for_room", False) and not data.get("held_since"):
+            data["held_since"] = data["phase_started_at"]  # stored before the time was kept
         for key in (
             "started_at",
             "phase_started_at",
@@ -197,6 +207,7 @@ class RolloutState:
             "until",
             "scaling_since",
             "saturated_since",
+            "held_since",
         ):
             if data.get(key):
                 data[key] = dt.datetime.fromisoformat(data[key])

@@ -22,9 +22,9 @@ def waiting_for(
         return "", None
     if state.paused:
         return f"an operator: {state.message or 'paused'} (`serveops resume` or `promote`)", None
+    if state.held_for_room:  # to start (loading), or to be scaled for the switch (preview)
+        return f"{state.message} (held since {state.held_since:%H:%M:%S} UTC)", None
     if state.phase == "loading":
-        if state.held_for_room:
-            return state.message, None
         if candidate != "ready":
             deadline = state.phase_started_at + dt.timedelta(seconds=limits.progress_deadline_s)
             return f"{state.candidate_app} to run (progress deadline)", deadline
@@ -42,8 +42,6 @@ def waiting_for(
             return f"a passing analysis ({label}){_needs(spec, state)}", window
         return f"the end of the pause ({label})", pause_end
     if state.phase == "preview":
-        if state.held_for_room:  # before its scaling for the switch
-            return state.message, None
         if state.scaling_since is not None:
             deadline = state.scaling_since + dt.timedelta(seconds=limits.progress_deadline_s)
             return f"{state.candidate_app} at its full size (scaled for the switch)", deadline

@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from controller.rollout.router_metrics import from_json, merge, parse, to_json, window
+from controller.rollout.router_metrics import (
+    ROUTER_PREFIX,
+    from_json,
+    merge,
+    parse,
+    routers_only,
+    to_json,
+    window,
+)
+from controller.serving import protocol
 
 LABELS = (
     'Component="core_worker",SessionName="s",application="fraud",deployment="Router",'
@@ -42,6 +51,23 @@ def test_parse_sums_router_replicas_per_version() -> None:
     c = snap["fraud"]["1"]
     assert (c.requests, c.errors) == (150, 3)
     assert c.buckets == {5.0: 130, 50.0: 150, math.inf: 150}
+
+
+def test_only_the_routers_lines_are_parsed_and_every_router_metric_is_among_them() -> None:
+    """A node's export is mostly Ray's own series: they are dropped before the parser reads
+    them, so a metric the router records must keep the prefix the filter keeps."""
+    noise = "# HELP ray_tasks Tasks.\n# TYPE ray_tasks gauge\n" + "".join(
+        f'ray_tasks{{State="RUNNING",Name="t{i}"}} {i}.0\n' for i in range(1000)
+    )
+    text = noise + exposition("a", "1", 100, 2, 90)
+    kept = routers_only(text)
+    assert "ray_tasks" not in kept
+    assert "ray_serve_num_http_requests" not in kept
+    assert parse(text) == parse(exposition("a", "1", 100, 2, 90))
+    assert parse(text)["fraud"]["1"].requests == 100
+    names = [v for k, v in vars(protocol).items() if k.startswith("METRIC_") and k != "METRIC_TAGS"]
+    assert names
+    assert all(f"ray_{name}".startswith(ROUTER_PREFIX) for name in names)
 
 
 def test_window_diffs_two_scrapes() -> None:

@@ -5,6 +5,7 @@ passes). The router's side, the gauge it sets, is in test_router_pressure.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from controller.cli.views import rollouts_renderable
 from controller.errors import Unreachable
 from controller.rollout.headroom import HEADROOM_WAIT_SHARE, stable_queue
 from controller.rollout.router_metrics import Counts, merge, parse
+from controller.rollout.state import RolloutState
 from controller.serving.pressure import QUEUE_WAIT_SHARE
 from tests.support import World
 from tests.unit.test_rollout_controller import CANARY, candidate_replicas, previewing_a_quarter
+from tests.unit.test_rollout_engine import new as new_rollout
 from tests.unit.test_views import Views, text
 
 SAYS = "headroom on the serving path: fraud--v2 starts once a request to fraud--v1 would wait"
@@ -50,11 +53,16 @@ def test_a_candidate_waits_while_a_queue_stands_in_front_of_the_stable_version(
     assert fraud.rollout is not None
     assert SAYS in fraud.rollout.waiting
     assert SAYS in text(rollouts_renderable(Views(world).view(), terminal=False))
+    since = world.clock.now()
+    assert f"(held since {since:%H:%M:%S} UTC)" in fraud.rollout.waiting
 
     # Past the progress deadline, still queued: waiting for headroom is not a failed start.
     for _ in range(3):
         assert world.pass_(300).outcome == "progressing"
     assert set(world.serve.apps) == {"fraud", "fraud--v1"}
+    stored = world.store().rollouts(world.env)["fraud"].state
+    assert stored.held_since == since  # since the first pass that held it, 15 minutes ago
+    assert f"(held since {since:%H:%M:%S} UTC)" in stored.waiting
 
     queue(world, "1", 0.2)  # the queue drained
     assert world.pass_().outcome == "progressing"
@@ -62,6 +70,7 @@ def test_a_candidate_waits_while_a_queue_stands_in_front_of_the_stable_version(
     [fraud] = Views(world).view().deployments
     assert fraud.rollout is not None
     assert "headroom" not in fraud.rollout.waiting
+    assert world.store().rollouts(world.env)["fraud"].state.held_since is None
 
 
 def test_promote_starts_the_candidate_into_a_queue(world: World) -> None:
@@ -96,6 +105,7 @@ def test_a_preview_is_scaled_for_the_switch_only_once_the_queue_is_gone(tmp_path
         w.traffic(30)
         assert w.pass_(60).outcome == "progressing"
     assert candidate_replicas(w.serve) == 1
+    assert w.store().rollouts(w.env)["fraud"].state.held_since == stored.held_since  # kept
 
     queue(w, "1", 0.1)  # drained
     w.traffic(30)
@@ -164,3 +174,16 @@ def test_a_gauge_that_is_not_a_number_holds_nothing() -> None:
     q = stable_queue(parse(nan), "d", "1", "d--v1", 10.0)
     assert q is not None
     assert not q.standing
+
+
+def test_a_hold_stored_before_its_time_was_kept_reads_as_held_since_the_phase_began() -> None:
+    """States written by an older controller said only `held_for_room: true`."""
+    state = new_rollout()
+    old = json.loads(state.to_json())
+    del old["held_since"]
+    old["held_for_room"] = True
+    restored = RolloutState.from_json(json.dumps(old))
+    assert restored.held_for_room
+    assert restored.held_since == state.phase_started_at
+    old["held_for_room"] = False
+    assert RolloutState.from_json(json.dumps(old)).held_since is None

@@ -6,6 +6,8 @@ environment label, since the controller's metrics are one registry per process.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +18,10 @@ from typer.testing import CliRunner
 
 from controller.cli.main import app
 from controller.gitops.telemetry import ControllerMetrics, PassFigures, serve, sync_statuses
+from controller.rollout.state import RolloutState
 from controller.sync.plan import Action, ModelRef, Plan, Source
 from tests.support import World
+from tests.unit.test_rollout_engine import new as new_rollout
 
 CANARY = """\
 rollout:
@@ -141,6 +145,31 @@ def test_series_of_a_deployment_that_left_go_away() -> None:
         "a": "Synced",
         "b": "OutOfSync",
     }
+
+
+def test_a_held_rollout_has_a_series_since_when_for_each_reason_and_none_after() -> None:
+    """What an alert bounds a hold by (a hold has no deadline of its own)."""
+    metrics = ControllerMetrics()  # its own registry
+    since = dt.datetime(2026, 12, 6, 5, 20, 11, tzinfo=dt.UTC)
+
+    def held(reason: str) -> float | None:
+        labels = {"environment": "e", "deployment": "fraud", "reason": reason}
+        name = "serveops_controller_rollout_held_since_timestamp_seconds"
+        return metrics.registry.get_sample_value(name, labels)
+
+    def record(state: RolloutState) -> None:
+        metrics.record_pass(PassFigures("e", "progressing", 0.01, 0.0, None), {"fraud": state})
+
+    state = new_rollout()
+    record(dataclasses.replace(state, held_since=since))
+    assert (held("headroom"), held("saturated")) == (since.timestamp(), None)
+    record(dataclasses.replace(state, saturated_since=since))  # started, then saturated
+    assert (held("headroom"), held("saturated")) == (None, since.timestamp())
+    record(dataclasses.replace(state, saturated_since=since, phase="aborted"))  # not active
+    assert held("saturated") is None
+    record(dataclasses.replace(state, held_since=since))
+    metrics.record_pass(PassFigures("e", "in_sync", 0.01, 0.0, None), {})  # the rollout left
+    assert held("headroom") is None
 
 
 def test_metrics_port_must_be_a_port() -> None:
