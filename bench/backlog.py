@@ -53,6 +53,7 @@ import psutil
 from bench.candidate_start import gone
 from bench.saturation import saturation
 from bench.serving_setup import (
+    add_ray_env,
     env_pairs,
     load_average,
     new_client,
@@ -356,9 +357,7 @@ def main() -> None:
     parser.add_argument("--disturb-seconds", type=float, default=8.0)
     parser.add_argument("--burst", type=float, default=0.5, help="x saturation, added")
     parser.add_argument("--hogs", type=int, default=2)
-    parser.add_argument(
-        "--ray-env", action="append", default=[], metavar="K=V", help="for Ray's processes"
-    )
+    add_ray_env(parser)
     parser.add_argument("--capacity-over", type=float, default=1.3, help="x saturation")
     parser.add_argument("--capacity-seconds", type=float, default=20.0)
     parser.add_argument("--observe", type=float, default=40.0, help="seconds from each start")

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving_setup import (
+    add_ray_env,
     env_pairs,
     load_average,
     new_client,
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rate", type=float, default=10.0, help="open loop for latency, req/s")
-    parser.add_argument("--ray-env", action="append", default=[], help="KEY=VALUE for Ray")
+    add_ray_env(parser)
     parser.add_argument(
         "--router-env",
         action="append",

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.router_overhead import latency  # (p50 ms, failed) of an open loop
 from bench.serving_setup import (
+    add_ray_env,
     env_pairs,
     load_average,
     new_client,
@@ -71,13 +72,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rate", type=float, default=10.0, help="open loop for p50, req/s")
-    parser.add_argument(
-        "--ray-env",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="environment of `ray start` (e.g. RAY_SERVE_ENABLE_HA_PROXY=1), repeatable",
-    )
+    add_ray_env(parser)
     args = parser.parse_args()
 
     models = registered_models()

@@ -25,6 +25,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving_setup import (
+    add_ray_env,
     env_pairs,
     load_average,
     new_client,
@@ -73,7 +74,7 @@ def main() -> None:
     ap.add_argument("--path", choices=["router", "direct"], default="router")
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--ray-env", action="append", default=[], metavar="K=V")
+    add_ray_env(ap)
     args = ap.parse_args()
     ray_env = env_pairs(args.ray_env)
 

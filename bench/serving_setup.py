@@ -6,6 +6,7 @@ Not a benchmark itself. `bench/router_overhead.py`, `bench/weight_change.py` and
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import textwrap
@@ -44,6 +45,17 @@ def registered_models() -> Models:
     root = Path(tempfile.mkdtemp(prefix="serveops-bench-"))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     return Models(root, uri, train_and_register(uri, root / "artifacts"))
+
+
+def add_ray_env(parser: argparse.ArgumentParser) -> None:
+    """`--ray-env K=V`, repeatable: the environment of `ray start` (read with `env_pairs`)."""
+    parser.add_argument(
+        "--ray-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment of `ray start` (e.g. RAY_SERVE_ENABLE_HA_PROXY=1), repeatable",
+    )
 
 
 def env_pairs(values: list[str]) -> dict[str, str]:

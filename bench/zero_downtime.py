@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.backlog import CpuSampler, cpu_between
 from bench.saturation import saturation
 from bench.serving_setup import (
+    add_ray_env,
     env_pairs,
     load_average,
     new_client,
@@ -243,13 +244,7 @@ def main() -> None:
         default=None,
         help="spec.rollout.shadow_percent of the blue-green preview (default: every request)",
     )
-    parser.add_argument(
-        "--ray-env",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="environment of `ray start` (e.g. RAY_SERVE_ENABLE_HA_PROXY=1), repeatable",
-    )
+    add_ray_env(parser)
     parser.add_argument(
         "--record-get", type=Path, help="write Serve's GET payload once v1 serves (a fixture)"
     )
