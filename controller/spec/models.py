@@ -644,10 +644,13 @@ class DeploymentSpec(_Strict):
         description="Who owns the route between rollouts. `router`: serveops' router, always "
         "(it records, sheds a full version at once with 503, and counts requests per version "
         "for `serveops status`). `direct`: the serving version's own application, one hop "
-        "less (1.2x to 1.4x the router path's saturation throughput on 2 cores); the router "
-        "takes the route for any change (a new version, a rollout) and hands it back once the "
-        "new version runs alone (docs/rollouts.md). Not with `recording` or an A/B test, which "
-        "need the router at all times.",
+        "less (1.2x to 1.4x the router path's saturation throughput on 2 cores behind Serve's "
+        "proxy, 1.9x behind HAProxy, while fewer requests are in flight than the replicas' "
+        "`max_ongoing_requests`: past that, Serve's proxy retries with back-off and the "
+        "router path answers more); the router takes the route for any change (a new "
+        "version, a rollout) and hands it back once the new version runs alone "
+        "(docs/rollouts.md). Not with `recording` or an A/B test, which need the router at "
+        "all times.",
     )
     access_log: bool = Field(
         default=True,
