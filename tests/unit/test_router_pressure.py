@@ -700,8 +700,9 @@ def test_a_canary_request_late_in_the_stable_queue_moves_to_the_candidate_with_r
 
 
 def test_a_late_canary_request_is_shed_when_the_other_version_has_no_time_left_either() -> None:
-    """v2's one slot is held and its answers take 0.4 s: with 0.5 s left, a wait of 0.4 s and
-    0.8 s for the answer do not fit. Shed at the deadline, not sent on to time out at v2."""
+    """v2's one slot is held and its answers take 0.4 s: a 0.4 s wait is over the 0.25 s that
+    the 0.5 s left allow (half of it; less two slot times would be under 0). Shed at the
+    deadline, not sent on to time out at v2."""
     r, answer, candidate = late_at_the_stable_version(busy_candidate=True)
     assert answer.status_code == 503
     assert "too late to answer" in json.loads(answer.body)["message"]
