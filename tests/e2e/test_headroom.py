@@ -88,9 +88,12 @@ def test_a_candidate_waits_for_the_stable_versions_queue_to_go(
             stored = store.rollouts(ENV).get(NAME)
             assert stored is not None
             assert (stored.state.phase, stored.state.held_for_room) == ("loading", True)
+            held_since = stored.state.held_since
+            assert held_since is not None
             assert stored.state.waiting == (
                 f"headroom on the serving path: {candidate} starts once a request to "
-                f"{NAME}--v{slow} would wait at most 1s for a slot in the router"
+                f"{NAME}--v{slow} would wait at most 1s for a slot in the router "
+                f"(held since {held_since:%H:%M:%S} UTC)"
             )
         # The load gone, the queue drains, and its peak leaves the gauge's 10 s: it starts.
         deadline = time.monotonic() + 120
@@ -100,7 +103,7 @@ def test_a_candidate_waits_for_the_stable_versions_queue_to_go(
         assert candidate in running()
         stored = store.rollouts(ENV).get(NAME)
         assert stored is not None
-        assert not stored.state.held_for_room
+        assert stored.state.held_since is None
     finally:
         commit(repo, {SPEC: None}, "remove")  # the session's cluster is shared
         run_until_settled(ctl)
