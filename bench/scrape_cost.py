@@ -16,6 +16,7 @@ read (`RayMetricsSource.scrape`: the node list, the export's GET, the parse) is 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -33,9 +34,8 @@ from bench.serving_setup import (
     new_client,
     registered_models,
     rendered,
+    serve_apps,
     start_ray,
-    wait_answering,
-    wait_running,
 )
 from controller.dev.demo import sample_request
 from controller.rollout.router_metrics import RayMetricsSource, parse, routers_only
@@ -65,11 +65,7 @@ def main() -> None:
     ray = start_ray()
     try:
         client = new_client(ray)
-        apps = rendered(models, NAME, models.versions[0])
-        client.put(apps, client.get())
-        wait_running(client, [a["name"] for a in apps])
-        url = f"http://127.0.0.1:{client.http_port}/{NAME}"
-        wait_answering(url)
+        url = serve_apps(client, rendered(models, NAME, models.versions[0]), NAME)
         closed_loop(url, sample_request(), 4, args.seconds)
         time.sleep(2)  # one more export (every second in the benches' Ray)
         source = RayMetricsSource(ray.address)
@@ -91,9 +87,7 @@ def main() -> None:
         ]
         for rep in range(args.reps):
             for out, fn in arms if rep % 2 == 0 else arms[::-1]:
-                began = time.process_time()
-                fn(text)
-                out.append((time.process_time() - began) * 1000.0)
+                out.append(cpu_ms(functools.partial(fn, text)))
         reads = [cpu_ms(source.scrape) for _ in range(args.reps)]
         walls = []
         for _ in range(args.reps):
